@@ -1,0 +1,1 @@
+"""Ingest: the public door. Reassembles snapshots, backs them up, fans records out per domain."""

@@ -1,0 +1,136 @@
+"""Reading a snapshot file into per-domain source entries. Pure: bytes in, data out.
+
+Both files from the spec are understood: the raw localStorage dump (key -> JSON
+*string*) and the MockDataService export (key -> array). What the spec calls "what real
+data looks like" is accounted for here, never a reason to fail: a value that is not
+valid JSON, an entry that is not an object, a missing id, a duplicate id. Each such
+entry carries a ``problem`` and goes to quarantine instead of downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
+from shared.messages import SnapshotFormat
+
+#: Index used for an entry that stands for a whole localStorage value (e.g. invalid JSON).
+WHOLE_VALUE_INDEX = -1
+
+
+class UnreadableSnapshot(ValueError):
+    """The file is not a JSON object at all; nothing in it can be counted."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    index: int
+    legacy_id: str | None
+    record: Any
+    problem: Problem | None = None
+
+
+@dataclass
+class ParsedSnapshot:
+    entries: dict[Domain, list[SourceEntry]] = field(default_factory=dict)
+    unknown_keys: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[Domain, int]:
+        return {domain: len(entries) for domain, entries in self.entries.items()}
+
+    def duplicate_ids(self) -> dict[Domain, list[str]]:
+        found = {
+            domain: sorted({e.legacy_id for e in entries if e.problem and e.problem.reason == "duplicate_id" and e.legacy_id})
+            for domain, entries in self.entries.items()
+        }
+        return {d: ids for d, ids in found.items() if ids}
+
+    def corrupted(self) -> dict[Domain, int]:
+        found = {
+            domain: sum(1 for e in entries if e.problem and e.problem.reason != "duplicate_id")
+            for domain, entries in self.entries.items()
+        }
+        return {d: n for d, n in found.items() if n}
+
+
+def detect_format(document: dict[str, Any]) -> SnapshotFormat:
+    """A localStorage dump holds strings under the domain keys; an export holds arrays."""
+    values = [document[k] for k in document if k in LOCALSTORAGE_KEYS or k in EXPORT_KEYS]
+    if values and all(isinstance(v, str) for v in values):
+        return SnapshotFormat.LOCALSTORAGE_DUMP
+    return SnapshotFormat.MOCKDATA_EXPORT
+
+
+def load_document(content: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnreadableSnapshot(f"file is not valid JSON: {exc.__class__.__name__} at {getattr(exc, 'pos', '?')}") from None
+    if not isinstance(document, dict):
+        raise UnreadableSnapshot(f"file is a JSON {type(document).__name__}, expected an object")
+    return document
+
+
+def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:
+    document = load_document(content)
+    keys = LOCALSTORAGE_KEYS if fmt is SnapshotFormat.LOCALSTORAGE_DUMP else EXPORT_KEYS
+    parsed = ParsedSnapshot(entries={})
+    for key, value in document.items():
+        domain = keys.get(key)
+        if domain is None:
+            if key not in METADATA_KEYS:
+                parsed.unknown_keys.append(key)
+            continue
+        parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP)
+    return parsed
+
+
+def _entries(key: str, value: Any, *, from_string: bool) -> list[SourceEntry]:
+    if from_string:
+        if not isinstance(value, str):
+            return [_whole(value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string")]
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            return [_whole(value, "invalid_json", f"localStorage value of '{key}' is not valid JSON ({exc.msg} at {exc.pos})")]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return [_whole(value, "not_an_array", f"value of '{key}' is a {type(value).__name__}, expected an array")]
+    seen: set[str] = set()
+    entries: list[SourceEntry] = []
+    for index, item in enumerate(value):
+        entries.append(_entry(index, item, seen))
+    return entries
+
+
+def _whole(value: Any, reason: str, message: str) -> SourceEntry:
+    return SourceEntry(WHOLE_VALUE_INDEX, None, value, Problem(reason, message))
+
+
+def legacy_id_of(item: Any) -> str | None:
+    raw = item.get("id") if isinstance(item, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return None
+    text = str(raw).strip()
+    return text or None
+
+
+def _entry(index: int, item: Any, seen: set[str]) -> SourceEntry:
+    if not isinstance(item, dict):
+        return SourceEntry(index, None, item, Problem("not_an_object", f"entry {index} is a {type(item).__name__}, expected an object"))
+    legacy_id = legacy_id_of(item)
+    if legacy_id is None:
+        return SourceEntry(index, None, item, Problem("missing_id", f"entry {index} has no usable 'id'"))
+    if legacy_id in seen:
+        return SourceEntry(index, legacy_id, item, Problem("duplicate_id", f"id '{legacy_id}' appears earlier in this domain; the first one is migrated"))
+    seen.add(legacy_id)
+    return SourceEntry(index, legacy_id, item)

