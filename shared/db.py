@@ -19,9 +19,20 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK_KEY = 0x5C400_1  # arbitrary, fixed: "schoolmig migrations"
 
 
+def _jsonb_encode(value: object) -> bytes:
+    # Binary jsonb is a version byte (1) then the JSON text; binary works for COPY too.
+    return b"\x01" + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _jsonb_decode(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # JSONB in and out as Python objects, everywhere.
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # JSONB in and out as Python objects, everywhere, including COPY.
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
+    )
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
@@ -69,3 +80,21 @@ async def apply_migrations(dsn: str) -> list[str]:
     finally:
         await conn.close()
     return applied
+
+
+#: Errors worth retrying: the server or the network, not the data.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+#: The plan's AutoRecoveryManager delays: 1 s, 5 s, 15 s.
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 15.0)

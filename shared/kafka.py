@@ -7,16 +7,44 @@ delivery with idempotent consumers is the design).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 
 from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+class BackoffOnError(BaseMiddleware):
+    """Wait before letting a failed message be redelivered.
+
+    Handlers raise only on what they could not handle (bad data is quarantined, not
+    raised); the consumer then rewinds (``NACK_ON_ERROR``) so nothing is skipped. Without
+    a pause that rewind is a hot loop; with it, a broken dependency is retried at most
+    every ``MAX_BACKOFF_S`` and the logs stay readable.
+    """
+
+    MAX_BACKOFF_S = 30.0
+    _consecutive_failures = 0
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        try:
+            result = await call_next(msg)
+        except Exception as exc:
+            BackoffOnError._consecutive_failures += 1
+            delay = min(self.MAX_BACKOFF_S, 0.5 * 2 ** (BackoffOnError._consecutive_failures - 1))
+            log.error("handler failed (%s); redelivering in %.1fs", type(exc).__name__, delay, exc_info=exc)
+            await asyncio.sleep(delay)
+            raise
+        BackoffOnError._consecutive_failures = 0
+        return result
 
 
 def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
@@ -33,6 +61,8 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         enable_idempotence=False,
         compression_type="gzip",
         max_request_size=1024 * 1024,
+        middlewares=[BackoffOnError],
+        log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
 
 

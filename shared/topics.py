@@ -12,6 +12,12 @@ from shared.domains import ALL_DOMAINS, Domain
 from shared.settings import Settings
 
 
+def record_key(school_id: str, domain: Domain, legacy_id: str | None, index: int) -> bytes:
+    """The Kafka key of every message about one source record: same key, same partition,
+    so all of a record's messages stay in order."""
+    return f"{school_id}/{domain.value}/{legacy_id if legacy_id is not None else f'#{index}'}".encode()
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str

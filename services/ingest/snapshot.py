@@ -15,13 +15,12 @@ from typing import Any
 
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
 from shared.messages import SnapshotFormat
+from shared.source_files import UnreadableSnapshot, load_document
+
+__all__ = ["ParsedSnapshot", "Problem", "SourceEntry", "UnreadableSnapshot", "parse_snapshot"]
 
 #: Index used for an entry that stands for a whole localStorage value (e.g. invalid JSON).
 WHOLE_VALUE_INDEX = -1
-
-
-class UnreadableSnapshot(ValueError):
-    """The file is not a JSON object at all; nothing in it can be counted."""
 
 
 @dataclass(frozen=True)
@@ -59,24 +58,6 @@ class ParsedSnapshot:
             for domain, entries in self.entries.items()
         }
         return {d: n for d, n in found.items() if n}
-
-
-def detect_format(document: dict[str, Any]) -> SnapshotFormat:
-    """A localStorage dump holds strings under the domain keys; an export holds arrays."""
-    values = [document[k] for k in document if k in LOCALSTORAGE_KEYS or k in EXPORT_KEYS]
-    if values and all(isinstance(v, str) for v in values):
-        return SnapshotFormat.LOCALSTORAGE_DUMP
-    return SnapshotFormat.MOCKDATA_EXPORT
-
-
-def load_document(content: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnreadableSnapshot(f"file is not valid JSON: {exc.__class__.__name__} at {getattr(exc, 'pos', '?')}") from None
-    if not isinstance(document, dict):
-        raise UnreadableSnapshot(f"file is a JSON {type(document).__name__}, expected an object")
-    return document
 
 
 def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:

@@ -51,6 +51,7 @@ CREATE TABLE migration.loaded_records (
   legacy_id    TEXT NOT NULL,
   snapshot_id  TEXT NOT NULL,
   record_index INT NOT NULL,
+  source_ts    TIMESTAMPTZ NOT NULL,
   loaded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (school_id, domain, legacy_id)
 );

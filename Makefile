@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make run` and `make test`. Only python3 is assumed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-unit test-integration bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Generate 3 demo schools and migrate them end to end on embedded Kafka + PostgreSQL.
+run: install
+	$(BIN)/schoolmig demo --out .demo --schools 3
+	$(BIN)/schoolmig run .demo/school-1.json .demo/school-2.json .demo/school-3.json --report .demo/report.json
+
+## Unit tests, then integration tests against a real broker and PostgreSQL started by fixtures.
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration
+
+clean:
+	rm -rf $(VENV) .schoolmig .demo .pytest_cache

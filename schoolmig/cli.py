@@ -1,0 +1,158 @@
+"""The ``schoolmig`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from shared.settings import Settings
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+# --------------------------------------------------------------------------- up
+
+
+async def _up(settings: Settings) -> int:
+    from schoolmig.stack import Stack, StackInfo
+
+    stack = await Stack(settings, metrics_ports=settings.metrics_port != 0).start()
+    StackInfo(stack.bootstrap_servers, stack.database_url, os.getpid()).save(settings.state_dir)
+    console.print(f"stack up: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} (Ctrl-C stops)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    console.print("stopping: services finish their in-flight batches…")
+    await stack.stop()
+    with contextlib.suppress(FileNotFoundError):
+        StackInfo.path(settings.state_dir).unlink()
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None) -> int:
+    from schoolmig.render import print_report
+    from schoolmig.runner import plan_rounds, run_jobs
+    from schoolmig.stack import Stack, StackInfo
+
+    rounds = plan_rounds(files, school)
+    running = StackInfo.load_running(settings.state_dir)
+    stack: Stack | None = None
+    if running:
+        bootstrap, dsn = running.kafka_bootstrap_servers, running.database_url
+        console.print(f"using the running stack (pid {running.pid})")
+    else:
+        log_dir = settings.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        logs = {}
+
+        def to_files(service: str, line: str) -> None:
+            handle = logs.get(service) or logs.setdefault(service, open(log_dir / f"{service}.log", "a"))
+            handle.write(line + "\n")
+            handle.flush()
+
+        with console.status("starting the stack…"):
+            stack = await Stack(settings, sink=to_files).start()
+        bootstrap, dsn = stack.bootstrap_servers, stack.database_url
+        console.print(f"stack started (service logs in {log_dir}/)")
+    try:
+        with console.status("migrating…") as status:
+            report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m))
+    finally:
+        if stack:
+            with console.status("stopping the stack…"):
+                await stack.stop()
+    print_report(report, Console())
+    if report_path:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        console.print(f"report written to {report_path}")
+    return 0 if report["ok"] else 1
+
+
+# --------------------------------------------------------------------------- publish, demo
+
+
+async def _publish(settings: Settings, file: Path, school: str) -> int:
+    from schoolmig.sdk import publish_snapshot
+    from schoolmig.stack import StackInfo
+
+    bootstrap = settings.kafka_bootstrap_servers
+    if not bootstrap and (running := StackInfo.load_running(settings.state_dir)):
+        bootstrap = running.kafka_bootstrap_servers
+    if not bootstrap:
+        console.print("[red]no broker: set KAFKA_BOOTSTRAP_SERVERS or start `schoolmig up`[/]")
+        return 2
+    manifest = await publish_snapshot(bootstrap, settings.resolved_ingest_topic, school, file)
+    print(json.dumps({"school_id": school, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}))
+    return 0
+
+
+def _demo(out: Path, schools: int, seed: int) -> int:
+    from schoolmig.demo import write_demo
+
+    for path in write_demo(out, schools=schools, seed=seed):
+        console.print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="schoolmig", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start (embedded infra if needed and) the five services; Ctrl-C stops")
+    run = commands.add_parser("run", help="bring a stack up if none runs, migrate the files, report, stop")
+    run.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    run.add_argument("--school", help="school id for every file (default: each file's name)")
+    run.add_argument("--report", type=Path, help="write the report as JSON here")
+    publish = commands.add_parser("publish", help="publish one file to the ingest topic")
+    publish.add_argument("file", type=Path)
+    publish.add_argument("--school", required=True)
+    demo = commands.add_parser("demo", help="write demo localStorage dumps at the spec's volumes")
+    demo.add_argument("--out", type=Path, default=Path(".demo"))
+    demo.add_argument("--schools", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    if args.command == "up":
+        logging.getLogger("schoolmig").setLevel(logging.INFO)
+        return asyncio.run(_up(settings))
+    if args.command == "run":
+        missing = [str(f) for f in args.files if not f.is_file()]
+        if missing:
+            console.print(f"[red]no such file: {', '.join(missing)}[/]")
+            return 2
+        return asyncio.run(_run(settings, args.files, args.school, args.report))
+    if args.command == "publish":
+        return asyncio.run(_publish(settings, args.file, args.school))
+    if args.command == "demo":
+        return _demo(args.out, args.schools, args.seed)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""``schoolmig run``: publish files, wait for the coordinator's reports, assemble the run report.
+
+Files of different schools go together; files of one school go one after another (each
+snapshot is reported before the next is published), so every report is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schoolmig.sdk import publish_snapshot
+from shared.accounting import quarantine_entries, record_counts
+from shared.db import create_pool
+from shared.report import run_report, school_report
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    school_id: str
+    path: Path
+
+
+def school_from_filename(path: Path) -> str:
+    """Default school id: the file name without extension, reduced to the allowed characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem).strip("-.") or "school"
+    return cleaned[:64]
+
+
+def plan_rounds(files: list[Path], school: str | None) -> list[list[Job]]:
+    """Round k holds the k-th file of each school; a school's files never share a round."""
+    per_school: dict[str, list[Path]] = {}
+    for path in files:
+        per_school.setdefault(school or school_from_filename(path), []).append(path)
+    depth = max((len(p) for p in per_school.values()), default=0)
+    return [[Job(s, paths[k]) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
+
+
+async def wait_for_report(pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float) -> dict[str, Any] | None:
+    while time.monotonic() < deadline:
+        report = await pool.fetchval(
+            "SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )
+        if report is not None:
+            return report
+        await asyncio.sleep(0.25)
+    return None
+
+
+async def report_so_far(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[str, Any]:
+    """What the database says when no report came in time: counts as they stand."""
+    phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
+    return school_report(
+        school_id=school_id, snapshot_id=snapshot_id, phase=phase or "registered",
+        counts=await record_counts(pool, school_id, snapshot_id) or {},
+        quarantine=await quarantine_entries(pool, school_id, snapshot_id), validation=None,
+    )  # fmt: skip
+
+
+async def run_jobs(
+    settings: Settings,
+    bootstrap_servers: str,
+    database_url: str,
+    rounds: list[list[Job]],
+    *,
+    on_status: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    pool = await create_pool(database_url)
+    deadline = time.monotonic() + settings.run_timeout_s
+    schools: list[dict[str, Any]] = []
+    try:
+        for jobs in rounds:
+            manifests = await asyncio.gather(
+                *(
+                    publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, job.path)
+                    for job in jobs
+                )
+            )
+            for job, manifest in zip(jobs, manifests, strict=True):
+                on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
+            reports = await asyncio.gather(
+                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline) for m in manifests)
+            )
+            for manifest, report in zip(manifests, reports, strict=True):
+                if report is None:
+                    on_status(f"{manifest.school_id}: no report within {settings.run_timeout_s:.0f}s")
+                    report = await report_so_far(pool, manifest.school_id, manifest.snapshot_id)
+                schools.append(report)
+    finally:
+        await pool.close()
+    return run_report(schools)

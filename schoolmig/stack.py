@@ -1,0 +1,175 @@
+"""Bringing the whole pipeline up and down: infrastructure, schema, topics, five services.
+
+When ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` are unset, an embedded broker and an
+embedded PostgreSQL are started (and stopped with the stack). Each service runs as its
+own OS process (``python -m services.<name>``), exactly as it would in a container; a
+service that dies is restarted. Stopping sends SIGTERM, so each service finishes its
+in-flight batch and commits its offsets, then waits and, if need be, kills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.db import apply_migrations
+from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from shared.kafka import ensure_topics
+from shared.settings import Settings
+
+log = logging.getLogger("schoolmig.stack")
+
+SERVICES: tuple[str, ...] = ("ingest", "transform", "loader", "validator", "coordinator")
+RESTART_DELAY_S = 1.0
+
+LineSink = Callable[[str, str], None]
+
+
+def print_prefixed(service: str, line: str) -> None:
+    print(f"{service:<11}| {line}", flush=True)
+
+
+@dataclass
+class StackInfo:
+    """What a running ``schoolmig up`` tells other commands: where its servers are."""
+
+    kafka_bootstrap_servers: str
+    database_url: str
+    pid: int
+
+    @staticmethod
+    def path(state_dir: Path) -> Path:
+        return state_dir / "stack.json"
+
+    def save(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path(state_dir).write_text(json.dumps(self.__dict__))
+
+    @classmethod
+    def load_running(cls, state_dir: Path) -> "StackInfo | None":
+        try:
+            info = cls(**json.loads(cls.path(state_dir).read_text()))
+            os.kill(info.pid, 0)
+        except (OSError, ValueError, TypeError):
+            return None
+        return info
+
+
+@dataclass
+class _Child:
+    name: str
+    process: asyncio.subprocess.Process | None = None
+    pump: asyncio.Task[None] | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    sink: LineSink = print_prefixed
+    metrics_ports: bool = False
+    kafka: EmbeddedKafka | None = None
+    postgres: EmbeddedPostgres | None = None
+    bootstrap_servers: str = ""
+    database_url: str = ""
+    _children: dict[str, _Child] = field(default_factory=dict)
+    _watch: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    async def start(self) -> "Stack":
+        self.bootstrap_servers = self.settings.kafka_bootstrap_servers or ""
+        self.database_url = self.settings.database_url or ""
+        if not self.bootstrap_servers:
+            self.kafka = await asyncio.to_thread(EmbeddedKafka().start)
+            self.bootstrap_servers = self.kafka.bootstrap_servers
+            log.info("embedded Kafka-compatible broker on %s", self.bootstrap_servers)
+        if not self.database_url:
+            self.postgres = await asyncio.to_thread(EmbeddedPostgres().start)
+            self.database_url = self.postgres.dsn
+            log.info("embedded PostgreSQL on port %d", self.postgres.port)
+        settings = self.settings.model_copy(
+            update={"kafka_bootstrap_servers": self.bootstrap_servers, "database_url": self.database_url}
+        )
+        await apply_migrations(self.database_url)
+        await ensure_topics(settings)
+        for name in SERVICES:
+            self._children[name] = _Child(name)
+            await self._spawn(self._children[name])
+        self._watch = asyncio.create_task(self._supervise())
+        return self
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
+        env["DATABASE_URL"] = self.database_url
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _spawn(self, child: _Child) -> None:
+        env = self._env()
+        if self.metrics_ports:
+            env["SCHOOLMIG_METRICS_PORT"] = str(free_port())
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", f"services.{child.name}",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        child.pump = asyncio.create_task(self._pump(child.name, child.process))
+
+    async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.sink(name, raw.decode(errors="replace").rstrip())
+
+    async def _supervise(self) -> None:
+        """Restart any service that exits while the stack is meant to be running."""
+        while not self._stopping:
+            for child in self._children.values():
+                process = child.process
+                if process is not None and process.returncode is not None and not self._stopping:
+                    child.restarts += 1
+                    self.sink(child.name, f"exited with {process.returncode}; restart #{child.restarts}")
+                    await asyncio.sleep(RESTART_DELAY_S)
+                    if not self._stopping:
+                        await self._spawn(child)
+            await asyncio.sleep(0.2)
+
+    def pid_of(self, name: str) -> int | None:
+        process = self._children[name].process
+        return process.pid if process else None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        running = [c for c in self._children.values() if c.process and c.process.returncode is None]
+        for child in running:
+            assert child.process
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+        for child in running:
+            assert child.process
+            try:
+                await asyncio.wait_for(child.process.wait(), self.settings.graceful_timeout_s + 5)
+            except TimeoutError:
+                self.sink(child.name, "did not stop in time; killed")
+                child.process.kill()
+                await child.process.wait()
+        for child in self._children.values():
+            if child.pump:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await child.pump
+        if self.kafka:
+            await asyncio.to_thread(self.kafka.stop)
+        if self.postgres:
+            await asyncio.to_thread(self.postgres.cleanup)

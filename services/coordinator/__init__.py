@@ -1,0 +1,1 @@
+"""Coordinator: drives each school through the migration phases and writes the report."""

@@ -1,0 +1,151 @@
+"""Coordinator service wiring: lifecycle events in; phase moves, validation commands and
+reports out.
+
+A snapshot released by ingest takes a school through audited and backed_up (each on its
+evidence) to ``dual_write``. A sync monitor then checks, every poll interval, whether
+every source record is loaded or quarantined; when so, the school is ``synced`` and the
+validator is asked. Its verdict moves the school to ``validated`` (no critical issue) or
+leaves it ``synced``; either way the report is written and announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Annotated
+
+from faststream import Context, FastStream
+from faststream.middlewares import AckPolicy
+
+from services.coordinator.phases import IllegalTransition, Phase, steps_for_snapshot
+from services.coordinator.store import CoordinatorStore
+from shared.accounting import quarantine_entries, record_counts
+from shared.db import apply_migrations, create_pool
+from shared.kafka import make_broker
+from shared.logs import setup_logging
+from shared.messages import Event, ReportReady, SnapshotReleased, ValidationCompleted, ValidationRequested
+from shared.report import school_report
+from shared.settings import Settings
+from shared.telemetry import setup_telemetry
+from shared.topics import Topics
+
+log = logging.getLogger("schoolmig.coordinator")
+ACTOR = "coordinator"
+
+settings = Settings()
+topics = Topics.from_settings(settings)
+broker = make_broker(settings, client_id="coordinator")
+app = FastStream(broker)
+setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
+
+Store = Annotated[CoordinatorStore, Context("store")]
+
+
+@app.on_startup
+async def start() -> None:
+    setup_logging("coordinator", settings.log_level)
+    assert settings.database_url, "DATABASE_URL is required"
+    await apply_migrations(settings.database_url)
+    app.context.set_global("store", CoordinatorStore(await create_pool(settings.database_url)))
+
+
+@app.after_startup
+async def start_monitor(store: Store) -> None:
+    app.context.set_global("monitor", asyncio.create_task(sync_monitor(store)))
+
+
+@app.on_shutdown
+async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
+    monitor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await monitor
+    await store.pool.close()
+
+
+@broker.subscriber(
+    topics.events,
+    group_id="schoolmig-coordinator",
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+)
+async def on_event(event: Event, store: Store) -> None:
+    if isinstance(event, SnapshotReleased):
+        await on_snapshot(event, store)
+    elif isinstance(event, ValidationCompleted):
+        await on_validation(event, store)
+
+
+async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore) -> None:
+    current, _ = await store.phase_of(event.school_id)
+    steps = steps_for_snapshot(current, event)
+    if current is Phase.DUAL_WRITE:
+        await store.set_snapshot(event.school_id, event.snapshot_id)
+        log.info("%s: now syncing snapshot %s", event.school_id, event.snapshot_id)
+    elif not steps:
+        log.warning("%s: snapshot %s ignored in phase %s", event.school_id, event.snapshot_id, current)
+    for phase, reason in steps:
+        await store.transition(event.school_id, event.snapshot_id, phase, actor=ACTOR, reason=reason)
+        log.info("%s: -> %s", event.school_id, phase.value)
+
+
+async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) -> bool:
+    """Move a school to ``synced`` and ask for validation when every record is accounted for."""
+    counts = await record_counts(store.pool, school_id, snapshot_id)
+    if counts is None or not all(c.accounted for c in counts.values()):
+        return False
+    loaded = sum(c.loaded for c in counts.values())
+    quarantined = sum(c.quarantined for c in counts.values())
+    try:
+        await store.transition(
+            school_id, snapshot_id, Phase.SYNCED, actor=ACTOR, expect=Phase.DUAL_WRITE,
+            reason=f"every source record accounted for: {loaded} loaded, {quarantined} quarantined",
+        )  # fmt: skip
+    except IllegalTransition:
+        return False
+    run_id = str(uuid.uuid4())
+    await store.new_validation_run(run_id, school_id, snapshot_id)
+    await broker.publish(
+        ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
+        topics.validate_commands, key=school_id.encode(),
+    )  # fmt: skip
+    log.info("%s: synced; validation %s requested", school_id, run_id)
+    return True
+
+
+async def sync_monitor(store: CoordinatorStore) -> None:
+    while True:
+        try:
+            for school_id, snapshot_id in await store.syncing():
+                await check_sync(store, school_id, snapshot_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep watching; the next round retries
+            log.exception("sync monitor round failed")
+        await asyncio.sleep(settings.sync_poll_interval_s)
+
+
+async def on_validation(event: ValidationCompleted, store: CoordinatorStore) -> None:
+    current, snapshot_id = await store.phase_of(event.school_id)
+    if snapshot_id != event.snapshot_id or current is not Phase.SYNCED:
+        log.info("%s: validation %s is for an older state; ignored", event.school_id, event.run_id)
+        return
+    if event.ok:
+        await store.transition(
+            event.school_id, event.snapshot_id, Phase.VALIDATED, actor=ACTOR,
+            reason=f"validation {event.run_id} found no critical issue",
+        )  # fmt: skip
+        current = Phase.VALIDATED
+    counts = await record_counts(store.pool, event.school_id, event.snapshot_id) or {}
+    report = school_report(
+        school_id=event.school_id, snapshot_id=event.snapshot_id, phase=current.value, counts=counts,
+        quarantine=await quarantine_entries(store.pool, event.school_id, event.snapshot_id),
+        validation=event.model_dump(mode="json"),
+    )  # fmt: skip
+    await store.save_report(event.school_id, event.snapshot_id, report)
+    await broker.publish(
+        ReportReady(school_id=event.school_id, snapshot_id=event.snapshot_id, phase=current.value),
+        topics.events, key=event.school_id.encode(),
+    )  # fmt: skip
+    log.info("%s: report ready (%s)", event.school_id, current.value)

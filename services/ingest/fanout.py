@@ -1,0 +1,65 @@
+"""Turning a parsed snapshot into the messages ingest sends downstream. Pure.
+
+Every entry becomes exactly one message: a :class:`RawRecord` for its domain's raw
+topic, or a :class:`QuarantinedRecord` when ingest already knows it cannot be migrated.
+That one-to-one rule is what makes the report's counts add up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.ingest.snapshot import ParsedSnapshot
+from shared.domains import Domain
+from shared.messages import AuditSummary, QuarantinedRecord, RawRecord, SnapshotManifest, Stage
+from shared.topics import record_key
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    domain: Domain
+    key: bytes
+    message: RawRecord | QuarantinedRecord
+
+
+def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    for domain, entries in parsed.entries.items():
+        for entry in entries:
+            key = record_key(manifest.school_id, domain, entry.legacy_id, entry.index)
+            message: RawRecord | QuarantinedRecord
+            if entry.problem is None:
+                message = RawRecord(
+                    school_id=manifest.school_id,
+                    snapshot_id=manifest.snapshot_id,
+                    domain=domain,
+                    index=entry.index,
+                    legacy_id=entry.legacy_id,
+                    source_ts=manifest.taken_at,
+                    record=entry.record,
+                )
+            else:
+                message = QuarantinedRecord(
+                    school_id=manifest.school_id,
+                    snapshot_id=manifest.snapshot_id,
+                    domain=domain,
+                    index=entry.index,
+                    legacy_id=entry.legacy_id,
+                    stage=Stage.INGEST,
+                    reason=entry.problem.reason,
+                    message=entry.problem.message,
+                    payload=entry.record,
+                )
+            out.append(Outgoing(domain, key, message))
+    return out
+
+
+def audit_summary(parsed: ParsedSnapshot) -> AuditSummary:
+    counts = {domain: 0 for domain in Domain}
+    counts.update(parsed.counts())
+    return AuditSummary(
+        source_counts=counts,
+        unknown_keys=sorted(parsed.unknown_keys),
+        duplicate_ids=parsed.duplicate_ids(),
+        corrupted=parsed.corrupted(),
+    )

@@ -1,0 +1,1 @@
+"""Loader: writes mapped rows to PostgreSQL in idempotent batches; stores quarantine."""

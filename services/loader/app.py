@@ -1,0 +1,86 @@
+"""Loader service wiring: rows.<domain> and quarantine in (batches); PostgreSQL out.
+
+Offsets are committed only after the batch's transaction commits (``NACK_ON_ERROR``:
+an exception rewinds the consumer instead of skipping).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Annotated
+
+from faststream import Context, FastStream
+from faststream.middlewares import AckPolicy
+
+from services.loader.writer import Writer
+from shared.db import apply_migrations, create_pool
+from shared.kafka import make_broker
+from shared.logs import setup_logging
+from shared.messages import MappedRecord, QuarantinedRecord
+from shared.settings import Settings
+from shared.telemetry import setup_telemetry
+from shared.topics import Topics
+
+log = logging.getLogger("schoolmig.loader")
+
+settings = Settings()
+topics = Topics.from_settings(settings)
+broker = make_broker(settings, client_id="loader")
+app = FastStream(broker)
+metrics = setup_telemetry("loader", settings.metrics_port, settings.metrics_host)
+
+WriterDep = Annotated[Writer, Context("writer")]
+
+
+@app.on_startup
+async def start() -> None:
+    setup_logging("loader", settings.log_level)
+    assert settings.database_url, "DATABASE_URL is required"
+    await apply_migrations(settings.database_url)
+    app.context.set_global("writer", Writer(await create_pool(settings.database_url, max_size=4)))
+
+
+@app.on_shutdown
+async def stop(writer: WriterDep) -> None:
+    await writer.pool.close()
+
+
+def _count_quarantined(records: list[QuarantinedRecord]) -> None:
+    for (school_id, domain, stage, reason), n in Counter(
+        (r.school_id, r.domain.value, r.stage.value, r.reason) for r in records
+    ).items():
+        metrics.records_quarantined.add(n, {"school_id": school_id, "domain": domain, "stage": stage, "reason": reason})
+
+
+@broker.subscriber(
+    *topics.rows_topics,
+    group_id="schoolmig-loader",
+    batch=True,
+    max_records=settings.batch_size,
+    batch_timeout_ms=settings.batch_timeout_ms,
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+)
+async def on_rows(records: list[MappedRecord], writer: WriterDep) -> None:
+    refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
+    loaded = Counter(
+        (r.school_id, r.domain.value) for r in records if (r.school_id, r.snapshot_id, r.domain, r.index) not in refused
+    )
+    for (school_id, domain), n in loaded.items():
+        metrics.records_loaded.add(n, {"school_id": school_id, "domain": domain})
+    _count_quarantined(list(refused.values()))
+
+
+@broker.subscriber(
+    topics.quarantine,
+    group_id="schoolmig-loader-quarantine",
+    batch=True,
+    max_records=settings.batch_size,
+    batch_timeout_ms=settings.batch_timeout_ms,
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+)
+async def on_quarantine(records: list[QuarantinedRecord], writer: WriterDep) -> None:
+    await writer.quarantine(records)
+    _count_quarantined(records)

@@ -1,0 +1,56 @@
+"""Transform service wiring: raw.<domain> in (batches); rows.<domain> or quarantine out.
+
+Offsets are committed only after every output of the batch is acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream import FastStream
+from faststream.middlewares import AckPolicy
+
+from services.transform.records import transform
+from shared.kafka import make_broker
+from shared.logs import setup_logging
+from shared.messages import QuarantinedRecord, RawRecord
+from shared.settings import Settings
+from shared.telemetry import setup_telemetry
+from shared.topics import Topics, record_key
+
+log = logging.getLogger("schoolmig.transform")
+
+settings = Settings()
+topics = Topics.from_settings(settings)
+broker = make_broker(settings, client_id="transform")
+app = FastStream(broker)
+metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_host)
+
+
+@app.on_startup
+def start() -> None:
+    setup_logging("transform", settings.log_level)
+
+
+@broker.subscriber(
+    *topics.raw_topics,
+    group_id="schoolmig-transform",
+    batch=True,
+    max_records=settings.batch_size,
+    batch_timeout_ms=settings.batch_timeout_ms,
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+)
+async def on_raw(records: list[RawRecord]) -> None:
+    pending = []
+    for raw in records:
+        out = transform(raw)
+        key = record_key(raw.school_id, raw.domain, raw.legacy_id, raw.index)
+        if isinstance(out, QuarantinedRecord):
+            topic = topics.quarantine  # counted where it is stored, by the loader
+        else:
+            topic = topics.rows(raw.domain)
+            metrics.records_mapped.add(1, {"school_id": raw.school_id, "domain": raw.domain.value})
+        pending.append(await broker.publish(out, topic, key=key, no_confirm=True))
+    await asyncio.gather(*pending)

@@ -1,0 +1,1 @@
+"""Validator: proves what PostgreSQL holds matches the source, per school and domain."""

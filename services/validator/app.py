@@ -1,0 +1,59 @@
+"""Validator service wiring: validation commands in; results stored and published as events."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import asyncpg
+from faststream import Context, FastStream
+from faststream.middlewares import AckPolicy
+
+from services.validator.checks import validate
+from services.validator.queries import gather_facts, store_result
+from shared.db import apply_migrations, create_pool
+from shared.kafka import make_broker
+from shared.logs import setup_logging
+from shared.messages import ValidationCompleted, ValidationRequested
+from shared.settings import Settings
+from shared.telemetry import setup_telemetry
+from shared.topics import Topics
+
+log = logging.getLogger("schoolmig.validator")
+
+settings = Settings()
+topics = Topics.from_settings(settings)
+broker = make_broker(settings, client_id="validator")
+app = FastStream(broker)
+setup_telemetry("validator", settings.metrics_port, settings.metrics_host)
+
+Pool = Annotated[asyncpg.Pool, Context("pool")]
+
+
+@app.on_startup
+async def start() -> None:
+    setup_logging("validator", settings.log_level)
+    assert settings.database_url, "DATABASE_URL is required"
+    await apply_migrations(settings.database_url)
+    app.context.set_global("pool", await create_pool(settings.database_url))
+
+
+@app.on_shutdown
+async def stop(pool: Pool) -> None:
+    await pool.close()
+
+
+@broker.subscriber(
+    topics.validate_commands,
+    group_id="schoolmig-validator",
+    auto_offset_reset="earliest",
+    ack_policy=AckPolicy.NACK_ON_ERROR,
+)
+async def on_validate(command: ValidationRequested, pool: Pool) -> None:
+    ok, domains = validate(await gather_facts(pool, command.school_id, command.snapshot_id))
+    result = ValidationCompleted(
+        run_id=command.run_id, school_id=command.school_id, snapshot_id=command.snapshot_id, ok=ok, domains=domains
+    )
+    await store_result(pool, result)
+    await broker.publish(result, topics.events, key=command.school_id.encode())
+    log.info("validated %s/%s: %s", command.school_id, command.snapshot_id, "ok" if ok else "FAILED")
