@@ -81,6 +81,8 @@ class Stack:
     bootstrap_servers: str = ""
     database_url: str = ""
     _children: dict[str, _Child] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    """Each service's exit status after ``stop()``: 0 means it shut down cleanly."""
     _watch: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -107,7 +109,11 @@ class Stack:
         return self
 
     def _env(self) -> dict[str, str]:
+        """The children's environment: ours, plus every setting this stack runs with."""
         env = dict(os.environ)
+        for name, value in self.settings.model_dump(exclude={"kafka_bootstrap_servers", "database_url"}).items():
+            if value is not None:
+                env[f"SCHOOLMIG_{name.upper()}"] = str(value)
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         env["DATABASE_URL"] = self.database_url
         env["PYTHONUNBUFFERED"] = "1"
@@ -166,6 +172,8 @@ class Stack:
                 child.process.kill()
                 await child.process.wait()
         for child in self._children.values():
+            if child.process and child.process.returncode is not None:
+                self.exit_codes[child.name] = child.process.returncode
             if child.pump:
                 with contextlib.suppress(asyncio.CancelledError):
                     await child.pump

@@ -155,8 +155,9 @@ def split_contact(value: Any, field: str) -> tuple[str | None, str | None]:
     raw = text(value, field)
     if raw is None:
         return None, None
-    if " - " in raw:
-        name, phone = (part.strip() for part in raw.rsplit(" - ", 1))
+    padded = f" {raw}"  # so an empty name part (" - +1-555…", trimmed to "- +1-555…") still splits
+    if " - " in padded:
+        name, phone = (part.strip() for part in padded.rsplit(" - ", 1))
         if looks_like_phone(phone):
             return name or None, phone
     if looks_like_phone(raw):

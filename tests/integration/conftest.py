@@ -1,0 +1,99 @@
+"""Real parts: an embedded Kafka-compatible broker and an embedded PostgreSQL on free
+ports, and the five services as separate OS processes, for the whole test session."""
+
+from __future__ import annotations
+
+import time
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schoolmig.runner import wait_for_report
+from schoolmig.sdk import publish_snapshot
+from schoolmig.stack import Stack
+from shared.db import apply_migrations, create_pool
+from shared.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[EmbeddedKafka]:
+    broker = EmbeddedKafka().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> Settings:
+    return Settings().model_copy(
+        update={
+            "kafka_bootstrap_servers": kafka.bootstrap_servers,
+            "database_url": postgres.dsn,
+            "topic_prefix": "it",
+            "batch_timeout_ms": 50,
+            "sync_poll_interval_s": 0.2,
+            "graceful_timeout_s": 5.0,
+            "log_level": "INFO",
+        }
+    )
+
+
+class ServiceLogs:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __call__(self, service: str, line: str) -> None:
+        self.lines.append((service, line))
+
+    def of(self, service: str) -> list[str]:
+        return [line for s, line in self.lines if s == service]
+
+
+@pytest.fixture(scope="session")
+def service_logs() -> ServiceLogs:
+    return ServiceLogs()
+
+
+@pytest.fixture(scope="session")
+async def stack(settings: Settings, service_logs: ServiceLogs) -> AsyncIterator[Stack]:
+    running = await Stack(settings, sink=service_logs).start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    assert settings.database_url
+    await apply_migrations(settings.database_url)
+    created = await create_pool(settings.database_url)
+    yield created
+    await created.close()
+
+
+def localstorage_dump(**domains: Any) -> bytes:
+    """A raw localStorage dump: every value a JSON *string*, as the browser holds it."""
+    return json.dumps(
+        {key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) for key, value in domains.items()},
+        ensure_ascii=False,
+    ).encode()
+
+
+async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, content: bytes, timeout_s: float = 60) -> dict[str, Any]:
+    """Publish one snapshot through the public door and wait for the coordinator's report."""
+    assert settings.kafka_bootstrap_servers
+    manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content)
+    report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s)
+    assert report is not None, f"no report for {school_id} within {timeout_s}s"
+    return report

@@ -1,0 +1,67 @@
+from datetime import UTC, datetime
+
+from schoolmig.runner import Job, plan_rounds, school_from_filename
+from services.loader.convert import rows_by_table
+from services.validator.checks import DomainFacts, validate
+from shared.accounting import DomainCounts
+from shared.domains import ALL_DOMAINS, Domain
+from shared.messages import MappedRecord, Severity, TargetRow
+from shared.report import run_report, school_report
+
+from pathlib import Path
+
+
+def test_clean_facts_validate_ok_with_quarantine_as_a_warning() -> None:
+    ok, results = validate({Domain.STUDENTS: DomainFacts(source=5, loaded=4, quarantined=1)})
+    assert ok
+    students = next(r for r in results if r.domain is Domain.STUDENTS)
+    assert (students.total_records, students.valid_records) == (5, 4)
+    assert [(i.type, i.severity) for i in students.issues] == [("quarantined", Severity.WARNING)]
+    assert len(results) == len(ALL_DOMAINS)
+
+
+def test_unaccounted_records_and_missing_rows_are_critical() -> None:
+    ok, results = validate({Domain.STUDENTS: DomainFacts(source=5, loaded=3, quarantined=1, missing_rows=["student-2"])})
+    assert not ok
+    issues = {(i.type, i.record_id) for r in results for i in r.issues}
+    assert ("count_mismatch", None) in issues
+    assert ("missing_record", "student-2") in issues
+
+
+def test_report_contract() -> None:
+    counts = {Domain.STUDENTS: DomainCounts(3, 2, 1)}
+    school = school_report(
+        school_id="a", snapshot_id="s", phase="validated", counts=counts,
+        quarantine=[{"domain": "students", "legacy_id": "student-9", "reason": "missing_required", "stage": "transform"}],
+        validation={"ok": True},
+    )  # fmt: skip
+    assert set(school["domains"]) == {d.value for d in ALL_DOMAINS}
+    assert school["domains"]["students"] == {"source": 3, "loaded": 2, "quarantined": 1}
+    assert school["domains"]["grades"] == {"source": 0, "loaded": 0, "quarantined": 0}
+    assert school["quarantine"] == [{"domain": "students", "legacy_id": "student-9", "reason": "missing_required"}]
+    assert run_report([school])["ok"] is True
+    unaccounted = school_report(school_id="a", snapshot_id="s", phase="dual_write", counts={Domain.STUDENTS: DomainCounts(3, 1, 1)}, quarantine=[], validation=None)
+    assert run_report([school, unaccounted])["ok"] is False
+    assert run_report([])["ok"] is False
+
+
+def _record(snapshot: str, ts: datetime, name: str) -> MappedRecord:
+    return MappedRecord(
+        school_id="a", snapshot_id=snapshot, domain=Domain.STUDENTS, index=0, legacy_id="student-1", source_ts=ts,
+        rows=[TargetRow(table="users", values={"id": "9f88a847-a4c4-5592-a191-3169ecccdac5", "name": name, "school_id": "a", "legacy_id": "student-1"})],
+    )  # fmt: skip
+
+
+def test_a_batch_keeps_one_row_per_id_and_the_newest_write_wins() -> None:
+    old, new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
+    for order in ([_record("s1", old, "Old"), _record("s2", new, "New")], [_record("s2", new, "New"), _record("s1", old, "Old")]):
+        [row] = rows_by_table(order)["users"]
+        assert "New" in row and "s2" in row
+
+
+def test_run_rounds_keep_one_schools_files_apart() -> None:
+    rounds = plan_rounds([Path("a.json"), Path("b.json")], "school-x")
+    assert rounds == [[Job("school-x", Path("a.json"))], [Job("school-x", Path("b.json"))]]
+    rounds = plan_rounds([Path("demo/school-1.json"), Path("demo/school-2.json")], None)
+    assert rounds == [[Job("school-1", Path("demo/school-1.json")), Job("school-2", Path("demo/school-2.json"))]]
+    assert school_from_filename(Path("My School (2024).json")) == "My-School--2024"
