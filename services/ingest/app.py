@@ -140,6 +140,7 @@ async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: s
             payload_b64=chunks.encode(body),
         ),
         topics.deadletter,
+        key=raw.key,  # one sender's dead letters stay in order on one partition
     )  # fmt: skip
     metrics.ingest_rejected.add(1, {"reason": reason})
     log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason)
@@ -147,5 +148,5 @@ async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: s
 
 def _summarise(exc: ValidationError) -> str:
     """Field locations and error kinds only: the input may hold personal data."""
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in exc.errors()[:5]]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
     return "; ".join(parts) or "invalid"

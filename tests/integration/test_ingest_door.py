@@ -66,4 +66,8 @@ async def test_garbage_goes_to_dead_letter_and_the_next_snapshot_still_migrates(
         await consumer.stop()
     assert [letter["reason"] for letter in letters] == ["invalid_envelope"] * 3
     assert all(letter["topic"] == topics.ingest for letter in letters)
-    assert "school_id" in letters[2]["message"]  # says which field, not its value
+    messages = sorted(letter["message"] for letter in letters)
+    assert messages[0] == "(message): json_invalid"
+    assert messages[1] == "snapshot.chunk.school_id: string_pattern_mismatch"  # the field, not its value
+    assert messages[2].startswith("snapshot.manifest.schema_version: literal_error")
+    assert not any("bad id!" in letter["message"] for letter in letters)

@@ -1,0 +1,69 @@
+"""Operating the stack: clean SIGTERM shutdown, restart after a crash, and `schoolmig run`
+on embedded defaults exactly as `make run` uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from schoolmig.stack import SERVICES, Stack
+from shared.settings import Settings
+from tests.integration.conftest import ServiceLogs, localstorage_dump, migrate
+
+pytestmark = pytest.mark.integration
+
+STUDENT = {"id": "student-1", "name": "Ана", "email": "a@x", "status": "active", "joinDate": "2024-01-01", "dateOfBirth": "2010-01-01"}
+
+
+async def test_a_crashed_service_is_restarted_and_sigterm_stops_all_cleanly(settings: Settings, pool: asyncpg.Pool) -> None:
+    logs = ServiceLogs()
+    own = settings.model_copy(update={"topic_prefix": "it-ops"})
+    stack = await Stack(own, sink=logs).start()
+    try:
+        victim = stack.pid_of("transform")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        report = await migrate(own, pool, "it-ops", localstorage_dump(students=[STUDENT]))
+        assert report["domains"]["students"] == {"source": 1, "loaded": 1, "quarantined": 0}
+        assert stack.pid_of("transform") != victim
+        assert any("restart #1" in line for line in logs.of("transform"))
+    finally:
+        await stack.stop()
+    assert stack.exit_codes == {name: 0 for name in SERVICES}
+
+
+def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
+    """No KAFKA_BOOTSTRAP_SERVERS, no DATABASE_URL: the command starts and stops its own."""
+    from schoolmig.demo import school_dump
+
+    dump = school_dump(1, seed=3)
+    dump["grades"] = dump["grades"][:-10]  # a value cut short mid-write
+    data = tmp_path / "greenfield.json"
+    data.write_text(json.dumps(dump, ensure_ascii=False), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    env["SCHOOLMIG_STATE_DIR"] = str(tmp_path / "state")
+    env["SCHOOLMIG_RUN_TIMEOUT_S"] = "120"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "schoolmig.cli", "run", str(data), "--report", str(tmp_path / "report.json")],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    [school] = report["schools"]
+    assert report["ok"] and school["school_id"] == "greenfield" and school["phase"] == "validated"
+    assert school["domains"]["grades"] == {"source": 1, "loaded": 0, "quarantined": 1}
+    assert school["domains"]["students"]["loaded"] > 40
+    total_source = sum(d["source"] for d in school["domains"].values())
+    assert total_source == sum(d["loaded"] + d["quarantined"] for d in school["domains"].values()) > 1000
+    assert len(school["quarantine"]) == sum(d["quarantined"] for d in school["domains"].values())
+    assert "greenfield" in done.stdout and "OK" in done.stdout
+    assert time.monotonic() - started < 200
