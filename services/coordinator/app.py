@@ -22,11 +22,10 @@ from faststream.middlewares import AckPolicy
 from services.coordinator.phases import IllegalTransition, Phase, steps_for_snapshot
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import quarantine_entries, record_counts
-from shared.db import apply_migrations, create_pool
 from shared.kafka import make_broker
-from shared.logs import setup_logging
 from shared.messages import Event, ReportReady, SnapshotReleased, ValidationCompleted, ValidationRequested
 from shared.report import school_report
+from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -45,10 +44,7 @@ Store = Annotated[CoordinatorStore, Context("store")]
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("coordinator", settings.log_level)
-    assert settings.database_url, "DATABASE_URL is required"
-    await apply_migrations(settings.database_url)
-    app.context.set_global("store", CoordinatorStore(await create_pool(settings.database_url)))
+    app.context.set_global("store", CoordinatorStore(await prepare(settings, "coordinator")))
 
 
 @app.after_startup

@@ -20,9 +20,7 @@ from services.ingest.fanout import audit_summary, plan_fanout
 from services.ingest.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
 from shared import chunks
-from shared.db import apply_migrations, create_pool
 from shared.kafka import make_broker
-from shared.logs import setup_logging
 from shared.messages import (
     INGEST_ENVELOPE,
     MAX_INGEST_MESSAGE_BYTES,
@@ -31,6 +29,7 @@ from shared.messages import (
     SnapshotManifest,
     SnapshotReleased,
 )
+from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -48,10 +47,7 @@ Store = Annotated[IngestStore, Context("store")]
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("ingest", settings.log_level)
-    assert settings.database_url, "DATABASE_URL is required"
-    await apply_migrations(settings.database_url)
-    app.context.set_global("store", IngestStore(await create_pool(settings.database_url)))
+    app.context.set_global("store", IngestStore(await prepare(settings, "ingest")))
 
 
 @app.on_shutdown

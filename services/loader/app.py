@@ -14,10 +14,9 @@ from faststream import Context, FastStream
 from faststream.middlewares import AckPolicy
 
 from services.loader.writer import Writer
-from shared.db import apply_migrations, create_pool
 from shared.kafka import make_broker
-from shared.logs import setup_logging
 from shared.messages import MappedRecord, QuarantinedRecord
+from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -35,10 +34,7 @@ WriterDep = Annotated[Writer, Context("writer")]
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("loader", settings.log_level)
-    assert settings.database_url, "DATABASE_URL is required"
-    await apply_migrations(settings.database_url)
-    app.context.set_global("writer", Writer(await create_pool(settings.database_url, max_size=4)))
+    app.context.set_global("writer", Writer(await prepare(settings, "loader", pool_size=4)))
 
 
 @app.on_shutdown

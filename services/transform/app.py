@@ -12,7 +12,7 @@ from faststream import FastStream
 from faststream.middlewares import AckPolicy
 
 from services.transform.records import transform
-from shared.kafka import make_broker
+from shared.kafka import ensure_topics, make_broker
 from shared.logs import setup_logging
 from shared.messages import QuarantinedRecord, RawRecord
 from shared.settings import Settings
@@ -29,8 +29,9 @@ metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_h
 
 
 @app.on_startup
-def start() -> None:
+async def start() -> None:
     setup_logging("transform", settings.log_level)
+    await ensure_topics(settings)
 
 
 @broker.subscriber(

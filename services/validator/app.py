@@ -11,10 +11,9 @@ from faststream.middlewares import AckPolicy
 
 from services.validator.checks import validate
 from services.validator.queries import gather_facts, store_result
-from shared.db import apply_migrations, create_pool
 from shared.kafka import make_broker
-from shared.logs import setup_logging
 from shared.messages import ValidationCompleted, ValidationRequested
+from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -32,10 +31,7 @@ Pool = Annotated[asyncpg.Pool, Context("pool")]
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("validator", settings.log_level)
-    assert settings.database_url, "DATABASE_URL is required"
-    await apply_migrations(settings.database_url)
-    app.context.set_global("pool", await create_pool(settings.database_url))
+    app.context.set_global("pool", await prepare(settings, "validator"))
 
 
 @app.on_shutdown
