@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration bench clean
+.PHONY: install run test test-unit test-integration docs bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest tests/integration
+
+## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
+docs: install
+	$(BIN)/faststream docs gen schoolmig.contract:app --yaml --out docs/asyncapi.yaml
 
 clean:
 	rm -rf $(VENV) .schoolmig .demo .pytest_cache

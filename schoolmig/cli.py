@@ -10,11 +10,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 console = Console(stderr=True)
 
@@ -90,19 +95,87 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
 # --------------------------------------------------------------------------- publish, demo
 
 
-async def _publish(settings: Settings, file: Path, school: str) -> int:
-    from schoolmig.sdk import publish_snapshot
+def _endpoint(settings: Settings, which: str) -> str | None:
+    """KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL from the environment, else a running `up` stack's."""
     from schoolmig.stack import StackInfo
 
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap and (running := StackInfo.load_running(settings.state_dir)):
-        bootstrap = running.kafka_bootstrap_servers
-    if not bootstrap:
-        console.print("[red]no broker: set KAFKA_BOOTSTRAP_SERVERS or start `schoolmig up`[/]")
+    configured = settings.kafka_bootstrap_servers if which == "kafka" else settings.database_url
+    if configured:
+        return configured
+    running = StackInfo.load_running(settings.state_dir)
+    if running:
+        return running.kafka_bootstrap_servers if which == "kafka" else running.database_url
+    console.print(f"[red]no {'broker' if which == 'kafka' else 'database'}: set "
+                  f"{'KAFKA_BOOTSTRAP_SERVERS' if which == 'kafka' else 'DATABASE_URL'} or start `schoolmig up`[/]")  # fmt: skip
+    return None
+
+
+async def _publish(settings: Settings, file: Path, school: str) -> int:
+    from rich.progress import Progress
+
+    from schoolmig.sdk import publish_snapshot
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
-    manifest = await publish_snapshot(bootstrap, settings.resolved_ingest_topic, school, file)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"publishing {file.name}", total=None)
+        manifest = await publish_snapshot(
+            bootstrap, settings.resolved_ingest_topic, school, file,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )  # fmt: skip
     print(json.dumps({"school_id": school, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}))
     return 0
+
+
+async def _with_pool(settings: Settings, work: "Callable[[asyncpg.Pool], Awaitable[int]]") -> int:
+    from shared.db import create_pool
+
+    if not (dsn := _endpoint(settings, "database")):
+        return 2
+    pool = await create_pool(dsn)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+async def _audit(settings: Settings, school: str, snapshot: str | None, as_json: bool) -> int:
+    from schoolmig.admin import latest_audit
+    from schoolmig.render import print_audit
+
+    async def work(pool: "asyncpg.Pool") -> int:
+        audit = await latest_audit(pool, school, snapshot)
+        if audit is None:
+            console.print(f"[red]no audit for school {school}[/]")
+            return 1
+        if as_json:
+            print(json.dumps(audit, indent=2, ensure_ascii=False, default=str))
+        else:
+            print_audit(school, audit, Console())
+        return 0
+
+    return await _with_pool(settings, work)
+
+
+async def _backup(settings: Settings, action: str, school: str | None, snapshot: str | None, out: Path | None) -> int:
+    from schoolmig.admin import export_backup, verify_backups
+    from schoolmig.render import print_backup_checks
+
+    async def work(pool: "asyncpg.Pool") -> int:
+        if action == "verify":
+            checks = await verify_backups(pool, school)
+            print_backup_checks(checks, Console())
+            return 0 if checks and all(c.ok for c in checks) else 1
+        assert school and out
+        try:
+            snapshot_id, size = await export_backup(pool, school, snapshot, out)
+        except (LookupError, ValueError) as exc:
+            console.print(f"[red]{exc}[/]")
+            return 1
+        console.print(f"wrote {size} bytes of {school}/{snapshot_id} to {out}")
+        return 0
+
+    return await _with_pool(settings, work)
 
 
 def _demo(out: Path, schools: int, seed: int) -> int:
@@ -127,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
     publish.add_argument("--school", required=True)
+    audit = commands.add_parser("audit", help="show the pre-migration audit of a school's latest snapshot")
+    audit.add_argument("--school", required=True)
+    audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
+    backup_actions = backup.add_subparsers(dest="action", required=True)
+    verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
+    verify.add_argument("--school")
+    export = backup_actions.add_parser("export", help="write a snapshot back out, byte for byte")
+    export.add_argument("--school", required=True)
+    export.add_argument("--snapshot", help="default: the latest")
+    export.add_argument("--out", type=Path, required=True)
     demo = commands.add_parser("demo", help="write demo localStorage dumps at the spec's volumes")
     demo.add_argument("--out", type=Path, default=Path(".demo"))
     demo.add_argument("--schools", type=int, default=3)
@@ -149,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(settings, args.files, args.school, args.report))
     if args.command == "publish":
         return asyncio.run(_publish(settings, args.file, args.school))
+    if args.command == "audit":
+        return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
+    if args.command == "backup":
+        return asyncio.run(
+            _backup(settings, args.action, args.school, getattr(args, "snapshot", None), getattr(args, "out", None))
+        )
     if args.command == "demo":
         return _demo(args.out, args.schools, args.seed)
     return 2

@@ -31,3 +31,47 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         validation = "passed" if school["validation_ok"] else "FAILED" if school["validation"] else "not run"
         console.print(f"  validation: {validation}\n")
     console.print("[bold green]OK[/]" if report["ok"] else "[bold red]NOT OK[/]: see the tables above")
+
+
+def print_audit(school_id: str, audit: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    summary = audit["summary"]
+    table = Table(title=f"audit · {school_id} · snapshot {audit['snapshot_id'][:12]}", title_justify="left")
+    for column in ("domain", "records", "duplicate ids", "corrupted"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    for domain in (d.value for d in ALL_DOMAINS):
+        table.add_row(
+            domain, str(summary["source_counts"].get(domain, 0)),
+            str(len(summary["duplicate_ids"].get(domain, []))), str(summary["corrupted"].get(domain, 0)),
+        )  # fmt: skip
+    console.print(table)
+    if summary["unknown_keys"]:
+        console.print(f"  unknown keys (not migrated): {', '.join(summary['unknown_keys'])}")
+    findings = Table(title="findings", title_justify="left")
+    for column in ("type", "severity", "count"):
+        findings.add_column(column)
+    severities = {f["type"]: f["severity"] for f in audit["findings"]}
+    for kind, n in summary["findings"].items():
+        findings.add_row(kind, severities.get(kind, ""), str(n))
+    console.print(findings)
+    for f in audit["findings"][:20]:
+        where = f"{f['domain']}/{f.get('record_id', '?')}" + (f".{f['field']}" if f.get("field") else "")
+        target = f" → {f['ref_domain']}/{f.get('ref_id', '?')}" if f.get("ref_domain") else ""
+        console.print(f"  {f['type']:<20} {where}{target} {f.get('detail', '')}")
+    if len(audit["findings"]) > 20:
+        console.print(f"  … and {len(audit['findings']) - 20} more (--json for all)")
+
+
+def print_backup_checks(checks: list[Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="backups", title_justify="left")
+    for column in ("school", "snapshot", "stored", "bytes", "database copy", "file copy"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            c.school_id, c.snapshot_id[:12], c.stored_at[:19], str(c.size_bytes),
+            "✓" if c.database_ok else "✗ MISMATCH", ("✓ " if c.file_ok else "✗ ") + (c.file_path or "missing"),
+        )  # fmt: skip
+    console.print(table)
+    if not checks:
+        console.print("no backups found")

@@ -45,12 +45,20 @@ def plan_rounds(files: list[Path], school: str | None) -> list[list[Job]]:
 
 
 async def wait_for_report(pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float) -> dict[str, Any] | None:
+    """The coordinator's report; None at the deadline or as soon as ingest reports the
+    snapshot incomplete (it will never be released)."""
     while time.monotonic() < deadline:
-        report = await pool.fetchval(
-            "SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
-        )
-        if report is not None:
-            return report
+        row = await pool.fetchrow(
+            """
+            SELECT (SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2) AS report,
+                   EXISTS (SELECT 1 FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2) AS incomplete
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+        if row["report"] is not None:
+            return row["report"]
+        if row["incomplete"]:
+            return None
         await asyncio.sleep(0.25)
     return None
 
@@ -91,7 +99,7 @@ async def run_jobs(
             )
             for manifest, report in zip(manifests, reports, strict=True):
                 if report is None:
-                    on_status(f"{manifest.school_id}: no report within {settings.run_timeout_s:.0f}s")
+                    on_status(f"{manifest.school_id}: no report (incomplete snapshot or timeout)")
                     report = await report_so_far(pool, manifest.school_id, manifest.snapshot_id)
                 schools.append(report)
     finally:

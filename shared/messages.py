@@ -141,6 +141,8 @@ class AuditSummary(_Model):
     unknown_keys: list[str]
     duplicate_ids: dict[Domain, list[str]]
     corrupted: dict[Domain, int]
+    findings: dict[str, int] = Field(default_factory=dict, description="Audit findings per type.")
+    critical_findings: int = 0
 
 
 class SnapshotReleased(_Model):
@@ -154,6 +156,29 @@ class SnapshotReleased(_Model):
     sha256: Sha256Hex
     backup_verified: bool
     audit: AuditSummary
+
+
+class AuditCompleted(_Model):
+    """The pre-migration audit of one snapshot. Findings name ids and fields, never personal data."""
+
+    type: Literal["audit.completed"] = "audit.completed"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    summary: AuditSummary
+    findings: list[dict[str, Any]] = Field(description="The first findings (all are in migration.audits).")
+    findings_total: int
+
+
+class SnapshotIncomplete(_Model):
+    """A snapshot still missing parts after the timeout; it is not released."""
+
+    type: Literal["snapshot.incomplete"] = "snapshot.incomplete"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    manifest_received: bool
+    chunks_expected: int | None
+    missing_chunks: list[int]
+    waited_s: float
 
 
 class ValidationRequested(_Model):
@@ -199,4 +224,7 @@ class ReportReady(_Model):
     phase: str
 
 
-Event = Annotated[SnapshotReleased | ValidationCompleted | ReportReady, Field(discriminator="type")]
+Event = Annotated[
+    SnapshotReleased | AuditCompleted | SnapshotIncomplete | ValidationCompleted | ReportReady,
+    Field(discriminator="type"),
+]

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
     log_level: str = "INFO"
     state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
+    backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
+    incomplete_snapshot_timeout_s: float = Field(
+        default=300.0, gt=0, description="A snapshot still missing chunks this long after its first part is reported."
+    )
     run_timeout_s: float = Field(default=300.0, gt=0, description="`schoolmig run` gives up after this.")
     sync_poll_interval_s: float = Field(default=0.5, gt=0)
     graceful_timeout_s: float = Field(default=15.0, gt=0)

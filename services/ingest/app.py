@@ -1,31 +1,37 @@
 """Ingest service wiring: the public ingest topic in; raw, quarantine, events, dead letter out.
 
 A snapshot is released downstream only when its manifest and every chunk are stored,
-the chunks assemble to the announced SHA-256, and the backup copy verifies. Releasing
-is idempotent: publishing the same snapshot twice releases it once.
+the chunks assemble to the announced SHA-256, and the backup copies (PostgreSQL and a
+file) are written. Releasing is idempotent: the same snapshot published twice is
+released once. A snapshot still missing parts after the timeout is reported, never
+half-released. Nothing here crashes on input: every message is handled or dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Annotated
 
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 from faststream.middlewares import AckPolicy
-from pydantic import ValidationError
 
-from services.ingest.fanout import audit_summary, plan_fanout
+from services.ingest.audit import audit_snapshot, summarise
+from services.ingest.backup_files import write_backup_file
+from services.ingest.envelope import Rejection, read_envelope
+from services.ingest.fanout import Outgoing, audit_summary, plan_fanout
 from services.ingest.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.kafka import make_broker
 from shared.messages import (
-    INGEST_ENVELOPE,
-    MAX_INGEST_MESSAGE_BYTES,
+    AuditCompleted,
     DeadLetter,
     QuarantinedRecord,
+    Severity,
+    SnapshotIncomplete,
     SnapshotManifest,
     SnapshotReleased,
 )
@@ -35,6 +41,7 @@ from shared.telemetry import setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.ingest")
+AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migration.audits
 
 settings = Settings()
 topics = Topics.from_settings(settings)
@@ -50,8 +57,16 @@ async def start() -> None:
     app.context.set_global("store", IngestStore(await prepare(settings, "ingest")))
 
 
+@app.after_startup
+async def start_overdue_monitor(store: Store) -> None:
+    app.context.set_global("monitor", asyncio.create_task(report_overdue(store)))
+
+
 @app.on_shutdown
-async def stop(store: Store) -> None:
+async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
+    monitor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await monitor
     await store.pool.close()
 
 
@@ -66,25 +81,20 @@ async def raw_body(msg: KafkaMessage) -> bytes:
     auto_offset_reset="earliest",
     ack_policy=AckPolicy.NACK_ON_ERROR,
     decoder=raw_body,
+    title="schoolmig.ingest:Snapshot",
+    description="Snapshot manifests and chunks from any client; see docs/asyncapi.yaml for the envelopes.",
 )
 async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
-    if len(body) > MAX_INGEST_MESSAGE_BYTES:
-        await dead_letter(message, body, "oversized", f"{len(body)} bytes, limit {MAX_INGEST_MESSAGE_BYTES}")
+    envelope = read_envelope(body)
+    if isinstance(envelope, Rejection):
+        await dead_letter(message, body, envelope.reason, envelope.message)
         return
-    try:
-        envelope = INGEST_ENVELOPE.validate_json(body)
-    except ValidationError as exc:
-        await dead_letter(message, body, "invalid_envelope", _summarise(exc))
-        return
+    if await store.is_released(envelope.school_id, envelope.snapshot_id):
+        return  # the same snapshot again: released once already
     if isinstance(envelope, SnapshotManifest):
         await store.save_manifest(envelope)
     else:
-        try:
-            data = chunks.decode(envelope.data_b64)
-        except ValueError:
-            await dead_letter(message, body, "invalid_chunk", "data_b64 is not valid base64")
-            return
-        await store.save_chunk(envelope, data)
+        await store.save_chunk(envelope, chunks.decode(envelope.data_b64))
     await release_if_complete(store, envelope.school_id, envelope.snapshot_id, message)
 
 
@@ -101,31 +111,75 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         parsed = parse_snapshot(content, manifest.format)
     except (chunks.AssemblyError, UnreadableSnapshot) as exc:
         reason = getattr(exc, "reason", "unreadable_snapshot")
-        log.warning("snapshot %s/%s not released: %s", school_id, snapshot_id, reason)
-        await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id}: {exc}")
+        await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id} not released: {exc}")
         return
-    verified = await store.save_backup(manifest, content)
-    audit = audit_summary(parsed)
-    await publish_all(plan_fanout(parsed, manifest))
-    await store.mark_released(manifest, audit)
+    path = await asyncio.to_thread(
+        write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256
+    )
+    verified = await store.save_backup(manifest, content, str(path))
+    findings = audit_snapshot(parsed)
+    summary = audit_summary(parsed).model_copy(
+        update={
+            "findings": summarise(findings),
+            "critical_findings": sum(f.severity is Severity.CRITICAL for f in findings),
+        }
+    )
+    findings_json = [f.as_json() for f in findings]
+    await store.save_audit(manifest, summary, findings_json)
+    await publish_all(plan_fanout(parsed, manifest), manifest)
+    await store.mark_released(manifest, summary)
+    key = school_id.encode()
+    await broker.publish(
+        AuditCompleted(
+            school_id=school_id, snapshot_id=snapshot_id, summary=summary,
+            findings=findings_json[:AUDIT_EVENT_FINDINGS], findings_total=len(findings),
+        ),
+        topics.events, key=key,
+    )  # fmt: skip
     await broker.publish(
         SnapshotReleased(
             school_id=school_id, snapshot_id=snapshot_id, format=manifest.format, taken_at=manifest.taken_at,
-            sha256=manifest.sha256, backup_verified=verified, audit=audit,
+            sha256=manifest.sha256, backup_verified=verified, audit=summary,
         ),
-        topics.events, key=school_id.encode(),
+        topics.events, key=key,
     )  # fmt: skip
     metrics.snapshots_released.add(1, {"school_id": school_id})
-    log.info("released snapshot %s/%s: %d records", school_id, snapshot_id, sum(audit.source_counts.values()))
+    log.info(
+        "released snapshot %s/%s: %d records, %d audit findings",
+        school_id, snapshot_id, sum(summary.source_counts.values()), len(findings),
+    )  # fmt: skip
 
 
-async def publish_all(outgoing: list) -> None:
+async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> None:
     """Send every message, pipelined, and return only when the broker has them all."""
+    headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
     pending = []
     for item in outgoing:
         topic = topics.quarantine if isinstance(item.message, QuarantinedRecord) else topics.raw(item.domain)
-        pending.append(await broker.publish(item.message, topic, key=item.key, no_confirm=True))
+        pending.append(await broker.publish(item.message, topic, key=item.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
+
+
+async def report_overdue(store: IngestStore) -> None:
+    """Report, once each, snapshots still missing parts after the timeout."""
+    interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
+                await broker.publish(
+                    SnapshotIncomplete(
+                        school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
+                        chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),
+                    ),
+                    topics.events, key=school_id.encode(),
+                )  # fmt: skip
+                await store.mark_incomplete(school_id, snapshot_id, missing)
+                metrics.ingest_rejected.add(1, {"reason": "incomplete_snapshot"})
+                log.warning("snapshot %s/%s incomplete after %.0fs: missing %s", school_id, snapshot_id, age,
+                            "the manifest" if expected is None else f"chunks {missing}")  # fmt: skip
+        except Exception:  # keep watching; the next round retries
+            log.exception("overdue-snapshot check failed")
 
 
 async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:
@@ -140,9 +194,3 @@ async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: s
     )  # fmt: skip
     metrics.ingest_rejected.add(1, {"reason": reason})
     log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason)
-
-
-def _summarise(exc: ValidationError) -> str:
-    """Field locations and error kinds only: the input may hold personal data."""
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
-    return "; ".join(parts) or "invalid"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -64,15 +65,16 @@ class IngestStore:
         )  # fmt: skip
         return [bytes(r["data"]) for r in rows]
 
-    async def save_backup(self, manifest: SnapshotManifest, content: bytes) -> bool:
+    async def save_backup(self, manifest: SnapshotManifest, content: bytes, file_path: str) -> bool:
         """Store the file exactly as received and read it back: True when the copy verifies."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
-                INSERT INTO migration.backups (school_id, snapshot_id, sha256, size_bytes, content)
-                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (school_id, snapshot_id) DO NOTHING
+                INSERT INTO migration.backups (school_id, snapshot_id, sha256, size_bytes, content, file_path)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (school_id, snapshot_id) DO UPDATE SET file_path = EXCLUDED.file_path
                 """,
-                manifest.school_id, manifest.snapshot_id, manifest.sha256, len(content), content,
+                manifest.school_id, manifest.snapshot_id, manifest.sha256, len(content), content, file_path,
             )  # fmt: skip
             stored = await conn.fetchval(
                 "SELECT content FROM migration.backups WHERE school_id = $1 AND snapshot_id = $2",
@@ -80,11 +82,67 @@ class IngestStore:
             )  # fmt: skip
         return stored is not None and sha256_hex(bytes(stored)) == manifest.sha256
 
+    async def save_audit(self, manifest: SnapshotManifest, summary: AuditSummary, findings: list[dict[str, Any]]) -> None:
+        await self.pool.execute(
+            """
+            INSERT INTO migration.audits (school_id, snapshot_id, summary, findings) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (school_id, snapshot_id) DO UPDATE SET summary = EXCLUDED.summary, findings = EXCLUDED.findings
+            """,
+            manifest.school_id, manifest.snapshot_id, summary.model_dump(mode="json"), findings,
+        )  # fmt: skip
+
+    async def overdue(self, older_than_s: float) -> list[tuple[str, str, int | None, list[int], float]]:
+        """Snapshots (or chunk groups with no manifest) unreleased for too long and not yet
+        reported: (school, snapshot, chunks expected or None, missing chunk indexes, age in s)."""
+        rows = await self.pool.fetch(
+            """
+            WITH parts AS (
+              SELECT school_id, snapshot_id, array_agg(idx) AS got, min(received_at) AS first_at
+                FROM migration.snapshot_chunks GROUP BY school_id, snapshot_id),
+            pending AS (
+              SELECT coalesce(s.school_id, p.school_id) AS school_id, coalesce(s.snapshot_id, p.snapshot_id) AS snapshot_id,
+                     s.chunk_count, coalesce(p.got, '{}') AS got,
+                     least(s.received_at, p.first_at) AS first_at, s.released_at
+                FROM migration.snapshots s FULL JOIN parts p USING (school_id, snapshot_id))
+            SELECT school_id, snapshot_id, chunk_count, got, extract(epoch FROM now() - first_at) AS age
+              FROM pending
+             WHERE released_at IS NULL AND first_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
+                                WHERE i.school_id = pending.school_id AND i.snapshot_id = pending.snapshot_id)
+            """,
+            older_than_s,
+        )
+        result = []
+        for r in rows:
+            expected = r["chunk_count"]
+            missing = sorted(set(range(expected)) - set(r["got"])) if expected is not None else []
+            result.append((r["school_id"], r["snapshot_id"], expected, missing, float(r["age"])))
+        return result
+
+    async def mark_incomplete(self, school_id: str, snapshot_id: str, missing: list[int]) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.incomplete_snapshots (school_id, snapshot_id, missing_chunks) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            school_id, snapshot_id, missing,
+        )  # fmt: skip
+
     async def mark_released(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
         await self.pool.execute(
             """
-            UPDATE migration.snapshots SET released_at = now(), audit = $3
-             WHERE school_id = $1 AND snapshot_id = $2
+            WITH released AS (
+              UPDATE migration.snapshots SET released_at = now(), audit = $3
+               WHERE school_id = $1 AND snapshot_id = $2),
+            completed AS (  -- a late chunk completed it: no longer incomplete
+              DELETE FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2)
+            DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2
             """,
             manifest.school_id, manifest.snapshot_id, audit.model_dump(mode="json"),
         )  # fmt: skip
+
+    async def is_released(self, school_id: str, snapshot_id: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT released_at IS NOT NULL FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2",
+                school_id, snapshot_id,
+            )  # fmt: skip
+        )

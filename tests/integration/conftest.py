@@ -36,9 +36,11 @@ def postgres() -> Iterator[EmbeddedPostgres]:
 
 
 @pytest.fixture(scope="session")
-def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> Settings:
+def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings().model_copy(
         update={
+            "backup_dir": tmp_path_factory.mktemp("backups"),
+            "incomplete_snapshot_timeout_s": 2.0,
             "kafka_bootstrap_servers": kafka.bootstrap_servers,
             "database_url": postgres.dsn,
             "topic_prefix": "it",
@@ -97,3 +99,20 @@ async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, conten
     report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s)
     assert report is not None, f"no report for {school_id} within {timeout_s}s"
     return report
+
+
+async def read_topic(bootstrap: str, topic: str, *, want: int, group: str, timeout_s: float = 15) -> list[dict[str, Any]]:
+    """Read JSON messages from the start of a topic until ``want`` arrived or the time is up."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=group)
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(found) < want and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            found += [json.loads(m.value) for messages in batch.values() for m in messages]
+    finally:
+        await consumer.stop()
+    return found

@@ -1,0 +1,66 @@
+"""Reading one ingest message into an envelope, or a precise reason it cannot be one. Pure.
+
+The reasons are what a client's developer needs to fix their producer: ``oversized``,
+``invalid_json``, ``unknown_schema_version``, ``invalid_school_id``, ``invalid_envelope``
+(with the offending fields, never their values), ``invalid_chunk``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared.messages import (
+    INGEST_ENVELOPE,
+    MAX_INGEST_MESSAGE_BYTES,
+    SCHOOL_ID_PATTERN,
+    SnapshotChunk,
+    SnapshotManifest,
+)
+
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+
+
+def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | Rejection:
+    if len(body) > MAX_INGEST_MESSAGE_BYTES:
+        return Rejection("oversized", f"{len(body)} bytes; the limit is {MAX_INGEST_MESSAGE_BYTES} (send chunks)")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return Rejection("invalid_json", "the message is not JSON")
+    if isinstance(document, dict):
+        version = document.get("schema_version")
+        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+            return Rejection("unknown_schema_version", f"schema_version {str(version)[:20]!r}; supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}")
+        school = document.get("school_id")
+        if school is not None and not (isinstance(school, str) and re.match(SCHOOL_ID_PATTERN, school)):
+            return Rejection("invalid_school_id", f"school_id must match {SCHOOL_ID_PATTERN}")
+    try:
+        envelope = INGEST_ENVELOPE.validate_python(document)
+    except ValidationError as exc:
+        return Rejection("invalid_envelope", _summarise(exc))
+    if isinstance(envelope, SnapshotChunk):
+        try:
+            base64.b64decode(envelope.data_b64, validate=True)
+        except (binascii.Error, ValueError):
+            return Rejection("invalid_chunk", "data_b64 is not valid base64")
+    if isinstance(envelope, SnapshotManifest) and len(envelope.chunk_sha256) != envelope.chunk_count:
+        return Rejection("invalid_envelope", "chunk_sha256 must list one hash per chunk")
+    return envelope
+
+
+def _summarise(exc: ValidationError) -> str:
+    """Field locations and error kinds only: the input may hold personal data."""
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
+    return "; ".join(parts) or "invalid"
