@@ -94,6 +94,10 @@ class RawRecord(_Model):
     legacy_id: str | None
     source_ts: datetime
     record: Any
+    hints: dict[str, str] = Field(
+        default_factory=dict,
+        description="What ingest resolved over the whole snapshot, e.g. classroom_id for a class without roomId.",
+    )
 
 
 class TargetRow(_Model):

@@ -74,11 +74,86 @@ STUDENTS = TableSpec(
     ),
 )
 
+TIMESTAMPS: tuple[tuple[str, str], ...] = (("created_at", "timestamptz"), ("updated_at", "timestamptz"))
+"""Source ``createdAt``/``updatedAt`` where the record has them; now() where not."""
+
+TEACHERS = TableSpec(
+    "teachers",
+    (("user_id", "uuid"), ("phone", "text"), ("subject", "text"), ("join_date", "date"), ("notes", "text"),
+     ("is_active", "bool"), *TIMESTAMPS),
+)  # fmt: skip
+CLASSROOMS = TableSpec(
+    "classrooms",
+    (("name", "text"), ("location", "text"), ("capacity", "int"), ("is_active", "bool"), *TIMESTAMPS),
+)
+CLASSES = TableSpec(
+    "classes",
+    (("name", "text"), ("description", "text"), ("level", "text"), ("teacher_id", "uuid"), ("classroom_id", "uuid"),
+     ("max_students", "int"), ("status", "text"), *TIMESTAMPS),
+)  # fmt: skip
+CLASS_SCHEDULES = TableSpec(
+    "class_schedules",
+    (("class_id", "uuid"), ("day_of_week", "int"), ("start_time", "time"), ("end_time", "time"), ("is_active", "bool")),
+)
+PAYMENT_OBLIGATIONS = TableSpec(
+    "payment_obligations",
+    (("student_id", "uuid"), ("type", "text"), ("amount", "numeric"), ("due_date", "date"), ("period", "text"),
+     ("status", "text"), ("notes", "text"), *TIMESTAMPS),
+)  # fmt: skip
+PAYMENTS = TableSpec(
+    "payments",
+    (("obligation_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
+     *TIMESTAMPS),
+)  # fmt: skip
+ATTENDANCE_RECORDS = TableSpec(
+    "attendance_records",
+    (("student_id", "uuid"), ("class_id", "uuid"), ("date", "date"), ("status", "text"), ("homework_completed", "bool"),
+     ("notes", "text"), *TIMESTAMPS),
+)  # fmt: skip
+ASSESSMENTS = TableSpec(
+    "assessments",
+    (("class_id", "uuid"), ("title", "text"), ("type", "text"), ("total_points", "numeric"), ("date", "date"),
+     ("description", "text"), *TIMESTAMPS),
+)  # fmt: skip
+GRADES = TableSpec(
+    "grades",
+    (("assessment_id", "uuid"), ("student_id", "uuid"), ("value", "text"), ("comments", "text"), ("date_recorded", "date")),
+)
+PRIVATE_LESSONS = TableSpec(
+    "private_lessons",
+    (("student_id", "uuid"), ("teacher_id", "uuid"), ("classroom_id", "uuid"), ("subject", "text"),
+     ("lesson_date", "date"), ("start_time", "time"), ("end_time", "time"), ("status", "text"), ("notes", "text"),
+     *TIMESTAMPS),
+)  # fmt: skip
+PRIVATE_LESSON_PAYMENT_OBLIGATIONS = TableSpec(
+    "private_lesson_payment_obligations",
+    (("lesson_id", "uuid"), ("amount", "numeric"), ("due_date", "date"), ("status", "text"), ("notes", "text"),
+     ("created_at", "timestamptz")),
+)  # fmt: skip
+PRIVATE_LESSON_PAYMENTS = TableSpec(
+    "private_lesson_payments",
+    (("lesson_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
+     ("created_at", "timestamptz")),
+)  # fmt: skip
+
 #: Parents before children: a batch is written in this order inside one transaction.
-LOAD_ORDER: tuple[TableSpec, ...] = (USERS, STUDENTS)
+LOAD_ORDER: tuple[TableSpec, ...] = (
+    USERS, CLASSROOMS, TEACHERS, CLASSES, CLASS_SCHEDULES, STUDENTS, PAYMENT_OBLIGATIONS, PAYMENTS,
+    ATTENDANCE_RECORDS, ASSESSMENTS, GRADES, PRIVATE_LESSONS, PRIVATE_LESSON_PAYMENT_OBLIGATIONS,
+    PRIVATE_LESSON_PAYMENTS,
+)  # fmt: skip
 TABLES: dict[str, TableSpec] = {t.name: t for t in LOAD_ORDER}
 
-#: The table that holds one row per source record of a domain (for counting and checks).
+#: The table that holds the rows of each source record, found by ``legacy_id``.
 PRIMARY_TABLE: dict[Domain, str] = {
     Domain.STUDENTS: "students",
+    Domain.TEACHERS: "teachers",
+    Domain.CLASSROOMS: "classrooms",
+    Domain.CLASSES: "classes",
+    Domain.PAYMENT_OBLIGATIONS: "payment_obligations",
+    Domain.PAYMENTS: "payments",
+    Domain.ATTENDANCE: "attendance_records",
+    Domain.ASSESSMENTS: "assessments",
+    Domain.GRADES: "grades",
+    Domain.PRIVATE_LESSONS: "private_lessons",
 }

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.ingest.snapshot import ParsedSnapshot
+from services.ingest.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import Severity
 
@@ -122,25 +122,21 @@ def _ref_id(value: Any) -> str | None:
     return text or None
 
 
-def _norm(value: Any) -> str | None:
-    return " ".join(value.split()).casefold() if isinstance(value, str) and value.strip() else None
-
-
 def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
     findings: list[Finding] = []
-    records: dict[Domain, dict[str, dict[str, Any]]] = defaultdict(dict)  # first record per id
+    records = {domain: parsed.valid_records(domain) for domain in Domain}
     for domain, entries in parsed.entries.items():
         for entry in entries:
             if entry.problem is None:
-                records[domain][entry.legacy_id] = entry.record  # type: ignore[index]
-            elif entry.problem.reason == "duplicate_id":
+                continue
+            if entry.problem.reason == "duplicate_id":
                 findings.append(_finding("duplicate_id", domain, record_id=entry.legacy_id, detail=f"entry {entry.index}"))
             elif entry.index < 0:
                 findings.append(_finding("unreadable_value", domain, detail=entry.problem.reason))
             else:
                 findings.append(_finding("corrupted_entry", domain, detail=f"entry {entry.index}: {entry.problem.reason}"))
 
-    room_by_name = {_norm(r.get("name")): rid for rid, r in records[D.CLASSROOMS].items() if _norm(r.get("name"))}
+    room_by_name = parsed.classroom_ids_by_name()
     for ref in REFERENCES:
         targets = records[ref.target]
         for record_id, record in records[ref.domain].items():
@@ -148,7 +144,7 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
                 target = _ref_id(value)
                 if ref.field == "roomId" and target is None:
                     # Older classes lack roomId: the classroom is the one whose name is `room`.
-                    if _norm(record.get("room")) and _norm(record.get("room")) not in room_by_name:
+                    if fold(record.get("room")) and fold(record.get("room")) not in room_by_name:
                         findings.append(_finding("orphaned_reference", ref.domain, record_id=record_id, field="room", ref_domain=ref.target, detail="no classroom has this name"))
                     continue
                 if target is not None and target not in targets:
@@ -160,9 +156,9 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
             for value, holder in _values(record, id_path):
                 target = records[target_domain].get(_ref_id(value) or "")
                 copy = holder.get(name_leaf) if id_leaf != name_leaf else None
-                if target is None or _norm(copy) is None:
+                if target is None or fold(copy) is None:
                     continue
-                if _norm(copy) != _norm(target.get(target_field)):
+                if fold(copy) != fold(target.get(target_field)):
                     findings.append(_finding("name_mismatch", domain, record_id=record_id, field=name_path, ref_domain=target_domain, ref_id=_ref_id(value)))
 
     for class_id, cls in records[D.CLASSES].items():
@@ -177,7 +173,7 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
     people: dict[str, list[tuple[Domain, str]]] = defaultdict(list)
     for domain in (D.STUDENTS, D.TEACHERS):
         for record_id, record in records[domain].items():
-            email = _norm(record.get("email"))
+            email = fold(record.get("email"))
             if email:
                 people[email].append((domain, record_id))
     for holders in people.values():

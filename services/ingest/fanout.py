@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.ingest.snapshot import ParsedSnapshot
+from services.ingest.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import AuditSummary, QuarantinedRecord, RawRecord, SnapshotManifest, Stage
 from shared.topics import record_key
@@ -22,8 +22,19 @@ class Outgoing:
     message: RawRecord | QuarantinedRecord
 
 
+def classroom_hints(parsed: ParsedSnapshot) -> dict[str, dict[str, str]]:
+    """For classes without ``roomId``: the classroom whose name equals ``room`` (when exactly one does)."""
+    by_name = parsed.classroom_ids_by_name()
+    hints = {}
+    for class_id, cls in parsed.valid_records(Domain.CLASSES).items():
+        if cls.get("roomId") in (None, "") and (room := by_name.get(fold(cls.get("room")) or "")):
+            hints[class_id] = {"classroom_id": room}
+    return hints
+
+
 def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outgoing]:
     out: list[Outgoing] = []
+    hints = classroom_hints(parsed)
     for domain, entries in parsed.entries.items():
         for entry in entries:
             key = record_key(manifest.school_id, domain, entry.legacy_id, entry.index)
@@ -37,6 +48,7 @@ def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outg
                     legacy_id=entry.legacy_id,
                     source_ts=manifest.taken_at,
                     record=entry.record,
+                    hints=hints.get(entry.legacy_id, {}) if domain is Domain.CLASSES and entry.legacy_id else {},
                 )
             else:
                 message = QuarantinedRecord(

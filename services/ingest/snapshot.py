@@ -42,6 +42,19 @@ class ParsedSnapshot:
     entries: dict[Domain, list[SourceEntry]] = field(default_factory=dict)
     unknown_keys: list[str] = field(default_factory=list)
 
+    def valid_records(self, domain: Domain) -> dict[str, dict[str, Any]]:
+        """The records of a domain that will be migrated (the first of each id), by id."""
+        return {e.legacy_id: e.record for e in self.entries.get(domain, []) if e.problem is None and e.legacy_id}
+
+    def classroom_ids_by_name(self) -> dict[str, str]:
+        """Classroom id by its (space- and case-folded) name, for names that are unique."""
+        seen: dict[str, list[str]] = {}
+        for legacy_id, room in self.valid_records(Domain.CLASSROOMS).items():
+            name = fold(room.get("name"))
+            if name:
+                seen.setdefault(name, []).append(legacy_id)
+        return {name: ids[0] for name, ids in seen.items() if len(ids) == 1}
+
     def counts(self) -> dict[Domain, int]:
         return {domain: len(entries) for domain, entries in self.entries.items()}
 
@@ -58,6 +71,11 @@ class ParsedSnapshot:
             for domain, entries in self.entries.items()
         }
         return {d: n for d, n in found.items() if n}
+
+
+def fold(value: Any) -> str | None:
+    """A name compared as a person would: spaces collapsed, case folded."""
+    return " ".join(value.split()).casefold() if isinstance(value, str) and value.strip() else None
 
 
 def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:

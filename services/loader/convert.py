@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "uuid": lambda v: v if isinstance(v, uuid.UUID) else uuid.UUID(str(v)),
     "text": str,
     "date": lambda v: v if isinstance(v, date) else date.fromisoformat(str(v)),
+    "time": lambda v: v if isinstance(v, time) else time.fromisoformat(str(v)),
     "timestamptz": _timestamp,
     "numeric": lambda v: Decimal(str(v)),
     "int": int,

@@ -32,21 +32,29 @@ log = logging.getLogger("schoolmig.loader")
 T = TypeVar("T")
 
 
+_DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestamps: now()
+
+
 def _upsert_sql(spec: TableSpec) -> str:
     # Identifiers come from the fixed table catalogue, never from input; values go via COPY.
     cols = ", ".join(spec.column_names)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in spec.column_names if c != "id")
+    selected = ", ".join(f"coalesce({c}, now())" if c in _DEFAULTED else c for c in spec.column_names)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in spec.column_names if c not in ("id", "created_at"))
     return (
-        f"INSERT INTO {spec.name} AS t ({cols}) SELECT {cols} FROM _stage_{spec.name} "
+        f"INSERT INTO {spec.name} AS t ({cols}) SELECT {selected} FROM _stage_{spec.name} "
         f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE t.source_ts <= EXCLUDED.source_ts"
     )
 
 
 _UPSERTS = {spec.name: _upsert_sql(spec) for spec in LOAD_ORDER}
+# Staging tables have the target's columns and no constraints (CREATE TABLE AS copies none):
+# the target's constraints judge each row at the upsert.
 _STAGING = "; ".join(
-    f"CREATE TEMP TABLE IF NOT EXISTS _stage_{s.name} (LIKE {s.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE IF NOT EXISTS _stage_{s.name} ON COMMIT DELETE ROWS AS SELECT * FROM {s.name} WITH NO DATA"
     for s in LOAD_ORDER
 )
+# Marks the transaction as the migration's: the updated_at triggers keep the source's timestamps.
+_LOADING = "SET LOCAL schoolmig.loading = 'on'"
 _LEDGER = """
 INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
@@ -107,6 +115,7 @@ class Writer:
     async def _write(self, records: Sequence[MappedRecord]) -> None:
         tables = rows_by_table(records)
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOADING)
             await conn.execute(_STAGING)
             for spec in LOAD_ORDER:
                 rows = tables.get(spec.name)

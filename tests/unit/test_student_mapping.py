@@ -75,12 +75,21 @@ def test_enrollment_date_falls_back_to_join_date() -> None:
 
 
 def test_nothing_lost_unmapped_fields_and_original_forms_go_to_extras() -> None:
-    out = rows(student(paymentDue=1200, lastPayment="2024-02-01", joinDate="15.01.2024", academicInfo={"gpa": "3,8"}))
-    extras = out["students"]["extras"]
+    record = student(paymentDue=1200, lastPayment="2024-02-01", joinDate="15.01.2024", academicInfo={"gpa": "3,8"})
+    out = rows(record)
+    extras = out["students"]["extras"]["record"]
     assert extras["unmapped"] == {"paymentDue": 1200, "lastPayment": "2024-02-01"}
+    assert set(extras["source"]) == {"joinDate", "academicInfo", "classId"}
     assert extras["source"]["joinDate"] == "15.01.2024"
-    assert extras["source"]["parentContact"] == "Sarah Johnson - +1-555-0201"
     assert extras["source"]["academicInfo"] == {"gpa": "3,8"}
+    assert extras["source"]["classId"] == "class-3"  # a reference's source id cannot be rebuilt from its uuid
+    assert "parentContact" not in extras["source"]  # rebuilt exactly from the two columns
+    assert "hasDiscount" in extras["absent"]  # the column says False; the record never said
+    result = map_record(Domain.STUDENTS, "school-a", "student-1", record)
+    assert isinstance(result, Mapped)
+    from services.transform.mapping import reverse_record
+
+    assert reverse_record(Domain.STUDENTS, result.rows) == record
 
 
 def test_text_that_looks_like_sql_or_html_is_kept_verbatim() -> None:
@@ -106,7 +115,3 @@ def test_text_that_looks_like_sql_or_html_is_kept_verbatim() -> None:
 def test_values_that_do_not_fit_quarantine_the_record(overrides: dict[str, Any], reason: str) -> None:
     assert rejected(student(**overrides)).reason == reason
 
-
-def test_other_domains_are_quarantined_until_mapped() -> None:
-    result = map_record(Domain.GRADES, "school-a", "grade-1", {"id": "grade-1"})
-    assert isinstance(result, Rejected) and result.reason == "unsupported_domain"

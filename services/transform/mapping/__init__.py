@@ -1,25 +1,35 @@
-"""The mapping rules: pure functions from one source record to target rows.
+"""The mapping rules: pure functions from one source record to target rows, and back.
 
-One module per domain. Each mapper takes ``(school_id, legacy_id, record)`` and returns
-the target rows, parents first, as plain JSON-ready dicts; it raises
-:class:`~services.transform.parsing.Reject` when the record cannot be mapped.
+One module per domain, each a :class:`~services.transform.mapping.engine.DomainMapping`:
+``map`` gives the rows, parents first, as plain JSON-ready dicts (or raises
+:class:`~services.transform.parsing.Reject`); ``reverse`` rebuilds the source record
+from them exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.transform.mapping.students import map_student
+from services.transform.mapping import (
+    assessments, attendance, classes, classrooms, grades, payment_obligations, payments, private_lessons, students,
+    teachers,
+)  # fmt: skip
+from services.transform.mapping.engine import DomainMapping, Row
 from services.transform.parsing import Reject
 from shared.domains import Domain
 
-Row = tuple[str, dict[str, Any]]
-Mapper = Callable[[str, str, dict[str, Any]], list[Row]]
-
-MAPPERS: dict[Domain, Mapper] = {
-    Domain.STUDENTS: map_student,
+MAPPINGS: dict[Domain, DomainMapping] = {
+    Domain.STUDENTS: students.MAPPING,
+    Domain.TEACHERS: teachers.MAPPING,
+    Domain.CLASSROOMS: classrooms.MAPPING,
+    Domain.CLASSES: classes.MAPPING,
+    Domain.PAYMENT_OBLIGATIONS: payment_obligations.MAPPING,
+    Domain.PAYMENTS: payments.MAPPING,
+    Domain.ATTENDANCE: attendance.MAPPING,
+    Domain.ASSESSMENTS: assessments.MAPPING,
+    Domain.GRADES: grades.MAPPING,
+    Domain.PRIVATE_LESSONS: private_lessons.MAPPING,
 }
 
 
@@ -34,11 +44,15 @@ class Rejected:
     message: str
 
 
-def map_record(domain: Domain, school_id: str, legacy_id: str, record: dict[str, Any]) -> Mapped | Rejected:
-    mapper = MAPPERS.get(domain)
-    if mapper is None:
-        return Rejected("unsupported_domain", f"no mapping for domain '{domain.value}' yet")
+def map_record(
+    domain: Domain, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None
+) -> Mapped | Rejected:
     try:
-        return Mapped(mapper(school_id, legacy_id, record))
+        return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, hints))
     except Reject as rejection:
         return Rejected(rejection.reason, rejection.message)
+
+
+def reverse_record(domain: Domain, rows: list[Row]) -> dict[str, Any]:
+    """The source record the rows were made from, exactly."""
+    return MAPPINGS[domain].reverse(rows)

@@ -1,10 +1,19 @@
-"""Helpers every domain mapper uses: deterministic ids and the ``extras`` bookkeeping."""
+"""Helpers every domain mapping uses: deterministic ids, timestamps and times in, and the
+canonical renderings back to source form.
+
+``out_*`` accept both what the forward mapping produced (JSON-ready strings) and what
+PostgreSQL returns (``date``, ``time``, ``Decimal``, ``datetime``), so the same render
+serves the round-trip test here and the validator's comparison against the database.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
+from services.transform.parsing import Reject, blank
 from shared.ids import row_id
 
 
@@ -12,34 +21,93 @@ def rid(school_id: str, table: str, key: str) -> str:
     return str(row_id(school_id, table, key))
 
 
-@dataclass
-class Extras:
-    """What the columns do not hold, so the source record can be rebuilt exactly.
+def ref(school_id: str, table: str, value: Any, field: str, *, required: bool = False) -> str | None:
+    """The row id of a referenced source id (``classId``, ``teacher.id``, …)."""
+    if blank(value):
+        if required:
+            raise Reject("missing_required", f"'{field}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Reject("invalid_type", f"'{field}' is a {type(value).__name__}, expected an id")
+    return rid(school_id, table, str(value).strip())
 
-    ``unmapped``: source fields that have no column. ``source``: the original value of a
-    mapped field whose column holds it in another form (a datetime kept as a date, ``"850"``
-    kept as 850, a contact string split in two).
+
+def sub_object(value: Any, field: str) -> dict[str, Any]:
+    if blank(value):
+        return {}
+    if not isinstance(value, dict):
+        raise Reject("invalid_type", f"'{field}' is a {type(value).__name__}, expected an object")
+    return value
+
+
+def object_list(value: Any, field: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise Reject("invalid_type", f"'{field}' must be a list of objects")
+    return value
+
+
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+
+
+def parse_time(value: Any, field: str, *, required: bool = False) -> str | None:
+    """``HH:MM`` or ``H:MM`` (``9:00``), optionally with seconds."""
+    if blank(value):
+        if required:
+            raise Reject("missing_required", f"'{field}' is required")
+        return None
+    match = _TIME.match(value.strip()) if isinstance(value, str) else None
+    if not match or int(match[1]) > 23 or int(match[2]) > 59 or int(match[3] or 0) > 59:
+        raise Reject("invalid_time", f"'{field}' is not a time of day: {str(value)[:20]!r}")
+    return time(int(match[1]), int(match[2]), int(match[3] or 0)).isoformat()
+
+
+def parse_timestamp(value: Any) -> str | None:
+    """A source ``createdAt``/``updatedAt``, or None when it is missing or unreadable.
+
+    These are bookkeeping, not school data: an unreadable one leaves the column to its
+    default (now) and the original is kept in ``extras`` by the engine. Naive times are UTC.
     """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
 
-    record: dict[str, Any]
-    consumed: set[str] = field(default_factory=set)
-    source: dict[str, Any] = field(default_factory=dict)
 
-    def take(self, key: str) -> Any:
-        self.consumed.add(key)
-        return self.record.get(key)
+def out_date(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, date) else str(value)
 
-    def keep_original(self, key: str, canonical: Any) -> None:
-        """Remember the original when the column's form differs from what the browser held."""
-        original = self.record.get(key)
-        if original != canonical or type(original) is not type(canonical):
-            self.source[key] = original
 
-    def as_json(self) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        unmapped = {k: v for k, v in self.record.items() if k not in self.consumed}
-        if unmapped:
-            result["unmapped"] = unmapped
-        if self.source:
-            result["source"] = self.source
-        return result
+def out_time(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.strftime("%H:%M:%S") if isinstance(value, time) else str(value)
+    return text[:5] if text.endswith(":00") and len(text) == 8 else text
+
+
+def out_timestamp(value: Any) -> str | None:
+    """The browser's own form: ``2024-01-15T00:00:00.000Z``."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def out_number(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    number = Decimal(str(value))
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def put(target: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` only when there is a value: a NULL column renders as an absent key."""
+    if value is not None:
+        target[key] = value
