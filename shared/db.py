@@ -98,3 +98,24 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 #: The plan's AutoRecoveryManager delays: 1 s, 5 s, 15 s.
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 15.0)
+
+
+# PostgreSQL text and jsonb cannot hold NUL (U+0000). What is only shown (ids in reports,
+# audit findings, messages) shows it as the visible escape; what must be kept exactly
+# (a quarantined payload) is stored as bytes instead (see the writer).
+NUL = "\x00"
+
+
+def pg_text(value: str | None) -> str | None:
+    return value.replace(NUL, "\\u0000") if value is not None and NUL in value else value
+
+
+def pg_json(value: object) -> object:
+    """``value`` with every string (keys too) made storable in jsonb."""
+    if isinstance(value, str):
+        return pg_text(value)
+    if isinstance(value, list):
+        return [pg_json(v) for v in value]
+    if isinstance(value, dict):
+        return {pg_text(k): pg_json(v) for k, v in value.items()}
+    return value

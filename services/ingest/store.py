@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from shared.chunks import sha256_hex
+from shared.db import pg_json
 from shared.messages import AuditSummary, SnapshotChunk, SnapshotManifest
 
 
@@ -88,7 +89,7 @@ class IngestStore:
             INSERT INTO migration.audits (school_id, snapshot_id, summary, findings) VALUES ($1, $2, $3, $4)
             ON CONFLICT (school_id, snapshot_id) DO UPDATE SET summary = EXCLUDED.summary, findings = EXCLUDED.findings
             """,
-            manifest.school_id, manifest.snapshot_id, summary.model_dump(mode="json"), findings,
+            manifest.school_id, manifest.snapshot_id, pg_json(summary.model_dump(mode="json")), pg_json(findings),
         )  # fmt: skip
 
     async def overdue(self, older_than_s: float) -> list[tuple[str, str, int | None, list[int], float]]:
@@ -136,7 +137,7 @@ class IngestStore:
               DELETE FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2)
             DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2
             """,
-            manifest.school_id, manifest.snapshot_id, audit.model_dump(mode="json"),
+            manifest.school_id, manifest.snapshot_id, pg_json(audit.model_dump(mode="json")),
         )  # fmt: skip
 
     async def is_released(self, school_id: str, snapshot_id: str) -> bool:

@@ -10,7 +10,7 @@ def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
     if raw.legacy_id is None or not isinstance(raw.record, dict):
         # Ingest quarantines these itself; a raw record like this means a foreign producer.
         return _quarantine(raw, "not_mappable", "record has no id or is not an object")
-    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints)
+    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, raw.source_ts.isoformat())
     if isinstance(result, Mapped):
         provenance = {"school_id": raw.school_id, "legacy_id": raw.legacy_id}
         return MappedRecord(

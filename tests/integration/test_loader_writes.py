@@ -88,3 +88,19 @@ async def test_migrations_from_several_replicas_at_once_apply_once(postgres: Emb
     conn = await asyncpg.connect(dsn)
     assert await conn.fetchval("SELECT count(*) FROM migration.schema_version") == len(migration_files())
     await conn.close()
+
+
+async def test_a_payload_jsonb_cannot_hold_is_quarantined_exactly_as_bytes(pool: asyncpg.Pool) -> None:
+    import json
+
+    from shared.messages import QuarantinedRecord, Stage
+
+    payload = {"id": "student-\x00", "notes": "nul \x00 inside", "list": [1, "ж"]}
+    record = QuarantinedRecord(
+        school_id="it-w3", snapshot_id="snap-1", domain=Domain.STUDENTS, index=3, legacy_id="student-\x00",
+        stage=Stage.LOADER, reason="db_untranslatablecharacter", message="22P05: unsupported Unicode escape", payload=payload,
+    )  # fmt: skip
+    await Writer(pool).quarantine([record])
+    row = await pool.fetchrow("SELECT legacy_id, payload, payload_bytes FROM migration.quarantine WHERE school_id = 'it-w3'")
+    assert row["payload"] is None and json.loads(bytes(row["payload_bytes"])) == payload
+    assert row["legacy_id"] == "student-\\u0000"

@@ -65,3 +65,10 @@ def test_run_rounds_keep_one_schools_files_apart() -> None:
     rounds = plan_rounds([Path("demo/school-1.json"), Path("demo/school-2.json")], None)
     assert rounds == [[Job("school-1", Path("demo/school-1.json")), Job("school-2", Path("demo/school-2.json"))]]
     assert school_from_filename(Path("My School (2024).json")) == "My-School--2024"
+
+
+def test_nul_is_shown_escaped_wherever_postgres_text_would_refuse_it() -> None:
+    from shared.db import pg_json, pg_text
+
+    assert pg_text("a\x00b") == "a\\u0000b" and pg_text("plain") == "plain" and pg_text(None) is None
+    assert pg_json({"k\x00": ["v\x00", 1, None, {"x": "\x00"}]}) == {"k\\u0000": ["v\\u0000", 1, None, {"x": "\\u0000"}]}

@@ -45,10 +45,11 @@ class Rejected:
 
 
 def map_record(
-    domain: Domain, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None
-) -> Mapped | Rejected:
+    domain: Domain, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None,
+    default_ts: str | None = None,
+) -> Mapped | Rejected:  # fmt: skip
     try:
-        return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, hints))
+        return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, hints, default_ts))
     except Reject as rejection:
         return Rejected(rejection.reason, rejection.message)
 

@@ -26,6 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.tables import TABLES
+
+TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at"})
+
 Row = tuple[str, dict[str, Any]]
 
 
@@ -104,10 +108,20 @@ class DomainMapping:
         return rebuilt
 
     def map(
-        self, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None
-    ) -> list[Row]:
-        """Rows for one record (parents first), each with its ``extras``; raises ``Reject``."""
+        self, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None,
+        default_ts: str | None = None,
+    ) -> list[Row]:  # fmt: skip
+        """Rows for one record (parents first), each with its ``extras``; raises ``Reject``.
+
+        ``default_ts`` (the snapshot's time) fills ``created_at``/``updated_at`` where the
+        record has none, before the bookkeeping, so the reverse knows the record lacked them.
+        """
         rows = self.forward(school_id, legacy_id, record, hints or {})
+        if default_ts is not None:
+            for table, values in rows:
+                for column in TIMESTAMP_COLUMNS & set(TABLES[table].column_names):
+                    if values.get(column) is None:
+                        values[column] = default_ts
         for child in self.children:
             originals = record.get(child.key)
             originals = [originals] if child.single else originals
