@@ -29,6 +29,10 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest tests/integration
 
+## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).
+bench: install
+	$(BIN)/python -m tests.bench.bench_mapping --schools 10
+
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install
 	$(BIN)/faststream docs gen schoolmig.contract:app --yaml --out docs/asyncapi.yaml

@@ -14,11 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from services.transform.parsing import Reject, blank
-from shared.ids import row_id
+from shared.ids import row_id_text
 
 
-def rid(school_id: str, table: str, key: str) -> str:
-    return str(row_id(school_id, table, key))
+rid = row_id_text  # rows carry ids as text
 
 
 def ref(school_id: str, table: str, value: Any, field: str, *, required: bool = False) -> str | None:

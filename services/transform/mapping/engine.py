@@ -2,8 +2,8 @@
 
 A domain declares ``forward`` (record -> rows) and ``render`` (rows -> the source keys
 the columns can rebuild, in their canonical form). The engine runs ``render`` on the
-forward result and compares it with the record, key by key, strictly (canonical JSON,
-so ``1``, ``1.0``, ``"1"`` and ``true`` all differ):
+forward result and compares it with the record, key by key, strictly as JSON values
+(``1``, ``1.0``, ``"1"`` and ``true`` all differ):
 
 - a key whose rebuilt value is not identical keeps its original in ``extras.source``;
 - a key the render invents that the record lacked is listed in ``extras.absent``;
@@ -21,7 +21,6 @@ Record-level extras live on the primary row under ``extras.record``; an entry's 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +28,25 @@ from typing import Any
 from shared.tables import TABLES
 
 TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at"})
+_TIMESTAMPED = {name: TIMESTAMP_COLUMNS & set(spec.column_names) for name, spec in TABLES.items()}
 
 Row = tuple[str, dict[str, Any]]
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON, strictly: ``1``, ``1.0``, ``"1"`` and ``true`` all differ (so does a
+    tuple from a list, which JSON cannot tell apart but a reverse must not rely on)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _differs(a: Any, b: Any) -> bool:
-    return canonical(a) != canonical(b)
+    return not _same(a, b)
 
 
 def _extras(original: dict[str, Any], rebuilt: dict[str, Any], handled: frozenset[str]) -> dict[str, Any]:
@@ -119,7 +127,7 @@ class DomainMapping:
         rows = self.forward(school_id, legacy_id, record, hints or {})
         if default_ts is not None:
             for table, values in rows:
-                for column in TIMESTAMP_COLUMNS & set(TABLES[table].column_names):
+                for column in _TIMESTAMPED[table]:
                     if values.get(column) is None:
                         values[column] = default_ts
         for child in self.children:
