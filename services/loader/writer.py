@@ -25,6 +25,7 @@ import asyncpg
 
 from services.loader.convert import rows_by_table
 from shared.db import RETRY_DELAYS_S, TRANSIENT_ERRORS, pg_text
+from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage
 from shared.tables import LOAD_ORDER, TableSpec
 
@@ -163,5 +164,5 @@ def _refusal(record: MappedRecord, exc: asyncpg.PostgresError) -> QuarantinedRec
         stage=Stage.LOADER,
         reason=f"db_{type(exc).__name__.removesuffix('Error').lower()}",
         message=f"{exc.sqlstate}: {getattr(exc, 'message', str(exc))} {getattr(exc, 'detail', '') or ''}".strip(),
-        payload=[row.model_dump(mode="json") for row in record.rows],
+        payload=reverse_record(record.domain, [(row.table, row.values) for row in record.rows]),  # the source record, exactly
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.transform.mapping import Mapped, map_record
+from shared.mapping import Mapped, map_record
 from shared.messages import MappedRecord, QuarantinedRecord, RawRecord, Stage, TargetRow
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schoolmig.demo import school_dump
-from services.transform.mapping import Mapped, map_record
+from shared.mapping import Mapped, map_record
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.ids import row_id_text
 

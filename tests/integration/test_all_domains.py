@@ -13,7 +13,7 @@ import pytest
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from services.transform.mapping import MAPPINGS, reverse_record
+from shared.mapping import MAPPINGS, reverse_record
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.settings import Settings
 from tests.integration.conftest import migrate

@@ -72,6 +72,7 @@ async def test_a_poison_row_is_quarantined_and_the_rest_of_its_batch_lands(pool:
     clash.rows[0].values["email"] = "student-3@x"  # the same email as another student of the school
     refused = await writer.load([*batch, clash])
     assert [(r.legacy_id, r.reason) for r in refused] == [("student-99", "db_uniqueviolation")]
+    assert refused[0].payload["name"] == "Clash" and refused[0].payload["id"] == "student-99"
     assert await pool.fetchval("SELECT count(*) FROM students WHERE school_id = 'it-w2'") == 10
     assert await pool.fetchval("SELECT count(*) FROM migration.quarantine WHERE school_id = 'it-w2'") == 1
 

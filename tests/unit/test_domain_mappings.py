@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.transform.mapping import Mapped, Rejected, map_record
+from shared.mapping import Mapped, Rejected, map_record
 from shared.domains import Domain
 
 NS = uuid.UUID("18acb45e-3f32-5ccf-96fe-d0fc35c83e7a")

@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from services.transform.mapping import Mapped, Rejected, map_record
+from shared.mapping import Mapped, Rejected, map_record
 from shared.domains import Domain
 
 NS = uuid.UUID("18acb45e-3f32-5ccf-96fe-d0fc35c83e7a")
@@ -87,7 +87,7 @@ def test_nothing_lost_unmapped_fields_and_original_forms_go_to_extras() -> None:
     assert "hasDiscount" in extras["absent"]  # the column says False; the record never said
     result = map_record(Domain.STUDENTS, "school-a", "student-1", record)
     assert isinstance(result, Mapped)
-    from services.transform.mapping import reverse_record
+    from shared.mapping import reverse_record
 
     assert reverse_record(Domain.STUDENTS, result.rows) == record
 

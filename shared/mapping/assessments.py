@@ -10,9 +10,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.transform.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import parse_date, parse_decimal, text
+from shared.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import parse_date, parse_decimal, text
 
 TYPES = frozenset({"homework", "test", "quiz", "project", "participation"})
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.transform.mapping.common import (
+from shared.mapping.common import (
     object_list, out_time, out_timestamp, parse_time, parse_timestamp, put, ref, rid, sub_object,
 )  # fmt: skip
-from services.transform.mapping.engine import Child, DomainMapping, Row
-from services.transform.parsing import Reject, enum, parse_decimal, text
+from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.parsing import Reject, enum, parse_decimal, text
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 STATUSES = frozenset({"active", "inactive", "completed"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.transform.mapping.common import out_date, put, ref, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import parse_date, text
+from shared.mapping.common import out_date, put, ref, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import parse_date, text
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:

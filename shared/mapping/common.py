@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from services.transform.parsing import Reject, blank
+from shared.mapping.parsing import Reject, blank
 from shared.ids import row_id_text
 
 

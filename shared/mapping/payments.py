@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.transform.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.mapping.payment_obligations import POSITIVE
-from services.transform.parsing import enum, parse_date, parse_decimal, text
+from shared.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.payment_obligations import POSITIVE
+from shared.mapping.parsing import enum, parse_date, parse_decimal, text
 
 METHODS = frozenset({"cash", "card", "transfer", "other"})
 

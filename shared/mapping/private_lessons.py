@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.transform.mapping.common import (
+from shared.mapping.common import (
     object_list, out_date, out_number, out_time, out_timestamp, parse_time, parse_timestamp, put, ref, rid, sub_object,
 )  # fmt: skip
-from services.transform.mapping.engine import Child, DomainMapping, Row
-from services.transform.mapping.payment_obligations import POSITIVE
-from services.transform.mapping.payment_obligations import STATUSES as OBLIGATION_STATUSES
-from services.transform.mapping.payments import METHODS
-from services.transform.parsing import Reject, enum, parse_date, parse_decimal, text
+from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.payment_obligations import POSITIVE
+from shared.mapping.payment_obligations import STATUSES as OBLIGATION_STATUSES
+from shared.mapping.payments import METHODS
+from shared.mapping.parsing import Reject, enum, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"scheduled", "completed", "cancelled"})
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.transform.mapping.common import out_date, out_number, put, ref, rid, sub_object
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import Reject, enum, parse_bool, parse_date, parse_decimal, split_contact, text
+from shared.mapping.common import out_date, out_number, put, ref, rid, sub_object
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import Reject, enum, parse_bool, parse_date, parse_decimal, split_contact, text
 
 STATUSES = frozenset({"active", "inactive"})
 DISCOUNT_TYPES = frozenset({"relatives", "social_case", "single_parent", "free_of_charge"})

@@ -1,8 +1,11 @@
 """The mapping rules: pure functions from one source record to target rows, and back.
 
-One module per domain, each a :class:`~services.transform.mapping.engine.DomainMapping`:
+Shared: the transform maps forward; the loader reverses to quarantine a refused record as
+it was; the validator reverses what the database holds to compare it with the source.
+
+One module per domain, each a :class:`~shared.mapping.engine.DomainMapping`:
 ``map`` gives the rows, parents first, as plain JSON-ready dicts (or raises
-:class:`~services.transform.parsing.Reject`); ``reverse`` rebuilds the source record
+:class:`~shared.mapping.parsing.Reject`); ``reverse`` rebuilds the source record
 from them exactly.
 """
 
@@ -11,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.transform.mapping import (
+from shared.mapping import (
     assessments, attendance, classes, classrooms, grades, payment_obligations, payments, private_lessons, students,
     teachers,
 )  # fmt: skip
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import Reject
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import Reject
 from shared.domains import Domain
 
 MAPPINGS: dict[Domain, DomainMapping] = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.transform.mapping.common import out_timestamp, parse_timestamp, put, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import parse_decimal, text
+from shared.mapping.common import out_timestamp, parse_timestamp, put, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import parse_decimal, text
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:

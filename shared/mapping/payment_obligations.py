@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from services.transform.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import enum, parse_date, parse_decimal, text
+from shared.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import enum, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"pending", "partial", "paid", "overdue"})
 POSITIVE = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": Decimal("99999999.99")}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.transform.mapping.common import out_date, out_timestamp, parse_timestamp, put, rid
-from services.transform.mapping.engine import DomainMapping, Row
-from services.transform.parsing import parse_date, text
+from shared.mapping.common import out_date, out_timestamp, parse_timestamp, put, rid
+from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.parsing import parse_date, text
 
 ACTIVE = {"active": True, "inactive": False}
 
