@@ -12,7 +12,14 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from shared.messages import MAX_CHUNK_BYTES, MAX_INGEST_MESSAGE_BYTES, DeadLetter, Event, SnapshotChunk, SnapshotManifest
+from shared.messages import (
+    MAX_CHUNK_BYTES,
+    MAX_INGEST_MESSAGE_BYTES,
+    DeadLetter,
+    Event,
+    SnapshotChunk,
+    SnapshotManifest,
+)
 from shared.settings import Settings
 from shared.topics import Topics
 

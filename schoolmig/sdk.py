@@ -19,7 +19,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from shared import chunks
-from shared.messages import MAX_CHUNK_BYTES, SnapshotChunk, SnapshotFormat, SnapshotManifest
+from shared.messages import (
+    MAX_CHUNK_BYTES,
+    SnapshotChunk,
+    SnapshotFormat,
+    SnapshotManifest,
+)
 from shared.source_files import detect_format, load_document
 
 

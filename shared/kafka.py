@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
+from faststream.middlewares import AckPolicy
 
 from shared.settings import Settings
 from shared.topics import Topics
@@ -64,6 +65,19 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         middlewares=[BackoffOnError],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
+
+
+def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> dict[str, Any]:
+    """How every schoolmig consumer reads: its own group, from the beginning when the group
+    is new, committing only after the handler succeeded (an exception rewinds instead)."""
+    options: dict[str, Any] = {
+        "group_id": group,
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+    }
+    if batch:
+        options |= {"batch": True, "max_records": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms}
+    return options
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

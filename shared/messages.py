@@ -137,6 +137,14 @@ class QuarantinedRecord(_Model):
     payload: Any
 
 
+def quarantined(record: RawRecord | MappedRecord, *, stage: Stage, reason: str, message: str, payload: Any) -> QuarantinedRecord:
+    """The quarantine entry for a record some stage could not migrate."""
+    return QuarantinedRecord(
+        school_id=record.school_id, snapshot_id=record.snapshot_id, domain=record.domain, index=record.index,
+        legacy_id=record.legacy_id, stage=stage, reason=reason, message=message, payload=payload,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- events
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 from shared.db import apply_migrations, create_pool
 from shared.kafka import ensure_topics
 from shared.logs import setup_logging
 from shared.settings import Settings
+
+log = logging.getLogger("schoolmig.service")
 
 
 async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> asyncpg.Pool:
@@ -22,3 +29,24 @@ async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> as
     await ensure_topics(settings)
     await apply_migrations(settings.database_url)
     return await create_pool(settings.database_url, max_size=pool_size)
+
+
+def start_periodic(what: str, interval_s: float, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    """Run ``work`` every ``interval_s`` in the background; a failed round is logged and
+    the next one retries (a monitor must outlive a database blip)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await work()
+            except Exception:
+                log.exception("%s: round failed; retrying next round", what)
+
+    return asyncio.create_task(loop(), name=what)
+
+
+async def stop_periodic(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

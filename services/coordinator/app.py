@@ -11,21 +11,25 @@ leaves it ``synced``; either way the report is written and announced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Annotated
 
 from faststream import Context, FastStream
-from faststream.middlewares import AckPolicy
 
 from services.coordinator.phases import IllegalTransition, Phase, steps_for_snapshot
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import quarantine_entries, record_counts
-from shared.kafka import make_broker
-from shared.messages import Event, ReportReady, SnapshotReleased, ValidationCompleted, ValidationRequested
+from shared.kafka import consumer_options, make_broker
+from shared.messages import (
+    Event,
+    ReportReady,
+    SnapshotReleased,
+    ValidationCompleted,
+    ValidationRequested,
+)
 from shared.report import school_report
-from shared.service import prepare
+from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -49,23 +53,17 @@ async def start() -> None:
 
 @app.after_startup
 async def start_monitor(store: Store) -> None:
-    app.context.set_global("monitor", asyncio.create_task(sync_monitor(store)))
+    monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store))
+    app.context.set_global("monitor", monitor)
 
 
 @app.on_shutdown
 async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
-    monitor.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await monitor
+    await stop_periodic(monitor)
     await store.pool.close()
 
 
-@broker.subscriber(
-    topics.events,
-    group_id="schoolmig-coordinator",
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-)
+@broker.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"))
 async def on_event(event: Event, store: Store) -> None:
     if isinstance(event, SnapshotReleased):
         await on_snapshot(event, store)
@@ -110,16 +108,9 @@ async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) 
     return True
 
 
-async def sync_monitor(store: CoordinatorStore) -> None:
-    while True:
-        try:
-            for school_id, snapshot_id in await store.syncing():
-                await check_sync(store, school_id, snapshot_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # keep watching; the next round retries
-            log.exception("sync monitor round failed")
-        await asyncio.sleep(settings.sync_poll_interval_s)
+async def check_syncing(store: CoordinatorStore) -> None:
+    for school_id, snapshot_id in await store.syncing():
+        await check_sync(store, school_id, snapshot_id)
 
 
 async def on_validation(event: ValidationCompleted, store: CoordinatorStore) -> None:

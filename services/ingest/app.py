@@ -10,13 +10,11 @@ half-released. Nothing here crashes on input: every message is handled or dead-l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Annotated
 
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
-from faststream.middlewares import AckPolicy
 
 from services.ingest.audit import audit_snapshot, summarise
 from services.ingest.backup_files import write_backup_file
@@ -25,7 +23,7 @@ from services.ingest.fanout import Outgoing, audit_summary, plan_fanout
 from services.ingest.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
 from shared import chunks
-from shared.kafka import make_broker
+from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     AuditCompleted,
     DeadLetter,
@@ -35,7 +33,7 @@ from shared.messages import (
     SnapshotManifest,
     SnapshotReleased,
 )
-from shared.service import prepare
+from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
@@ -59,14 +57,13 @@ async def start() -> None:
 
 @app.after_startup
 async def start_overdue_monitor(store: Store) -> None:
-    app.context.set_global("monitor", asyncio.create_task(report_overdue(store)))
+    interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
+    app.context.set_global("monitor", start_periodic("overdue snapshots", interval, lambda: report_overdue(store)))
 
 
 @app.on_shutdown
 async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
-    monitor.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await monitor
+    await stop_periodic(monitor)
     await store.pool.close()
 
 
@@ -77,9 +74,7 @@ async def raw_body(msg: KafkaMessage) -> bytes:
 
 @broker.subscriber(
     topics.ingest,
-    group_id="schoolmig-ingest",
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
+    **consumer_options(settings, "schoolmig-ingest"),
     decoder=raw_body,
     title="schoolmig.ingest:Snapshot",
     description="Snapshot manifests and chunks from any client; see docs/asyncapi.yaml for the envelopes.",
@@ -162,24 +157,18 @@ async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> N
 
 async def report_overdue(store: IngestStore) -> None:
     """Report, once each, snapshots still missing parts after the timeout."""
-    interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
-                await broker.publish(
-                    SnapshotIncomplete(
-                        school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
-                        chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),
-                    ),
-                    topics.events, key=school_id.encode(),
-                )  # fmt: skip
-                await store.mark_incomplete(school_id, snapshot_id, missing)
-                metrics.ingest_rejected.add(1, {"reason": "incomplete_snapshot"})
-                log.warning("snapshot %s/%s incomplete after %.0fs: missing %s", school_id, snapshot_id, age,
-                            "the manifest" if expected is None else f"chunks {missing}")  # fmt: skip
-        except Exception:  # keep watching; the next round retries
-            log.exception("overdue-snapshot check failed")
+    for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
+        await broker.publish(
+            SnapshotIncomplete(
+                school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
+                chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),
+            ),
+            topics.events, key=school_id.encode(),
+        )  # fmt: skip
+        await store.mark_incomplete(school_id, snapshot_id, missing)
+        metrics.ingest_rejected.add(1, {"reason": "incomplete_snapshot"})
+        log.warning("snapshot %s/%s incomplete after %.0fs: missing %s", school_id, snapshot_id, age,
+                    "the manifest" if expected is None else f"chunks {missing}")  # fmt: skip
 
 
 async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from services.ingest.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
-from shared.messages import AuditSummary, QuarantinedRecord, RawRecord, SnapshotManifest, Stage
+from shared.messages import (
+    AuditSummary,
+    QuarantinedRecord,
+    RawRecord,
+    SnapshotManifest,
+    Stage,
+)
 from shared.topics import record_key
 
 

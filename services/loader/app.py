@@ -11,10 +11,9 @@ from collections import Counter
 from typing import Annotated
 
 from faststream import Context, FastStream
-from faststream.middlewares import AckPolicy
 
 from services.loader.writer import Writer
-from shared.kafka import make_broker
+from shared.kafka import consumer_options, make_broker
 from shared.messages import MappedRecord, QuarantinedRecord
 from shared.service import prepare
 from shared.settings import Settings
@@ -49,15 +48,7 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
         metrics.records_quarantined.add(n, {"school_id": school_id, "domain": domain, "stage": stage, "reason": reason})
 
 
-@broker.subscriber(
-    *topics.rows_topics,
-    group_id="schoolmig-loader",
-    batch=True,
-    max_records=settings.batch_size,
-    batch_timeout_ms=settings.batch_timeout_ms,
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-)
+@broker.subscriber(*topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True))
 async def on_rows(records: list[MappedRecord], writer: WriterDep) -> None:
     refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
     loaded = Counter(
@@ -68,15 +59,7 @@ async def on_rows(records: list[MappedRecord], writer: WriterDep) -> None:
     _count_quarantined(list(refused.values()))
 
 
-@broker.subscriber(
-    topics.quarantine,
-    group_id="schoolmig-loader-quarantine",
-    batch=True,
-    max_records=settings.batch_size,
-    batch_timeout_ms=settings.batch_timeout_ms,
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-)
+@broker.subscriber(topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True))
 async def on_quarantine(records: list[QuarantinedRecord], writer: WriterDep) -> None:
     await writer.quarantine(records)
     _count_quarantined(records)

@@ -26,7 +26,7 @@ import asyncpg
 from services.loader.convert import rows_by_table
 from shared.db import RETRY_DELAYS_S, TRANSIENT_ERRORS, pg_text
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, QuarantinedRecord, Stage
+from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.tables import LOAD_ORDER, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
@@ -155,12 +155,8 @@ class Writer:
 def _refusal(record: MappedRecord, exc: asyncpg.PostgresError) -> QuarantinedRecord:
     # The database's message can quote values (an email in a unique violation): it goes to the
     # quarantine table with the payload, never to logs or metrics.
-    return QuarantinedRecord(
-        school_id=record.school_id,
-        snapshot_id=record.snapshot_id,
-        domain=record.domain,
-        index=record.index,
-        legacy_id=record.legacy_id,
+    return quarantined(
+        record,
         stage=Stage.LOADER,
         reason=f"db_{type(exc).__name__.removesuffix('Error').lower()}",
         message=f"{exc.sqlstate}: {getattr(exc, 'message', str(exc))} {getattr(exc, 'detail', '') or ''}".strip(),

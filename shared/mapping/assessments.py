@@ -10,7 +10,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.common import (
+    out_date,
+    out_number,
+    out_timestamp,
+    parse_timestamp,
+    present,
+    ref,
+    rid,
+)
 from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import parse_date, parse_decimal, text
 
@@ -41,12 +49,11 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
 def render(rows: list[Row]) -> dict[str, Any]:
     r = rows[0][1]
     out: dict[str, Any] = {"id": r["legacy_id"]}
-    for key, value in (
+    out.update(present(
         ("title", r["title"]), ("type", r["type"].capitalize() if r["type"] else None),
         ("totalPoints", out_number(r["total_points"])), ("date", out_date(r["date"])), ("description", r["description"]),
         ("createdAt", out_timestamp(r["created_at"])), ("updatedAt", out_timestamp(r["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.mapping.common import object_list, out_date, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.common import (
+    object_list,
+    out_date,
+    out_timestamp,
+    parse_timestamp,
+    put,
+    ref,
+    rid,
+)
 from shared.mapping.engine import Child, DomainMapping, Row
 from shared.mapping.parsing import Reject, blank, enum, parse_bool, parse_date, text
 

@@ -12,7 +12,15 @@ from decimal import Decimal
 from typing import Any
 
 from shared.mapping.common import (
-    object_list, out_time, out_timestamp, parse_time, parse_timestamp, put, ref, rid, sub_object,
+    object_list,
+    out_time,
+    out_timestamp,
+    parse_time,
+    parse_timestamp,
+    present,
+    ref,
+    rid,
+    sub_object,
 )  # fmt: skip
 from shared.mapping.engine import Child, DomainMapping, Row
 from shared.mapping.parsing import Reject, enum, parse_decimal, text
@@ -64,12 +72,11 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
 def render(rows: list[Row]) -> dict[str, Any]:
     c = next(v for t, v in rows if t == "classes")
     out: dict[str, Any] = {"id": c["legacy_id"], "status": c["status"]}
-    for key, value in (
+    out.update(present(
         ("name", c["name"]), ("description", c["description"]), ("level", c["level"]),
         ("maxStudents", c["max_students"]), ("createdAt", out_timestamp(c["created_at"])),
         ("updatedAt", out_timestamp(c["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

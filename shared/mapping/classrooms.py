@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.mapping.common import out_timestamp, parse_timestamp, put, rid
+from shared.mapping.common import out_timestamp, parse_timestamp, present, rid
 from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import parse_decimal, text
 
@@ -30,11 +30,10 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
 def render(rows: list[Row]) -> dict[str, Any]:
     r = rows[0][1]
     out: dict[str, Any] = {"id": r["legacy_id"]}
-    for key, value in (
+    out.update(present(
         ("name", r["name"]), ("location", r["location"]), ("capacity", r["capacity"]),
         ("createdDate", out_timestamp(r["created_at"])), ("lastUpdated", out_timestamp(r["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

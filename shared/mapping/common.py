@@ -13,9 +13,8 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from shared.mapping.parsing import Reject, blank
 from shared.ids import row_id_text
-
+from shared.mapping.parsing import Reject, blank
 
 rid = row_id_text  # rows carry ids as text
 
@@ -104,6 +103,11 @@ def out_number(value: Any) -> int | float | None:
         return None
     number = Decimal(str(value))
     return int(number) if number == number.to_integral_value() else float(number)
+
+
+def present(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    """The pairs that have a value: a NULL column renders as an absent key."""
+    return {key: value for key, value in pairs if value is not None}
 
 
 def put(target: dict[str, Any], key: str, value: Any) -> None:

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.mapping.common import out_date, out_number, out_timestamp, parse_timestamp, put, ref, rid
+from shared.mapping.common import (
+    out_date,
+    out_number,
+    out_timestamp,
+    parse_timestamp,
+    present,
+    ref,
+    rid,
+)
 from shared.mapping.engine import DomainMapping, Row
-from shared.mapping.payment_obligations import POSITIVE
 from shared.mapping.parsing import enum, parse_date, parse_decimal, text
+from shared.mapping.payment_obligations import POSITIVE
 
 METHODS = frozenset({"cash", "card", "transfer", "other"})
 
@@ -32,11 +40,10 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
 def render(rows: list[Row]) -> dict[str, Any]:
     r = rows[0][1]
     out: dict[str, Any] = {"id": r["legacy_id"]}
-    for key, value in (
+    out.update(present(
         ("amount", out_number(r["amount"])), ("date", out_date(r["payment_date"])), ("method", r["method"]),
         ("notes", r["notes"]), ("createdAt", out_timestamp(r["created_at"])), ("updatedAt", out_timestamp(r["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

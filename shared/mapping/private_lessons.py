@@ -7,13 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from shared.mapping.common import (
-    object_list, out_date, out_number, out_time, out_timestamp, parse_time, parse_timestamp, put, ref, rid, sub_object,
+    object_list,
+    out_date,
+    out_number,
+    out_time,
+    out_timestamp,
+    parse_time,
+    parse_timestamp,
+    present,
+    put,
+    ref,
+    rid,
+    sub_object,
 )  # fmt: skip
 from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.parsing import Reject, enum, parse_date, parse_decimal, text
 from shared.mapping.payment_obligations import POSITIVE
 from shared.mapping.payment_obligations import STATUSES as OBLIGATION_STATUSES
 from shared.mapping.payments import METHODS
-from shared.mapping.parsing import Reject, enum, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"scheduled", "completed", "cancelled"})
 
@@ -75,12 +86,11 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
 def render(rows: list[Row]) -> dict[str, Any]:
     r = next(v for t, v in rows if t == "private_lessons")
     out: dict[str, Any] = {"id": r["legacy_id"], "status": r["status"]}
-    for key, value in (
+    out.update(present(
         ("subject", r["subject"]), ("date", out_date(r["lesson_date"])), ("startTime", out_time(r["start_time"])),
         ("endTime", out_time(r["end_time"])), ("notes", r["notes"]),
         ("createdAt", out_timestamp(r["created_at"])), ("updatedAt", out_timestamp(r["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

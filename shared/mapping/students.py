@@ -9,9 +9,25 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.mapping.common import out_date, out_number, put, ref, rid, sub_object
+from shared.mapping.common import (
+    out_date,
+    out_number,
+    present,
+    put,
+    ref,
+    rid,
+    sub_object,
+)
 from shared.mapping.engine import DomainMapping, Row
-from shared.mapping.parsing import Reject, enum, parse_bool, parse_date, parse_decimal, split_contact, text
+from shared.mapping.parsing import (
+    Reject,
+    enum,
+    parse_bool,
+    parse_date,
+    parse_decimal,
+    split_contact,
+    text,
+)
 
 STATUSES = frozenset({"active", "inactive"})
 DISCOUNT_TYPES = frozenset({"relatives", "social_case", "single_parent", "free_of_charge"})
@@ -73,13 +89,12 @@ def render(rows: list[Row]) -> dict[str, Any]:
     user = next(v for t, v in rows if t == "users")
     s = next(v for t, v in rows if t == "students")
     out: dict[str, Any] = {"id": s["legacy_id"], "status": s["status"], "hasDiscount": s["has_discount"]}
-    for key, value in (
+    out.update(present(
         ("name", user["name"]), ("email", user["email"]), ("avatar", user["avatar_url"]), ("phone", s["phone"]),
         ("joinDate", out_date(s["join_date"])), ("dateOfBirth", out_date(s["date_of_birth"])),
         ("placeOfBirth", s["place_of_birth"]), ("address", s["address"]), ("parentEmail", s["parent_email"]),
         ("discountType", s["discount_type"]), ("discountAmount", out_number(s["discount_amount"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     contact = " - ".join(p for p in (s["parent_name"], s["parent_phone"]) if p)
     put(out, "parentContact", contact or None)
     emergency: dict[str, Any] = {}

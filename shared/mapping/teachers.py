@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.mapping.common import out_date, out_timestamp, parse_timestamp, put, rid
+from shared.mapping.common import (
+    out_date,
+    out_timestamp,
+    parse_timestamp,
+    present,
+    rid,
+)
 from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import parse_date, text
 
@@ -41,12 +47,11 @@ def render(rows: list[Row]) -> dict[str, Any]:
     user = next(v for t, v in rows if t == "users")
     t = next(v for tb, v in rows if tb == "teachers")
     out: dict[str, Any] = {"id": t["legacy_id"]}
-    for key, value in (
+    out.update(present(
         ("name", user["name"]), ("email", user["email"]), ("avatar", user["avatar_url"]), ("phone", t["phone"]),
         ("subject", t["subject"]), ("joinDate", out_date(t["join_date"])), ("notes", t["notes"]),
         ("createdAt", out_timestamp(t["created_at"])), ("updatedAt", out_timestamp(t["updated_at"])),
-    ):  # fmt: skip
-        put(out, key, value)
+    ))  # fmt: skip
     return out
 
 

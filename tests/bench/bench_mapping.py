@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from schoolmig.demo import school_dump
-from shared.mapping import Mapped, map_record
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.ids import row_id_text
+from shared.mapping import Mapped, map_record
 
 
 def dataset(schools: int) -> list[tuple[str, Domain, str, dict[str, Any]]]:

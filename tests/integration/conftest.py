@@ -3,8 +3,8 @@ ports, and the five services as separate OS processes, for the whole test sessio
 
 from __future__ import annotations
 
-import time
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 

@@ -13,8 +13,8 @@ import pytest
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from shared.mapping import MAPPINGS, reverse_record
 from shared.domains import LOCALSTORAGE_KEYS, Domain
+from shared.mapping import MAPPINGS, reverse_record
 from shared.settings import Settings
 from tests.integration.conftest import migrate
 

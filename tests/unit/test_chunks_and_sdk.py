@@ -5,7 +5,12 @@ import pytest
 
 from schoolmig.sdk import build_envelopes
 from shared import chunks
-from shared.messages import INGEST_ENVELOPE, MAX_INGEST_MESSAGE_BYTES, SnapshotChunk, SnapshotFormat
+from shared.messages import (
+    INGEST_ENVELOPE,
+    MAX_INGEST_MESSAGE_BYTES,
+    SnapshotChunk,
+    SnapshotFormat,
+)
 
 
 def test_split_and_assemble_round_trip() -> None:

@@ -3,7 +3,15 @@ from decimal import Decimal
 
 import pytest
 
-from shared.mapping.parsing import Reject, enum, parse_bool, parse_date, parse_decimal, split_contact, text
+from shared.mapping.parsing import (
+    Reject,
+    enum,
+    parse_bool,
+    parse_date,
+    parse_decimal,
+    split_contact,
+    text,
+)
 
 
 @pytest.mark.parametrize(

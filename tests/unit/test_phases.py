@@ -2,7 +2,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.coordinator.phases import TRANSITIONS, IllegalTransition, Phase, check_transition, steps_for_snapshot
+from services.coordinator.phases import (
+    TRANSITIONS,
+    IllegalTransition,
+    Phase,
+    check_transition,
+    steps_for_snapshot,
+)
 from shared.domains import Domain
 from shared.messages import AuditSummary, SnapshotFormat, SnapshotReleased
 

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
+from schoolmig.sdk import build_envelopes
 from services.ingest.fanout import audit_summary, plan_fanout
 from services.ingest.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
 from shared.domains import Domain
 from shared.messages import QuarantinedRecord, RawRecord, SnapshotFormat
 from shared.source_files import UnreadableSnapshot, detect_format, load_document
-from schoolmig.sdk import build_envelopes
 
 
 def dump(**keys: object) -> bytes:

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from pathlib import Path
 
 from schoolmig.runner import Job, plan_rounds, school_from_filename
 from services.loader.convert import rows_by_table
@@ -7,8 +8,6 @@ from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import MappedRecord, Severity, TargetRow
 from shared.report import run_report, school_report
-
-from pathlib import Path
 
 
 def test_clean_facts_validate_ok_with_quarantine_as_a_warning() -> None:
