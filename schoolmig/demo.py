@@ -122,8 +122,9 @@ def school_dump(index: int, seed: int) -> dict[str, str]:
     target_rows = rng.randint(2000, 5000)
     rows = 0
     session = 0
+    taught = [c for c in classes if c["studentIds"]]
     while rows < target_rows:
-        cls = classes[session % len(classes)]
+        cls = taught[session % len(taught)] if session >= 2 else classes[0] | {"studentIds": []}  # two empty sessions
         session += 1
         day = start + timedelta(days=session)
         records = [
