@@ -19,10 +19,12 @@ class DomainCounts:
     source: int = 0
     loaded: int = 0
     quarantined: int = 0
+    parked: int = 0
+    """Waiting for a parent row (not yet quarantined as an orphan)."""
 
     @property
     def accounted(self) -> bool:
-        return self.source == self.loaded + self.quarantined
+        return self.source == self.loaded + self.quarantined + self.parked
 
 
 async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainCounts] | None:
@@ -36,7 +38,23 @@ async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
     source = {Domain(d): int(n) for d, n in (audit.get("source_counts") or {}).items()}
     loaded = await _per_domain(pool, "migration.loaded_records", school_id, snapshot_id)
     quarantined = await _per_domain(pool, "migration.quarantine", school_id, snapshot_id)
-    return {d: DomainCounts(source.get(d, 0), loaded.get(d, 0), quarantined.get(d, 0)) for d in Domain}
+    parked = {
+        Domain(r["domain"]): int(r["n"])
+        for r in await pool.fetch(
+            """
+            SELECT p.domain, count(*) AS n FROM migration.parked_records p
+             WHERE p.school_id = $1 AND p.snapshot_id = $2
+               AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                                WHERE (q.school_id, q.snapshot_id, q.domain, q.record_index)
+                                    = (p.school_id, p.snapshot_id, p.domain, p.record_index))
+             GROUP BY p.domain
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+    }
+    return {
+        d: DomainCounts(source.get(d, 0), loaded.get(d, 0), quarantined.get(d, 0), parked.get(d, 0)) for d in Domain
+    }
 
 
 async def _per_domain(pool: asyncpg.Pool, table: str, school_id: str, snapshot_id: str) -> dict[Domain, int]:

@@ -8,13 +8,18 @@ others wait and then find nothing to do.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
+from collections.abc import Awaitable, Callable
 from importlib import resources
+from typing import TypeVar
 
 import asyncpg
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MIGRATION_LOCK_KEY = 0x5C400_1  # arbitrary, fixed: "schoolmig migrations"
 
@@ -89,6 +94,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # the protocol's state after a connection died mid-COPY
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.AdminShutdownError,
@@ -119,3 +125,18 @@ def pg_json(value: object) -> object:
     if isinstance(value, dict):
         return {pg_text(k): pg_json(v) for k, v in value.items()}
     return value
+
+
+async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``operation``; on a transient error wait 1 s, 5 s, 15 s (±20% jitter) and try
+    again, then give up by raising (the caller's consumer rewinds; nothing is lost)."""
+    for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
+        try:
+            return await operation()
+        except TRANSIENT_ERRORS as exc:
+            if delay is None:
+                raise
+            wait = delay * random.uniform(0.8, 1.2)
+            log.warning("%s: transient %s (attempt %d), retrying in %.1fs", what, type(exc).__name__, attempt + 1, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")

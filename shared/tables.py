@@ -27,6 +27,9 @@ PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
 class TableSpec:
     name: str
     own_columns: tuple[tuple[str, str], ...]
+    references: tuple[tuple[str, str], ...] = ()
+    """(column, referenced table) for foreign keys to *other* records: a row whose parent
+    is missing is parked until it arrives (rows of the same record are written together)."""
 
     @property
     def columns(self) -> tuple[tuple[str, str], ...]:
@@ -37,6 +40,10 @@ class TableSpec:
         return tuple(name for name, _ in self.columns)
 
 
+TIMESTAMPS: tuple[tuple[str, str], ...] = (("created_at", "timestamptz"), ("updated_at", "timestamptz"))
+"""Every table's: the record's own ``createdAt``/``updatedAt`` where it has them, else the
+snapshot's time (so a row's timestamps never depend on when it happened to be loaded)."""
+
 USERS = TableSpec(
     "users",
     (
@@ -45,6 +52,7 @@ USERS = TableSpec(
         ("avatar_url", "text"),
         ("role", "text"),
         ("is_active", "bool"),
+        *TIMESTAMPS,
     ),
 )
 
@@ -71,11 +79,11 @@ STUDENTS = TableSpec(
         ("has_discount", "bool"),
         ("discount_type", "text"),
         ("discount_amount", "numeric"),
+        *TIMESTAMPS,
     ),
+    references=(("class_id", "classes"),),
 )
 
-TIMESTAMPS: tuple[tuple[str, str], ...] = (("created_at", "timestamptz"), ("updated_at", "timestamptz"))
-"""Source ``createdAt``/``updatedAt`` where the record has them; now() where not."""
 
 TEACHERS = TableSpec(
     "teachers",
@@ -90,50 +98,59 @@ CLASSES = TableSpec(
     "classes",
     (("name", "text"), ("description", "text"), ("level", "text"), ("teacher_id", "uuid"), ("classroom_id", "uuid"),
      ("max_students", "int"), ("status", "text"), *TIMESTAMPS),
+    references=(("teacher_id", "teachers"), ("classroom_id", "classrooms")),
 )  # fmt: skip
 CLASS_SCHEDULES = TableSpec(
     "class_schedules",
-    (("class_id", "uuid"), ("day_of_week", "int"), ("start_time", "time"), ("end_time", "time"), ("is_active", "bool")),
+    (("class_id", "uuid"), ("day_of_week", "int"), ("start_time", "time"), ("end_time", "time"), ("is_active", "bool"),
+     *TIMESTAMPS),
 )
 PAYMENT_OBLIGATIONS = TableSpec(
     "payment_obligations",
     (("student_id", "uuid"), ("type", "text"), ("amount", "numeric"), ("due_date", "date"), ("period", "text"),
      ("status", "text"), ("notes", "text"), *TIMESTAMPS),
+    references=(("student_id", "students"),),
 )  # fmt: skip
 PAYMENTS = TableSpec(
     "payments",
     (("obligation_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
      *TIMESTAMPS),
+    references=(("obligation_id", "payment_obligations"),),
 )  # fmt: skip
 ATTENDANCE_RECORDS = TableSpec(
     "attendance_records",
     (("student_id", "uuid"), ("class_id", "uuid"), ("date", "date"), ("status", "text"), ("homework_completed", "bool"),
      ("notes", "text"), *TIMESTAMPS),
+    references=(("student_id", "students"), ("class_id", "classes")),
 )  # fmt: skip
 ASSESSMENTS = TableSpec(
     "assessments",
     (("class_id", "uuid"), ("title", "text"), ("type", "text"), ("total_points", "numeric"), ("date", "date"),
      ("description", "text"), *TIMESTAMPS),
+    references=(("class_id", "classes"),),
 )  # fmt: skip
 GRADES = TableSpec(
     "grades",
-    (("assessment_id", "uuid"), ("student_id", "uuid"), ("value", "text"), ("comments", "text"), ("date_recorded", "date")),
+    (("assessment_id", "uuid"), ("student_id", "uuid"), ("value", "text"), ("comments", "text"), ("date_recorded", "date"),
+     *TIMESTAMPS),
+    references=(("assessment_id", "assessments"), ("student_id", "students")),
 )
 PRIVATE_LESSONS = TableSpec(
     "private_lessons",
     (("student_id", "uuid"), ("teacher_id", "uuid"), ("classroom_id", "uuid"), ("subject", "text"),
      ("lesson_date", "date"), ("start_time", "time"), ("end_time", "time"), ("status", "text"), ("notes", "text"),
      *TIMESTAMPS),
+    references=(("student_id", "students"), ("teacher_id", "teachers"), ("classroom_id", "classrooms")),
 )  # fmt: skip
 PRIVATE_LESSON_PAYMENT_OBLIGATIONS = TableSpec(
     "private_lesson_payment_obligations",
     (("lesson_id", "uuid"), ("amount", "numeric"), ("due_date", "date"), ("status", "text"), ("notes", "text"),
-     ("created_at", "timestamptz")),
+     *TIMESTAMPS),
 )  # fmt: skip
 PRIVATE_LESSON_PAYMENTS = TableSpec(
     "private_lesson_payments",
     (("lesson_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
-     ("created_at", "timestamptz")),
+     *TIMESTAMPS),
 )  # fmt: skip
 
 #: Parents before children: a batch is written in this order inside one transaction.

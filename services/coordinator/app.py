@@ -89,12 +89,14 @@ async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) 
     counts = await record_counts(store.pool, school_id, snapshot_id)
     if counts is None or not all(c.accounted for c in counts.values()):
         return False
+    orphans = await store.quarantine_orphans(school_id, snapshot_id)
     loaded = sum(c.loaded for c in counts.values())
-    quarantined = sum(c.quarantined for c in counts.values())
+    quarantined = sum(c.quarantined + c.parked for c in counts.values())
     try:
         await store.transition(
             school_id, snapshot_id, Phase.SYNCED, actor=ACTOR, expect=Phase.DUAL_WRITE,
-            reason=f"every source record accounted for: {loaded} loaded, {quarantined} quarantined",
+            reason=f"every source record accounted for: {loaded} loaded, {quarantined} quarantined "
+            f"({orphans} of them orphans whose parent never arrived)",
         )  # fmt: skip
     except IllegalTransition:
         return False

@@ -8,6 +8,9 @@ from typing import Any
 import asyncpg
 
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
+from shared.mapping import reverse_record
+from shared.messages import MappedRecord, Stage, quarantined
+from shared.quarantine import store_quarantine
 
 
 class CoordinatorStore:
@@ -66,6 +69,37 @@ class CoordinatorStore:
             "SELECT school_id, snapshot_id FROM migration.school_phase WHERE phase = $1", Phase.DUAL_WRITE.value
         )
         return [(r["school_id"], r["snapshot_id"]) for r in rows]
+
+    async def quarantine_orphans(self, school_id: str, snapshot_id: str) -> int:
+        """Quarantine the records of a complete snapshot still waiting for a parent: it will not come.
+
+        They stay parked too: should the parent arrive later (a change), the loader writes
+        them and withdraws this quarantine entry in the same transaction.
+        """
+        parked = await self.pool.fetch(
+            """
+            SELECT p.domain, p.legacy_id, p.record_index, p.record::text AS record,
+                   array_agg(r.ref_table ORDER BY r.ref_table) AS waiting_for
+              FROM migration.parked_records p
+              LEFT JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
+             WHERE p.school_id = $1 AND p.snapshot_id = $2
+             GROUP BY p.domain, p.legacy_id, p.record_index, p.record::text
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+        entries = []
+        for row in parked:
+            record = MappedRecord.model_validate_json(row["record"])
+            tables = sorted({t for t in row["waiting_for"] if t})
+            entries.append(
+                quarantined(
+                    record, stage=Stage.LOADER, reason="orphaned_reference",
+                    message=f"its parent row in {', '.join(tables)} never arrived",
+                    payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
+                )  # fmt: skip
+            )
+        await store_quarantine(self.pool, entries)
+        return len(entries)
 
     async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(

