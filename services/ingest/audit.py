@@ -124,11 +124,13 @@ def _ref_id(value: Any) -> str | None:
 
 def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
     findings: list[Finding] = []
-    records = {domain: parsed.valid_records(domain) for domain in Domain}
+    records = {domain: parsed.readable_records(domain) for domain in Domain}
     for domain, entries in parsed.entries.items():
         for entry in entries:
             if entry.problem is None:
                 continue
+            if entry.problem.reason == "duplicate_email":
+                continue  # reported below as shared_email, with every holder
             if entry.problem.reason == "duplicate_id":
                 findings.append(_finding("duplicate_id", domain, record_id=entry.legacy_id, detail=f"entry {entry.index}"))
             elif entry.index < 0:

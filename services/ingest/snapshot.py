@@ -46,6 +46,15 @@ class ParsedSnapshot:
         """The records of a domain that will be migrated (the first of each id), by id."""
         return {e.legacy_id: e.record for e in self.entries.get(domain, []) if e.problem is None and e.legacy_id}
 
+    def readable_records(self, domain: Domain) -> dict[str, dict[str, Any]]:
+        """What the audit inspects: every readable record (the first of each id), including
+        the ones held back only because another person keeps their email."""
+        return {
+            e.legacy_id: e.record
+            for e in self.entries.get(domain, [])
+            if e.legacy_id and (e.problem is None or e.problem.reason == "duplicate_email")
+        }
+
     def classroom_ids_by_name(self) -> dict[str, str]:
         """Classroom id by its (space- and case-folded) name, for names that are unique."""
         seen: dict[str, list[str]] = {}
@@ -67,7 +76,7 @@ class ParsedSnapshot:
 
     def corrupted(self) -> dict[Domain, int]:
         found = {
-            domain: sum(1 for e in entries if e.problem and e.problem.reason != "duplicate_id")
+            domain: sum(1 for e in entries if e.problem and e.problem.reason not in ("duplicate_id", "duplicate_email"))
             for domain, entries in self.entries.items()
         }
         return {d: n for d, n in found.items() if n}
@@ -89,7 +98,30 @@ def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:
                 parsed.unknown_keys.append(key)
             continue
         parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP)
+    _mark_duplicate_emails(parsed)
     return parsed
+
+
+#: People share one ``users`` table whose email is unique per school; who keeps an email
+#: must not depend on which Kafka topic is read first, so it is decided here, over the
+#: whole snapshot: teachers before students, then by position.
+PEOPLE: tuple[Domain, ...] = (Domain.TEACHERS, Domain.STUDENTS)
+
+
+def _mark_duplicate_emails(parsed: ParsedSnapshot) -> None:
+    owner: dict[str, str] = {}
+    for domain in PEOPLE:
+        entries = parsed.entries.get(domain, [])
+        for position, entry in enumerate(entries):
+            email = entry.record.get("email") if entry.problem is None else None
+            if not isinstance(email, str) or not email.strip():
+                continue
+            holder = owner.setdefault(email.strip(), f"{domain.value}/{entry.legacy_id}")
+            if holder != f"{domain.value}/{entry.legacy_id}":
+                entries[position] = SourceEntry(
+                    entry.index, entry.legacy_id, entry.record,
+                    Problem("duplicate_email", f"the same email as {holder}, which keeps it"),
+                )  # fmt: skip
 
 
 def _entries(key: str, value: Any, *, from_string: bool) -> list[SourceEntry]:

@@ -23,11 +23,14 @@ def record_key(record: MappedRecord) -> RecordKey:
     return (record.school_id, record.domain.value, record.legacy_id)
 
 
+_REFERENCES = {name: spec.references for name, spec in TABLES.items()}
+
+
 def references(record: MappedRecord) -> set[Ref]:
     """The rows of other records this record's rows point at."""
     refs: set[Ref] = set()
     for row in record.rows:
-        for column, target in TABLES[row.table].references:
+        for column, target in _REFERENCES[row.table]:
             value = row.values.get(column)
             if value is not None:
                 refs.add((target, str(value)))
@@ -60,18 +63,21 @@ class Plan:
 
 def plan(records: list[MappedRecord], existing: set[Ref]) -> Plan:
     """Split records into those that can be written now and those that must wait."""
+    keys = [record_key(r) for r in records]
+    needs = [references(r) for r in records]
+    gives = [provides(r) for r in records]
     waiting: dict[RecordKey, set[Ref]] = {}
     while True:
-        available = existing.union(*(provides(r) for r in records if record_key(r) not in waiting))
+        available = existing.union(*(g for k, g in zip(keys, gives, strict=True) if k not in waiting))
         newly = {
-            record_key(r): missing
-            for r in records
-            if record_key(r) not in waiting and (missing := references(r) - available)
+            k: missing
+            for k, need in zip(keys, needs, strict=True)
+            if k not in waiting and need and (missing := need - available)
         }
         if not newly:
             break
         waiting.update(newly)
     return Plan(
-        ready=[r for r in records if record_key(r) not in waiting],
-        parked=[(r, waiting[record_key(r)]) for r in records if record_key(r) in waiting],
+        ready=[r for r, k in zip(records, keys, strict=True) if k not in waiting],
+        parked=[(r, waiting[k]) for r, k in zip(records, keys, strict=True) if k in waiting],
     )

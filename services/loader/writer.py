@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.loader.convert import rows_by_table
-from services.loader.parking import Ref, newest_per_record, plan, provides, references
+from services.loader.convert import ConversionCache, rows_by_table
+from services.loader.parking import Ref, newest_per_record, plan, provides, record_key, references
 from shared.db import TRANSIENT_ERRORS, with_retries
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
@@ -33,6 +33,7 @@ from shared.quarantine import store_quarantine
 from shared.tables import LOAD_ORDER, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
+Cache = ConversionCache  # converted rows per record, for one load
 
 
 _DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestamps: now()
@@ -49,15 +50,18 @@ def _upsert_sql(spec: TableSpec) -> str:
     )
 
 
-_UPSERTS = {spec.name: _upsert_sql(spec) for spec in LOAD_ORDER}
+# The stage is emptied in the same round trip, not only at commit: un-parking writes again
+# in the same transaction.
+_UPSERTS = {spec.name: f"{_upsert_sql(spec)}; DELETE FROM _stage_{spec.name}" for spec in LOAD_ORDER}
 # Staging tables have the target's columns and no constraints (CREATE TABLE AS copies none):
 # the target's constraints judge each row at the upsert.
 _STAGING = "; ".join(
     f"CREATE TEMP TABLE IF NOT EXISTS _stage_{s.name} ON COMMIT DELETE ROWS AS SELECT * FROM {s.name} WITH NO DATA"
     for s in LOAD_ORDER
 )
-# Marks the transaction as the migration's: the updated_at triggers keep the source's timestamps.
-_LOADING = "SET LOCAL schoolmig.loading = 'on'"
+# Marks the transaction as the migration's (the updated_at and obligation-status triggers
+# keep the source's values), and makes sure this connection has its staging tables.
+_PREPARE = "SET LOCAL schoolmig.loading = 'on'; " + _STAGING
 _LEDGER = """
 INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
@@ -77,6 +81,12 @@ ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
    SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index, source_ts = EXCLUDED.source_ts,
        record = EXCLUDED.record, parked_at = now()
  WHERE migration.parked_records.source_ts <= EXCLUDED.source_ts
+RETURNING school_id, domain, legacy_id
+"""
+# What a (re)parked record waits for is exactly its current missing references.
+_RESET_REFS = """
+DELETE FROM migration.parked_refs r USING unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, domain, legacy_id)
+ WHERE (r.school_id, r.domain, r.legacy_id) = (k.school_id, k.domain, k.legacy_id)
 """
 _PARK_REFS = """
 INSERT INTO migration.parked_refs (school_id, domain, legacy_id, ref_table, ref_id)
@@ -96,13 +106,21 @@ _FORGET_PARKED = """
 DELETE FROM migration.parked_records p USING unnest($1::text[], $2::text[], $3::text[]) AS f (school_id, domain, legacy_id)
  WHERE (p.school_id, p.domain, p.legacy_id) = (f.school_id, f.domain, f.legacy_id)
 """
-_WAITING_ON = """
-SELECT DISTINCT p.school_id, p.domain, p.legacy_id, p.record::text AS record
-  FROM migration.parked_refs r
-  JOIN migration.parked_records p USING (school_id, domain, legacy_id)
- WHERE (r.ref_table, r.ref_id) IN (SELECT * FROM unnest($1::text[], $2::uuid[]))
+# A written row satisfies the references that waited for it; a record with none left may go.
+# (Two statements: a data-modifying CTE's effects are invisible to its own statement.)
+_SATISFIED = """
+DELETE FROM migration.parked_refs r USING unnest($1::text[], $2::uuid[]) AS w (ref_table, ref_id)
+ WHERE (r.ref_table, r.ref_id) = (w.ref_table, w.ref_id)
+RETURNING r.school_id, r.domain, r.legacy_id
 """
-
+_READY_TO_GO = """
+SELECT p.record::text AS record
+  FROM migration.parked_records p
+  JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, domain, legacy_id)
+    ON (p.school_id, p.domain, p.legacy_id) = (k.school_id, k.domain, k.legacy_id)
+ WHERE NOT EXISTS (SELECT 1 FROM migration.parked_refs r
+                    WHERE (r.school_id, r.domain, r.legacy_id) = (p.school_id, p.domain, p.legacy_id))
+"""
 
 class Writer:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -112,16 +130,25 @@ class Writer:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
         batch = newest_per_record(records)
         refused: list[QuarantinedRecord] = []
+        cache: Cache = {}
 
         async def attempt() -> None:
             refused.clear()
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(_LOADING)
-                await conn.execute(_STAGING)
-                await _write_isolated(conn, batch, refused)
-                if refused:  # a refused record is quarantined, so no longer waits anywhere
-                    await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
-                                       [r.domain.value for r in refused], [r.legacy_id for r in refused])  # fmt: skip
+            async with self.pool.acquire() as conn:
+                try:  # the common case, a clean batch: one transaction, no savepoints
+                    async with conn.transaction():
+                        await conn.execute(_PREPARE)
+                        await _write_steps(conn, batch, cache)
+                    return
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, TRANSIENT_ERRORS):
+                        raise
+                async with conn.transaction():  # refused somewhere: again, isolating with savepoints
+                    await conn.execute(_PREPARE)
+                    await _write_isolated(conn, batch, refused, cache)
+                    if refused:  # a refused record is quarantined, so no longer waits anywhere
+                        await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
+                                           [r.domain.value for r in refused], [r.legacy_id for r in refused])  # fmt: skip
 
         if batch:
             await with_retries(attempt, "load batch")
@@ -132,7 +159,18 @@ class Writer:
         await store_quarantine(self.pool, records)
 
 
-async def _write_isolated(conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord]) -> None:
+async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache) -> None:
+    """Write ``records``, then whatever was waiting for them, and so on down (no savepoints)."""
+    while records:
+        result = plan(records, await _existing(conn, records))
+        await _park(conn, result.parked)
+        await _write_rows(conn, result.ready, cache)
+        records = await _unparkable(conn, [ref for r in result.ready for ref in provides(r)])
+
+
+async def _write_isolated(
+    conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord], cache: Cache
+) -> None:
     """Write ``records`` in a savepoint, then whatever was waiting for them, and so on down.
 
     A step the database refuses is split in halves, each in its own savepoint, until the
@@ -145,7 +183,7 @@ async def _write_isolated(conn: asyncpg.Connection, records: list[MappedRecord],
         async with conn.transaction():  # a savepoint
             result = plan(records, await _existing(conn, records))
             await _park(conn, result.parked)
-            await _write_rows(conn, result.ready)
+            await _write_rows(conn, result.ready, cache)
     except asyncpg.PostgresError as exc:
         if isinstance(exc, TRANSIENT_ERRORS):
             raise
@@ -153,23 +191,21 @@ async def _write_isolated(conn: asyncpg.Connection, records: list[MappedRecord],
             refused.append(_refusal(records[0], exc))
             return
         half = len(records) // 2
-        await _write_isolated(conn, records[:half], refused)
-        await _write_isolated(conn, records[half:], refused)
+        await _write_isolated(conn, records[:half], refused, cache)
+        await _write_isolated(conn, records[half:], refused, cache)
         return
-    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused)
+    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache)
 
 
-async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord]) -> None:
+async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache) -> None:
     if not records:
         return
-    tables = rows_by_table(records)
+    tables = rows_by_table(records, cache)
     for spec in LOAD_ORDER:
         rows = tables.get(spec.name)
         if rows:
             await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
             await conn.execute(_UPSERTS[spec.name])
-            # Emptied now, not only at commit: un-parking writes again in the same transaction.
-            await conn.execute(f"TRUNCATE _stage_{spec.name}")
     columns = (
         [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
         [r.snapshot_id for r in records], [r.index for r in records], [r.source_ts for r in records],
@@ -195,26 +231,33 @@ async def _existing(conn: asyncpg.Connection, records: list[MappedRecord]) -> se
 async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[Ref]]]) -> None:
     if not parked:
         return
-    await conn.execute(
+    kept = await conn.fetch(
         _PARK,
         [r.school_id for r, _ in parked], [r.domain.value for r, _ in parked], [r.legacy_id for r, _ in parked],
         [r.snapshot_id for r, _ in parked], [r.index for r, _ in parked], [r.source_ts for r, _ in parked],
         [r.model_dump_json() for r, _ in parked],
     )  # fmt: skip
-    refs = [(r, table, row) for r, missing in parked for table, row in sorted(missing)]
+    now_parked = {(k["school_id"], k["domain"], k["legacy_id"]) for k in kept}  # a newer parked version stays
+    if now_parked:
+        await conn.execute(_RESET_REFS, *map(list, zip(*now_parked, strict=True)))
+    refs = [(r, table, row) for r, missing in parked if record_key(r) in now_parked for table, row in sorted(missing)]
     await conn.execute(
         _PARK_REFS,
         [r.school_id for r, _, _ in refs], [r.domain.value for r, _, _ in refs], [r.legacy_id for r, _, _ in refs],
         [table for _, table, _ in refs], [row for _, _, row in refs],
     )  # fmt: skip
-    log.info("parked %d record(s) waiting for their parents", len(parked))
+    log.debug("parked %d record(s) waiting for their parents", len(parked))
 
 
 async def _unparkable(conn: asyncpg.Connection, written: list[Ref]) -> list[MappedRecord]:
-    """Parked records that waited for any of the rows just written."""
+    """Parked records whose last missing parent is among the rows just written."""
     if not written:
         return []
-    rows = await conn.fetch(_WAITING_ON, [t for t, _ in written], [r for _, r in written])
+    satisfied = await conn.fetch(_SATISFIED, [t for t, _ in written], [r for _, r in written])
+    keys = {(k["school_id"], k["domain"], k["legacy_id"]) for k in satisfied}
+    if not keys:
+        return []
+    rows = await conn.fetch(_READY_TO_GO, *map(list, zip(*keys, strict=True)))
     return [MappedRecord.model_validate_json(r["record"]) for r in rows]
 
 

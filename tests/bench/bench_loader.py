@@ -19,36 +19,32 @@ import argparse
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 
 from schoolmig.demo import school_dump
+from schoolmig.sdk import build_envelopes
+from services.ingest.fanout import plan_fanout
+from services.ingest.snapshot import parse_snapshot
 from services.loader.convert import rows_by_table
 from services.loader.writer import Writer
 from services.transform.records import transform
 from shared.db import apply_migrations, create_pool
-from shared.domains import LOCALSTORAGE_KEYS
 from shared.embedded import EmbeddedPostgres
 from shared.messages import MappedRecord, RawRecord
 from shared.tables import LOAD_ORDER
 
 
 def mapped_dataset(schools: int) -> list[MappedRecord]:
+    """Demo schools through ingest's fan-out (hints included) and the transform."""
     records: list[MappedRecord] = []
     for index in range(1, schools + 1):
-        dump = school_dump(index, seed=42)
-        for key, domain in LOCALSTORAGE_KEYS.items():
-            seen: set[str] = set()
-            for position, record in enumerate(json.loads(dump[key])):
-                if record["id"] in seen:
-                    continue
-                seen.add(record["id"])
-                out = transform(RawRecord(
-                    school_id=f"school-{index}", snapshot_id="bench", domain=domain, index=position,
-                    legacy_id=record["id"], source_ts=datetime(2024, 6, 1, tzinfo=UTC), record=record,
-                ))  # fmt: skip
+        content = json.dumps(school_dump(index, seed=42)).encode()
+        manifest, _ = build_envelopes(content, f"school-{index}")
+        for item in plan_fanout(parse_snapshot(content, manifest.format), manifest):
+            if isinstance(item.message, RawRecord):
+                out = transform(item.message)
                 if isinstance(out, MappedRecord):
                     records.append(out)
     return records

@@ -93,3 +93,17 @@ def test_fanout_sends_exactly_one_message_per_entry_and_the_audit_counts_them() 
     assert audit.duplicate_ids == {Domain.STUDENTS: ["s-1"]}
     assert audit.corrupted == {Domain.STUDENTS: 1, Domain.GRADES: 1}
     assert audit.unknown_keys == ["theme"]
+
+
+def test_an_email_is_kept_by_one_person_decided_over_the_whole_snapshot() -> None:
+    content = dump(
+        students=[{"id": "s-1", "email": "x@y"}, {"id": "s-2", "email": " x@y "}, {"id": "s-3", "email": "X@y"}],
+        teachers=[{"id": "t-1", "email": "x@y"}],
+    )
+    parsed = parse_snapshot(content, SnapshotFormat.LOCALSTORAGE_DUMP)
+    students = {e.legacy_id: e.problem for e in parsed.entries[Domain.STUDENTS]}
+    assert parsed.entries[Domain.TEACHERS][0].problem is None  # teachers first: t-1 keeps it
+    assert students["s-1"] is not None and students["s-1"].reason == "duplicate_email"
+    assert students["s-2"] is not None and students["s-2"].message == "the same email as teachers/t-1, which keeps it"
+    assert students["s-3"] is None  # another case is another address for the database (the audit still reports it)
+    assert parsed.corrupted() == {}
