@@ -32,6 +32,7 @@ test-integration: install
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).
 bench: install
 	$(BIN)/python -m tests.bench.bench_mapping --schools 10
+	$(BIN)/python -m tests.bench.bench_loader --schools 100
 
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install

@@ -164,7 +164,7 @@ async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], ca
     while records:
         result = plan(records, await _existing(conn, records))
         await _park(conn, result.parked)
-        await _write_rows(conn, result.ready, cache)
+        await _write_rows(conn, result.ready, cache, direct=True)
         records = await _unparkable(conn, [ref for r in result.ready for ref in provides(r)])
 
 
@@ -197,13 +197,25 @@ async def _write_isolated(
     await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache)
 
 
-async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache) -> None:
+async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, *, direct: bool = False) -> None:
+    """COPY each table's rows into staging and upsert them, parents first.
+
+    With ``direct``, a table none of whose rows exist yet (the common case of a first bulk
+    load) takes PostgreSQL's fastest path instead: COPY straight into the table, which is
+    what the upsert would have done row by row. Were another writer to insert one of those
+    ids meanwhile, the COPY fails on the primary key, and the caller writes the batch again
+    with upserts.
+    """
     if not records:
         return
     tables = rows_by_table(records, cache)
-    for spec in LOAD_ORDER:
-        rows = tables.get(spec.name)
-        if rows:
+    present = [spec for spec in LOAD_ORDER if tables.get(spec.name)]
+    fresh = await _fresh_tables(conn, present, tables) if direct else set()
+    for spec in present:
+        rows = tables[spec.name]
+        if spec.name in fresh:
+            await conn.copy_records_to_table(spec.name, records=rows, columns=spec.column_names)
+        else:
             await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
             await conn.execute(_UPSERTS[spec.name])
     columns = (
@@ -212,6 +224,28 @@ async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cac
     )  # fmt: skip
     await conn.execute(_LEDGER, *columns)
     await conn.execute(_UNPARK, *columns[:3])
+
+
+_TIMESTAMP_POSITIONS = {
+    spec.name: tuple(i for i, name in enumerate(spec.column_names) if name in _DEFAULTED) for spec in LOAD_ORDER
+}
+
+
+async def _fresh_tables(conn: asyncpg.Connection, specs: list[TableSpec], tables: dict[str, list[tuple]]) -> set[str]:
+    """The tables that hold none of the batch's ids (one round trip), and whose rows need no
+    defaulted timestamp (the upsert's ``coalesce``)."""
+    candidates = [
+        spec for spec in specs
+        if not any(row[i] is None for row in tables[spec.name] for i in _TIMESTAMP_POSITIONS[spec.name])
+    ]  # fmt: skip
+    if not candidates:
+        return set()
+    # Table names come from the fixed catalogue; the ids are parameters.
+    probes = ", ".join(
+        f"EXISTS (SELECT 1 FROM {spec.name} WHERE id = ANY(${n}::uuid[]))" for n, spec in enumerate(candidates, 1)
+    )
+    found = await conn.fetchrow(f"SELECT {probes}", *([row[0] for row in tables[spec.name]] for spec in candidates))
+    return {spec.name for spec, exists in zip(candidates, found, strict=True) if not exists}
 
 
 async def _existing(conn: asyncpg.Connection, records: list[MappedRecord]) -> set[Ref]:

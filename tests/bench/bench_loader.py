@@ -1,8 +1,11 @@
 """Benchmark: the loader's real write path against PostgreSQL's own limit, in one run.
 
-The same mapped rows are loaded two ways into one embedded PostgreSQL:
+The same mapped rows are loaded three ways into one embedded PostgreSQL:
 - **plain COPY**: ``copy_records_to_table`` into bare copies of the target tables (no
   constraints, no indexes, no upsert): the database's limit on this machine;
+- **the schema's ceiling**: the same COPY into the real, empty tables of a second
+  database (keys, foreign keys, indexes, triggers), parents first, in one transaction,
+  of the records whose parents exist: no write path that keeps the schema can beat it;
 - **the loader**: ``Writer.load`` in batches, exactly as the service does (staging,
   upserts with last-writer-wins, primary/unique/foreign keys, indexes, triggers, the
   ledger, parking checks).
@@ -28,6 +31,7 @@ from schoolmig.sdk import build_envelopes
 from services.ingest.fanout import plan_fanout
 from services.ingest.snapshot import parse_snapshot
 from services.loader.convert import rows_by_table
+from services.loader.parking import newest_per_record, plan
 from services.loader.writer import Writer
 from services.transform.records import transform
 from shared.db import apply_migrations, create_pool
@@ -67,6 +71,30 @@ async def plain_copy(dsn: str, records: list[MappedRecord]) -> tuple[int, float]
         await conn.close()
 
 
+async def schema_ceiling(dsn: str, records: list[MappedRecord]) -> tuple[int, float]:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("CREATE DATABASE ceiling")
+    finally:
+        await admin.close()
+    ceiling_dsn = dsn.rsplit("/", 1)[0] + "/ceiling"
+    await apply_migrations(ceiling_dsn)
+    tables = rows_by_table(plan(newest_per_record(records), set()).ready)  # orphans would fail a key
+    conn = await asyncpg.connect(ceiling_dsn)
+    try:
+        from shared.db import _init_connection
+
+        await _init_connection(conn)
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.execute("SET LOCAL schoolmig.loading = 'on'")
+            for spec in LOAD_ORDER:
+                await conn.copy_records_to_table(spec.name, records=tables.get(spec.name, []), columns=spec.column_names)
+        return sum(len(v) for v in tables.values()), time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
 async def loader_path(dsn: str, records: list[MappedRecord], batch: int) -> float:
     pool = await create_pool(dsn, max_size=2)
     try:
@@ -91,6 +119,7 @@ async def main() -> None:
     try:
         await apply_migrations(server.dsn)
         rows, copy_s = await plain_copy(server.dsn, records)
+        ceiling_rows, ceiling_s = await schema_ceiling(server.dsn, records)
         load_s = await loader_path(server.dsn, records, args.batch)
         conn = await asyncpg.connect(server.dsn)
         loaded = await conn.fetchval("SELECT count(*) FROM migration.loaded_records")
@@ -106,7 +135,10 @@ async def main() -> None:
         "postgres": "embedded 18, durable (fsync on)",
         "plain_copy_rows_per_s": round(rows / copy_s),
         "loader_rows_per_s": round(rows / load_s),
+        "schema_ceiling_rows_per_s": round(ceiling_rows / ceiling_s),
+        "schema_ceiling_vs_plain_copy": round((ceiling_rows / ceiling_s) / (rows / copy_s), 3),
         "loader_vs_plain_copy": round(copy_s / load_s, 3),
+        "loader_vs_schema_ceiling": round((rows / load_s) / (ceiling_rows / ceiling_s), 3),
         "target_ratio": 0.6,
         "records_loaded": loaded,
         "records_parked_as_orphans": parked,
