@@ -25,6 +25,14 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
     return dict(row) if row else None
 
 
+async def latest_released_snapshot(pool: asyncpg.Pool, school_id: str) -> str | None:
+    return await pool.fetchval(
+        "SELECT snapshot_id FROM migration.snapshots WHERE school_id = $1 AND released_at IS NOT NULL"
+        " ORDER BY released_at DESC LIMIT 1",
+        school_id,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class BackupCheck:
     school_id: str

@@ -178,6 +178,30 @@ async def _backup(settings: Settings, action: str, school: str | None, snapshot:
     return await _with_pool(settings, work)
 
 
+async def _validate(settings: Settings, school: str, snapshot: str | None, as_json: bool) -> int:
+    import uuid
+
+    from schoolmig.admin import latest_released_snapshot
+    from schoolmig.render import print_validation
+    from services.validator.queries import store_result
+    from services.validator.run import validate_school
+
+    async def work(pool: asyncpg.Pool) -> int:
+        snapshot_id = snapshot or await latest_released_snapshot(pool, school)
+        if snapshot_id is None:
+            console.print(f"[red]no released snapshot for school {school}[/]")
+            return 1
+        result = await validate_school(pool, school, snapshot_id, f"cli-{uuid.uuid4()}")
+        await store_result(pool, result)
+        if as_json:
+            print(result.model_dump_json(indent=2))
+        else:
+            print_validation(result.model_dump(mode="json"), Console())
+        return 0 if result.ok else 1
+
+    return await _with_pool(settings, work)
+
+
 def _demo(out: Path, schools: int, seed: int) -> int:
     from schoolmig.demo import write_demo
 
@@ -204,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--school", required=True)
     audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+    validate = commands.add_parser("validate", help="compare a school's tables with its verified backup, record by record")
+    validate.add_argument("--school", required=True)
+    validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
@@ -236,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_publish(settings, args.file, args.school))
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
+    if args.command == "validate":
+        return asyncio.run(_validate(settings, args.school, args.snapshot, args.json))
     if args.command == "backup":
         return asyncio.run(
             _backup(settings, args.action, args.school, getattr(args, "snapshot", None), getattr(args, "out", None))

@@ -37,7 +37,8 @@ def _person(rng: random.Random, n: int, role: str) -> dict[str, Any]:
     return {"name": name, "email": f"{role}{n}@school.example", "phone": f"+389 7{rng.randint(0, 9)} {rng.randint(100, 999)} {rng.randint(100, 999)}"}
 
 
-def school_dump(index: int, seed: int) -> dict[str, str]:
+def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
+    """One school's localStorage; ``messy=False`` leaves out what real data adds (see the module doc)."""
     rng = random.Random(seed * 1000 + index)
     start = datetime(2024, 1, 8)
     n_students, n_teachers = rng.randint(50, 100), rng.randint(10, 20)
@@ -95,9 +96,12 @@ def school_dump(index: int, seed: int) -> dict[str, str]:
             student["emergencyContact"] = {"name": parent["name"], "relationship": "parent", "phone": parent["phone"]}
         students.append(student)
     # What real data looks like: a student with no date of birth, a duplicated record, a shared email.
-    del students[3]["dateOfBirth"]
-    students.append(dict(students[10]))
-    students[20]["email"] = students[21]["email"]
+    if messy:
+        del students[3]["dateOfBirth"]
+        students.append(dict(students[10]))
+        students[20]["email"] = students[21]["email"]
+    names = {s["id"]: s["name"] for s in students}
+    placeholder = (lambda sid: "?") if messy else names.__getitem__
 
     obligations, payments = [], []
     for s in students[: rng.randint(50, n_students)]:
@@ -124,11 +128,12 @@ def school_dump(index: int, seed: int) -> dict[str, str]:
     session = 0
     taught = [c for c in classes if c["studentIds"]]
     while rows < target_rows:
-        cls = taught[session % len(taught)] if session >= 2 else classes[0] | {"studentIds": []}  # two empty sessions
+        empty = messy and session < 2
+        cls = classes[0] | {"studentIds": []} if empty else taught[session % len(taught)]  # two empty sessions
         session += 1
         day = start + timedelta(days=session)
         records = [
-            {"studentId": sid, "studentName": "?", "status": rng.choice(["present", "present", "absent", "late", "excused"]),
+            {"studentId": sid, "studentName": placeholder(sid), "status": rng.choice(["present", "present", "absent", "late", "excused"]),
              **({"homeworkCompleted": rng.random() > 0.3} if rng.random() > 0.5 else {})}
             for sid in cls["studentIds"]
         ]  # fmt: skip
@@ -149,7 +154,7 @@ def school_dump(index: int, seed: int) -> dict[str, str]:
         })  # fmt: skip
         for sid in cls["studentIds"]:
             grades.append({
-                "id": f"grade-{len(grades) + 1}", "assessmentId": aid, "studentId": sid, "studentName": "?",
+                "id": f"grade-{len(grades) + 1}", "assessmentId": aid, "studentId": sid, "studentName": placeholder(sid),
                 "value": rng.choice([90, 75, "A", "B+", 100]), "comments": rng.choice(NOTES) if rng.random() < 0.05 else "",
                 "dateRecorded": start.date().isoformat(),
             })  # fmt: skip

@@ -75,3 +75,34 @@ def print_backup_checks(checks: list[Any], console: Console | None = None) -> No
     console.print(table)
     if not checks:
         console.print("no backups found")
+
+
+def print_validation(result: dict[str, Any], console: Console | None = None, limit: int = 30) -> None:
+    """The plan's ``DataValidationResult`` per domain, then the issues (the first ``limit``)."""
+    console = console or Console()
+    verdict = "[bold green]passed[/]" if result["ok"] else "[bold red]FAILED[/]"
+    title = f"validation {result['run_id'][:12]} · {result['school_id']} · snapshot {result['snapshot_id'][:12]}"
+    table = Table(title=title, title_justify="left")
+    for column in ("domain", "total", "valid", "critical", "warning", "info"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    issues = []
+    for domain in result["domains"]:
+        severities = Counter(i["severity"] for i in domain["issues"])
+        table.add_row(domain["domain"], str(domain["total_records"]), str(domain["valid_records"]),
+                      *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")))  # fmt: skip
+        issues.extend(domain["issues"])
+    console.print(table)
+    order = {"critical": 0, "warning": 1, "info": 2}
+    for i in sorted(issues, key=lambda i: order[i["severity"]])[:limit]:
+        where = f"{i['domain']}/{i['record_id']}" if i.get("record_id") else i["domain"]
+        console.print(f"  {i['severity']:<8} {i['type']:<18} {where}: {i['message']}")
+        for f in i.get("fields", [])[:5]:
+            console.print(f"{'':>12}{f['field']}: {_short(f.get('source'))} → {_short(f.get('database'))}")
+    if len(issues) > limit:
+        console.print(f"  … and {len(issues) - limit} more (--json for all)")
+    console.print(f"  validation: {verdict}")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

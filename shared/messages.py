@@ -205,12 +205,23 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+class FieldDifference(_Model):
+    """One field that differs: in the school's terms (a source key) where the reverse mapping
+    can say, else as ``table.column``. The values are personal data: they are stored with
+    the run in PostgreSQL, never published (:meth:`ValidationCompleted.without_values`)."""
+
+    field: str
+    source: Any = None
+    database: Any = None
+
+
 class ValidationIssue(_Model):
     type: str
     severity: Severity
     domain: Domain
     record_id: str | None = None
     message: str
+    fields: list[FieldDifference] = Field(default_factory=list)
 
 
 class DomainValidation(_Model):
@@ -227,6 +238,22 @@ class ValidationCompleted(_Model):
     snapshot_id: SnapshotId
     ok: bool
     domains: list[DomainValidation]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def without_values(self) -> ValidationCompleted:
+        """The result as published: which fields differ, never their values."""
+        return self.model_copy(
+            update={
+                "domains": [
+                    d.model_copy(update={"issues": [
+                        i.model_copy(update={"fields": [FieldDifference(field=f.field) for f in i.fields]})
+                        for i in d.issues
+                    ]})
+                    for d in self.domains
+                ]
+            }
+        )  # fmt: skip
 
 
 class ReportReady(_Model):

@@ -19,8 +19,8 @@ from faststream.kafka import KafkaMessage
 from services.ingest.audit import audit_snapshot, summarise
 from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
-from services.ingest.fanout import Outgoing, audit_summary, plan_fanout
-from services.ingest.snapshot import UnreadableSnapshot, parse_snapshot
+from shared.fanout import Outgoing, audit_summary, plan_fanout
+from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.kafka import consumer_options, make_broker

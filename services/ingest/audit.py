@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.ingest.snapshot import ParsedSnapshot, fold
+from shared.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import Severity
 

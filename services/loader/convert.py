@@ -1,38 +1,13 @@
-"""From JSON-ready row values to the Python values asyncpg's COPY wants. Pure."""
+"""A batch's rows, grouped per table and converted for COPY, once per load. Pure."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable
-from datetime import date, datetime, time
-from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any
 
 from shared.messages import MappedRecord
-from shared.tables import TABLES, TableSpec
-
-
-def _timestamp(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "uuid": lambda v: v if isinstance(v, (str, uuid.UUID)) else str(v),  # asyncpg encodes uuid text itself
-    "text": str,
-    "date": lambda v: v if isinstance(v, date) else date.fromisoformat(str(v)),
-    "time": lambda v: v if isinstance(v, time) else time.fromisoformat(str(v)),
-    "timestamptz": _timestamp,
-    "numeric": lambda v: Decimal(str(v)),
-    "int": int,
-    "bool": bool,
-    "jsonb": lambda v: v,  # the pool's jsonb codec encodes (shared.db)
-}
-
-
-def to_record(spec: TableSpec, values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(
-        None if values.get(name) is None else _CONVERTERS[kind](values[name]) for name, kind in spec.columns
-    )
+from shared.tables import TABLES
+from shared.typed import to_record
 
 
 Converted = list[tuple[str, Any, tuple[Any, ...]]]  # (table, id, COPY-ready row) per row of a record

@@ -10,7 +10,7 @@ import logging
 
 from faststream import FastStream
 
-from services.transform.records import transform
+from shared.mapping.records import transform
 from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.logs import setup_logging
 from shared.messages import QuarantinedRecord, RawRecord

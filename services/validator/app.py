@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Annotated
 
 import asyncpg
 from faststream import Context, FastStream
 
-from services.validator.checks import validate
-from services.validator.queries import gather_facts, store_result
+from services.validator.queries import store_result
+from services.validator.run import validate_school
 from shared.kafka import consumer_options, make_broker
-from shared.messages import ValidationCompleted, ValidationRequested
+from shared.messages import ValidationRequested
 from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
@@ -40,10 +41,8 @@ async def stop(pool: Pool) -> None:
 
 @broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator"))
 async def on_validate(command: ValidationRequested, pool: Pool) -> None:
-    ok, domains = validate(await gather_facts(pool, command.school_id, command.snapshot_id))
-    result = ValidationCompleted(
-        run_id=command.run_id, school_id=command.school_id, snapshot_id=command.snapshot_id, ok=ok, domains=domains
-    )
-    await store_result(pool, result)
-    await broker.publish(result, topics.events, key=command.school_id.encode())
-    log.info("validated %s/%s: %s", command.school_id, command.snapshot_id, "ok" if ok else "FAILED")
+    result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id)
+    await store_result(pool, result)  # with the differing values: the database may hold them
+    await broker.publish(result.without_values(), topics.events, key=command.school_id.encode())
+    issues = Counter(i.type for d in result.domains for i in d.issues)
+    log.info("validated %s/%s: %s %s", command.school_id, command.snapshot_id, "ok" if result.ok else "FAILED", dict(issues))

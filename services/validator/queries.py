@@ -1,43 +1,203 @@
-"""The validator's reads and writes in PostgreSQL."""
+"""The validator's reads and writes in PostgreSQL.
+
+Every identifier in the SQL built here comes from the fixed table catalogue
+(``shared.tables``) or from PostgreSQL's own catalogue checked against it; every value
+is a parameter.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
 
-from services.validator.checks import DomainFacts
+from services.validator.digest import DOMAIN_TABLES, domain_checksum_sql, record_digests_sql
 from shared.accounting import DomainCounts, record_counts
 from shared.domains import Domain
-from shared.messages import ValidationCompleted
-from shared.tables import PRIMARY_TABLE
+from shared.messages import SnapshotManifest, ValidationCompleted
+from shared.tables import TABLES
+
+ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 
 
-async def gather_facts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainFacts]:
-    counts = await record_counts(pool, school_id, snapshot_id) or {}
-    facts: dict[Domain, DomainFacts] = {}
-    for domain in Domain:
-        c = counts.get(domain, DomainCounts())
-        table = PRIMARY_TABLE.get(domain)
-        missing: list[str] = []
-        if table is not None and c.loaded:
-            # The table name comes from the fixed catalogue, never from input.
-            rows = await pool.fetch(
-                f"SELECT l.legacy_id FROM migration.loaded_records l"
-                f" LEFT JOIN {table} t ON t.school_id = l.school_id AND t.legacy_id = l.legacy_id"
-                f" WHERE l.school_id = $1 AND l.snapshot_id = $2 AND l.domain = $3 AND t.id IS NULL"
-                f" ORDER BY l.legacy_id",
-                school_id, snapshot_id, domain.value,
-            )  # fmt: skip
-            missing = [r["legacy_id"] for r in rows]
-        facts[domain] = DomainFacts(c.source, c.loaded, c.quarantined, missing)
-    return facts
+@dataclass(frozen=True)
+class Source:
+    manifest: SnapshotManifest
+    content: bytes
+    backup_ok: bool
+
+
+async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> Source | None:
+    """The verified backup of a snapshot and its manifest (None if there is none)."""
+    row = await pool.fetchrow(
+        """
+        SELECT s.manifest, b.content, b.sha256 FROM migration.snapshots s
+          JOIN migration.backups b USING (school_id, snapshot_id)
+         WHERE s.school_id = $1 AND s.snapshot_id = $2
+        """,
+        school_id, snapshot_id,
+    )  # fmt: skip
+    if row is None:
+        return None
+    content = bytes(row["content"])
+    return Source(
+        SnapshotManifest.model_validate(row["manifest"]), content, hashlib.sha256(content).hexdigest() == row["sha256"]
+    )
+
+
+async def counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainCounts]:
+    return await record_counts(pool, school_id, snapshot_id) or {}
+
+
+async def quarantined_ids(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, dict[str, str]]:
+    """Per domain, the records of this snapshot in quarantine, with their reason.
+
+    A repeated id is left out: its first record is migrated, and only the repeat waits in
+    quarantine under the same id."""
+    found: dict[Domain, dict[str, str]] = {d: {} for d in Domain}
+    rows = await pool.fetch(
+        "SELECT domain, legacy_id, reason FROM migration.quarantine"
+        " WHERE school_id = $1 AND snapshot_id = $2 AND legacy_id IS NOT NULL AND reason <> 'duplicate_id'",
+        school_id, snapshot_id,
+    )  # fmt: skip
+    for r in rows:
+        found[Domain(r["domain"])][r["legacy_id"]] = r["reason"]
+    return found
+
+
+async def quarantine_reasons(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, Counter[str]]:
+    rows = await pool.fetch(
+        "SELECT domain, reason, count(*) AS n FROM migration.quarantine"
+        " WHERE school_id = $1 AND snapshot_id = $2 GROUP BY domain, reason",
+        school_id, snapshot_id,
+    )  # fmt: skip
+    found: dict[Domain, Counter[str]] = {}
+    for r in rows:
+        found.setdefault(Domain(r["domain"]), Counter())[r["reason"]] = int(r["n"])
+    return found
+
+
+async def domain_checksum(pool: asyncpg.Pool, school_id: str, domain: Domain) -> tuple[str, int]:
+    row = await pool.fetchrow(domain_checksum_sql(domain), school_id)
+    assert row is not None
+    return row["checksum"], row["records"]
+
+
+async def record_digests(pool: asyncpg.Pool, school_id: str, domain: Domain) -> dict[str, str]:
+    rows = await pool.fetch(record_digests_sql(domain), school_id)
+    return {r["legacy_id"]: r["digest"] for r in rows}
+
+
+async def record_rows(pool: asyncpg.Pool, school_id: str, domain: Domain, legacy_ids: list[str]) -> dict[str, list[ActualRow]]:
+    """The rows of the given records, as PostgreSQL holds them, parents first."""
+    found: dict[str, list[ActualRow]] = {i: [] for i in legacy_ids}
+    for table, role in DOMAIN_TABLES[domain]:
+        where = "school_id = $1 AND legacy_id = ANY($2::text[])" + (" AND role = $3" if role else "")
+        args: list[Any] = [school_id, legacy_ids] + ([role] if role else [])
+        for row in await pool.fetch(f"SELECT * FROM {table} WHERE {where} ORDER BY id", *args):
+            found.setdefault(row["legacy_id"], []).append((table, dict(row)))
+    return found
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str
+    column: str
+    parent: str
+    parent_column: str
+
+
+async def foreign_keys(pool: asyncpg.Pool) -> list[ForeignKey]:
+    """The single-column foreign keys between catalogue tables, as the database declares them."""
+    rows = await pool.fetch(
+        """
+        SELECT c.conrelid::regclass::text AS t, a.attname AS col, c.confrelid::regclass::text AS p, pa.attname AS pcol
+          FROM pg_constraint c
+          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+          JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = c.confkey[1]
+         WHERE c.contype = 'f' AND cardinality(c.conkey) = 1 AND c.connamespace = 'public'::regnamespace
+         ORDER BY 1, 2
+        """
+    )
+    return [
+        ForeignKey(r["t"], r["col"], r["p"], r["pcol"])
+        for r in rows
+        if r["t"] in TABLES and r["p"] in TABLES
+        and r["col"] in TABLES[r["t"]].column_names and r["pcol"] in TABLES[r["p"]].column_names
+    ]  # fmt: skip
+
+
+async def broken_references(pool: asyncpg.Pool, school_id: str, key: ForeignKey) -> list[tuple[str, str]]:
+    """(legacy id, missing parent id) of the school's rows whose reference does not resolve.
+
+    The foreign keys make this impossible while they are enforced; it catches rows written
+    with them off (``session_replication_role = replica``, a restore, a manual fix).
+    """
+    rows = await pool.fetch(
+        f"SELECT c.legacy_id, c.{key.column}::text AS ref FROM {key.table} c"
+        f" WHERE c.school_id = $1 AND c.{key.column} IS NOT NULL"
+        f" AND NOT EXISTS (SELECT 1 FROM {key.parent} p WHERE p.{key.parent_column} = c.{key.column})",
+        school_id,
+    )  # fmt: skip
+    return [(r["legacy_id"], r["ref"]) for r in rows]
+
+
+async def unique_keys(pool: asyncpg.Pool) -> list[tuple[str, list[str]]]:
+    """(table, columns) of every unique index on a catalogue table other than the primary key."""
+    rows = await pool.fetch(
+        """
+        SELECT i.indrelid::regclass::text AS t, array_agg(a.attname ORDER BY k.n) AS cols
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL AND i.indpred IS NULL
+         GROUP BY i.indexrelid, i.indrelid
+        """
+    )
+    return [
+        (r["t"], list(r["cols"]))
+        for r in rows
+        if r["t"] in TABLES and all(c in TABLES[r["t"]].column_names for c in r["cols"])
+    ]
+
+
+async def duplicated_keys(pool: asyncpg.Pool, school_id: str, table: str, columns: list[str]) -> list[list[str]]:
+    """The legacy ids sharing one value of a unique key (none while the index is valid)."""
+    cols = ", ".join(columns)
+    rows = await pool.fetch(
+        f"SELECT array_agg(legacy_id ORDER BY legacy_id) AS ids FROM {table}"
+        f" WHERE school_id = $1 GROUP BY {cols} HAVING count(*) > 1",
+        school_id,
+    )  # fmt: skip
+    return [list(r["ids"]) for r in rows]
+
+
+async def name_mismatches(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> list[dict[str, Any]]:
+    """Denormalised names that disagree with their referent, as ingest's audit found them."""
+    findings = await pool.fetchval(
+        "SELECT findings FROM migration.audits WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+    )
+    return [f for f in findings or [] if f.get("type") == "name_mismatch"]
 
 
 async def store_result(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
     await pool.execute(
         """
-        INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id, ok, result, finished_at)
-        VALUES ($1, $2, $3, $4, $5, now())
-        ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = now()
+        INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id, ok, result, requested_at, finished_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at
         """,
         result.run_id, result.school_id, result.snapshot_id, result.ok, result.model_dump(mode="json"),
+        result.started_at, result.finished_at,
+    )  # fmt: skip
+
+
+async def latest_result(pool: asyncpg.Pool, school_id: str) -> dict[str, Any] | None:
+    return await pool.fetchval(
+        "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND result IS NOT NULL"
+        " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
+        school_id,
     )  # fmt: skip

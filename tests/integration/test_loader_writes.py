@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from services.loader.writer import Writer
-from services.transform.records import transform
+from shared.mapping.records import transform
 from shared.db import apply_migrations, migration_files
 from shared.domains import Domain
 from shared.embedded import EmbeddedPostgres
@@ -116,8 +116,8 @@ def demo_records(school: str, seed: int = 5) -> list[MappedRecord]:
 
     from schoolmig.demo import school_dump
     from schoolmig.sdk import build_envelopes
-    from services.ingest.fanout import plan_fanout
-    from services.ingest.snapshot import parse_snapshot
+    from shared.fanout import plan_fanout
+    from shared.snapshot import parse_snapshot
 
     content = _json.dumps(school_dump(1, seed=seed)).encode()
     manifest, _ = build_envelopes(content, school)

@@ -1,7 +1,7 @@
 import json
 
 from services.ingest.audit import audit_snapshot, summarise
-from services.ingest.snapshot import parse_snapshot
+from shared.snapshot import parse_snapshot
 from shared.domains import Domain
 from shared.messages import Severity, SnapshotFormat
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from schoolmig.sdk import build_envelopes
-from services.ingest.fanout import audit_summary, plan_fanout
-from services.ingest.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
+from shared.fanout import audit_summary, plan_fanout
+from shared.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
 from shared.domains import Domain
 from shared.messages import QuarantinedRecord, RawRecord, SnapshotFormat
 from shared.source_files import UnreadableSnapshot, detect_format, load_document

@@ -1,30 +1,44 @@
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 from schoolmig.runner import Job, plan_rounds, school_from_filename
 from services.loader.convert import rows_by_table
-from services.validator.checks import DomainFacts, validate
+from services.validator.checks import DomainFacts, compare_digests, validate
 from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import MappedRecord, Severity, TargetRow
 from shared.report import run_report, school_report
+from shared.severity import ISSUE_TYPES, SEVERITY
 
 
 def test_clean_facts_validate_ok_with_quarantine_as_a_warning() -> None:
-    ok, results = validate({Domain.STUDENTS: DomainFacts(source=5, loaded=4, quarantined=1)})
+    facts = DomainFacts(DomainCounts(5, 4, 1), expected=4, quarantine_reasons=Counter({"missing_required": 1}))
+    ok, results = validate({Domain.STUDENTS: facts})
     assert ok
     students = next(r for r in results if r.domain is Domain.STUDENTS)
     assert (students.total_records, students.valid_records) == (5, 4)
     assert [(i.type, i.severity) for i in students.issues] == [("quarantined", Severity.WARNING)]
+    assert "missing_required 1" in students.issues[0].message
     assert len(results) == len(ALL_DOMAINS)
 
 
-def test_unaccounted_records_and_missing_rows_are_critical() -> None:
-    ok, results = validate({Domain.STUDENTS: DomainFacts(source=5, loaded=3, quarantined=1, missing_rows=["student-2"])})
+def test_unaccounted_missing_and_unexpected_records_are_critical() -> None:
+    comparison = compare_digests({"student-1": "a", "student-2": "b", "student-3": "c"}, {"student-1": "a", "student-3": "x", "student-9": "d"})
+    assert (comparison.missing, comparison.unexpected, comparison.differing) == (["student-2"], ["student-9"], ["student-3"])
+    facts = DomainFacts(DomainCounts(5, 3, 1), expected=3, comparison=comparison)
+    ok, results = validate({Domain.STUDENTS: facts})
     assert not ok
-    issues = {(i.type, i.record_id) for r in results for i in r.issues}
-    assert ("count_mismatch", None) in issues
-    assert ("missing_record", "student-2") in issues
+    issues = {(i.type, i.record_id, i.severity) for r in results for i in r.issues}
+    assert ("count_mismatch", None, Severity.CRITICAL) in issues
+    assert ("missing_record", "student-2", Severity.CRITICAL) in issues
+    assert ("unexpected_record", "student-9", Severity.CRITICAL) in issues
+
+
+def test_every_issue_type_has_one_severity_and_a_meaning() -> None:
+    assert set(SEVERITY) == set(ISSUE_TYPES)
+    assert all(meaning for _, meaning in ISSUE_TYPES.values())
+    assert SEVERITY["name_mismatch"] is Severity.INFO and SEVERITY["data_mismatch"] is Severity.CRITICAL
 
 
 def test_report_contract() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.ingest.snapshot import ParsedSnapshot, fold
+from shared.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import (
     AuditSummary,

@@ -1,0 +1,82 @@
+"""What the database should hold for a snapshot, from the verified backup alone. Pure.
+
+The backup is parsed exactly as ingest parsed it (``shared.snapshot``, with the same
+hints over the whole snapshot), and every record is mapped by the same pure rules the
+transform uses (``shared.mapping``). What comes out is, per domain, each record the
+source says should be in PostgreSQL: its source record (to compare in the school's terms
+through the reverse mapping), its rows typed as PostgreSQL holds them, and their digest.
+Records the source itself disqualifies (not an object, a duplicate id, a value that
+does not fit) are listed apart: they belong in quarantine, not in the tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.validator.digest import combine, row_digest
+from shared.domains import Domain
+from shared.fanout import classroom_hints
+from shared.mapping import Mapped, map_record
+from shared.messages import SnapshotManifest
+from shared.snapshot import ParsedSnapshot, parse_snapshot
+from shared.tables import TABLES
+from shared.typed import to_record
+
+TypedRow = tuple[str, tuple[Any, ...]]  # (table, values in the table's column order)
+
+
+@dataclass(frozen=True)
+class ExpectedRecord:
+    legacy_id: str
+    source: dict[str, Any]
+    rows: list[TypedRow]
+    digest: str
+
+
+@dataclass
+class Expected:
+    """Per domain: the records that should be in the tables, and what should not."""
+
+    records: dict[Domain, dict[str, ExpectedRecord]] = field(default_factory=dict)
+    rejected: dict[Domain, dict[str, str]] = field(default_factory=dict)  # legacy id -> reason
+    duplicate_ids: dict[Domain, list[str]] = field(default_factory=dict)
+    source_counts: dict[Domain, int] = field(default_factory=dict)
+
+
+def expected_state(content: bytes, manifest: SnapshotManifest) -> Expected:
+    return expected_from(parse_snapshot(content, manifest.format), manifest)
+
+
+def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> Expected:
+    out = Expected()
+    hints = classroom_hints(parsed)
+    default_ts = manifest.taken_at.isoformat()  # what the transform gives records without timestamps
+    provenance = {"school_id": manifest.school_id}
+    for domain in Domain:
+        entries = parsed.entries.get(domain, [])
+        out.source_counts[domain] = len(entries)
+        records: dict[str, ExpectedRecord] = {}
+        rejected: dict[str, str] = {}
+        duplicates: list[str] = []
+        for entry in entries:
+            if entry.problem is not None:
+                if entry.problem.reason == "duplicate_id" and entry.legacy_id:
+                    duplicates.append(entry.legacy_id)
+                elif entry.legacy_id:
+                    rejected[entry.legacy_id] = entry.problem.reason
+                continue
+            assert entry.legacy_id is not None
+            record_hints = hints.get(entry.legacy_id, {}) if domain is Domain.CLASSES else {}
+            result = map_record(domain, manifest.school_id, entry.legacy_id, entry.record, record_hints, default_ts)
+            if not isinstance(result, Mapped):
+                rejected[entry.legacy_id] = result.reason
+                continue
+            rows = [
+                (table, to_record(TABLES[table], {**values, **provenance, "legacy_id": entry.legacy_id}))
+                for table, values in result.rows
+            ]
+            digest = combine(row_digest(TABLES[table], row) for table, row in rows)
+            records[entry.legacy_id] = ExpectedRecord(entry.legacy_id, entry.record, rows, digest)
+        out.records[domain], out.rejected[domain], out.duplicate_ids[domain] = records, rejected, duplicates
+    return out
