@@ -33,6 +33,7 @@ test-integration: install
 bench: install
 	$(BIN)/python -m tests.bench.bench_mapping --schools 10
 	$(BIN)/python -m tests.bench.bench_loader --schools 100
+	$(BIN)/python -m tests.bench.bench_validator --schools 100
 
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install

@@ -25,12 +25,15 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
     return dict(row) if row else None
 
 
-async def latest_released_snapshot(pool: asyncpg.Pool, school_id: str) -> str | None:
-    return await pool.fetchval(
-        "SELECT snapshot_id FROM migration.snapshots WHERE school_id = $1 AND released_at IS NOT NULL"
-        " ORDER BY released_at DESC LIMIT 1",
+async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = None) -> dict[str, str]:
+    """School id -> its latest released snapshot (one school, or all)."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (school_id) school_id, snapshot_id FROM migration.snapshots"
+        " WHERE released_at IS NOT NULL AND ($1::text IS NULL OR school_id = $1)"
+        " ORDER BY school_id, released_at DESC",
         school_id,
     )  # fmt: skip
+    return {r["school_id"]: r["snapshot_id"] for r in rows}
 
 
 @dataclass(frozen=True)

@@ -178,26 +178,29 @@ async def _backup(settings: Settings, action: str, school: str | None, snapshot:
     return await _with_pool(settings, work)
 
 
-async def _validate(settings: Settings, school: str, snapshot: str | None, as_json: bool) -> int:
-    import uuid
-
-    from schoolmig.admin import latest_released_snapshot
-    from schoolmig.render import print_validation
+async def _validate(settings: Settings, school: str | None, snapshot: str | None, as_json: bool) -> int:
+    """One school (``--school``), or every school's latest released snapshot (``--all``)."""
+    from schoolmig.admin import latest_released_snapshots
+    from schoolmig.render import print_validation, print_validation_summary
     from services.validator.queries import store_result
-    from services.validator.run import validate_school
+    from services.validator.run import validate_all
 
     async def work(pool: asyncpg.Pool) -> int:
-        snapshot_id = snapshot or await latest_released_snapshot(pool, school)
-        if snapshot_id is None:
-            console.print(f"[red]no released snapshot for school {school}[/]")
+        latest = await latest_released_snapshots(pool, school)
+        targets = [(school, snapshot)] if school and snapshot else list(latest.items())
+        if not targets:
+            console.print(f"[red]no released snapshot{f' for school {school}' if school else ''}[/]")
             return 1
-        result = await validate_school(pool, school, snapshot_id, f"cli-{uuid.uuid4()}")
-        await store_result(pool, result)
+        results = await validate_all(pool, targets, workers=os.cpu_count() or 1)
+        for result in results:
+            await store_result(pool, result)
         if as_json:
-            print(result.model_dump_json(indent=2))
+            print(json.dumps([r.model_dump(mode="json") for r in results] if school is None else results[0].model_dump(mode="json"), indent=2, ensure_ascii=False))
+        elif school is None:
+            print_validation_summary([r.model_dump(mode="json") for r in results], Console())
         else:
-            print_validation(result.model_dump(mode="json"), Console())
-        return 0 if result.ok else 1
+            print_validation(results[0].model_dump(mode="json"), Console())
+        return 0 if all(r.ok for r in results) else 1
 
     return await _with_pool(settings, work)
 
@@ -229,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     validate = commands.add_parser("validate", help="compare a school's tables with its verified backup, record by record")
-    validate.add_argument("--school", required=True)
+    which = validate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--school")
+    which.add_argument("--all", action="store_true", help="every school's latest released snapshot")
     validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")

@@ -16,14 +16,21 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     for school in report["schools"]:
         title = f"{school['school_id']} · snapshot {school['snapshot_id'][:12]} · phase {school['phase']}"
         table = Table(title=title, title_justify="left")
-        for column in ("domain", "source", "loaded", "quarantined", "accounted"):
+        for column in ("domain", "source", "loaded", "quarantined", "accounted", "valid", "issues"):
             table.add_column(column, justify="left" if column == "domain" else "right")
+        validated = {d["domain"]: d for d in (school.get("validation") or {}).get("domains", [])}
         for domain in (d.value for d in ALL_DOMAINS):
             c = school["domains"][domain]
             ok = c["source"] == c["loaded"] + c["quarantined"]
-            table.add_row(domain, str(c["source"]), str(c["loaded"]), str(c["quarantined"]), "✓" if ok else "✗")
+            v = validated.get(domain)
+            issues = Counter(i["severity"] for i in v["issues"]) if v else Counter()
+            table.add_row(domain, str(c["source"]), str(c["loaded"]), str(c["quarantined"]), "✓" if ok else "✗",
+                          str(v["valid_records"]) if v else "–",
+                          " ".join(f"{n} {s}" for s, n in sorted(issues.items())) if v else "–")  # fmt: skip
         totals = {k: sum(c[k] for c in school["domains"].values()) for k in ("source", "loaded", "quarantined")}
-        table.add_row("total", *(str(totals[k]) for k in ("source", "loaded", "quarantined")), "", style="bold")
+        valid = sum(v["valid_records"] for v in validated.values())
+        table.add_row("total", *(str(totals[k]) for k in ("source", "loaded", "quarantined")), "",
+                      str(valid) if validated else "–", "", style="bold")  # fmt: skip
         console.print(table)
         reasons = Counter((q["domain"], q["reason"]) for q in school["quarantine"])
         for (domain, reason), n in reasons.most_common(8):
@@ -101,6 +108,20 @@ def print_validation(result: dict[str, Any], console: Console | None = None, lim
     if len(issues) > limit:
         console.print(f"  … and {len(issues) - limit} more (--json for all)")
     console.print(f"  validation: {verdict}")
+
+
+def print_validation_summary(results: list[dict[str, Any]], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"validation · {len(results)} school(s)", title_justify="left")
+    for column in ("school", "snapshot", "total", "valid", "critical", "warning", "info", "verdict"):
+        table.add_column(column, justify="left" if column in ("school", "snapshot", "verdict") else "right")
+    for r in sorted(results, key=lambda r: r["school_id"]):
+        severities = Counter(i["severity"] for d in r["domains"] for i in d["issues"])
+        table.add_row(r["school_id"], r["snapshot_id"][:12], str(sum(d["total_records"] for d in r["domains"])),
+                      str(sum(d["valid_records"] for d in r["domains"])),
+                      *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")),
+                      "passed" if r["ok"] else "FAILED")  # fmt: skip
+    console.print(table)
 
 
 def _short(value: Any, width: int = 40) -> str:

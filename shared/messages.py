@@ -208,7 +208,7 @@ class Severity(StrEnum):
 class FieldDifference(_Model):
     """One field that differs: in the school's terms (a source key) where the reverse mapping
     can say, else as ``table.column``. The values are personal data: they are stored with
-    the run in PostgreSQL, never published (:meth:`ValidationCompleted.without_values`)."""
+    the run in PostgreSQL, never published (:meth:`ValidationCompleted.for_publishing`)."""
 
     field: str
     source: Any = None
@@ -229,6 +229,8 @@ class DomainValidation(_Model):
     total_records: int
     valid_records: int
     issues: list[ValidationIssue]
+    issue_counts: dict[str, int] = Field(default_factory=dict, description="Issues per type, all of them.")
+    issues_omitted: int = Field(default=0, description="Issues left out of this message (all are in the stored run).")
 
 
 class ValidationCompleted(_Model):
@@ -241,19 +243,22 @@ class ValidationCompleted(_Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-    def without_values(self) -> ValidationCompleted:
-        """The result as published: which fields differ, never their values."""
-        return self.model_copy(
-            update={
-                "domains": [
-                    d.model_copy(update={"issues": [
-                        i.model_copy(update={"fields": [FieldDifference(field=f.field) for f in i.fields]})
-                        for i in d.issues
-                    ]})
-                    for d in self.domains
-                ]
-            }
-        )  # fmt: skip
+    def for_publishing(self, max_issues_per_domain: int = 50) -> ValidationCompleted:
+        """The result as published: bounded in size (the most severe issues first, counts of
+        all), naming fields but never their values. The whole run stays in PostgreSQL."""
+        rank = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+        domains = []
+        for d in self.domains:
+            kept = sorted(d.issues, key=lambda i: rank[i.severity])[:max_issues_per_domain]
+            counts: dict[str, int] = {}
+            for i in d.issues:
+                counts[i.type] = counts.get(i.type, 0) + 1
+            domains.append(d.model_copy(update={
+                "issues": [i.model_copy(update={"fields": [FieldDifference(field=f.field) for f in i.fields]}) for i in kept],
+                "issue_counts": counts,
+                "issues_omitted": len(d.issues) - len(kept),
+            }))  # fmt: skip
+        return self.model_copy(update={"domains": domains})
 
 
 class ReportReady(_Model):

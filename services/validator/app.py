@@ -43,6 +43,6 @@ async def stop(pool: Pool) -> None:
 async def on_validate(command: ValidationRequested, pool: Pool) -> None:
     result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id)
     await store_result(pool, result)  # with the differing values: the database may hold them
-    await broker.publish(result.without_values(), topics.events, key=command.school_id.encode())
+    await broker.publish(result.for_publishing(), topics.events, key=command.school_id.encode())
     issues = Counter(i.type for d in result.domains for i in d.issues)
     log.info("validated %s/%s: %s %s", command.school_id, command.snapshot_id, "ok" if result.ok else "FAILED", dict(issues))

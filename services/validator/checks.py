@@ -68,14 +68,14 @@ def diff_record(domain: Domain, expected: ExpectedRecord, actual: list[ActualRow
     columns: list[FieldDifference] = []
     status: list[FieldDifference] = []
     present = {(table, str(values["id"])): values for table, values in actual}
-    wanted = {(table, str(row[0])) for table, row in expected.rows}
-    for table, row in expected.rows:
-        got = present.get((table, str(row[0])))
+    wanted = {(table, str(values["id"])) for table, values in expected.rows}
+    for table, values in expected.rows:
+        got = present.get((table, str(values["id"])))
         if got is None:
-            columns.append(FieldDifference(field=f"{table}[{row[0]}]", source="present", database="absent"))
+            columns.append(FieldDifference(field=f"{table}[{values['id']}]", source="present", database="absent"))
             continue
-        for i, name, kind in compared_columns(TABLES[table]):
-            want = None if row[i] is None else canonical_text(kind, row[i])
+        for _, name, kind in compared_columns(TABLES[table]):
+            want = None if values.get(name) is None else canonical_text(kind, values[name])
             have = None if got.get(name) is None else canonical_text(kind, got[name])
             if want != have:
                 difference = FieldDifference(field=f"{table}.{name}", source=want, database=have)
@@ -153,7 +153,8 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
                             f"{finding.get('field')} differs from {finding.get('ref_domain')}/{finding.get('ref_id')}",
                             finding.get("record_id")))  # fmt: skip
     valid = facts.expected - len(facts.comparison.missing) - wrong
-    return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues)
+    return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues,
+                            issue_counts=dict(Counter(i.type for i in issues)))  # fmt: skip
 
 
 def validate(facts: Mapping[Domain, DomainFacts]) -> tuple[bool, list[DomainValidation]]:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from shared.domains import Domain
@@ -105,67 +106,89 @@ def domain_checksum_sql(domain: Domain) -> str:
 
 
 # ---------------------------------------------------------------------------- Python side
+# Each accepts a mapped row's JSON-ready value (a string, mostly) or the typed value
+# asyncpg returns; what repeats across rows (the same dates and times) is formatted once.
+
+
+@lru_cache(maxsize=4096)
+def _key_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+
+
+def _pg_order(value: Any) -> Any:
+    """Dicts re-keyed in jsonb's order (shorter keys first, then by bytes), recursively.
+    Rows of one table share their extras' shapes: each key order is worked out once."""
+    if isinstance(value, dict):
+        return {k: _pg_order(value[k]) for k in _key_order(tuple(value))}
+    if isinstance(value, list):
+        return [_pg_order(v) for v in value]
+    return value
 
 
 def _jsonb_text(value: Any) -> str:
-    """``value`` as PostgreSQL prints a jsonb: keys by length then bytes, ``", "`` and ``": "``."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return format(Decimal(repr(value)), "f")
-    if isinstance(value, list):
-        return "[" + ", ".join(_jsonb_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(value[k])}" for k in keys) + "}"
-    return json.dumps(value, ensure_ascii=False)
+    """``value`` as PostgreSQL prints a jsonb (``json.dumps``' default separators are jsonb's).
+    A float may print otherwise (``1e-07``): that only costs a field-by-field comparison."""
+    if not value and isinstance(value, dict):
+        return "{}"
+    return json.dumps(_pg_order(value), ensure_ascii=False)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+@lru_cache(maxsize=65536)
+def _timestamp_text(value: str | datetime) -> str:
+    v = datetime.fromisoformat(value) if isinstance(value, str) else value
+    v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+
+
+@lru_cache(maxsize=65536)
+def _date_text(value: str | date) -> str:
+    v = date.fromisoformat(value) if isinstance(value, str) else value
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+
+
+@lru_cache(maxsize=4096)
+def _time_text(value: str | time) -> str:
+    v = time.fromisoformat(value) if isinstance(value, str) else value
+    return f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+
+
+@lru_cache(maxsize=65536)
+def _numeric_text(value: str) -> str:
+    d = Decimal(value).normalize()
+    return "0" if d.is_zero() else format(d, "f")
+
+
+_PY_TEXT: dict[str, Callable[[Any], str]] = {
+    "text": str,
+    "uuid": lambda v: str(v).lower(),
+    "timestamptz": _timestamp_text,
+    "date": _date_text,
+    "time": _time_text,
+    "numeric": lambda v: _numeric_text(str(v)),
+    "int": lambda v: str(int(v)),
+    "bool": lambda v: "true" if v else "false",
+    "jsonb": _jsonb_text,
+}
 
 
 def canonical_text(kind: str, value: Any) -> str:
-    if kind == "text":
-        return str(value)
-    if kind == "uuid":
-        return str(value).lower()
-    if kind == "timestamptz":
-        v = _utc(value)
-        return f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    if kind == "date":
-        assert isinstance(value, date)
-        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-    if kind == "time":
-        assert isinstance(value, time)
-        return f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    if kind == "numeric":
-        d = Decimal(value).normalize()
-        return "0" if d.is_zero() else format(d, "f")
-    if kind == "bool":
-        return "true" if value else "false"
-    if kind == "int":
-        return str(int(value))
-    return _jsonb_text(value)  # jsonb
+    """A column's value as the digest's SQL prints it."""
+    return _PY_TEXT[kind](value)
 
 
-def row_digest(spec: TableSpec, row: tuple[Any, ...]) -> str:
-    """The digest of a typed row (``shared.typed.to_record``), as PostgreSQL computes it."""
+_PLANS = {name: [(column, _PY_TEXT[kind]) for _, column, kind in compared_columns(spec)] for name, spec in TABLES.items()}
+
+
+def row_digest(table: str, values: dict[str, Any]) -> str:
+    """The digest of a row given by column name (a mapped row, or one asyncpg returned), as
+    PostgreSQL computes it."""
     parts = []
-    for i, _, kind in compared_columns(spec):
-        value = row[i]
+    for column, text_of in _PLANS[table]:
+        value = values.get(column)
         if value is None:
             parts.append("~")
         else:
-            text = canonical_text(kind, value)
+            text = text_of(value)
             parts.append(f"{len(text)}:{text}")
     return hashlib.md5("".join(parts).encode(), usedforsecurity=False).hexdigest()
 

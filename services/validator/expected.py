@@ -4,7 +4,7 @@ The backup is parsed exactly as ingest parsed it (``shared.snapshot``, with the 
 hints over the whole snapshot), and every record is mapped by the same pure rules the
 transform uses (``shared.mapping``). What comes out is, per domain, each record the
 source says should be in PostgreSQL: its source record (to compare in the school's terms
-through the reverse mapping), its rows typed as PostgreSQL holds them, and their digest.
+through the reverse mapping), its rows as the transform maps them, and their digest.
 Records the source itself disqualifies (not an object, a duplicate id, a value that
 does not fit) are listed apart: they belong in quarantine, not in the tables.
 """
@@ -20,42 +20,45 @@ from shared.fanout import classroom_hints
 from shared.mapping import Mapped, map_record
 from shared.messages import SnapshotManifest
 from shared.snapshot import ParsedSnapshot, parse_snapshot
-from shared.tables import TABLES
-from shared.typed import to_record
 
-TypedRow = tuple[str, tuple[Any, ...]]  # (table, values in the table's column order)
+Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
 
 @dataclass(frozen=True)
 class ExpectedRecord:
     legacy_id: str
     source: dict[str, Any]
-    rows: list[TypedRow]
+    rows: list[Row]
     digest: str
 
 
 @dataclass
 class Expected:
-    """Per domain: the records that should be in the tables, and what should not."""
+    """Per domain: the digest of each record that should be in the tables (and, unless only
+    digests were asked for, the record itself), and what should not be in the tables."""
 
-    records: dict[Domain, dict[str, ExpectedRecord]] = field(default_factory=dict)
+    digests: dict[Domain, dict[str, str]] = field(default_factory=dict)
+    records: dict[Domain, dict[str, ExpectedRecord]] | None = None
     rejected: dict[Domain, dict[str, str]] = field(default_factory=dict)  # legacy id -> reason
     duplicate_ids: dict[Domain, list[str]] = field(default_factory=dict)
     source_counts: dict[Domain, int] = field(default_factory=dict)
 
 
-def expected_state(content: bytes, manifest: SnapshotManifest) -> Expected:
-    return expected_from(parse_snapshot(content, manifest.format), manifest)
+def expected_state(content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:
+    """``keep_records=False`` returns digests only: small enough to come back cheaply from
+    a worker process, which is where the validator computes them."""
+    return expected_from(parse_snapshot(content, manifest.format), manifest, keep_records=keep_records)
 
 
-def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> Expected:
-    out = Expected()
+def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:
+    out = Expected(records={} if keep_records else None)
     hints = classroom_hints(parsed)
     default_ts = manifest.taken_at.isoformat()  # what the transform gives records without timestamps
     provenance = {"school_id": manifest.school_id}
     for domain in Domain:
         entries = parsed.entries.get(domain, [])
         out.source_counts[domain] = len(entries)
+        digests: dict[str, str] = {}
         records: dict[str, ExpectedRecord] = {}
         rejected: dict[str, str] = {}
         duplicates: list[str] = []
@@ -72,11 +75,11 @@ def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> Expecte
             if not isinstance(result, Mapped):
                 rejected[entry.legacy_id] = result.reason
                 continue
-            rows = [
-                (table, to_record(TABLES[table], {**values, **provenance, "legacy_id": entry.legacy_id}))
-                for table, values in result.rows
-            ]
-            digest = combine(row_digest(TABLES[table], row) for table, row in rows)
-            records[entry.legacy_id] = ExpectedRecord(entry.legacy_id, entry.record, rows, digest)
-        out.records[domain], out.rejected[domain], out.duplicate_ids[domain] = records, rejected, duplicates
+            rows = [(table, {**values, **provenance, "legacy_id": entry.legacy_id}) for table, values in result.rows]
+            digest = digests[entry.legacy_id] = combine(row_digest(table, values) for table, values in rows)
+            if keep_records:
+                records[entry.legacy_id] = ExpectedRecord(entry.legacy_id, entry.record, rows, digest)
+        out.digests[domain], out.rejected[domain], out.duplicate_ids[domain] = digests, rejected, duplicates
+        if out.records is not None:
+            out.records[domain] = records
     return out

@@ -1,7 +1,7 @@
 """One validation run for one school: read, compare, judge. Used by the service and the CLI.
 
-The order keeps it fast at scale: PostgreSQL computes each domain's checksum while
-Python maps the backup (they run on different cores); only a domain whose checksum
+The order keeps it fast at scale: PostgreSQL computes each domain's checksum while a
+worker process maps the backup (they run on different cores); only a domain whose checksum
 differs has its per-record digests read, and only records whose digests differ have
 their rows read and compared field by field.
 """
@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
+from typing import Any, TypeVar
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -18,14 +25,31 @@ import asyncpg
 from services.validator import queries
 from services.validator.checks import DomainFacts, compare_digests, diff_record, issue, validate
 from services.validator.digest import DOMAIN_TABLES, combine
-from services.validator.expected import expected_state
+from services.validator.expected import Expected, expected_state
 from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import DomainValidation, ValidationCompleted
 
 log = logging.getLogger("schoolmig.validator")
+T = TypeVar("T")
 
 _TABLE_DOMAIN = {table: domain for domain, tables in DOMAIN_TABLES.items() for table, role in tables if role is None}
+
+
+_workers: ProcessPoolExecutor | None = None
+
+
+def worker_pool(size: int | None = None) -> ProcessPoolExecutor:
+    """Processes for the CPU-bound part (mapping the backup), so that several schools use
+    several cores and this process's event loop stays free for PostgreSQL and Kafka."""
+    global _workers
+    if _workers is None:
+        _workers = ProcessPoolExecutor(max_workers=size or os.cpu_count() or 1, mp_context=get_context("spawn"))
+    return _workers
+
+
+async def in_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(worker_pool(), partial(fn, *args, **kwargs))
 
 
 async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, run_id: str) -> ValidationCompleted:
@@ -41,24 +65,26 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
                                    domains=domains, started_at=started, finished_at=datetime.now(UTC))  # fmt: skip
 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
-    expected = await asyncio.to_thread(expected_state, source.content, source.manifest)
+    expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False)
+    full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await queries.counts(pool, school_id, snapshot_id)
     quarantined = await queries.quarantined_ids(pool, school_id, snapshot_id)
     reasons = await queries.quarantine_reasons(pool, school_id, snapshot_id)
 
     facts: dict[Domain, DomainFacts] = {}
     for domain in Domain:
-        wanted = {k: r for k, r in expected.records[domain].items() if k not in quarantined[domain]}
-        digests = {k: r.digest for k, r in wanted.items()}
+        digests = {k: d for k, d in expected.digests[domain].items() if k not in quarantined[domain]}
         checksum, records = await checksums[domain]
-        f = DomainFacts(counts.get(domain, DomainCounts()), expected=len(wanted),
+        f = DomainFacts(counts.get(domain, DomainCounts()), expected=len(digests),
                         quarantine_reasons=reasons.get(domain, Counter()),
                         duplicate_ids=expected.duplicate_ids.get(domain, []))  # fmt: skip
         if checksum != combine(digests.values()) or records != len(digests):
             f.comparison = compare_digests(digests, await queries.record_digests(pool, school_id, domain))
             if f.comparison.differing:
+                full = full or await in_worker(expected_state, source.content, source.manifest)
+                assert full.records is not None
                 rows = await queries.record_rows(pool, school_id, domain, f.comparison.differing)
-                f.diffs = {k: diff_record(domain, wanted[k], rows.get(k, [])) for k in f.comparison.differing}
+                f.diffs = {k: diff_record(domain, full.records[domain][k], rows.get(k, [])) for k in f.comparison.differing}
         facts[domain] = f
 
     for key in await queries.foreign_keys(pool):
@@ -77,3 +103,14 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
     return ValidationCompleted(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, ok=ok, domains=domains,
                                started_at=started, finished_at=datetime.now(UTC))  # fmt: skip
 
+
+
+async def validate_all(pool: asyncpg.Pool, snapshots: list[tuple[str, str]], workers: int) -> list[ValidationCompleted]:
+    """Several schools at once, one per worker process."""
+    gate = asyncio.Semaphore(workers)
+
+    async def one(school_id: str, snapshot_id: str) -> ValidationCompleted:
+        async with gate:
+            return await validate_school(pool, school_id, snapshot_id, f"all-{uuid.uuid4()}")
+
+    return list(await asyncio.gather(*(one(s, n) for s, n in snapshots)))

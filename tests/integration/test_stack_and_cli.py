@@ -65,5 +65,11 @@ def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
     total_source = sum(d["source"] for d in school["domains"].values())
     assert total_source == sum(d["loaded"] + d["quarantined"] for d in school["domains"].values()) > 1000
     assert len(school["quarantine"]) == sum(d["quarantined"] for d in school["domains"].values())
+    validated = {d["domain"]: d for d in school["validation"]["domains"]}  # the validator's verdict, per domain
+    assert set(validated) == set(school["domains"])
+    for name, counts in school["domains"].items():
+        assert validated[name]["total_records"] == counts["source"]
+        assert validated[name]["valid_records"] == counts["loaded"], name
+    assert not [i for d in validated.values() for i in d["issues"] if i["severity"] == "critical"]
     assert "greenfield" in done.stdout and "OK" in done.stdout
     assert time.monotonic() - started < 200
