@@ -205,6 +205,72 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
     return await _with_pool(settings, work)
 
 
+async def _status(settings: Settings, as_json: bool) -> int:
+    from schoolmig.render import print_status
+    from services.coordinator.store import CoordinatorStore
+    from shared.accounting import record_counts
+
+    async def work(pool: asyncpg.Pool) -> int:
+        schools = await CoordinatorStore(pool).schools()
+        for school in schools:
+            counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
+            school["source"] = sum(c.source for c in counts.values()) if counts else 0
+            school["accounted"] = sum(c.loaded + c.quarantined for c in counts.values()) if counts else 0
+        if as_json:
+            print(json.dumps(schools, indent=2, default=str))
+        else:
+            print_status(schools, Console())
+        return 0
+
+    return await _with_pool(settings, work)
+
+
+async def _operate(settings: Settings, action: str, school: str, actor: str, reason: str, wait: bool, as_json: bool) -> int:
+    """Ask the coordinator (over its command topic) to cut a school over or roll it back,
+    then follow the phase until the cutover ends (``--no-wait``: just ask)."""
+    import time
+
+    from faststream.kafka import KafkaBroker
+
+    from services.coordinator.store import CoordinatorStore
+    from shared.messages import OperatorCommand
+    from shared.topics import Topics
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
+    command = OperatorCommand(action=action, school_id=school, actor=actor, reason=reason)  # type: ignore[arg-type]
+
+    async def work(pool: asyncpg.Pool) -> int:
+        store = CoordinatorStore(pool)
+        phase, _ = await store.phase_of(school)
+        if action == "cutover" and (phase is None or phase.value != "validated"):
+            console.print(f"[red]refused: {school} is {phase.value if phase else 'unknown'}; cutover needs validated[/]")
+            return 1
+        before = len(await store.transitions(school))
+        async with KafkaBroker(bootstrap) as broker:
+            await broker.publish(command, Topics.from_settings(settings).operator_commands, key=school.encode())
+        if not wait:
+            return 0
+        deadline = time.monotonic() + settings.run_timeout_s
+        ended = {"completed", "rolled_back"}
+        while time.monotonic() < deadline:
+            moves = (await store.transitions(school))[before:]
+            if moves and moves[-1]["to_phase"] in ended or (action == "rollback" and moves):
+                break
+            await asyncio.sleep(0.5)
+        moves = (await store.transitions(school))[before:]
+        if as_json:
+            print(json.dumps(moves, indent=2, default=str))
+        else:
+            for m in moves:
+                console.print(f"{m['at']:%H:%M:%S} {m['from_phase']} → [bold]{m['to_phase']}[/] by {m['actor']}: {m['reason']}")
+            if not moves:
+                console.print("[yellow]the coordinator did not move the school (see its log: refused?)[/]")
+        return 0 if moves and moves[-1]["to_phase"] == ("completed" if action == "cutover" else "rolled_back") else 1
+
+    return await _with_pool(settings, work)
+
+
 def _demo(out: Path, schools: int, seed: int) -> int:
     from schoolmig.demo import write_demo
 
@@ -237,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every school's latest released snapshot")
     validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
+    status = commands.add_parser("status", help="every school's phase, mode and progress")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, text in (("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
+                         ("rollback", "roll a school back to localStorage")):  # fmt: skip
+        lever = commands.add_parser(action, help=text)
+        lever.add_argument("--school", required=True)
+        lever.add_argument("--reason", default=f"{action} requested from the command line")
+        lever.add_argument("--actor", default=os.environ.get("USER", "operator"))
+        lever.add_argument("--no-wait", action="store_true", help="ask, and return at once")
+        lever.add_argument("--json", action="store_true", help="machine-readable output")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
@@ -269,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_publish(settings, args.file, args.school))
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
+    if args.command == "status":
+        return asyncio.run(_status(settings, args.json))
+    if args.command in ("cutover", "rollback"):
+        return asyncio.run(_operate(settings, args.command, args.school, args.actor, args.reason, not args.no_wait, args.json))
     if args.command == "validate":
         return asyncio.run(_validate(settings, args.school, args.snapshot, args.json))
     if args.command == "backup":

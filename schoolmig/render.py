@@ -124,6 +124,18 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
     console.print(table)
 
 
+def print_status(schools: list[dict[str, Any]], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"{len(schools)} school(s)", title_justify="left")
+    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "since"):
+        table.add_column(column)
+    for s in schools:
+        progress = f"{s['accounted']}/{s['source']}" if s.get("source") else "–"
+        table.add_row(s["school_id"], s["phase"], s["mode"], "yes" if s["maintenance"] else "",
+                      (s["snapshot_id"] or "")[:12], progress, f"{s['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+    console.print(table)
+
+
 def _short(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -69,6 +69,7 @@ class _Child:
     process: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = None
     restarts: int = 0
+    metrics_port: int = 0  # kept across restarts, so a scraper keeps finding it
 
 
 @dataclass
@@ -85,6 +86,15 @@ class Stack:
     """Each service's exit status after ``stop()``: 0 means it shut down cleanly."""
     _watch: asyncio.Task[None] | None = None
     _stopping: bool = False
+    api_port: int = 0
+    """The coordinator's HTTP API (``SCHOOLMIG_API_PORT``, or a free port)."""
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self._children[service].metrics_port}/metrics"
 
     async def start(self) -> "Stack":
         self.bootstrap_servers = self.settings.kafka_bootstrap_servers or ""
@@ -102,8 +112,9 @@ class Stack:
         )
         await apply_migrations(self.database_url)
         await ensure_topics(settings)
+        self.api_port = self.settings.api_port or free_port()
         for name in SERVICES:
-            self._children[name] = _Child(name)
+            self._children[name] = _Child(name, metrics_port=free_port() if self.metrics_ports else 0)
             await self._spawn(self._children[name])
         self._watch = asyncio.create_task(self._supervise())
         return self
@@ -121,8 +132,10 @@ class Stack:
 
     async def _spawn(self, child: _Child) -> None:
         env = self._env()
-        if self.metrics_ports:
-            env["SCHOOLMIG_METRICS_PORT"] = str(free_port())
+        if child.metrics_port:
+            env["SCHOOLMIG_METRICS_PORT"] = str(child.metrics_port)
+        if child.name == "coordinator":
+            env["SCHOOLMIG_API_PORT"] = str(self.api_port)
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"services.{child.name}",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

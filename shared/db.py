@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import asyncpg
 
+from shared.telemetry import count_error
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -134,6 +136,7 @@ async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await operation()
         except TRANSIENT_ERRORS as exc:
+            count_error("transient", what)
             if delay is None:
                 raise
             wait = delay * random.uniform(0.8, 1.2)

@@ -83,7 +83,9 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic the pipeline uses that does not exist yet; return those created."""
     assert settings.kafka_bootstrap_servers
-    wanted = Topics.from_settings(settings).all()
+    topics = Topics.from_settings(settings)
+    wanted = topics.all()
+    compacted = {topics.control: {"cleanup.policy": "compact"}}  # the latest mode per school is what counts
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -92,7 +94,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+                    [NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=compacted.get(t, {}))
+                     for t in missing]  # fmt: skip
                 )
             except TopicAlreadyExistsError:  # a concurrent creator won the race
                 pass

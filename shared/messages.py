@@ -268,7 +268,62 @@ class ReportReady(_Model):
     phase: str
 
 
+# --------------------------------------------------------------------------- coordination
+
+
+class Barrier(_Model):
+    """A marker sent through the pipeline: every message on a partition before it has been
+    handled once it comes out the other end. ``origin`` says which upstream partition a
+    copy came through (see ``shared.barrier``)."""
+
+    kind: Literal["barrier"] = "barrier"
+    barrier_id: str
+    school_id: SchoolId
+    topic: str = Field(description="The topic this copy was sent to.")
+    partition: int = Field(ge=0, description="The partition this copy was sent to.")
+    origin: str = Field(default="coordinator", description="The path it came by: stage>topic:partition>…")
+
+
+class Mode(StrEnum):
+    """Where a school's client reads and writes (the plan's migration modes)."""
+
+    LOCAL_STORAGE = "localStorage"
+    HYBRID = "hybrid"
+    API = "api"
+
+
+class SchoolMode(_Model):
+    """On the compacted control topic, keyed by school: what clients of that school must do."""
+
+    type: Literal["school.mode"] = "school.mode"
+    school_id: SchoolId
+    mode: Mode
+    maintenance: bool = Field(description="Writes are held: the client must not write (ingest rejects).")
+    phase: str
+    reason: str
+    updated_at: datetime
+
+
+class OperatorCommand(_Model):
+    """Cutover or rollback of one school, from the CLI or the HTTP API."""
+
+    action: Literal["cutover", "rollback"]
+    school_id: SchoolId
+    actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
+    reason: str
+
+
+class SchoolRejected(_Model):
+    """Ingest refused a school's snapshot because of its mode (maintenance, or already cut over)."""
+
+    type: Literal["school.rejected"] = "school.rejected"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    reason: str
+    message: str
+
+
 Event = Annotated[
-    SnapshotReleased | AuditCompleted | SnapshotIncomplete | ValidationCompleted | ReportReady,
+    SnapshotReleased | AuditCompleted | SnapshotIncomplete | ValidationCompleted | ReportReady | SchoolMode | SchoolRejected,
     Field(discriminator="type"),
 ]

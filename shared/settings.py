@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(default=300.0, gt=0, description="`schoolmig run` gives up after this.")
     sync_poll_interval_s: float = Field(default=0.5, gt=0)
     graceful_timeout_s: float = Field(default=15.0, gt=0)
+    api_port: int = Field(default=0, ge=0, description="Coordinator HTTP API port (`GET /schools/{id}/mode`); 0 disables.")
+    api_host: str = Field(default="127.0.0.1", description="Address the coordinator's HTTP API binds.")
+    api_token: str | None = Field(
+        default=None, description="Bearer token required by mutating HTTP calls; unset disables them.", repr=False
+    )
+    barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
+    validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
 
     @property
     def resolved_ingest_topic(self) -> str:

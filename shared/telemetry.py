@@ -1,29 +1,57 @@
 """OpenTelemetry metrics set-up, the same for every service.
 
-Metrics go to a Prometheus scrape endpoint when ``SCHOOLMIG_METRICS_PORT`` is set.
+Metrics go to a Prometheus scrape endpoint when ``SCHOOLMIG_METRICS_PORT`` is set, and
+over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is (the standard OTel variables apply).
 Labels carry ids (school, domain, reason codes), never personal data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import start_http_server
 
 
+@dataclass
+class SchoolGauges:
+    """What the coordinator last saw per school, read by the observable gauges' callbacks
+    (which must not do I/O): phase index, progress 0..1, records per minute."""
+
+    phase: dict[tuple[str, str], int] = field(default_factory=dict)  # (school, phase) -> 1 current / 0 not
+    progress: dict[str, float] = field(default_factory=dict)
+    speed: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, values: dict[Any, float], label: str) -> Iterable[Observation]:
+        for key, value in list(values.items()):
+            attributes = {"school_id": key[0], "phase": key[1]} if isinstance(key, tuple) else {label: key}
+            yield Observation(value, attributes)
+
+
 @dataclass(frozen=True)
 class PipelineMetrics:
-    """The instruments the pipeline records into; one set per process."""
+    """The instruments the pipeline records into; one set per process (the plan's
+    ``MigrationMetrics``). Labels are ids and codes, never personal data."""
 
     records_loaded: metrics.Counter
     records_quarantined: metrics.Counter
     snapshots_released: metrics.Counter
     ingest_rejected: metrics.Counter
     records_mapped: metrics.Counter
+    errors: metrics.Counter
+    """By ``category``: transient (retried), consistency (a validation's critical issue), critical (a rollback)."""
+    sync_duration: metrics.Histogram
+    validation_duration: metrics.Histogram
+    phase_transitions: metrics.Counter
+    schools: SchoolGauges
 
 
 _metrics: PipelineMetrics | None = None
@@ -33,14 +61,17 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
     global _metrics
     if _metrics is not None:
         return _metrics
-    reader = PrometheusMetricReader()
-    provider = MeterProvider(
-        resource=Resource.create({"service.name": f"schoolmig-{service}"}), metric_readers=[reader]
-    )
+    readers: list[MetricReader] = [PrometheusMetricReader()]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):  # the exporter reads the endpoint, headers… itself
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    provider = MeterProvider(resource=Resource.create({"service.name": f"schoolmig-{service}"}), metric_readers=readers)
     metrics.set_meter_provider(provider)
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
     meter = metrics.get_meter("schoolmig")
+    gauges = SchoolGauges()
     _metrics = PipelineMetrics(
         records_loaded=meter.create_counter(
             "schoolmig.records.loaded", unit="{record}", description="Source records written to PostgreSQL"
@@ -57,5 +88,36 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         records_mapped=meter.create_counter(
             "schoolmig.records.mapped", unit="{record}", description="Source records mapped to target rows"
         ),
+        errors=meter.create_counter(
+            "schoolmig.errors", unit="{error}", description="Errors by category: transient, consistency, critical"
+        ),
+        sync_duration=meter.create_histogram(
+            "schoolmig.sync.duration", unit="s", description="From dual write begun to every record accounted for"
+        ),
+        validation_duration=meter.create_histogram(
+            "schoolmig.validation.duration", unit="s", description="One validation run"
+        ),
+        phase_transitions=meter.create_counter(
+            "schoolmig.phase.transitions", unit="{transition}", description="Phase moves, by target phase"
+        ),
+        schools=gauges,
     )
+    meter.create_observable_gauge(
+        "schoolmig.school.phase", callbacks=[lambda _: gauges.observe(gauges.phase, "school_id")],
+        unit="1", description="1 for each school's current phase, 0 for the phases it left",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "schoolmig.school.progress", callbacks=[lambda _: gauges.observe(gauges.progress, "school_id")],
+        unit="1", description="Share of the school's source records accounted for (loaded or quarantined)",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "schoolmig.migration.speed", callbacks=[lambda _: gauges.observe(gauges.speed, "school_id")],
+        unit="{record}/min", description="Records loaded per minute over the school's sync",
+    )  # fmt: skip
     return _metrics
+
+
+def count_error(category: str, where: str) -> None:
+    """Count an error in a process whose telemetry is set up (a no-op elsewhere, e.g. the CLI)."""
+    if _metrics is not None:
+        _metrics.errors.add(1, {"category": category, "where": where})

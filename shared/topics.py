@@ -55,6 +55,16 @@ class Topics:
         return f"{self.prefix}.commands.validate"
 
     @property
+    def operator_commands(self) -> str:
+        """Cutover and rollback requests, keyed by school."""
+        return f"{self.prefix}.commands.operator"
+
+    @property
+    def control(self) -> str:
+        """Compacted, keyed by school: each school's current mode and maintenance flag."""
+        return f"{self.prefix}.control.modes"
+
+    @property
     def raw_topics(self) -> list[str]:
         return [self.raw(d) for d in ALL_DOMAINS]
 
@@ -71,4 +81,6 @@ class Topics:
             self.deadletter,
             self.events,
             self.validate_commands,
+            self.operator_commands,
+            self.control,
         ]

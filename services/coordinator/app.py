@@ -13,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
+from aiohttp import web
 from faststream import Context, FastStream
 
+from services.coordinator.http import make_api, serve
+from services.coordinator.operations import Operations
 from services.coordinator.phases import IllegalTransition, Phase, steps_for_snapshot
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import quarantine_entries, record_counts
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     Event,
+    OperatorCommand,
     ReportReady,
     SnapshotReleased,
     ValidationCompleted,
@@ -41,37 +46,55 @@ settings = Settings()
 topics = Topics.from_settings(settings)
 broker = make_broker(settings, client_id="coordinator")
 app = FastStream(broker)
-setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
+metrics = setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
 
 Store = Annotated[CoordinatorStore, Context("store")]
+Ops = Annotated[Operations, Context("operations")]
 
 
 @app.on_startup
 async def start() -> None:
-    app.context.set_global("store", CoordinatorStore(await prepare(settings, "coordinator")))
+    store = CoordinatorStore(await prepare(settings, "coordinator"))
+    app.context.set_global("store", store)
+    app.context.set_global("operations", Operations(store, broker, settings, metrics, actor=ACTOR))
 
 
 @app.after_startup
-async def start_monitor(store: Store) -> None:
-    monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store))
+async def start_monitor(store: Store, operations: Ops) -> None:
+    monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store, operations))
     app.context.set_global("monitor", monitor)
+    await operations.resume()  # a cutover interrupted by a restart goes on from its next step
+    api = await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port) \
+        if settings.api_port else None  # fmt: skip
+    app.context.set_global("api", api)
 
 
 @app.on_shutdown
-async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
+async def stop(store: Store, operations: Ops, monitor: Annotated[asyncio.Task[None], Context("monitor")],
+               api: Annotated[web.AppRunner | None, Context("api")]) -> None:  # fmt: skip
+    if api is not None:
+        await api.cleanup()
     await stop_periodic(monitor)
+    for task in list(operations.running.values()):  # resumed from their last step at the next start
+        task.cancel()
     await store.pool.close()
 
 
+@broker.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"))
+async def on_command(command: OperatorCommand, operations: Ops) -> None:
+    outcome = await operations.handle(command)
+    log.info("%s: %s by %s: %s", command.school_id, command.action, command.actor, outcome)
+
+
 @broker.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"))
-async def on_event(event: Event, store: Store) -> None:
+async def on_event(event: Event, store: Store, operations: Ops) -> None:
     if isinstance(event, SnapshotReleased):
-        await on_snapshot(event, store)
+        await on_snapshot(event, store, operations)
     elif isinstance(event, ValidationCompleted):
-        await on_validation(event, store)
+        await on_validation(event, store, operations)
 
 
-async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore) -> None:
+async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operations: Operations) -> None:
     current, _ = await store.phase_of(event.school_id)
     steps = steps_for_snapshot(current, event)
     if current is Phase.DUAL_WRITE:
@@ -81,10 +104,11 @@ async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore) -> None:
         log.warning("%s: snapshot %s ignored in phase %s", event.school_id, event.snapshot_id, current)
     for phase, reason in steps:
         await store.transition(event.school_id, event.snapshot_id, phase, actor=ACTOR, reason=reason)
+        await operations.phase_changed(event.school_id, phase, reason)
         log.info("%s: -> %s", event.school_id, phase.value)
 
 
-async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) -> bool:
+async def check_sync(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> bool:
     """Move a school to ``synced`` and ask for validation when every record is accounted for."""
     counts = await record_counts(store.pool, school_id, snapshot_id)
     if counts is None or not all(c.accounted for c in counts.values()):
@@ -100,6 +124,11 @@ async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) 
         )  # fmt: skip
     except IllegalTransition:
         return False
+    await operations.phase_changed(school_id, Phase.SYNCED, "synced")
+    if (began := await store.entered_at(school_id, Phase.DUAL_WRITE)) is not None:
+        seconds = (datetime.now(UTC) - began).total_seconds()
+        metrics.sync_duration.record(seconds, {"school_id": school_id})
+        metrics.schools.speed[school_id] = round(loaded / max(seconds, 1e-3) * 60, 1)
     run_id = str(uuid.uuid4())
     await store.new_validation_run(run_id, school_id, snapshot_id)
     await broker.publish(
@@ -110,12 +139,29 @@ async def check_sync(store: CoordinatorStore, school_id: str, snapshot_id: str) 
     return True
 
 
-async def check_syncing(store: CoordinatorStore) -> None:
+async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:
     for school_id, snapshot_id in await store.syncing():
-        await check_sync(store, school_id, snapshot_id)
+        await check_sync(store, operations, school_id, snapshot_id)
+    await observe_schools(store)
 
 
-async def on_validation(event: ValidationCompleted, store: CoordinatorStore) -> None:
+async def observe_schools(store: CoordinatorStore) -> None:
+    """Refresh what the phase and progress gauges report (their callbacks cannot do I/O)."""
+    for school in await store.schools():
+        school_id, current = school["school_id"], school["phase"]
+        for phase in Phase:
+            if phase.value == current or (school_id, phase.value) in metrics.schools.phase:
+                metrics.schools.phase[(school_id, phase.value)] = int(phase.value == current)
+        counts = await record_counts(store.pool, school_id, school["snapshot_id"]) if school["snapshot_id"] else None
+        if counts:
+            source = sum(c.source for c in counts.values())
+            done = sum(c.loaded + c.quarantined for c in counts.values())
+            metrics.schools.progress[school_id] = round(done / source, 4) if source else 1.0
+
+
+async def on_validation(event: ValidationCompleted, store: CoordinatorStore, operations: Operations) -> None:
+    if event.started_at and event.finished_at:
+        metrics.validation_duration.record((event.finished_at - event.started_at).total_seconds(), {"school_id": event.school_id})
     current, snapshot_id = await store.phase_of(event.school_id)
     if snapshot_id != event.snapshot_id or current is not Phase.SYNCED:
         log.info("%s: validation %s is for an older state; ignored", event.school_id, event.run_id)
@@ -126,6 +172,10 @@ async def on_validation(event: ValidationCompleted, store: CoordinatorStore) -> 
             reason=f"validation {event.run_id} found no critical issue",
         )  # fmt: skip
         current = Phase.VALIDATED
+        await operations.phase_changed(event.school_id, current, "validated")
+    else:
+        critical = sum(1 for d in event.domains for i in d.issues if i.severity == "critical")
+        metrics.errors.add(max(critical, 1), {"category": "consistency", "where": "validation"})
     counts = await record_counts(store.pool, event.school_id, event.snapshot_id) or {}
     report = school_report(
         school_id=event.school_id, snapshot_id=event.snapshot_id, phase=current.value, counts=counts,

@@ -3,14 +3,18 @@ transition, validation runs and reports. A restarted coordinator resumes from he
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 
+from services.coordinator.cutover import Attempt
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
+from shared.domains import Domain
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, Stage, quarantined
+from shared.messages import MappedRecord, Mode, SchoolMode, Stage, quarantined
 from shared.quarantine import store_quarantine
+from shared.tables import PRIMARY_TABLE
 
 
 class CoordinatorStore:
@@ -116,3 +120,125 @@ class CoordinatorStore:
             """,
             school_id, snapshot_id, report,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ modes
+
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> SchoolMode:
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at)
+            VALUES ($1, $2, $3, $4, now())
+            ON CONFLICT (school_id) DO UPDATE
+               SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now()
+            RETURNING updated_at
+            """,
+            school_id, mode.value, maintenance, reason,
+        )  # fmt: skip
+        phase, _ = await self.phase_of(school_id)
+        return SchoolMode(school_id=school_id, mode=mode, maintenance=maintenance, reason=reason,
+                          phase=phase.value if phase else "unknown", updated_at=row["updated_at"])  # fmt: skip
+
+    async def mode_of(self, school_id: str) -> SchoolMode | None:
+        row = await self.pool.fetchrow(
+            """
+            SELECT m.mode, m.maintenance, m.reason, m.updated_at, coalesce(p.phase, 'unknown') AS phase
+              FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
+             WHERE m.school_id = $1
+            """,
+            school_id,
+        )  # fmt: skip
+        if row is None:
+            return None
+        return SchoolMode(school_id=school_id, mode=Mode(row["mode"]), maintenance=row["maintenance"],
+                          reason=row["reason"], phase=row["phase"], updated_at=row["updated_at"])  # fmt: skip
+
+    async def schools(self) -> list[dict[str, Any]]:
+        """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics)."""
+        rows = await self.pool.fetch(
+            """
+            SELECT p.school_id, p.phase, p.snapshot_id, p.updated_at,
+                   coalesce(m.mode, 'localStorage') AS mode, coalesce(m.maintenance, false) AS maintenance
+              FROM migration.school_phase p LEFT JOIN migration.school_modes m USING (school_id)
+             ORDER BY p.school_id
+            """
+        )
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ cutover attempts
+
+    async def start_attempt(self, school_id: str, snapshot_id: str, actor: str, reason: str) -> Attempt:
+        attempt_id = str(uuid.uuid4())
+        await self.pool.execute(
+            "INSERT INTO migration.cutovers (attempt_id, school_id, actor, reason) VALUES ($1, $2, $3, $4)",
+            attempt_id, school_id, actor, reason,
+        )  # fmt: skip
+        return Attempt(attempt_id, school_id, snapshot_id, None)
+
+    async def running_attempts(self) -> list[Attempt]:
+        rows = await self.pool.fetch(
+            """
+            SELECT c.attempt_id, c.school_id, p.snapshot_id, c.step FROM migration.cutovers c
+              JOIN migration.school_phase p USING (school_id)
+             WHERE c.status = 'running' ORDER BY c.started_at
+            """
+        )
+        return [Attempt(r["attempt_id"], r["school_id"], r["snapshot_id"], r["step"]) for r in rows]
+
+    async def step_done(self, attempt: Attempt, step: str) -> None:
+        await self.pool.execute("UPDATE migration.cutovers SET step = $2 WHERE attempt_id = $1", attempt.attempt_id, step)
+
+    async def end_attempt(self, attempt: Attempt, status: str, error: str | None = None) -> None:
+        await self.pool.execute(
+            "UPDATE migration.cutovers SET status = $2, error = $3, finished_at = now() WHERE attempt_id = $1",
+            attempt.attempt_id, status, error,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ barriers
+
+    async def new_barrier(self, barrier_id: str, school_id: str, expected: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.barriers (barrier_id, school_id, expected) VALUES ($1, $2, $3)",
+            barrier_id, school_id, expected,
+        )  # fmt: skip
+
+    async def barrier_acks(self, barrier_id: str) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM migration.barrier_acks WHERE barrier_id = $1", barrier_id))
+
+    # ------------------------------------------------------------------ evidence for the cutover
+
+    async def validation_result(self, run_id: str) -> tuple[bool, int] | None:
+        """(ok, critical issues) of a finished run; None while it runs."""
+        row = await self.pool.fetchrow(
+            "SELECT ok, result FROM migration.validation_runs WHERE run_id = $1 AND finished_at IS NOT NULL", run_id
+        )
+        if row is None:
+            return None
+        critical = sum(1 for d in row["result"]["domains"] for i in d["issues"] if i["severity"] == "critical")
+        return bool(row["ok"]), critical
+
+    async def latest_validation(self, school_id: str, snapshot_id: str) -> dict[str, int] | None:
+        """Valid records per domain of the school's latest passing validation of a snapshot."""
+        result = await self.pool.fetchval(
+            "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND snapshot_id = $2 AND ok"
+            " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
+            school_id, snapshot_id,
+        )  # fmt: skip
+        return {d["domain"]: int(d["valid_records"]) for d in result["domains"]} if result else None
+
+    async def records_held(self, school_id: str, domain: Domain) -> int:
+        # The table name comes from the fixed catalogue.
+        return int(await self.pool.fetchval(
+            f"SELECT count(DISTINCT legacy_id) FROM {PRIMARY_TABLE[domain]} WHERE school_id = $1", school_id
+        ))  # fmt: skip
+
+    async def transitions(self, school_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT from_phase, to_phase, actor, reason, at FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id",
+            school_id,
+        )  # fmt: skip
+        return [dict(r) for r in rows]
+
+    async def entered_at(self, school_id: str, phase: Phase) -> Any:
+        return await self.pool.fetchval(
+            "SELECT max(at) FROM migration.phase_transitions WHERE school_id = $1 AND to_phase = $2", school_id, phase.value
+        )

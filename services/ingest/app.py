@@ -19,6 +19,7 @@ from faststream.kafka import KafkaMessage
 from services.ingest.audit import audit_snapshot, summarise
 from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
+from shared.barrier import forward, partition_counts
 from shared.fanout import Outgoing, audit_summary, plan_fanout
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
@@ -26,7 +27,10 @@ from shared import chunks
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     AuditCompleted,
+    Barrier,
     DeadLetter,
+    Mode,
+    SchoolRejected,
     QuarantinedRecord,
     Severity,
     SnapshotIncomplete,
@@ -80,12 +84,23 @@ async def raw_body(msg: KafkaMessage) -> bytes:
     description="Snapshot manifests and chunks from any client; see docs/asyncapi.yaml for the envelopes.",
 )
 async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
+    if b'"barrier"' in body[:64] and (barrier := _barrier(body)) is not None:
+        await forward_barrier(barrier)
+        return
     envelope = read_envelope(body)
     if isinstance(envelope, Rejection):
         await dead_letter(message, body, envelope.reason, envelope.message)
         return
     if await store.is_released(envelope.school_id, envelope.snapshot_id):
         return  # the same snapshot again: released once already
+    if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
+        await dead_letter(message, body, *refusal)  # kept, never half-applied
+        if isinstance(envelope, SnapshotManifest):
+            await broker.publish(
+                SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason=refusal[0], message=refusal[1]),
+                topics.events, key=envelope.school_id.encode(),
+            )  # fmt: skip
+        return
     if isinstance(envelope, SnapshotManifest):
         await store.save_manifest(envelope)
     else:
@@ -143,6 +158,29 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         "released snapshot %s/%s: %d records, %d audit findings",
         school_id, snapshot_id, sum(summary.source_counts.values()), len(findings),
     )  # fmt: skip
+
+
+def _refusal(mode: Mode | None, maintenance: bool) -> tuple[str, str] | None:
+    """Why a school's snapshot cannot be taken now, if it cannot."""
+    if maintenance:
+        return "school_in_maintenance", "the school is in maintenance (cutover in progress): its writes are held"
+    if mode is Mode.API:
+        return "school_cut_over", "the school runs on the API now: a browser snapshot would overwrite newer data"
+    return None
+
+
+def _barrier(body: bytes) -> Barrier | None:
+    try:
+        return Barrier.model_validate_json(body)
+    except ValueError:
+        return None  # not a barrier after all: read as an envelope (and dead-lettered if none)
+
+
+async def forward_barrier(barrier: Barrier) -> None:
+    """Every message before the barrier on this partition is fanned out: pass it on."""
+    targets = [*topics.raw_topics, topics.quarantine]
+    assert settings.kafka_bootstrap_servers
+    await forward(broker, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
 
 
 async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> None:

@@ -9,7 +9,7 @@ import asyncpg
 
 from shared.chunks import sha256_hex
 from shared.db import pg_json
-from shared.messages import AuditSummary, SnapshotChunk, SnapshotManifest
+from shared.messages import AuditSummary, Mode, SnapshotChunk, SnapshotManifest
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,10 @@ class IngestStore:
             """,
             manifest.school_id, manifest.snapshot_id, pg_json(audit.model_dump(mode="json")),
         )  # fmt: skip
+
+    async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
+        row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)
+        return (Mode(row["mode"]), row["maintenance"]) if row else (None, False)
 
     async def is_released(self, school_id: str, snapshot_id: str) -> bool:
         return bool(

@@ -14,7 +14,8 @@ from faststream import Context, FastStream
 
 from services.loader.writer import Writer
 from shared.kafka import consumer_options, make_broker
-from shared.messages import MappedRecord, QuarantinedRecord
+from shared.barrier import acknowledge
+from shared.messages import Barrier, MappedRecord, QuarantinedRecord
 from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
@@ -49,7 +50,8 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
 
 
 @broker.subscriber(*topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True))
-async def on_rows(records: list[MappedRecord], writer: WriterDep) -> None:
+async def on_rows(messages: list[Barrier | MappedRecord], writer: WriterDep) -> None:
+    records = [m for m in messages if isinstance(m, MappedRecord)]
     refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
     loaded = Counter(
         (r.school_id, r.domain.value) for r in records if (r.school_id, r.snapshot_id, r.domain, r.index) not in refused
@@ -57,9 +59,13 @@ async def on_rows(records: list[MappedRecord], writer: WriterDep) -> None:
     for (school_id, domain), n in loaded.items():
         metrics.records_loaded.add(n, {"school_id": school_id, "domain": domain})
     _count_quarantined(list(refused.values()))
+    # The batch is committed: every barrier in it is passed (whatever preceded it is written).
+    await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")
 
 
 @broker.subscriber(topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True))
-async def on_quarantine(records: list[QuarantinedRecord], writer: WriterDep) -> None:
+async def on_quarantine(messages: list[Barrier | QuarantinedRecord], writer: WriterDep) -> None:
+    records = [m for m in messages if isinstance(m, QuarantinedRecord)]
     await writer.quarantine(records)
     _count_quarantined(records)
+    await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")

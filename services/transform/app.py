@@ -13,7 +13,9 @@ from faststream import FastStream
 from shared.mapping.records import transform
 from shared.kafka import consumer_options, ensure_topics, make_broker
 from shared.logs import setup_logging
-from shared.messages import QuarantinedRecord, RawRecord
+from shared.barrier import forward, partition_counts
+from shared.domains import Domain
+from shared.messages import Barrier, QuarantinedRecord, RawRecord
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics, record_key
@@ -34,9 +36,14 @@ async def start() -> None:
 
 
 @broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True))
-async def on_raw(records: list[RawRecord]) -> None:
+async def on_raw(messages: list[Barrier | RawRecord]) -> None:
     pending = []
-    for raw in records:
+    for raw in messages:
+        if isinstance(raw, Barrier):  # everything before it is published first, then the barrier goes on
+            await asyncio.gather(*pending)
+            pending.clear()
+            await forward_barrier(raw)
+            continue
         out = transform(raw)
         key = record_key(raw.school_id, raw.domain, raw.legacy_id, raw.index)
         if isinstance(out, QuarantinedRecord):
@@ -46,3 +53,10 @@ async def on_raw(records: list[RawRecord]) -> None:
             metrics.records_mapped.add(1, {"school_id": raw.school_id, "domain": raw.domain.value})
         pending.append(await broker.publish(out, topic, key=key, no_confirm=True))
     await asyncio.gather(*pending)
+
+
+async def forward_barrier(barrier: Barrier) -> None:
+    domain = next(d for d in Domain if topics.raw(d) == barrier.topic)
+    targets = [topics.rows(domain), topics.quarantine]
+    assert settings.kafka_bootstrap_servers
+    await forward(broker, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))

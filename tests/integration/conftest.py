@@ -35,6 +35,9 @@ def postgres() -> Iterator[EmbeddedPostgres]:
     server.cleanup()
 
 
+API_TOKEN = "it-operator-token"
+
+
 @pytest.fixture(scope="session")
 def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings().model_copy(
@@ -48,6 +51,8 @@ def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres, tmp_path_factory:
             "sync_poll_interval_s": 0.2,
             "graceful_timeout_s": 5.0,
             "log_level": "INFO",
+            "api_token": API_TOKEN,
+            "barrier_timeout_s": 60.0,
         }
     )
 
@@ -70,7 +75,7 @@ def service_logs() -> ServiceLogs:
 
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, service_logs: ServiceLogs) -> AsyncIterator[Stack]:
-    running = await Stack(settings, sink=service_logs).start()
+    running = await Stack(settings, sink=service_logs, metrics_ports=True).start()
     yield running
     await running.stop()
 

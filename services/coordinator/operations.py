@@ -1,0 +1,175 @@
+"""Cutover and rollback against the real system: the :class:`CutoverPorts` the service
+runs ``cutover.run_cutover`` with, and the operator's entry points (CLI command topic and
+HTTP API both end here)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from faststream.kafka import KafkaBroker
+
+from services.coordinator.cutover import Attempt, CutoverFailed, run_cutover
+from services.coordinator.phases import IllegalTransition, Phase
+from services.coordinator.store import CoordinatorStore
+from shared.barrier import expected_acks, partition_counts
+from shared.domains import Domain
+from shared.messages import Barrier, Mode, OperatorCommand, ValidationRequested
+from shared.settings import Settings
+from shared.telemetry import PipelineMetrics
+from shared.topics import Topics
+
+log = logging.getLogger("schoolmig.coordinator")
+
+#: Where a school's clients read and write in each phase (before cutover, after rollback).
+MODE_OF_PHASE: dict[Phase, Mode] = {
+    Phase.REGISTERED: Mode.LOCAL_STORAGE, Phase.AUDITED: Mode.LOCAL_STORAGE, Phase.BACKED_UP: Mode.LOCAL_STORAGE,
+    Phase.DUAL_WRITE: Mode.HYBRID, Phase.SYNCED: Mode.HYBRID, Phase.VALIDATED: Mode.HYBRID,
+    Phase.CUTOVER: Mode.HYBRID, Phase.COMPLETED: Mode.API, Phase.ROLLED_BACK: Mode.LOCAL_STORAGE,
+}  # fmt: skip
+
+
+@dataclass
+class Operations:
+    store: CoordinatorStore
+    broker: KafkaBroker
+    settings: Settings
+    metrics: PipelineMetrics
+    actor: str = "coordinator"
+    running: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.from_settings(self.settings)
+
+    # ------------------------------------------------------------------ entry points
+
+    async def handle(self, command: OperatorCommand) -> str:
+        """Start a cutover or do a rollback; returns what happened, for the caller."""
+        if command.action == "cutover":
+            return await self.start_cutover(command.school_id, command.actor, command.reason)
+        return await self.rollback(command.school_id, command.actor, command.reason)
+
+    async def start_cutover(self, school_id: str, actor: str, reason: str) -> str:
+        if school_id in self.running:
+            return "a cutover of this school is already running"
+        phase, snapshot_id = await self.store.phase_of(school_id)
+        if phase is not Phase.VALIDATED or snapshot_id is None:
+            return f"refused: the school is {phase.value if phase else 'unknown'}, cutover needs validated"
+        try:
+            await self.store.transition(school_id, snapshot_id, Phase.CUTOVER, actor=actor, reason=reason, expect=Phase.VALIDATED)
+        except IllegalTransition as exc:
+            return f"refused: {exc}"
+        self.metrics.phase_transitions.add(1, {"phase": Phase.CUTOVER.value})
+        attempt = await self.store.start_attempt(school_id, snapshot_id, actor, reason)
+        self.launch(attempt)
+        return f"cutover {attempt.attempt_id} started"
+
+    def launch(self, attempt: Attempt) -> None:
+        task = asyncio.create_task(run_cutover(self, attempt), name=f"cutover {attempt.school_id}")
+        self.running[attempt.school_id] = task
+        task.add_done_callback(lambda _: self.running.pop(attempt.school_id, None))
+
+    async def resume(self) -> None:
+        """After a restart: every cutover that was running goes on from its next step."""
+        for attempt in await self.store.running_attempts():
+            log.info("%s: resuming cutover %s after step %s", attempt.school_id, attempt.attempt_id, attempt.last_step)
+            self.launch(attempt)
+
+    async def rollback(self, school_id: str, actor: str, reason: str) -> str:
+        if school_id in self.running:
+            return "refused: a cutover is running; it rolls back by itself if a step fails"
+        phase, snapshot_id = await self.store.phase_of(school_id)
+        try:
+            await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason)
+        except IllegalTransition as exc:
+            return f"refused: {exc}"
+        self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
+        await self.set_mode(school_id, Mode.LOCAL_STORAGE, False, f"rolled back by {actor}: {reason}")
+        return f"rolled back from {phase.value if phase else 'unknown'}: clients use localStorage"
+
+    async def phase_changed(self, school_id: str, phase: Phase, reason: str) -> None:
+        """Publish the mode that goes with a phase (entering dual write: hybrid)."""
+        self.metrics.phase_transitions.add(1, {"phase": phase.value})
+        current = await self.store.mode_of(school_id)
+        mode = MODE_OF_PHASE[phase]
+        if current is None or current.mode is not mode:
+            await self.set_mode(school_id, mode, False, reason)
+
+    # ------------------------------------------------------------------ CutoverPorts
+
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> None:
+        record = await self.store.set_mode(school_id, mode, maintenance, reason)
+        await self.broker.publish(record, self.topics.control, key=school_id.encode())
+        await self.broker.publish(record, self.topics.events, key=school_id.encode())
+        log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
+
+    async def sync_barrier(self, school_id: str) -> str:
+        assert self.settings.kafka_bootstrap_servers
+        topics = self.topics
+        names = [topics.ingest, *topics.raw_topics, *topics.rows_topics, topics.quarantine]
+        counts = await partition_counts(self.settings.kafka_bootstrap_servers, names)
+        barrier_id = str(uuid.uuid4())
+        expected = expected_acks(topics, counts)
+        await self.store.new_barrier(barrier_id, school_id, expected)
+        started = time.monotonic()
+        for partition in range(counts[topics.ingest]):
+            barrier = Barrier(barrier_id=barrier_id, school_id=school_id, topic=topics.ingest, partition=partition)
+            await self.broker.publish(barrier, topics.ingest, partition=partition, key=school_id.encode())
+        while (acked := await self.store.barrier_acks(barrier_id)) < expected:
+            if time.monotonic() - started > self.settings.barrier_timeout_s:
+                raise CutoverFailed(f"final sync: barrier {barrier_id} acknowledged on {acked} of {expected} paths "
+                                    f"after {self.settings.barrier_timeout_s:.0f}s")  # fmt: skip
+            await asyncio.sleep(self.settings.sync_poll_interval_s)
+        return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
+
+    async def final_validation(self, school_id: str, snapshot_id: str) -> str:
+        run_id = str(uuid.uuid4())
+        await self.store.new_validation_run(run_id, school_id, snapshot_id)
+        await self.broker.publish(ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
+                                  self.topics.validate_commands, key=school_id.encode())  # fmt: skip
+        started = time.monotonic()
+        while (row := await self.store.validation_result(run_id)) is None:
+            if time.monotonic() - started > self.settings.validation_timeout_s:
+                raise CutoverFailed(f"final validation {run_id} gave no result in {self.settings.validation_timeout_s:.0f}s")
+            await asyncio.sleep(self.settings.sync_poll_interval_s)
+        ok, critical = row
+        if not ok:
+            self.metrics.errors.add(critical or 1, {"category": "consistency", "where": "final validation"})
+            raise CutoverFailed(f"final validation {run_id} found {critical} critical issue(s)")
+        return f"final validation {run_id}: no critical issue"
+
+    async def health_check(self, school_id: str, snapshot_id: str) -> str:
+        """The database answers, and holds as many records per domain as the validation saw valid."""
+        run = await self.store.latest_validation(school_id, snapshot_id)
+        if run is None:
+            raise CutoverFailed("health check: no validation on record")
+        for domain in Domain:
+            held = await self.store.records_held(school_id, domain)
+            valid = run.get(domain.value, 0)
+            if held != valid:
+                raise CutoverFailed(f"health check: {domain.value} holds {held} records, validation saw {valid} valid")
+        return "database reachable; every domain holds the validated count"
+
+    async def step_done(self, attempt: Attempt, step: str, evidence: str) -> None:
+        await self.store.step_done(attempt, step)
+        log.info("%s: cutover step %s done: %s", attempt.school_id, step, evidence)
+
+    async def finish(self, attempt: Attempt, evidence: str) -> None:
+        await self.store.transition(attempt.school_id, attempt.snapshot_id, Phase.COMPLETED, actor=self.actor,
+                                    reason=evidence, expect=Phase.CUTOVER)  # fmt: skip
+        await self.store.end_attempt(attempt, "completed")
+        self.metrics.phase_transitions.add(1, {"phase": Phase.COMPLETED.value})
+        log.info("%s: cutover completed", attempt.school_id)
+
+    async def roll_back(self, attempt: Attempt, step: str, why: str) -> None:
+        await self.set_mode(attempt.school_id, Mode.HYBRID, False, f"cutover rolled back at {step}: {why}")
+        await self.store.transition(attempt.school_id, attempt.snapshot_id, Phase.ROLLED_BACK, actor=self.actor,
+                                    reason=f"cutover failed at {step}: {why}", expect=Phase.CUTOVER)  # fmt: skip
+        await self.store.end_attempt(attempt, "rolled_back", f"{step}: {why}")
+        self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
+        self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
+        log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)
