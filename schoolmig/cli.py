@@ -52,7 +52,8 @@ async def _up(settings: Settings) -> int:
 # --------------------------------------------------------------------------- run
 
 
-async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None) -> int:
+async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None,
+               override_audit: str | None = None) -> int:  # fmt: skip
     from schoolmig.render import print_report
     from schoolmig.runner import plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
@@ -79,7 +80,8 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
         console.print(f"stack started (service logs in {log_dir}/)")
     try:
         with console.status("migrating…") as status:
-            report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m))
+            report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
+                                    override_audit=override_audit)  # fmt: skip
     finally:
         if stack:
             with console.status("stopping the stack…"):
@@ -271,6 +273,21 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
     return await _with_pool(settings, work)
 
 
+async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
+    from faststream.kafka import KafkaBroker
+
+    from shared.messages import OperatorCommand
+    from shared.topics import Topics
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
+    command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
+    async with KafkaBroker(bootstrap) as broker:
+        await broker.publish(command, Topics.from_settings(settings).operator_commands, key=school.encode())
+    console.print(f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on")
+    return 0
+
+
 def _demo(out: Path, schools: int, seed: int) -> int:
     from schoolmig.demo import write_demo
 
@@ -290,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("files", nargs="+", type=Path, metavar="FILE")
     run.add_argument("--school", help="school id for every file (default: each file's name)")
     run.add_argument("--report", type=Path, help="write the report as JSON here")
+    run.add_argument("--override-audit", metavar="REASON", help="let these snapshots past critical audit findings, for this written reason")
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
     publish.add_argument("--school", required=True)
@@ -303,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every school's latest released snapshot")
     validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
+    override = commands.add_parser("override-audit", help="let a snapshot blocked by critical audit findings go on, with a written reason")
+    override.add_argument("--school", required=True)
+    override.add_argument("--snapshot", help="default: the school's current snapshot")
+    override.add_argument("--reason", required=True)
+    override.add_argument("--actor", default=os.environ.get("USER", "operator"))
     status = commands.add_parser("status", help="every school's phase, mode and progress")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     for action, text in (("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
@@ -340,13 +363,15 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        return asyncio.run(_run(settings, args.files, args.school, args.report))
+        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit))
     if args.command == "publish":
         return asyncio.run(_publish(settings, args.file, args.school))
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
     if args.command == "status":
         return asyncio.run(_status(settings, args.json))
+    if args.command == "override-audit":
+        return asyncio.run(_override(settings, args.school, args.snapshot, args.actor, args.reason))
     if args.command in ("cutover", "rollback"):
         return asyncio.run(_operate(settings, args.command, args.school, args.actor, args.reason, not args.no_wait, args.json))
     if args.command == "validate":

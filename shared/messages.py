@@ -305,12 +305,13 @@ class SchoolMode(_Model):
 
 
 class OperatorCommand(_Model):
-    """Cutover or rollback of one school, from the CLI or the HTTP API."""
+    """Cutover, rollback, or an audit override for one school, from the CLI or the HTTP API."""
 
-    action: Literal["cutover", "rollback"]
+    action: Literal["cutover", "rollback", "override_audit"]
     school_id: SchoolId
+    snapshot_id: SnapshotId | None = Field(default=None, description="override_audit: the snapshot whose audit is overridden.")
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
-    reason: str
+    reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")
 
 
 class SchoolRejected(_Model):

@@ -24,6 +24,7 @@ def school_report(
     counts: dict[Domain, DomainCounts],
     quarantine: list[dict[str, Any]],
     validation: dict[str, Any] | None,
+    blocked: str | None = None,
 ) -> dict[str, Any]:
     domains = {
         d.value: {
@@ -45,6 +46,7 @@ def school_report(
             {"domain": q["domain"], "legacy_id": q["legacy_id"], "reason": q["reason"]} for q in quarantine
         ],
         "validation": validation,
+        **({"blocked": blocked} if blocked else {}),
     }
 
 

@@ -21,19 +21,17 @@ from faststream import Context, FastStream
 
 from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations
-from services.coordinator.phases import IllegalTransition, Phase, steps_for_snapshot
+from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.accounting import quarantine_entries, record_counts
+from shared.accounting import record_counts
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     Event,
     OperatorCommand,
-    ReportReady,
     SnapshotReleased,
     ValidationCompleted,
     ValidationRequested,
 )
-from shared.report import school_report
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
@@ -95,17 +93,7 @@ async def on_event(event: Event, store: Store, operations: Ops) -> None:
 
 
 async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operations: Operations) -> None:
-    current, _ = await store.phase_of(event.school_id)
-    steps = steps_for_snapshot(current, event)
-    if current is Phase.DUAL_WRITE:
-        await store.set_snapshot(event.school_id, event.snapshot_id)
-        log.info("%s: now syncing snapshot %s", event.school_id, event.snapshot_id)
-    elif not steps:
-        log.warning("%s: snapshot %s ignored in phase %s", event.school_id, event.snapshot_id, current)
-    for phase, reason in steps:
-        await store.transition(event.school_id, event.snapshot_id, phase, actor=ACTOR, reason=reason)
-        await operations.phase_changed(event.school_id, phase, reason)
-        log.info("%s: -> %s", event.school_id, phase.value)
+    await operations.advance(event)
 
 
 async def check_sync(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> bool:
@@ -176,15 +164,4 @@ async def on_validation(event: ValidationCompleted, store: CoordinatorStore, ope
     else:
         critical = sum(1 for d in event.domains for i in d.issues if i.severity == "critical")
         metrics.errors.add(max(critical, 1), {"category": "consistency", "where": "validation"})
-    counts = await record_counts(store.pool, event.school_id, event.snapshot_id) or {}
-    report = school_report(
-        school_id=event.school_id, snapshot_id=event.snapshot_id, phase=current.value, counts=counts,
-        quarantine=await quarantine_entries(store.pool, event.school_id, event.snapshot_id),
-        validation=event.model_dump(mode="json"),
-    )  # fmt: skip
-    await store.save_report(event.school_id, event.snapshot_id, report)
-    await broker.publish(
-        ReportReady(school_id=event.school_id, snapshot_id=event.snapshot_id, phase=current.value),
-        topics.events, key=event.school_id.encode(),
-    )  # fmt: skip
-    log.info("%s: report ready (%s)", event.school_id, current.value)
+    await operations.report(event.school_id, event.snapshot_id, current, validation=event.model_dump(mode="json"))

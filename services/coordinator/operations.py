@@ -9,15 +9,18 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 
 from services.coordinator.cutover import Attempt, CutoverFailed, run_cutover
-from services.coordinator.phases import IllegalTransition, Phase
+from services.coordinator.phases import IllegalTransition, Phase, audit_blocks, steps_for_snapshot
 from services.coordinator.store import CoordinatorStore
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
-from shared.messages import Barrier, Mode, OperatorCommand, ValidationRequested
+from shared.accounting import quarantine_entries, record_counts
+from shared.messages import Barrier, Mode, OperatorCommand, ReportReady, SnapshotReleased, ValidationRequested
+from shared.report import school_report
 from shared.settings import Settings
 from shared.telemetry import PipelineMetrics
 from shared.topics import Topics
@@ -48,10 +51,58 @@ class Operations:
     # ------------------------------------------------------------------ entry points
 
     async def handle(self, command: OperatorCommand) -> str:
-        """Start a cutover or do a rollback; returns what happened, for the caller."""
+        """Start a cutover, do a rollback, or override an audit; returns what happened."""
         if command.action == "cutover":
             return await self.start_cutover(command.school_id, command.actor, command.reason)
+        if command.action == "override_audit":
+            return await self.override_audit(command.school_id, command.snapshot_id, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
+
+    async def advance(self, event: SnapshotReleased) -> None:
+        """Take a school as far as a released snapshot's evidence allows."""
+        school_id = event.school_id
+        current, _ = await self.store.phase_of(school_id)
+        override = await self.store.override_of(school_id, event.snapshot_id)
+        steps = steps_for_snapshot(current, event, override)
+        if current is Phase.DUAL_WRITE:
+            await self.store.set_snapshot(school_id, event.snapshot_id)
+            log.info("%s: now syncing snapshot %s", school_id, event.snapshot_id)
+        elif not steps and not audit_blocks(event, override):
+            log.warning("%s: snapshot %s ignored in phase %s", school_id, event.snapshot_id, current)
+        for phase, reason in steps:
+            await self.store.transition(school_id, event.snapshot_id, phase, actor=self.actor, reason=reason)
+            await self.phase_changed(school_id, phase, reason)
+            log.info("%s: -> %s", school_id, phase.value)
+        if audit_blocks(event, override) and (await self.store.phase_of(school_id))[0] is Phase.REGISTERED:
+            await self.store.block(event)
+            why = (f"{event.audit.critical_findings} critical audit finding(s) (see `schoolmig audit`): "
+                   f"the migration waits for an operator's override (`schoolmig override-audit`)")  # fmt: skip
+            await self.report(school_id, event.snapshot_id, Phase.REGISTERED, blocked=why)
+            log.warning("%s: snapshot %s blocked at the audit gate", school_id, event.snapshot_id)
+
+    async def override_audit(self, school_id: str, snapshot_id: str | None, actor: str, reason: str) -> str:
+        snapshot_id = snapshot_id or (await self.store.phase_of(school_id))[1]
+        if snapshot_id is None:
+            return "refused: no snapshot to override; give --snapshot"
+        await self.store.save_override(school_id, snapshot_id, actor, reason)
+        blocked = await self.store.blocked(school_id, snapshot_id)
+        if blocked is None:
+            return f"override recorded for snapshot {snapshot_id}: its audit gate will let it pass"
+        await self.advance(blocked)
+        return f"override recorded: snapshot {snapshot_id} goes on"
+
+    async def report(self, school_id: str, snapshot_id: str, phase: Phase, *, validation: dict[str, Any] | None = None,
+                     blocked: str | None = None) -> None:  # fmt: skip
+        counts = await record_counts(self.store.pool, school_id, snapshot_id) or {}
+        report = school_report(
+            school_id=school_id, snapshot_id=snapshot_id, phase=phase.value, counts=counts,
+            quarantine=await quarantine_entries(self.store.pool, school_id, snapshot_id),
+            validation=validation, blocked=blocked,
+        )  # fmt: skip
+        await self.store.save_report(school_id, snapshot_id, report)
+        await self.broker.publish(ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
+                                  self.topics.events, key=school_id.encode())  # fmt: skip
+        log.info("%s: report ready (%s)", school_id, phase.value)
 
     async def start_cutover(self, school_id: str, actor: str, reason: str) -> str:
         if school_id in self.running:

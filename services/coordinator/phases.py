@@ -51,10 +51,17 @@ def check_transition(current: Phase | None, target: Phase) -> None:
         raise IllegalTransition(f"cannot go from {current.value if current else 'nothing'} to {target.value}")
 
 
-def steps_for_snapshot(current: Phase | None, event: SnapshotReleased) -> list[tuple[Phase, str]]:
+def audit_blocks(event: SnapshotReleased, override: str | None) -> bool:
+    """Critical audit findings stop a school before ``audited``, unless an operator overrode
+    them with a written reason."""
+    return event.audit.critical_findings > 0 and not override
+
+
+def steps_for_snapshot(current: Phase | None, event: SnapshotReleased, override: str | None = None) -> list[tuple[Phase, str]]:
     """The moves, each with its evidence, that a released snapshot makes from ``current``.
 
-    Stops short where the evidence is missing: an unverified backup leaves the school
+    Stops short where the evidence is missing: critical audit findings (without an
+    operator's override) leave the school ``registered``, an unverified backup leaves it
     ``audited``. A school already in ``dual_write`` stays there, now syncing the new snapshot.
     """
     audit = event.audit
@@ -63,6 +70,8 @@ def steps_for_snapshot(current: Phase | None, event: SnapshotReleased) -> list[t
         f"{total} records; {sum(len(v) for v in audit.duplicate_ids.values())} duplicate ids; "
         f"{sum(audit.corrupted.values())} corrupted entries; {len(audit.unknown_keys)} unknown keys"
     )
+    if audit.critical_findings:
+        findings += f"; {audit.critical_findings} critical finding(s)" + (f", overridden: {override}" if override else "")
     onboarding = [
         (Phase.REGISTERED, f"snapshot {event.snapshot_id} received"),
         (Phase.AUDITED, f"audit: {findings}"),
@@ -73,6 +82,8 @@ def steps_for_snapshot(current: Phase | None, event: SnapshotReleased) -> list[t
     if current is None or current in order[:-1]:
         start = 0 if current is None else order.index(current) + 1
         steps = onboarding[start:]
+        if audit_blocks(event, override):
+            steps = [s for s in steps if order.index(s[0]) < order.index(Phase.AUDITED)]
         if not event.backup_verified:
             steps = [s for s in steps if order.index(s[0]) < order.index(Phase.BACKED_UP)]
         return steps

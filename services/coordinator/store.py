@@ -12,7 +12,7 @@ from services.coordinator.cutover import Attempt
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
 from shared.domains import Domain
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, Mode, SchoolMode, Stage, quarantined
+from shared.messages import MappedRecord, Mode, SchoolMode, SnapshotReleased, Stage, quarantined
 from shared.quarantine import store_quarantine
 from shared.tables import PRIMARY_TABLE
 
@@ -242,3 +242,31 @@ class CoordinatorStore:
         return await self.pool.fetchval(
             "SELECT max(at) FROM migration.phase_transitions WHERE school_id = $1 AND to_phase = $2", school_id, phase.value
         )
+
+    # ------------------------------------------------------------------ the audit gate
+
+    async def save_override(self, school_id: str, snapshot_id: str, actor: str, reason: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.audit_overrides (school_id, snapshot_id, actor, reason) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (school_id, snapshot_id) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason, at = now()",
+            school_id, snapshot_id, actor, reason,
+        )  # fmt: skip
+
+    async def override_of(self, school_id: str, snapshot_id: str) -> str | None:
+        row = await self.pool.fetchrow(
+            "SELECT actor, reason FROM migration.audit_overrides WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )
+        return f"{row['reason']} ({row['actor']})" if row else None
+
+    async def block(self, event: SnapshotReleased) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.blocked_snapshots (school_id, snapshot_id, event) VALUES ($1, $2, $3)"
+            " ON CONFLICT (school_id, snapshot_id) DO NOTHING",
+            event.school_id, event.snapshot_id, event.model_dump(mode="json"),
+        )  # fmt: skip
+
+    async def blocked(self, school_id: str, snapshot_id: str) -> SnapshotReleased | None:
+        event = await self.pool.fetchval(
+            "SELECT event FROM migration.blocked_snapshots WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )
+        return SnapshotReleased.model_validate(event) if event else None

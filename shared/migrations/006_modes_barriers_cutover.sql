@@ -39,3 +39,21 @@ CREATE TABLE migration.cutovers (
   finished_at TIMESTAMPTZ
 );
 CREATE UNIQUE INDEX cutovers_one_running ON migration.cutovers (school_id) WHERE status = 'running';
+
+-- Critical audit findings stop a snapshot before `audited`; an operator may override them
+-- with a written reason (before or after the snapshot arrives).
+CREATE TABLE migration.audit_overrides (
+  school_id   TEXT NOT NULL,
+  snapshot_id TEXT NOT NULL,
+  actor       TEXT NOT NULL,
+  reason      TEXT NOT NULL,
+  at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, snapshot_id)
+);
+CREATE TABLE migration.blocked_snapshots (
+  school_id   TEXT NOT NULL,
+  snapshot_id TEXT NOT NULL,
+  event       JSONB NOT NULL,
+  blocked_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, snapshot_id)
+);

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from schoolmig.runner import wait_for_report
+from schoolmig.runner import send_override, wait_for_report
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
@@ -97,9 +97,13 @@ def localstorage_dump(**domains: Any) -> bytes:
     ).encode()
 
 
-async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, content: bytes, timeout_s: float = 60) -> dict[str, Any]:
-    """Publish one snapshot through the public door and wait for the coordinator's report."""
+async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, content: bytes, timeout_s: float = 60,
+                  override_audit: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Publish one snapshot through the public door and wait for the coordinator's report
+    (``override_audit``: let it past critical audit findings, as an operator would)."""
     assert settings.kafka_bootstrap_servers
+    if override_audit:
+        await send_override(settings.kafka_bootstrap_servers, settings, school_id, content, override_audit)
     manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content)
     report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s)
     assert report is not None, f"no report for {school_id} within {timeout_s}s"

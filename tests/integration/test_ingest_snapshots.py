@@ -98,7 +98,8 @@ async def test_a_snapshot_missing_a_chunk_is_reported_and_never_half_released(
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or ""}
+    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -110,6 +111,9 @@ async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: S
         theme="dark",
     )
     report = await migrate(settings, pool, "it-audit", content)
+    # A value lost in the browser is a critical finding: the school waits at the audit gate.
+    assert report["phase"] == "registered" and "1 critical audit finding" in report["blocked"]
+    assert report["domains"]["students"]["source"] == 2
     audit = await pool.fetchrow("SELECT summary, findings FROM migration.audits WHERE school_id = 'it-audit'")
     assert audit["summary"]["findings"] == {
         "orphaned_reference": 2, "shared_email": 2, "unreadable_value": 1,
@@ -132,6 +136,18 @@ async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: S
     as_json = json.loads(cli(settings, "audit", "--school", "it-audit", "--json").stdout)
     assert as_json["snapshot_id"] == report["snapshot_id"]
     assert cli(settings, "audit", "--school", "it-nobody").returncode == 1
+
+    # An operator overrides it with a written reason; the trail keeps who and why.
+    assert cli(settings, "override-audit", "--school", "it-audit", "--reason", "grades are lost in the browser too",
+               "--actor", "ana").returncode == 0  # fmt: skip
+    for _ in range(240):
+        report = await pool.fetchval("SELECT report FROM migration.reports WHERE school_id = 'it-audit'")
+        if report["phase"] != "registered":
+            break
+        await asyncio.sleep(0.25)
+    assert report["phase"] == "validated" and "blocked" not in report
+    audited = await pool.fetchval("SELECT reason FROM migration.phase_transitions WHERE school_id = 'it-audit' AND to_phase = 'audited'")
+    assert "overridden: grades are lost in the browser too (ana)" in audited
 
 
 async def test_backups_verify_and_export_byte_for_byte(stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
     env["SCHOOLMIG_RUN_TIMEOUT_S"] = "120"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "schoolmig.cli", "run", str(data), "--report", str(tmp_path / "report.json")],
+        [sys.executable, "-m", "schoolmig.cli", "run", str(data), "--report", str(tmp_path / "report.json"),
+         "--override-audit", "the grades value was cut short in the browser"],
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -59,3 +59,13 @@ def test_a_new_snapshot_resyncs_a_synced_or_validated_school_but_not_after_cutov
     assert [p for p, _ in steps_for_snapshot(Phase.SYNCED, released())] == [Phase.DUAL_WRITE]
     assert steps_for_snapshot(Phase.DUAL_WRITE, released()) == []
     assert steps_for_snapshot(Phase.COMPLETED, released()) == []
+
+
+def test_critical_audit_findings_stop_a_school_before_audited_unless_overridden() -> None:
+    event = released()
+    critical = event.model_copy(update={"audit": event.audit.model_copy(update={"critical_findings": 2})})
+    assert [p for p, _ in steps_for_snapshot(None, critical)] == [Phase.REGISTERED]
+    assert steps_for_snapshot(Phase.REGISTERED, critical) == []
+    steps = steps_for_snapshot(Phase.REGISTERED, critical, override="values lost in the browser too (ana)")
+    assert [p for p, _ in steps] == [Phase.AUDITED, Phase.BACKED_UP, Phase.DUAL_WRITE]
+    assert "2 critical finding(s), overridden: values lost in the browser too (ana)" in steps[0][1]
