@@ -29,11 +29,12 @@ class SchoolGauges:
     phase: dict[tuple[str, str], int] = field(default_factory=dict)  # (school, phase) -> 1 current / 0 not
     progress: dict[str, float] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)
+    lag: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic) -> messages behind
 
-    def observe(self, values: dict[Any, float], label: str) -> Iterable[Observation]:
+    @staticmethod
+    def observe(values: dict[Any, float], *labels: str) -> Iterable[Observation]:
         for key, value in list(values.items()):
-            attributes = {"school_id": key[0], "phase": key[1]} if isinstance(key, tuple) else {label: key}
-            yield Observation(value, attributes)
+            yield Observation(value, dict(zip(labels, key if isinstance(key, tuple) else (key,), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,16 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         schools=gauges,
     )
     meter.create_observable_gauge(
-        "schoolmig.school.phase", callbacks=[lambda _: gauges.observe(gauges.phase, "school_id")],
+        "schoolmig.school.phase", callbacks=[lambda _: gauges.observe(gauges.phase, "school_id", "phase")],
         unit="1", description="1 for each school's current phase, 0 for the phases it left",
     )  # fmt: skip
     meter.create_observable_gauge(
         "schoolmig.school.progress", callbacks=[lambda _: gauges.observe(gauges.progress, "school_id")],
         unit="1", description="Share of the school's source records accounted for (loaded or quarantined)",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "schoolmig.consumer.lag", callbacks=[lambda _: gauges.observe(gauges.lag, "group", "topic")],
+        unit="{message}", description="Messages not yet consumed, per consumer group and topic",
     )  # fmt: skip
     meter.create_observable_gauge(
         "schoolmig.migration.speed", callbacks=[lambda _: gauges.observe(gauges.speed, "school_id")],

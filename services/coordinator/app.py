@@ -25,6 +25,7 @@ from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import record_counts
 from shared.kafka import consumer_options, make_broker
+from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
     OperatorCommand,
@@ -39,6 +40,7 @@ from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
+LAG_INTERVAL_S = 5.0
 
 settings = Settings()
 topics = Topics.from_settings(settings)
@@ -61,6 +63,7 @@ async def start() -> None:
 async def start_monitor(store: Store, operations: Ops) -> None:
     monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store, operations))
     app.context.set_global("monitor", monitor)
+    app.context.set_global("lag_monitor", start_periodic("lag monitor", LAG_INTERVAL_S, observe_lag))
     await operations.resume()  # a cutover interrupted by a restart goes on from its next step
     api = await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port) \
         if settings.api_port else None  # fmt: skip
@@ -69,10 +72,12 @@ async def start_monitor(store: Store, operations: Ops) -> None:
 
 @app.on_shutdown
 async def stop(store: Store, operations: Ops, monitor: Annotated[asyncio.Task[None], Context("monitor")],
+               lag_monitor: Annotated[asyncio.Task[None], Context("lag_monitor")],
                api: Annotated[web.AppRunner | None, Context("api")]) -> None:  # fmt: skip
     if api is not None:
         await api.cleanup()
     await stop_periodic(monitor)
+    await stop_periodic(lag_monitor)
     for task in list(operations.running.values()):  # resumed from their last step at the next start
         task.cancel()
     await store.pool.close()
@@ -131,6 +136,11 @@ async def check_syncing(store: CoordinatorStore, operations: Operations) -> None
     for school_id, snapshot_id in await store.syncing():
         await check_sync(store, operations, school_id, snapshot_id)
     await observe_schools(store)
+
+
+async def observe_lag() -> None:
+    assert settings.kafka_bootstrap_servers
+    metrics.schools.lag.update(await consumer_lag(settings.kafka_bootstrap_servers, consumer_groups(topics)))
 
 
 async def observe_schools(store: CoordinatorStore) -> None:

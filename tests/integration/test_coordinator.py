@@ -20,6 +20,7 @@ import pytest
 from schoolmig.demo import school_dump
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
+from shared.domains import Domain
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.integration.conftest import API_TOKEN, migrate, read_topic
@@ -125,6 +126,16 @@ async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settin
     assert scrape(coordinator, "schoolmig_sync_duration_seconds_count", school_id=school) == 1
     assert scrape(coordinator, "schoolmig_phase_transitions_total", phase="completed") >= 1
     assert "@" not in loader + coordinator  # no email, nothing personal, in any label
+
+    # Consumer lag per group and topic, from committed offsets: drained once the school is done.
+    rows_students = Topics.from_settings(settings).rows(Domain.STUDENTS)
+    for _ in range(60):
+        async with aiohttp.ClientSession() as session, session.get(stack.metrics_url("coordinator")) as r:
+            coordinator = await r.text()
+        if f'topic="{rows_students}"' in coordinator and scrape(coordinator, "schoolmig_consumer_lag", group="schoolmig-loader", topic=rows_students) == 0:
+            break
+        await asyncio.sleep(0.5)
+    assert scrape(coordinator, "schoolmig_consumer_lag", group="schoolmig-loader", topic=rows_students) == 0
 
 
 async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
