@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -80,8 +80,16 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
         console.print(f"stack started (service logs in {log_dir}/)")
     try:
         with console.status("migrating…") as status:
+            progress: dict[str, str] = {}
+
+            def show(school_id: str, counts: dict[Any, Any], phase: str | None) -> None:
+                source = sum(c.source for c in counts.values())
+                done = sum(c.loaded + c.quarantined for c in counts.values())
+                progress[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
+                status.update(" · ".join(progress.values()))
+
             report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
-                                    override_audit=override_audit)  # fmt: skip
+                                    on_progress=show, override_audit=override_audit)  # fmt: skip
     finally:
         if stack:
             with console.status("stopping the stack…"):
@@ -92,6 +100,41 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
         report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
         console.print(f"report written to {report_path}")
     return 0 if report["ok"] else 1
+
+
+async def _migrate(settings: Settings, file: Path, school: str, cutover: bool, override_audit: str | None, as_json: bool) -> int:
+    """One school through every phase against a running stack, with a progress bar per
+    domain; the same path as ``run`` (publish, follow, report), then the cutover if asked."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from schoolmig.render import print_report
+    from schoolmig.runner import Job, run_jobs
+    from shared.domains import ALL_DOMAINS
+
+    if not (bootstrap := _endpoint(settings, "kafka")) or not (dsn := _endpoint(settings, "database")):
+        return 2
+    columns = (TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[phase]}"))
+    with Progress(*columns, console=console, transient=as_json) as bars:
+        tasks = {d: bars.add_task(d.value, total=None, phase="") for d in ALL_DOMAINS}
+
+        def show(_: str, counts: dict[Any, Any], phase: str | None) -> None:
+            for domain, task in tasks.items():
+                c = counts.get(domain)
+                if c is not None:
+                    bars.update(task, total=c.source, completed=c.loaded + c.quarantined, phase=phase or "")
+
+        report = await run_jobs(settings, bootstrap, dsn, [[Job(school, file)]], on_progress=show,
+                                override_audit=override_audit)  # fmt: skip
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        print_report(report, Console())
+    if not report["ok"]:
+        return 1
+    if cutover:
+        return await _operate(settings, "cutover", school, os.environ.get("USER", "operator"),
+                              "schoolmig migrate --cutover", True, False)  # fmt: skip  (the trail goes to stderr)
+    return 0
 
 
 # --------------------------------------------------------------------------- publish, demo
@@ -308,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--school", help="school id for every file (default: each file's name)")
     run.add_argument("--report", type=Path, help="write the report as JSON here")
     run.add_argument("--override-audit", metavar="REASON", help="let these snapshots past critical audit findings, for this written reason")
+    migrate = commands.add_parser("migrate", help="one school through every phase on a running stack, with progress bars")
+    migrate.add_argument("file", type=Path, metavar="FILE")
+    migrate.add_argument("--school", required=True)
+    migrate.add_argument("--cutover", action="store_true", help="cut the school over once it is validated")
+    migrate.add_argument("--override-audit", metavar="REASON", help="let it past critical audit findings, for this reason")
+    migrate.add_argument("--json", action="store_true", help="machine-readable output")
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
     publish.add_argument("--school", required=True)
@@ -364,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
         return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit))
+    if args.command == "migrate":
+        if not args.file.is_file():
+            console.print(f"[red]no such file: {args.file}[/]")
+            return 2
+        return asyncio.run(_migrate(settings, args.file, args.school, args.cutover, args.override_audit, args.json))
     if args.command == "publish":
         return asyncio.run(_publish(settings, args.file, args.school))
     if args.command == "audit":

@@ -19,7 +19,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
-from shared.accounting import quarantine_entries, record_counts
+from shared.accounting import DomainCounts, quarantine_entries, record_counts
+from shared.domains import Domain
 from shared.db import create_pool
 from shared.report import run_report, school_report
 from shared.messages import OperatorCommand
@@ -62,10 +63,20 @@ def plan_rounds(files: list[Path], school: str | None) -> list[list[Job]]:
     return [[Job(s, paths[k]) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
 
 
-async def wait_for_report(pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float) -> dict[str, Any] | None:
+#: Called while a school migrates: (school id, counts per domain so far, phase).
+OnProgress = Callable[[str, dict[Domain, DomainCounts], str | None], None]
+
+
+async def wait_for_report(
+    pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float, on_progress: OnProgress | None = None
+) -> dict[str, Any] | None:
     """The coordinator's report; None at the deadline or as soon as ingest reports the
     snapshot incomplete (it will never be released)."""
     while time.monotonic() < deadline:
+        if on_progress is not None:
+            counts = await record_counts(pool, school_id, snapshot_id)
+            phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
+            on_progress(school_id, counts or {}, phase)
         row = await pool.fetchrow(
             """
             SELECT (SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2) AS report,
@@ -98,6 +109,7 @@ async def run_jobs(
     rounds: list[list[Job]],
     *,
     on_status: Callable[[str], None] = lambda _: None,
+    on_progress: OnProgress | None = None,
     override_audit: str | None = None,
 ) -> dict[str, Any]:
     """``override_audit``: a written reason that lets these snapshots past critical audit
@@ -119,7 +131,7 @@ async def run_jobs(
             for job, manifest in zip(jobs, manifests, strict=True):
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
             reports = await asyncio.gather(
-                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline) for m in manifests)
+                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline, on_progress) for m in manifests)
             )
             for manifest, report in zip(manifests, reports, strict=True):
                 if report is None:

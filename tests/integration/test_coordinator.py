@@ -180,3 +180,15 @@ async def test_a_coordinator_killed_mid_phase_resumes_where_it_was(stack: Stack,
     assert await wait_for_phase(pool, school, {"validated"}, timeout_s=120) == "validated"
     assert stack.pid_of("coordinator") != pid
     assert await phases_of(pool, school) == ALL_PHASES[:6]  # each phase once, none skipped or repeated
+
+
+async def test_schoolmig_migrate_drives_one_school_to_the_api(stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Any) -> None:
+    data = tmp_path / "school.json"
+    data.write_text(json.dumps(school_dump(8, seed=9, messy=False)))
+    done = await asyncio.to_thread(cli, settings, "migrate", str(data), "--school", "it-migrate", "--cutover", "--json")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    [school] = report["schools"]
+    assert school["phase"] == "validated" and report["ok"]
+    assert "→ completed" in done.stderr
+    assert await phases_of(pool, "it-migrate") == ALL_PHASES
