@@ -68,10 +68,13 @@ OnProgress = Callable[[str, dict[Domain, DomainCounts], str | None], None]
 
 
 async def wait_for_report(
-    pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float, on_progress: OnProgress | None = None
+    pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float, on_progress: OnProgress | None = None,
+    *, overridden: bool = False,
 ) -> dict[str, Any] | None:
     """The coordinator's report; None at the deadline or as soon as ingest reports the
-    snapshot incomplete (it will never be released)."""
+    snapshot incomplete (it will never be released). With ``overridden`` (an audit override
+    was sent), a report saying the snapshot waits at the audit gate is not the last word:
+    the override and the snapshot travel on different topics, either may come first."""
     while time.monotonic() < deadline:
         if on_progress is not None:
             counts = await record_counts(pool, school_id, snapshot_id)
@@ -84,7 +87,7 @@ async def wait_for_report(
             """,
             school_id, snapshot_id,
         )  # fmt: skip
-        if row["report"] is not None:
+        if row["report"] is not None and not (overridden and row["report"].get("blocked")):
             return row["report"]
         if row["incomplete"]:
             return None
@@ -131,7 +134,8 @@ async def run_jobs(
             for job, manifest in zip(jobs, manifests, strict=True):
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
             reports = await asyncio.gather(
-                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline, on_progress) for m in manifests)
+                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline, on_progress, overridden=bool(override_audit))
+                  for m in manifests)  # fmt: skip
             )
             for manifest, report in zip(manifests, reports, strict=True):
                 if report is None:

@@ -70,7 +70,11 @@ class Operations:
         elif not steps and not audit_blocks(event, override):
             log.warning("%s: snapshot %s ignored in phase %s", school_id, event.snapshot_id, current)
         for phase, reason in steps:
-            await self.store.transition(school_id, event.snapshot_id, phase, actor=self.actor, reason=reason)
+            try:
+                await self.store.transition(school_id, event.snapshot_id, phase, actor=self.actor, reason=reason)
+            except IllegalTransition:  # moved meanwhile (the snapshot and its override raced): theirs stands
+                log.info("%s: already moved past %s", school_id, phase.value)
+                return
             await self.phase_changed(school_id, phase, reason)
             log.info("%s: -> %s", school_id, phase.value)
         if audit_blocks(event, override) and (await self.store.phase_of(school_id))[0] is Phase.REGISTERED:

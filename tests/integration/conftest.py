@@ -105,7 +105,8 @@ async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, conten
     if override_audit:
         await send_override(settings.kafka_bootstrap_servers, settings, school_id, content, override_audit)
     manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content)
-    report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s)
+    report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s,
+                                   overridden=bool(override_audit))  # fmt: skip
     assert report is not None, f"no report for {school_id} within {timeout_s}s"
     return report
 
