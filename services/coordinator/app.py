@@ -20,7 +20,7 @@ from aiohttp import web
 from faststream import Context, FastStream
 
 from services.coordinator.http import make_api, serve
-from services.coordinator.operations import Operations
+from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import record_counts
@@ -40,7 +40,7 @@ from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
-LAG_INTERVAL_S = 5.0
+GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on the database
 
 settings = Settings()
 topics = Topics.from_settings(settings)
@@ -63,7 +63,7 @@ async def start() -> None:
 async def start_monitor(store: Store, operations: Ops) -> None:
     monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store, operations))
     app.context.set_global("monitor", monitor)
-    app.context.set_global("lag_monitor", start_periodic("lag monitor", LAG_INTERVAL_S, observe_lag))
+    app.context.set_global("lag_monitor", start_periodic("gauges", GAUGE_INTERVAL_S, lambda: observe(store)))
     await operations.resume()  # a cutover interrupted by a restart goes on from its next step
     api = await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port) \
         if settings.api_port else None  # fmt: skip
@@ -135,21 +135,16 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:
     for school_id, snapshot_id in await store.syncing():
         await check_sync(store, operations, school_id, snapshot_id)
-    await observe_schools(store)
 
 
-async def observe_lag() -> None:
+async def observe(store: CoordinatorStore) -> None:
+    """Refresh what the progress, phase and lag gauges report (their callbacks cannot do
+    I/O). Phases are also set on every move (``Operations.gauge_phase``)."""
     assert settings.kafka_bootstrap_servers
     metrics.schools.lag.update(await consumer_lag(settings.kafka_bootstrap_servers, consumer_groups(topics)))
-
-
-async def observe_schools(store: CoordinatorStore) -> None:
-    """Refresh what the phase and progress gauges report (their callbacks cannot do I/O)."""
     for school in await store.schools():
-        school_id, current = school["school_id"], school["phase"]
-        for phase in Phase:
-            if phase.value == current or (school_id, phase.value) in metrics.schools.phase:
-                metrics.schools.phase[(school_id, phase.value)] = int(phase.value == current)
+        school_id = school["school_id"]
+        gauge_phase(metrics, school_id, Phase(school["phase"]))
         counts = await record_counts(store.pool, school_id, school["snapshot_id"]) if school["snapshot_id"] else None
         if counts:
             source = sum(c.source for c in counts.values())

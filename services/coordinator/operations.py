@@ -35,6 +35,13 @@ MODE_OF_PHASE: dict[Phase, Mode] = {
 }  # fmt: skip
 
 
+def gauge_phase(metrics: PipelineMetrics, school_id: str, current: Phase) -> None:
+    """The phase gauge: 1 for the school's current phase, 0 for those it has left."""
+    for phase in Phase:
+        if phase is current or (school_id, phase.value) in metrics.schools.phase:
+            metrics.schools.phase[(school_id, phase.value)] = int(phase is current)
+
+
 @dataclass
 class Operations:
     store: CoordinatorStore
@@ -119,6 +126,7 @@ class Operations:
         except IllegalTransition as exc:
             return f"refused: {exc}"
         self.metrics.phase_transitions.add(1, {"phase": Phase.CUTOVER.value})
+        gauge_phase(self.metrics, school_id, Phase.CUTOVER)
         attempt = await self.store.start_attempt(school_id, snapshot_id, actor, reason)
         self.launch(attempt)
         return f"cutover {attempt.attempt_id} started"
@@ -143,12 +151,14 @@ class Operations:
         except IllegalTransition as exc:
             return f"refused: {exc}"
         self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
+        gauge_phase(self.metrics, school_id, Phase.ROLLED_BACK)
         await self.set_mode(school_id, Mode.LOCAL_STORAGE, False, f"rolled back by {actor}: {reason}")
         return f"rolled back from {phase.value if phase else 'unknown'}: clients use localStorage"
 
     async def phase_changed(self, school_id: str, phase: Phase, reason: str) -> None:
         """Publish the mode that goes with a phase (entering dual write: hybrid)."""
         self.metrics.phase_transitions.add(1, {"phase": phase.value})
+        gauge_phase(self.metrics, school_id, phase)
         current = await self.store.mode_of(school_id)
         mode = MODE_OF_PHASE[phase]
         if current is None or current.mode is not mode:
@@ -218,6 +228,7 @@ class Operations:
                                     reason=evidence, expect=Phase.CUTOVER)  # fmt: skip
         await self.store.end_attempt(attempt, "completed")
         self.metrics.phase_transitions.add(1, {"phase": Phase.COMPLETED.value})
+        gauge_phase(self.metrics, attempt.school_id, Phase.COMPLETED)
         log.info("%s: cutover completed", attempt.school_id)
 
     async def roll_back(self, attempt: Attempt, step: str, why: str) -> None:
@@ -227,4 +238,5 @@ class Operations:
         await self.store.end_attempt(attempt, "rolled_back", f"{step}: {why}")
         self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
         self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
+        gauge_phase(self.metrics, attempt.school_id, Phase.ROLLED_BACK)
         log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)
