@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaProducer
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
 from shared.accounting import DomainCounts, quarantine_entries, record_counts
-from shared.domains import Domain
 from shared.db import create_pool
-from shared.report import run_report, school_report
+from shared.domains import Domain
 from shared.messages import OperatorCommand
+from shared.report import run_report, school_report
 from shared.settings import Settings
 from shared.topics import Topics
 

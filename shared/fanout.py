@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import (
     AuditSummary,
@@ -18,6 +17,7 @@ from shared.messages import (
     SnapshotManifest,
     Stage,
 )
+from shared.snapshot import ParsedSnapshot, fold
 from shared.topics import record_key
 
 

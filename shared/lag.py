@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.topics import Topics
 
+
 #: Which group reads which topics (the services' ``consumer_options`` group ids).
 def consumer_groups(topics: Topics) -> dict[str, list[str]]:
     return {

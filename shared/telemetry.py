@@ -64,7 +64,9 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         return _metrics
     readers: list[MetricReader] = [PrometheusMetricReader()]
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):  # the exporter reads the endpoint, headers… itself
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter,
+        )
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     provider = MeterProvider(resource=Resource.create({"service.name": f"schoolmig-{service}"}), metric_readers=readers)

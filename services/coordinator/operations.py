@@ -14,12 +14,24 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from services.coordinator.cutover import Attempt, CutoverFailed, run_cutover
-from services.coordinator.phases import IllegalTransition, Phase, audit_blocks, steps_for_snapshot
+from services.coordinator.phases import (
+    IllegalTransition,
+    Phase,
+    audit_blocks,
+    steps_for_snapshot,
+)
 from services.coordinator.store import CoordinatorStore
+from shared.accounting import quarantine_entries, record_counts
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
-from shared.accounting import quarantine_entries, record_counts
-from shared.messages import Barrier, Mode, OperatorCommand, ReportReady, SnapshotReleased, ValidationRequested
+from shared.messages import (
+    Barrier,
+    Mode,
+    OperatorCommand,
+    ReportReady,
+    SnapshotReleased,
+    ValidationRequested,
+)
 from shared.report import school_report
 from shared.settings import Settings
 from shared.telemetry import PipelineMetrics

@@ -12,7 +12,14 @@ from services.coordinator.cutover import Attempt
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
 from shared.domains import Domain
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, Mode, SchoolMode, SnapshotReleased, Stage, quarantined
+from shared.messages import (
+    MappedRecord,
+    Mode,
+    SchoolMode,
+    SnapshotReleased,
+    Stage,
+    quarantined,
+)
 from shared.quarantine import store_quarantine
 from shared.tables import PRIMARY_TABLE
 

@@ -19,19 +19,18 @@ from faststream.kafka import KafkaMessage
 from services.ingest.audit import audit_snapshot, summarise
 from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
-from shared.barrier import forward, partition_counts
-from shared.fanout import Outgoing, audit_summary, plan_fanout
-from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from services.ingest.store import IngestStore
 from shared import chunks
+from shared.barrier import forward, partition_counts
+from shared.fanout import Outgoing, audit_summary, plan_fanout
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     AuditCompleted,
     Barrier,
     DeadLetter,
     Mode,
-    SchoolRejected,
     QuarantinedRecord,
+    SchoolRejected,
     Severity,
     SnapshotIncomplete,
     SnapshotManifest,
@@ -39,6 +38,7 @@ from shared.messages import (
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
+from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared.snapshot import ParsedSnapshot, fold
 from shared.domains import Domain
 from shared.messages import Severity
+from shared.snapshot import ParsedSnapshot, fold
 
 D = Domain
 

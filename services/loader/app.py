@@ -13,8 +13,8 @@ from typing import Annotated
 from faststream import Context, FastStream
 
 from services.loader.writer import Writer
-from shared.kafka import consumer_options, make_broker
 from shared.barrier import acknowledge
+from shared.kafka import consumer_options, make_broker
 from shared.messages import Barrier, MappedRecord, QuarantinedRecord
 from shared.service import prepare
 from shared.settings import Settings

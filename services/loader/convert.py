@@ -9,7 +9,6 @@ from shared.messages import MappedRecord
 from shared.tables import TABLES
 from shared.typed import to_record
 
-
 Converted = list[tuple[str, Any, tuple[Any, ...]]]  # (table, id, COPY-ready row) per row of a record
 ConversionCache = dict[int, tuple[MappedRecord, Converted]]
 

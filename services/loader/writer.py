@@ -25,7 +25,14 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.loader.convert import ConversionCache, rows_by_table
-from services.loader.parking import Ref, newest_per_record, plan, provides, record_key, references
+from services.loader.parking import (
+    Ref,
+    newest_per_record,
+    plan,
+    provides,
+    record_key,
+    references,
+)
 from shared.db import TRANSIENT_ERRORS, with_retries
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined

@@ -10,11 +10,11 @@ import logging
 
 from faststream import FastStream
 
-from shared.mapping.records import transform
-from shared.kafka import consumer_options, ensure_topics, make_broker
-from shared.logs import setup_logging
 from shared.barrier import forward, partition_counts
 from shared.domains import Domain
+from shared.kafka import consumer_options, ensure_topics, make_broker
+from shared.logs import setup_logging
+from shared.mapping.records import transform
 from shared.messages import Barrier, QuarantinedRecord, RawRecord
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry

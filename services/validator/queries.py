@@ -14,7 +14,11 @@ from typing import Any
 
 import asyncpg
 
-from services.validator.digest import DOMAIN_TABLES, domain_checksum_sql, record_digests_sql
+from services.validator.digest import (
+    DOMAIN_TABLES,
+    domain_checksum_sql,
+    record_digests_sql,
+)
 from shared.accounting import DomainCounts, record_counts
 from shared.domains import Domain
 from shared.messages import SnapshotManifest, ValidationCompleted

@@ -12,18 +12,24 @@ import asyncio
 import logging
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 from multiprocessing import get_context
 from typing import Any, TypeVar
-from collections import Counter
-from datetime import UTC, datetime
 
 import asyncpg
 
 from services.validator import queries
-from services.validator.checks import DomainFacts, compare_digests, diff_record, issue, validate
+from services.validator.checks import (
+    DomainFacts,
+    compare_digests,
+    diff_record,
+    issue,
+    validate,
+)
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, expected_state
 from shared.accounting import DomainCounts

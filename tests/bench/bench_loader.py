@@ -28,15 +28,15 @@ import asyncpg
 
 from schoolmig.demo import school_dump
 from schoolmig.sdk import build_envelopes
-from shared.fanout import plan_fanout
-from shared.snapshot import parse_snapshot
 from services.loader.convert import rows_by_table
 from services.loader.parking import newest_per_record, plan
 from services.loader.writer import Writer
-from shared.mapping.records import transform
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedPostgres
+from shared.fanout import plan_fanout
+from shared.mapping.records import transform
 from shared.messages import MappedRecord, RawRecord
+from shared.snapshot import parse_snapshot
 from shared.tables import LOAD_ORDER
 
 

@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 
 from services.loader.writer import Writer
-from shared.mapping.records import transform
 from shared.db import apply_migrations, migration_files
 from shared.domains import Domain
 from shared.embedded import EmbeddedPostgres
+from shared.mapping.records import transform
 from shared.messages import MappedRecord, RawRecord
 
 pytestmark = pytest.mark.integration

@@ -1,9 +1,9 @@
 import json
 
 from services.ingest.audit import audit_snapshot, summarise
-from shared.snapshot import parse_snapshot
 from shared.domains import Domain
 from shared.messages import Severity, SnapshotFormat
+from shared.snapshot import parse_snapshot
 
 D = Domain
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.coordinator.cutover import STEPS, Attempt, CutoverFailed, remaining_steps, run_cutover
+from services.coordinator.cutover import (
+    STEPS,
+    Attempt,
+    CutoverFailed,
+    remaining_steps,
+    run_cutover,
+)
 from shared.messages import Mode
 
 

@@ -3,10 +3,10 @@ import json
 import pytest
 
 from schoolmig.sdk import build_envelopes
-from shared.fanout import audit_summary, plan_fanout
-from shared.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
 from shared.domains import Domain
+from shared.fanout import audit_summary, plan_fanout
 from shared.messages import QuarantinedRecord, RawRecord, SnapshotFormat
+from shared.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
 from shared.source_files import UnreadableSnapshot, detect_format, load_document
 
 

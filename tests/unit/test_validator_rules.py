@@ -71,8 +71,8 @@ def test_equal_rows_that_only_print_differently_are_not_an_issue() -> None:
 
 
 def test_the_published_result_is_bounded_and_names_fields_without_values() -> None:
-    from shared.messages import FieldDifference, ValidationCompleted
     from services.validator.checks import issue
+    from shared.messages import FieldDifference, ValidationCompleted
 
     many = [issue("name_mismatch", Domain.GRADES, "differs", f"grade-{n}") for n in range(500)]
     secret = issue("data_mismatch", Domain.GRADES, "differs", "grade-x", [FieldDifference(field="comments", source="a@x", database="b@x")])
