@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
+import asyncpg
 from aiohttp import web
 from faststream import Context, FastStream
 
@@ -59,25 +60,43 @@ async def start() -> None:
     app.context.set_global("operations", Operations(store, broker, settings, metrics, actor=ACTOR))
 
 
+# Consumers may still be joining their groups when a SIGTERM comes: then the stop hook runs
+# first, and what start-up would begin must not touch the closed pool.
+_stopping = asyncio.Event()
+
+
 @app.after_startup
 async def start_monitor(store: Store, operations: Ops) -> None:
+    if _stopping.is_set():
+        return
     monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store, operations))
     app.context.set_global("monitor", monitor)
-    app.context.set_global("lag_monitor", start_periodic("gauges", GAUGE_INTERVAL_S, lambda: observe(store)))
-    await operations.resume()  # a cutover interrupted by a restart goes on from its next step
+    app.context.set_global("gauges", start_periodic("gauges", GAUGE_INTERVAL_S, lambda: observe(store)))
+    try:
+        await operations.resume()  # a cutover interrupted by a restart goes on from its next step
+    except asyncpg.InterfaceError:
+        if _stopping.is_set():  # stopped meanwhile: the next start resumes it
+            return
+        raise
     api = await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port) \
         if settings.api_port else None  # fmt: skip
     app.context.set_global("api", api)
 
 
+# Set after start-up; a stop that comes first (SIGTERM while consumers still join) finds None.
+Monitor = Annotated[asyncio.Task[None] | None, Context("monitor", default=None)]
+
+
 @app.on_shutdown
-async def stop(store: Store, operations: Ops, monitor: Annotated[asyncio.Task[None], Context("monitor")],
-               lag_monitor: Annotated[asyncio.Task[None], Context("lag_monitor")],
-               api: Annotated[web.AppRunner | None, Context("api")]) -> None:  # fmt: skip
+async def stop(store: Store, operations: Ops, monitor: Monitor,
+               gauges: Annotated[asyncio.Task[None] | None, Context("gauges", default=None)],
+               api: Annotated[web.AppRunner | None, Context("api", default=None)]) -> None:  # fmt: skip
+    _stopping.set()
     if api is not None:
         await api.cleanup()
-    await stop_periodic(monitor)
-    await stop_periodic(lag_monitor)
+    for task in (monitor, gauges):
+        if task is not None:
+            await stop_periodic(task)
     for task in list(operations.running.values()):  # resumed from their last step at the next start
         task.cancel()
     await store.pool.close()

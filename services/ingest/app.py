@@ -66,8 +66,9 @@ async def start_overdue_monitor(store: Store) -> None:
 
 
 @app.on_shutdown
-async def stop(store: Store, monitor: Annotated[asyncio.Task[None], Context("monitor")]) -> None:
-    await stop_periodic(monitor)
+async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Context("monitor", default=None)]) -> None:
+    if monitor is not None:  # None: stopped before start-up finished
+        await stop_periodic(monitor)
     await store.pool.close()
 
 
