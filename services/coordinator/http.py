@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,13 +51,18 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return web.json_response({"error": "a valid bearer token is required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        body: dict[str, Any] = await request.json() if request.can_read_body else {}
-        command = OperatorCommand(
-            action=action,  # type: ignore[arg-type]
-            school_id=request.match_info["school_id"],
-            actor=str(body.get("actor") or "http"),
-            reason=str(body.get("reason") or f"{action} requested over HTTP"),
-        )
+        try:
+            body = await request.json() if request.can_read_body else {}
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            command = OperatorCommand(
+                action=action,  # type: ignore[arg-type]
+                school_id=request.match_info["school_id"],
+                actor=str(body.get("actor") or "http"),
+                reason=str(body.get("reason") or f"{action} requested over HTTP"),
+            )
+        except ValueError as exc:  # not JSON, or not a valid command (pydantic's errors are ValueErrors)
+            return web.json_response({"error": f"bad request: {type(exc).__name__}"}, status=400)
         outcome = await handle(command)
         status = 409 if outcome.startswith("refused") or "already" in outcome else 202
         return web.json_response({"action": action, "school_id": command.school_id, "outcome": outcome}, status=status)
@@ -75,8 +81,6 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
 
 
 def _dumps(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)
 
 

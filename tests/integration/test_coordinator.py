@@ -84,6 +84,12 @@ async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settin
     assert status == 401
     status, _ = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token="wrong")
     assert status == 401
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{stack.api_url}/schools/{school}/cutover", data=b"{not json",
+                                headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}) as response:
+            assert response.status == 400  # fmt: skip
+    status, _ = await http("GET", f"{stack.api_url}/schools/nobody/mode")
+    assert status == 404
     status, answer = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN,
                                 body={"actor": "ana", "reason": "term starts Monday"})  # fmt: skip
     assert status == 202, answer
