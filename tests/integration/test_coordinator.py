@@ -205,3 +205,29 @@ async def test_schoolmig_migrate_drives_one_school_to_the_api(stack: Stack, sett
     assert school["phase"] == "validated" and report["ok"]
     assert "→ completed" in done.stderr
     assert await phases_of(pool, "it-migrate") == ALL_PHASES
+
+
+async def test_a_coordinator_killed_during_cutover_resumes_with_the_next_step(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    school = "it-cut-restart"
+    report = await migrate(settings, pool, school, json.dumps(school_dump(9, seed=9, messy=False)).encode(), timeout_s=120)
+    assert report["phase"] == "validated"
+    status, _ = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN, body={"actor": "ana", "reason": "go"})
+    assert status == 202
+    step = None
+    for _ in range(1000):  # the final sync takes a moment: kill the coordinator inside the cutover
+        step = await pool.fetchval("SELECT step FROM migration.cutovers WHERE school_id = $1 AND status = 'running'", school)
+        if step is not None:
+            break
+        await asyncio.sleep(0.01)
+    pid = stack.pid_of("coordinator")
+    assert pid and step in ("maintenance_on", "final_sync", "final_validation"), step
+    os.kill(pid, signal.SIGKILL)
+
+    assert await wait_for_phase(pool, school, {"completed", "rolled_back"}, timeout_s=120) == "completed"
+    attempts = await pool.fetch("SELECT status, step FROM migration.cutovers WHERE school_id = $1", school)
+    assert [(a["status"], a["step"]) for a in attempts] == [("completed", "maintenance_off")]  # one attempt, resumed
+    assert await phases_of(pool, school) == ALL_PHASES
+    status, mode = await http("GET", f"{stack.api_url}/schools/{school}/mode")
+    assert (mode["mode"], mode["maintenance"]) == ("api", False)
