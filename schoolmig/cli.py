@@ -57,6 +57,7 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
     from schoolmig.render import print_report
     from schoolmig.runner import plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
+    from shared.accounting import progress
 
     rounds = plan_rounds(files, school)
     running = StackInfo.load_running(settings.state_dir)
@@ -80,13 +81,12 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
         console.print(f"stack started (service logs in {log_dir}/)")
     try:
         with console.status("migrating…") as status:
-            progress: dict[str, str] = {}
+            lines: dict[str, str] = {}
 
             def show(school_id: str, counts: dict[Any, Any], phase: str | None) -> None:
-                source = sum(c.source for c in counts.values())
-                done = sum(c.loaded + c.quarantined for c in counts.values())
-                progress[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
-                status.update(" · ".join(progress.values()))
+                done, source = progress(counts)
+                lines[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
+                status.update(" · ".join(lines.values()))
 
             report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
                                     on_progress=show, override_audit=override_audit)  # fmt: skip
@@ -253,14 +253,13 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
 async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.render import print_status
     from services.coordinator.store import CoordinatorStore
-    from shared.accounting import record_counts
+    from shared.accounting import progress, record_counts
 
     async def work(pool: asyncpg.Pool) -> int:
         schools = await CoordinatorStore(pool).schools()
         for school in schools:
             counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
-            school["source"] = sum(c.source for c in counts.values()) if counts else 0
-            school["accounted"] = sum(c.loaded + c.quarantined for c in counts.values()) if counts else 0
+            school["accounted"], school["source"] = progress(counts)
         if as_json:
             print(json.dumps(schools, indent=2, default=str))
         else:
@@ -275,11 +274,9 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
     then follow the phase until the cutover ends (``--no-wait``: just ask)."""
     import time
 
-    from faststream.kafka import KafkaBroker
-
+    from schoolmig.runner import send_command
     from services.coordinator.store import CoordinatorStore
     from shared.messages import OperatorCommand
-    from shared.topics import Topics
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
@@ -292,8 +289,7 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
             console.print(f"[red]refused: {school} is {phase.value if phase else 'unknown'}; cutover needs validated[/]")
             return 1
         before = len(await store.transitions(school))
-        async with KafkaBroker(bootstrap) as broker:
-            await broker.publish(command, Topics.from_settings(settings).operator_commands, key=school.encode())
+        await send_command(bootstrap, settings, command)
         if not wait:
             return 0
         deadline = time.monotonic() + settings.run_timeout_s
@@ -317,16 +313,13 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
 
 
 async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
-    from faststream.kafka import KafkaBroker
-
+    from schoolmig.runner import send_command
     from shared.messages import OperatorCommand
-    from shared.topics import Topics
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
     command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
-    async with KafkaBroker(bootstrap) as broker:
-        await broker.publish(command, Topics.from_settings(settings).operator_commands, key=school.encode())
+    await send_command(bootstrap, settings, command)
     console.print(f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on")
     return 0
 

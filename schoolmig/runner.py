@@ -34,19 +34,23 @@ class Job:
     path: Path
 
 
+async def send_command(bootstrap_servers: str, settings: Settings, command: OperatorCommand) -> None:
+    """An operator's command (cutover, rollback, audit override) to the coordinator."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
+    await producer.start()
+    try:
+        topic = Topics.from_settings(settings).operator_commands
+        await producer.send_and_wait(topic, command.model_dump_json().encode(), key=command.school_id.encode())
+    finally:
+        await producer.stop()
+
+
 async def send_override(bootstrap_servers: str, settings: Settings, school_id: str, content: bytes, reason: str) -> None:
     """Ask the coordinator to let this content's snapshot past critical audit findings."""
     manifest, _ = build_envelopes(content, school_id)  # the snapshot id is the content's
     command = OperatorCommand(action="override_audit", school_id=school_id, snapshot_id=manifest.snapshot_id,
                               actor=f"schoolmig run ({os.environ.get('USER', 'operator')})", reason=reason)  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
-    await producer.start()
-    try:
-        topic = Topics.from_settings(settings).operator_commands
-        await producer.send_and_wait(topic, command.model_dump_json().encode(), key=school_id.encode())
-    finally:
-        await producer.stop()
-
+    await send_command(bootstrap_servers, settings, command)
 
 def school_from_filename(path: Path) -> str:
     """Default school id: the file name without extension, reduced to the allowed characters."""

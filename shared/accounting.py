@@ -7,6 +7,7 @@ the loader's ledger; quarantined from the quarantine table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,6 +26,12 @@ class DomainCounts:
     @property
     def accounted(self) -> bool:
         return self.source == self.loaded + self.quarantined + self.parked
+
+
+def progress(counts: Mapping[Domain, DomainCounts] | None) -> tuple[int, int]:
+    """(accounted for, source records) over every domain: loaded or quarantined, of all."""
+    values = (counts or {}).values()
+    return sum(c.loaded + c.quarantined for c in values), sum(c.source for c in values)
 
 
 async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainCounts] | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.accounting import record_counts
+from shared.accounting import progress, record_counts
 from shared.kafka import consumer_options, make_broker
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
@@ -32,7 +31,6 @@ from shared.messages import (
     OperatorCommand,
     SnapshotReleased,
     ValidationCompleted,
-    ValidationRequested,
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
@@ -141,12 +139,7 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
         seconds = (datetime.now(UTC) - began).total_seconds()
         metrics.sync_duration.record(seconds, {"school_id": school_id})
         metrics.schools.speed[school_id] = round(loaded / max(seconds, 1e-3) * 60, 1)
-    run_id = str(uuid.uuid4())
-    await store.new_validation_run(run_id, school_id, snapshot_id)
-    await broker.publish(
-        ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
-        topics.validate_commands, key=school_id.encode(),
-    )  # fmt: skip
+    run_id = await operations.request_validation(school_id, snapshot_id)
     log.info("%s: synced; validation %s requested", school_id, run_id)
     return True
 
@@ -158,7 +151,7 @@ async def check_syncing(store: CoordinatorStore, operations: Operations) -> None
 
 async def observe(store: CoordinatorStore) -> None:
     """Refresh what the progress, phase and lag gauges report (their callbacks cannot do
-    I/O). Phases are also set on every move (``Operations.gauge_phase``)."""
+    I/O). Phases are also set on every move (``Operations.moved``)."""
     assert settings.kafka_bootstrap_servers
     metrics.schools.lag.update(await consumer_lag(settings.kafka_bootstrap_servers, consumer_groups(topics)))
     for school in await store.schools():
@@ -166,8 +159,7 @@ async def observe(store: CoordinatorStore) -> None:
         gauge_phase(metrics, school_id, Phase(school["phase"]))
         counts = await record_counts(store.pool, school_id, school["snapshot_id"]) if school["snapshot_id"] else None
         if counts:
-            source = sum(c.source for c in counts.values())
-            done = sum(c.loaded + c.quarantined for c in counts.values())
+            done, source = progress(counts)
             metrics.schools.progress[school_id] = round(done / source, 4) if source else 1.0
 
 

@@ -137,8 +137,7 @@ class Operations:
             await self.store.transition(school_id, snapshot_id, Phase.CUTOVER, actor=actor, reason=reason, expect=Phase.VALIDATED)
         except IllegalTransition as exc:
             return f"refused: {exc}"
-        self.metrics.phase_transitions.add(1, {"phase": Phase.CUTOVER.value})
-        gauge_phase(self.metrics, school_id, Phase.CUTOVER)
+        self.moved(school_id, Phase.CUTOVER)
         attempt = await self.store.start_attempt(school_id, snapshot_id, actor, reason)
         self.launch(attempt)
         return f"cutover {attempt.attempt_id} started"
@@ -162,19 +161,30 @@ class Operations:
             await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason)
         except IllegalTransition as exc:
             return f"refused: {exc}"
-        self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
-        gauge_phase(self.metrics, school_id, Phase.ROLLED_BACK)
+        self.moved(school_id, Phase.ROLLED_BACK)
         await self.set_mode(school_id, Mode.LOCAL_STORAGE, False, f"rolled back by {actor}: {reason}")
         return f"rolled back from {phase.value if phase else 'unknown'}: clients use localStorage"
 
     async def phase_changed(self, school_id: str, phase: Phase, reason: str) -> None:
         """Publish the mode that goes with a phase (entering dual write: hybrid)."""
-        self.metrics.phase_transitions.add(1, {"phase": phase.value})
-        gauge_phase(self.metrics, school_id, phase)
+        self.moved(school_id, phase)
         current = await self.store.mode_of(school_id)
         mode = MODE_OF_PHASE[phase]
         if current is None or current.mode is not mode:
             await self.set_mode(school_id, mode, False, reason)
+
+    def moved(self, school_id: str, phase: Phase) -> None:
+        """What every phase move tells the metrics: one more transition, the current phase."""
+        self.metrics.phase_transitions.add(1, {"phase": phase.value})
+        gauge_phase(self.metrics, school_id, phase)
+
+    async def request_validation(self, school_id: str, snapshot_id: str) -> str:
+        """Ask the validator for a run; its result lands in ``migration.validation_runs``."""
+        run_id = str(uuid.uuid4())
+        await self.store.new_validation_run(run_id, school_id, snapshot_id)
+        await self.broker.publish(ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
+                                  self.topics.validate_commands, key=school_id.encode())  # fmt: skip
+        return run_id
 
     # ------------------------------------------------------------------ CutoverPorts
 
@@ -204,10 +214,7 @@ class Operations:
         return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
 
     async def final_validation(self, school_id: str, snapshot_id: str) -> str:
-        run_id = str(uuid.uuid4())
-        await self.store.new_validation_run(run_id, school_id, snapshot_id)
-        await self.broker.publish(ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
-                                  self.topics.validate_commands, key=school_id.encode())  # fmt: skip
+        run_id = await self.request_validation(school_id, snapshot_id)
         started = time.monotonic()
         while (row := await self.store.validation_result(run_id)) is None:
             if time.monotonic() - started > self.settings.validation_timeout_s:
@@ -239,8 +246,7 @@ class Operations:
         await self.store.transition(attempt.school_id, attempt.snapshot_id, Phase.COMPLETED, actor=self.actor,
                                     reason=evidence, expect=Phase.CUTOVER)  # fmt: skip
         await self.store.end_attempt(attempt, "completed")
-        self.metrics.phase_transitions.add(1, {"phase": Phase.COMPLETED.value})
-        gauge_phase(self.metrics, attempt.school_id, Phase.COMPLETED)
+        self.moved(attempt.school_id, Phase.COMPLETED)
         log.info("%s: cutover completed", attempt.school_id)
 
     async def roll_back(self, attempt: Attempt, step: str, why: str) -> None:
@@ -249,6 +255,5 @@ class Operations:
                                     reason=f"cutover failed at {step}: {why}", expect=Phase.CUTOVER)  # fmt: skip
         await self.store.end_attempt(attempt, "rolled_back", f"{step}: {why}")
         self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
-        self.metrics.phase_transitions.add(1, {"phase": Phase.ROLLED_BACK.value})
-        gauge_phase(self.metrics, attempt.school_id, Phase.ROLLED_BACK)
+        self.moved(attempt.school_id, Phase.ROLLED_BACK)
         log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)

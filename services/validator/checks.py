@@ -153,8 +153,7 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
                             f"{finding.get('field')} differs from {finding.get('ref_domain')}/{finding.get('ref_id')}",
                             finding.get("record_id")))  # fmt: skip
     valid = facts.expected - len(facts.comparison.missing) - wrong
-    return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues,
-                            issue_counts=dict(Counter(i.type for i in issues)))  # fmt: skip
+    return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues)
 
 
 def validate(facts: Mapping[Domain, DomainFacts]) -> tuple[bool, list[DomainValidation]]:

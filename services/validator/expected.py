@@ -6,7 +6,7 @@ transform uses (``shared.mapping``). What comes out is, per domain, each record 
 source says should be in PostgreSQL: its source record (to compare in the school's terms
 through the reverse mapping), its rows as the transform maps them, and their digest.
 Records the source itself disqualifies (not an object, a duplicate id, a value that
-does not fit) are listed apart: they belong in quarantine, not in the tables.
+does not fit) are left out: they belong in quarantine, not in the tables.
 """
 
 from __future__ import annotations
@@ -29,19 +29,17 @@ class ExpectedRecord:
     legacy_id: str
     source: dict[str, Any]
     rows: list[Row]
-    digest: str
 
 
 @dataclass
 class Expected:
     """Per domain: the digest of each record that should be in the tables (and, unless only
-    digests were asked for, the record itself), and what should not be in the tables."""
+    digests were asked for, the record itself), and the ids the source repeats. What should
+    not be in the tables is simply absent: the quarantine table says where it went."""
 
     digests: dict[Domain, dict[str, str]] = field(default_factory=dict)
     records: dict[Domain, dict[str, ExpectedRecord]] | None = None
-    rejected: dict[Domain, dict[str, str]] = field(default_factory=dict)  # legacy id -> reason
     duplicate_ids: dict[Domain, list[str]] = field(default_factory=dict)
-    source_counts: dict[Domain, int] = field(default_factory=dict)
 
 
 def expected_state(content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:
@@ -56,30 +54,24 @@ def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_re
     default_ts = manifest.taken_at.isoformat()  # what the transform gives records without timestamps
     provenance = {"school_id": manifest.school_id}
     for domain in Domain:
-        entries = parsed.entries.get(domain, [])
-        out.source_counts[domain] = len(entries)
         digests: dict[str, str] = {}
         records: dict[str, ExpectedRecord] = {}
-        rejected: dict[str, str] = {}
         duplicates: list[str] = []
-        for entry in entries:
+        for entry in parsed.entries.get(domain, []):
             if entry.problem is not None:
                 if entry.problem.reason == "duplicate_id" and entry.legacy_id:
                     duplicates.append(entry.legacy_id)
-                elif entry.legacy_id:
-                    rejected[entry.legacy_id] = entry.problem.reason
                 continue
             assert entry.legacy_id is not None
             record_hints = hints.get(entry.legacy_id, {}) if domain is Domain.CLASSES else {}
             result = map_record(domain, manifest.school_id, entry.legacy_id, entry.record, record_hints, default_ts)
-            if not isinstance(result, Mapped):
-                rejected[entry.legacy_id] = result.reason
+            if not isinstance(result, Mapped):  # the transform quarantines it the same way
                 continue
             rows = [(table, {**values, **provenance, "legacy_id": entry.legacy_id}) for table, values in result.rows]
-            digest = digests[entry.legacy_id] = combine(row_digest(table, values) for table, values in rows)
+            digests[entry.legacy_id] = combine(row_digest(table, values) for table, values in rows)
             if keep_records:
-                records[entry.legacy_id] = ExpectedRecord(entry.legacy_id, entry.record, rows, digest)
-        out.digests[domain], out.rejected[domain], out.duplicate_ids[domain] = digests, rejected, duplicates
+                records[entry.legacy_id] = ExpectedRecord(entry.legacy_id, entry.record, rows)
+        out.digests[domain], out.duplicate_ids[domain] = digests, duplicates
         if out.records is not None:
             out.records[domain] = records
     return out

@@ -19,7 +19,6 @@ from services.validator.digest import (
     domain_checksum_sql,
     record_digests_sql,
 )
-from shared.accounting import DomainCounts, record_counts
 from shared.domains import Domain
 from shared.messages import SnapshotManifest, ValidationCompleted
 from shared.tables import TABLES
@@ -50,10 +49,6 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
     return Source(
         SnapshotManifest.model_validate(row["manifest"]), content, hashlib.sha256(content).hexdigest() == row["sha256"]
     )
-
-
-async def counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainCounts]:
-    return await record_counts(pool, school_id, snapshot_id) or {}
 
 
 async def quarantined_ids(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, dict[str, str]]:
@@ -198,10 +193,3 @@ async def store_result(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
         result.started_at, result.finished_at,
     )  # fmt: skip
 
-
-async def latest_result(pool: asyncpg.Pool, school_id: str) -> dict[str, Any] | None:
-    return await pool.fetchval(
-        "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND result IS NOT NULL"
-        " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
-        school_id,
-    )  # fmt: skip

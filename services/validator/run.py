@@ -32,7 +32,7 @@ from services.validator.checks import (
 )
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, expected_state
-from shared.accounting import DomainCounts
+from shared.accounting import DomainCounts, record_counts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import DomainValidation, ValidationCompleted
 
@@ -73,7 +73,7 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
     expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False)
     full: Expected | None = None  # the records themselves, only if a difference needs them
-    counts = await queries.counts(pool, school_id, snapshot_id)
+    counts = await record_counts(pool, school_id, snapshot_id) or {}
     quarantined = await queries.quarantined_ids(pool, school_id, snapshot_id)
     reasons = await queries.quarantine_reasons(pool, school_id, snapshot_id)
 

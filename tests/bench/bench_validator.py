@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -36,7 +37,12 @@ from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedPostgres
 from shared.fanout import audit_summary, plan_fanout
 from shared.mapping.records import transform
-from shared.messages import MappedRecord, QuarantinedRecord, RawRecord
+from shared.messages import (
+    MappedRecord,
+    QuarantinedRecord,
+    RawRecord,
+    ValidationCompleted,
+)
 from shared.quarantine import store_quarantine
 from shared.snapshot import parse_snapshot
 
@@ -125,14 +131,8 @@ async def main() -> None:
     print(json.dumps(result, indent=2))
 
 
-def _issue_counts(results: list) -> dict[str, int]:  # type: ignore[type-arg]
-    counts: dict[str, int] = {}
-    for r in results:
-        for d in r.domains:
-            for i in d.issues:
-                counts[i.type] = counts.get(i.type, 0) + 1
-    return counts
-
+def _issue_counts(results: list[ValidationCompleted]) -> dict[str, int]:
+    return dict(Counter(i.type for r in results for d in r.domains for i in d.issues))
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -4,6 +4,9 @@ ports, and the five services as separate OS processes, for the whole test sessio
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -109,6 +112,14 @@ async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, conten
                                    overridden=bool(override_audit))  # fmt: skip
     assert report is not None, f"no report for {school_id} within {timeout_s}s"
     return report
+
+
+def cli(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``schoolmig …`` as an operator runs it, against the test stack's broker, database and topics."""
+    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)  # fmt: skip
 
 
 async def read_topic(bootstrap: str, topic: str, *, want: int, group: str, timeout_s: float = 15) -> list[dict[str, Any]]:

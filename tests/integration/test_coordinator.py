@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -23,7 +21,7 @@ from schoolmig.stack import Stack
 from shared.domains import Domain
 from shared.settings import Settings
 from shared.topics import Topics
-from tests.integration.conftest import API_TOKEN, migrate, read_topic
+from tests.integration.conftest import API_TOKEN, cli, migrate, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -63,12 +61,6 @@ def scrape(text: str, name: str, **labels: str) -> float:
     value = sample(text, name, **labels)
     assert value is not None, f"no {name} {labels} in the scrape"
     return value
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True, timeout=240, check=False)
 
 
 async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -158,7 +150,7 @@ async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, s
     # Between validation and cutover, the data goes wrong behind the pipeline's back.
     await pool.execute("UPDATE users SET name = 'Tampered' WHERE school_id = $1 AND legacy_id = 'student-2' AND role = 'student'", school)
 
-    done = await asyncio.to_thread(cli, settings, "cutover", "--school", school, "--reason", "go live")
+    done = await asyncio.to_thread(cli, settings, "cutover", "--school", school, "--reason", "go live", timeout_s=240)
     assert done.returncode == 1, done.stdout + done.stderr
     assert await phases_of(pool, school) == [*ALL_PHASES[:7], "rolled_back"]
     last = await pool.fetchrow("SELECT actor, reason FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id DESC LIMIT 1", school)
@@ -169,7 +161,7 @@ async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, s
     # A school whose validation did not pass cannot be cut over.
     status, answer = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN)
     assert status == 409 and answer["outcome"].startswith("refused"), answer
-    refused = await asyncio.to_thread(cli, settings, "cutover", "--school", school)
+    refused = await asyncio.to_thread(cli, settings, "cutover", "--school", school, timeout_s=240)
     assert refused.returncode == 1 and "cutover needs validated" in refused.stdout + refused.stderr
 
     async with aiohttp.ClientSession() as session, session.get(stack.metrics_url("coordinator")) as r:
@@ -177,7 +169,7 @@ async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, s
     assert scrape(metrics, "schoolmig_errors_total", category="critical") >= 1
     assert scrape(metrics, "schoolmig_errors_total", category="consistency") >= 1
 
-    shown = await asyncio.to_thread(cli, settings, "status", "--json")
+    shown = await asyncio.to_thread(cli, settings, "status", "--json", timeout_s=240)
     assert {s["school_id"]: s["phase"] for s in json.loads(shown.stdout)}[school] == "rolled_back"
 
 
@@ -198,7 +190,7 @@ async def test_a_coordinator_killed_mid_phase_resumes_where_it_was(stack: Stack,
 async def test_schoolmig_migrate_drives_one_school_to_the_api(stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Any) -> None:
     data = tmp_path / "school.json"
     data.write_text(json.dumps(school_dump(8, seed=9, messy=False)))
-    done = await asyncio.to_thread(cli, settings, "migrate", str(data), "--school", "it-migrate", "--cutover", "--json")
+    done = await asyncio.to_thread(cli, settings, "migrate", str(data), "--school", "it-migrate", "--cutover", "--json", timeout_s=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
     [school] = report["schools"]

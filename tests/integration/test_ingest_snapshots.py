@@ -8,9 +8,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +21,7 @@ from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
 from shared.settings import Settings
 from shared.topics import Topics
-from tests.integration.conftest import localstorage_dump, migrate, read_topic
+from tests.integration.conftest import cli, localstorage_dump, migrate, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +92,6 @@ async def test_a_snapshot_missing_a_chunk_is_reported_and_never_half_released(
         await asyncio.sleep(0.25)
     assert report is not None and report["domains"]["students"]["loaded"] == 39
     assert await pool.fetchval("SELECT count(*) FROM migration.incomplete_snapshots WHERE school_id = 'it-lossy'") == 0
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
