@@ -48,6 +48,25 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyn
     return pool
 
 
+_LOCK_SCHOOLS = """
+SELECT count(pg_advisory_xact_lock(k))
+  FROM (SELECT DISTINCT hashtextextended('schoolmig.school/' || s, 0) AS k FROM unnest($1::text[]) AS s ORDER BY k) AS keys
+"""
+
+
+async def lock_schools(conn: asyncpg.Connection, school_ids: object) -> None:
+    """Hold, until the transaction ends, each school's write lock (always in the same order).
+
+    Whatever decides from one school's parked records and existing rows (the loader's
+    parking check and un-parking, the coordinator's orphan sweep) takes it, so two writers
+    never judge a school's references from snapshots that miss each other's commits: a
+    child parked by one loader while another commits its parent is seen by that commit.
+    References never cross schools (every id is derived from its school), so schools do
+    not wait for each other.
+    """
+    await conn.execute(_LOCK_SCHOOLS, sorted(set(school_ids)))  # type: ignore[call-overload]
+
+
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every migration file, in version order."""
     found = []

@@ -1,13 +1,16 @@
 """Turning a parsed snapshot into the messages ingest sends downstream. Pure.
 
-Every entry becomes exactly one message: a :class:`RawRecord` for its domain's raw
-topic, or a :class:`QuarantinedRecord` when ingest already knows it cannot be migrated.
-That one-to-one rule is what makes the report's counts add up.
+Every entry becomes exactly one record (:func:`plan_fanout`): a :class:`RawRecord` for its
+domain's raw topic, or a :class:`QuarantinedRecord` when ingest already knows it cannot be
+migrated. That one-to-one rule is what makes the report's counts add up. On the wire the
+records travel in batches (:func:`fanout_batches`): each entry in exactly one batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from shared.domains import Domain
 from shared.messages import (
@@ -17,8 +20,9 @@ from shared.messages import (
     SnapshotManifest,
     Stage,
 )
+from shared.batching import encode, pack
 from shared.snapshot import ParsedSnapshot, fold
-from shared.topics import record_key
+from shared.topics import batch_key, record_key
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,40 @@ def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outg
                 )
             out.append(Outgoing(domain, key, message))
     return out
+
+
+@dataclass(frozen=True)
+class WireBatch:
+    """One message for a raw topic (``raw``, the domain's) or the quarantine topic."""
+
+    kind: Literal["raw", "quarantine"]
+    domain: Domain
+    key: bytes
+    body: bytes
+    records: int
+
+
+def fanout_batches(outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int) -> Iterator[WireBatch]:
+    """The fan-out as batch messages: per domain, its raw records then its quarantined ones,
+    in snapshot order, each in exactly one message, keyed ``school/domain``."""
+    school_id = manifest.school_id
+    raw_head = {"kind": "raw.batch", "school_id": school_id, "snapshot_id": manifest.snapshot_id,
+                "source_ts": manifest.taken_at.isoformat()}  # fmt: skip
+    by_domain: dict[Domain, tuple[list[bytes], list[bytes]]] = {}
+    for item in outgoing:
+        raw, quarantine = by_domain.setdefault(item.domain, ([], []))
+        m = item.message
+        if isinstance(m, RawRecord):
+            raw.append(encode({"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints}))
+        else:
+            quarantine.append(encode(m))
+    for domain, (raw, quarantine) in by_domain.items():
+        key = batch_key(school_id, domain)
+        for body, n in pack({**raw_head, "domain": domain.value}, raw, max_records=max_records, max_bytes=max_bytes):
+            yield WireBatch("raw", domain, key, body, n)
+        for body, n in pack({"kind": "quarantine.batch", "school_id": school_id}, quarantine,
+                            max_records=max_records, max_bytes=max_bytes):  # fmt: skip
+            yield WireBatch("quarantine", domain, key, body, n)
 
 
 def audit_summary(parsed: ParsedSnapshot) -> AuditSummary:

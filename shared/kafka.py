@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import BaseMiddleware
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from shared.settings import Settings
@@ -60,11 +60,18 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         graceful_timeout=settings.graceful_timeout_s,
         acks="all",
         enable_idempotence=False,
-        compression_type="gzip",
+        compression_type=None if settings.compression == "none" else settings.compression,
         max_request_size=1024 * 1024,
         middlewares=[BackoffOnError],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
+
+
+async def raw_bodies(msg: KafkaMessage) -> list[bytes] | bytes:
+    """The bytes as sent (a batch subscriber: each message's): the handler decodes them with
+    the codec it chose (``shared.batching``), whatever content-type a producer set."""
+    body = msg.body
+    return [bytes(b) for b in body] if isinstance(body, list) else bytes(body)
 
 
 def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> dict[str, Any]:

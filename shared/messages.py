@@ -137,6 +137,79 @@ class QuarantinedRecord(_Model):
     payload: Any
 
 
+# --------------------------------------------------------------------------- batches on the wire
+#
+# The unit on the internal topics is a *batch*: many records of one (school, snapshot,
+# domain), keyed ``school/domain`` so one school's records of a domain keep their order on
+# one partition. Each entry is still accounted, quarantined and written record by record;
+# only the envelope is shared. A batch stays under ``Settings.max_batch_bytes`` (see
+# ``shared.batching``). Live changes (a later contract) ride the same envelope as a batch
+# of one or more entries.
+
+
+class RawEntry(_Model):
+    """One source record inside a :class:`RawBatch`."""
+
+    index: int = Field(description="Position in the domain's array in the snapshot.")
+    legacy_id: str | None
+    record: Any
+    hints: dict[str, str] = Field(default_factory=dict)
+
+
+class RawBatch(_Model):
+    """Source records of one school's domain, as read from the browser, before mapping."""
+
+    kind: Literal["raw.batch"] = "raw.batch"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    domain: Domain
+    source_ts: datetime
+    entries: list[RawEntry]
+
+    def records(self) -> list[RawRecord]:
+        """The entries as records (already validated as part of the batch)."""
+        head = {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
+                "source_ts": self.source_ts}  # fmt: skip
+        return [
+            RawRecord.model_construct(**head, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints)
+            for e in self.entries
+        ]
+
+
+class MappedEntry(_Model):
+    """One source record's target rows inside a :class:`RowsBatch`."""
+
+    index: int
+    legacy_id: str
+    rows: list[TargetRow]
+
+
+class RowsBatch(_Model):
+    """Mapped records of one school's domain: each record's rows, parents first."""
+
+    kind: Literal["rows.batch"] = "rows.batch"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    domain: Domain
+    source_ts: datetime
+    entries: list[MappedEntry]
+
+    def records(self) -> list[MappedRecord]:
+        head = {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
+                "source_ts": self.source_ts}  # fmt: skip
+        return [
+            MappedRecord.model_construct(**head, index=e.index, legacy_id=e.legacy_id, rows=e.rows) for e in self.entries
+        ]
+
+
+class QuarantineBatch(_Model):
+    """Records some stage could not migrate, each with its reason and exact source."""
+
+    kind: Literal["quarantine.batch"] = "quarantine.batch"
+    school_id: SchoolId
+    entries: list[QuarantinedRecord]
+
+
 def quarantined(record: RawRecord | MappedRecord, *, stage: Stage, reason: str, message: str, payload: Any) -> QuarantinedRecord:
     """The quarantine entry for a record some stage could not migrate."""
     return QuarantinedRecord(

@@ -24,21 +24,23 @@ ON CONFLICT (school_id, snapshot_id, domain, record_index) DO NOTHING
 
 async def store_quarantine(pool: asyncpg.Pool, records: Sequence[QuarantinedRecord]) -> None:
     """Store quarantine entries (idempotent: one per school, snapshot, domain, record index)."""
+    if records:
+        await with_retries(lambda: insert_quarantine(pool, records), "store quarantine")
+
+
+async def insert_quarantine(db: asyncpg.Pool | asyncpg.Connection, records: Sequence[QuarantinedRecord]) -> None:
+    """The same on a pool or inside a caller's transaction, once (the caller retries)."""
     if not records:
         return
     # JSON text, cast in SQL: a list-shaped payload inside a jsonb[] parameter would be
     # read as one more array dimension. A payload jsonb cannot hold goes in as bytes.
     texts = [json.dumps(r.payload, ensure_ascii=False) for r in records]
     storable = ["\\u0000" not in t for t in texts]
-
-    async def write() -> None:
-        await pool.execute(
-            _QUARANTINE,
-            [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
-            [r.index for r in records], [pg_text(r.legacy_id) for r in records], [r.stage.value for r in records],
-            [r.reason for r in records], [pg_text(r.message) for r in records],
-            [t if ok else None for t, ok in zip(texts, storable, strict=True)],
-            [None if ok else t.encode() for t, ok in zip(texts, storable, strict=True)],
-        )  # fmt: skip
-
-    await with_retries(write, "store quarantine")
+    await db.execute(
+        _QUARANTINE,
+        [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
+        [r.index for r in records], [pg_text(r.legacy_id) for r in records], [r.stage.value for r in records],
+        [r.reason for r in records], [pg_text(r.message) for r in records],
+        [t if ok else None for t, ok in zip(texts, storable, strict=True)],
+        [None if ok else t.encode() for t, ok in zip(texts, storable, strict=True)],
+    )  # fmt: skip

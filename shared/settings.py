@@ -31,8 +31,15 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(default=3, ge=1, description="Partitions per topic created by the tooling.")
     replication_factor: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=500, ge=1, description="Max records per consumer batch.")
-    batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a batch.")
+    batch_records: int = Field(default=500, ge=1, description="Max source records in one batch message on the internal topics.")
+    batch_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="Max bytes of one batch message before compression (one larger record goes alone)."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction).")
+    batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a consumer batch.")
+    compression: str = Field(
+        default="zstd", pattern="^(none|gzip|snappy|lz4|zstd)$", description="Producer compression on every topic (measured: `make bench`)."
+    )
     metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")
     metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
     log_level: str = "INFO"

@@ -174,3 +174,14 @@ PRIMARY_TABLE: dict[Domain, str] = {
     Domain.GRADES: "grades",
     Domain.PRIVATE_LESSONS: "private_lessons",
 }
+
+
+REFERENCED_TABLES: tuple[str, ...] = tuple(sorted({target for spec in TABLES.values() for _, target in spec.references}))
+"""Every table some other record's row points at."""
+
+
+def ref_exists_sql(ref_table: str, ref_id: str) -> str:
+    """SQL true when the row ``ref_table``/``ref_id`` (column expressions) exists in its
+    table. Table names come from the fixed catalogue, never from input."""
+    cases = " ".join(f"WHEN '{t}' THEN EXISTS (SELECT 1 FROM {t} WHERE id = {ref_id})" for t in REFERENCED_TABLES)
+    return f"(CASE {ref_table} {cases} ELSE false END)"

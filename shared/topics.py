@@ -18,6 +18,12 @@ def record_key(school_id: str, domain: Domain, legacy_id: str | None, index: int
     return f"{school_id}/{domain.value}/{legacy_id if legacy_id is not None else f'#{index}'}".encode()
 
 
+def batch_key(school_id: str, domain: Domain) -> bytes:
+    """The Kafka key of every batch of one school's domain: one partition per topic, so a
+    school's records of a domain (and the barriers behind them) stay in order."""
+    return f"{school_id}/{domain.value}".encode()
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str
@@ -28,11 +34,11 @@ class Topics:
         return cls(prefix=settings.topic_prefix, ingest=settings.resolved_ingest_topic)
 
     def raw(self, domain: Domain) -> str:
-        """One message per source record, as read from the browser."""
+        """Batches of source records, as read from the browser."""
         return f"{self.prefix}.raw.{domain.value}"
 
     def rows(self, domain: Domain) -> str:
-        """One message per source record, mapped to target rows."""
+        """Batches of source records, each mapped to its target rows."""
         return f"{self.prefix}.rows.{domain.value}"
 
     @property

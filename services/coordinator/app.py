@@ -3,14 +3,16 @@ reports out.
 
 A snapshot released by ingest takes a school through audited and backed_up (each on its
 evidence) to ``dual_write``. A sync monitor then checks, every poll interval, whether
-every source record is loaded or quarantined; when so, the school is ``synced`` and the
-validator is asked. Its verdict moves the school to ``validated`` (no critical issue) or
+every source record is loaded or quarantined; when so, records still parked are settled
+(quarantined as orphans, or re-driven to the loader when their parents are in the tables
+after all), the school is ``synced`` and the validator is asked. Its verdict moves the school to ``validated`` (no critical issue) or
 leaves it ``synced``; either way the report is written and announced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -28,14 +30,17 @@ from shared.kafka import consumer_options, make_broker
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
+    MappedEntry,
+    MappedRecord,
     OperatorCommand,
+    RowsBatch,
     SnapshotReleased,
     ValidationCompleted,
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
-from shared.topics import Topics
+from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
@@ -123,7 +128,13 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     counts = await record_counts(store.pool, school_id, snapshot_id)
     if counts is None or not all(c.accounted for c in counts.values()):
         return False
-    orphans = await store.quarantine_orphans(school_id, snapshot_id)
+    sweep = await store.sweep_parked(school_id, snapshot_id)
+    if sweep.redrive:
+        await redrive(sweep.redrive)
+        log.warning("%s: %d parked record(s) whose parents are in the tables re-driven", school_id, len(sweep.redrive))
+    if sweep.redrive or sweep.pending:
+        return False  # synced once they are written
+    orphans = sweep.orphans
     loaded = sum(c.loaded for c in counts.values())
     quarantined = sum(c.quarantined + c.parked for c in counts.values())
     try:
@@ -142,6 +153,16 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     run_id = await operations.request_validation(school_id, snapshot_id)
     log.info("%s: synced; validation %s requested", school_id, run_id)
     return True
+
+
+async def redrive(records: list[MappedRecord]) -> None:
+    """Hand records back to the loader (it writes them and un-parks them), as rows batches."""
+    for (school_id, snapshot_id, domain, source_ts), group in itertools.groupby(
+        records, key=lambda r: (r.school_id, r.snapshot_id, r.domain, r.source_ts)
+    ):
+        batch = RowsBatch(school_id=school_id, snapshot_id=snapshot_id, domain=domain, source_ts=source_ts,
+                          entries=[MappedEntry(index=r.index, legacy_id=r.legacy_id, rows=r.rows) for r in group])  # fmt: skip
+        await broker.publish(batch, topics.rows(domain), key=batch_key(school_id, domain))
 
 
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:

@@ -4,6 +4,7 @@ transition, validation runs and reports. A restarted coordinator resumes from he
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -20,8 +21,21 @@ from shared.messages import (
     Stage,
     quarantined,
 )
-from shared.quarantine import store_quarantine
-from shared.tables import PRIMARY_TABLE
+from shared.db import lock_schools
+from shared.quarantine import insert_quarantine
+from shared.tables import PRIMARY_TABLE, ref_exists_sql
+
+
+@dataclass
+class ParkedSweep:
+    """What :meth:`CoordinatorStore.sweep_parked` did with a snapshot's parked records."""
+
+    orphans: int = 0
+    """Quarantined: a parent is missing."""
+    redrive: list[MappedRecord] = field(default_factory=list)
+    """Waiting for nothing: to be written again."""
+    pending: int = 0
+    """Waiting for nothing, re-driven a moment ago: not written yet."""
 
 
 class CoordinatorStore:
@@ -81,36 +95,59 @@ class CoordinatorStore:
         )
         return [(r["school_id"], r["snapshot_id"]) for r in rows]
 
-    async def quarantine_orphans(self, school_id: str, snapshot_id: str) -> int:
-        """Quarantine the records of a complete snapshot still waiting for a parent: it will not come.
+    async def sweep_parked(self, school_id: str, snapshot_id: str, redrive_after_s: float = 10.0) -> ParkedSweep:
+        """Settle the records of a complete snapshot still parked, under the school's write lock.
 
-        They stay parked too: should the parent arrive later (a change), the loader writes
-        them and withdraws this quarantine entry in the same transaction.
+        A reference whose parent row exists now is satisfied (a lost un-parking, say after
+        a race, is mended here); a record left waiting for nothing is handed back to be
+        written again (*re-driven*, at most once per ``redrive_after_s``); a record still
+        missing a parent is quarantined as ``orphaned_reference``: it will not come. Orphans
+        stay parked too: should the parent arrive later (a change), the loader writes them
+        and withdraws this quarantine entry in the same transaction.
         """
-        parked = await self.pool.fetch(
-            """
-            SELECT p.domain, p.legacy_id, p.record_index, p.record::text AS record,
-                   array_agg(r.ref_table ORDER BY r.ref_table) AS waiting_for
-              FROM migration.parked_records p
-              LEFT JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
-             WHERE p.school_id = $1 AND p.snapshot_id = $2
-             GROUP BY p.domain, p.legacy_id, p.record_index, p.record::text
-            """,
-            school_id, snapshot_id,
-        )  # fmt: skip
-        entries = []
-        for row in parked:
-            record = MappedRecord.model_validate_json(row["record"])
-            tables = sorted({t for t in row["waiting_for"] if t})
-            entries.append(
-                quarantined(
-                    record, stage=Stage.LOADER, reason="orphaned_reference",
-                    message=f"its parent row in {', '.join(tables)} never arrived",
-                    payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
-                )  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_schools(conn, [school_id])
+            await conn.execute(
+                f"DELETE FROM migration.parked_refs r WHERE r.school_id = $1 AND {ref_exists_sql('r.ref_table', 'r.ref_id')}",
+                school_id,
             )
-        await store_quarantine(self.pool, entries)
-        return len(entries)
+            parked = await conn.fetch(
+                """
+                SELECT p.domain, p.legacy_id, p.record::text AS record,
+                       p.parked_at < now() - make_interval(secs => $3) AS redrivable,
+                       array_remove(array_agg(r.ref_table ORDER BY r.ref_table), NULL) AS waiting_for
+                  FROM migration.parked_records p
+                  LEFT JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
+                 WHERE p.school_id = $1 AND p.snapshot_id = $2
+                 GROUP BY p.domain, p.legacy_id, p.record::text, p.parked_at
+                """,
+                school_id, snapshot_id, redrive_after_s,
+            )  # fmt: skip
+            sweep = ParkedSweep()
+            orphans = []
+            for row in parked:
+                record = MappedRecord.model_validate_json(row["record"])
+                if row["waiting_for"]:
+                    orphans.append(
+                        quarantined(
+                            record, stage=Stage.LOADER, reason="orphaned_reference",
+                            message=f"its parent row in {', '.join(sorted(set(row['waiting_for'])))} never arrived",
+                            payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
+                        )  # fmt: skip
+                    )
+                elif row["redrivable"]:
+                    sweep.redrive.append(record)
+                else:
+                    sweep.pending += 1
+            await insert_quarantine(conn, orphans)
+            if sweep.redrive:
+                await conn.execute(
+                    "UPDATE migration.parked_records SET parked_at = now()"
+                    " WHERE school_id = $1 AND (domain, legacy_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+                    school_id, [r.domain.value for r in sweep.redrive], [r.legacy_id for r in sweep.redrive],
+                )  # fmt: skip
+            sweep.orphans = len(orphans)
+            return sweep
 
     async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(

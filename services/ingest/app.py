@@ -22,14 +22,13 @@ from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.barrier import forward, partition_counts
-from shared.fanout import Outgoing, audit_summary, plan_fanout
+from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     AuditCompleted,
     Barrier,
     DeadLetter,
     Mode,
-    QuarantinedRecord,
     SchoolRejected,
     Severity,
     SnapshotIncomplete,
@@ -185,12 +184,12 @@ async def forward_barrier(barrier: Barrier) -> None:
 
 
 async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> None:
-    """Send every message, pipelined, and return only when the broker has them all."""
+    """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
     pending = []
-    for item in outgoing:
-        topic = topics.quarantine if isinstance(item.message, QuarantinedRecord) else topics.raw(item.domain)
-        pending.append(await broker.publish(item.message, topic, key=item.key, headers=headers, no_confirm=True))
+    for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
+        topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
+        pending.append(await broker.publish(batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
 
 

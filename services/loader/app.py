@@ -1,4 +1,7 @@
-"""Loader service wiring: rows.<domain> and quarantine in (batches); PostgreSQL out.
+"""Loader service wiring: rows.<domain> and quarantine batches in; PostgreSQL out.
+
+One consumer poll (up to ``batch_size`` batch messages, from any rows topic) is written in
+one transaction, record by record in the ledger.
 
 Offsets are committed only after the batch's transaction commits (``NACK_ON_ERROR``:
 an exception rewinds the consumer instead of skipping).
@@ -14,8 +17,9 @@ from faststream import Context, FastStream
 
 from services.loader.writer import Writer
 from shared.barrier import acknowledge
-from shared.kafka import consumer_options, make_broker
-from shared.messages import Barrier, MappedRecord, QuarantinedRecord
+from shared.batching import decode_all
+from shared.kafka import consumer_options, make_broker, raw_bodies
+from shared.messages import Barrier, QuarantineBatch, QuarantinedRecord, RowsBatch
 from shared.service import prepare
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
@@ -49,9 +53,12 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
         metrics.records_quarantined.add(n, {"school_id": school_id, "domain": domain, "stage": stage, "reason": reason})
 
 
-@broker.subscriber(*topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True))
-async def on_rows(messages: list[Barrier | MappedRecord], writer: WriterDep) -> None:
-    records = [m for m in messages if isinstance(m, MappedRecord)]
+@broker.subscriber(
+    *topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True), decoder=raw_bodies
+)
+async def on_rows(bodies: list[bytes], writer: WriterDep) -> None:
+    messages = decode_all(bodies)
+    records = [r for m in messages if isinstance(m, RowsBatch) for r in m.records()]
     refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
     loaded = Counter(
         (r.school_id, r.domain.value) for r in records if (r.school_id, r.snapshot_id, r.domain, r.index) not in refused
@@ -63,9 +70,12 @@ async def on_rows(messages: list[Barrier | MappedRecord], writer: WriterDep) -> 
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")
 
 
-@broker.subscriber(topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True))
-async def on_quarantine(messages: list[Barrier | QuarantinedRecord], writer: WriterDep) -> None:
-    records = [m for m in messages if isinstance(m, QuarantinedRecord)]
+@broker.subscriber(
+    topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True), decoder=raw_bodies
+)
+async def on_quarantine(bodies: list[bytes], writer: WriterDep) -> None:
+    messages = decode_all(bodies)
+    records = [r for m in messages if isinstance(m, QuarantineBatch) for r in m.entries]
     await writer.quarantine(records)
     _count_quarantined(records)
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")

@@ -8,7 +8,10 @@ counts as loaded exactly when its rows are committed.
 
 A record whose parent row (in another record, on another topic) is not there yet is
 parked in ``migration.parked_records`` (see ``parking.py``), in the same transaction, and
-written by the transaction that brings its parent. Foreign-key errors never loop.
+written by the transaction that brings its parent. Foreign-key errors never loop. Each
+transaction holds its schools' write locks (``shared.db.lock_schools``) before it looks at
+parents or parked records, so with several loaders a child is never parked in a snapshot
+that misses its parent's commit (which would leave it parked for good).
 
 A step the database rejects for good is split in halves, each in a savepoint, until the
 records it rejects are alone; those go to quarantine with the database's message, the
@@ -33,7 +36,7 @@ from services.loader.parking import (
     record_key,
     references,
 )
-from shared.db import TRANSIENT_ERRORS, with_retries
+from shared.db import TRANSIENT_ERRORS, lock_schools, with_retries
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.quarantine import store_quarantine
@@ -136,6 +139,7 @@ class Writer:
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
         batch = newest_per_record(records)
+        schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
         cache: Cache = {}
 
@@ -145,6 +149,7 @@ class Writer:
                 try:  # the common case, a clean batch: one transaction, no savepoints
                     async with conn.transaction():
                         await conn.execute(_PREPARE)
+                        await lock_schools(conn, schools)
                         await _write_steps(conn, batch, cache)
                     return
                 except asyncpg.PostgresError as exc:
@@ -152,6 +157,7 @@ class Writer:
                         raise
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
+                    await lock_schools(conn, schools)
                     await _write_isolated(conn, batch, refused, cache)
                     if refused:  # a refused record is quarantined, so no longer waits anywhere
                         await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],

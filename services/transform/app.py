@@ -1,6 +1,9 @@
-"""Transform service wiring: raw.<domain> in (batches); rows.<domain> or quarantine out.
+"""Transform service wiring: raw.<domain> batches in; rows.<domain> and quarantine batches out.
 
-Offsets are committed only after every output of the batch is acknowledged by Kafka.
+Each raw batch maps record by record (``shared.mapping.records.transform_batch``) into one
+rows message and, where records cannot be migrated, one quarantine message (more only when
+a bound of ``shared.batching`` is reached). Offsets are committed only after every output
+of the consumer batch is acknowledged by Kafka.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ import logging
 from faststream import FastStream
 
 from shared.barrier import forward, partition_counts
+from shared.batching import decode_all, pack
 from shared.domains import Domain
-from shared.kafka import consumer_options, ensure_topics, make_broker
+from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
 from shared.logs import setup_logging
-from shared.mapping.records import transform
-from shared.messages import Barrier, QuarantinedRecord, RawRecord
+from shared.mapping.records import transform_batch
+from shared.messages import Barrier, RawBatch
 from shared.settings import Settings
 from shared.telemetry import setup_telemetry
-from shared.topics import Topics, record_key
+from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.transform")
 
@@ -35,24 +39,34 @@ async def start() -> None:
     await ensure_topics(settings)
 
 
-@broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True))
-async def on_raw(messages: list[Barrier | RawRecord]) -> None:
+@broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True), decoder=raw_bodies)
+async def on_raw(bodies: list[bytes]) -> None:
     pending = []
-    for raw in messages:
-        if isinstance(raw, Barrier):  # everything before it is published first, then the barrier goes on
+    for message in decode_all(bodies):
+        if isinstance(message, Barrier):  # everything before it is published first, then the barrier goes on
             await asyncio.gather(*pending)
             pending.clear()
-            await forward_barrier(raw)
+            await forward_barrier(message)
             continue
-        out = transform(raw)
-        key = record_key(raw.school_id, raw.domain, raw.legacy_id, raw.index)
-        if isinstance(out, QuarantinedRecord):
-            topic = topics.quarantine  # counted where it is stored, by the loader
-        else:
-            topic = topics.rows(raw.domain)
-            metrics.records_mapped.add(1, {"school_id": raw.school_id, "domain": raw.domain.value})
-        pending.append(await broker.publish(out, topic, key=key, no_confirm=True))
+        if not isinstance(message, RawBatch):
+            raise TypeError(f"{type(message).__name__} on a raw topic")
+        pending += [await broker.publish(body, topic, key=key, no_confirm=True) for body, topic, key in outputs(message)]
     await asyncio.gather(*pending)
+
+
+def outputs(batch: RawBatch) -> list[tuple[bytes, str, bytes]]:
+    """The messages one raw batch becomes: (body, topic, key)."""
+    done = transform_batch(batch)
+    key = batch_key(batch.school_id, batch.domain)
+    limits = {"max_records": settings.batch_records, "max_bytes": settings.batch_bytes}
+    rows_head = {"kind": "rows.batch", "school_id": batch.school_id, "snapshot_id": batch.snapshot_id,
+                 "domain": batch.domain.value, "source_ts": batch.source_ts.isoformat()}  # fmt: skip
+    out = [(body, topics.rows(batch.domain), key) for body, _ in pack(rows_head, done.mapped, **limits)]
+    quarantine_head = {"kind": "quarantine.batch", "school_id": batch.school_id}
+    out += [(body, topics.quarantine, key) for body, _ in pack(quarantine_head, done.quarantined, **limits)]
+    if done.mapped:  # counted where they are stored (loaded, or quarantined by the loader)
+        metrics.records_mapped.add(len(done.mapped), {"school_id": batch.school_id, "domain": batch.domain.value})
+    return out
 
 
 async def forward_barrier(barrier: Barrier) -> None:

@@ -122,6 +122,7 @@ class DomainFacts:
     broken_references: list[tuple[str, str, str]] = field(default_factory=list)  # legacy id, table.column, ref id
     duplicated_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # table(columns), legacy ids
     name_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    orphans_with_parents: list[str] = field(default_factory=list)  # legacy ids quarantined as orphans wrongly
 
 
 def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
@@ -141,6 +142,8 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
         issues.extend(found)
     for legacy_id, column, ref in facts.broken_references:
         issues.append(issue("orphaned_reference", domain, f"{column} = {ref} does not resolve", legacy_id))
+    for legacy_id in facts.orphans_with_parents:
+        issues.append(issue("orphan_with_parent", domain, "quarantined as an orphan, but its parents are in the tables", legacy_id))
     for key, ids in facts.duplicated_keys:
         issues.append(issue("unique_violation", domain, f"{key} shared by {', '.join(ids)}", ids[0]))
     for legacy_id in facts.duplicate_ids:

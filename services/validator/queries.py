@@ -21,7 +21,7 @@ from services.validator.digest import (
 )
 from shared.domains import Domain
 from shared.messages import SnapshotManifest, ValidationCompleted
-from shared.tables import TABLES
+from shared.tables import TABLES, ref_exists_sql
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 
@@ -76,6 +76,26 @@ async def quarantine_reasons(pool: asyncpg.Pool, school_id: str, snapshot_id: st
     found: dict[Domain, Counter[str]] = {}
     for r in rows:
         found.setdefault(Domain(r["domain"]), Counter())[r["reason"]] = int(r["n"])
+    return found
+
+
+async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, list[str]]:
+    """Records quarantined as orphans although no parent they wait for is missing: an
+    un-parking was lost (a race), not a parent. Never a warning: they are to be re-driven."""
+    rows = await pool.fetch(
+        f"""
+        SELECT q.domain, q.legacy_id FROM migration.quarantine q
+         WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.reason = 'orphaned_reference'
+           AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
+                            WHERE (r.school_id, r.domain, r.legacy_id) = (q.school_id, q.domain, q.legacy_id)
+                              AND NOT {ref_exists_sql('r.ref_table', 'r.ref_id')})
+         ORDER BY q.domain, q.legacy_id
+        """,
+        school_id, snapshot_id,
+    )  # fmt: skip
+    found: dict[Domain, list[str]] = {}
+    for r in rows:
+        found.setdefault(Domain(r["domain"]), []).append(r["legacy_id"])
     return found
 
 

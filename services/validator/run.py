@@ -102,6 +102,8 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
         for ids in await queries.duplicated_keys(pool, school_id, table, columns):
             domain = _TABLE_DOMAIN.get(table, Domain.STUDENTS)
             facts[domain].duplicated_keys.append((f"{table}({', '.join(columns)})", ids))
+    for domain, legacy_ids in (await queries.orphans_with_parents(pool, school_id, snapshot_id)).items():
+        facts[domain].orphans_with_parents = legacy_ids
     for finding in await queries.name_mismatches(pool, school_id, snapshot_id):
         facts[Domain(finding["domain"])].name_mismatches.append(finding)
 

@@ -1,11 +1,20 @@
-"""One raw record in, one message out: its target rows, or its quarantine entry. Pure."""
+"""Raw records in, their target rows or their quarantine entries out. Pure.
+
+:func:`transform` maps one record into one message; :func:`transform_batch` maps a whole
+:class:`RawBatch` straight into wire entries (each encoded once, see ``shared.batching``),
+one per source record: its rows for the domain's rows topic, or its quarantine entry.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from shared.batching import encode
 from shared.mapping import Mapped, map_record
 from shared.messages import (
     MappedRecord,
     QuarantinedRecord,
+    RawBatch,
     RawRecord,
     Stage,
     TargetRow,
@@ -13,23 +22,48 @@ from shared.messages import (
 )
 
 
-def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
+def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
+    """The record's rows as wire dicts (``table``, ``values`` with provenance), or (reason, message)."""
     if raw.legacy_id is None or not isinstance(raw.record, dict):
         # Ingest quarantines these itself; a raw record like this means a foreign producer.
-        return _quarantine(raw, "not_mappable", "record has no id or is not an object")
+        return "not_mappable", "record has no id or is not an object"
     result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, raw.source_ts.isoformat())
     if isinstance(result, Mapped):
         provenance = {"school_id": raw.school_id, "legacy_id": raw.legacy_id}
-        return MappedRecord(
-            school_id=raw.school_id,
-            snapshot_id=raw.snapshot_id,
-            domain=raw.domain,
-            index=raw.index,
-            legacy_id=raw.legacy_id,
-            source_ts=raw.source_ts,
-            rows=[TargetRow(table=table, values={**values, **provenance}) for table, values in result.rows],
-        )
-    return _quarantine(raw, result.reason, result.message)
+        return [{"table": table, "values": {**values, **provenance}} for table, values in result.rows]
+    return result.reason, result.message
+
+
+def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
+    out = _map(raw)
+    if isinstance(out, tuple):
+        return _quarantine(raw, *out)
+    assert raw.legacy_id is not None
+    return MappedRecord(
+        school_id=raw.school_id, snapshot_id=raw.snapshot_id, domain=raw.domain, index=raw.index,
+        legacy_id=raw.legacy_id, source_ts=raw.source_ts, rows=[TargetRow(**row) for row in out],  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@dataclass
+class TransformedBatch:
+    """A raw batch's outcome, as encoded wire entries, in the batch's order."""
+
+    mapped: list[bytes] = field(default_factory=list)
+    """``MappedEntry`` JSON, one per mapped record, for the domain's rows topic."""
+    quarantined: list[bytes] = field(default_factory=list)
+    """``QuarantinedRecord`` JSON, one per record that cannot be migrated."""
+
+
+def transform_batch(batch: RawBatch) -> TransformedBatch:
+    out = TransformedBatch()
+    for raw in batch.records():
+        result = _map(raw)
+        if isinstance(result, tuple):
+            out.quarantined.append(encode(_quarantine(raw, *result)))
+        else:
+            out.mapped.append(encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result}))
+    return out
 
 
 def _quarantine(raw: RawRecord, reason: str, message: str) -> QuarantinedRecord:

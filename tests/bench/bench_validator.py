@@ -66,7 +66,7 @@ async def migrate_school(pool: asyncpg.Pool, index: int) -> tuple[str, str, int]
     for start in range(0, len(mapped), 2000):
         await writer.load(mapped[start : start + 2000])
     await ingest.mark_released(manifest, summary)
-    await CoordinatorStore(pool).quarantine_orphans(manifest.school_id, manifest.snapshot_id)
+    await CoordinatorStore(pool).sweep_parked(manifest.school_id, manifest.snapshot_id)
     return manifest.school_id, manifest.snapshot_id, len(mapped)
 
 

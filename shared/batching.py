@@ -1,0 +1,64 @@
+"""Packing records into batch messages, bounded by count and bytes, and reading them back. Pure.
+
+The unit on the internal topics is a batch of one (school, snapshot, domain)'s records
+(see ``shared.messages``, *batches on the wire*). Each entry is encoded once, its size is
+then known exactly, and a message is the header's JSON with the entries spliced in:
+nothing is encoded twice, and no message grows past ``max_bytes`` unless a single entry
+does (that one goes alone; what may enter a batch at all is bounded upstream by the
+record-size limit).
+
+The codec is pydantic-core's JSON, chosen by measurement (``tests/bench/bench_codec.py``,
+``.bench/codec.json``): it reads and writes integers of any size exactly (orjson reads
+them as floats, losing digits, and refuses to write them), and its validating parser
+checks a batch's shape in the same pass that decodes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+from pydantic_core import to_json
+
+from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch
+
+Internal = Annotated[Barrier | RawBatch | RowsBatch | QuarantineBatch, Field(discriminator="kind")]
+_INTERNAL: TypeAdapter[Barrier | RawBatch | RowsBatch | QuarantineBatch] = TypeAdapter(Internal)
+
+_ENTRIES = b',"entries":['
+
+
+def encode(value: Any) -> bytes:
+    """One value as JSON; non-finite floats as ``null`` (what the pydantic models write)."""
+    return to_json(value, inf_nan_mode="null")
+
+
+def pack(
+    header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, max_bytes: int
+) -> Iterator[tuple[bytes, int]]:
+    """Messages ``{**header, "entries": [...]}`` (with how many entries each holds) of at most
+    ``max_records`` entries and, unless one entry alone is larger, ``max_bytes`` bytes; in
+    order, every entry exactly once."""
+    head = encode(header)[:-1] + _ENTRIES  # '{"kind":…,"domain":…' + ',"entries":['
+    fixed = len(head) + 2  # ']}'
+    chunk: list[bytes] = []
+    size = fixed
+    for entry in entries:
+        grown = size + len(entry) + (1 if chunk else 0)
+        if chunk and (len(chunk) >= max_records or grown > max_bytes):
+            yield head + b",".join(chunk) + b"]}", len(chunk)
+            chunk, grown = [], fixed + len(entry)
+        chunk.append(entry)
+        size = grown
+    if chunk:
+        yield head + b",".join(chunk) + b"]}", len(chunk)
+
+
+def decode(body: bytes) -> Barrier | RawBatch | RowsBatch | QuarantineBatch:
+    """An internal message, validated (raises ``pydantic.ValidationError`` when it is none)."""
+    return _INTERNAL.validate_json(body)
+
+
+def decode_all(bodies: Sequence[bytes]) -> list[Barrier | RawBatch | RowsBatch | QuarantineBatch]:
+    return [decode(body) for body in bodies]
