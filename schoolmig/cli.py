@@ -31,10 +31,10 @@ def _settings() -> Settings:
 # --------------------------------------------------------------------------- up
 
 
-async def _up(settings: Settings) -> int:
+async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     from schoolmig.stack import Stack, StackInfo
 
-    stack = await Stack(settings, metrics_ports=settings.metrics_port != 0).start()
+    stack = await Stack(settings, metrics_ports=settings.metrics_port != 0, replicas=replicas).start()
     StackInfo(stack.bootstrap_servers, stack.database_url, os.getpid()).save(settings.state_dir)
     console.print(f"stack up: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} (Ctrl-C stops)")
     stop = asyncio.Event()
@@ -53,7 +53,7 @@ async def _up(settings: Settings) -> int:
 
 
 async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None,
-               override_audit: str | None = None) -> int:  # fmt: skip
+               override_audit: str | None = None, replicas: dict[str, int] | None = None) -> int:  # fmt: skip
     from schoolmig.render import print_report
     from schoolmig.runner import plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
@@ -76,7 +76,7 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
             handle.flush()
 
         with console.status("starting the stack…"):
-            stack = await Stack(settings, sink=to_files).start()
+            stack = await Stack(settings, sink=to_files, replicas=replicas or {}).start()
         bootstrap, dsn = stack.bootstrap_servers, stack.database_url
         console.print(f"stack started (service logs in {log_dir}/)")
     try:
@@ -292,7 +292,7 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
         await send_command(bootstrap, settings, command)
         if not wait:
             return 0
-        deadline = time.monotonic() + settings.run_timeout_s
+        deadline = time.monotonic() + settings.run_stall_timeout_s
         ended = {"completed", "rolled_back"}
         while time.monotonic() < deadline:
             moves = (await store.transitions(school))[before:]
@@ -335,11 +335,26 @@ def _demo(out: Path, schools: int, seed: int) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _replicas(text: str) -> dict[str, int]:
+    from schoolmig.stack import parse_replicas
+
+    try:
+        replicas = parse_replicas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if replicas.get("coordinator", 1) > 1:
+        raise argparse.ArgumentTypeError("the coordinator runs as one replica for now (its cutovers are not fenced yet)")
+    return replicas
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schoolmig", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start (embedded infra if needed and) the five services; Ctrl-C stops")
+    up = commands.add_parser("up", help="start (embedded infra if needed and) the five services; Ctrl-C stops")
     run = commands.add_parser("run", help="bring a stack up if none runs, migrate the files, report, stop")
+    for command in (up, run):
+        command.add_argument("--replicas", type=_replicas, default={}, metavar="SERVICE=N,…",
+                             help="OS processes per service, e.g. transform=3,loader=2 (default 1 each)")  # fmt: skip
     run.add_argument("files", nargs="+", type=Path, metavar="FILE")
     run.add_argument("--school", help="school id for every file (default: each file's name)")
     run.add_argument("--report", type=Path, help="write the report as JSON here")
@@ -399,13 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings()
     if args.command == "up":
         logging.getLogger("schoolmig").setLevel(logging.INFO)
-        return asyncio.run(_up(settings))
+        return asyncio.run(_up(settings, args.replicas))
     if args.command == "run":
         missing = [str(f) for f in args.files if not f.is_file()]
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit))
+        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas))
     if args.command == "migrate":
         if not args.file.is_file():
             console.print(f"[red]no such file: {args.file}[/]")

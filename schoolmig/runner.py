@@ -109,6 +109,68 @@ async def report_so_far(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
     )  # fmt: skip
 
 
+Pair = tuple[str, str]  # (school id, snapshot id)
+
+
+async def _movement(pool: asyncpg.Pool, pairs: list[Pair]) -> tuple[int, int, str]:
+    """What moves while schools migrate: records accounted for, validation runs, phases."""
+    row = await pool.fetchrow(
+        """
+        WITH p AS (SELECT * FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id))
+        SELECT (SELECT count(*) FROM migration.loaded_records l JOIN p USING (school_id, snapshot_id))
+             + (SELECT count(*) FROM migration.quarantine q JOIN p USING (school_id, snapshot_id)) AS accounted,
+               (SELECT count(*) FROM migration.validation_runs v JOIN p USING (school_id, snapshot_id)) AS runs,
+               (SELECT coalesce(string_agg(s.phase, ',' ORDER BY s.school_id), '')
+                  FROM migration.school_phase s WHERE s.school_id IN (SELECT school_id FROM p)) AS phases
+        """,
+        [s for s, _ in pairs], [n for _, n in pairs],
+    )  # fmt: skip
+    return int(row["accounted"]), int(row["runs"]), str(row["phases"])
+
+
+async def wait_for_reports(
+    pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
+    *, overridden: bool = False, poll_s: float = 0.5,
+) -> dict[Pair, dict[str, Any] | None]:
+    """Each snapshot's report, or None for one ingest reports incomplete (it will never be
+    released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
+    (no record accounted for, no validation, no phase change): a healthy migration of any
+    size is never given up on. With ``overridden``, see :func:`wait_for_report`."""
+    pending = list(pairs)
+    reports: dict[Pair, dict[str, Any] | None] = {}
+    moved_at, last = time.monotonic(), None
+    while pending:
+        rows = await pool.fetch(
+            """
+            SELECT p.school_id, p.snapshot_id, r.report,
+                   EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
+                            WHERE (i.school_id, i.snapshot_id) = (p.school_id, p.snapshot_id)) AS incomplete
+              FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
+              LEFT JOIN migration.reports r USING (school_id, snapshot_id)
+            """,
+            [s for s, _ in pending], [n for _, n in pending],
+        )  # fmt: skip
+        for row in rows:
+            pair = (row["school_id"], row["snapshot_id"])
+            if row["report"] is not None and not (overridden and row["report"].get("blocked")):
+                reports[pair] = row["report"]
+            elif row["incomplete"]:
+                reports[pair] = None
+        pending = [p for p in pending if p not in reports]
+        if not pending:
+            break
+        if on_progress is not None:
+            for school_id, snapshot_id in pending:
+                phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
+                on_progress(school_id, await record_counts(pool, school_id, snapshot_id) or {}, phase)
+        if (now := await _movement(pool, pending)) != last:
+            moved_at, last = time.monotonic(), now
+        elif time.monotonic() - moved_at > stall_timeout_s:
+            break
+        await asyncio.sleep(poll_s)
+    return {pair: reports.get(pair) for pair in pairs}
+
+
 async def run_jobs(
     settings: Settings,
     bootstrap_servers: str,
@@ -122,29 +184,27 @@ async def run_jobs(
     """``override_audit``: a written reason that lets these snapshots past critical audit
     findings (sent before each snapshot, so the gate knows it when the snapshot arrives)."""
     pool = await create_pool(database_url)
-    deadline = time.monotonic() + settings.run_timeout_s
     schools: list[dict[str, Any]] = []
     try:
         for jobs in rounds:
-            if override_audit:
-                for job in jobs:
-                    await send_override(bootstrap_servers, settings, job.school_id, job.path.read_bytes(), override_audit)
-            manifests = await asyncio.gather(
-                *(
-                    publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, job.path)
-                    for job in jobs
-                )
-            )
-            for job, manifest in zip(jobs, manifests, strict=True):
+            manifests = []
+            for job in jobs:  # one file in memory at a time
+                content = job.path.read_bytes()
+                if override_audit:
+                    await send_override(bootstrap_servers, settings, job.school_id, content, override_audit)
+                manifest = await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content)
+                del content
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
-            reports = await asyncio.gather(
-                *(wait_for_report(pool, m.school_id, m.snapshot_id, deadline, on_progress, overridden=bool(override_audit))
-                  for m in manifests)  # fmt: skip
-            )
-            for manifest, report in zip(manifests, reports, strict=True):
+                manifests.append(manifest)
+            pairs = [(m.school_id, m.snapshot_id) for m in manifests]
+            reports = await wait_for_reports(pool, pairs, settings.run_stall_timeout_s, on_progress,
+                                             overridden=bool(override_audit))  # fmt: skip
+            for school_id, snapshot_id in pairs:
+                report = reports[(school_id, snapshot_id)]
                 if report is None:
-                    on_status(f"{manifest.school_id}: no report (incomplete snapshot or timeout)")
-                    report = await report_so_far(pool, manifest.school_id, manifest.snapshot_id)
+                    report = await report_so_far(pool, school_id, snapshot_id)
+                    on_status(f"{school_id}: no report (incomplete snapshot, or nothing moved for "
+                              f"{settings.run_stall_timeout_s:.0f}s): left at {report.get('phase')}")  # fmt: skip
                 schools.append(report)
     finally:
         await pool.close()

@@ -63,9 +63,22 @@ class StackInfo:
         return info
 
 
+def parse_replicas(text: str) -> dict[str, int]:
+    """``transform=3,loader=2`` -> {"transform": 3, "loader": 2}; every name a service, every count >= 1."""
+    replicas: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--replicas: {part!r} is not SERVICE=N with SERVICE one of {', '.join(SERVICES)} and N >= 1")
+        replicas[name] = int(count)
+    return replicas
+
+
 @dataclass
 class _Child:
     name: str
+    """The instance: the service's name for its first replica, ``<service>-<n>`` for the others."""
+    service: str
     process: asyncio.subprocess.Process | None = None
     pump: asyncio.Task[None] | None = None
     restarts: int = 0
@@ -77,6 +90,8 @@ class Stack:
     settings: Settings
     sink: LineSink = print_prefixed
     metrics_ports: bool = False
+    replicas: dict[str, int] = field(default_factory=dict)
+    """OS processes per service (default 1 each): replicas share their consumer groups."""
     kafka: EmbeddedKafka | None = None
     postgres: EmbeddedPostgres | None = None
     bootstrap_servers: str = ""
@@ -113,9 +128,11 @@ class Stack:
         await apply_migrations(self.database_url)
         await ensure_topics(settings)
         self.api_port = self.settings.api_port or free_port()
-        for name in SERVICES:
-            self._children[name] = _Child(name, metrics_port=free_port() if self.metrics_ports else 0)
-            await self._spawn(self._children[name])
+        for service in SERVICES:
+            for n in range(1, self.replicas.get(service, 1) + 1):
+                name = service if n == 1 else f"{service}-{n}"
+                self._children[name] = _Child(name, service, metrics_port=free_port() if self.metrics_ports else 0)
+                await self._spawn(self._children[name])
         self._watch = asyncio.create_task(self._supervise())
         return self
 
@@ -134,10 +151,12 @@ class Stack:
         env = self._env()
         if child.metrics_port:
             env["SCHOOLMIG_METRICS_PORT"] = str(child.metrics_port)
-        if child.name == "coordinator":
+        if child.name == "coordinator":  # its first replica serves the API
             env["SCHOOLMIG_API_PORT"] = str(self.api_port)
+        elif child.service == "coordinator":
+            env["SCHOOLMIG_API_PORT"] = "0"
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{child.name}",
+            sys.executable, "-m", f"services.{child.service}",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
@@ -164,6 +183,10 @@ class Stack:
     def pid_of(self, name: str) -> int | None:
         process = self._children[name].process
         return process.pid if process else None
+
+    def pids(self) -> dict[str, int]:
+        """Every running instance's process id, by instance name."""
+        return {name: c.process.pid for name, c in self._children.items() if c.process and c.process.returncode is None}
 
     async def stop(self) -> None:
         self._stopping = True

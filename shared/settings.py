@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     incomplete_snapshot_timeout_s: float = Field(
         default=300.0, gt=0, description="A snapshot still missing chunks this long after its first part is reported."
     )
-    run_timeout_s: float = Field(default=300.0, gt=0, description="`schoolmig run` gives up after this.")
+    run_stall_timeout_s: float = Field(
+        default=120.0, gt=0, description="`schoolmig run` gives up when nothing has moved for this long (never on a slow, healthy run)."
+    )
     sync_poll_interval_s: float = Field(default=0.5, gt=0)
     graceful_timeout_s: float = Field(default=15.0, gt=0)
     api_port: int = Field(default=0, ge=0, description="Coordinator HTTP API port (`GET /schools/{id}/mode`); 0 disables.")

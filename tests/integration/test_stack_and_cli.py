@@ -52,7 +52,7 @@ def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
     data.write_text(json.dumps(dump, ensure_ascii=False), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env["SCHOOLMIG_STATE_DIR"] = str(tmp_path / "state")
-    env["SCHOOLMIG_RUN_TIMEOUT_S"] = "120"
+    env["SCHOOLMIG_RUN_STALL_TIMEOUT_S"] = "120"
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "schoolmig.cli", "run", str(data), "--report", str(tmp_path / "report.json"),
