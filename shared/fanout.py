@@ -22,6 +22,7 @@ from shared.messages import (
 )
 from shared.batching import encode, pack
 from shared.snapshot import ParsedSnapshot, fold
+from shared.tables import DOMAIN_LOAD_ORDER
 from shared.topics import batch_key, record_key
 
 
@@ -88,8 +89,9 @@ class WireBatch:
 
 
 def fanout_batches(outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int) -> Iterator[WireBatch]:
-    """The fan-out as batch messages: per domain, its raw records then its quarantined ones,
-    in snapshot order, each in exactly one message, keyed ``school/domain``."""
+    """The fan-out as batch messages: domains parents first (``DOMAIN_LOAD_ORDER``), per
+    domain its raw records then its quarantined ones, in snapshot order, each in exactly
+    one message, keyed ``school/domain``."""
     school_id = manifest.school_id
     raw_head = {"kind": "raw.batch", "school_id": school_id, "snapshot_id": manifest.snapshot_id,
                 "source_ts": manifest.taken_at.isoformat()}  # fmt: skip
@@ -101,7 +103,8 @@ def fanout_batches(outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_
             raw.append(encode({"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints}))
         else:
             quarantine.append(encode(m))
-    for domain, (raw, quarantine) in by_domain.items():
+    for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
+        raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)
         for body, n in pack({**raw_head, "domain": domain.value}, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)

@@ -83,7 +83,13 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
         "ack_policy": AckPolicy.NACK_ON_ERROR,
     }
     if batch:
-        options |= {"batch": True, "max_records": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms}
+        options |= {
+            "batch": True, "max_records": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
+            # A few messages per partition per fetch: a poll then holds every domain's next
+            # batches side by side (parents, sent first, with their children) instead of a
+            # long run of one partition, which made the loader park most children.
+            "max_partition_fetch_bytes": settings.fetch_partition_bytes,
+        }  # fmt: skip
     return options
 
 

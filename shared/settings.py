@@ -37,9 +37,16 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction).")
     batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a consumer batch.")
+    fetch_partition_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Max bytes a batch consumer fetches from one partition at a time (fairness across domains)."
+    )
     compression: str = Field(
         default="zstd", pattern="^(none|gzip|snappy|lz4|zstd)$", description="Producer compression on every topic (measured: `make bench`)."
     )
+    parent_wait_s: float = Field(
+        default=30.0, ge=0, description="Longest a child's batch waits in its partition for parents on their way before it is parked."
+    )
+    parent_pause_s: float = Field(default=0.3, gt=0, description="How long a partition whose batch waits for parents is paused.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")
     metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
     log_level: str = "INFO"

@@ -1,7 +1,7 @@
 """Loader service wiring: rows.<domain> and quarantine batches in; PostgreSQL out.
 
-One consumer poll (up to ``batch_size`` batch messages, from any rows topic) is written in
-one transaction, record by record in the ledger.
+Each rows topic has its own consumer; one poll (up to ``batch_size`` batch messages) is
+written in one transaction, record by record in the ledger.
 
 Offsets are committed only after the batch's transaction commits (``NACK_ON_ERROR``:
 an exception rewinds the consumer instead of skipping).
@@ -9,12 +9,18 @@ an exception rewinds the consumer instead of skipping).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
+from aiokafka import TopicPartition
 from faststream import Context, FastStream
+from faststream.kafka import KafkaMessage
 
+from services.loader.deferral import Position, WaitClock, split
 from services.loader.writer import Writer
 from shared.barrier import acknowledge
 from shared.batching import decode_all
@@ -34,11 +40,12 @@ app = FastStream(broker)
 metrics = setup_telemetry("loader", settings.metrics_port, settings.metrics_host)
 
 WriterDep = Annotated[Writer, Context("writer")]
+clock = WaitClock(settings.parent_wait_s)
 
 
 @app.on_startup
 async def start() -> None:
-    app.context.set_global("writer", Writer(await prepare(settings, "loader", pool_size=4)))
+    app.context.set_global("writer", Writer(await prepare(settings, "loader", pool_size=8)))
 
 
 @app.on_shutdown
@@ -56,9 +63,14 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
 @broker.subscriber(
     *topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True), decoder=raw_bodies
 )
-async def on_rows(bodies: list[bytes], writer: WriterDep) -> None:
+async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
+    positions = [Position(r.topic, r.partition, r.offset) for r in message.raw_message]
     messages = decode_all(bodies)
-    records = [r for m in messages if isinstance(m, RowsBatch) for r in m.records()]
+    groups = [m.records() if isinstance(m, RowsBatch) else [] for m in messages]
+    now = time.monotonic()
+    waiting = {i for i in await writer.waiting_for_parents(groups) if clock.may_wait(positions[i], now)}
+    plan = split(positions, waiting)
+    records = [r for i in plan.now for r in groups[i]]
     refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
     loaded = Counter(
         (r.school_id, r.domain.value) for r in records if (r.school_id, r.snapshot_id, r.domain, r.index) not in refused
@@ -66,8 +78,27 @@ async def on_rows(bodies: list[bytes], writer: WriterDep) -> None:
     for (school_id, domain), n in loaded.items():
         metrics.records_loaded.add(n, {"school_id": school_id, "domain": domain})
     _count_quarantined(list(refused.values()))
-    # The batch is committed: every barrier in it is passed (whatever preceded it is written).
-    await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")
+    # Committed: every barrier handled now is passed (whatever preceded it is written).
+    await acknowledge(writer.pool, [m for i in plan.now if isinstance(m := messages[i], Barrier)], "loader")
+    clock.forget([positions[i] for i in plan.now], now)
+    if plan.rewind:
+        wait_for_parents(message.consumer, plan.rewind)
+
+
+def wait_for_parents(consumer: Any, rewind: dict[tuple[str, int], int]) -> None:
+    """Deliver these partitions again from the given offsets, after a pause (the commit that
+    follows stops there): their messages wait for parents still on their way."""
+    partitions = [TopicPartition(topic, partition) for topic, partition in rewind]
+    for tp in partitions:
+        consumer.seek(tp, rewind[(tp.topic, tp.partition)])
+    consumer.pause(*partitions)
+    asyncio.get_running_loop().call_later(settings.parent_pause_s, _resume, consumer, partitions)
+    log.debug("%d partition(s) wait for parents on their way", len(partitions))
+
+
+def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
+    with contextlib.suppress(Exception):  # revoked meanwhile: the new owner starts unpaused
+        consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
 
 
 @broker.subscriber(

@@ -40,7 +40,7 @@ from shared.db import TRANSIENT_ERRORS, lock_schools, with_retries
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.quarantine import store_quarantine
-from shared.tables import LOAD_ORDER, TableSpec
+from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
@@ -132,9 +132,49 @@ SELECT p.record::text AS record
                     WHERE (r.school_id, r.domain, r.legacy_id) = (p.school_id, p.domain, p.legacy_id))
 """
 
+# Of these (school, snapshot, parent domain), the ones whose records are still on their
+# way: fewer accounted for (loaded, quarantined, or parked themselves) than the snapshot has.
+_IN_FLIGHT = """
+SELECT k.school_id, k.snapshot_id, k.domain
+  FROM unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, snapshot_id, domain)
+  JOIN migration.snapshots s USING (school_id, snapshot_id)
+ WHERE coalesce((s.audit -> 'source_counts' ->> k.domain)::int, 0)
+     > (SELECT count(*) FROM migration.loaded_records l
+         WHERE (l.school_id, l.snapshot_id, l.domain) = (k.school_id, k.snapshot_id, k.domain))
+     + (SELECT count(*) FROM migration.quarantine q
+         WHERE (q.school_id, q.snapshot_id, q.domain) = (k.school_id, k.snapshot_id, k.domain))
+     + (SELECT count(*) FROM migration.parked_records p
+         WHERE (p.school_id, p.snapshot_id, p.domain) = (k.school_id, k.snapshot_id, k.domain))
+"""
+_DOMAIN_OF_TABLE = {table: domain.value for domain, table in PRIMARY_TABLE.items()}
+
+
 class Writer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+
+    async def waiting_for_parents(self, groups: Sequence[Sequence[MappedRecord]]) -> set[int]:
+        """Which groups (a poll's messages) hold a record whose missing parent is still on its
+        way: not in the tables, not in the poll, and its domain in that snapshot not yet all
+        accounted for (see ``deferral.py``). A parent that will never come (its domain is
+        done) is no reason to wait: that child is parked, then quarantined as an orphan."""
+        records = [r for group in groups for r in group]
+        needing = [r for r in records if references(r)]
+        if not needing:
+            return set()
+        given: set[Ref] = set().union(*(provides(r) for r in records))
+        async with self.pool.acquire() as conn:
+            known = given | await _existing(conn, needing)
+            missing = {  # per group: the (school, snapshot, domain) of each parent it misses
+                i: {(r.school_id, r.snapshot_id, _DOMAIN_OF_TABLE[table])
+                    for r in group for table, row in references(r) if (table, row) not in known}
+                for i, group in enumerate(groups)
+            }  # fmt: skip
+            keys = set().union(*missing.values())
+            if not keys:
+                return set()
+            in_flight = {tuple(r) for r in await conn.fetch(_IN_FLIGHT, *map(list, zip(*keys, strict=True)))}
+        return {i for i, wanted in missing.items() if wanted & in_flight}
 
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Annotated
@@ -39,8 +40,14 @@ async def stop(pool: Pool) -> None:
     await pool.close()
 
 
-@broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator"))
-async def on_validate(command: ValidationRequested, pool: Pool) -> None:
+@broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator", batch=True))
+async def on_validate(commands: list[ValidationRequested], pool: Pool) -> None:
+    """Schools that sync together are validated together (their backups mapped in the worker
+    processes side by side), not one after another; the offsets are committed once all are stored."""
+    await asyncio.gather(*(validate_one(command, pool) for command in commands))
+
+
+async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None:
     result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id)
     await store_result(pool, result)  # with the differing values: the database may hold them
     await broker.publish(result.for_publishing(), topics.events, key=command.school_id.encode())

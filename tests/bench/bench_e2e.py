@@ -153,14 +153,20 @@ class Sampler(threading.Thread):
         self.peak_rss: dict[str, int] = {}
         self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, cpu seconds so far)
         self.stop = threading.Event()
+        self.base: dict[int, float] = {}  # CPU the servers spent before this run (the other two loads)
+        for pid in extra.values():
+            for p in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True)):
+                times = p.cpu_times()
+                self.base[p.pid] = times.user + times.system
 
     @staticmethod
     def role(process: psutil.Process) -> str:
-        cmd = process.cmdline()
-        for part in cmd:
-            if part.startswith("services."):
-                return part.removeprefix("services.")
-        return "cli" if any("schoolmig" in part for part in cmd) else "other"
+        """The service a process belongs to (a worker process counts for its parent's service)."""
+        for each in (process, *process.parents()):
+            for part in each.cmdline():
+                if part.startswith("services."):
+                    return part.removeprefix("services.")
+        return "cli" if any("schoolmig" in part for part in process.cmdline()) else "other"
 
     def sample(self) -> None:
         processes: list[tuple[str, psutil.Process]] = [("cli", self.root)]
@@ -168,13 +174,18 @@ class Sampler(threading.Thread):
             processes += [(self.role(c), c) for c in self.root.children(recursive=True)]
         except psutil.Error:
             pass
-        processes += [(name, psutil.Process(pid)) for name, pid in self.extra.items() if psutil.pid_exists(pid)]
+        for name, pid in self.extra.items():
+            try:
+                root = psutil.Process(pid)
+                processes += [(name, p) for p in (root, *root.children(recursive=True))]
+            except psutil.Error:
+                continue
         rss: dict[str, int] = {}
         for role, process in processes:
             try:
                 rss[f"{role}:{process.pid}"] = process.memory_info().rss
                 times = process.cpu_times()
-                self.cpu[process.pid] = (role, times.user + times.system)
+                self.cpu[process.pid] = (role, times.user + times.system - self.base.get(process.pid, 0.0))
             except psutil.Error:
                 continue
         for key, value in rss.items():
@@ -202,6 +213,8 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
     if replicas:
         command += ["--replicas", replicas]
     extra = {"broker": kafka._process.pid} if kafka._process else {}  # noqa: SLF001 - the bench reads its own child
+    if postgres_pid:
+        extra["postgres"] = postgres_pid
     started = time.perf_counter()
     try:
         cli = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -223,7 +236,20 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
                    (SELECT count(*) FROM migration.loaded_records) AS loaded,
                    (SELECT count(*) FROM migration.quarantine) AS quarantined,
                    (SELECT max(extract(epoch FROM finished_at - requested_at)) FROM migration.validation_runs) AS slowest_validation_s,
-                   (SELECT extract(epoch FROM max(finished_at) - min(requested_at)) FROM migration.validation_runs) AS validation_window_s
+                   (SELECT extract(epoch FROM max(finished_at) - min(requested_at)) FROM migration.validation_runs) AS validation_window_s,
+                   (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'migration.parked_records'::regclass) AS parked
+            """
+        )  # fmt: skip
+        stages = await conn.fetchrow(
+            """
+            WITH t0 AS (SELECT min(received_at) AS t FROM migration.snapshots)
+            SELECT extract(epoch FROM (SELECT max(released_at) FROM migration.snapshots) - t0.t) AS last_released,
+                   extract(epoch FROM (SELECT min(loaded_at) FROM migration.loaded_records) - t0.t) AS first_loaded,
+                   extract(epoch FROM (SELECT max(loaded_at) FROM migration.loaded_records) - t0.t) AS last_loaded,
+                   extract(epoch FROM (SELECT max(at) FROM migration.phase_transitions WHERE to_phase = 'synced') - t0.t) AS last_synced,
+                   extract(epoch FROM (SELECT min(requested_at) FROM migration.validation_runs) - t0.t) AS first_validation,
+                   extract(epoch FROM (SELECT max(at) FROM migration.phase_transitions WHERE to_phase = 'validated') - t0.t) AS last_validated
+              FROM t0
             """
         )  # fmt: skip
     finally:
@@ -239,10 +265,12 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
         "records_loaded": int(window["loaded"]),
         "records_quarantined": int(window["quarantined"]),
         "rows": await count_target_rows(dsn),
+        "records_parked_on_the_way": int(window["parked"] or 0),
         "replicas": replicas or "1 each",
         "cpu_s": {role: round(seconds, 1) for role, seconds in sorted(cpu.items())},
         "peak_rss_mb": {role: round(rss / 2**20) for role, rss in sorted(sampler.peak_rss.items())},
         "records_per_cpu_s": {role: round(source_records / seconds) for role, seconds in sorted(cpu.items()) if seconds > 0},
+        "timeline_s": {k: round(float(v or 0), 2) for k, v in stages.items()},
         "slowest_validation_s": round(float(window["slowest_validation_s"] or 0), 2),
         "validation_window_s": round(float(window["validation_window_s"] or 0), 2),
     }
@@ -265,7 +293,8 @@ async def main() -> None:
     try:
         direct = await direct_script(files, await create_database(server.dsn, "direct"))
         dlt = None if args.skip_dlt else await asyncio.to_thread(dlt_run, folder / "files", await create_database(server.dsn, "dlt"))
-        ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas, None)
+        ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas,
+                                   server._process.pid if server._process else None)  # noqa: SLF001
     finally:
         server.cleanup()
     rows = ours["rows"]

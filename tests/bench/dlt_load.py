@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import dlt
 import psycopg2
@@ -39,8 +40,16 @@ def records(files: list[Path], key: str) -> Iterator[dict[str, Any]]:
                 yield {**record, "id": str(record["id"]), "school_id": school_id}
 
 
+def with_password(dsn: str) -> str:
+    """dlt insists on a password; the embedded PostgreSQL trusts loopback and ignores it."""
+    parts = urlsplit(dsn)
+    if parts.password or not parts.username:
+        return dsn
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:unused@{parts.hostname}:{parts.port}"))
+
+
 def main() -> None:
-    folder, dsn = Path(sys.argv[1]), sys.argv[2]
+    folder, dsn = Path(sys.argv[1]), with_password(sys.argv[2])
     files = sorted(folder.glob("*.json"))
     started = time.perf_counter()
     pipeline = dlt.pipeline(
