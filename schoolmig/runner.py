@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
-from shared.accounting import DomainCounts, quarantine_entries, record_counts
+from shared.accounting import DomainCounts, Pair, quarantine_entries, record_counts, record_counts_many
 from shared.db import create_pool
 from shared.domains import Domain
 from shared.messages import OperatorCommand
@@ -109,9 +109,6 @@ async def report_so_far(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
     )  # fmt: skip
 
 
-Pair = tuple[str, str]  # (school id, snapshot id)
-
-
 async def _movement(pool: asyncpg.Pool, pairs: list[Pair]) -> tuple[int, int, str]:
     """What moves while schools migrate: records accounted for, validation runs, phases."""
     row = await pool.fetchrow(
@@ -130,7 +127,7 @@ async def _movement(pool: asyncpg.Pool, pairs: list[Pair]) -> tuple[int, int, st
 
 async def wait_for_reports(
     pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
-    *, overridden: bool = False, poll_s: float = 0.5,
+    *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0,
 ) -> dict[Pair, dict[str, Any] | None]:
     """Each snapshot's report, or None for one ingest reports incomplete (it will never be
     released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
@@ -138,7 +135,7 @@ async def wait_for_reports(
     size is never given up on. With ``overridden``, see :func:`wait_for_report`."""
     pending = list(pairs)
     reports: dict[Pair, dict[str, Any] | None] = {}
-    moved_at, last = time.monotonic(), None
+    moved_at, last, shown_at, checked_at = time.monotonic(), None, 0.0, 0.0
     while pending:
         rows = await pool.fetch(
             """
@@ -159,14 +156,19 @@ async def wait_for_reports(
         pending = [p for p in pending if p not in reports]
         if not pending:
             break
-        if on_progress is not None:
-            for school_id, snapshot_id in pending:
-                phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
-                on_progress(school_id, await record_counts(pool, school_id, snapshot_id) or {}, phase)
-        if (now := await _movement(pool, pending)) != last:
-            moved_at, last = time.monotonic(), now
-        elif time.monotonic() - moved_at > stall_timeout_s:
-            break
+        if on_progress is not None and time.monotonic() >= shown_at + progress_s:
+            shown_at = time.monotonic()
+            counts = await record_counts_many(pool, pending)
+            phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
+                                           [s for s, _ in pending]))  # fmt: skip
+            for pair in pending:
+                on_progress(pair[0], counts.get(pair, {}), phases.get(pair[0]))
+        if time.monotonic() >= checked_at + min(5.0, stall_timeout_s / 4):  # counting is not free: now and then
+            checked_at = time.monotonic()
+            if (now := await _movement(pool, pending)) != last:
+                moved_at, last = checked_at, now
+            elif checked_at - moved_at > stall_timeout_s:
+                break
         await asyncio.sleep(poll_s)
     return {pair: reports.get(pair) for pair in pairs}
 

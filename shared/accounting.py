@@ -34,43 +34,56 @@ def progress(counts: Mapping[Domain, DomainCounts] | None) -> tuple[int, int]:
     return sum(c.loaded + c.quarantined for c in values), sum(c.source for c in values)
 
 
+Pair = tuple[str, str]  # (school id, snapshot id)
+
+
 async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, DomainCounts] | None:
     """Per-domain counts for a released snapshot; None when it is not released (yet)."""
-    audit = await pool.fetchval(
-        "SELECT audit FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2 AND released_at IS NOT NULL",
-        school_id, snapshot_id,
-    )  # fmt: skip
-    if audit is None:
-        return None
-    source = {Domain(d): int(n) for d, n in (audit.get("source_counts") or {}).items()}
-    loaded = await _per_domain(pool, "migration.loaded_records", school_id, snapshot_id)
-    quarantined = await _per_domain(pool, "migration.quarantine", school_id, snapshot_id)
-    parked = {
-        Domain(r["domain"]): int(r["n"])
-        for r in await pool.fetch(
-            """
-            SELECT p.domain, count(*) AS n FROM migration.parked_records p
-             WHERE p.school_id = $1 AND p.snapshot_id = $2
-               AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
-                                WHERE (q.school_id, q.snapshot_id, q.domain, q.record_index)
-                                    = (p.school_id, p.snapshot_id, p.domain, p.record_index))
-             GROUP BY p.domain
-            """,
-            school_id, snapshot_id,
-        )  # fmt: skip
-    }
-    return {
-        d: DomainCounts(source.get(d, 0), loaded.get(d, 0), quarantined.get(d, 0), parked.get(d, 0)) for d in Domain
-    }
+    return (await record_counts_many(pool, [(school_id, snapshot_id)])).get((school_id, snapshot_id))
 
 
-async def _per_domain(pool: asyncpg.Pool, table: str, school_id: str, snapshot_id: str) -> dict[Domain, int]:
-    # ``table`` is one of two constants above, never input.
-    rows = await pool.fetch(
-        f"SELECT domain, count(*) AS n FROM {table} WHERE school_id = $1 AND snapshot_id = $2 GROUP BY domain",
-        school_id, snapshot_id,
+async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair, dict[Domain, DomainCounts]]:
+    """:func:`record_counts` of many snapshots in four statements, whatever their number (the
+    coordinator's sync poll and the CLI's progress ask for every school at once)."""
+    if not pairs:
+        return {}
+    args = ([s for s, _ in pairs], [n for _, n in pairs])
+    audits = await pool.fetch(
+        """
+        SELECT s.school_id, s.snapshot_id, s.audit FROM migration.snapshots s
+          JOIN unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id) USING (school_id, snapshot_id)
+         WHERE s.released_at IS NOT NULL
+        """,
+        *args,
     )  # fmt: skip
-    return {Domain(r["domain"]): int(r["n"]) for r in rows}
+    counted: dict[str, dict[tuple[str, str, Domain], int]] = {}
+    for name, query in _COUNTS.items():
+        counted[name] = {(r["school_id"], r["snapshot_id"], Domain(r["domain"])): int(r["n"]) for r in await pool.fetch(query, *args)}
+    out: dict[Pair, dict[Domain, DomainCounts]] = {}
+    for row in audits:
+        school_id, snapshot_id = row["school_id"], row["snapshot_id"]
+        source = {Domain(d): int(n) for d, n in ((row["audit"] or {}).get("source_counts") or {}).items()}
+        out[(school_id, snapshot_id)] = {
+            d: DomainCounts(source.get(d, 0), *(counted[name].get((school_id, snapshot_id, d), 0) for name in _COUNTS))
+            for d in Domain
+        }
+    return out
+
+
+# Grouped counts per (school, snapshot, domain), in DomainCounts' field order after source.
+_PAIRS = "JOIN unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id) USING (school_id, snapshot_id)"
+_COUNTS = {
+    "loaded": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.loaded_records {_PAIRS}"
+              " GROUP BY school_id, snapshot_id, domain",
+    "quarantined": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.quarantine {_PAIRS}"
+                   " GROUP BY school_id, snapshot_id, domain",
+    "parked": f"""
+        SELECT pr.school_id, pr.snapshot_id, pr.domain, count(*) AS n FROM migration.parked_records pr {_PAIRS}
+         WHERE NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                            WHERE (q.school_id, q.snapshot_id, q.domain, q.record_index)
+                                = (pr.school_id, pr.snapshot_id, pr.domain, pr.record_index))
+         GROUP BY pr.school_id, pr.snapshot_id, pr.domain""",
+}  # fmt: skip
 
 
 async def quarantine_entries(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> list[dict[str, object]]:

@@ -25,7 +25,8 @@ from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.accounting import progress, record_counts
+from shared.accounting import DomainCounts, progress, record_counts_many
+from shared.domains import Domain
 from shared.kafka import consumer_options, make_broker
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
@@ -123,9 +124,9 @@ async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operatio
     await operations.advance(event)
 
 
-async def check_sync(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> bool:
+async def check_sync(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str,
+                     counts: dict[Domain, DomainCounts] | None) -> bool:  # fmt: skip
     """Move a school to ``synced`` and ask for validation when every record is accounted for."""
-    counts = await record_counts(store.pool, school_id, snapshot_id)
     if counts is None or not all(c.accounted for c in counts.values()):
         return False
     sweep = await store.sweep_parked(school_id, snapshot_id)
@@ -166,8 +167,10 @@ async def redrive(records: list[MappedRecord]) -> None:
 
 
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:
-    for school_id, snapshot_id in await store.syncing():
-        await check_sync(store, operations, school_id, snapshot_id)
+    syncing = await store.syncing()
+    counts = await record_counts_many(store.pool, syncing)  # every school in one go
+    for school_id, snapshot_id in syncing:
+        await check_sync(store, operations, school_id, snapshot_id, counts.get((school_id, snapshot_id)))
 
 
 async def observe(store: CoordinatorStore) -> None:
@@ -175,11 +178,12 @@ async def observe(store: CoordinatorStore) -> None:
     I/O). Phases are also set on every move (``Operations.moved``)."""
     assert settings.kafka_bootstrap_servers
     metrics.schools.lag.update(await consumer_lag(settings.kafka_bootstrap_servers, consumer_groups(topics)))
-    for school in await store.schools():
+    schools = await store.schools()
+    all_counts = await record_counts_many(store.pool, [(s["school_id"], s["snapshot_id"]) for s in schools if s["snapshot_id"]])
+    for school in schools:
         school_id = school["school_id"]
         gauge_phase(metrics, school_id, Phase(school["phase"]))
-        counts = await record_counts(store.pool, school_id, school["snapshot_id"]) if school["snapshot_id"] else None
-        if counts:
+        if counts := all_counts.get((school_id, school["snapshot_id"])):
             done, source = progress(counts)
             metrics.schools.progress[school_id] = round(done / source, 4) if source else 1.0
 

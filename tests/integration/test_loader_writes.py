@@ -274,3 +274,37 @@ async def test_a_postgres_crash_mid_load_loses_nothing(tmp_path: Path) -> None:
         assert await database_checksums(target) == expected
     finally:
         server.cleanup()
+
+
+async def test_two_loaders_racing_on_parent_and_child_leave_no_child_parked(postgres: EmbeddedPostgres) -> None:
+    """One loader parks children while another commits their parents, over and over: each
+    writer takes the school's write lock before it looks, so a park and the write that
+    releases it never miss each other (without the lock, children stayed parked for good)."""
+    from shared.db import create_pool
+
+    dsn = await fresh_database(postgres, "it_race")
+    pools = [await create_pool(dsn, max_size=2) for _ in range(2)]
+    try:
+        ts = datetime(2024, 1, 1, tzinfo=UTC)
+
+        def raw(domain: Domain, index: int, record: dict) -> MappedRecord:
+            out = transform(RawRecord(school_id="it-race", snapshot_id="snap-1", domain=domain, index=index,
+                                      legacy_id=record["id"], source_ts=ts, record=record))  # fmt: skip
+            assert isinstance(out, MappedRecord)
+            return out
+
+        for round_ in range(40):
+            students = [mapped("it-race", f"student-{round_ * 10 + i}", "Ана", ts) for i in range(10)]
+            obligations = [
+                raw(Domain.PAYMENT_OBLIGATIONS, round_ * 40 + k, {
+                    "id": f"o-{round_}-{k}", "studentId": s.legacy_id, "type": "Tuition", "amount": 100,
+                    "dueDate": "2030-01-01", "status": "pending"})
+                for k, s in enumerate(students * 4)
+            ]  # fmt: skip
+            await asyncio.gather(Writer(pools[0]).load(obligations), Writer(pools[1]).load(students))
+        stuck = await pools[0].fetchval("SELECT count(*) FROM migration.parked_records")
+        loaded = await pools[0].fetchval("SELECT count(*) FROM payment_obligations")
+        assert (stuck, loaded) == (0, 40 * 40)
+    finally:
+        for p in pools:
+            await p.close()
