@@ -31,10 +31,14 @@ test-integration: install
 	$(BIN)/python -m pytest tests/integration
 
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).
+## SCHOOLS=1000 make bench runs the end-to-end scale case.
+SCHOOLS ?= 100
 bench: install
 	$(BIN)/python -m tests.bench.bench_mapping --schools 10
+	$(BIN)/python -m tests.bench.bench_codec --schools 10
 	$(BIN)/python -m tests.bench.bench_loader --schools 100
 	$(BIN)/python -m tests.bench.bench_validator --schools 100
+	$(BIN)/python -m tests.bench.bench_e2e --schools $(SCHOOLS)
 
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install

@@ -54,7 +54,8 @@ broker.publisher(
     topics.deadletter, schema=DeadLetter, title=f"{topics.deadletter}:DeadLetter",
     description="An ingest message that was not handled, kept whole (base64) with the reason: oversized, "
     "invalid_json, unknown_schema_version, invalid_school_id, invalid_envelope, invalid_chunk, "
-    "chunk_count_mismatch, chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot.",
+    "snapshot_too_large (the manifest's size_bytes is over the limit; its chunks are dropped), chunk_count_mismatch, "
+    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot.",
 )  # fmt: skip
 
 app = FastStream(

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
     backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
+    max_snapshot_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Ingest refuses a snapshot larger than this (it holds one whole snapshot while releasing it)."
+    )
     incomplete_snapshot_timeout_s: float = Field(
         default=300.0, gt=0, description="A snapshot still missing chunks this long after its first part is reported."
     )

@@ -91,8 +91,18 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if isinstance(envelope, Rejection):
         await dead_letter(message, body, envelope.reason, envelope.message)
         return
-    if await store.is_released(envelope.school_id, envelope.snapshot_id):
+    settled = await store.settled(envelope.school_id, envelope.snapshot_id)
+    if settled == "released":
         return  # the same snapshot again: released once already
+    if settled == "refused":  # its manifest was dead-lettered with the reason; its chunks are not kept
+        metrics.ingest_rejected.add(1, {"reason": "chunk_of_refused_snapshot"})
+        log.warning("chunk of refused snapshot %s/%s dropped", envelope.school_id, envelope.snapshot_id)
+        return
+    if isinstance(envelope, SnapshotManifest) and envelope.size_bytes > settings.max_snapshot_bytes:
+        why = f"the snapshot is {envelope.size_bytes} bytes; the limit is {settings.max_snapshot_bytes} (SCHOOLMIG_MAX_SNAPSHOT_BYTES)"
+        await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")
+        await dead_letter(message, body, "snapshot_too_large", why)
+        return
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
         if isinstance(envelope, SnapshotManifest):

@@ -144,10 +144,21 @@ class IngestStore:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)
         return (Mode(row["mode"]), row["maintenance"]) if row else (None, False)
 
-    async def is_released(self, school_id: str, snapshot_id: str) -> bool:
-        return bool(
-            await self.pool.fetchval(
-                "SELECT released_at IS NOT NULL FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2",
-                school_id, snapshot_id,
-            )  # fmt: skip
-        )
+    async def settled(self, school_id: str, snapshot_id: str) -> str | None:
+        """``released`` (taken once already), ``refused`` (at its manifest), or None."""
+        return await self.pool.fetchval(
+            """
+            SELECT CASE WHEN EXISTS (SELECT 1 FROM migration.snapshots
+                                      WHERE school_id = $1 AND snapshot_id = $2 AND released_at IS NOT NULL) THEN 'released'
+                        WHEN EXISTS (SELECT 1 FROM migration.refused_snapshots
+                                      WHERE school_id = $1 AND snapshot_id = $2) THEN 'refused' END
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+
+    async def refuse(self, school_id: str, snapshot_id: str, reason: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.refused_snapshots (school_id, snapshot_id, reason) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            school_id, snapshot_id, reason,
+        )  # fmt: skip

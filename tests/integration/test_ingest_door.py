@@ -67,3 +67,28 @@ async def test_each_bad_input_goes_to_dead_letter_with_its_reason_and_the_next_s
     assert all(letter["topic"] == topics.ingest for letter in letters)
     assert base64.b64decode(letters[1]["payload_b64"]) == bad[1]  # kept whole
     assert "bad id!" not in json.dumps(letters)  # reasons name fields, never echo values
+
+
+async def test_a_snapshot_over_the_size_limit_is_refused_at_its_manifest_and_its_chunks_are_not_kept(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    from schoolmig.sdk import build_envelopes
+
+    assert settings.kafka_bootstrap_servers
+    topics = Topics.from_settings(settings)
+    manifest, chunks = build_envelopes(localstorage_dump(students=[]), "it-huge", snapshot_id="huge-1")
+    claimed = manifest.model_copy(update={"size_bytes": settings.max_snapshot_bytes + 1})  # what it says is what counts
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for envelope in (claimed, *chunks):
+            await producer.send_and_wait(topics.ingest, envelope.model_dump_json().encode(), key=b"it-huge")
+    finally:
+        await producer.stop()
+    report = await migrate(settings, pool, "it-after-huge", localstorage_dump(students=[]))  # the door stays open
+    assert report["phase"] == "validated"
+    everything = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-huge", timeout_s=4)
+    letters = [letter for letter in everything if letter["reason"] == "snapshot_too_large"]
+    assert len(letters) == 1 and "SCHOOLMIG_MAX_SNAPSHOT_BYTES" in letters[0]["message"]
+    assert await pool.fetchval("SELECT count(*) FROM migration.snapshot_chunks WHERE school_id = 'it-huge'") == 0
+    assert await pool.fetchval("SELECT reason FROM migration.refused_snapshots WHERE school_id = 'it-huge'") == "snapshot_too_large"
