@@ -129,8 +129,8 @@ async def wait_for_reports(
     pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
     *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0,
 ) -> dict[Pair, dict[str, Any] | None]:
-    """Each snapshot's report, or None for one ingest reports incomplete (it will never be
-    released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
+    """Each snapshot's report, or None for one ingest reports incomplete or refused (it will
+    never be released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
     (no record accounted for, no validation, no phase change): a healthy migration of any
     size is never given up on. With ``overridden``, see :func:`wait_for_report`."""
     pending = list(pairs)
@@ -141,7 +141,9 @@ async def wait_for_reports(
             """
             SELECT p.school_id, p.snapshot_id, r.report,
                    EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
-                            WHERE (i.school_id, i.snapshot_id) = (p.school_id, p.snapshot_id)) AS incomplete
+                            WHERE (i.school_id, i.snapshot_id) = (p.school_id, p.snapshot_id))
+                OR EXISTS (SELECT 1 FROM migration.refused_snapshots f
+                            WHERE (f.school_id, f.snapshot_id) = (p.school_id, p.snapshot_id)) AS incomplete
               FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
               LEFT JOIN migration.reports r USING (school_id, snapshot_id)
             """,
@@ -205,7 +207,7 @@ async def run_jobs(
                 report = reports[(school_id, snapshot_id)]
                 if report is None:
                     report = await report_so_far(pool, school_id, snapshot_id)
-                    on_status(f"{school_id}: no report (incomplete snapshot, or nothing moved for "
+                    on_status(f"{school_id}: no report (snapshot incomplete or refused, or nothing moved for "
                               f"{settings.run_stall_timeout_s:.0f}s): left at {report.get('phase')}")  # fmt: skip
                 schools.append(report)
     finally:

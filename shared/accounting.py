@@ -45,6 +45,7 @@ async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
 async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair, dict[Domain, DomainCounts]]:
     """:func:`record_counts` of many snapshots in four statements, whatever their number (the
     coordinator's sync poll and the CLI's progress ask for every school at once)."""
+    pairs = sorted(set(pairs))  # a pair given twice must not count twice
     if not pairs:
         return {}
     args = ([s for s, _ in pairs], [n for _, n in pairs])

@@ -15,16 +15,17 @@ checks a batch's shape in the same pass that decodes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch
 
-Internal = Annotated[Barrier | RawBatch | RowsBatch | QuarantineBatch, Field(discriminator="kind")]
-_INTERNAL: TypeAdapter[Barrier | RawBatch | RowsBatch | QuarantineBatch] = TypeAdapter(Internal)
+Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
+_INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
 
 _ENTRIES = b',"entries":['
 
@@ -55,10 +56,27 @@ def pack(
         yield head + b",".join(chunk) + b"]}", len(chunk)
 
 
-def decode(body: bytes) -> Barrier | RawBatch | RowsBatch | QuarantineBatch:
+def decode(body: bytes) -> Internal:
     """An internal message, validated (raises ``pydantic.ValidationError`` when it is none)."""
     return _INTERNAL.validate_json(body)
 
 
-def decode_all(bodies: Sequence[bytes]) -> list[Barrier | RawBatch | RowsBatch | QuarantineBatch]:
-    return [decode(body) for body in bodies]
+@dataclass(frozen=True)
+class Unusable:
+    """A message on an internal topic that is not what the topic carries: why (fields and error
+    kinds only, never values: the input may hold personal data)."""
+
+    reason: str
+    detail: str
+
+
+def read(body: bytes, *kinds: type[Internal]) -> Barrier | RawBatch | RowsBatch | QuarantineBatch | Unusable:
+    """The message, if it is a barrier or one of ``kinds``; else why not (for the dead letter)."""
+    try:
+        message = decode(body)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5])
+        return Unusable("invalid_internal_message", where or "not a message of this pipeline")
+    if not isinstance(message, (Barrier, *kinds)):
+        return Unusable("unexpected_kind", f"a {message.kind} on a topic that carries {', '.join(k.__name__ for k in kinds)}")
+    return message

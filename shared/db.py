@@ -155,6 +155,8 @@ async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await operation()
         except TRANSIENT_ERRORS as exc:
+            if isinstance(exc, asyncpg.DataError):  # a value the client cannot encode: it will not get better
+                raise
             count_error("transient", what)
             if delay is None:
                 raise

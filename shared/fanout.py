@@ -19,6 +19,7 @@ from shared.messages import (
     RawRecord,
     SnapshotManifest,
     Stage,
+    quarantined,
 )
 from shared.batching import encode, pack
 from shared.snapshot import ParsedSnapshot, fold
@@ -88,10 +89,15 @@ class WireBatch:
     records: int
 
 
-def fanout_batches(outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int) -> Iterator[WireBatch]:
+def fanout_batches(
+    outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int, max_record_bytes: int | None = None
+) -> Iterator[WireBatch]:
     """The fan-out as batch messages: domains parents first (``DOMAIN_LOAD_ORDER``), per
     domain its raw records then its quarantined ones, in snapshot order, each in exactly
-    one message, keyed ``school/domain``."""
+    one message, keyed ``school/domain``. A record larger than ``max_record_bytes`` could
+    not travel in one message: it is quarantined as ``record_too_large`` (without its
+    payload, which would not fit either; it stays in the verified backup)."""
+    limit = max_record_bytes or max_bytes
     school_id = manifest.school_id
     raw_head = {"kind": "raw.batch", "school_id": school_id, "snapshot_id": manifest.snapshot_id,
                 "source_ts": manifest.taken_at.isoformat()}  # fmt: skip
@@ -100,9 +106,18 @@ def fanout_batches(outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_
         raw, quarantine = by_domain.setdefault(item.domain, ([], []))
         m = item.message
         if isinstance(m, RawRecord):
-            raw.append(encode({"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints}))
-        else:
-            quarantine.append(encode(m))
+            entry = encode({"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints})
+            if len(entry) <= limit:
+                raw.append(entry)
+                continue
+            m = quarantined(m, stage=Stage.INGEST, reason="record_too_large", payload=None,
+                            message=f"the record is {len(entry)} bytes as JSON, over the limit of {limit} "
+                                    "(SCHOOLMIG_MAX_RECORD_BYTES); it is kept in the verified backup")  # fmt: skip
+        entry = encode(m)
+        if len(entry) > limit:  # a payload too large to travel (a 10 MB string where a record belongs)
+            entry = encode(m.model_copy(update={"payload": None, "message": f"{m.message} (payload of {len(entry)} "
+                                                "bytes left out: over SCHOOLMIG_MAX_RECORD_BYTES; it is kept in the verified backup)"}))  # fmt: skip
+        quarantine.append(entry)
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)

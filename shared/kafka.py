@@ -17,6 +17,7 @@ from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 
+from shared.messages import MAX_MESSAGE_BYTES
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -61,7 +62,7 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=False,
         compression_type=None if settings.compression == "none" else settings.compression,
-        max_request_size=1024 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES,
         middlewares=[BackoffOnError],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )

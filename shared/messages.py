@@ -11,9 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from shared.domains import Domain
+from shared.tables import TABLES
 
 SCHOOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SchoolId = Annotated[str, Field(pattern=SCHOOL_ID_PATTERN)]
@@ -24,6 +25,10 @@ Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 #: below 512 KiB (base64 adds a third) and below Kafka's default 1 MB limit.
 MAX_CHUNK_BYTES = 360 * 1024
 MAX_INGEST_MESSAGE_BYTES = 512 * 1024
+#: Every producer's limit for one message (Kafka's default ``message.max.bytes`` is about this).
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: A record's position in its domain's array (-1: a whole localStorage value); an int4 in PostgreSQL.
+RecordIndex = Annotated[int, Field(ge=-1, le=2**31 - 1)]
 
 
 class _Model(BaseModel):
@@ -104,6 +109,20 @@ class TargetRow(_Model):
     table: str
     values: dict[str, Any]
 
+    @field_validator("table")
+    @classmethod
+    def _known_table(cls, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError("not a table of the target schema")
+        return table
+
+    @field_validator("values")
+    @classmethod
+    def _has_id(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(values.get("id"), str):
+            raise ValueError("a row needs its id")
+        return values
+
 
 class MappedRecord(_Model):
     """One source record mapped to its target rows (parents first)."""
@@ -129,7 +148,7 @@ class QuarantinedRecord(_Model):
     school_id: SchoolId
     snapshot_id: SnapshotId
     domain: Domain
-    index: int
+    index: RecordIndex
     legacy_id: str | None
     stage: Stage
     reason: str = Field(description="Machine-readable reason code.")
@@ -150,7 +169,7 @@ class QuarantinedRecord(_Model):
 class RawEntry(_Model):
     """One source record inside a :class:`RawBatch`."""
 
-    index: int = Field(description="Position in the domain's array in the snapshot.")
+    index: RecordIndex
     legacy_id: str | None
     record: Any
     hints: dict[str, str] = Field(default_factory=dict)
@@ -179,7 +198,7 @@ class RawBatch(_Model):
 class MappedEntry(_Model):
     """One source record's target rows inside a :class:`RowsBatch`."""
 
-    index: int
+    index: RecordIndex
     legacy_id: str
     rows: list[TargetRow]
 

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     batch_bytes: int = Field(
         default=512 * 1024, ge=1024, description="Max bytes of one batch message before compression (one larger record goes alone)."
     )
+    max_record_bytes: int = Field(
+        default=400 * 1024, ge=1024, le=512 * 1024,
+        description="A source record larger than this (as JSON) is quarantined as record_too_large: it could not travel in one message.",
+    )
     batch_size: int = Field(default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction).")
     batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a consumer batch.")
     fetch_partition_bytes: int = Field(

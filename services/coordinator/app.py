@@ -12,7 +12,6 @@ leaves it ``synced``; either way the report is written and announced.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -27,14 +26,13 @@ from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.domains import Domain
+from shared.batching import encode, pack
 from shared.kafka import consumer_options, make_broker
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
-    MappedEntry,
     MappedRecord,
     OperatorCommand,
-    RowsBatch,
     SnapshotReleased,
     ValidationCompleted,
 )
@@ -157,20 +155,29 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
 
 
 async def redrive(records: list[MappedRecord]) -> None:
-    """Hand records back to the loader (it writes them and un-parks them), as rows batches."""
-    for (school_id, snapshot_id, domain, source_ts), group in itertools.groupby(
-        records, key=lambda r: (r.school_id, r.snapshot_id, r.domain, r.source_ts)
-    ):
-        batch = RowsBatch(school_id=school_id, snapshot_id=snapshot_id, domain=domain, source_ts=source_ts,
-                          entries=[MappedEntry(index=r.index, legacy_id=r.legacy_id, rows=r.rows) for r in group])  # fmt: skip
-        await broker.publish(batch, topics.rows(domain), key=batch_key(school_id, domain))
+    """Hand records back to the loader (it writes them and un-parks them), as rows batches
+    within the usual bounds."""
+    groups: dict[tuple[str, str, Domain, datetime], list[MappedRecord]] = {}
+    for r in records:
+        groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
+    for (school_id, snapshot_id, domain, source_ts), group in groups.items():
+        head = {"kind": "rows.batch", "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
+                "source_ts": source_ts.isoformat()}  # fmt: skip
+        entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows]})
+                   for r in group]  # fmt: skip
+        for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
+            await broker.publish(body, topics.rows(domain), key=batch_key(school_id, domain))
 
 
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:
     syncing = await store.syncing()
     counts = await record_counts_many(store.pool, syncing)  # every school in one go
     for school_id, snapshot_id in syncing:
-        await check_sync(store, operations, school_id, snapshot_id, counts.get((school_id, snapshot_id)))
+        try:
+            await check_sync(store, operations, school_id, snapshot_id, counts.get((school_id, snapshot_id)))
+        except Exception:  # one school's trouble never holds up the others; its next round retries
+            log.exception("%s: sync check failed; retrying next round", school_id)
+            metrics.errors.add(1, {"category": "transient", "where": "sync check"})
 
 
 async def observe(store: CoordinatorStore) -> None:

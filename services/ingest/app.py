@@ -22,12 +22,12 @@ from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.barrier import forward, partition_counts
+from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
 from shared.kafka import consumer_options, make_broker
 from shared.messages import (
     AuditCompleted,
     Barrier,
-    DeadLetter,
     Mode,
     SchoolRejected,
     Severity,
@@ -94,15 +94,20 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     settled = await store.settled(envelope.school_id, envelope.snapshot_id)
     if settled == "released":
         return  # the same snapshot again: released once already
-    if settled == "refused":  # its manifest was dead-lettered with the reason; its chunks are not kept
-        metrics.ingest_rejected.add(1, {"reason": "chunk_of_refused_snapshot"})
-        log.warning("chunk of refused snapshot %s/%s dropped", envelope.school_id, envelope.snapshot_id)
+    if isinstance(envelope, SnapshotManifest) and (why := _too_large(envelope)) is not None:
+        await dead_letter(message, body, "snapshot_too_large", why)  # first: a crash before the mark sends it again
+        await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")  # and drops its chunks
+        await broker.publish(SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id,
+                                            reason="snapshot_too_large", message=why),
+                             topics.events, key=envelope.school_id.encode())  # fmt: skip
         return
-    if isinstance(envelope, SnapshotManifest) and envelope.size_bytes > settings.max_snapshot_bytes:
-        why = f"the snapshot is {envelope.size_bytes} bytes; the limit is {settings.max_snapshot_bytes} (SCHOOLMIG_MAX_SNAPSHOT_BYTES)"
-        await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")
-        await dead_letter(message, body, "snapshot_too_large", why)
-        return
+    if settled == "refused":
+        if isinstance(envelope, SnapshotManifest):  # within the limit now (it was raised): taken after all
+            await store.unrefuse(envelope.school_id, envelope.snapshot_id)
+        else:  # its manifest was dead-lettered with the reason; its chunks are not kept
+            metrics.ingest_rejected.add(1, {"reason": "chunk_of_refused_snapshot"})
+            log.warning("chunk of refused snapshot %s/%s dropped", envelope.school_id, envelope.snapshot_id)
+            return
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
         if isinstance(envelope, SnapshotManifest):
@@ -114,7 +119,17 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if isinstance(envelope, SnapshotManifest):
         await store.save_manifest(envelope)
     else:
-        await store.save_chunk(envelope, chunks.decode(envelope.data_b64))
+        data = chunks.decode(envelope.data_b64)
+        # What is stored never outgrows what the manifest announced (or the limit before it
+        # came): chunks cannot smuggle a larger snapshot in than the size check let through.
+        announced, stored = await store.stored_bytes(envelope.school_id, envelope.snapshot_id, envelope.index)
+        allowed = min(settings.max_snapshot_bytes, announced if announced is not None else settings.max_snapshot_bytes)
+        if stored + len(data) > allowed:
+            why = f"its chunks come to more than {allowed} bytes (announced, or SCHOOLMIG_MAX_SNAPSHOT_BYTES)"
+            await dead_letter(message, body, "snapshot_too_large", why)
+            await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")
+            return
+        await store.save_chunk(envelope, data)
     await release_if_complete(store, envelope.school_id, envelope.snapshot_id, message)
 
 
@@ -170,6 +185,14 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     )  # fmt: skip
 
 
+def _too_large(manifest: SnapshotManifest) -> str | None:
+    """Why a manifest announces more than ingest may hold (it assembles a whole snapshot in memory)."""
+    limit = settings.max_snapshot_bytes
+    if manifest.size_bytes > limit:
+        return f"the snapshot is {manifest.size_bytes} bytes; the limit is {limit} (SCHOOLMIG_MAX_SNAPSHOT_BYTES)"
+    return None
+
+
 def _refusal(mode: Mode | None, maintenance: bool) -> tuple[str, str] | None:
     """Why a school's snapshot cannot be taken now, if it cannot."""
     if maintenance:
@@ -197,7 +220,8 @@ async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> N
     """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
     pending = []
-    for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
+    for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
+                                max_record_bytes=settings.max_record_bytes):  # fmt: skip
         topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
         pending.append(await broker.publish(batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
@@ -220,14 +244,5 @@ async def report_overdue(store: IngestStore) -> None:
 
 
 async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:
-    raw = message.raw_message
-    await broker.publish(
-        DeadLetter(
-            reason=reason, message=detail, topic=raw.topic, partition=raw.partition, offset=raw.offset,
-            payload_b64=chunks.encode(body),
-        ),
-        topics.deadletter,
-        key=raw.key,  # one sender's dead letters stay in order on one partition
-    )  # fmt: skip
+    await shared_dead_letter(broker, topics.deadletter, message.raw_message, body, reason, detail)
     metrics.ingest_rejected.add(1, {"reason": reason})
-    log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason)

@@ -157,8 +157,31 @@ class IngestStore:
         )  # fmt: skip
 
     async def refuse(self, school_id: str, snapshot_id: str, reason: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO migration.refused_snapshots (school_id, snapshot_id, reason) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
-            school_id, snapshot_id, reason,
+        """Mark a snapshot refused at its manifest and drop whatever of it is stored."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO migration.refused_snapshots (school_id, snapshot_id, reason) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING",
+                school_id, snapshot_id, reason,
+            )  # fmt: skip
+            await conn.execute(
+                "DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+            )
+
+    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int) -> tuple[int | None, int]:
+        """(the manifest's size_bytes, or None before it came; bytes of the chunks stored, but
+        chunk ``but``'s: a chunk delivered again is not counted twice)."""
+        row = await self.pool.fetchrow(
+            """
+            SELECT (SELECT size_bytes FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2) AS announced,
+                   (SELECT coalesce(sum(length(data)), 0) FROM migration.snapshot_chunks
+                     WHERE school_id = $1 AND snapshot_id = $2 AND idx <> $3) AS stored
+            """,
+            school_id, snapshot_id, but,
         )  # fmt: skip
+        return row["announced"], int(row["stored"])
+
+    async def unrefuse(self, school_id: str, snapshot_id: str) -> None:
+        await self.pool.execute(
+            "DELETE FROM migration.refused_snapshots WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )

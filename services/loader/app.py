@@ -1,7 +1,8 @@
 """Loader service wiring: rows.<domain> and quarantine batches in; PostgreSQL out.
 
-Each rows topic has its own consumer; one poll (up to ``batch_size`` batch messages) is
-written in one transaction, record by record in the ledger.
+One consumer reads every rows topic; one poll (up to ``batch_size`` batch messages) is
+written in one transaction, record by record in the ledger. A message that is not a batch
+this topic carries goes to the dead letter with its reason (never skipped, never looped on).
 
 Offsets are committed only after the batch's transaction commits (``NACK_ON_ERROR``:
 an exception rewinds the consumer instead of skipping).
@@ -20,15 +21,16 @@ from aiokafka import TopicPartition
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 
-from services.loader.deferral import Position, WaitClock, split
+from services.loader.deferral import Position, Split, WaitClock, split
 from services.loader.writer import Writer
 from shared.barrier import acknowledge
-from shared.batching import decode_all
+from shared.batching import Unusable, read
+from shared.deadletter import dead_letter
 from shared.kafka import consumer_options, make_broker, raw_bodies
-from shared.messages import Barrier, QuarantineBatch, QuarantinedRecord, RowsBatch
+from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
 from shared.service import prepare
 from shared.settings import Settings
-from shared.telemetry import setup_telemetry
+from shared.telemetry import count_error, setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.loader")
@@ -64,12 +66,11 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
     *topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True), decoder=raw_bodies
 )
 async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
-    positions = [Position(r.topic, r.partition, r.offset) for r in message.raw_message]
-    messages = decode_all(bodies)
+    sources = message.raw_message
+    positions = [Position(r.topic, r.partition, r.offset) for r in sources]
+    messages = [read(body, RowsBatch) for body in bodies]
     groups = [m.records() if isinstance(m, RowsBatch) else [] for m in messages]
-    now = time.monotonic()
-    waiting = {i for i in await writer.waiting_for_parents(groups) if clock.may_wait(positions[i], now)}
-    plan = split(positions, waiting)
+    plan = await plan_poll(writer, positions, groups)
     records = [r for i in plan.now for r in groups[i]]
     refused = {(r.school_id, r.snapshot_id, r.domain, r.index): r for r in await writer.load(records)}
     loaded = Counter(
@@ -78,11 +79,33 @@ async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep)
     for (school_id, domain), n in loaded.items():
         metrics.records_loaded.add(n, {"school_id": school_id, "domain": domain})
     _count_quarantined(list(refused.values()))
+    for i in plan.now:
+        if isinstance(unusable := messages[i], Unusable):
+            await dead_letter(broker, topics.deadletter, sources[i], bodies[i], unusable.reason, unusable.detail)
+            count_error("consistency", "loader: unusable message")
     # Committed: every barrier handled now is passed (whatever preceded it is written).
     await acknowledge(writer.pool, [m for i in plan.now if isinstance(m := messages[i], Barrier)], "loader")
-    clock.forget([positions[i] for i in plan.now], now)
     if plan.rewind:
         wait_for_parents(message.consumer, plan.rewind)
+
+
+async def plan_poll(writer: Writer, positions: list[Position], groups: list[list[MappedRecord]]) -> Split:
+    """Which messages wait for parents on their way (``deferral.py``). Judged again with only
+    what is written now as given, until nothing changes: a child whose parent sits in a
+    message that waits must wait too, or it would be parked."""
+    now = time.monotonic()
+    clock.expire(now)
+    waiting: set[int] = set()
+    plan = split(positions, waiting)
+    for _ in range(3):
+        view = [groups[i] if i in plan.now else [] for i in range(len(groups))]
+        found = await writer.parents_on_their_way(view)
+        more = {i for i, awaited in found.items() if clock.may_wait(awaited, now)} - waiting
+        if not more:
+            break
+        waiting |= more
+        plan = split(positions, waiting)
+    return plan
 
 
 def wait_for_parents(consumer: Any, rewind: dict[tuple[str, int], int]) -> None:
@@ -104,9 +127,13 @@ def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
 @broker.subscriber(
     topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True), decoder=raw_bodies
 )
-async def on_quarantine(bodies: list[bytes], writer: WriterDep) -> None:
-    messages = decode_all(bodies)
+async def on_quarantine(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
+    messages = [read(body, QuarantineBatch) for body in bodies]
     records = [r for m in messages if isinstance(m, QuarantineBatch) for r in m.entries]
     await writer.quarantine(records)
     _count_quarantined(records)
+    for source, body, m in zip(message.raw_message, bodies, messages, strict=True):
+        if isinstance(m, Unusable):
+            await dead_letter(broker, topics.deadletter, source, body, m.reason, m.detail)
+            count_error("consistency", "loader: unusable message")
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")

@@ -9,8 +9,9 @@ the partition for a moment. The message is delivered again when the parents are 
 
 Order inside a partition is kept: once one message waits, every later message of that
 partition waits with it (and so does a barrier behind it, which is acknowledged only once
-what precedes it is written). Waiting is bounded: a message that has waited
-``budget_s`` is handled like any other, its missing parents parked for.
+what precedes it is written). Waiting is bounded per parent awaited, (school, snapshot,
+domain): once it has been waited for ``budget_s`` in all, its children are handled like
+any others, their missing parents parked for.
 """
 
 from __future__ import annotations
@@ -50,23 +51,29 @@ def split(positions: Sequence[Position], waiting: Iterable[int]) -> Split:
     return Split(now=now, rewind=rewind)
 
 
+Awaited = tuple[str, str, str]  # (school, snapshot, parent domain)
+
+
 @dataclass
 class WaitClock:
-    """When each waiting message first waited, so that no message waits past the budget.
+    """When waiting for each (school, snapshot, parent domain) began, so that no parent is
+    waited for longer than the budget in all: once it has been, its children are parked for
+    without waiting, however many batches (or partitions) they fill, and whatever keeps
+    that domain from being accounted for (a newer snapshot that took its records over, say).
 
-    In memory on purpose: it only bounds an optimisation. After a restart a message may wait
-    once more, and the wait still ends when its parents' domain is accounted for.
+    In memory on purpose: it only bounds an optimisation. After a restart a parent may be
+    waited for once more, never longer than the budget.
     """
 
     budget_s: float
-    first: dict[tuple[str, int, int], float] = field(default_factory=dict)
+    keep_s: float = 600.0
+    """How long a wait is remembered (a wait that began this long ago may begin again)."""
+    began: dict[Awaited, float] = field(default_factory=dict)
 
-    def may_wait(self, position: Position, now: float) -> bool:
-        key = (position.topic, position.partition, position.offset)
-        started = self.first.setdefault(key, now)
-        return now - started < self.budget_s
+    def may_wait(self, awaited: Iterable[Awaited], now: float) -> bool:
+        """Whether a message awaiting these parents may wait (again)."""
+        starts = [self.began.setdefault(key, now) for key in awaited]
+        return any(now - started < self.budget_s for started in starts)
 
-    def forget(self, handled: Iterable[Position], now: float) -> None:
-        """Drop what was handled, and anything older than twice the budget (a rebalance took it)."""
-        done = {(p.topic, p.partition, p.offset) for p in handled}
-        self.first = {k: t for k, t in self.first.items() if k not in done and now - t < 2 * self.budget_s}
+    def expire(self, now: float) -> None:
+        self.began = {k: t for k, t in self.began.items() if now - t < max(self.keep_s, 2 * self.budget_s)}

@@ -44,6 +44,9 @@ from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
+#: What the database (or the client, encoding a value for it) refuses for good: the batch is
+#: bisected until the refused record stands alone and is quarantined.
+REFUSALS = (asyncpg.PostgresError, asyncpg.DataError)
 
 
 _DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestamps: now()
@@ -132,36 +135,43 @@ SELECT p.record::text AS record
                     WHERE (r.school_id, r.domain, r.legacy_id) = (p.school_id, p.domain, p.legacy_id))
 """
 
-# Of these (school, snapshot, parent domain), the ones whose records are still on their
-# way: fewer accounted for (loaded, quarantined, or parked themselves) than the snapshot has.
+# Of these (school, snapshot, parent domain), the ones whose records may still be on their
+# way: fewer accounted for (loaded, quarantined, or parked themselves) than the snapshot's
+# audit counted, or no audit yet. The audit is stored before ingest fans the snapshot out.
 _IN_FLIGHT = """
 SELECT k.school_id, k.snapshot_id, k.domain
   FROM unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, snapshot_id, domain)
-  JOIN migration.snapshots s USING (school_id, snapshot_id)
- WHERE coalesce((s.audit -> 'source_counts' ->> k.domain)::int, 0)
+  LEFT JOIN migration.audits a USING (school_id, snapshot_id)
+ WHERE a.summary IS NULL
+    OR coalesce((a.summary -> 'source_counts' ->> k.domain)::int, 0)
      > (SELECT count(*) FROM migration.loaded_records l
          WHERE (l.school_id, l.snapshot_id, l.domain) = (k.school_id, k.snapshot_id, k.domain))
      + (SELECT count(*) FROM migration.quarantine q
          WHERE (q.school_id, q.snapshot_id, q.domain) = (k.school_id, k.snapshot_id, k.domain))
      + (SELECT count(*) FROM migration.parked_records p
-         WHERE (p.school_id, p.snapshot_id, p.domain) = (k.school_id, k.snapshot_id, k.domain))
+         WHERE (p.school_id, p.snapshot_id, p.domain) = (k.school_id, k.snapshot_id, k.domain)
+           AND NOT EXISTS (SELECT 1 FROM migration.quarantine q2
+                            WHERE (q2.school_id, q2.snapshot_id, q2.domain, q2.record_index)
+                                = (p.school_id, p.snapshot_id, p.domain, p.record_index)))
 """
 _DOMAIN_OF_TABLE = {table: domain.value for domain, table in PRIMARY_TABLE.items()}
+Awaited = tuple[str, str, str]  # (school, snapshot, parent domain) a child waits for
 
 
 class Writer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def waiting_for_parents(self, groups: Sequence[Sequence[MappedRecord]]) -> set[int]:
-        """Which groups (a poll's messages) hold a record whose missing parent is still on its
-        way: not in the tables, not in the poll, and its domain in that snapshot not yet all
-        accounted for (see ``deferral.py``). A parent that will never come (its domain is
-        done) is no reason to wait: that child is parked, then quarantined as an orphan."""
+    async def parents_on_their_way(self, groups: Sequence[Sequence[MappedRecord]]) -> dict[int, set[Awaited]]:
+        """Per group (a poll's message) that holds a record whose missing parent may still be
+        on its way (not in the tables, not in these groups, and its domain in that snapshot
+        not all accounted for yet): what it awaits, as (school, snapshot, parent domain).
+        See ``deferral.py``. A parent whose domain is done will never come: that child is
+        no reason to wait, it is parked (then quarantined as an orphan)."""
         records = [r for group in groups for r in group]
         needing = [r for r in records if references(r)]
         if not needing:
-            return set()
+            return {}
         given: set[Ref] = set().union(*(provides(r) for r in records))
         async with self.pool.acquire() as conn:
             known = given | await _existing(conn, needing)
@@ -172,9 +182,9 @@ class Writer:
             }  # fmt: skip
             keys = set().union(*missing.values())
             if not keys:
-                return set()
+                return {}
             in_flight = {tuple(r) for r in await conn.fetch(_IN_FLIGHT, *map(list, zip(*keys, strict=True)))}
-        return {i for i, wanted in missing.items() if wanted & in_flight}
+        return {i: awaited for i, wanted in missing.items() if (awaited := wanted & in_flight)}  # type: ignore[misc]
 
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
@@ -192,8 +202,8 @@ class Writer:
                         await lock_schools(conn, schools)
                         await _write_steps(conn, batch, cache)
                     return
-                except asyncpg.PostgresError as exc:
-                    if isinstance(exc, TRANSIENT_ERRORS):
+                except REFUSALS as exc:
+                    if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, asyncpg.DataError):
                         raise
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
@@ -237,8 +247,8 @@ async def _write_isolated(
             result = plan(records, await _existing(conn, records))
             await _park(conn, result.parked)
             await _write_rows(conn, result.ready, cache)
-    except asyncpg.PostgresError as exc:
-        if isinstance(exc, TRANSIENT_ERRORS):
+    except REFUSALS as exc:
+        if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, asyncpg.DataError):
             raise
         if len(records) == 1:
             refused.append(_refusal(records[0], exc))
@@ -348,13 +358,13 @@ async def _unparkable(conn: asyncpg.Connection, written: list[Ref]) -> list[Mapp
     return [MappedRecord.model_validate_json(r["record"]) for r in rows]
 
 
-def _refusal(record: MappedRecord, exc: asyncpg.PostgresError) -> QuarantinedRecord:
+def _refusal(record: MappedRecord, exc: Exception) -> QuarantinedRecord:
     # The database's message can quote values (an email in a unique violation): it goes to the
     # quarantine table with the payload, never to logs or metrics.
     return quarantined(
         record,
         stage=Stage.LOADER,
         reason=f"db_{type(exc).__name__.removesuffix('Error').lower()}",
-        message=f"{exc.sqlstate}: {getattr(exc, 'message', str(exc))} {getattr(exc, 'detail', '') or ''}".strip(),
+        message=f"{getattr(exc, 'sqlstate', 'client')}: {getattr(exc, 'message', str(exc))} {getattr(exc, 'detail', '') or ''}".strip(),
         payload=reverse_record(record.domain, [(row.table, row.values) for row in record.rows]),  # the source record, exactly
     )

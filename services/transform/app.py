@@ -12,16 +12,18 @@ import asyncio
 import logging
 
 from faststream import FastStream
+from faststream.kafka import KafkaMessage
 
 from shared.barrier import forward, partition_counts
-from shared.batching import decode_all, pack
+from shared.batching import Unusable, pack, read
+from shared.deadletter import dead_letter
 from shared.domains import Domain
 from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
 from shared.logs import setup_logging
 from shared.mapping.records import transform_batch
 from shared.messages import Barrier, RawBatch
 from shared.settings import Settings
-from shared.telemetry import setup_telemetry
+from shared.telemetry import count_error, setup_telemetry
 from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.transform")
@@ -40,17 +42,20 @@ async def start() -> None:
 
 
 @broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True), decoder=raw_bodies)
-async def on_raw(bodies: list[bytes]) -> None:
+async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
     pending = []
-    for message in decode_all(bodies):
-        if isinstance(message, Barrier):  # everything before it is published first, then the barrier goes on
+    for source, body in zip(message.raw_message, bodies, strict=True):
+        batch = read(body, RawBatch)
+        if isinstance(batch, Barrier):  # everything before it is published first, then the barrier goes on
             await asyncio.gather(*pending)
             pending.clear()
-            await forward_barrier(message)
-            continue
-        if not isinstance(message, RawBatch):
-            raise TypeError(f"{type(message).__name__} on a raw topic")
-        pending += [await broker.publish(body, topic, key=key, no_confirm=True) for body, topic, key in outputs(message)]
+            await forward_barrier(batch)
+        elif isinstance(batch, Unusable):  # not what this topic carries: kept with the reason, never looped on
+            await dead_letter(broker, topics.deadletter, source, body, batch.reason, batch.detail)
+            count_error("consistency", "transform: unusable message")
+        else:
+            assert isinstance(batch, RawBatch)
+            pending += [await broker.publish(out, topic, key=key, no_confirm=True) for out, topic, key in outputs(batch)]
     await asyncio.gather(*pending)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from typing import Annotated
 
@@ -44,7 +45,16 @@ async def stop(pool: Pool) -> None:
 async def on_validate(commands: list[ValidationRequested], pool: Pool) -> None:
     """Schools that sync together are validated together (their backups mapped in the worker
     processes side by side), not one after another; the offsets are committed once all are stored."""
-    await asyncio.gather(*(validate_one(command, pool) for command in commands))
+    gate = asyncio.Semaphore(os.cpu_count() or 1)  # as many at once as there are worker processes
+
+    async def one(command: ValidationRequested) -> None:
+        async with gate:
+            await validate_one(command, pool)
+
+    # Every validation ends before a failure rewinds the batch (no copy runs beside its redelivery).
+    outcomes = await asyncio.gather(*(one(c) for c in commands), return_exceptions=True)
+    if failed := [o for o in outcomes if isinstance(o, BaseException)]:
+        raise failed[0]
 
 
 async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None:

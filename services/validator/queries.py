@@ -86,6 +86,8 @@ async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: 
         f"""
         SELECT q.domain, q.legacy_id FROM migration.quarantine q
          WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.reason = 'orphaned_reference'
+           AND EXISTS (SELECT 1 FROM migration.parked_records p
+                        WHERE (p.school_id, p.domain, p.legacy_id) = (q.school_id, q.domain, q.legacy_id))
            AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
                             WHERE (r.school_id, r.domain, r.legacy_id) = (q.school_id, q.domain, q.legacy_id)
                               AND NOT {ref_exists_sql('r.ref_table', 'r.ref_id')})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from shared.batching import encode
 from shared.mapping import Mapped, map_record
 from shared.messages import (
+    MAX_MESSAGE_BYTES,
     MappedRecord,
     QuarantinedRecord,
     RawBatch,
@@ -55,14 +56,22 @@ class TransformedBatch:
     """``QuarantinedRecord`` JSON, one per record that cannot be migrated."""
 
 
-def transform_batch(batch: RawBatch) -> TransformedBatch:
+def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES // 2) -> TransformedBatch:
+    """``max_entry_bytes``: a record whose rows would not travel in one message (rows are larger
+    than their source: ``extras`` keep what the columns do not) is quarantined as
+    ``record_too_large`` with its source record."""
     out = TransformedBatch()
     for raw in batch.records():
         result = _map(raw)
         if isinstance(result, tuple):
             out.quarantined.append(encode(_quarantine(raw, *result)))
+            continue
+        entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result})
+        if len(entry) <= max_entry_bytes:
+            out.mapped.append(entry)
         else:
-            out.mapped.append(encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result}))
+            why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"
+            out.quarantined.append(encode(_quarantine(raw, "record_too_large", why)))
     return out
 
 

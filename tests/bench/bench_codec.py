@@ -18,9 +18,7 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,16 +33,7 @@ from shared.fanout import fanout_batches, plan_fanout
 from shared.mapping.records import transform, transform_batch
 from shared.messages import MappedRecord, RawBatch, RawRecord
 from shared.snapshot import parse_snapshot
-
-
-def best_of(repeats: int, work: Callable[[], Any]) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from tests.bench.bench_mapping import best_of
 
 
 def dataset(schools: int) -> tuple[list[RawRecord], list[MappedRecord], list[bytes], list[bytes]]:

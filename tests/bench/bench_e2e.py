@@ -208,11 +208,14 @@ class Sampler(threading.Thread):
         return totals
 
 
-async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid: int | None) -> dict[str, Any]:
+async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid: int | None,
+                        tree: Path = ROOT) -> dict[str, Any]:  # fmt: skip
+    """``schoolmig run`` of the files; ``tree``: another checkout's code (a baseline), same venv."""
     kafka = EmbeddedKafka().start()
     state = Path(tempfile.mkdtemp(prefix="schoolmig-bench-state-"))
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DATABASE_URL": dsn,
-           "SCHOOLMIG_STATE_DIR": str(state), "SCHOOLMIG_BACKUP_DIR": str(state / "backups")}  # fmt: skip
+           "SCHOOLMIG_STATE_DIR": str(state), "SCHOOLMIG_BACKUP_DIR": str(state / "backups"),
+           "PYTHONPATH": str(tree), "SCHOOLMIG_RUN_TIMEOUT_S": "7200"}  # fmt: skip  (a baseline's fixed give-up)
     command = [sys.executable, "-m", "schoolmig.cli", "run", *map(str, files), "--report", str(state / "report.json")]
     if replicas:
         command += ["--replicas", replicas]
@@ -221,7 +224,7 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
         extra["postgres"] = postgres_pid
     started = time.perf_counter()
     try:
-        cli = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cli = subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         sampler = Sampler(psutil.Process(cli.pid), extra)
         sampler.start()
         _, stderr = await asyncio.to_thread(cli.communicate)
@@ -288,6 +291,7 @@ async def main() -> None:
     parser.add_argument("--schools", type=int, default=int(os.environ.get("SCHOOLS", 100)))
     parser.add_argument("--replicas", default="", help="for schoolmig run, e.g. transform=2,loader=2")
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also run schoolmig as of this git revision (before/after)")
     parser.add_argument("--out", type=Path, default=Path(".bench/e2e.json"))
     args = parser.parse_args()
 
@@ -297,8 +301,14 @@ async def main() -> None:
     try:
         direct = await direct_script(files, await create_database(server.dsn, "direct"))
         dlt = None if args.skip_dlt else await asyncio.to_thread(dlt_run, folder / "files", await create_database(server.dsn, "dlt"))
-        ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas,
-                                   server._process.pid if server._process else None)  # noqa: SLF001
+        postgres_pid = server._process.pid if server._process else None  # noqa: SLF001
+        ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas, postgres_pid)
+        before = None
+        if args.baseline:
+            tree = ROOT / ".bench" / f"baseline-{args.baseline}"
+            if not tree.exists():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline], check=True)
+            before = await schoolmig_run(files, await create_database(server.dsn, "baseline"), "", postgres_pid, tree)
     finally:
         server.cleanup()
     rows = ours["rows"]
@@ -309,6 +319,8 @@ async def main() -> None:
         "direct_script": {**direct, "rows_per_s": round(direct["rows"] / direct["seconds"])},
         "dlt": dlt and {**dlt, "rows_per_s": round(dlt["rows"] / dlt["seconds"])},
         "schoolmig": {**ours, "rows_per_s": round(rows / ours["seconds"])},
+        "baseline": before and {**before, "revision": args.baseline, "rows_per_s": round(rows / before["seconds"])},
+        "schoolmig_vs_baseline": before and round(before["seconds"] / ours["seconds"], 3),
         "schoolmig_vs_direct": round(direct["seconds"] / ours["seconds"], 3),
         "schoolmig_vs_dlt": dlt and round(dlt["seconds"] / ours["seconds"], 3),
         "targets": {"schoolmig_vs_direct": ">= 0.5", "schoolmig_vs_dlt": ">= 2", "peak_rss_mb": "< 250 per service and CLI"},
@@ -322,14 +334,18 @@ async def main() -> None:
 def print_table(r: dict[str, Any]) -> None:
     print(f"\n{r['schools']} schools, {r['source_records']:,} source records, {r['target_rows']:,} target rows")
     print(f"{'':<16}{'seconds':>10}{'rows/s':>12}")
-    for name in ("direct_script", "dlt", "schoolmig"):
+    for name in ("direct_script", "dlt", "baseline", "schoolmig"):
         if r[name]:
             print(f"{name:<16}{r[name]['seconds']:>10}{r[name]['rows_per_s']:>12,}")
-    print(f"schoolmig / direct = {r['schoolmig_vs_direct']}x   schoolmig / dlt = {r['schoolmig_vs_dlt']}x")
-    ours = r["schoolmig"]
-    print(f"{'service':<14}{'cpu s':>8}{'peak MB':>9}{'rec/cpu-s':>11}")
-    for role in sorted(ours["peak_rss_mb"]):
-        print(f"{role:<14}{ours['cpu_s'].get(role, 0):>8}{ours['peak_rss_mb'][role]:>9}{ours['records_per_cpu_s'].get(role, 0):>11,}")
+    print(f"schoolmig / direct = {r['schoolmig_vs_direct']}x   schoolmig / dlt = {r['schoolmig_vs_dlt']}x"
+          f"   schoolmig / baseline = {r['schoolmig_vs_baseline']}x")
+    for name in ("baseline", "schoolmig"):
+        if not (run := r[name]):
+            continue
+        print(f"{name}: {'service':<14}{'cpu s':>8}{'peak MB':>9}{'rec/cpu-s':>11}")
+        for role in sorted(run["peak_rss_mb"]):
+            print(f"{'':<{len(name) + 2}}{role:<14}{run['cpu_s'].get(role, 0):>8}{run['peak_rss_mb'][role]:>9}"
+                  f"{run['records_per_cpu_s'].get(role, 0):>11,}")
 
 
 if __name__ == "__main__":

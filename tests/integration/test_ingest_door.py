@@ -92,3 +92,80 @@ async def test_a_snapshot_over_the_size_limit_is_refused_at_its_manifest_and_its
     assert len(letters) == 1 and "SCHOOLMIG_MAX_SNAPSHOT_BYTES" in letters[0]["message"]
     assert await pool.fetchval("SELECT count(*) FROM migration.snapshot_chunks WHERE school_id = 'it-huge'") == 0
     assert await pool.fetchval("SELECT reason FROM migration.refused_snapshots WHERE school_id = 'it-huge'") == "snapshot_too_large"
+
+
+async def test_a_message_larger_than_the_fetch_limit_is_still_delivered_whole(settings: Settings) -> None:
+    """Consumers fetch SCHOOLMIG_FETCH_PARTITION_BYTES per partition, less than a batch may be:
+    the broker must still hand over a larger message whole (Kafka's KIP-74), never skip it."""
+    import os
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    assert settings.kafka_bootstrap_servers and settings.fetch_partition_bytes < 300_000
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic("it-fetch-a", 1, 1), NewTopic("it-fetch-b", 1, 1)])
+    finally:
+        await admin.close()
+    sent = {(topic, i): os.urandom(300_000) for topic in ("it-fetch-a", "it-fetch-b") for i in range(3)}  # incompressible
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, compression_type="zstd",
+                                max_request_size=1024 * 1024)  # fmt: skip
+    await producer.start()
+    try:
+        for (topic, _), body in sent.items():
+            await producer.send_and_wait(topic, body, key=b"k")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer("it-fetch-a", "it-fetch-b", bootstrap_servers=settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", group_id="it-fetch", enable_auto_commit=False,
+                                max_partition_fetch_bytes=settings.fetch_partition_bytes)  # fmt: skip
+    await consumer.start()
+    got: dict[tuple[str, int], bytes] = {}
+    try:
+        for _ in range(40):
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.batch_size)
+            got |= {(m.topic, m.offset): m.value for ms in batch.values() for m in ms}
+            if len(got) == len(sent):
+                break
+    finally:
+        await consumer.stop()
+    assert got == sent
+
+
+async def test_garbage_on_an_internal_topic_is_dead_lettered_and_loading_goes_on(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    from shared.domains import Domain
+
+    assert settings.kafka_bootstrap_servers
+    topics = Topics.from_settings(settings)
+    wrong_kind = b'{"kind":"quarantine.batch","school_id":"it-internal","entries":[]}'
+    bad = {
+        topics.rows(Domain.GRADES): b"\x00 not a batch",
+        topics.raw(Domain.STUDENTS): wrong_kind,
+        topics.quarantine: b'{"kind":"rows.batch"}',
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic, body in bad.items():
+            for partition in range(settings.partitions):  # whichever consumer reads it
+                await producer.send_and_wait(topic, body, key=b"it-internal", partition=partition)
+    finally:
+        await producer.stop()
+    report = await migrate(settings, pool, "it-after-internal-garbage", localstorage_dump(
+        students=[{"id": "student-1", "name": "A", "email": "a@x", "status": "active", "joinDate": "2024-01-01",
+                   "dateOfBirth": "2010-01-01"}],
+        grades=[{"id": "g-1", "assessmentId": "nowhere", "studentId": "student-1", "value": 90}],
+    ))  # fmt: skip
+    assert report["phase"] == "validated"
+    everything = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-internal", timeout_s=4)
+    reasons = {(letter["topic"], letter["reason"]) for letter in everything if letter["topic"] in bad}
+    assert reasons == {
+        (topics.rows(Domain.GRADES), "invalid_internal_message"),
+        (topics.raw(Domain.STUDENTS), "unexpected_kind"),
+        (topics.quarantine, "invalid_internal_message"),
+    }
+    assert sum(letter["topic"] in bad for letter in everything) == len(bad) * settings.partitions

@@ -115,3 +115,41 @@ def test_decode_tells_the_kinds_apart_and_refuses_what_is_none() -> None:
     for body in (b'{"kind":"raw.batch"}', b"[]", b"nope", b'{"kind":"rows.batch","school_id":"../x"}'):
         with pytest.raises(ValidationError):
             decode(body)
+
+
+def test_what_a_topic_does_not_carry_is_unusable_with_a_reason_that_names_no_value() -> None:
+    from shared.batching import Unusable, read
+
+    rows = b'{"kind":"rows.batch","school_id":"s","snapshot_id":"n","domain":"grades","source_ts":"2024-01-01T00:00:00Z",'
+    cases = {
+        b"\xff garbage": "invalid_internal_message",
+        b"": "invalid_internal_message",  # a tombstone
+        rows + b'"entries":[{"index":0,"legacy_id":"g","rows":[{"table":"pg_authid","values":{"id":"x"}}]}]}': "invalid_internal_message",
+        rows + b'"entries":[{"index":4294967296,"legacy_id":"g","rows":[]}]}': "invalid_internal_message",
+        b'{"kind":"quarantine.batch","school_id":"s","entries":[]}': "unexpected_kind",
+    }
+    for body, reason in cases.items():
+        out = read(body, RowsBatch)
+        assert isinstance(out, Unusable) and out.reason == reason, (body, out)
+        assert "pg_authid" not in out.detail and "4294967296" not in out.detail
+    assert isinstance(read(rows + b'"entries":[]}', RowsBatch), RowsBatch)
+
+
+def test_a_record_too_large_to_travel_is_quarantined_with_its_reason_not_sent() -> None:
+    big = "x" * 5_000
+    content = _snapshot(grades=[{"id": "g-1", "comments": big}, {"id": "g-2"}], students=[big])  # the 2nd: not an object
+    manifest, _ = build_envelopes(content, "school-a")
+    outgoing = plan_fanout(parse_snapshot(content, manifest.format), manifest)
+    batches = list(fanout_batches(outgoing, manifest, max_records=10, max_bytes=100_000, max_record_bytes=2_000))
+    raw = [r.legacy_id for b in batches if b.kind == "raw" for r in decode(b.body).records()]  # type: ignore[union-attr]
+    quarantined = [q for b in batches if b.kind == "quarantine" for q in decode(b.body).entries]  # type: ignore[union-attr]
+    assert raw == ["g-2"]
+    assert {(q.legacy_id, q.reason) for q in quarantined} == {("g-1", "record_too_large"), (None, "not_an_object")}
+    assert all(q.payload is None and "verified backup" in q.message for q in quarantined)
+    assert max(len(b.body) for b in batches) < 2_000 + 500
+
+    batch = RawBatch(school_id="s", snapshot_id="n", domain=Domain.GRADES, source_ts=datetime(2024, 1, 1, tzinfo=UTC),
+                     entries=[{"index": 0, "legacy_id": "g-1", "record": {"id": "g-1", "assessmentId": "a", "studentId": "s",
+                                                                           "value": 1, "comments": big}}])  # type: ignore[list-item]  # fmt: skip
+    done = transform_batch(batch, max_entry_bytes=3_000)
+    assert done.mapped == [] and [QuarantinedRecord.model_validate_json(q).reason for q in done.quarantined] == ["record_too_large"]

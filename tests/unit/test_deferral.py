@@ -38,13 +38,17 @@ def test_what_waits_is_delivered_again_and_nothing_behind_it_is_handled(poll: tu
         assert offset == min(positions[i].offset for i in waiting if positions[i].tp == tp)
 
 
-def test_a_message_waits_at_most_the_budget_and_is_forgotten_once_handled() -> None:
-    clock = WaitClock(budget_s=10)
-    p = Position("rows.grades", 0, 7)
-    assert clock.may_wait(p, now=100.0)
-    assert clock.may_wait(p, now=109.0)
-    assert not clock.may_wait(p, now=110.5)  # waited long enough: parked for instead
-    clock.forget([p], now=111.0)
-    assert clock.may_wait(p, now=200.0)  # a fresh wait (e.g. the same offset after a re-drive)
-    clock.forget([], now=221.0)  # not handled, but older than twice the budget: dropped
-    assert clock.first == {}
+def test_a_parent_is_waited_for_at_most_the_budget_in_all_however_many_batches_wait() -> None:
+    clock = WaitClock(budget_s=10, keep_s=100)
+    students = ("school-1", "snap-1", "students")
+    classes = ("school-1", "snap-1", "classes")
+    assert clock.may_wait({students}, now=100.0)
+    assert clock.may_wait({students}, now=109.0)  # the next batch waiting for the same parent
+    assert not clock.may_wait({students}, now=110.5)  # the budget is spent: its children park now
+    assert clock.may_wait({students, classes}, now=111.0)  # a parent not waited for yet: may wait
+    assert not clock.may_wait({students, classes}, now=121.5)
+    clock.expire(now=150.0)
+    assert set(clock.began) == {students, classes}  # remembered, so no new 10 s wait for either
+    clock.expire(now=201.0)
+    assert set(clock.began) == {classes}
+    assert clock.may_wait({students}, now=202.0)  # forgotten: a new wait may begin
