@@ -17,7 +17,7 @@ log = logging.getLogger("schoolmig.deadletter")
 #: A dead letter must fit in one Kafka message (base64 adds a third): a larger payload is
 #: left out, its size said; the message it came from can be read at its offset until the
 #: topic's retention ends. (Storing it in PostgreSQL instead is planned.)
-MAX_PAYLOAD_BYTES = 600 * 1024
+MAX_PAYLOAD_BYTES = 740 * 1024  # base64: ~987 KiB, under the 1 MiB a message may have
 
 
 class Located(Protocol):

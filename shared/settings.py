@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         default="zstd", pattern="^(none|gzip|snappy|lz4|zstd)$", description="Producer compression on every topic (measured: `make bench`)."
     )
     parent_wait_s: float = Field(
-        default=30.0, ge=0, description="Longest a child's batch waits in its partition for parents on their way before it is parked."
+        default=15.0, ge=0, description="Longest a child's batch waits in its partition for parents on their way before it is parked."
     )
     parent_pause_s: float = Field(default=0.3, gt=0, description="How long a partition whose batch waits for parents is paused.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")

@@ -136,14 +136,16 @@ SELECT p.record::text AS record
 """
 
 # Of these (school, snapshot, parent domain), the ones whose records may still be on their
-# way: fewer accounted for (loaded, quarantined, or parked themselves) than the snapshot's
-# audit counted, or no audit yet. The audit is stored before ingest fans the snapshot out.
+# way: the school's newest snapshot (a newer one takes its records over, so an older one's
+# counts may never add up), with fewer records accounted for (loaded, quarantined, or parked
+# themselves) than its audit counted. The audit is stored before ingest fans a snapshot out;
+# a snapshot without one (no such snapshot) is no reason to wait.
 _IN_FLIGHT = """
 SELECT k.school_id, k.snapshot_id, k.domain
   FROM unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, snapshot_id, domain)
-  LEFT JOIN migration.audits a USING (school_id, snapshot_id)
- WHERE a.summary IS NULL
-    OR coalesce((a.summary -> 'source_counts' ->> k.domain)::int, 0)
+  JOIN migration.audits a USING (school_id, snapshot_id)
+ WHERE NOT EXISTS (SELECT 1 FROM migration.audits newer WHERE newer.school_id = k.school_id AND newer.created_at > a.created_at)
+   AND coalesce((a.summary -> 'source_counts' ->> k.domain)::int, 0)
      > (SELECT count(*) FROM migration.loaded_records l
          WHERE (l.school_id, l.snapshot_id, l.domain) = (k.school_id, k.snapshot_id, k.domain))
      + (SELECT count(*) FROM migration.quarantine q

@@ -291,6 +291,7 @@ async def main() -> None:
     parser.add_argument("--schools", type=int, default=int(os.environ.get("SCHOOLS", 100)))
     parser.add_argument("--replicas", default="", help="for schoolmig run, e.g. transform=2,loader=2")
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-direct", action="store_true", help="only schoolmig (e.g. a scale run for linearity and memory)")
     parser.add_argument("--baseline", metavar="REV", help="also run schoolmig as of this git revision (before/after)")
     parser.add_argument("--out", type=Path, default=Path(".bench/e2e.json"))
     args = parser.parse_args()
@@ -299,7 +300,7 @@ async def main() -> None:
     files = generate(folder / "files", args.schools)
     server = EmbeddedPostgres().start()  # what `make run` uses (fsync off), the same for all three
     try:
-        direct = await direct_script(files, await create_database(server.dsn, "direct"))
+        direct = None if args.skip_direct else await direct_script(files, await create_database(server.dsn, "direct"))
         dlt = None if args.skip_dlt else await asyncio.to_thread(dlt_run, folder / "files", await create_database(server.dsn, "dlt"))
         postgres_pid = server._process.pid if server._process else None  # noqa: SLF001
         ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas, postgres_pid)
@@ -316,12 +317,12 @@ async def main() -> None:
         "schools": args.schools,
         "source_records": ours["records_loaded"] + ours["records_quarantined"],
         "target_rows": rows,
-        "direct_script": {**direct, "rows_per_s": round(direct["rows"] / direct["seconds"])},
+        "direct_script": direct and {**direct, "rows_per_s": round(direct["rows"] / direct["seconds"])},
         "dlt": dlt and {**dlt, "rows_per_s": round(dlt["rows"] / dlt["seconds"])},
         "schoolmig": {**ours, "rows_per_s": round(rows / ours["seconds"])},
         "baseline": before and {**before, "revision": args.baseline, "rows_per_s": round(rows / before["seconds"])},
         "schoolmig_vs_baseline": before and round(before["seconds"] / ours["seconds"], 3),
-        "schoolmig_vs_direct": round(direct["seconds"] / ours["seconds"], 3),
+        "schoolmig_vs_direct": direct and round(direct["seconds"] / ours["seconds"], 3),
         "schoolmig_vs_dlt": dlt and round(dlt["seconds"] / ours["seconds"], 3),
         "targets": {"schoolmig_vs_direct": ">= 0.5", "schoolmig_vs_dlt": ">= 2", "peak_rss_mb": "< 250 per service and CLI"},
     }

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from schoolmig.demo import school_dump
-from schoolmig.runner import wait_for_reports
+from schoolmig.runner import report_so_far, wait_for_reports
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import create_pool
@@ -63,7 +63,8 @@ async def migrate_all(settings: Settings, pool: asyncpg.Pool, contents: dict[str
         for school, content in contents.items()
     ))  # fmt: skip
     reports = await wait_for_reports(pool, [(m.school_id, m.snapshot_id) for m in manifests], stall_timeout_s=60)
-    assert all(r is not None for r in reports.values()), reports
+    stuck = {pair: await report_so_far(pool, *pair) for pair, report in reports.items() if report is None}
+    assert not stuck, stuck
     return {school: report["phase"] for (school, _), report in reports.items() if report}
 
 
