@@ -127,12 +127,14 @@ async def _movement(pool: asyncpg.Pool, pairs: list[Pair]) -> tuple[int, int, st
 
 async def wait_for_reports(
     pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
-    *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0,
+    *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0, incomplete_is_final: bool = True,
 ) -> dict[Pair, dict[str, Any] | None]:
     """Each snapshot's report, or None for one ingest reports incomplete or refused (it will
     never be released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
     (no record accounted for, no validation, no phase change): a healthy migration of any
-    size is never given up on. With ``overridden``, see :func:`wait_for_report`."""
+    size is never given up on. With ``overridden``, see :func:`wait_for_report`. Without
+    ``incomplete_is_final``, a snapshot reported incomplete is waited for still (a late chunk
+    completes it)."""
     pending = list(pairs)
     reports: dict[Pair, dict[str, Any] | None] = {}
     moved_at, last, shown_at, checked_at = time.monotonic(), None, 0.0, 0.0
@@ -153,7 +155,7 @@ async def wait_for_reports(
             pair = (row["school_id"], row["snapshot_id"])
             if row["report"] is not None and not (overridden and row["report"].get("blocked")):
                 reports[pair] = row["report"]
-            elif row["incomplete"]:
+            elif row["incomplete"] and incomplete_is_final:
                 reports[pair] = None
         pending = [p for p in pending if p not in reports]
         if not pending:

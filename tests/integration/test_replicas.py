@@ -44,7 +44,7 @@ async def replica_stack(settings: Settings, postgres: EmbeddedPostgres, tmp_path
         await admin.close()
     own = settings.model_copy(update={
         "topic_prefix": "rep", "database_url": postgres.dsn.rsplit("/", 1)[0] + "/replicas",
-        "backup_dir": tmp_path_factory.mktemp("replica-backups"), "api_port": 0,
+        "backup_dir": tmp_path_factory.mktemp("replica-backups"), "api_port": 0, "incomplete_snapshot_timeout_s": 60.0,
     })  # fmt: skip
     logs = ServiceLogs()
     stack = await Stack(own, sink=logs, replicas={"loader": 3, "transform": 3}).start()
@@ -56,15 +56,20 @@ async def replica_stack(settings: Settings, postgres: EmbeddedPostgres, tmp_path
         await stack.stop()
 
 
-async def migrate_all(settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes]) -> dict[str, str]:
+async def migrate_all(settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes], logs: ServiceLogs) -> dict[str, str]:
     assert settings.kafka_bootstrap_servers
     manifests = await asyncio.gather(*(
         publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school, content)
         for school, content in contents.items()
     ))  # fmt: skip
-    reports = await wait_for_reports(pool, [(m.school_id, m.snapshot_id) for m in manifests], stall_timeout_s=60)
+    # Not given up on when reported incomplete: the session's ingest says so after 2 s (to
+    # test that), and twelve schools at once on two cores can take longer to arrive whole.
+    reports = await wait_for_reports(pool, [(m.school_id, m.snapshot_id) for m in manifests], stall_timeout_s=60,
+                                     incomplete_is_final=False)  # fmt: skip
     stuck = {pair: await report_so_far(pool, *pair) for pair, report in reports.items() if report is None}
-    assert not stuck, stuck
+    assert not stuck, (stuck, [f"{n}: {line}" for n, line in logs.lines[-4000:]
+                               if n.startswith(("validator", "coordinator")) and ("ERROR" in line or "rep-" in line
+                               or "failed" in line or "Traceback" in line)][-40:])  # fmt: skip
     return {school: report["phase"] for (school, _), report in reports.items() if report}
 
 
@@ -86,15 +91,15 @@ async def checksums(pool: asyncpg.Pool) -> dict[str, tuple[int, str]]:
 
 
 async def test_three_loaders_and_three_transforms_give_the_same_database_as_one(
-    settings: Settings, pool: asyncpg.Pool, stack: Stack,
+    settings: Settings, pool: asyncpg.Pool, stack: Stack, service_logs: ServiceLogs,
     replica_stack: tuple[Stack, asyncpg.Pool, ServiceLogs], tmp_path: Path,
 ) -> None:  # fmt: skip
     replicas, replica_pool, logs = replica_stack
     contents = {school: json.dumps(school_dump(i, seed=11), ensure_ascii=False).encode() for i, school in enumerate(SCHOOLS, 1)}
     started = time.monotonic()
     single, several = await asyncio.gather(
-        migrate_all(settings, pool, contents), migrate_all(replicas.settings.model_copy(update={
-            "kafka_bootstrap_servers": replicas.bootstrap_servers}), replica_pool, contents),
+        migrate_all(settings, pool, contents, service_logs), migrate_all(replicas.settings.model_copy(update={
+            "kafka_bootstrap_servers": replicas.bootstrap_servers}), replica_pool, contents, logs),
     )  # fmt: skip
     assert set(single.values()) == {"validated"} and set(several.values()) == {"validated"}, (single, several)
     one, three = await checksums(pool), await checksums(replica_pool)
