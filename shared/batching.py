@@ -16,12 +16,14 @@ checks a batch's shape in the same pass that decodes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
+from shared.domains import Domain
 from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch
 
 Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
@@ -33,6 +35,12 @@ _ENTRIES = b',"entries":['
 def encode(value: Any) -> bytes:
     """One value as JSON; non-finite floats as ``null`` (what the pydantic models write)."""
     return to_json(value, inf_nan_mode="null")
+
+
+def header(kind: str, school_id: str, snapshot_id: str, domain: Domain, source_ts: datetime) -> dict[str, Any]:
+    """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in common."""
+    return {"kind": kind, "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
+            "source_ts": source_ts.isoformat()}  # fmt: skip
 
 
 def pack(

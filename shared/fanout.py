@@ -21,7 +21,7 @@ from shared.messages import (
     Stage,
     quarantined,
 )
-from shared.batching import encode, pack
+from shared.batching import encode, header, pack
 from shared.snapshot import ParsedSnapshot, fold
 from shared.tables import DOMAIN_LOAD_ORDER
 from shared.topics import batch_key, record_key
@@ -99,8 +99,6 @@ def fanout_batches(
     payload, which would not fit either; it stays in the verified backup)."""
     limit = max_record_bytes or max_bytes
     school_id = manifest.school_id
-    raw_head = {"kind": "raw.batch", "school_id": school_id, "snapshot_id": manifest.snapshot_id,
-                "source_ts": manifest.taken_at.isoformat()}  # fmt: skip
     by_domain: dict[Domain, tuple[list[bytes], list[bytes]]] = {}
     for item in outgoing:
         raw, quarantine = by_domain.setdefault(item.domain, ([], []))
@@ -121,7 +119,8 @@ def fanout_batches(
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)
-        for body, n in pack({**raw_head, "domain": domain.value}, raw, max_records=max_records, max_bytes=max_bytes):
+        head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at)
+        for body, n in pack(head, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)
         for body, n in pack({"kind": "quarantine.batch", "school_id": school_id}, quarantine,
                             max_records=max_records, max_bytes=max_bytes):  # fmt: skip

@@ -175,22 +175,30 @@ class RawEntry(_Model):
     hints: dict[str, str] = Field(default_factory=dict)
 
 
-class RawBatch(_Model):
-    """Source records of one school's domain, as read from the browser, before mapping."""
+class _RecordsBatch(_Model):
+    """What every record of a batch has in common: one school's snapshot, one domain."""
 
-    kind: Literal["raw.batch"] = "raw.batch"
     school_id: SchoolId
     snapshot_id: SnapshotId
     domain: Domain
     source_ts: datetime
+
+    def _common(self) -> dict[str, Any]:
+        return {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
+                "source_ts": self.source_ts}  # fmt: skip
+
+
+class RawBatch(_RecordsBatch):
+    """Source records of one school's domain, as read from the browser, before mapping."""
+
+    kind: Literal["raw.batch"] = "raw.batch"
     entries: list[RawEntry]
 
     def records(self) -> list[RawRecord]:
         """The entries as records (already validated as part of the batch)."""
-        head = {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
-                "source_ts": self.source_ts}  # fmt: skip
+        common = self._common()
         return [
-            RawRecord.model_construct(**head, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints)
+            RawRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints)
             for e in self.entries
         ]
 
@@ -203,22 +211,15 @@ class MappedEntry(_Model):
     rows: list[TargetRow]
 
 
-class RowsBatch(_Model):
+class RowsBatch(_RecordsBatch):
     """Mapped records of one school's domain: each record's rows, parents first."""
 
     kind: Literal["rows.batch"] = "rows.batch"
-    school_id: SchoolId
-    snapshot_id: SnapshotId
-    domain: Domain
-    source_ts: datetime
     entries: list[MappedEntry]
 
     def records(self) -> list[MappedRecord]:
-        head = {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
-                "source_ts": self.source_ts}  # fmt: skip
-        return [
-            MappedRecord.model_construct(**head, index=e.index, legacy_id=e.legacy_id, rows=e.rows) for e in self.entries
-        ]
+        common = self._common()
+        return [MappedRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, rows=e.rows) for e in self.entries]
 
 
 class QuarantineBatch(_Model):

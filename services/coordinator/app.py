@@ -26,7 +26,7 @@ from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.domains import Domain
-from shared.batching import encode, pack
+from shared.batching import encode, header, pack
 from shared.kafka import consumer_options, make_broker
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
@@ -161,8 +161,7 @@ async def redrive(records: list[MappedRecord]) -> None:
     for r in records:
         groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
     for (school_id, snapshot_id, domain, source_ts), group in groups.items():
-        head = {"kind": "rows.batch", "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
-                "source_ts": source_ts.isoformat()}  # fmt: skip
+        head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
         entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows]})
                    for r in group]  # fmt: skip
         for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):

@@ -15,7 +15,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaMessage
 
 from shared.barrier import forward, partition_counts
-from shared.batching import Unusable, pack, read
+from shared.batching import Unusable, header, pack, read
 from shared.deadletter import dead_letter
 from shared.domains import Domain
 from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
@@ -64,8 +64,7 @@ def outputs(batch: RawBatch) -> list[tuple[bytes, str, bytes]]:
     done = transform_batch(batch)
     key = batch_key(batch.school_id, batch.domain)
     limits = {"max_records": settings.batch_records, "max_bytes": settings.batch_bytes}
-    rows_head = {"kind": "rows.batch", "school_id": batch.school_id, "snapshot_id": batch.snapshot_id,
-                 "domain": batch.domain.value, "source_ts": batch.source_ts.isoformat()}  # fmt: skip
+    rows_head = header("rows.batch", batch.school_id, batch.snapshot_id, batch.domain, batch.source_ts)
     out = [(body, topics.rows(batch.domain), key) for body, _ in pack(rows_head, done.mapped, **limits)]
     quarantine_head = {"kind": "quarantine.batch", "school_id": batch.school_id}
     out += [(body, topics.quarantine, key) for body, _ in pack(quarantine_head, done.quarantined, **limits)]

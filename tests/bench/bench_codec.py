@@ -28,7 +28,7 @@ from aiokafka import codec
 
 from schoolmig.demo import school_dump
 from schoolmig.sdk import build_envelopes
-from shared.batching import decode, encode, pack
+from shared.batching import decode, encode, header, pack
 from shared.fanout import fanout_batches, plan_fanout
 from shared.mapping.records import transform, transform_batch
 from shared.messages import MappedRecord, RawBatch, RawRecord
@@ -56,8 +56,7 @@ def dataset(schools: int) -> tuple[list[RawRecord], list[MappedRecord], list[byt
             raw_bodies.append(batch.body)
             raw = decode(batch.body)
             assert isinstance(raw, RawBatch)
-            head = {"kind": "rows.batch", "school_id": raw.school_id, "snapshot_id": raw.snapshot_id,
-                    "domain": raw.domain.value, "source_ts": raw.source_ts.isoformat()}  # fmt: skip
+            head = header("rows.batch", raw.school_id, raw.snapshot_id, raw.domain, raw.source_ts)
             rows_bodies += [body for body, _ in pack(head, transform_batch(raw).mapped, max_records=500, max_bytes=512 * 1024)]
     return raw_records, mapped, raw_bodies, rows_bodies
 

@@ -156,6 +156,7 @@ class Sampler(threading.Thread):
         self.root, self.extra, self.interval = root, extra, interval
         self.peak_rss: dict[str, int] = {}
         self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (role, cpu seconds so far)
+        self.roles: dict[int, str] = {}
         self.stop = threading.Event()
         self.base: dict[int, float] = {}  # CPU the servers spent before this run (the other two loads)
         for pid in extra.values():
@@ -186,6 +187,7 @@ class Sampler(threading.Thread):
                 continue
         rss: dict[str, int] = {}
         for role, process in processes:
+            role = self.roles.setdefault(process.pid, role)  # as first seen: an exiting process has no command line
             try:
                 rss[f"{role}:{process.pid}"] = process.memory_info().rss
                 times = process.cpu_times()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schoolmig.sdk import build_envelopes
-from shared.batching import decode, encode, pack
+from shared.batching import decode, encode, header, pack
 from shared.domains import Domain
 from shared.fanout import fanout_batches, plan_fanout
 from shared.mapping.records import transform, transform_batch
@@ -95,8 +95,7 @@ def test_a_transformed_batch_is_what_the_record_by_record_transform_gives() -> N
                      entries=[{"index": i, "legacy_id": r["id"], "record": r} for i, r in enumerate(records)])  # type: ignore[misc]  # fmt: skip
     done = transform_batch(batch)
     one_by_one = [transform(r) for r in batch.records()]
-    head = {"kind": "rows.batch", "school_id": "s", "snapshot_id": "n", "domain": "grades",
-            "source_ts": batch.source_ts.isoformat()}  # fmt: skip
+    head = header("rows.batch", "s", "n", Domain.GRADES, batch.source_ts)
     rows = [r for body, _ in pack(head, done.mapped, max_records=9, max_bytes=99_999)
             for r in decode(body).records()]  # type: ignore[union-attr]  # fmt: skip
     quarantined = [QuarantinedRecord.model_validate_json(q) for q in done.quarantined]
