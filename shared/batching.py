@@ -24,7 +24,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from shared.domains import Domain
-from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch
+from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch, error_summary
 
 Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
 _INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
@@ -83,8 +83,7 @@ def read(body: bytes, *kinds: type[Internal]) -> Barrier | RawBatch | RowsBatch 
     try:
         message = decode(body)
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5])
-        return Unusable("invalid_internal_message", where or "not a message of this pipeline")
+        return Unusable("invalid_internal_message", error_summary(exc, empty="not a message of this pipeline"))
     if not isinstance(message, (Barrier, *kinds)):
         return Unusable("unexpected_kind", f"a {message.kind} on a topic that carries {', '.join(k.__name__ for k in kinds)}")
     return message

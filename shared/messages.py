@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from shared.domains import Domain
 from shared.tables import TABLES
@@ -29,6 +29,12 @@ MAX_INGEST_MESSAGE_BYTES = 512 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: A record's position in its domain's array (-1: a whole localStorage value); an int4 in PostgreSQL.
 RecordIndex = Annotated[int, Field(ge=-1, le=2**31 - 1)]
+
+
+def error_summary(exc: ValidationError, empty: str = "invalid") -> str:
+    """Field locations and error kinds only: the input may hold personal data."""
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
+    return "; ".join(parts) or empty
 
 
 class _Model(BaseModel):

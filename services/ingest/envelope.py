@@ -21,6 +21,7 @@ from shared.messages import (
     SCHOOL_ID_PATTERN,
     SnapshotChunk,
     SnapshotManifest,
+    error_summary,
 )
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -49,7 +50,7 @@ def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | Rejection:
     try:
         envelope = INGEST_ENVELOPE.validate_python(document)
     except ValidationError as exc:
-        return Rejection("invalid_envelope", _summarise(exc))
+        return Rejection("invalid_envelope", error_summary(exc))
     if isinstance(envelope, SnapshotChunk):
         try:
             base64.b64decode(envelope.data_b64, validate=True)
@@ -58,9 +59,3 @@ def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | Rejection:
     if isinstance(envelope, SnapshotManifest) and len(envelope.chunk_sha256) != envelope.chunk_count:
         return Rejection("invalid_envelope", "chunk_sha256 must list one hash per chunk")
     return envelope
-
-
-def _summarise(exc: ValidationError) -> str:
-    """Field locations and error kinds only: the input may hold personal data."""
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
-    return "; ".join(parts) or "invalid"

@@ -34,6 +34,7 @@ from shared.mapping.records import transform, transform_batch
 from shared.messages import MappedRecord, RawBatch, RawRecord
 from shared.snapshot import parse_snapshot
 from tests.bench.bench_mapping import best_of
+from tests.bench import write_figures
 
 
 def dataset(schools: int) -> tuple[list[RawRecord], list[MappedRecord], list[bytes], list[bytes]]:
@@ -154,9 +155,7 @@ def main() -> None:
         "codec": "pydantic-core (exact big integers; validates while decoding)",
         "compression": compression,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_figures(args.out, result)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from shared.mapping.records import transform
 from shared.messages import MappedRecord, RawRecord, SnapshotFormat, SnapshotManifest
 from shared.snapshot import parse_snapshot
 from shared.tables import LOAD_ORDER
+from tests.bench import write_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 DLT_VENV = ROOT / ".bench" / "dlt-venv"
@@ -328,9 +329,7 @@ async def main() -> None:
         "schoolmig_vs_dlt": dlt and round(dlt["seconds"] / ours["seconds"], 3),
         "targets": {"schoolmig_vs_direct": ">= 0.5", "schoolmig_vs_dlt": ">= 2", "peak_rss_mb": "< 250 per service and CLI"},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_figures(args.out, result)
     print_table(result)
 
 

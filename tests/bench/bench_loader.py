@@ -38,6 +38,7 @@ from shared.mapping.records import transform
 from shared.messages import MappedRecord, RawRecord
 from shared.snapshot import parse_snapshot
 from shared.tables import LOAD_ORDER
+from tests.bench import write_figures
 
 
 def mapped_dataset(schools: int) -> list[MappedRecord]:
@@ -143,9 +144,7 @@ async def main() -> None:
         "records_loaded": loaded,
         "records_parked_as_orphans": parked,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_figures(args.out, result)
 
 
 if __name__ == "__main__":

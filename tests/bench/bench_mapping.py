@@ -21,6 +21,7 @@ from schoolmig.demo import school_dump
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.ids import row_id_text
 from shared.mapping import Mapped, map_record
+from tests.bench import write_figures
 
 
 def dataset(schools: int) -> list[tuple[str, Domain, str, dict[str, Any]]]:
@@ -80,9 +81,7 @@ def main() -> None:
         "target_records_per_s": 50_000,
         "per_domain": per_domain,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_figures(args.out, result)
 
 
 if __name__ == "__main__":

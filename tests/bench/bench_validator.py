@@ -45,6 +45,7 @@ from shared.messages import (
 )
 from shared.quarantine import store_quarantine
 from shared.snapshot import parse_snapshot
+from tests.bench import write_figures
 
 
 async def migrate_school(pool: asyncpg.Pool, index: int) -> tuple[str, str, int]:
@@ -126,9 +127,7 @@ async def main() -> None:
         "critical_issues": critical,
         "issues_by_type": _issue_counts(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_figures(args.out, result)
 
 
 def _issue_counts(results: list[ValidationCompleted]) -> dict[str, int]:
