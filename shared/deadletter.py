@@ -1,23 +1,32 @@
 """Dead letters: a message a consumer cannot use, kept whole with its reason, so that the
-partition moves on and nothing is dropped without a trace. Shared by ingest (the public
-door) and the internal consumers (transform, loader) for what is not a batch they read."""
+partition moves on and nothing is dropped without a trace. Every consumer sends its own
+(ingest for the public door, transform and loader for what is not a batch they read, and
+``shared.kafka.Guard`` for a message a handler failed on for good).
+
+A dead letter must fit in one Kafka message, and base64 adds a third: a payload larger than
+:data:`MAX_PAYLOAD_BYTES` is stored in PostgreSQL (``migration.dead_letter_payloads``, by
+the message's topic, partition and offset) and the dead letter carries a reference to it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from typing import Any, Protocol
 
+import asyncpg
 from faststream.kafka import KafkaBroker
 
 from shared import chunks
+from shared.db import with_retries
 from shared.messages import DeadLetter
+from shared.settings import Settings
 
 log = logging.getLogger("schoolmig.deadletter")
 
-#: A dead letter must fit in one Kafka message (base64 adds a third): a larger payload is
-#: left out, its size said; the message it came from can be read at its offset until the
-#: topic's retention ends. (Storing it in PostgreSQL instead is planned.)
-MAX_PAYLOAD_BYTES = 740 * 1024  # base64: ~987 KiB, under the 1 MiB a message may have
+MAX_PAYLOAD_BYTES = 512 * 1024  # base64: ~683 KiB, under the 1 MiB a message may have
+MAX_KEY_BYTES = 256  # a client's key travels with its dead letter only if it is a sane size
 
 
 class Located(Protocol):
@@ -27,17 +36,74 @@ class Located(Protocol):
     key: bytes | None
 
 
+class DeadLetters:
+    """Where one process sends its dead letters; the database only when a payload is large."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, settings: Settings) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(
+        self, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None
+    ) -> None:
+        """Publish ``body`` (read at ``source``) to the dead-letter topic with the reason."""
+        ref = None
+        if len(body) > MAX_PAYLOAD_BYTES:
+            ref = await self._store(source, body)
+            body = b""
+        key = source.key if source.key is None or len(source.key) <= MAX_KEY_BYTES else hashlib.sha256(source.key).hexdigest().encode()
+        await self.broker.publish(
+            DeadLetter(
+                reason=reason, message=detail, topic=source.topic, partition=source.partition, offset=source.offset,
+                payload_b64=chunks.encode(body), payload_ref=ref, error_class=error_class,
+            ),
+            self.topic,
+            key=key,  # one sender's dead letters stay in order on one partition
+        )  # fmt: skip
+        log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
+
+    async def _store(self, source: Located, body: bytes) -> str:
+        pool = await self._connect()
+        await with_retries(
+            lambda: pool.execute(
+                """
+                INSERT INTO migration.dead_letter_payloads (topic, partition, "offset", size_bytes, payload)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+                """,
+                source.topic, source.partition, source.offset, len(body), body,
+            ),
+            "store dead-letter payload",
+        )  # fmt: skip
+        return f"postgresql:migration.dead_letter_payloads/{source.topic}/{source.partition}/{source.offset}"
+
+    async def _connect(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                if not self.settings.database_url:
+                    raise RuntimeError("DATABASE_URL is not set: a large dead-letter payload cannot be stored")
+                self._pool = await asyncpg.create_pool(self.settings.database_url, min_size=0, max_size=1)
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+_registry: dict[int, DeadLetters] = {}
+
+
+def for_broker(broker: KafkaBroker, topic: str, settings: Settings) -> DeadLetters:
+    """The one :class:`DeadLetters` of this broker (made by ``shared.kafka.make_broker``)."""
+    letters = _registry[id(broker)] = DeadLetters(broker, topic, settings)
+    return letters
+
+
 async def dead_letter(broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, reason: str, detail: str) -> None:
     """Publish ``body`` (read at ``source``) to the dead-letter ``topic`` with the reason."""
-    if len(body) > MAX_PAYLOAD_BYTES:
-        detail = f"{detail} (payload of {len(body)} bytes left out: too large for a dead letter)"
-        body = b""
-    await broker.publish(
-        DeadLetter(
-            reason=reason, message=detail, topic=source.topic, partition=source.partition, offset=source.offset,
-            payload_b64=chunks.encode(body),
-        ),
-        topic,
-        key=source.key,  # one sender's dead letters stay in order on one partition
-    )  # fmt: skip
-    log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
+    letters = _registry.get(id(broker))
+    if letters is None or letters.topic != topic:
+        letters = for_broker(broker, topic, Settings())
+    await letters.send(source, body, reason, detail)

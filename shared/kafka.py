@@ -8,45 +8,141 @@ delivery with idempotent consumers is the design).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 
+from shared import deadletter
+from shared.deadletter import DeadLetters
+from shared.faults import Attempts, classify, retry_delay, transient_delay
 from shared.messages import MAX_MESSAGE_BYTES
 from shared.settings import Settings
+from shared.telemetry import count_error
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-class BackoffOnError(BaseMiddleware):
-    """Wait before letting a failed message be redelivered.
+class Guard(BaseMiddleware):
+    """Every failure of a handler is classified (``shared.faults``), never looped on.
 
-    Handlers raise only on what they could not handle (bad data is quarantined, not
-    raised); the consumer then rewinds (``NACK_ON_ERROR``) so nothing is skipped. Without
-    a pause that rewind is a hot loop; with it, a broken dependency is retried at most
-    every ``MAX_BACKOFF_S`` and the logs stay readable.
+    - transient (the infrastructure): the message's partitions are sought back to it and
+      paused for a growing back-off; the other partitions go on; it is tried again for as
+      long as it takes. The commit that follows stops at the message.
+    - the message's own: tried again (briefly paused) up to ``MAX_ATTEMPTS``, then sent to
+      the dead letter with ``handler_failed`` and the exception's class, and committed past.
+      For a batch subscriber that is every message of the batch; its handler isolates one
+      message's or record's trouble itself, so this is the last resort, not the rule.
+
+    The exception is swallowed either way, so the acknowledgement that follows commits the
+    consumer's positions, which the seek put back where they must be. Bound per broker by
+    :func:`make_broker` (``dead_letters``).
     """
 
-    MAX_BACKOFF_S = 30.0
-    _consecutive_failures = 0
+    dead_letters: DeadLetters
+    attempts: Attempts
+    service: str
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        records = _records(msg)
+        positions = [(r.topic, r.partition, r.offset) for r in records]
+        partitions = {(r.topic, r.partition) for r in records}
         try:
             result = await call_next(msg)
         except Exception as exc:
-            BackoffOnError._consecutive_failures += 1
-            delay = min(self.MAX_BACKOFF_S, 0.5 * 2 ** (BackoffOnError._consecutive_failures - 1))
-            log.error("handler failed (%s); redelivering in %.1fs", type(exc).__name__, delay, exc_info=exc)
-            await asyncio.sleep(delay)
-            raise
-        BackoffOnError._consecutive_failures = 0
+            await self._failed(exc, msg, records, positions)
+            return None
+        self.attempts.succeeded(positions, partitions)
         return result
+
+    async def _failed(self, exc: Exception, msg: Any, records: list[Any], positions: list[Any]) -> None:
+        where = f"{self.service}: {records[0].topic}[{records[0].partition}]@{records[0].offset}" if records else self.service
+        if classify(exc) == "transient":
+            delay = self.attempts.failed_transiently({(r.topic, r.partition) for r in records})
+            count_error("transient", f"{self.service} handler")
+            _log_limited(logging.WARNING, "%s: transient %s; its partition(s) wait %.1fs", where, type(exc).__name__, delay)
+            hold(msg.consumer, _earliest(records), delay)
+            return
+        tries = self.attempts.failed(positions)
+        if not self.attempts.exhausted(tries):
+            log.warning("%s: %s (attempt %d of %d); trying again", where, type(exc).__name__, tries,
+                        self.attempts.max_attempts, exc_info=exc if tries == 1 else None)  # fmt: skip
+            hold(msg.consumer, _earliest(records), retry_delay(tries))
+            return
+        bodies = msg.body if isinstance(msg.body, list) else [msg.body]
+        detail = f"the {self.service} handler failed {tries} times on it ({type(exc).__name__})"
+        try:
+            for record, body in zip(records, bodies, strict=False):
+                await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
+        except Exception as failure:  # the dead letter could not be written either: try it all later
+            _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__)
+            hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
+            return
+        self.attempts.forget(positions)
+        count_error("input", f"{self.service}: handler_failed")
+
+
+_last_logged: dict[str, float] = {}
+
+
+def _log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
+    """One line per ``every_s`` per kind of trouble: a lost broker must not flood the logs."""
+    now = time.monotonic()
+    if now - _last_logged.get(template, -every_s) >= every_s:
+        _last_logged[template] = now
+        log.log(level, template, *args)
+
+
+def _records(msg: Any) -> list[Any]:
+    raw = msg.raw_message
+    return list(raw) if isinstance(raw, (tuple, list)) else [raw]
+
+
+def _earliest(records: list[Any]) -> dict[tuple[str, int], int]:
+    earliest: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        earliest[key] = min(earliest.get(key, r.offset), r.offset)
+    return earliest
+
+
+def hold(consumer: Any, rewind: dict[tuple[str, int], int], delay_s: float) -> None:
+    """Deliver these partitions again from the given offsets after ``delay_s`` (the commit
+    that follows stops there); every other partition goes on meanwhile."""
+    partitions = [TopicPartition(topic, partition) for topic, partition in rewind]
+    for tp in partitions:
+        consumer.seek(tp, rewind[(tp.topic, tp.partition)])
+    consumer.pause(*partitions)
+    asyncio.get_running_loop().call_later(delay_s, _resume, consumer, partitions)
+
+
+def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
+    with contextlib.suppress(Exception):  # revoked meanwhile: the new owner starts unpaused
+        consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
+
+
+async def safe_parser(msg: Any, original: Any) -> Any:
+    """FastStream's parser, after making every header readable: a value that is not UTF-8
+    (or null) is replaced, never raised on (the message would vanish: neither handled nor
+    dead-lettered), and ``reply_to`` is dropped (no subscriber answers anyone: a client
+    could otherwise make a service publish to any topic it names)."""
+    for record in msg if isinstance(msg, tuple) else (msg,):
+        record.headers = [(key, _header_value(value)) for key, value in (record.headers or ()) if key != "reply_to"]
+    return await original(msg)
+
+
+def _header_value(value: Any) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        return b""
+    return bytes(value).decode("utf-8", "replace").encode("utf-8")
 
 
 def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
@@ -55,7 +151,8 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
             "KAFKA_BOOTSTRAP_SERVERS is not set; run services through `schoolmig up`, "
             "which starts an embedded broker, or point them at a Kafka cluster."
         )
-    return KafkaBroker(
+    guard = type("Guard", (Guard,), {"attempts": Attempts(settings.max_attempts), "service": client_id})
+    broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"schoolmig-{client_id}",
         graceful_timeout=settings.graceful_timeout_s,
@@ -63,9 +160,11 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         enable_idempotence=False,
         compression_type=None if settings.compression == "none" else settings.compression,
         max_request_size=MAX_MESSAGE_BYTES,
-        middlewares=[BackoffOnError],
+        middlewares=[guard],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
+    guard.dead_letters = deadletter.for_broker(broker, Topics.from_settings(settings).deadletter, settings)
+    return broker
 
 
 async def raw_bodies(msg: KafkaMessage) -> list[bytes] | bytes:
@@ -81,7 +180,9 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
     options: dict[str, Any] = {
         "group_id": group,
         "auto_offset_reset": "earliest",
-        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "ack_policy": AckPolicy.NACK_ON_ERROR,  # the Guard swallows what it handled; this is the backstop
+        "no_reply": True,  # no RPC: a reply_to header must not make a service publish anywhere
+        "parser": safe_parser,
     }
     if batch:
         options |= {

@@ -7,7 +7,7 @@ filter and account per school.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,9 @@ MAX_INGEST_MESSAGE_BYTES = 512 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: A record's position in its domain's array (-1: a whole localStorage value); an int4 in PostgreSQL.
 RecordIndex = Annotated[int, Field(ge=-1, le=2**31 - 1)]
+#: A moment from outside, within what PostgreSQL's timestamptz and Python's datetime can
+#: both hold after any UTC offset (a year-1 time with a positive offset overflows in Python).
+SourceTime = Annotated[datetime, Field(gt=datetime(1900, 1, 1, tzinfo=UTC), lt=datetime(9000, 1, 1, tzinfo=UTC))]
 
 
 def error_summary(exc: ValidationError, empty: str = "invalid") -> str:
@@ -59,10 +62,10 @@ class SnapshotManifest(_Model):
     school_id: SchoolId
     snapshot_id: SnapshotId
     format: SnapshotFormat
-    taken_at: datetime = Field(description="When the browser data was read; the source timestamp.")
-    size_bytes: int = Field(ge=0)
+    taken_at: SourceTime = Field(description="When the browser data was read; the source timestamp.")
+    size_bytes: int = Field(ge=0, le=2**62)
     sha256: Sha256Hex = Field(description="SHA-256 of the whole file.")
-    chunk_count: int = Field(ge=1)
+    chunk_count: int = Field(ge=1, le=2**31 - 1)
     chunk_sha256: list[Sha256Hex] = Field(description="SHA-256 of each chunk's bytes, in order.")
 
 
@@ -73,7 +76,7 @@ class SnapshotChunk(_Model):
     schema_version: Literal[1] = 1
     school_id: SchoolId
     snapshot_id: SnapshotId
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=2**31 - 2)
     data_b64: str
 
 
@@ -82,7 +85,7 @@ INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk] = TypeAdapter(Ing
 
 
 class DeadLetter(_Model):
-    """An ingest message that could not be handled, kept whole with the reason."""
+    """A message that could not be handled, kept whole with the reason."""
 
     reason: str
     message: str
@@ -90,6 +93,10 @@ class DeadLetter(_Model):
     partition: int
     offset: int
     payload_b64: str
+    payload_ref: str | None = Field(
+        default=None, description="Where the payload is when it was too large to travel here (then payload_b64 is empty)."
+    )
+    error_class: str | None = Field(default=None, description="The exception a handler failed with, if one did.")
 
 
 # --------------------------------------------------------------------------- records

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         default=400 * 1024, ge=1024, le=512 * 1024,
         description="A source record larger than this (as JSON) is quarantined as record_too_large: it could not travel in one message.",
     )
+    max_nesting_depth: int = Field(
+        default=32, ge=4, le=150,
+        description="A source record nested deeper is quarantined as unrepresentable_value (a real one is 3 deep; "
+        "the internal topics' parser stops at 200).",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Tries of a message that fails through its own fault before it goes to the dead letter.",
+    )
     batch_size: int = Field(default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction).")
     batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a consumer batch.")
     fetch_partition_bytes: int = Field(

@@ -9,15 +9,19 @@ entry carries a ``problem`` and goes to quarantine instead of downstream.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import jsonsafe
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
 from shared.messages import SnapshotFormat
 from shared.source_files import UnreadableSnapshot, load_document
 
 __all__ = ["ParsedSnapshot", "Problem", "SourceEntry", "UnreadableSnapshot", "parse_snapshot"]
+
+#: How deep a record may nest (a real one is 3 levels deep; the internal topics' parser
+#: refuses documents past 200, so a deeper record would sink the whole batch it travels in).
+MAX_RECORD_DEPTH = jsonsafe.DEFAULT_MAX_DEPTH
 
 #: Index used for an entry that stands for a whole localStorage value (e.g. invalid JSON).
 WHOLE_VALUE_INDEX = -1
@@ -87,7 +91,8 @@ def fold(value: Any) -> str | None:
     return " ".join(value.split()).casefold() if isinstance(value, str) and value.strip() else None
 
 
-def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:
+def parse_snapshot(content: bytes, fmt: SnapshotFormat, *, max_depth: int = MAX_RECORD_DEPTH) -> ParsedSnapshot:
+    """``max_depth``: how deep a record may nest (``SCHOOLMIG_MAX_NESTING_DEPTH``)."""
     document = load_document(content)
     keys = LOCALSTORAGE_KEYS if fmt is SnapshotFormat.LOCALSTORAGE_DUMP else EXPORT_KEYS
     parsed = ParsedSnapshot(entries={})
@@ -97,7 +102,7 @@ def parse_snapshot(content: bytes, fmt: SnapshotFormat) -> ParsedSnapshot:
             if key not in METADATA_KEYS:
                 parsed.unknown_keys.append(key)
             continue
-        parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP)
+        parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP, max_depth=max_depth)
     _mark_duplicate_emails(parsed)
     return parsed
 
@@ -124,27 +129,36 @@ def _mark_duplicate_emails(parsed: ParsedSnapshot) -> None:
                 )  # fmt: skip
 
 
-def _entries(key: str, value: Any, *, from_string: bool) -> list[SourceEntry]:
+def _entries(key: str, value: Any, *, from_string: bool, max_depth: int) -> list[SourceEntry]:
     if from_string:
         if not isinstance(value, str):
-            return [_whole(value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string")]
+            return [_whole(value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string", max_depth)]
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            return [_whole(value, "invalid_json", f"localStorage value of '{key}' is not valid JSON ({exc.msg} at {exc.pos})")]
+            value = jsonsafe.load(value)
+        except jsonsafe.JsonRefused as exc:
+            return [_whole(None, exc.reason, f"localStorage value of '{key}' is {exc.detail}", max_depth)]
     if value is None:
         return []
     if not isinstance(value, list):
-        return [_whole(value, "not_an_array", f"value of '{key}' is a {type(value).__name__}, expected an array")]
+        return [_whole(value, "not_an_array", f"value of '{key}' is a {type(value).__name__}, expected an array", max_depth)]
     seen: set[str] = set()
     entries: list[SourceEntry] = []
     for index, item in enumerate(value):
-        entries.append(_entry(index, item, seen))
+        entries.append(_entry(index, item, seen, max_depth))
     return entries
 
 
-def _whole(value: Any, reason: str, message: str) -> SourceEntry:
+def _whole(value: Any, reason: str, message: str, max_depth: int) -> SourceEntry:
+    """A whole localStorage value in quarantine: kept as its payload when it can travel."""
+    if (why := jsonsafe.unrepresentable(value, max_depth=max_depth)) is not None:
+        value, message = None, f"{message}; not kept here ({why}), the verified backup holds it"
     return SourceEntry(WHOLE_VALUE_INDEX, None, value, Problem(reason, message))
+
+
+def _printable_id(item: Any) -> str | None:
+    """The entry's id if the id itself can be stored (it names the quarantined record)."""
+    legacy_id = legacy_id_of(item)
+    return legacy_id if legacy_id is not None and jsonsafe.unrepresentable(legacy_id) is None else None
 
 
 def legacy_id_of(item: Any) -> str | None:
@@ -155,7 +169,12 @@ def legacy_id_of(item: Any) -> str | None:
     return text or None
 
 
-def _entry(index: int, item: Any, seen: set[str]) -> SourceEntry:
+def _entry(index: int, item: Any, seen: set[str], max_depth: int) -> SourceEntry:
+    if (why := jsonsafe.unrepresentable(item, max_depth=max_depth, path=f"entry {index}")) is not None:
+        # Quarantined here, whole: a value like this fails (or silently changes) downstream.
+        # Its payload is left out (it cannot travel either); the verified backup holds it.
+        message = f"{why}; the record is not carried (the verified backup holds it as sent)"
+        return SourceEntry(index, _printable_id(item), None, Problem("unrepresentable_value", message))
     if not isinstance(item, dict):
         return SourceEntry(index, None, item, Problem("not_an_object", f"entry {index} is a {type(item).__name__}, expected an object"))
     legacy_id = legacy_id_of(item)

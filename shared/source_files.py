@@ -5,9 +5,9 @@ Shared by the SDK (to describe a file before publishing it) and ingest (to read 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from shared import jsonsafe
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS
 from shared.messages import SnapshotFormat
 
@@ -18,10 +18,9 @@ class UnreadableSnapshot(ValueError):
 
 def load_document(content: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = getattr(exc, "pos", getattr(exc, "start", "?"))
-        raise UnreadableSnapshot(f"file is not valid JSON ({exc.__class__.__name__} at byte {where})") from None
+        document = jsonsafe.load(content)
+    except jsonsafe.JsonRefused as exc:
+        raise UnreadableSnapshot(f"file is {exc.detail}") from None
     if not isinstance(document, dict):
         raise UnreadableSnapshot(f"file is a JSON {type(document).__name__}, expected an object")
     return document

@@ -122,7 +122,16 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         data = chunks.decode(envelope.data_b64)
         # What is stored never outgrows what the manifest announced (or the limit before it
         # came): chunks cannot smuggle a larger snapshot in than the size check let through.
-        announced, stored = await store.stored_bytes(envelope.school_id, envelope.snapshot_id, envelope.index)
+        announced, stored, expected = await store.stored_bytes(envelope.school_id, envelope.snapshot_id, envelope.index)
+        # Once the manifest is here, a chunk it does not name is never stored (before it, every
+        # candidate is kept and assembly takes the one whose hash the manifest names).
+        if announced is not None and expected is None:
+            await dead_letter(message, body, "invalid_chunk", f"chunk {envelope.index} is past its manifest's chunk_count")
+            return
+        if expected is not None and chunks.sha256_hex(data) != expected:
+            await dead_letter(message, body, "chunk_hash_mismatch",
+                              f"chunk {envelope.index}'s SHA-256 is not the one its manifest names")  # fmt: skip
+            return
         allowed = min(settings.max_snapshot_bytes, announced if announced is not None else settings.max_snapshot_bytes)
         if stored + len(data) > allowed:
             why = f"its chunks come to more than {allowed} bytes (announced, or SCHOOLMIG_MAX_SNAPSHOT_BYTES)"
@@ -143,7 +152,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
             await store.chunks(school_id, snapshot_id),
             chunk_sha256=manifest.chunk_sha256, sha256=manifest.sha256, size_bytes=manifest.size_bytes,
         )  # fmt: skip
-        parsed = parse_snapshot(content, manifest.format)
+        parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
     except (chunks.AssemblyError, UnreadableSnapshot) as exc:
         reason = getattr(exc, "reason", "unreadable_snapshot")
         await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id} not released: {exc}")

@@ -1,7 +1,9 @@
 """Reading one ingest message into an envelope, or a precise reason it cannot be one. Pure.
 
+Everything a client may send is read defensively (``shared.jsonsafe``): whatever the
+bytes, the answer is an envelope or a rejection, never an exception.
 The reasons are what a client's developer needs to fix their producer: ``oversized``,
-``invalid_json``, ``unknown_schema_version``, ``invalid_school_id``, ``invalid_envelope``
+``invalid_json``, ``too_deep``, ``unknown_schema_version``, ``invalid_school_id``, ``invalid_envelope``
 (with the offending fields, never their values), ``invalid_chunk``.
 """
 
@@ -9,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from shared import jsonsafe
 from shared.messages import (
     INGEST_ENVELOPE,
     MAX_INGEST_MESSAGE_BYTES,
@@ -25,6 +27,7 @@ from shared.messages import (
 )
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+ENVELOPE_DEPTH = 4  # a manifest is 2 levels deep (its list of chunk hashes)
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,14 @@ def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | Rejection:
     if len(body) > MAX_INGEST_MESSAGE_BYTES:
         return Rejection("oversized", f"{len(body)} bytes; the limit is {MAX_INGEST_MESSAGE_BYTES} (send chunks)")
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return Rejection("invalid_json", "the message is not JSON")
+        document = jsonsafe.load(body)
+    except jsonsafe.JsonRefused as exc:
+        return Rejection(exc.reason, f"the message is {exc.detail}")
+    if (why := jsonsafe.unrepresentable(document, max_depth=ENVELOPE_DEPTH)) is not None:
+        return Rejection("invalid_envelope", f"the message cannot be stored: {why}")
     if isinstance(document, dict):
         version = document.get("schema_version")
-        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+        if version is not None and (type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS):
             return Rejection("unknown_schema_version", f"schema_version {str(version)[:20]!r}; supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}")
         school = document.get("school_id")
         if school is not None and not (isinstance(school, str) and re.match(SCHOOL_ID_PATTERN, school)):

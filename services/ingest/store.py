@@ -36,20 +36,22 @@ class IngestStore:
         )  # fmt: skip
 
     async def save_chunk(self, chunk: SnapshotChunk, data: bytes) -> None:
+        """Keep a candidate for the chunk's index (by its hash: the manifest says which one is right)."""
         await self.pool.execute(
             """
-            INSERT INTO migration.snapshot_chunks (school_id, snapshot_id, idx, data)
-            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+            INSERT INTO migration.snapshot_chunks (school_id, snapshot_id, idx, data, sha256)
+            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
             """,
-            chunk.school_id, chunk.snapshot_id, chunk.index, data,
+            chunk.school_id, chunk.snapshot_id, chunk.index, data, sha256_hex(data),
         )  # fmt: skip
 
     async def release_state(self, school_id: str, snapshot_id: str) -> ReleaseState:
         row = await self.pool.fetchrow(
             """
             SELECT s.manifest, s.released_at IS NOT NULL AS released,
-                   (SELECT count(*) FROM migration.snapshot_chunks c
-                     WHERE c.school_id = $1 AND c.snapshot_id = $2) AS chunks
+                   (SELECT count(DISTINCT c.idx) FROM migration.snapshot_chunks c
+                     WHERE c.school_id = $1 AND c.snapshot_id = $2
+                       AND c.sha256 = s.manifest->'chunk_sha256'->>c.idx) AS chunks
               FROM (SELECT 1) one
               LEFT JOIN migration.snapshots s ON s.school_id = $1 AND s.snapshot_id = $2
             """,
@@ -60,8 +62,15 @@ class IngestStore:
         return ReleaseState(manifest, int(row["chunks"]), bool(row["released"]))
 
     async def chunks(self, school_id: str, snapshot_id: str) -> list[bytes]:
+        """Per index, the candidate whose hash the manifest names, in order."""
         rows = await self.pool.fetch(
-            "SELECT data FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2 ORDER BY idx",
+            """
+            SELECT DISTINCT ON (c.idx) c.data
+              FROM migration.snapshot_chunks c
+              JOIN migration.snapshots s USING (school_id, snapshot_id)
+             WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.sha256 = s.manifest->'chunk_sha256'->>c.idx
+             ORDER BY c.idx
+            """,
             school_id, snapshot_id,
         )  # fmt: skip
         return [bytes(r["data"]) for r in rows]
@@ -168,18 +177,22 @@ class IngestStore:
                 "DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
             )
 
-    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int) -> tuple[int | None, int]:
+    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int) -> tuple[int | None, int, str | None]:
         """(the manifest's size_bytes, or None before it came; bytes of the chunks stored, but
-        chunk ``but``'s: a chunk delivered again is not counted twice)."""
+        chunk ``but``'s: a chunk delivered again is not counted twice, and once the manifest
+        is here only the right candidates count; the hash the manifest names for ``but``)."""
         row = await self.pool.fetchrow(
             """
-            SELECT (SELECT size_bytes FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2) AS announced,
-                   (SELECT coalesce(sum(length(data)), 0) FROM migration.snapshot_chunks
-                     WHERE school_id = $1 AND snapshot_id = $2 AND idx <> $3) AS stored
+            SELECT s.size_bytes AS announced, s.manifest->'chunk_sha256'->>$3::int AS expected,
+                   (SELECT coalesce(sum(length(c.data)), 0) FROM migration.snapshot_chunks c
+                     WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.idx <> $3
+                       AND (s.manifest IS NULL OR c.sha256 = s.manifest->'chunk_sha256'->>c.idx)) AS stored
+              FROM (SELECT 1) one
+              LEFT JOIN migration.snapshots s ON s.school_id = $1 AND s.snapshot_id = $2
             """,
             school_id, snapshot_id, but,
         )  # fmt: skip
-        return row["announced"], int(row["stored"])
+        return row["announced"], int(row["stored"]), row["expected"]
 
     async def unrefuse(self, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(

@@ -19,7 +19,7 @@ from shared.domains import Domain
 from shared.fanout import classroom_hints
 from shared.mapping import Mapped, map_record
 from shared.messages import SnapshotManifest
-from shared.snapshot import ParsedSnapshot, parse_snapshot
+from shared.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
 
 Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
@@ -42,10 +42,14 @@ class Expected:
     duplicate_ids: dict[Domain, list[str]] = field(default_factory=dict)
 
 
-def expected_state(content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:
+def expected_state(
+    content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True, max_depth: int = MAX_RECORD_DEPTH
+) -> Expected:
     """``keep_records=False`` returns digests only: small enough to come back cheaply from
-    a worker process, which is where the validator computes them."""
-    return expected_from(parse_snapshot(content, manifest.format), manifest, keep_records=keep_records)
+    a worker process, which is where the validator computes them. ``max_depth``: as ingest
+    read it (``SCHOOLMIG_MAX_NESTING_DEPTH``)."""
+    parsed = parse_snapshot(content, manifest.format, max_depth=max_depth)
+    return expected_from(parsed, manifest, keep_records=keep_records)
 
 
 def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:

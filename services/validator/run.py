@@ -32,11 +32,13 @@ from services.validator.checks import (
 )
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, expected_state
+from shared.settings import Settings
 from shared.accounting import DomainCounts, record_counts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import DomainValidation, ValidationCompleted
 
 log = logging.getLogger("schoolmig.validator")
+MAX_DEPTH = Settings().max_nesting_depth  # as ingest reads records
 T = TypeVar("T")
 
 _TABLE_DOMAIN = {table: domain for domain, tables in DOMAIN_TABLES.items() for table, role in tables if role is None}
@@ -71,7 +73,7 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
                                    domains=domains, started_at=started, finished_at=datetime.now(UTC))  # fmt: skip
 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
-    expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False)
+    expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH)
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
     quarantined = await queries.quarantined_ids(pool, school_id, snapshot_id)
@@ -87,7 +89,7 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
         if checksum != combine(digests.values()) or records != len(digests):
             f.comparison = compare_digests(digests, await queries.record_digests(pool, school_id, domain))
             if f.comparison.differing:
-                full = full or await in_worker(expected_state, source.content, source.manifest)
+                full = full or await in_worker(expected_state, source.content, source.manifest, max_depth=MAX_DEPTH)
                 assert full.records is not None
                 rows = await queries.record_rows(pool, school_id, domain, f.comparison.differing)
                 f.diffs = {k: diff_record(domain, full.records[domain][k], rows.get(k, [])) for k in f.comparison.differing}

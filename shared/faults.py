@@ -1,0 +1,94 @@
+"""Whose fault a failure is, and what to do about it. Pure: no Kafka, no database.
+
+Every consumer meets two kinds of failure and must never confuse them:
+
+- **transient**: the infrastructure (the database restarting, the broker unreachable, a
+  deadlock). The message is fine; it is tried again after a back-off, for as long as it
+  takes, and only its own partitions wait (see ``shared.kafka.Guard``).
+- **the message's own** (anything else: a value the database refuses, a parser's limit, a
+  bug meeting an input nobody foresaw). Trying again cannot help for long: after
+  :data:`MAX_ATTEMPTS` the message goes to the dead letter with its reason and the
+  exception's class, and the partition moves on.
+
+That is Spring Kafka's ``DefaultErrorHandler`` with a dead-letter recoverer, or Kafka
+Connect's ``errors.tolerance=all`` with a DLQ, with the retry kept off the consumer's
+thread: a failing partition is paused, never slept on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from shared.db import TRANSIENT_ERRORS
+
+Fault = Literal["transient", "message"]
+
+#: Tries of one message before it is the message's fault for good (the first included).
+MAX_ATTEMPTS = 3
+MAX_BACKOFF_S = 30.0
+
+
+def classify(exc: BaseException) -> Fault:
+    """``transient`` when the infrastructure failed, ``message`` when the input did."""
+    if isinstance(exc, asyncpg.DataError):  # asyncpg could not encode a value: the data's
+        return "message"
+    if isinstance(exc, KafkaError):  # a broker error says itself whether retrying helps
+        return "transient" if exc.retriable else "message"
+    if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError)):
+        return "transient"
+    return "message"
+
+
+def transient_delay(failures: int) -> float:
+    """Back-off before the ``failures``-th retry of an infrastructure failure: 0.5 s doubling to 30 s."""
+    return min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, failures - 1))
+
+
+def retry_delay(attempt: int) -> float:
+    """Pause before trying a failing message again (it is most likely its own fault: briefly)."""
+    return 0.2 * attempt
+
+
+@dataclass
+class Attempts:
+    """Failures so far, per message position and per partition (in memory: a restarted
+    consumer grants a message another :data:`MAX_ATTEMPTS`; that is still bounded)."""
+
+    max_attempts: int = MAX_ATTEMPTS
+    by_position: dict[Hashable, int] = field(default_factory=dict)
+    transient_by_partition: dict[Hashable, int] = field(default_factory=dict)
+
+    def failed(self, positions: Iterable[Hashable]) -> int:
+        """Count one more failed try of these messages; the most any of them has had."""
+        most = 0
+        for position in positions:
+            self.by_position[position] = n = self.by_position.get(position, 0) + 1
+            most = max(most, n)
+        return most
+
+    def exhausted(self, tries: int) -> bool:
+        return tries >= self.max_attempts
+
+    def failed_transiently(self, partitions: Iterable[Hashable]) -> float:
+        """Count an infrastructure failure on these partitions; the back-off to wait."""
+        worst = 0
+        for partition in partitions:
+            self.transient_by_partition[partition] = n = self.transient_by_partition.get(partition, 0) + 1
+            worst = max(worst, n)
+        return transient_delay(worst)
+
+    def succeeded(self, positions: Iterable[Hashable], partitions: Iterable[Hashable]) -> None:
+        for position in positions:
+            self.by_position.pop(position, None)
+        for partition in partitions:
+            self.transient_by_partition.pop(partition, None)
+
+    def forget(self, positions: Iterable[Hashable]) -> None:
+        """These messages are settled (dead-lettered): their counts are no longer needed."""
+        for position in positions:
+            self.by_position.pop(position, None)
