@@ -34,13 +34,34 @@ async def insert_quarantine(db: asyncpg.Pool | asyncpg.Connection, records: Sequ
         return
     # JSON text, cast in SQL: a list-shaped payload inside a jsonb[] parameter would be
     # read as one more array dimension. A payload jsonb cannot hold goes in as bytes.
-    texts = [json.dumps(r.payload, ensure_ascii=False) for r in records]
-    storable = ["\\u0000" not in t for t in texts]
+    columns = [_payload_columns(r.payload) for r in records]
     await db.execute(
         _QUARANTINE,
         [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
-        [r.index for r in records], [pg_text(r.legacy_id) for r in records], [r.stage.value for r in records],
-        [r.reason for r in records], [pg_text(r.message) for r in records],
-        [t if ok else None for t, ok in zip(texts, storable, strict=True)],
-        [None if ok else t.encode() for t, ok in zip(texts, storable, strict=True)],
+        [r.index for r in records], [pg_text(_printable(r.legacy_id)) for r in records], [r.stage.value for r in records],
+        [pg_text(_printable(r.reason)) for r in records], [pg_text(_printable(r.message)) for r in records],
+        [text for text, _ in columns], [raw for _, raw in columns],
     )  # fmt: skip
+
+
+def _payload_columns(payload: object) -> tuple[str | None, bytes | None]:
+    """(jsonb text, or None; the JSON as bytes when jsonb cannot hold it: NUL, NaN, a lone
+    surrogate). Whatever the payload holds, one of the two keeps it; never an exception."""
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        if "\\u0000" not in text:
+            text.encode("utf-8")  # a lone surrogate cannot be sent as text
+            return text, None
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        return None, json.dumps(payload, ensure_ascii=True, default=repr).encode()
+    except (ValueError, TypeError, RecursionError):
+        return None, b'"(the payload could not be kept as JSON; the verified backup holds it)"'
+
+
+def _printable(text: str | None) -> str | None:
+    """A text column's value as UTF-8 can carry it (a lone surrogate escaped)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -36,7 +36,8 @@ from services.loader.parking import (
     record_key,
     references,
 )
-from shared.db import TRANSIENT_ERRORS, lock_schools, with_retries
+from shared.db import lock_schools, with_retries
+from shared.faults import classify
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.quarantine import store_quarantine
@@ -44,9 +45,15 @@ from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
-#: What the database (or the client, encoding a value for it) refuses for good: the batch is
-#: bisected until the refused record stands alone and is quarantined.
-REFUSALS = (asyncpg.PostgresError, asyncpg.DataError)
+#: What a batch may fail with: whatever is not the infrastructure's fault (``shared.faults``)
+#: is some record's (the database or the client refusing a value, a conversion meeting one
+#: nobody foresaw), and the batch is bisected until that record stands alone and is
+#: quarantined. The infrastructure's faults are raised, and retried.
+REFUSALS = (Exception,)
+
+
+def _refused(exc: Exception) -> bool:
+    return classify(exc) == "message"
 
 
 _DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestamps: now()
@@ -205,7 +212,7 @@ class Writer:
                         await _write_steps(conn, batch, cache)
                     return
                 except REFUSALS as exc:
-                    if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, asyncpg.DataError):
+                    if not _refused(exc):
                         raise
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
@@ -250,7 +257,7 @@ async def _write_isolated(
             await _park(conn, result.parked)
             await _write_rows(conn, result.ready, cache)
     except REFUSALS as exc:
-        if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, asyncpg.DataError):
+        if not _refused(exc):
             raise
         if len(records) == 1:
             refused.append(_refusal(records[0], exc))
@@ -368,5 +375,14 @@ def _refusal(record: MappedRecord, exc: Exception) -> QuarantinedRecord:
         stage=Stage.LOADER,
         reason=f"db_{type(exc).__name__.removesuffix('Error').lower()}",
         message=f"{getattr(exc, 'sqlstate', 'client')}: {getattr(exc, 'message', str(exc))} {getattr(exc, 'detail', '') or ''}".strip(),
-        payload=reverse_record(record.domain, [(row.table, row.values) for row in record.rows]),  # the source record, exactly
+        payload=_source_of(record),
     )
+
+
+def _source_of(record: MappedRecord) -> object:
+    """The source record, exactly (its rows mapped back), or None when even that fails on
+    what the record holds (the verified backup keeps it; the message says why it is here)."""
+    try:
+        return reverse_record(record.domain, [(row.table, row.values) for row in record.rows])
+    except Exception:
+        return None

@@ -62,17 +62,36 @@ def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES //
     ``record_too_large`` with its source record."""
     out = TransformedBatch()
     for raw in batch.records():
-        result = _map(raw)
-        if isinstance(result, tuple):
-            out.quarantined.append(encode(_quarantine(raw, *result)))
-            continue
-        entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result})
-        if len(entry) <= max_entry_bytes:
-            out.mapped.append(entry)
+        try:
+            mapped, quarantine = _transform_one(raw, max_entry_bytes)
+        except Exception as exc:  # the mapping met a value nobody foresaw: this record's fault, no one else's
+            mapped, quarantine = None, _quarantine(raw, "mapping_failed", f"the mapping raised {type(exc).__name__}")
+        if mapped is not None:
+            out.mapped.append(mapped)
         else:
-            why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"
-            out.quarantined.append(encode(_quarantine(raw, "record_too_large", why)))
+            assert quarantine is not None
+            out.quarantined.append(_encode_quarantine(quarantine))
     return out
+
+
+def _transform_one(raw: RawRecord, max_entry_bytes: int) -> tuple[bytes | None, QuarantinedRecord | None]:
+    result = _map(raw)
+    if isinstance(result, tuple):
+        return None, _quarantine(raw, *result)
+    entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result})
+    if len(entry) <= max_entry_bytes:
+        return entry, None
+    why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"
+    return None, _quarantine(raw, "record_too_large", why)
+
+
+def _encode_quarantine(record: QuarantinedRecord) -> bytes:
+    """Its wire entry; without the payload if the payload cannot travel (the backup keeps it)."""
+    try:
+        return encode(record)
+    except ValueError:  # pydantic-core's serialization error: a lone surrogate, too deep
+        note = f"{record.message}; the payload could not travel (the verified backup holds it)"
+        return encode(record.model_copy(update={"payload": None, "message": note}))
 
 
 def _quarantine(raw: RawRecord, reason: str, message: str) -> QuarantinedRecord:
