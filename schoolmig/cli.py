@@ -37,6 +37,11 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     stack = await Stack(settings, metrics_ports=settings.metrics_port != 0, replicas=replicas).start()
     StackInfo(stack.bootstrap_servers, stack.database_url, os.getpid()).save(settings.state_dir)
     console.print(f"stack up: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} (Ctrl-C stops)")
+    if settings.operator_keys is None and settings.operator_key is None and stack.settings.operator_key is not None:
+        # Made up for this stack (never written to disk): commands from another terminal need it.
+        console.print("operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:\n"
+                      f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "
+                      f"SCHOOLMIG_OPERATOR_KEY={stack.settings.operator_key.get_secret_value()}")  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,7 +93,7 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
                 lines[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
                 status.update(" · ".join(lines.values()))
 
-            report = await run_jobs(settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
+            report = await run_jobs(stack.settings if stack else settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
                                     on_progress=show, override_audit=override_audit)  # fmt: skip
     finally:
         if stack:
@@ -382,7 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     override.add_argument("--school", required=True)
     override.add_argument("--snapshot", help="default: the school's current snapshot")
     override.add_argument("--reason", required=True)
-    override.add_argument("--actor", default=os.environ.get("USER", "operator"))
     status = commands.add_parser("status", help="every school's phase, mode and progress")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     for action, text in (("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
@@ -390,7 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
         lever = commands.add_parser(action, help=text)
         lever.add_argument("--school", required=True)
         lever.add_argument("--reason", default=f"{action} requested from the command line")
-        lever.add_argument("--actor", default=os.environ.get("USER", "operator"))
         lever.add_argument("--no-wait", action="store_true", help="ask, and return at once")
         lever.add_argument("--json", action="store_true", help="machine-readable output")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
@@ -433,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return asyncio.run(_status(settings, args.json))
     if args.command == "override-audit":
-        return asyncio.run(_override(settings, args.school, args.snapshot, args.actor, args.reason))
+        return asyncio.run(_override(settings, args.school, args.snapshot, settings.operator, args.reason))
     if args.command in ("cutover", "rollback"):
-        return asyncio.run(_operate(settings, args.command, args.school, args.actor, args.reason, not args.no_wait, args.json))
+        return asyncio.run(_operate(settings, args.command, args.school, settings.operator, args.reason, not args.no_wait, args.json))
     if args.command == "validate":
         return asyncio.run(_validate(settings, args.school, args.snapshot, args.json))
     if args.command == "backup":

@@ -25,6 +25,7 @@ from shared.domains import Domain
 from shared.messages import OperatorCommand
 from shared.report import run_report, school_report
 from shared.settings import Settings
+from shared.signing import Keyring
 from shared.topics import Topics
 
 
@@ -35,12 +36,16 @@ class Job:
 
 
 async def send_command(bootstrap_servers: str, settings: Settings, command: OperatorCommand) -> None:
-    """An operator's command (cutover, rollback, audit override) to the coordinator."""
+    """An operator's command (cutover, rollback, audit override) to the coordinator, signed
+    with the operator's key (``SCHOOLMIG_OPERATOR_KEY``): the actor recorded is that operator."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
     await producer.start()
     try:
         topic = Topics.from_settings(settings).operator_commands
-        await producer.send_and_wait(topic, command.model_dump_json().encode(), key=command.school_id.encode())
+        body = command.model_dump_json().encode()
+        signed = Keyring.for_operator(settings).sign(topic, body)  # the coordinator acts on nothing else
+        await producer.send_and_wait(topic, body, key=command.school_id.encode(),
+                                     headers=[(k, v.encode()) for k, v in signed.items()])  # fmt: skip
     finally:
         await producer.stop()
 

@@ -14,11 +14,14 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from shared.db import apply_migrations
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
@@ -61,6 +64,20 @@ class StackInfo:
         except (OSError, ValueError, TypeError):
             return None
         return info
+
+
+def with_stack_keys(settings: Settings) -> Settings:
+    """The settings, with signing keys made up for this stack where none are given
+    (``shared.signing``): a service key for the services, and a key for the operator running
+    the tool, which the coordinator trusts. They live in memory and in the children's
+    environment only; production sets its own."""
+    update: dict[str, SecretStr] = {}
+    if settings.service_key is None:
+        update["service_key"] = SecretStr(secrets.token_urlsafe(32))
+    if settings.operator_keys is None:
+        key = settings.operator_key.get_secret_value() if settings.operator_key else secrets.token_urlsafe(32)
+        update |= {"operator_keys": SecretStr(f"{settings.operator}={key}"), "operator_key": SecretStr(key)}
+    return settings.model_copy(update=update)
 
 
 def parse_replicas(text: str) -> dict[str, int]:
@@ -112,6 +129,7 @@ class Stack:
         return f"http://127.0.0.1:{self._children[service].metrics_port}/metrics"
 
     async def start(self) -> "Stack":
+        self.settings = with_stack_keys(self.settings)
         self.bootstrap_servers = self.settings.kafka_bootstrap_servers or ""
         self.database_url = self.settings.database_url or ""
         if not self.bootstrap_servers:
@@ -140,8 +158,8 @@ class Stack:
         """The children's environment: ours, plus every setting this stack runs with."""
         env = dict(os.environ)
         for name, value in self.settings.model_dump(exclude={"kafka_bootstrap_servers", "database_url"}).items():
-            if value is not None:
-                env[f"SCHOOLMIG_{name.upper()}"] = str(value)
+            if value is not None:  # secrets too: the children's environment, never a file
+                env[f"SCHOOLMIG_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         env["DATABASE_URL"] = self.database_url
         env["PYTHONUNBUFFERED"] = "1"

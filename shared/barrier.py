@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.domains import ALL_DOMAINS
 from shared.messages import Barrier
+from shared.signing import Keyring, publish
 from shared.topics import Topics
 
 _partitions: dict[str, int] = {}
@@ -50,13 +51,13 @@ def expected_acks(topics: Topics, counts: Mapping[str, int]) -> int:
     return counts[topics.ingest] * per_ingest_partition
 
 
-async def forward(broker: KafkaBroker, barrier: Barrier, targets: Iterable[str], counts: Mapping[str, int]) -> None:
+async def forward(broker: KafkaBroker, keyring: Keyring, barrier: Barrier, targets: Iterable[str], counts: Mapping[str, int]) -> None:
     """A copy of ``barrier`` to every partition of every target topic, noting where it came from."""
     origin = f"{barrier.origin}>{barrier.topic}:{barrier.partition}"
     for topic in targets:
         for partition in range(counts[topic]):
             copy = barrier.model_copy(update={"topic": topic, "partition": partition, "origin": origin})
-            await broker.publish(copy, topic, partition=partition, key=barrier.school_id.encode())
+            await publish(broker, keyring, copy, topic, partition=partition, key=barrier.school_id.encode())
 
 
 async def acknowledge(pool: asyncpg.Pool, barriers: Iterable[Barrier], acked_by: str) -> None:

@@ -25,6 +25,7 @@ from pydantic_core import to_json
 
 from shared.domains import Domain
 from shared.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch, error_summary
+from shared.signing import SERVICE, Keyring, Refused
 
 Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
 _INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
@@ -76,6 +77,17 @@ class Unusable:
 
     reason: str
     detail: str
+    refused: bool = False
+    """True when the signature is what failed (``shared.signing``): counted and alerted on."""
+
+
+def read_signed(record: Any, body: bytes, keyring: Keyring, *kinds: type[Internal]) -> Internal | Unusable:
+    """:func:`read`, for a message a service signed (``record``: where it was read, with its
+    headers); an unsigned or forged one is :class:`Unusable`, never acted on."""
+    principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
+    if isinstance(principal, Refused):
+        return Unusable(principal.reason, principal.detail, refused=True)
+    return read(body, *kinds)
 
 
 def read(body: bytes, *kinds: type[Internal]) -> Barrier | RawBatch | RowsBatch | QuarantineBatch | Unusable:

@@ -22,6 +22,8 @@ from shared import chunks
 from shared.db import with_retries
 from shared.messages import DeadLetter
 from shared.settings import Settings
+from shared.telemetry import count_dead_letter
+from shared.signing import Keyring, publish
 
 log = logging.getLogger("schoolmig.deadletter")
 
@@ -39,10 +41,12 @@ class Located(Protocol):
 class DeadLetters:
     """Where one process sends its dead letters; the database only when a payload is large."""
 
-    def __init__(self, broker: KafkaBroker, topic: str, settings: Settings) -> None:
+    def __init__(self, broker: KafkaBroker, topic: str, settings: Settings, service: str = "") -> None:
         self.broker = broker
         self.topic = topic
         self.settings = settings
+        self.keyring = Keyring.for_service(settings)
+        self.service = service
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
@@ -55,7 +59,8 @@ class DeadLetters:
             ref = await self._store(source, body)
             body = b""
         key = source.key if source.key is None or len(source.key) <= MAX_KEY_BYTES else hashlib.sha256(source.key).hexdigest().encode()
-        await self.broker.publish(
+        await publish(
+            self.broker, self.keyring,
             DeadLetter(
                 reason=reason, message=detail, topic=source.topic, partition=source.partition, offset=source.offset,
                 payload_b64=chunks.encode(body), payload_ref=ref, error_class=error_class,
@@ -63,6 +68,7 @@ class DeadLetters:
             self.topic,
             key=key,  # one sender's dead letters stay in order on one partition
         )  # fmt: skip
+        count_dead_letter(self.service, reason)
         log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
 
     async def _store(self, source: Located, body: bytes) -> str:
@@ -95,9 +101,9 @@ class DeadLetters:
 _registry: dict[int, DeadLetters] = {}
 
 
-def for_broker(broker: KafkaBroker, topic: str, settings: Settings) -> DeadLetters:
+def for_broker(broker: KafkaBroker, topic: str, settings: Settings, service: str = "") -> DeadLetters:
     """The one :class:`DeadLetters` of this broker (made by ``shared.kafka.make_broker``)."""
-    letters = _registry[id(broker)] = DeadLetters(broker, topic, settings)
+    letters = _registry[id(broker)] = DeadLetters(broker, topic, settings, service)
     return letters
 
 

@@ -163,8 +163,13 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         middlewares=[guard],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
-    guard.dead_letters = deadletter.for_broker(broker, Topics.from_settings(settings).deadletter, settings)
+    guard.dead_letters = deadletter.for_broker(broker, Topics.from_settings(settings).deadletter, settings, client_id)
     return broker
+
+
+async def raw_body(msg: KafkaMessage) -> bytes:
+    """The bytes as sent (one message): the handler checks and decodes them itself."""
+    return bytes(msg.body)
 
 
 async def raw_bodies(msg: KafkaMessage) -> list[bytes] | bytes:

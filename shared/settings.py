@@ -6,9 +6,10 @@ Secrets (the database password inside ``DATABASE_URL``) come only from the envir
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +81,17 @@ class Settings(BaseSettings):
     api_token: str | None = Field(
         default=None, description="Bearer token required by mutating HTTP calls; unset disables them.", repr=False
     )
+    service_key: SecretStr | None = Field(
+        default=None, description="Secret the services sign and verify every internal message with (`schoolmig up` makes one).",
+    )
+    operator_keys: SecretStr | None = Field(
+        default=None, description="The coordinator's operator keys, `name=key,…`: it acts only on commands they signed.",
+    )
+    operator: str = Field(
+        default_factory=lambda: os.environ.get("USER", "operator") or "operator", pattern=r"^[A-Za-z0-9._@-]{1,64}$",
+        description="Who the CLI signs operator commands as (the actor recorded).",
+    )
+    operator_key: SecretStr | None = Field(default=None, description="The CLI's key for signing operator commands as `operator`.")
     barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
     validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
 

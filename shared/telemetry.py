@@ -47,6 +47,10 @@ class PipelineMetrics:
     snapshots_released: metrics.Counter
     ingest_rejected: metrics.Counter
     records_mapped: metrics.Counter
+    messages_refused: metrics.Counter
+    """Internal messages not acted on, by ``reason`` (unsigned, bad_signature, …) and ``topic``."""
+    dead_letters: metrics.Counter
+    """Messages sent to the dead letter, by ``service`` and ``reason``."""
     errors: metrics.Counter
     """By ``category``: transient (retried), consistency (a validation's critical issue), critical (a rollback)."""
     sync_duration: metrics.Histogram
@@ -91,6 +95,13 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         records_mapped=meter.create_counter(
             "schoolmig.records.mapped", unit="{record}", description="Source records mapped to target rows"
         ),
+        messages_refused=meter.create_counter(
+            "schoolmig.messages.refused", unit="{message}",
+            description="Internal messages refused: unsigned, forged, or from a principal not allowed to send them",
+        ),
+        dead_letters=meter.create_counter(
+            "schoolmig.dead_letters", unit="{message}", description="Messages sent to the dead letter, by service and reason"
+        ),
         errors=meter.create_counter(
             "schoolmig.errors", unit="{error}", description="Errors by category: transient, consistency, critical"
         ),
@@ -128,3 +139,14 @@ def count_error(category: str, where: str) -> None:
     """Count an error in a process whose telemetry is set up (a no-op elsewhere, e.g. the CLI)."""
     if _metrics is not None:
         _metrics.errors.add(1, {"category": category, "where": where})
+
+
+def count_refused(reason: str, topic: str) -> None:
+    """Count an internal message refused by its signature (``shared.signing``)."""
+    if _metrics is not None:
+        _metrics.messages_refused.add(1, {"reason": reason, "topic": topic})
+
+
+def count_dead_letter(service: str, reason: str) -> None:
+    if _metrics is not None:
+        _metrics.dead_letters.add(1, {"service": service, "reason": reason})

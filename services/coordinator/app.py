@@ -20,6 +20,8 @@ from typing import Annotated
 import asyncpg
 from aiohttp import web
 from faststream import Context, FastStream
+from faststream.kafka import KafkaMessage
+from pydantic import TypeAdapter, ValidationError
 
 from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations, gauge_phase
@@ -28,18 +30,21 @@ from services.coordinator.store import CoordinatorStore
 from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.domains import Domain
 from shared.batching import encode, header, pack
-from shared.kafka import consumer_options, make_broker
+from shared.deadletter import dead_letter
+from shared.kafka import consumer_options, make_broker, raw_body
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
     MappedRecord,
+    error_summary,
     OperatorCommand,
     SnapshotReleased,
     ValidationCompleted,
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.telemetry import setup_telemetry
+from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, Refused, publish
+from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
@@ -48,16 +53,20 @@ GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on 
 
 settings = Settings()
 topics = Topics.from_settings(settings)
+keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="coordinator")
 app = FastStream(broker)
 metrics = setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
 
+OPERATOR_COMMAND: TypeAdapter[OperatorCommand] = TypeAdapter(OperatorCommand)
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 Store = Annotated[CoordinatorStore, Context("store")]
 Ops = Annotated[Operations, Context("operations")]
 
 
 @app.on_startup
 async def start() -> None:
+    keyring.require()
     store = CoordinatorStore(await prepare(settings, "coordinator"))
     app.context.set_global("store", store)
     app.context.set_global("operations", Operations(store, broker, settings, metrics, actor=ACTOR))
@@ -105,18 +114,49 @@ async def stop(store: Store, operations: Ops, monitor: Monitor,
     await store.pool.close()
 
 
-@broker.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"))
-async def on_command(command: OperatorCommand, operations: Ops) -> None:
+@broker.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"), decoder=raw_body)
+async def on_command(body: bytes, message: KafkaMessage, operations: Ops) -> None:
+    """Acted on only when an operator the coordinator knows signed it (``shared.signing``);
+    the actor recorded is that operator, whatever the body says."""
+    command = await accepted(message, body, OPERATOR_COMMAND, allowed=(OPERATOR_PREFIX,))
+    if command is None:
+        return
+    assert isinstance(command, OperatorCommand) and isinstance(command.actor, str)
     outcome = await operations.handle(command)
     log.info("%s: %s by %s: %s", command.school_id, command.action, command.actor, outcome)
 
 
-@broker.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"))
-async def on_event(event: Event, store: Store, operations: Ops) -> None:
+@broker.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"), decoder=raw_body)
+async def on_event(body: bytes, message: KafkaMessage, store: Store, operations: Ops) -> None:
+    event = await accepted(message, body, EVENT, allowed=(SERVICE,))
     if isinstance(event, SnapshotReleased):
         await on_snapshot(event, store, operations)
     elif isinstance(event, ValidationCompleted):
         await on_validation(event, store, operations)
+
+
+async def accepted(message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any], *, allowed: tuple[str, ...]) -> Any:
+    """The message, if it is signed by an allowed principal and is what the topic carries;
+    else None, and it is in the dead letter with the reason (never acted on)."""
+    record = message.raw_message
+    principal = keyring.verify(record.topic, body, record.headers, allowed=allowed)
+    if isinstance(principal, Refused):
+        await refuse(record, body, principal.reason, principal.detail)
+        return None
+    try:
+        parsed = adapter.validate_json(body)
+    except ValidationError as exc:
+        await dead_letter(broker, topics.deadletter, record, body, "invalid_internal_message", error_summary(exc))
+        return None
+    if isinstance(parsed, OperatorCommand):  # the authenticated operator, not what the body claims
+        parsed = parsed.model_copy(update={"actor": principal.removeprefix(OPERATOR_PREFIX)})
+    return parsed
+
+
+async def refuse(record: Any, body: bytes, reason: str, detail: str) -> None:
+    await dead_letter(broker, topics.deadletter, record, body, reason, detail)
+    count_refused(reason, record.topic)
+    log.warning("refused a message on %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
 
 
 async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operations: Operations) -> None:
@@ -166,7 +206,7 @@ async def redrive(records: list[MappedRecord]) -> None:
         entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows]})
                    for r in group]  # fmt: skip
         for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
-            await broker.publish(body, topics.rows(domain), key=batch_key(school_id, domain))
+            await publish(broker, keyring, body, topics.rows(domain), key=batch_key(school_id, domain))
 
 
 #: Schools whose counts one sync round reads at most (the least recently checked first):

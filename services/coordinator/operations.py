@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -34,6 +35,7 @@ from shared.messages import (
 )
 from shared.report import school_report
 from shared.settings import Settings
+from shared.signing import Keyring, publish
 from shared.telemetry import PipelineMetrics
 from shared.topics import Topics
 
@@ -62,6 +64,10 @@ class Operations:
     metrics: PipelineMetrics
     actor: str = "coordinator"
     running: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        return Keyring.for_service(self.settings)
 
     @property
     def topics(self) -> Topics:
@@ -123,7 +129,7 @@ class Operations:
             validation=validation, blocked=blocked,
         )  # fmt: skip
         await self.store.save_report(school_id, snapshot_id, report)
-        await self.broker.publish(ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
+        await publish(self.broker, self.keyring, ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
                                   self.topics.events, key=school_id.encode())  # fmt: skip
         log.info("%s: report ready (%s)", school_id, phase.value)
 
@@ -182,7 +188,7 @@ class Operations:
         """Ask the validator for a run; its result lands in ``migration.validation_runs``."""
         run_id = str(uuid.uuid4())
         await self.store.new_validation_run(run_id, school_id, snapshot_id)
-        await self.broker.publish(ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
+        await publish(self.broker, self.keyring, ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
                                   self.topics.validate_commands, key=school_id.encode())  # fmt: skip
         return run_id
 
@@ -190,8 +196,8 @@ class Operations:
 
     async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> None:
         record = await self.store.set_mode(school_id, mode, maintenance, reason)
-        await self.broker.publish(record, self.topics.control, key=school_id.encode())
-        await self.broker.publish(record, self.topics.events, key=school_id.encode())
+        await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
+        await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
 
     async def sync_barrier(self, school_id: str) -> str:
@@ -205,7 +211,7 @@ class Operations:
         started = time.monotonic()
         for partition in range(counts[topics.ingest]):
             barrier = Barrier(barrier_id=barrier_id, school_id=school_id, topic=topics.ingest, partition=partition)
-            await self.broker.publish(barrier, topics.ingest, partition=partition, key=school_id.encode())
+            await publish(self.broker, self.keyring, barrier, topics.ingest, partition=partition, key=school_id.encode())
         while (acked := await self.store.barrier_acks(barrier_id)) < expected:
             if time.monotonic() - started > self.settings.barrier_timeout_s:
                 raise CutoverFailed(f"final sync: barrier {barrier_id} acknowledged on {acked} of {expected} paths "

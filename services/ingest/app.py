@@ -24,7 +24,7 @@ from shared import chunks
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
-from shared.kafka import consumer_options, make_broker
+from shared.kafka import consumer_options, make_broker, raw_body
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -37,8 +37,9 @@ from shared.messages import (
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
+from shared.signing import SERVICE, Keyring, Refused, publish
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
-from shared.telemetry import setup_telemetry
+from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.ingest")
@@ -46,6 +47,7 @@ AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migra
 
 settings = Settings()
 topics = Topics.from_settings(settings)
+keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="ingest")
 app = FastStream(broker)
 metrics = setup_telemetry("ingest", settings.metrics_port, settings.metrics_host)
@@ -55,6 +57,7 @@ Store = Annotated[IngestStore, Context("store")]
 
 @app.on_startup
 async def start() -> None:
+    keyring.require()
     app.context.set_global("store", IngestStore(await prepare(settings, "ingest")))
 
 
@@ -71,11 +74,6 @@ async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Conte
     await store.pool.close()
 
 
-async def raw_body(msg: KafkaMessage) -> bytes:
-    """Take the bytes as sent: any client may publish, with or without a content-type."""
-    return bytes(msg.body)
-
-
 @broker.subscriber(
     topics.ingest,
     **consumer_options(settings, "schoolmig-ingest"),
@@ -85,6 +83,13 @@ async def raw_body(msg: KafkaMessage) -> bytes:
 )
 async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if b'"barrier"' in body[:64] and (barrier := _barrier(body)) is not None:
+        # Only the coordinator's (signed) barriers count: a forged one would prove a sync
+        # that did not happen.
+        principal = keyring.verify(message.raw_message.topic, body, message.raw_message.headers, allowed=(SERVICE,))
+        if isinstance(principal, Refused):
+            await dead_letter(message, body, principal.reason, principal.detail)
+            count_refused(principal.reason, message.raw_message.topic)
+            return
         await forward_barrier(barrier)
         return
     envelope = read_envelope(body)
@@ -97,7 +102,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if isinstance(envelope, SnapshotManifest) and (why := _too_large(envelope)) is not None:
         await dead_letter(message, body, "snapshot_too_large", why)  # first: a crash before the mark sends it again
         await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")  # and drops its chunks
-        await broker.publish(SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id,
+        await publish(broker, keyring, SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id,
                                             reason="snapshot_too_large", message=why),
                              topics.events, key=envelope.school_id.encode())  # fmt: skip
         return
@@ -111,7 +116,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
         if isinstance(envelope, SnapshotManifest):
-            await broker.publish(
+            await publish(broker, keyring, 
                 SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason=refusal[0], message=refusal[1]),
                 topics.events, key=envelope.school_id.encode(),
             )  # fmt: skip
@@ -173,14 +178,14 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     await publish_all(plan_fanout(parsed, manifest), manifest)
     await store.mark_released(manifest, summary)
     key = school_id.encode()
-    await broker.publish(
+    await publish(broker, keyring, 
         AuditCompleted(
             school_id=school_id, snapshot_id=snapshot_id, summary=summary,
             findings=findings_json[:AUDIT_EVENT_FINDINGS], findings_total=len(findings),
         ),
         topics.events, key=key,
     )  # fmt: skip
-    await broker.publish(
+    await publish(broker, keyring, 
         SnapshotReleased(
             school_id=school_id, snapshot_id=snapshot_id, format=manifest.format, taken_at=manifest.taken_at,
             sha256=manifest.sha256, backup_verified=verified, audit=summary,
@@ -222,7 +227,7 @@ async def forward_barrier(barrier: Barrier) -> None:
     """Every message before the barrier on this partition is fanned out: pass it on."""
     targets = [*topics.raw_topics, topics.quarantine]
     assert settings.kafka_bootstrap_servers
-    await forward(broker, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
+    await forward(broker, keyring, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
 
 
 async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> None:
@@ -232,14 +237,14 @@ async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> N
     for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
                                 max_record_bytes=settings.max_record_bytes):  # fmt: skip
         topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
-        pending.append(await broker.publish(batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
+        pending.append(await publish(broker, keyring, batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
 
 
 async def report_overdue(store: IngestStore) -> None:
     """Report, once each, snapshots still missing parts after the timeout."""
     for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
-        await broker.publish(
+        await publish(broker, keyring, 
             SnapshotIncomplete(
                 school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
                 chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),

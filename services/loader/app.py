@@ -11,32 +11,32 @@ an exception rewinds the consumer instead of skipping).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from typing import Annotated, Any
 
-from aiokafka import TopicPartition
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 
 from services.loader.deferral import Position, Split, WaitClock, split
 from services.loader.writer import Writer
 from shared.barrier import acknowledge
-from shared.batching import Unusable, read
+from shared.batching import Unusable, read_signed
 from shared.deadletter import dead_letter
-from shared.kafka import consumer_options, make_broker, raw_bodies
+from shared.kafka import consumer_options, hold, make_broker, raw_bodies
 from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
 from shared.service import prepare
 from shared.settings import Settings
-from shared.telemetry import count_error, setup_telemetry
+from shared.signing import Keyring
+from shared.telemetry import count_error, count_refused, setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.loader")
 
 settings = Settings()
 topics = Topics.from_settings(settings)
+keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="loader")
 app = FastStream(broker)
 metrics = setup_telemetry("loader", settings.metrics_port, settings.metrics_host)
@@ -47,12 +47,20 @@ clock = WaitClock(settings.parent_wait_s)
 
 @app.on_startup
 async def start() -> None:
+    keyring.require()
     app.context.set_global("writer", Writer(await prepare(settings, "loader", pool_size=8)))
 
 
 @app.on_shutdown
 async def stop(writer: WriterDep) -> None:
     await writer.pool.close()
+
+
+def _count_unusable(unusable: Unusable, topic: str) -> None:
+    if unusable.refused:
+        count_refused(unusable.reason, topic)
+    else:
+        count_error("consistency", "loader: unusable message")
 
 
 def _count_quarantined(records: list[QuarantinedRecord]) -> None:
@@ -68,7 +76,7 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
 async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
     sources = message.raw_message
     positions = [Position(r.topic, r.partition, r.offset) for r in sources]
-    messages = [read(body, RowsBatch) for body in bodies]
+    messages = [read_signed(source, body, keyring, RowsBatch) for source, body in zip(sources, bodies, strict=True)]
     groups = [m.records() if isinstance(m, RowsBatch) else [] for m in messages]
     plan = await plan_poll(writer, positions, groups)
     records = [r for i in plan.now for r in groups[i]]
@@ -82,7 +90,7 @@ async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep)
     for i in plan.now:
         if isinstance(unusable := messages[i], Unusable):
             await dead_letter(broker, topics.deadletter, sources[i], bodies[i], unusable.reason, unusable.detail)
-            count_error("consistency", "loader: unusable message")
+            _count_unusable(unusable, sources[i].topic)
     # Committed: every barrier handled now is passed (whatever preceded it is written).
     await acknowledge(writer.pool, [m for i in plan.now if isinstance(m := messages[i], Barrier)], "loader")
     if plan.rewind:
@@ -111,29 +119,20 @@ async def plan_poll(writer: Writer, positions: list[Position], groups: list[list
 def wait_for_parents(consumer: Any, rewind: dict[tuple[str, int], int]) -> None:
     """Deliver these partitions again from the given offsets, after a pause (the commit that
     follows stops there): their messages wait for parents still on their way."""
-    partitions = [TopicPartition(topic, partition) for topic, partition in rewind]
-    for tp in partitions:
-        consumer.seek(tp, rewind[(tp.topic, tp.partition)])
-    consumer.pause(*partitions)
-    asyncio.get_running_loop().call_later(settings.parent_pause_s, _resume, consumer, partitions)
-    log.debug("%d partition(s) wait for parents on their way", len(partitions))
-
-
-def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
-    with contextlib.suppress(Exception):  # revoked meanwhile: the new owner starts unpaused
-        consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
+    hold(consumer, rewind, settings.parent_pause_s)
+    log.debug("%d partition(s) wait for parents on their way", len(rewind))
 
 
 @broker.subscriber(
     topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True), decoder=raw_bodies
 )
 async def on_quarantine(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
-    messages = [read(body, QuarantineBatch) for body in bodies]
+    messages = [read_signed(source, body, keyring, QuarantineBatch) for source, body in zip(message.raw_message, bodies, strict=True)]
     records = [r for m in messages if isinstance(m, QuarantineBatch) for r in m.entries]
     await writer.quarantine(records)
     _count_quarantined(records)
     for source, body, m in zip(message.raw_message, bodies, messages, strict=True):
         if isinstance(m, Unusable):
             await dead_letter(broker, topics.deadletter, source, body, m.reason, m.detail)
-            count_error("consistency", "loader: unusable message")
+            _count_unusable(m, source.topic)
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")

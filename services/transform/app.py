@@ -15,7 +15,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaMessage
 
 from shared.barrier import forward, partition_counts
-from shared.batching import Unusable, header, pack, read
+from shared.batching import Unusable, header, pack, read_signed
 from shared.deadletter import dead_letter
 from shared.domains import Domain
 from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
@@ -23,13 +23,15 @@ from shared.logs import setup_logging
 from shared.mapping.records import transform_batch
 from shared.messages import Barrier, RawBatch
 from shared.settings import Settings
-from shared.telemetry import count_error, setup_telemetry
+from shared.signing import Keyring, publish
+from shared.telemetry import count_error, count_refused, setup_telemetry
 from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.transform")
 
 settings = Settings()
 topics = Topics.from_settings(settings)
+keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="transform")
 app = FastStream(broker)
 metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_host)
@@ -38,6 +40,7 @@ metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_h
 @app.on_startup
 async def start() -> None:
     setup_logging("transform", settings.log_level)
+    keyring.require()
     await ensure_topics(settings)
 
 
@@ -45,17 +48,17 @@ async def start() -> None:
 async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
     pending = []
     for source, body in zip(message.raw_message, bodies, strict=True):
-        batch = read(body, RawBatch)
+        batch = read_signed(source, body, keyring, RawBatch)
         if isinstance(batch, Barrier):  # everything before it is published first, then the barrier goes on
             await asyncio.gather(*pending)
             pending.clear()
             await forward_barrier(batch)
         elif isinstance(batch, Unusable):  # not what this topic carries: kept with the reason, never looped on
             await dead_letter(broker, topics.deadletter, source, body, batch.reason, batch.detail)
-            count_error("consistency", "transform: unusable message")
+            count_refused(batch.reason, source.topic) if batch.refused else count_error("consistency", "transform: unusable message")
         else:
             assert isinstance(batch, RawBatch)
-            pending += [await broker.publish(out, topic, key=key, no_confirm=True) for out, topic, key in outputs(batch)]
+            pending += [await publish(broker, keyring, out, topic, key=key, no_confirm=True) for out, topic, key in outputs(batch)]
     await asyncio.gather(*pending)
 
 
@@ -77,4 +80,4 @@ async def forward_barrier(barrier: Barrier) -> None:
     domain = next(d for d in Domain if topics.raw(d) == barrier.topic)
     targets = [topics.rows(domain), topics.quarantine]
     assert settings.kafka_bootstrap_servers
-    await forward(broker, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
+    await forward(broker, keyring, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))

@@ -6,24 +6,29 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from faststream import Context, FastStream
+from faststream.kafka import KafkaMessage
+from pydantic import ValidationError
 
 from services.validator.queries import store_result
 from services.validator.run import validate_school
-from shared.kafka import consumer_options, make_broker
-from shared.messages import ValidationRequested
+from shared.deadletter import dead_letter
+from shared.kafka import consumer_options, make_broker, raw_bodies
+from shared.messages import ValidationRequested, error_summary
 from shared.service import prepare
 from shared.settings import Settings
-from shared.telemetry import setup_telemetry
+from shared.signing import SERVICE, Keyring, Refused, publish
+from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.validator")
 
 settings = Settings()
 topics = Topics.from_settings(settings)
+keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="validator")
 app = FastStream(broker)
 setup_telemetry("validator", settings.metrics_port, settings.metrics_host)
@@ -33,6 +38,7 @@ Pool = Annotated[asyncpg.Pool, Context("pool")]
 
 @app.on_startup
 async def start() -> None:
+    keyring.require()
     app.context.set_global("pool", await prepare(settings, "validator"))
 
 
@@ -41,10 +47,16 @@ async def stop(pool: Pool) -> None:
     await pool.close()
 
 
-@broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator", batch=True))
-async def on_validate(commands: list[ValidationRequested], pool: Pool) -> None:
+@broker.subscriber(topics.validate_commands, **consumer_options(settings, "schoolmig-validator", batch=True), decoder=raw_bodies)
+async def on_validate(bodies: list[bytes], message: KafkaMessage, pool: Pool) -> None:
     """Schools that sync together are validated together (their backups mapped in the worker
-    processes side by side), not one after another; the offsets are committed once all are stored."""
+    processes side by side), not one after another; the offsets are committed once all are stored.
+    Only the coordinator's signed commands are acted on (``shared.signing``)."""
+    commands = []
+    for record, body in zip(message.raw_message, bodies, strict=True):
+        command = await accepted(record, body)
+        if command is not None:
+            commands.append(command)
     gate = asyncio.Semaphore(os.cpu_count() or 1)  # as many at once as there are worker processes
 
     async def one(command: ValidationRequested) -> None:
@@ -57,9 +69,22 @@ async def on_validate(commands: list[ValidationRequested], pool: Pool) -> None:
         raise failed[0]
 
 
+async def accepted(record: Any, body: bytes) -> ValidationRequested | None:
+    principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
+    if isinstance(principal, Refused):
+        await dead_letter(broker, topics.deadletter, record, body, principal.reason, principal.detail)
+        count_refused(principal.reason, record.topic)
+        return None
+    try:
+        return ValidationRequested.model_validate_json(body)
+    except ValidationError as exc:
+        await dead_letter(broker, topics.deadletter, record, body, "invalid_internal_message", error_summary(exc))
+        return None
+
+
 async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None:
     result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id)
     await store_result(pool, result)  # with the differing values: the database may hold them
-    await broker.publish(result.for_publishing(), topics.events, key=command.school_id.encode())
+    await publish(broker, keyring, result.for_publishing(), topics.events, key=command.school_id.encode())
     issues = Counter(i.type for d in result.domains for i in d.issues)
     log.info("validated %s/%s: %s %s", command.school_id, command.snapshot_id, "ok" if result.ok else "FAILED", dict(issues))

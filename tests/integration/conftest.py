@@ -19,6 +19,8 @@ from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres
+from pydantic import SecretStr
+
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -39,6 +41,9 @@ def postgres() -> Iterator[EmbeddedPostgres]:
 
 
 API_TOKEN = "it-operator-token"
+SERVICE_KEY = "it-service-key"  # signing keys (shared.signing): the stack's and one operator's
+OPERATOR = "it-operator"
+OPERATOR_KEY = "it-operator-key"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +60,10 @@ def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres, tmp_path_factory:
             "graceful_timeout_s": 5.0,
             "log_level": "INFO",
             "api_token": API_TOKEN,
+            "service_key": SecretStr(SERVICE_KEY),
+            "operator": OPERATOR,
+            "operator_keys": SecretStr(f"{OPERATOR}={OPERATOR_KEY}"),
+            "operator_key": SecretStr(OPERATOR_KEY),
             "barrier_timeout_s": 60.0,
         }
     )
@@ -117,7 +126,8 @@ async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, conten
 def cli(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """``schoolmig …`` as an operator runs it, against the test stack's broker, database and topics."""
     env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix}  # fmt: skip
+           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix, "SCHOOLMIG_OPERATOR": OPERATOR,
+           "SCHOOLMIG_OPERATOR_KEY": OPERATOR_KEY}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout_s, check=False)  # fmt: skip
 
