@@ -19,10 +19,13 @@ def test_every_rule_has_a_severity_and_uses_exported_metrics() -> None:
     rules = [r for g in groups for r in g["rules"]]
     assert {r["labels"]["severity"] for r in rules} == {"critical", "warning"}
     names = {r["alert"] for r in rules}
-    assert {"SchoolmigDataLossDetected", "SchoolmigServiceDown", "SchoolmigHighErrorRate", "SchoolmigSlowMigration"} <= names
+    assert {"SchoolmigDataLossDetected", "SchoolmigServiceDown", "SchoolmigHighErrorRate", "SchoolmigSlowMigration",
+            "SchoolmigForgedMessages", "SchoolmigDeadLetters"} <= names
 
     metrics = setup_telemetry("rules-test")
     metrics.errors.add(0, {"category": "transient"})
+    metrics.messages_refused.add(0, {"reason": "unsigned", "topic": "t"})
+    metrics.dead_letters.add(0, {"service": "ingest", "reason": "invalid_json"})
     metrics.records_loaded.add(0, {"school_id": "s", "domain": "students"})
     metrics.records_quarantined.add(0, {"school_id": "s", "domain": "students"})
     metrics.schools.progress["s"] = 0.5

@@ -1,0 +1,76 @@
+"""The consumer's error handling (``shared.kafka.Guard``) on a real broker, with a handler that fails.
+
+A handler that raises through a message's own fault is tried ``max_attempts`` times, then
+the message is in the dead letter as ``handler_failed`` with the exception's class, and
+the partition moves on. A handler that raises a transient error pauses only that message's
+partition: the consumer's other partitions keep flowing meanwhile, and the message is
+handled once the trouble passes. Nothing is skipped, nothing loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaMessage
+
+from shared.embedded import EmbeddedKafka
+from shared.kafka import consumer_options, make_broker, raw_body
+from shared.settings import Settings
+from shared.topics import Topics
+from tests.integration.conftest import read_topic
+
+
+async def test_a_failing_message_is_dead_lettered_after_bounded_tries_and_a_flaky_one_waits_alone(
+    kafka: EmbeddedKafka, settings: Settings
+) -> None:
+    topic = f"it-guard-{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+
+    tries: dict[bytes, int] = {}
+    handled: list[tuple[bytes, float]] = []
+    broker = make_broker(settings.model_copy(update={"max_attempts": 3}), client_id="guard-test")
+
+    @broker.subscriber(topic, **consumer_options(settings, f"it-guard-{uuid.uuid4().hex[:6]}"), decoder=raw_body)
+    async def handle(body: bytes, message: KafkaMessage) -> None:
+        tries[body] = tries.get(body, 0) + 1
+        if body == b"poison":
+            raise ValueError("this message's own fault")
+        if body == b"flaky" and tries[body] <= 3:
+            raise ConnectionResetError("the database went away")  # transient: an OSError
+        handled.append((body, time.monotonic()))
+
+    await broker.start()
+    try:
+        await broker.publish(b"poison", topic, partition=0)
+        await broker.publish(b"after-poison", topic, partition=0)
+        await broker.publish(b"flaky", topic, partition=1)
+        for i in range(5):  # partition 0 keeps flowing while partition 1 waits for its flaky message
+            await broker.publish(f"steady-{i}".encode(), topic, partition=0)
+            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and b"flaky" not in [b for b, _ in handled]:
+            await asyncio.sleep(0.1)
+    finally:
+        await broker.stop()
+
+    order = [b for b, _ in handled]
+    assert tries[b"poison"] == 3  # bounded: tried three times, then dead-lettered
+    assert b"poison" not in order and b"after-poison" in order  # the partition moved on past it
+    assert tries[b"flaky"] == 4 and b"flaky" in order  # waited out the trouble, then handled once
+    at = dict(handled)
+    # The other partition was not held up: all of it was handled while the flaky message waited
+    # (its back-off alone is 0.5 + 1 + 2 s; the steady ones were sent within 1 s).
+    assert max(at[f"steady-{i}".encode()] for i in range(5)) < at[b"flaky"]
+    assert sorted(order) == sorted({*order})  # nothing handled twice
+    letters = await read_topic(kafka.bootstrap_servers, Topics.from_settings(settings).deadletter, want=10**6,
+                               group=f"it-guard-dl-{uuid.uuid4().hex[:6]}", timeout_s=4)  # fmt: skip
+    mine = [d for d in letters if d["topic"] == topic]
+    assert [(d["reason"], d["error_class"], d["partition"]) for d in mine] == [("handler_failed", "ValueError", 0)]
