@@ -163,6 +163,7 @@ class Stack:
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         env["DATABASE_URL"] = self.database_url
         env["PYTHONUNBUFFERED"] = "1"
+        env.pop("SCHOOLMIG_OPERATOR_KEY", None)  # no service signs as an operator
         return env
 
     async def _spawn(self, child: _Child) -> None:
@@ -173,6 +174,8 @@ class Stack:
             env["SCHOOLMIG_API_PORT"] = str(self.api_port)
         elif child.service == "coordinator":
             env["SCHOOLMIG_API_PORT"] = "0"
+        if child.service != "coordinator":  # only the coordinator checks operators' commands
+            env.pop("SCHOOLMIG_OPERATOR_KEYS", None)
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", f"services.{child.service}",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

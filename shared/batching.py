@@ -31,6 +31,7 @@ Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
 _INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
 
 _ENTRIES = b',"entries":['
+UNREADABLE = "schoolmig-unreadable"  # the placeholder's header (shared.kafka): no Kafka import here
 
 
 def encode(value: Any) -> bytes:
@@ -84,6 +85,8 @@ class Unusable:
 def read_signed(record: Any, body: bytes, keyring: Keyring, *kinds: type[Internal]) -> Internal | Unusable:
     """:func:`read`, for a message a service signed (``record``: where it was read, with its
     headers); an unsigned or forged one is :class:`Unusable`, never acted on."""
+    if any(key == UNREADABLE for key, _ in record.headers or ()):
+        return Unusable("unreadable_record", "the client library could not parse the record (see shared.kafka)")
     principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
     if isinstance(principal, Refused):
         return Unusable(principal.reason, principal.detail, refused=True)

@@ -107,9 +107,11 @@ def for_broker(broker: KafkaBroker, topic: str, settings: Settings, service: str
     return letters
 
 
-async def dead_letter(broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, reason: str, detail: str) -> None:
+async def dead_letter(
+    broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None
+) -> None:
     """Publish ``body`` (read at ``source``) to the dead-letter ``topic`` with the reason."""
     letters = _registry.get(id(broker))
     if letters is None or letters.topic != topic:
         letters = for_broker(broker, topic, Settings())
-    await letters.send(source, body, reason, detail)
+    await letters.send(source, body, reason, detail, error_class=error_class)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from shared.db import TRANSIENT_ERRORS
 
@@ -33,12 +33,27 @@ MAX_ATTEMPTS = 3
 MAX_BACKOFF_S = 30.0
 
 
+#: SQLSTATE classes and codes that say the server is in trouble, not the data: connection
+#: (08), transaction rollback (40: serialization, deadlock), insufficient resources (53:
+#: disk full, out of memory, too many connections), operator intervention (57: shutdown,
+#: query cancelled), system error (58: I/O), read-only after a failover (25006), lock
+#: timeout (55P03).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+TRANSIENT_SQLSTATES = frozenset({"25006", "55P03"})
+
+
 def classify(exc: BaseException) -> Fault:
     """``transient`` when the infrastructure failed, ``message`` when the input did."""
     if isinstance(exc, asyncpg.DataError):  # asyncpg could not encode a value: the data's
         return "message"
+    if isinstance(exc, KafkaTimeoutError):  # a broker or leader away longer than the request timeout
+        return "transient"
     if isinstance(exc, KafkaError):  # a broker error says itself whether retrying helps
         return "transient" if exc.retriable else "message"
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
+            return "transient"
     if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError)):
         return "transient"
     return "message"

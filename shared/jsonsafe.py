@@ -110,6 +110,12 @@ def unrepresentable(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, path: str
     return None
 
 
+def printable(text: str) -> str:
+    """``text`` as it can be shown, stored and sent anywhere: NUL and lone surrogates as
+    visible escapes (for what is only reported, like a snapshot's unknown keys)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
 def _safe_key(key: str) -> str:
     """A key as it may appear in a path: short, and printable (keys are field names, not data)."""
     shown = key[:40].encode("ascii", "backslashreplace").decode()

@@ -82,10 +82,16 @@ class Guard(BaseMiddleware):
         try:
             for record, body in zip(records, bodies, strict=False):
                 await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
-        except Exception as failure:  # the dead letter could not be written either: try it all later
-            _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__)
-            hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
-            return
+        except Exception as failure:
+            if classify(failure) == "transient":  # the broker or database is away: all of it again later
+                _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__)
+                hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
+                return
+            # It can never be written (refused for good): looping would stall the partition
+            # forever. The trace is this line, the metric, and the message at its offset.
+            log.error("%s: cannot dead-letter it (%s): committed past it; it stays readable at its offset until "
+                      "the topic's retention ends", where, type(failure).__name__)  # fmt: skip
+            count_error("critical", f"{self.service}: dead letter failed")
         self.attempts.forget(positions)
         count_error("input", f"{self.service}: handler_failed")
 
@@ -127,6 +133,61 @@ def hold(consumer: Any, rewind: dict[tuple[str, int], int], delay_s: float) -> N
 def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
     with contextlib.suppress(Exception):  # revoked meanwhile: the new owner starts unpaused
         consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
+
+
+#: Header a placeholder carries for a record the client library could not even parse.
+UNREADABLE = "schoolmig-unreadable"
+
+
+def unreadable(record: Any) -> str | None:
+    """Why ``record`` is a placeholder for one that could not be parsed (see below), or None."""
+    for key, value in record.headers or ():
+        if key == UNREADABLE:
+            return bytes(value or b"").decode("utf-8", "replace")
+    return None
+
+
+def _guard_record_parsing() -> None:
+    """aiokafka decodes a header's *key* as UTF-8 while it parses a fetched batch, before any
+    handler or middleware runs. A key that is not UTF-8 (any client but ours can send one)
+    raised there, out of every poll, forever: the partition stalled, and a batch consumer
+    lost the other partitions' records taken in the same poll. Wrapped here: the record that
+    cannot be parsed is handed over as a placeholder (no key, no value, the ``UNREADABLE``
+    header saying why), so the consumer dead-letters it with its topic, partition and offset
+    and moves on. Records after it in the same producer batch cannot be reached by the parser
+    either; each becomes its own placeholder in turn (one fetch each): none is skipped silently.
+    """
+    from aiokafka.consumer.fetcher import PartitionRecords
+    from aiokafka.structs import ConsumerRecord
+
+    if getattr(PartitionRecords, "_schoolmig_guarded", False):
+        return
+    original = PartitionRecords._unpack_records
+
+    def unpack_guarded(self: Any) -> Any:
+        records = original(self)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except (UnicodeDecodeError, ValueError) as exc:  # a record the client library cannot parse
+                offset = self.next_fetch_offset
+                log.error("%s[%d]@%d cannot be parsed (%s): handed over as unreadable", self._tp.topic,
+                          self._tp.partition, offset, type(exc).__name__)  # fmt: skip
+                self.next_fetch_offset = offset + 1  # the fetch after this one starts past it
+                yield ConsumerRecord(
+                    self._tp.topic, self._tp.partition, offset, -1, 0, None, None, None, -1, -1,
+                    [(UNREADABLE, f"the record cannot be parsed ({type(exc).__name__}: e.g. a header key that is not UTF-8)".encode())],
+                )  # fmt: skip
+                return
+            yield record
+
+    PartitionRecords._unpack_records = unpack_guarded  # type: ignore[method-assign]
+    PartitionRecords._schoolmig_guarded = True  # type: ignore[attr-defined]
+
+
+_guard_record_parsing()
 
 
 async def safe_parser(msg: Any, original: Any) -> Any:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -38,6 +39,7 @@ from pydantic import BaseModel
 from shared.settings import Settings
 
 HEADER = "schoolmig-auth"
+_HEX_MAC = re.compile(r"[0-9a-f]{64}")
 SERVICE = "service"
 OPERATOR_PREFIX = "operator:"
 
@@ -63,8 +65,8 @@ class Keyring:
     """This process's signing identity and the keys it trusts, by principal."""
 
     principal: str | None
-    own_key: bytes | None
-    trusted: dict[str, bytes]
+    own_key: bytes | None = field(repr=False)
+    trusted: dict[str, bytes] = field(repr=False)
 
     @classmethod
     def for_service(cls, settings: Settings) -> Keyring:
@@ -113,7 +115,7 @@ class Keyring:
         key = self.trusted.get(principal)
         if key is None:
             return Refused("unknown_principal", "signed by a principal this service has no key for")
-        if not hmac.compare_digest(mac, _mac(key, principal, topic, body)):
+        if not _HEX_MAC.fullmatch(mac) or not hmac.compare_digest(mac.encode(), _mac(key, principal, topic, body).encode()):
             return Refused("bad_signature", f"the signature of {principal[:80]} does not match the message")
         if not any(principal == a or (a.endswith(":") and principal.startswith(a)) for a in allowed):
             return Refused("not_allowed", f"{principal[:80]} may not send to {topic}")

@@ -100,7 +100,7 @@ def parse_snapshot(content: bytes, fmt: SnapshotFormat, *, max_depth: int = MAX_
         domain = keys.get(key)
         if domain is None:
             if key not in METADATA_KEYS:
-                parsed.unknown_keys.append(key)
+                parsed.unknown_keys.append(jsonsafe.printable(key[:200]))  # reported, never stored as sent
             continue
         parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP, max_depth=max_depth)
     _mark_duplicate_emails(parsed)
@@ -163,7 +163,7 @@ def _printable_id(item: Any) -> str | None:
 
 def legacy_id_of(item: Any) -> str | None:
     raw = item.get("id") if isinstance(item, dict) else None
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+    if isinstance(raw, (bool, jsonsafe.LongInteger)) or not isinstance(raw, (str, int)):
         return None
     text = str(raw).strip()
     return text or None

@@ -99,6 +99,8 @@ def hostile_snapshots(draw: st.DrawFn) -> tuple[bytes, SnapshotFormat, int]:
         spoiled += len(bad)
         records += bad
         document[key] = records
+    for _ in range(draw(st.integers(0, 2))):  # keys nobody knows, some of them hostile themselves
+        document[draw(st.one_of(NASTY_STRINGS, st.sampled_from(["theme", "\x00", "\ud800", "k" * 5000])))] = draw(NASTY_VALUES)
     if fmt is SnapshotFormat.LOCALSTORAGE_DUMP:
         text = "{" + ",".join(f"{json.dumps(k)}:{json.dumps(render(v))}" for k, v in document.items()) + "}"
     else:

@@ -31,7 +31,7 @@ from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.domains import Domain
 from shared.batching import encode, header, pack
 from shared.deadletter import dead_letter
-from shared.kafka import consumer_options, make_broker, raw_body
+from shared.kafka import consumer_options, make_broker, raw_body, unreadable
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
@@ -139,6 +139,9 @@ async def accepted(message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any]
     """The message, if it is signed by an allowed principal and is what the topic carries;
     else None, and it is in the dead letter with the reason (never acted on)."""
     record = message.raw_message
+    if (why := unreadable(record)) is not None:
+        await dead_letter(broker, topics.deadletter, record, body, "unreadable_record", why)
+        return None
     principal = keyring.verify(record.topic, body, record.headers, allowed=allowed)
     if isinstance(principal, Refused):
         await refuse(record, body, principal.reason, principal.detail)

@@ -21,7 +21,7 @@ from shared.messages import (
     Stage,
     quarantined,
 )
-from shared.db import lock_schools
+from shared.db import lock_schools, pg_json
 from shared.quarantine import insert_quarantine
 from shared.tables import PRIMARY_TABLE, ref_exists_sql
 
@@ -306,7 +306,7 @@ class CoordinatorStore:
         await self.pool.execute(
             "INSERT INTO migration.blocked_snapshots (school_id, snapshot_id, event) VALUES ($1, $2, $3)"
             " ON CONFLICT (school_id, snapshot_id) DO NOTHING",
-            event.school_id, event.snapshot_id, event.model_dump(mode="json"),
+            event.school_id, event.snapshot_id, pg_json(event.model_dump(mode="json")),
         )  # fmt: skip
 
     async def blocked(self, school_id: str, snapshot_id: str) -> SnapshotReleased | None:

@@ -24,7 +24,7 @@ from shared import chunks
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
-from shared.kafka import consumer_options, make_broker, raw_body
+from shared.kafka import consumer_options, make_broker, raw_body, unreadable
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -44,6 +44,9 @@ from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.ingest")
 AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migration.audits
+#: Chunks of one index kept before the manifest says which is right (a client resending
+#: after a fix is two; a flood of wrong ones is refused, never stored).
+MAX_CHUNK_CANDIDATES = 3
 
 settings = Settings()
 topics = Topics.from_settings(settings)
@@ -82,6 +85,9 @@ async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Conte
     description="Snapshot manifests and chunks from any client; see docs/asyncapi.yaml for the envelopes.",
 )
 async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
+    if (why := unreadable(message.raw_message)) is not None:
+        await dead_letter(message, body, "unreadable_record", why)
+        return
     if b'"barrier"' in body[:64] and (barrier := _barrier(body)) is not None:
         # Only the coordinator's (signed) barriers count: a forged one would prove a sync
         # that did not happen.
@@ -127,15 +133,22 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         data = chunks.decode(envelope.data_b64)
         # What is stored never outgrows what the manifest announced (or the limit before it
         # came): chunks cannot smuggle a larger snapshot in than the size check let through.
-        announced, stored, expected = await store.stored_bytes(envelope.school_id, envelope.snapshot_id, envelope.index)
+        digest = chunks.sha256_hex(data)
+        announced, stored, expected, rivals = await store.stored_bytes(
+            envelope.school_id, envelope.snapshot_id, envelope.index, digest
+        )
         # Once the manifest is here, a chunk it does not name is never stored (before it, every
         # candidate is kept and assembly takes the one whose hash the manifest names).
         if announced is not None and expected is None:
             await dead_letter(message, body, "invalid_chunk", f"chunk {envelope.index} is past its manifest's chunk_count")
             return
-        if expected is not None and chunks.sha256_hex(data) != expected:
+        if expected is not None and digest != expected:
             await dead_letter(message, body, "chunk_hash_mismatch",
                               f"chunk {envelope.index}'s SHA-256 is not the one its manifest names")  # fmt: skip
+            return
+        if announced is None and rivals >= MAX_CHUNK_CANDIDATES:  # before the manifest: a few candidates, not a flood
+            await dead_letter(message, body, "too_many_candidates",
+                              f"chunk {envelope.index} already has {rivals} other candidates waiting for the manifest")  # fmt: skip
             return
         allowed = min(settings.max_snapshot_bytes, announced if announced is not None else settings.max_snapshot_bytes)
         if stored + len(data) > allowed:

@@ -106,9 +106,12 @@ class IngestStore:
         reported: (school, snapshot, chunks expected or None, missing chunk indexes, age in s)."""
         rows = await self.pool.fetch(
             """
-            WITH parts AS (
-              SELECT school_id, snapshot_id, array_agg(idx) AS got, min(received_at) AS first_at
-                FROM migration.snapshot_chunks GROUP BY school_id, snapshot_id),
+            WITH parts AS (  -- a wrong candidate is not a chunk received
+              SELECT c.school_id, c.snapshot_id, array_agg(DISTINCT c.idx) AS got, min(c.received_at) AS first_at
+                FROM migration.snapshot_chunks c
+                LEFT JOIN migration.snapshots m ON m.school_id = c.school_id AND m.snapshot_id = c.snapshot_id
+               WHERE m.manifest IS NULL OR c.sha256 = m.manifest->'chunk_sha256'->>c.idx
+               GROUP BY c.school_id, c.snapshot_id),
             pending AS (
               SELECT coalesce(s.school_id, p.school_id) AS school_id, coalesce(s.snapshot_id, p.snapshot_id) AS snapshot_id,
                      s.chunk_count, coalesce(p.got, '{}') AS got,
@@ -177,22 +180,27 @@ class IngestStore:
                 "DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
             )
 
-    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int) -> tuple[int | None, int, str | None]:
-        """(the manifest's size_bytes, or None before it came; bytes of the chunks stored, but
-        chunk ``but``'s: a chunk delivered again is not counted twice, and once the manifest
-        is here only the right candidates count; the hash the manifest names for ``but``)."""
+    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int, sha256: str) -> tuple[int | None, int, str | None, int]:
+        """What a chunk arriving for index ``but`` (with this hash) is judged by: (the manifest's
+        size_bytes, or None before it came; bytes stored for the other indexes, the largest
+        candidate of each, and once the manifest is here only the right ones; the hash the
+        manifest names for ``but``; how many other candidates ``but`` already has)."""
         row = await self.pool.fetchrow(
             """
             SELECT s.size_bytes AS announced, s.manifest->'chunk_sha256'->>$3::int AS expected,
-                   (SELECT coalesce(sum(length(c.data)), 0) FROM migration.snapshot_chunks c
-                     WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.idx <> $3
-                       AND (s.manifest IS NULL OR c.sha256 = s.manifest->'chunk_sha256'->>c.idx)) AS stored
+                   (SELECT coalesce(sum(largest), 0) FROM (
+                      SELECT max(length(c.data)) AS largest FROM migration.snapshot_chunks c
+                       WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.idx <> $3
+                         AND (s.manifest IS NULL OR c.sha256 = s.manifest->'chunk_sha256'->>c.idx)
+                       GROUP BY c.idx) per_index) AS stored,
+                   (SELECT count(*) FROM migration.snapshot_chunks c
+                     WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.idx = $3 AND c.sha256 <> $4) AS rivals
               FROM (SELECT 1) one
               LEFT JOIN migration.snapshots s ON s.school_id = $1 AND s.snapshot_id = $2
             """,
-            school_id, snapshot_id, but,
+            school_id, snapshot_id, but, sha256,
         )  # fmt: skip
-        return row["announced"], int(row["stored"]), row["expected"]
+        return row["announced"], int(row["stored"]), row["expected"], int(row["rivals"])
 
     async def unrefuse(self, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(

@@ -58,7 +58,14 @@ async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
             count_refused(batch.reason, source.topic) if batch.refused else count_error("consistency", "transform: unusable message")
         else:
             assert isinstance(batch, RawBatch)
-            pending += [await publish(broker, keyring, out, topic, key=key, no_confirm=True) for out, topic, key in outputs(batch)]
+            try:
+                produced = outputs(batch)
+            except Exception as exc:  # pure code, so this message's own fault: the others go on
+                await dead_letter(broker, topics.deadletter, source, body, "handler_failed",
+                                  f"transform raised {type(exc).__name__} on this batch", error_class=type(exc).__name__)  # fmt: skip
+                count_error("input", "transform: handler_failed")
+                continue
+            pending += [await publish(broker, keyring, out, topic, key=key, no_confirm=True) for out, topic, key in produced]
     await asyncio.gather(*pending)
 
 

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from services.validator.queries import store_result
 from services.validator.run import validate_school
 from shared.deadletter import dead_letter
-from shared.kafka import consumer_options, make_broker, raw_bodies
+from shared.faults import classify
+from shared.kafka import consumer_options, make_broker, raw_bodies, unreadable
 from shared.messages import ValidationRequested, error_summary
 from shared.service import prepare
 from shared.settings import Settings
@@ -56,20 +57,30 @@ async def on_validate(bodies: list[bytes], message: KafkaMessage, pool: Pool) ->
     for record, body in zip(message.raw_message, bodies, strict=True):
         command = await accepted(record, body)
         if command is not None:
-            commands.append(command)
+            commands.append((record, body, command))
     gate = asyncio.Semaphore(os.cpu_count() or 1)  # as many at once as there are worker processes
 
-    async def one(command: ValidationRequested) -> None:
+    async def one(record: Any, body: bytes, command: ValidationRequested) -> None:
         async with gate:
-            await validate_one(command, pool)
+            try:
+                await validate_one(command, pool)
+            except Exception as exc:
+                if classify(exc) == "transient":  # the whole poll again, after its partitions wait
+                    raise
+                await dead_letter(broker, topics.deadletter, record, body, "handler_failed",  # this school's, no one else's
+                                  f"validation raised {type(exc).__name__}", error_class=type(exc).__name__)  # fmt: skip
+                log.exception("validation of %s/%s failed", command.school_id, command.snapshot_id)
 
     # Every validation ends before a failure rewinds the batch (no copy runs beside its redelivery).
-    outcomes = await asyncio.gather(*(one(c) for c in commands), return_exceptions=True)
+    outcomes = await asyncio.gather(*(one(*c) for c in commands), return_exceptions=True)
     if failed := [o for o in outcomes if isinstance(o, BaseException)]:
         raise failed[0]
 
 
 async def accepted(record: Any, body: bytes) -> ValidationRequested | None:
+    if (why := unreadable(record)) is not None:
+        await dead_letter(broker, topics.deadletter, record, body, "unreadable_record", why)
+        return None
     principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
     if isinstance(principal, Refused):
         await dead_letter(broker, topics.deadletter, record, body, principal.reason, principal.detail)

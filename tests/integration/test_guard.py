@@ -13,14 +13,18 @@ import asyncio
 import time
 import uuid
 
+import asyncpg
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream.kafka import KafkaMessage
 
+from schoolmig.runner import wait_for_report
+from schoolmig.stack import Stack
 from shared.embedded import EmbeddedKafka
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.settings import Settings
 from shared.topics import Topics
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import localstorage_dump, read_topic
 
 
 async def test_a_failing_message_is_dead_lettered_after_bounded_tries_and_a_flaky_one_waits_alone(
@@ -74,3 +78,44 @@ async def test_a_failing_message_is_dead_lettered_after_bounded_tries_and_a_flak
                                group=f"it-guard-dl-{uuid.uuid4().hex[:6]}", timeout_s=4)  # fmt: skip
     mine = [d for d in letters if d["topic"] == topic]
     assert [(d["reason"], d["error_class"], d["partition"]) for d in mine] == [("handler_failed", "ValueError", 0)]
+
+
+class _NotUtf8Key(str):
+    """A header key that reaches the wire as bytes that are not UTF-8 (other clients can send one)."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return b"\xff\xfekey"
+
+
+async def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_partition_moves_on(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer import message_accumulator
+    from aiokafka.producer import producer as producer_module
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    from schoolmig.sdk import build_envelopes
+
+    assert settings.kafka_bootstrap_servers
+    topics = Topics.from_settings(settings)
+    # Our client encodes keys itself; its pure-Python batch builder calls key.encode(), which
+    # lets this test put bytes on the wire no well-behaved client would.
+    monkeypatch.setattr(message_accumulator, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+    monkeypatch.setattr(producer_module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        bad = await producer.send_and_wait(topics.ingest, b'{"kind":"snapshot.chunk"}', key=b"it-bad-key", partition=0,
+                                           headers=[(_NotUtf8Key("k"), b"v")])  # fmt: skip
+        manifest, parts = build_envelopes(localstorage_dump(students=[]), "it-after-bad-key")
+        for part in (manifest, *parts):  # behind it on the same partition
+            await producer.send_and_wait(topics.ingest, part.model_dump_json().encode(), key=b"it-after-bad-key", partition=0)
+    finally:
+        await producer.stop()
+    report = await wait_for_report(pool, "it-after-bad-key", manifest.snapshot_id, time.monotonic() + 60)
+    assert report is not None and report["phase"] == "validated"
+    letters = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10**6,
+                               group=f"it-badkey-{uuid.uuid4().hex[:6]}", timeout_s=4)  # fmt: skip
+    mine = [d for d in letters if (d["topic"], d["partition"], d["offset"]) == (topics.ingest, 0, bad.offset)]
+    assert [d["reason"] for d in mine] == ["unreadable_record"]

@@ -20,7 +20,7 @@ from services.validator.expected import expected_state
 from shared import jsonsafe
 from shared.batching import Unusable, header, pack, read
 from shared.domains import Domain
-from shared.fanout import fanout_batches, plan_fanout
+from shared.fanout import audit_summary, fanout_batches, plan_fanout
 from shared.mapping.records import transform_batch
 from shared.messages import QuarantineBatch, RawBatch, RowsBatch, SnapshotFormat, SnapshotManifest
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
@@ -41,7 +41,9 @@ def test_any_snapshot_is_released_or_refused_and_every_record_is_accounted_for(s
         parsed = parse_snapshot(content, fmt)
     except UnreadableSnapshot:
         return  # dead-lettered whole, with the reason (the file is not one JSON object)
-    audit_snapshot(parsed)
+    findings = [f.as_json() for f in audit_snapshot(parsed)]
+    summary = audit_summary(parsed).model_dump(mode="json")  # stored in jsonb, sent in events: storable text only
+    assert jsonsafe.unrepresentable(summary, max_depth=10) is None and jsonsafe.unrepresentable(findings, max_depth=10) is None
     manifest = MANIFEST.model_copy(update={"format": fmt})
     outgoing = plan_fanout(parsed, manifest)
     assert len(outgoing) == sum(parsed.counts().values())  # one message per source entry
