@@ -26,6 +26,8 @@ import json
 import math
 from typing import Any
 
+from pydantic_core import to_json
+
 #: Digits an integer may have before :func:`load` keeps it as a :class:`LongInteger`
 #: instead of converting it (Python refuses past 4,300; no school value comes near 40).
 MAX_INTEGER_DIGITS = 1000
@@ -41,18 +43,20 @@ class JsonRefused(ValueError):
         self.detail = detail
 
 
-class LongInteger(int):
+class LongInteger(float):
     """An integer literal with more digits than :data:`MAX_INTEGER_DIGITS`: its digit count,
-    never converted (that is what costs time and raises)."""
+    never converted (that is what costs time and raises). A float whose value is NaN, so
+    that it can never pass for a number, and serialises as ``NaN`` (which sends the fast
+    check of :func:`unrepresentable` down the careful path)."""
 
     def __new__(cls, digits: int) -> LongInteger:
-        return super().__new__(cls, 0)
+        return super().__new__(cls, math.nan)
 
     def __init__(self, digits: int) -> None:
         self.digits = digits
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | LongInteger:
     if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
         return LongInteger(len(text))
     return int(text)
@@ -86,7 +90,24 @@ def _bad_text(text: str) -> str | None:
 def unrepresentable(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, path: str = "$") -> str | None:
     """Where and what the first value is that the pipeline cannot carry faithfully, or None.
 
-    Iterative (a hostile document must not exhaust the stack here either)."""
+    Fast for the common case (measured: the walk alone was 8 µs a record, most of what
+    reading a snapshot cost): one serialisation in C proves most records clean. Only one
+    that might not be (it failed to serialise, or its JSON shows ``\u0000``, ``NaN``,
+    ``Infinity``, or more containers than the depth allows) is walked, iteratively (a
+    hostile document must not exhaust the stack here either)."""
+    try:
+        text = to_json(value, inf_nan_mode="constants")
+    except ValueError:  # a lone surrogate, or deeper than the serialiser goes
+        text = None
+    if (
+        text is not None and b"\\u0000" not in text and b"NaN" not in text and b"Infinity" not in text
+        and text.count(b"[") + text.count(b"{") <= max_depth  # fewer containers than levels allowed
+    ):  # fmt: skip
+        return None
+    return _walk(value, max_depth, path)
+
+
+def _walk(value: Any, max_depth: int, path: str) -> str | None:
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()

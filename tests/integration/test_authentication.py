@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.stack import Stack
+from shared.domains import Domain
 from shared.messages import Barrier, OperatorCommand
 from shared.settings import Settings
 from shared.signing import HEADER, Keyring
@@ -48,7 +49,13 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
                       origin="mallory").model_dump_json().encode()  # fmt: skip
     validation = (b'{"type":"validation.completed","run_id":"forged","school_id":"it-auth","snapshot_id":"x","ok":true,'
                   b'"domains":[]}')  # fmt: skip
+    raw_batch = (b'{"kind":"raw.batch","school_id":"it-auth","snapshot_id":"forged","domain":"students",'
+                 b'"source_ts":"2024-01-01T00:00:00Z","entries":[{"index":0,"legacy_id":"s-forged","record":{"id":"s-forged",'
+                 b'"name":"Mallory"},"hints":{}}]}')  # fmt: skip
+    request = b'{"run_id":"forged","school_id":"it-auth","snapshot_id":"x"}'
     forged = [  # (topic, body, headers, the reason it must be refused with)
+        (topics.raw(Domain.STUDENTS), raw_batch, [], "unsigned"),  # data injected behind the door
+        (topics.validate_commands, request, [], "unsigned"),
         (cmd, rollback, [], "unsigned"),
         (cmd, cutover, [(HEADER, b"v1;operator:" + OPERATOR.encode() + b";" + b"0" * 64)], "bad_signature"),
         (cmd, rollback, _signed(wrong_key, cmd, rollback), "bad_signature"),
@@ -83,3 +90,5 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     assert phase == "validated"
     assert await pool.fetchval("SELECT count(*) FROM migration.phase_transitions WHERE school_id = $1", school) == transitions_before
     assert await pool.fetchval("SELECT count(*) FROM migration.barrier_acks WHERE barrier_id LIKE 'forged-%'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE legacy_id = 's-forged'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM migration.validation_runs WHERE run_id = 'forged'") == 0
