@@ -18,6 +18,7 @@ thread: a failing partition is paused, never slept on.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,11 +36,13 @@ MAX_BACKOFF_S = 30.0
 
 #: SQLSTATE classes and codes that say the server is in trouble, not the data: connection
 #: (08), transaction rollback (40: serialization, deadlock), insufficient resources (53:
-#: disk full, out of memory, too many connections), operator intervention (57: shutdown,
-#: query cancelled), system error (58: I/O), read-only after a failover (25006), lock
-#: timeout (55P03).
+#: disk full, out of memory, too many connections), operator intervention (57: shutdown),
+#: system error (58: I/O), read-only after a failover (25006), lock timeout (55P03). Except
+#: what one batch's size or shape can cause, which bisecting cures and retrying never would:
+#: a statement timeout (57014) and a configuration limit (53400).
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 TRANSIENT_SQLSTATES = frozenset({"25006", "55P03"})
+BATCH_SHAPED_SQLSTATES = frozenset({"57014", "53400"})
 
 
 def classify(exc: BaseException) -> Fault:
@@ -52,16 +55,18 @@ def classify(exc: BaseException) -> Fault:
         return "transient" if exc.retriable else "message"
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
+        if state in BATCH_SHAPED_SQLSTATES:
+            return "message"
         if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
             return "transient"
-    if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError)):
+    if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError, BrokenExecutor)):  # BrokenExecutor: a worker process died
         return "transient"
     return "message"
 
 
 def transient_delay(failures: int) -> float:
     """Back-off before the ``failures``-th retry of an infrastructure failure: 0.5 s doubling to 30 s."""
-    return min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, failures - 1))
+    return min(MAX_BACKOFF_S, 0.5 * 2 ** min(max(0, failures - 1), 16))  # a long outage must not overflow it
 
 
 def retry_delay(attempt: int) -> float:

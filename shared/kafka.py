@@ -79,19 +79,21 @@ class Guard(BaseMiddleware):
             return
         bodies = msg.body if isinstance(msg.body, list) else [msg.body]
         detail = f"the {self.service} handler failed {tries} times on it ({type(exc).__name__})"
-        try:
-            for record, body in zip(records, bodies, strict=False):
+        for record, body in zip(records, bodies, strict=False):
+            try:
                 await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
-        except Exception as failure:
-            if classify(failure) == "transient":  # the broker or database is away: all of it again later
-                _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__)
-                hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
-                return
-            # It can never be written (refused for good): looping would stall the partition
-            # forever. The trace is this line, the metric, and the message at its offset.
-            log.error("%s: cannot dead-letter it (%s): committed past it; it stays readable at its offset until "
-                      "the topic's retention ends", where, type(failure).__name__)  # fmt: skip
-            count_error("critical", f"{self.service}: dead letter failed")
+            except Exception as failure:
+                if classify(failure) == "transient":  # the broker or database is away: all of it again later
+                    _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where,
+                                 type(failure).__name__)  # fmt: skip
+                    hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
+                    return  # (those already dead-lettered will be again: a duplicate letter, never a loss)
+                # It can never be written (refused for good): looping would stall the partition
+                # forever. The trace is this line, the metric, and the message at its offset.
+                log.error("%s[%d]@%d: cannot dead-letter it (%s): committed past it; it stays readable at its offset "
+                          "until the topic's retention ends", record.topic, record.partition, record.offset,
+                          type(failure).__name__)  # fmt: skip
+                count_error("critical", f"{self.service}: dead letter failed")
         self.attempts.forget(positions)
         count_error("input", f"{self.service}: handler_failed")
 
@@ -158,6 +160,7 @@ def _guard_record_parsing() -> None:
     either; each becomes its own placeholder in turn (one fetch each): none is skipped silently.
     """
     from aiokafka.consumer.fetcher import PartitionRecords
+    from aiokafka.errors import CorruptRecordException
     from aiokafka.structs import ConsumerRecord
 
     if getattr(PartitionRecords, "_schoolmig_guarded", False):
@@ -171,7 +174,9 @@ def _guard_record_parsing() -> None:
                 record = next(records)
             except StopIteration:
                 return
-            except (UnicodeDecodeError, ValueError) as exc:  # a record the client library cannot parse
+            except (UnicodeDecodeError, ValueError, CorruptRecordException) as exc:  # a record the library cannot parse
+                if isinstance(exc, CorruptRecordException) and not isinstance(exc.__cause__, ValueError):
+                    raise  # a bad CRC: the batch is fetched again, as aiokafka intends
                 offset = self.next_fetch_offset
                 log.error("%s[%d]@%d cannot be parsed (%s): handed over as unreadable", self._tp.topic,
                           self._tp.partition, offset, type(exc).__name__)  # fmt: skip

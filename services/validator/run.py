@@ -14,7 +14,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from multiprocessing import get_context
@@ -57,7 +57,15 @@ def worker_pool(size: int | None = None) -> ProcessPoolExecutor:
 
 
 async def in_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(worker_pool(), partial(fn, *args, **kwargs))
+    global _workers
+    pool = worker_pool()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args, **kwargs))
+    except BrokenExecutor:  # a worker died (e.g. out of memory): a fresh pool next time; retried (transient)
+        if _workers is pool:
+            _workers = None
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, run_id: str) -> ValidationCompleted:
