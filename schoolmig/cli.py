@@ -39,9 +39,10 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     console.print(f"stack up: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} (Ctrl-C stops)")
     if settings.operator_keys is None and settings.operator_key is None and stack.settings.operator_key is not None:
         # Made up for this stack (never written to disk): commands from another terminal need it.
-        console.print("operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:\n"
-                      f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "
-                      f"SCHOOLMIG_OPERATOR_KEY={stack.settings.operator_key.get_secret_value()}")  # fmt: skip
+        console.print("operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:",
+                      soft_wrap=True)  # fmt: skip
+        print(f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "  # one line, as it must be pasted
+              f"SCHOOLMIG_OPERATOR_KEY={stack.settings.operator_key.get_secret_value()}", flush=True)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
