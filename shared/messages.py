@@ -7,11 +7,12 @@ filter and account per school.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from shared.domains import Domain
 from shared.tables import TABLES
@@ -418,6 +419,14 @@ class OperatorCommand(_Model):
     snapshot_id: SnapshotId | None = Field(default=None, description="override_audit: the snapshot whose audit is overridden.")
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")
+    command_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="Unique per command: the coordinator acts on each once (a signed command replayed is refused).",
+    )
+    issued_at: AwareDatetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When it was signed: one older than SCHOOLMIG_COMMAND_TTL_S is refused as stale.",
+    )
 
 
 class SchoolRejected(_Model):

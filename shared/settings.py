@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         description="Who the CLI signs operator commands as (the actor recorded).",
     )
     operator_key: SecretStr | None = Field(default=None, description="The CLI's key for signing operator commands as `operator`.")
+    command_ttl_s: float = Field(
+        default=900.0, gt=0, description="An operator command signed longer ago than this is refused as stale (replays).",
+    )
     barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
     validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
 

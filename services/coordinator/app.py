@@ -49,6 +49,7 @@ from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
+COMMAND_CLOCK_SKEW_S = 60.0  # a command "from the future" by more than this is refused too
 GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on the database
 
 settings = Settings()
@@ -115,15 +116,30 @@ async def stop(store: Store, operations: Ops, monitor: Monitor,
 
 
 @broker.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"), decoder=raw_body)
-async def on_command(body: bytes, message: KafkaMessage, operations: Ops) -> None:
+async def on_command(body: bytes, message: KafkaMessage, store: Store, operations: Ops) -> None:
     """Acted on only when an operator the coordinator knows signed it (``shared.signing``);
     the actor recorded is that operator, whatever the body says."""
     command = await accepted(message, body, OPERATOR_COMMAND, allowed=(OPERATOR_PREFIX,))
     if command is None:
         return
     assert isinstance(command, OperatorCommand) and isinstance(command.actor, str)
+    if (why := replay_refusal(command, await store.command_seen(command.command_id))) is not None:
+        await refuse(message.raw_message, body, *why)
+        return
     outcome = await operations.handle(command)
+    await store.command_done(command)  # after acting: a crash in between acts again (idempotent), never loses it
     log.info("%s: %s by %s: %s", command.school_id, command.action, command.actor, outcome)
+
+
+def replay_refusal(command: OperatorCommand, seen: bool) -> tuple[str, str] | None:
+    """Why a correctly signed command is still not acted on: a replay of one acted on before,
+    or one signed too long ago (a captured command kept for later)."""
+    if seen:
+        return "replayed_command", f"command {command.command_id} was acted on before"
+    age = (datetime.now(UTC) - command.issued_at).total_seconds()
+    if age > settings.command_ttl_s or age < -COMMAND_CLOCK_SKEW_S:
+        return "stale_command", f"signed {age:.0f}s ago; commands are taken for {settings.command_ttl_s:.0f}s (SCHOOLMIG_COMMAND_TTL_S)"
+    return None
 
 
 @broker.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"), decoder=raw_body)

@@ -16,6 +16,7 @@ from shared.mapping import reverse_record
 from shared.messages import (
     MappedRecord,
     Mode,
+    OperatorCommand,
     SchoolMode,
     SnapshotReleased,
     Stage,
@@ -301,6 +302,16 @@ class CoordinatorStore:
             "SELECT actor, reason FROM migration.audit_overrides WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
         )
         return f"{row['reason']} ({row['actor']})" if row else None
+
+    async def command_seen(self, command_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1 FROM migration.operator_commands WHERE command_id = $1", command_id))
+
+    async def command_done(self, command: OperatorCommand) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            command.command_id, command.school_id, command.action, command.actor, command.issued_at,
+        )  # fmt: skip
 
     async def block(self, event: SnapshotReleased) -> None:
         await self.pool.execute(

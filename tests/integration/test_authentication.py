@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -21,7 +22,7 @@ from shared.messages import Barrier, OperatorCommand
 from shared.settings import Settings
 from shared.signing import HEADER, Keyring
 from shared.topics import Topics
-from tests.integration.conftest import OPERATOR, localstorage_dump, migrate, read_topic
+from tests.integration.conftest import OPERATOR, OPERATOR_KEY, localstorage_dump, migrate, read_topic
 
 
 def _signed(keyring: Keyring, topic: str, body: bytes) -> list[tuple[str, bytes]]:
@@ -53,7 +54,15 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
                  b'"source_ts":"2024-01-01T00:00:00Z","entries":[{"index":0,"legacy_id":"s-forged","record":{"id":"s-forged",'
                  b'"name":"Mallory"},"hints":{}}]}')  # fmt: skip
     request = b'{"run_id":"forged","school_id":"it-auth","snapshot_id":"x"}'
+    operator = Keyring(f"operator:{OPERATOR}", OPERATOR_KEY.encode(), {})
+    override = OperatorCommand(action="override_audit", school_id=school, snapshot_id=report["snapshot_id"], actor="x",
+                               reason="signed, then captured and replayed").model_dump_json().encode()  # fmt: skip
+    stale = OperatorCommand(action="rollback", school_id=school, actor="x", reason="signed an hour ago",
+                            issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
     forged = [  # (topic, body, headers, the reason it must be refused with)
+        (cmd, override, _signed(operator, cmd, override), None),  # genuine: acted on
+        (cmd, override, _signed(operator, cmd, override), "replayed_command"),  # the same bytes again
+        (cmd, stale, _signed(operator, cmd, stale), "stale_command"),
         (topics.raw(Domain.STUDENTS), raw_batch, [], "unsigned"),  # data injected behind the door
         (topics.validate_commands, request, [], "unsigned"),
         (cmd, rollback, [], "unsigned"),
@@ -72,7 +81,8 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     try:
         for topic, body, headers, reason in forged:
             meta = await producer.send_and_wait(topic, body, key=school.encode(), headers=headers)
-            sent[(topic, meta.partition, meta.offset)] = reason
+            if reason is not None:
+                sent[(topic, meta.partition, meta.offset)] = reason
     finally:
         await producer.stop()
 
@@ -92,3 +102,6 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     assert await pool.fetchval("SELECT count(*) FROM migration.barrier_acks WHERE barrier_id LIKE 'forged-%'") == 0
     assert await pool.fetchval("SELECT count(*) FROM users WHERE legacy_id = 's-forged'") == 0
     assert await pool.fetchval("SELECT count(*) FROM migration.validation_runs WHERE run_id = 'forged'") == 0
+    # The genuine command was acted on once, as the operator who signed it.
+    acted = await pool.fetch("SELECT actor FROM migration.operator_commands WHERE school_id = $1", school)
+    assert [a["actor"] for a in acted] == [OPERATOR]
