@@ -39,10 +39,16 @@ def encode(value: Any) -> bytes:
     return to_json(value, inf_nan_mode="null")
 
 
-def header(kind: str, school_id: str, snapshot_id: str, domain: Domain, source_ts: datetime) -> dict[str, Any]:
-    """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in common."""
-    return {"kind": kind, "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
+def header(
+    kind: str, school_id: str, snapshot_id: str, domain: Domain, source_ts: datetime, default_ts: datetime | None = None
+) -> dict[str, Any]:
+    """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in
+    common (``default_ts``: a raw batch's stable time for records without timestamps)."""
+    head = {"kind": kind, "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
             "source_ts": source_ts.isoformat()}  # fmt: skip
+    if default_ts is not None:
+        head["default_ts"] = default_ts.isoformat()
+    return head
 
 
 def pack(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from shared.domains import Domain
@@ -90,7 +91,8 @@ class WireBatch:
 
 
 def fanout_batches(
-    outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int, max_record_bytes: int | None = None
+    outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int, max_record_bytes: int | None = None,
+    default_ts: datetime | None = None,
 ) -> Iterator[WireBatch]:
     """The fan-out as batch messages: domains parents first (``DOMAIN_LOAD_ORDER``), per
     domain its raw records then its quarantined ones, in snapshot order, each in exactly
@@ -119,7 +121,7 @@ def fanout_batches(
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)
-        head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at)
+        head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at, default_ts)
         for body, n in pack(head, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)
         for body, n in pack({"kind": "quarantine.batch", "school_id": school_id}, quarantine,

@@ -113,6 +113,11 @@ class RawRecord(_Model):
     legacy_id: str | None
     source_ts: datetime
     record: Any
+    default_ts: datetime | None = Field(
+        default=None,
+        description="The time given to a record without timestamps: the school's first snapshot's, so it is the "
+        "same in every later snapshot (None: source_ts).",
+    )
     hints: dict[str, str] = Field(
         default_factory=dict,
         description="What ingest resolved over the whole snapshot, e.g. classroom_id for a class without roomId.",
@@ -206,13 +211,15 @@ class RawBatch(_RecordsBatch):
     """Source records of one school's domain, as read from the browser, before mapping."""
 
     kind: Literal["raw.batch"] = "raw.batch"
+    default_ts: datetime | None = None
     entries: list[RawEntry]
 
     def records(self) -> list[RawRecord]:
         """The entries as records (already validated as part of the batch)."""
         common = self._common()
         return [
-            RawRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints)
+            RawRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints,
+                                      default_ts=self.default_ts)  # fmt: skip
             for e in self.entries
         ]
 

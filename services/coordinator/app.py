@@ -193,6 +193,10 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
         log.warning("%s: %d parked record(s) whose parents are in the tables re-driven", school_id, len(sweep.redrive))
     if sweep.redrive or sweep.pending:
         return False  # synced once they are written
+    marked, revived = await store.mark_deleted(school_id, snapshot_id)
+    if marked or revived:
+        log.info("%s: %d record(s) gone from snapshot %s marked deleted, %d back again revived",
+                 school_id, marked, snapshot_id, revived)  # fmt: skip
     orphans = sweep.orphans
     loaded = sum(c.loaded for c in counts.values())
     quarantined = sum(c.quarantined + c.parked for c in counts.values())

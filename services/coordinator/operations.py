@@ -86,6 +86,12 @@ class Operations:
     async def advance(self, event: SnapshotReleased) -> None:
         """Take a school as far as a released snapshot's evidence allows."""
         school_id = event.school_id
+        if (newer := await self.store.superseded_by(school_id, event.snapshot_id)) is not None:
+            # Taken before the one the school is on, released after it: last writer wins, so
+            # it is not adopted (its records never override newer ones in the tables either).
+            log.warning("%s: snapshot %s was taken before %s, which the school is on: superseded, not adopted",
+                        school_id, event.snapshot_id, newer)  # fmt: skip
+            return
         current, _ = await self.store.phase_of(school_id)
         override = await self.store.override_of(school_id, event.snapshot_id)
         steps = steps_for_snapshot(current, event, override)
@@ -128,6 +134,8 @@ class Operations:
             quarantine=await quarantine_entries(self.store.pool, school_id, snapshot_id),
             validation=validation, blocked=blocked,
         )  # fmt: skip
+        if deleted := await self.store.deleted_counts(school_id):  # gone from a newer snapshot: rows kept, marked
+            report["deleted"] = deleted
         await self.store.save_report(school_id, snapshot_id, report)
         await publish(self.broker, self.keyring, ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
                                   self.topics.events, key=school_id.encode())  # fmt: skip

@@ -303,6 +303,62 @@ class CoordinatorStore:
         )
         return f"{row['reason']} ({row['actor']})" if row else None
 
+    async def mark_deleted(self, school_id: str, snapshot_id: str) -> tuple[int, int]:
+        """Once ``snapshot_id`` (the school's newest) is fully accounted for: every record the
+        school's tables got from an older snapshot that this one no longer has is marked
+        deleted by it (its rows stay, with their history); a record marked deleted before
+        that this snapshot has again is revived. Returns (marked now, revived now).
+
+        A record of the newest snapshot has its ledger line rewritten with that snapshot (last
+        writer wins), so the lines still naming an older, earlier snapshot are the ones gone."""
+        row = await self.pool.fetchrow(
+            """
+            WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
+            gone AS (
+              SELECT l.domain, l.legacy_id FROM migration.loaded_records l, newest
+               WHERE l.school_id = $1 AND l.snapshot_id <> $2 AND l.source_ts < newest.taken_at),
+            marked AS (
+              INSERT INTO migration.deleted_records (school_id, domain, legacy_id, snapshot_id)
+              SELECT $1, domain, legacy_id, $2 FROM gone
+              ON CONFLICT (school_id, domain, legacy_id) DO NOTHING
+              RETURNING 1),
+            revived AS (
+              DELETE FROM migration.deleted_records d USING migration.loaded_records l
+               WHERE d.school_id = $1 AND l.school_id = $1 AND l.snapshot_id = $2
+                 AND l.domain = d.domain AND l.legacy_id = d.legacy_id
+              RETURNING 1)
+            SELECT (SELECT count(*) FROM marked) AS marked, (SELECT count(*) FROM revived) AS revived
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+        assert row is not None
+        return int(row["marked"]), int(row["revived"])
+
+    async def deleted_counts(self, school_id: str) -> dict[str, int]:
+        """Per domain, the school's records marked deleted (by a newer snapshot)."""
+        rows = await self.pool.fetch(
+            "SELECT domain, count(*) AS n FROM migration.deleted_records WHERE school_id = $1 GROUP BY domain", school_id
+        )
+        return {r["domain"]: int(r["n"]) for r in rows}
+
+    async def superseded_by(self, school_id: str, snapshot_id: str) -> str | None:
+        """The school's current snapshot, if it was taken after ``snapshot_id`` (which then
+        arrived late and must not replace it): noted once in ``migration.superseded_snapshots``."""
+        return await self.pool.fetchval(
+            """
+            WITH newer AS (
+              SELECT p.snapshot_id FROM migration.school_phase p
+                JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
+                JOIN migration.snapshots late ON late.school_id = p.school_id AND late.snapshot_id = $2
+               WHERE p.school_id = $1 AND p.snapshot_id <> $2 AND late.taken_at < cur.taken_at),
+            noted AS (
+              INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by)
+              SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)
+            SELECT snapshot_id FROM newer
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+
     async def command_seen(self, command_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM migration.operator_commands WHERE command_id = $1", command_id))
 

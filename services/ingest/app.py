@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Annotated
 
 from faststream import Context, FastStream
@@ -188,7 +189,8 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     )
     findings_json = [f.as_json() for f in findings]
     await store.save_audit(manifest, summary, findings_json)
-    await publish_all(plan_fanout(parsed, manifest), manifest)
+    default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
+    await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)
     key = school_id.encode()
     await publish(broker, keyring, 
@@ -243,12 +245,12 @@ async def forward_barrier(barrier: Barrier) -> None:
     await forward(broker, keyring, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
 
 
-async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest) -> None:
+async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime) -> None:
     """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
     pending = []
     for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
-                                max_record_bytes=settings.max_record_bytes):  # fmt: skip
+                                max_record_bytes=settings.max_record_bytes, default_ts=default_ts):  # fmt: skip
         topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
         pending.append(await publish(broker, keyring, batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -131,6 +132,21 @@ class IngestStore:
             missing = sorted(set(range(expected)) - set(r["got"])) if expected is not None else []
             result.append((r["school_id"], r["snapshot_id"], expected, missing, float(r["age"])))
         return result
+
+    async def default_ts(self, school_id: str, snapshot_id: str, taken_at: datetime) -> datetime:
+        """The time this snapshot gives records without timestamps: the school's first
+        released snapshot's (or its own, if it is the first), fixed at the first ask."""
+        value = await self.pool.fetchval(
+            """
+            UPDATE migration.snapshots s
+               SET default_ts = coalesce(s.default_ts, least($3, (SELECT min(o.taken_at) FROM migration.snapshots o
+                                                                 WHERE o.school_id = $1 AND o.released_at IS NOT NULL)))
+             WHERE s.school_id = $1 AND s.snapshot_id = $2
+            RETURNING s.default_ts
+            """,
+            school_id, snapshot_id, taken_at,
+        )  # fmt: skip
+        return value or taken_at
 
     async def mark_incomplete(self, school_id: str, snapshot_id: str, missing: list[int]) -> None:
         await self.pool.execute(

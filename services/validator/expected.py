@@ -12,6 +12,7 @@ does not fit) are left out: they belong in quarantine, not in the tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from services.validator.digest import combine, row_digest
@@ -43,19 +44,24 @@ class Expected:
 
 
 def expected_state(
-    content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True, max_depth: int = MAX_RECORD_DEPTH
+    content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True, max_depth: int = MAX_RECORD_DEPTH,
+    default_ts: datetime | None = None,
 ) -> Expected:
     """``keep_records=False`` returns digests only: small enough to come back cheaply from
     a worker process, which is where the validator computes them. ``max_depth``: as ingest
     read it (``SCHOOLMIG_MAX_NESTING_DEPTH``)."""
     parsed = parse_snapshot(content, manifest.format, max_depth=max_depth)
-    return expected_from(parsed, manifest, keep_records=keep_records)
+    return expected_from(parsed, manifest, keep_records=keep_records, default_ts=default_ts)
 
 
-def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_records: bool = True) -> Expected:
+def expected_from(
+    parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_records: bool = True, default_ts: datetime | None = None
+) -> Expected:
+    """``default_ts``: what ingest gave records without timestamps (the school's first
+    snapshot's time, stored with the snapshot); None: the snapshot's own time."""
     out = Expected(records={} if keep_records else None)
     hints = classroom_hints(parsed)
-    default_ts = manifest.taken_at.isoformat()  # what the transform gives records without timestamps
+    default = (default_ts or manifest.taken_at).isoformat()  # what the transform gives records without timestamps
     provenance = {"school_id": manifest.school_id}
     for domain in Domain:
         digests: dict[str, str] = {}
@@ -68,7 +74,7 @@ def expected_from(parsed: ParsedSnapshot, manifest: SnapshotManifest, *, keep_re
                 continue
             assert entry.legacy_id is not None
             record_hints = hints.get(entry.legacy_id, {}) if domain is Domain.CLASSES else {}
-            result = map_record(domain, manifest.school_id, entry.legacy_id, entry.record, record_hints, default_ts)
+            result = map_record(domain, manifest.school_id, entry.legacy_id, entry.record, record_hints, default)
             if not isinstance(result, Mapped):  # the transform quarantines it the same way
                 continue
             rows = [(table, {**values, **provenance, "legacy_id": entry.legacy_id}) for table, values in result.rows]

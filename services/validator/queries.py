@@ -8,6 +8,7 @@ is a parameter.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,15 @@ class Source:
     manifest: SnapshotManifest
     content: bytes
     backup_ok: bool
+    default_ts: datetime | None = None
+    """What records without timestamps were given (``migration.snapshots.default_ts``)."""
 
 
 async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> Source | None:
     """The verified backup of a snapshot and its manifest (None if there is none)."""
     row = await pool.fetchrow(
         """
-        SELECT s.manifest, b.content, b.sha256 FROM migration.snapshots s
+        SELECT s.manifest, s.default_ts, b.content, b.sha256 FROM migration.snapshots s
           JOIN migration.backups b USING (school_id, snapshot_id)
          WHERE s.school_id = $1 AND s.snapshot_id = $2
         """,
@@ -47,7 +50,8 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
         return None
     content = bytes(row["content"])
     return Source(
-        SnapshotManifest.model_validate(row["manifest"]), content, hashlib.sha256(content).hexdigest() == row["sha256"]
+        SnapshotManifest.model_validate(row["manifest"]), content, hashlib.sha256(content).hexdigest() == row["sha256"],
+        row["default_ts"],
     )
 
 
@@ -64,6 +68,15 @@ async def quarantined_ids(pool: asyncpg.Pool, school_id: str, snapshot_id: str) 
     )  # fmt: skip
     for r in rows:
         found[Domain(r["domain"])][r["legacy_id"]] = r["reason"]
+    return found
+
+
+async def deleted_ids(pool: asyncpg.Pool, school_id: str) -> dict[Domain, set[str]]:
+    """Per domain, the school's records a newer snapshot no longer has: their rows stay in the
+    tables (marked in ``migration.deleted_records``), and are not "unexpected"."""
+    found: dict[Domain, set[str]] = {d: set() for d in Domain}
+    for r in await pool.fetch("SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school_id):
+        found[Domain(r["domain"])].add(r["legacy_id"])
     return found
 
 

@@ -28,7 +28,8 @@ def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
     if raw.legacy_id is None or not isinstance(raw.record, dict):
         # Ingest quarantines these itself; a raw record like this means a foreign producer.
         return "not_mappable", "record has no id or is not an object"
-    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, raw.source_ts.isoformat())
+    default_ts = (raw.default_ts or raw.source_ts).isoformat()  # stable across a school's snapshots
+    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, default_ts)
     if isinstance(result, Mapped):
         provenance = {"school_id": raw.school_id, "legacy_id": raw.legacy_id}
         return [{"table": table, "values": {**values, **provenance}} for table, values in result.rows]
