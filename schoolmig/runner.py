@@ -50,10 +50,15 @@ async def send_command(bootstrap_servers: str, settings: Settings, command: Oper
         await producer.stop()
 
 
-async def send_override(bootstrap_servers: str, settings: Settings, school_id: str, content: bytes, reason: str) -> None:
-    """Ask the coordinator to let this content's snapshot past critical audit findings."""
-    manifest, _ = build_envelopes(content, school_id)  # the snapshot id is the content's
-    command = OperatorCommand(action="override_audit", school_id=school_id, snapshot_id=manifest.snapshot_id,
+def snapshot_id_for(school_id: str, content: bytes) -> str:
+    """A new upload's snapshot id, chosen before publishing (an override must name it first)."""
+    manifest, _ = build_envelopes(content, school_id)
+    return manifest.snapshot_id
+
+
+async def send_override(bootstrap_servers: str, settings: Settings, school_id: str, snapshot_id: str, reason: str) -> None:
+    """Ask the coordinator to let this snapshot (published next, with this id) past critical audit findings."""
+    command = OperatorCommand(action="override_audit", school_id=school_id, snapshot_id=snapshot_id,
                               actor=f"schoolmig run ({os.environ.get('USER', 'operator')})", reason=reason)  # fmt: skip
     await send_command(bootstrap_servers, settings, command)
 
@@ -201,9 +206,11 @@ async def run_jobs(
             manifests = []
             for job in jobs:  # one file in memory at a time
                 content = job.path.read_bytes()
+                snapshot_id = snapshot_id_for(job.school_id, content)  # the override names the snapshot published next
                 if override_audit:
-                    await send_override(bootstrap_servers, settings, job.school_id, content, override_audit)
-                manifest = await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content)
+                    await send_override(bootstrap_servers, settings, job.school_id, snapshot_id, override_audit)
+                manifest = await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content,
+                                                  snapshot_id=snapshot_id)  # fmt: skip
                 del content
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
                 manifests.append(manifest)

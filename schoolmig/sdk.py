@@ -3,14 +3,20 @@
 ``build_envelopes`` is pure: it reads the file's bytes, works out its format and source
 timestamp, and cuts it into a manifest plus chunks (each far below Kafka's message
 limit). ``publish_snapshot`` sends them, keyed by school so they stay in order on one
-partition. The snapshot id defaults to a hash of school and content, so publishing the
-same file twice is recognised by ingest and released once.
+partition.
+
+Each upload gets its own snapshot id (``new_snapshot_id``: when it was taken, a hash of
+school and content, and a random part), so two uploads never collide, not even a revert
+A → B → A, whose second A is a newer snapshot than B. Ingest releases one snapshot id
+once, however often its messages are delivered; to publish one upload again (a retry),
+pass the same ``snapshot_id``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +55,17 @@ def _taken_at(document: dict[str, Any]) -> datetime | None:
     return None
 
 
+def new_snapshot_id(school_id: str, content: bytes, taken_at: datetime) -> str:
+    """An id no other upload has: ``<taken at, UTC>-<content hash>-<random>`` (sortable by
+    time; the hash says which file; the random part tells two uploads of one file apart)."""
+    digest = hashlib.sha256(school_id.encode() + b"\0" + content).hexdigest()[:16]
+    try:
+        moment = taken_at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"taken_at {taken_at!r} is out of range") from None
+    return f"{moment:%Y%m%dT%H%M%SZ}-{digest}-{secrets.token_hex(4)}"
+
+
 def build_envelopes(
     content: bytes,
     school_id: str,
@@ -62,12 +79,13 @@ def build_envelopes(
     document = load_document(content)
     digest = chunks.sha256_hex(content)
     parts = chunks.split(content, chunk_bytes)
-    snapshot_id = snapshot_id or hashlib.sha256(f"{school_id}\0{digest}".encode()).hexdigest()[:32]
+    taken_at = taken_at or _taken_at(document) or datetime.now(UTC)
+    snapshot_id = snapshot_id or new_snapshot_id(school_id, content, taken_at)
     manifest = SnapshotManifest(
         school_id=school_id,
         snapshot_id=snapshot_id,
         format=fmt or detect_format(document),
-        taken_at=taken_at or _taken_at(document) or datetime.now(UTC),
+        taken_at=taken_at,
         size_bytes=len(content),
         sha256=digest,
         chunk_count=len(parts),

@@ -314,9 +314,15 @@ class CoordinatorStore:
         row = await self.pool.fetchrow(
             """
             WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
-            gone AS (
+            gone AS (  -- (a record the newest has but quarantined or parks is not gone: it is accounted there)
               SELECT l.domain, l.legacy_id FROM migration.loaded_records l, newest
-               WHERE l.school_id = $1 AND l.snapshot_id <> $2 AND l.source_ts < newest.taken_at),
+               WHERE l.school_id = $1 AND l.snapshot_id <> $2 AND l.source_ts <= newest.taken_at
+                 AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                                  WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.domain = l.domain
+                                    AND q.legacy_id = l.legacy_id)
+                 AND NOT EXISTS (SELECT 1 FROM migration.parked_records p
+                                  WHERE p.school_id = $1 AND p.snapshot_id = $2 AND p.domain = l.domain
+                                    AND p.legacy_id = l.legacy_id)),
             marked AS (
               INSERT INTO migration.deleted_records (school_id, domain, legacy_id, snapshot_id)
               SELECT $1, domain, legacy_id, $2 FROM gone

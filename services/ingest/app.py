@@ -190,7 +190,13 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     findings_json = [f.as_json() for f in findings]
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
-    await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
+    if (newer := await store.newer_released(school_id, snapshot_id, manifest.taken_at)) is not None:
+        # Taken before a snapshot already released: kept (backup, audit) but not fanned out,
+        # or its records would overwrite rows the newer one left alone. The coordinator notes it.
+        await store.note_superseded(school_id, snapshot_id, newer)
+        log.warning("snapshot %s/%s was taken before %s: superseded, not fanned out", school_id, snapshot_id, newer)
+    else:
+        await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)
     key = school_id.encode()
     await publish(broker, keyring, 

@@ -134,19 +134,42 @@ class IngestStore:
         return result
 
     async def default_ts(self, school_id: str, snapshot_id: str, taken_at: datetime) -> datetime:
-        """The time this snapshot gives records without timestamps: the school's first
-        released snapshot's (or its own, if it is the first), fixed at the first ask."""
+        """The time this snapshot gives records without timestamps: the one the school's first
+        released snapshot gave (or its own time, if it is the first), fixed at the first ask.
+        By release, not by ``taken_at``: a late, older snapshot must not move it."""
         value = await self.pool.fetchval(
             """
             UPDATE migration.snapshots s
-               SET default_ts = coalesce(s.default_ts, least($3, (SELECT min(o.taken_at) FROM migration.snapshots o
-                                                                 WHERE o.school_id = $1 AND o.released_at IS NOT NULL)))
+               SET default_ts = coalesce(s.default_ts,
+                                         (SELECT coalesce(o.default_ts, o.taken_at) FROM migration.snapshots o
+                                           WHERE o.school_id = $1 AND o.released_at IS NOT NULL
+                                           ORDER BY o.released_at LIMIT 1),
+                                         $3)
              WHERE s.school_id = $1 AND s.snapshot_id = $2
             RETURNING s.default_ts
             """,
             school_id, snapshot_id, taken_at,
         )  # fmt: skip
         return value or taken_at
+
+    async def newer_released(self, school_id: str, snapshot_id: str, taken_at: datetime) -> str | None:
+        """A released snapshot of the school taken after this one, if any (this one then is
+        superseded: fanned out, its records would overwrite newer rows older ones had)."""
+        return await self.pool.fetchval(
+            """
+            SELECT snapshot_id FROM migration.snapshots
+             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL AND taken_at > $3
+             ORDER BY taken_at DESC LIMIT 1
+            """,
+            school_id, snapshot_id, taken_at,
+        )  # fmt: skip
+
+    async def note_superseded(self, school_id: str, snapshot_id: str, by: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            school_id, snapshot_id, by,
+        )  # fmt: skip
 
     async def mark_incomplete(self, school_id: str, snapshot_id: str, missing: list[int]) -> None:
         await self.pool.execute(

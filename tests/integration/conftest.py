@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from schoolmig.runner import send_override, wait_for_report
+from schoolmig.runner import send_override, snapshot_id_for, wait_for_report
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
@@ -110,13 +110,16 @@ def localstorage_dump(**domains: Any) -> bytes:
 
 
 async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, content: bytes, timeout_s: float = 60,
-                  override_audit: str | None = None) -> dict[str, Any]:  # fmt: skip
+                  override_audit: str | None = None, snapshot_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Publish one snapshot through the public door and wait for the coordinator's report
-    (``override_audit``: let it past critical audit findings, as an operator would)."""
+    (``override_audit``: let it past critical audit findings, as an operator would;
+    ``snapshot_id``: publish this upload again, e.g. a retry)."""
     assert settings.kafka_bootstrap_servers
+    snapshot_id = snapshot_id or snapshot_id_for(school_id, content)
     if override_audit:
-        await send_override(settings.kafka_bootstrap_servers, settings, school_id, content, override_audit)
-    manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content)
+        await send_override(settings.kafka_bootstrap_servers, settings, school_id, snapshot_id, override_audit)
+    manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content,
+                                      snapshot_id=snapshot_id)  # fmt: skip
     report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s,
                                    overridden=bool(override_audit))  # fmt: skip
     assert report is not None, f"no report for {school_id} within {timeout_s}s"

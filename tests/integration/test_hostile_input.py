@@ -166,9 +166,11 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
             for part in (manifest, *parts):
                 sent.append((part.model_dump_json().encode(), await send(producer, topics.ingest, part.model_dump_json().encode(),
                                                                         key=b"h", partition=FLOOD_PARTITION)))  # fmt: skip
+        chunk_games = []
         for i in range(5):  # a wrong chunk first (before the manifest for some, after it for others), then the right one
             school = f"it-h-chunk-{i}"
             manifest, parts = build_envelopes(small_school(f"c{i}"), school)
+            chunk_games.append(manifest)
             wrong = parts[0].model_copy(update={"data_b64": base64.b64encode(b'{"students":"[]"}').decode()})
             order = [wrong, manifest, *parts] if i % 2 else [manifest, wrong, *parts]
             for part in order:
@@ -201,9 +203,8 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
                                           " WHERE school_id = 'it-h-nul' AND domain = 'grades' ORDER BY record_index")  # fmt: skip
         assert [(q["record_index"], q["reason"]) for q in nul_quarantine] == [(0, "unrepresentable_value"), (1, "unrepresentable_value")]
         assert "NUL" in nul_quarantine[0]["message"] and "nan" in nul_quarantine[1]["message"]
-        for i in range(5):
-            manifest, _ = build_envelopes(small_school(f"c{i}"), f"it-h-chunk-{i}")
-            await migrated_in(pool, f"it-h-chunk-{i}", manifest.snapshot_id, time.monotonic(), 60)
+        for manifest in chunk_games:
+            await migrated_in(pool, manifest.school_id, manifest.snapshot_id, time.monotonic(), 60)
     finally:
         await producer.stop()
 

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from schoolmig.demo import school_dump
-from schoolmig.runner import report_so_far, wait_for_reports
+from schoolmig.runner import report_so_far, snapshot_id_for, wait_for_reports
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import create_pool
@@ -56,10 +56,13 @@ async def replica_stack(settings: Settings, postgres: EmbeddedPostgres, tmp_path
         await stack.stop()
 
 
-async def migrate_all(settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes], logs: ServiceLogs) -> dict[str, str]:
+async def migrate_all(settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes], ids: dict[str, str],
+                      logs: ServiceLogs) -> dict[str, str]:  # fmt: skip
+    """``ids``: each school's snapshot id, the same on both stacks (their tables are compared)."""
     assert settings.kafka_bootstrap_servers
     manifests = await asyncio.gather(*(
-        publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school, content)
+        publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school, content,
+                         snapshot_id=ids[school])
         for school, content in contents.items()
     ))  # fmt: skip
     # Not given up on when reported incomplete: the session's ingest says so after 2 s (to
@@ -96,10 +99,11 @@ async def test_three_loaders_and_three_transforms_give_the_same_database_as_one(
 ) -> None:  # fmt: skip
     replicas, replica_pool, logs = replica_stack
     contents = {school: json.dumps(school_dump(i, seed=11), ensure_ascii=False).encode() for i, school in enumerate(SCHOOLS, 1)}
+    ids = {school: snapshot_id_for(school, content) for school, content in contents.items()}
     started = time.monotonic()
     single, several = await asyncio.gather(
-        migrate_all(settings, pool, contents, service_logs), migrate_all(replicas.settings.model_copy(update={
-            "kafka_bootstrap_servers": replicas.bootstrap_servers}), replica_pool, contents, logs),
+        migrate_all(settings, pool, contents, ids, service_logs), migrate_all(replicas.settings.model_copy(update={
+            "kafka_bootstrap_servers": replicas.bootstrap_servers}), replica_pool, contents, ids, logs),
     )  # fmt: skip
     assert set(single.values()) == {"validated"} and set(several.values()) == {"validated"}, (single, several)
     one, three = await checksums(pool), await checksums(replica_pool)

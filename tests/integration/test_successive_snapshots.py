@@ -5,7 +5,8 @@ and changes one payment's amount. It validates; the grade is marked deleted by t
 snapshot (its rows stay, with their history) and reported; every other row is unchanged,
 byte for byte in its data (records without timestamps keep the time of the school's first
 snapshot, not the newer snapshot's). A snapshot taken earlier but released later is not
-adopted, is noted as superseded, and changes nothing.
+adopted, is noted as superseded, and changes nothing. Publishing the first file again (a
+revert) is a new, newest snapshot: the grade is revived, the payment's amount reverts.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
     assert {table for table, _ in differing} == {"payments"} and len(differing) == 1, sorted(differing)[:5]
 
     # Taken before the snapshot the school is on, released after it: not adopted, nothing changes.
-    older = {**dump, "schoolmigTestNote": "late"}  # (another file, so another snapshot id)
+    older = {**dump, "schoolmigTestNote": "late"}  # (different content, so ingest has something to fan out)
     late = await publish(settings, json.dumps(older).encode(), datetime(2024, 5, 15, tzinfo=UTC))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -99,3 +100,13 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
     phase, snapshot = await pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", SCHOOL)
     assert (phase, snapshot) == ("validated", second)
     assert await school_rows(pool) == after  # its records never overrode newer ones
+
+    # A revert (A -> B -> A): the same file as the first is a new, newest snapshot, not "A again".
+    revert = await publish(settings, json.dumps(dump).encode(), datetime(2024, 6, 3, tzinfo=UTC))
+    assert revert != first
+    report = await wait_for_report(pool, SCHOOL, revert, time.monotonic() + 120)
+    assert report is not None and report["phase"] == "validated", report and [
+        (d["domain"], d["issues"][:3]) for d in report["validation"]["domains"] if d["issues"]]
+    assert "deleted" not in report  # the grade is back: revived
+    assert await pool.fetchval("SELECT count(*) FROM migration.deleted_records WHERE school_id = $1", SCHOOL) == 0
+    assert await school_rows(pool) == before  # the payment's amount is the first one's again

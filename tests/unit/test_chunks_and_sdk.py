@@ -1,9 +1,12 @@
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from schoolmig.sdk import build_envelopes
+from schoolmig.sdk import build_envelopes, new_snapshot_id
 from shared import chunks
 from shared.messages import (
     INGEST_ENVELOPE,
@@ -71,12 +74,16 @@ def test_the_envelope_parses_back_from_its_json() -> None:
     assert isinstance(INGEST_ENVELOPE.validate_json(parts[0].model_dump_json()), SnapshotChunk)
 
 
-def test_same_file_same_school_same_snapshot_id() -> None:
-    content = b'{"students": "[]"}'
-    first, _ = build_envelopes(content, "school-a")
-    again, _ = build_envelopes(content, "school-a")
-    other, _ = build_envelopes(content, "school-b")
-    assert first.snapshot_id == again.snapshot_id != other.snapshot_id
+@given(st.lists(st.binary(max_size=20), min_size=2, max_size=6))
+def test_every_upload_gets_its_own_snapshot_id_even_a_revert(contents: list[bytes]) -> None:
+    """A → B → A: the second A is a new snapshot (newer than B), never taken as the first A again."""
+    taken = datetime(2024, 5, 1, tzinfo=UTC)
+    ids = [new_snapshot_id("school-a", c, taken) for c in [*contents, contents[0]]]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", i) for i in ids)
+    first, _ = build_envelopes(b'{"students": "[]"}', "school-a")
+    again, _ = build_envelopes(b'{"students": "[]"}', "school-a", snapshot_id=first.snapshot_id)  # a retry of one upload
+    assert again.snapshot_id == first.snapshot_id
 
 
 def test_source_timestamp_comes_from_the_export_metadata() -> None:
