@@ -161,7 +161,7 @@ def _endpoint(settings: Settings, which: str) -> str | None:
     return None
 
 
-async def _publish(settings: Settings, file: Path, school: str) -> int:
+async def _publish(settings: Settings, file: Path, school: str, snapshot_id: str | None = None) -> int:
     from rich.progress import Progress
 
     from schoolmig.sdk import publish_snapshot
@@ -171,7 +171,7 @@ async def _publish(settings: Settings, file: Path, school: str) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"publishing {file.name}", total=None)
         manifest = await publish_snapshot(
-            bootstrap, settings.resolved_ingest_topic, school, file,
+            bootstrap, settings.resolved_ingest_topic, school, file, snapshot_id=snapshot_id,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
     print(json.dumps({"school_id": school, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}))
@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
     publish.add_argument("--school", required=True)
+    publish.add_argument("--snapshot-id", help="publish an interrupted upload again (released once); default: a new id")
     audit = commands.add_parser("audit", help="show the pre-migration audit of a school's latest snapshot")
     audit.add_argument("--school", required=True)
     audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return asyncio.run(_migrate(settings, args.file, args.school, args.cutover, args.override_audit, args.json))
     if args.command == "publish":
-        return asyncio.run(_publish(settings, args.file, args.school))
+        return asyncio.run(_publish(settings, args.file, args.school, args.snapshot_id))
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
     if args.command == "status":

@@ -36,6 +36,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         for (domain, reason), n in reasons.most_common(8):
             console.print(f"  quarantined: {n:>6} × {domain}: {reason}")
         validation = "passed" if school["validation_ok"] else "FAILED" if school["validation"] else "not run"
+        if school.get("superseded"):
+            console.print(f"  [bold yellow]superseded[/]: {school['superseded']}")
         if school.get("blocked"):
             console.print(f"  [bold red]blocked[/]: {school['blocked']}")
         console.print(f"  validation: {validation}\n")

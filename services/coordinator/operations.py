@@ -91,6 +91,14 @@ class Operations:
             # it is not adopted (its records never override newer ones in the tables either).
             log.warning("%s: snapshot %s was taken before %s, which the school is on: superseded, not adopted",
                         school_id, event.snapshot_id, newer)  # fmt: skip
+            report = school_report(  # its own last word, for whoever waits for it (`schoolmig run`)
+                school_id=school_id, snapshot_id=event.snapshot_id, phase="superseded",
+                counts=await record_counts(self.store.pool, school_id, event.snapshot_id) or {},
+                quarantine=await quarantine_entries(self.store.pool, school_id, event.snapshot_id), validation=None,
+            )  # fmt: skip
+            report |= {"superseded_by": newer,
+                       "superseded": f"taken before snapshot {newer}, which the school is on: not migrated"}  # fmt: skip
+            await self.store.save_report(school_id, event.snapshot_id, report)
             return
         current, _ = await self.store.phase_of(school_id)
         override = await self.store.override_of(school_id, event.snapshot_id)

@@ -97,6 +97,8 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
             break
         await asyncio.sleep(0.5)
     assert noted == second
+    late_report = await wait_for_report(pool, SCHOOL, late, time.monotonic() + 30)  # what `schoolmig run` waits for
+    assert late_report is not None and (late_report["phase"], late_report["superseded_by"]) == ("superseded", second)
     phase, snapshot = await pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", SCHOOL)
     assert (phase, snapshot) == ("validated", second)
     assert await school_rows(pool) == after  # its records never overrode newer ones
