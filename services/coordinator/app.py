@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from aiohttp import web

@@ -10,7 +10,6 @@ an exception rewinds the consumer instead of skipping).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter

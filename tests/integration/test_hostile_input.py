@@ -20,7 +20,6 @@ written to ``.bench/hostile.json`` for the closing note; they are not asserted t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
