@@ -88,15 +88,31 @@ class Unusable:
     """True when the signature is what failed (``shared.signing``): counted and alerted on."""
 
 
+def unreadable(record: Any) -> str | None:
+    """Why ``record`` is a placeholder for one the Kafka client could not parse (see
+    ``shared.kafka``), or None."""
+    for key, value in record.headers or ():
+        if key == UNREADABLE:
+            return bytes(value or b"").decode("utf-8", "replace")
+    return None
+
+
+def signed_by(record: Any, body: bytes, keyring: Keyring, *, allowed: tuple[str, ...] = (SERVICE,)) -> str | Unusable:
+    """Who signed ``body`` (read at ``record``, with its headers), if an ``allowed`` principal
+    did; else why it is :class:`Unusable` (a placeholder, or a signature refused)."""
+    if (why := unreadable(record)) is not None:
+        return Unusable("unreadable_record", why)
+    principal = keyring.verify(record.topic, body, record.headers, allowed=allowed)
+    if isinstance(principal, Refused):
+        return Unusable(principal.reason, principal.detail, refused=True)
+    return principal
+
+
 def read_signed(record: Any, body: bytes, keyring: Keyring, *kinds: type[Internal]) -> Internal | Unusable:
     """:func:`read`, for a message a service signed (``record``: where it was read, with its
     headers); an unsigned or forged one is :class:`Unusable`, never acted on."""
-    if any(key == UNREADABLE for key, _ in record.headers or ()):
-        return Unusable("unreadable_record", "the client library could not parse the record (see shared.kafka)")
-    principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
-    if isinstance(principal, Refused):
-        return Unusable(principal.reason, principal.detail, refused=True)
-    return read(body, *kinds)
+    principal = signed_by(record, body, keyring)
+    return principal if isinstance(principal, Unusable) else read(body, *kinds)
 
 
 def read(body: bytes, *kinds: type[Internal]) -> Barrier | RawBatch | RowsBatch | QuarantineBatch | Unusable:

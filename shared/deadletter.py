@@ -19,10 +19,11 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 
 from shared import chunks
+from shared.batching import Unusable
 from shared.db import with_retries
 from shared.messages import DeadLetter
 from shared.settings import Settings
-from shared.telemetry import count_dead_letter
+from shared.telemetry import count_dead_letter, count_error, count_refused
 from shared.signing import Keyring, publish
 
 log = logging.getLogger("schoolmig.deadletter")
@@ -105,6 +106,18 @@ def for_broker(broker: KafkaBroker, topic: str, settings: Settings, service: str
     """The one :class:`DeadLetters` of this broker (made by ``shared.kafka.make_broker``)."""
     letters = _registry[id(broker)] = DeadLetters(broker, topic, settings, service)
     return letters
+
+
+async def reject(broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, unusable: Unusable, *,
+                 where: str | None = None) -> None:  # fmt: skip
+    """Dead-letter a message a consumer will not act on, counted: a refused signature as
+    ``schoolmig.messages.refused``; anything else, when ``where`` names the consumer, as a
+    consistency error there."""
+    await dead_letter(broker, topic, source, body, unusable.reason, unusable.detail)
+    if unusable.refused:
+        count_refused(unusable.reason, source.topic)
+    elif where is not None:
+        count_error("consistency", f"{where}: unusable message")
 
 
 async def dead_letter(

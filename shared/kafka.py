@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from shared import deadletter
+from shared.batching import UNREADABLE
 from shared.deadletter import DeadLetters
 from shared.faults import Attempts, classify, retry_delay, transient_delay
 from shared.messages import MAX_MESSAGE_BYTES
@@ -135,18 +136,6 @@ def hold(consumer: Any, rewind: dict[tuple[str, int], int], delay_s: float) -> N
 def _resume(consumer: Any, partitions: list[TopicPartition]) -> None:
     with contextlib.suppress(Exception):  # revoked meanwhile: the new owner starts unpaused
         consumer.resume(*[tp for tp in partitions if tp in consumer.assignment()])
-
-
-#: Header a placeholder carries for a record the client library could not even parse.
-UNREADABLE = "schoolmig-unreadable"
-
-
-def unreadable(record: Any) -> str | None:
-    """Why ``record`` is a placeholder for one that could not be parsed (see below), or None."""
-    for key, value in record.headers or ():
-        if key == UNREADABLE:
-            return bytes(value or b"").decode("utf-8", "replace")
-    return None
 
 
 def _guard_record_parsing() -> None:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from shared.db import pg_text, with_retries
+from shared.db import with_retries
+from shared.jsonsafe import printable
 from shared.messages import QuarantinedRecord
 
 _QUARANTINE = """
@@ -38,8 +39,8 @@ async def insert_quarantine(db: asyncpg.Pool | asyncpg.Connection, records: Sequ
     await db.execute(
         _QUARANTINE,
         [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
-        [r.index for r in records], [pg_text(_printable(r.legacy_id)) for r in records], [r.stage.value for r in records],
-        [pg_text(_printable(r.reason)) for r in records], [pg_text(_printable(r.message)) for r in records],
+        [r.index for r in records], [_printable(r.legacy_id) for r in records], [r.stage.value for r in records],
+        [printable(r.reason) for r in records], [printable(r.message) for r in records],
         [text for text, _ in columns], [raw for _, raw in columns],
     )  # fmt: skip
 
@@ -61,7 +62,4 @@ def _payload_columns(payload: object) -> tuple[str | None, bytes | None]:
 
 
 def _printable(text: str | None) -> str | None:
-    """A text column's value as UTF-8 can carry it (a lone surrogate escaped)."""
-    if text is None:
-        return None
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None if text is None else printable(text)

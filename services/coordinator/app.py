@@ -29,9 +29,9 @@ from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.domains import Domain
-from shared.batching import encode, header, pack
-from shared.deadletter import dead_letter
-from shared.kafka import consumer_options, make_broker, raw_body, unreadable
+from shared.batching import Unusable, encode, header, pack, signed_by
+from shared.deadletter import dead_letter, reject
+from shared.kafka import consumer_options, make_broker, raw_body
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
@@ -43,8 +43,8 @@ from shared.messages import (
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, Refused, publish
-from shared.telemetry import count_refused, setup_telemetry
+from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, publish
+from shared.telemetry import setup_telemetry
 from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
@@ -124,7 +124,7 @@ async def on_command(body: bytes, message: KafkaMessage, store: Store, operation
         return
     assert isinstance(command, OperatorCommand) and isinstance(command.actor, str)
     if (why := replay_refusal(command, await store.command_seen(command.command_id))) is not None:
-        await refuse(message.raw_message, body, *why)
+        await reject(broker, topics.deadletter, message.raw_message, body, Unusable(*why, refused=True))
         return
     outcome = await operations.handle(command)
     await store.command_done(command)  # after acting: a crash in between acts again (idempotent), never loses it
@@ -155,12 +155,9 @@ async def accepted(message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any]
     """The message, if it is signed by an allowed principal and is what the topic carries;
     else None, and it is in the dead letter with the reason (never acted on)."""
     record = message.raw_message
-    if (why := unreadable(record)) is not None:
-        await dead_letter(broker, topics.deadletter, record, body, "unreadable_record", why)
-        return None
-    principal = keyring.verify(record.topic, body, record.headers, allowed=allowed)
-    if isinstance(principal, Refused):
-        await refuse(record, body, principal.reason, principal.detail)
+    principal = signed_by(record, body, keyring, allowed=allowed)
+    if isinstance(principal, Unusable):
+        await reject(broker, topics.deadletter, record, body, principal)
         return None
     try:
         parsed = adapter.validate_json(body)
@@ -170,12 +167,6 @@ async def accepted(message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any]
     if isinstance(parsed, OperatorCommand):  # the authenticated operator, not what the body claims
         parsed = parsed.model_copy(update={"actor": principal.removeprefix(OPERATOR_PREFIX)})
     return parsed
-
-
-async def refuse(record: Any, body: bytes, reason: str, detail: str) -> None:
-    await dead_letter(broker, topics.deadletter, record, body, reason, detail)
-    count_refused(reason, record.topic)
-    log.warning("refused a message on %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
 
 
 async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operations: Operations) -> None:

@@ -25,7 +25,8 @@ from shared import chunks
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
-from shared.kafka import consumer_options, make_broker, raw_body, unreadable
+from shared.batching import Unusable, signed_by, unreadable
+from shared.kafka import consumer_options, make_broker, raw_body
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -38,7 +39,7 @@ from shared.messages import (
 )
 from shared.service import prepare, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.signing import SERVICE, Keyring, Refused, publish
+from shared.signing import Keyring, publish
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics
@@ -92,10 +93,9 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if b'"barrier"' in body[:64] and (barrier := _barrier(body)) is not None:
         # Only the coordinator's (signed) barriers count: a forged one would prove a sync
         # that did not happen.
-        principal = keyring.verify(message.raw_message.topic, body, message.raw_message.headers, allowed=(SERVICE,))
-        if isinstance(principal, Refused):
-            await dead_letter(message, body, principal.reason, principal.detail)
-            count_refused(principal.reason, message.raw_message.topic)
+        if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
+            await dead_letter(message, body, unusable.reason, unusable.detail)
+            count_refused(unusable.reason, message.raw_message.topic)
             return
         await forward_barrier(barrier)
         return
@@ -157,7 +157,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             await dead_letter(message, body, "snapshot_too_large", why)
             await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")
             return
-        await store.save_chunk(envelope, data)
+        await store.save_chunk(envelope, data, digest)
     await release_if_complete(store, envelope.school_id, envelope.snapshot_id, message)
 
 

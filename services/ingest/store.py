@@ -36,14 +36,15 @@ class IngestStore:
             manifest.size_bytes, manifest.sha256, manifest.chunk_count, manifest.model_dump(mode="json"),
         )  # fmt: skip
 
-    async def save_chunk(self, chunk: SnapshotChunk, data: bytes) -> None:
-        """Keep a candidate for the chunk's index (by its hash: the manifest says which one is right)."""
+    async def save_chunk(self, chunk: SnapshotChunk, data: bytes, sha256: str) -> None:
+        """Keep a candidate for the chunk's index (by its hash, ``sha256`` of ``data``: the
+        manifest says which one is right)."""
         await self.pool.execute(
             """
             INSERT INTO migration.snapshot_chunks (school_id, snapshot_id, idx, data, sha256)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
             """,
-            chunk.school_id, chunk.snapshot_id, chunk.index, data, sha256_hex(data),
+            chunk.school_id, chunk.snapshot_id, chunk.index, data, sha256,
         )  # fmt: skip
 
     async def release_state(self, school_id: str, snapshot_id: str) -> ReleaseState:

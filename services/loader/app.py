@@ -22,13 +22,13 @@ from services.loader.deferral import Position, Split, WaitClock, split
 from services.loader.writer import Writer
 from shared.barrier import acknowledge
 from shared.batching import Unusable, read_signed
-from shared.deadletter import dead_letter
+from shared.deadletter import reject
 from shared.kafka import consumer_options, hold, make_broker, raw_bodies
 from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
 from shared.service import prepare
 from shared.settings import Settings
 from shared.signing import Keyring
-from shared.telemetry import count_error, count_refused, setup_telemetry
+from shared.telemetry import setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.loader")
@@ -53,13 +53,6 @@ async def start() -> None:
 @app.on_shutdown
 async def stop(writer: WriterDep) -> None:
     await writer.pool.close()
-
-
-def _count_unusable(unusable: Unusable, topic: str) -> None:
-    if unusable.refused:
-        count_refused(unusable.reason, topic)
-    else:
-        count_error("consistency", "loader: unusable message")
 
 
 def _count_quarantined(records: list[QuarantinedRecord]) -> None:
@@ -88,8 +81,7 @@ async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep)
     _count_quarantined(list(refused.values()))
     for i in plan.now:
         if isinstance(unusable := messages[i], Unusable):
-            await dead_letter(broker, topics.deadletter, sources[i], bodies[i], unusable.reason, unusable.detail)
-            _count_unusable(unusable, sources[i].topic)
+            await reject(broker, topics.deadletter, sources[i], bodies[i], unusable, where="loader")
     # Committed: every barrier handled now is passed (whatever preceded it is written).
     await acknowledge(writer.pool, [m for i in plan.now if isinstance(m := messages[i], Barrier)], "loader")
     if plan.rewind:
@@ -132,6 +124,5 @@ async def on_quarantine(bodies: list[bytes], message: KafkaMessage, writer: Writ
     _count_quarantined(records)
     for source, body, m in zip(message.raw_message, bodies, messages, strict=True):
         if isinstance(m, Unusable):
-            await dead_letter(broker, topics.deadletter, source, body, m.reason, m.detail)
-            _count_unusable(m, source.topic)
+            await reject(broker, topics.deadletter, source, body, m, where="loader")
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")

@@ -45,14 +45,11 @@ from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
-#: What a batch may fail with: whatever is not the infrastructure's fault (``shared.faults``)
-#: is some record's (the database or the client refusing a value, a conversion meeting one
-#: nobody foresaw), and the batch is bisected until that record stands alone and is
-#: quarantined. The infrastructure's faults are raised, and retried.
-REFUSALS = (Exception,)
-
-
 def _refused(exc: Exception) -> bool:
+    """Whatever a batch fails with that is not the infrastructure's fault (``shared.faults``)
+    is some record's (the database or the client refusing a value, a conversion meeting one
+    nobody foresaw): the batch is bisected until that record stands alone and is quarantined.
+    The infrastructure's faults are raised, and retried."""
     return classify(exc) == "message"
 
 
@@ -211,7 +208,7 @@ class Writer:
                         await lock_schools(conn, schools)
                         await _write_steps(conn, batch, cache)
                     return
-                except REFUSALS as exc:
+                except Exception as exc:
                     if not _refused(exc):
                         raise
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
@@ -256,7 +253,7 @@ async def _write_isolated(
             result = plan(records, await _existing(conn, records))
             await _park(conn, result.parked)
             await _write_rows(conn, result.ready, cache)
-    except REFUSALS as exc:
+    except Exception as exc:
         if not _refused(exc):
             raise
         if len(records) == 1:

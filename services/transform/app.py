@@ -16,7 +16,7 @@ from faststream.kafka import KafkaMessage
 
 from shared.barrier import forward, partition_counts
 from shared.batching import Unusable, header, pack, read_signed
-from shared.deadletter import dead_letter
+from shared.deadletter import dead_letter, reject
 from shared.domains import Domain
 from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
 from shared.logs import setup_logging
@@ -24,7 +24,7 @@ from shared.mapping.records import transform_batch
 from shared.messages import Barrier, RawBatch
 from shared.settings import Settings
 from shared.signing import Keyring, publish
-from shared.telemetry import count_error, count_refused, setup_telemetry
+from shared.telemetry import count_error, setup_telemetry
 from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.transform")
@@ -54,8 +54,7 @@ async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
             pending.clear()
             await forward_barrier(batch)
         elif isinstance(batch, Unusable):  # not what this topic carries: kept with the reason, never looped on
-            await dead_letter(broker, topics.deadletter, source, body, batch.reason, batch.detail)
-            count_refused(batch.reason, source.topic) if batch.refused else count_error("consistency", "transform: unusable message")
+            await reject(broker, topics.deadletter, source, body, batch, where="transform")
         else:
             assert isinstance(batch, RawBatch)
             try:

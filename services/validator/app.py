@@ -15,14 +15,15 @@ from pydantic import ValidationError
 
 from services.validator.queries import store_result
 from services.validator.run import validate_school
-from shared.deadletter import dead_letter
+from shared.batching import Unusable, signed_by
+from shared.deadletter import dead_letter, reject
 from shared.faults import classify
-from shared.kafka import consumer_options, make_broker, raw_bodies, unreadable
+from shared.kafka import consumer_options, make_broker, raw_bodies
 from shared.messages import ValidationRequested, error_summary
 from shared.service import prepare
 from shared.settings import Settings
-from shared.signing import SERVICE, Keyring, Refused, publish
-from shared.telemetry import count_refused, setup_telemetry
+from shared.signing import Keyring, publish
+from shared.telemetry import setup_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.validator")
@@ -78,13 +79,8 @@ async def on_validate(bodies: list[bytes], message: KafkaMessage, pool: Pool) ->
 
 
 async def accepted(record: Any, body: bytes) -> ValidationRequested | None:
-    if (why := unreadable(record)) is not None:
-        await dead_letter(broker, topics.deadletter, record, body, "unreadable_record", why)
-        return None
-    principal = keyring.verify(record.topic, body, record.headers, allowed=(SERVICE,))
-    if isinstance(principal, Refused):
-        await dead_letter(broker, topics.deadletter, record, body, principal.reason, principal.detail)
-        count_refused(principal.reason, record.topic)
+    if isinstance(unusable := signed_by(record, body, keyring), Unusable):
+        await reject(broker, topics.deadletter, record, body, unusable)
         return None
     try:
         return ValidationRequested.model_validate_json(body)
