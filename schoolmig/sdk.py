@@ -27,6 +27,8 @@ from aiokafka import AIOKafkaProducer
 from shared import chunks
 from shared.messages import (
     MAX_CHUNK_BYTES,
+    Change,
+    ChangeBatch,
     SnapshotChunk,
     SnapshotFormat,
     SnapshotManifest,
@@ -126,3 +128,14 @@ async def publish_snapshot(
     finally:
         await producer.stop()
     return manifest
+
+
+async def publish_change(bootstrap_servers: str, topic: str, school_id: str, client_id: str, *changes: Change) -> ChangeBatch:
+    """Publish one or more changes of one client (``shared.messages.Change``) as one message,
+    keyed by school; return it once Kafka has it. For a client that keeps working while the
+    broker is away, use ``schoolmig.hybrid.HybridClient`` (a durable outbox in front of this)."""
+    from schoolmig.hybrid import kafka_publisher
+
+    batch = ChangeBatch(school_id=school_id, client_id=client_id, changes=list(changes))
+    await kafka_publisher(bootstrap_servers, topic)(batch)
+    return batch

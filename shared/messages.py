@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from shared.domains import Domain
 from shared.tables import TABLES
@@ -20,6 +20,13 @@ from shared.tables import TABLES
 SCHOOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SchoolId = Annotated[str, Field(pattern=SCHOOL_ID_PATTERN)]
 SnapshotId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+CHANGE_ID_PREFIX = "chg."  # a change stands where a snapshot id does: a client's snapshot never starts so
+
+
+def _client_snapshot_id(snapshot_id: str) -> str:
+    if snapshot_id.startswith(CHANGE_ID_PREFIX):
+        raise ValueError(f"a snapshot id must not start with {CHANGE_ID_PREFIX!r} (it names changes)")
+    return snapshot_id
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 #: Chunks carry base64 of at most this many raw bytes, so a chunk message stays far
@@ -69,6 +76,8 @@ class SnapshotManifest(_Model):
     chunk_count: int = Field(ge=1, le=2**31 - 1)
     chunk_sha256: list[Sha256Hex] = Field(description="SHA-256 of each chunk's bytes, in order.")
 
+    _snapshot_id = field_validator("snapshot_id")(_client_snapshot_id)
+
 
 class SnapshotChunk(_Model):
     """One slice of the file's bytes, base64-encoded."""
@@ -80,9 +89,83 @@ class SnapshotChunk(_Model):
     index: int = Field(ge=0, le=2**31 - 2)
     data_b64: str
 
+    _snapshot_id = field_validator("snapshot_id")(_client_snapshot_id)
 
-IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk, Field(discriminator="kind")]
-INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk] = TypeAdapter(IngestEnvelope)
+
+class ChangeOp(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+#: Who made a change: one browser (or app install) of a school; with ``seq``, it names the change.
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+MAX_CHANGES_PER_MESSAGE = 500
+
+
+class Change(_Model):
+    """One create, update or delete of one record, as the app made it (the plan's
+    ``HybridDataAdapter``). ``record`` is the whole record after the change (create, update);
+    a delete carries none. Changes of a record are ordered by ``(source_ts, client_id, seq)``:
+    the greatest wins, whatever order they arrive in (see ``shared.versions``)."""
+
+    op: ChangeOp
+    domain: Domain
+    record_id: str = Field(min_length=1, max_length=200, description="The record's ``id``, as the app holds it.")
+    record: dict[str, Any] | None = Field(default=None, description="create, update: the whole record; delete: absent.")
+    source_ts: SourceTime = Field(description="When it was made: the record's ``updatedAt``, or the client's clock.")
+    seq: int = Field(ge=0, le=2**62, description="The client's own counter: every change of one client has its own.")
+
+    @model_validator(mode="after")
+    def _record_matches(self) -> Change:
+        if self.op is ChangeOp.DELETE:
+            if self.record is not None:
+                raise ValueError("a delete carries no record")
+        elif self.record is None:
+            raise ValueError(f"a {self.op.value} carries the whole record")
+        else:
+            raw = self.record.get("id")
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)) or str(raw).strip() != self.record_id:
+                raise ValueError("the record's id must be record_id")
+        return self
+
+
+class ChangeBatch(_Model):
+    """One or more changes of one school by one client, on the ingest topic (public)."""
+
+    kind: Literal["changes"] = "changes"
+    schema_version: Literal[1] = 1
+    school_id: SchoolId
+    client_id: ClientId
+    changes: list[Change] = Field(min_length=1, max_length=MAX_CHANGES_PER_MESSAGE)
+
+    @model_validator(mode="after")
+    def _one_change_per_seq(self) -> ChangeBatch:
+        if len({c.seq for c in self.changes}) != len(self.changes):
+            raise ValueError("each change of a client has its own seq")
+        return self
+
+
+IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk | ChangeBatch, Field(discriminator="kind")]
+INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk | ChangeBatch] = TypeAdapter(IngestEnvelope)
+
+
+class ChangeMeta(_Model):
+    """What makes a record of the pipeline a change, not a snapshot's: its version and kind."""
+
+    op: ChangeOp
+    client_id: ClientId
+    seq: int
+    source_ts: datetime
+
+    @property
+    def change_id(self) -> str:
+        """Stands where a snapshot id does (quarantine, provenance): ``chg.<client>.<seq>``."""
+        return change_id(self.client_id, self.seq)
+
+
+def change_id(client_id: str, seq: int) -> str:
+    return f"{CHANGE_ID_PREFIX}{client_id}.{seq}"
 
 
 class DeadLetter(_Model):
@@ -122,6 +205,7 @@ class RawRecord(_Model):
         default_factory=dict,
         description="What ingest resolved over the whole snapshot, e.g. classroom_id for a class without roomId.",
     )
+    change: ChangeMeta | None = Field(default=None, description="Set when this is a change, not a snapshot's record.")
 
 
 class TargetRow(_Model):
@@ -153,6 +237,7 @@ class MappedRecord(_Model):
     legacy_id: str
     source_ts: datetime
     rows: list[TargetRow]
+    change: ChangeMeta | None = Field(default=None, description="Set when this is a change (a delete has no rows).")
 
 
 class Stage(StrEnum):
@@ -192,6 +277,7 @@ class RawEntry(_Model):
     legacy_id: str | None
     record: Any
     hints: dict[str, str] = Field(default_factory=dict)
+    change: ChangeMeta | None = None
 
 
 class _RecordsBatch(_Model):
@@ -218,8 +304,8 @@ class RawBatch(_RecordsBatch):
         """The entries as records (already validated as part of the batch)."""
         common = self._common()
         return [
-            RawRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, record=e.record, hints=e.hints,
-                                      default_ts=self.default_ts)  # fmt: skip
+            RawRecord.model_construct(**{**common, **_as_change(e.change)}, index=e.index, legacy_id=e.legacy_id,
+                                      record=e.record, hints=e.hints, default_ts=self.default_ts)  # fmt: skip
             for e in self.entries
         ]
 
@@ -230,6 +316,7 @@ class MappedEntry(_Model):
     index: RecordIndex
     legacy_id: str
     rows: list[TargetRow]
+    change: ChangeMeta | None = None
 
 
 class RowsBatch(_RecordsBatch):
@@ -240,7 +327,17 @@ class RowsBatch(_RecordsBatch):
 
     def records(self) -> list[MappedRecord]:
         common = self._common()
-        return [MappedRecord.model_construct(**common, index=e.index, legacy_id=e.legacy_id, rows=e.rows) for e in self.entries]
+        return [
+            MappedRecord.model_construct(**{**common, **_as_change(e.change)}, index=e.index, legacy_id=e.legacy_id, rows=e.rows)
+            for e in self.entries
+        ]
+
+
+def _as_change(change: ChangeMeta | None) -> dict[str, Any]:
+    """A change entry's own identity and time, where a snapshot's record has its batch's."""
+    if change is None:
+        return {"change": None}
+    return {"change": change, "snapshot_id": change.change_id, "source_ts": change.source_ts}
 
 
 class QuarantineBatch(_Model):
@@ -311,6 +408,11 @@ class ValidationRequested(_Model):
     run_id: str
     school_id: SchoolId
     snapshot_id: SnapshotId
+    changes_until: datetime | None = Field(
+        default=None,
+        description="The cut for changes: those ingest received before it are in the tables (a barrier proved it); "
+        "records changed after it are left out of the comparison. None: the run's start.",
+    )
 
 
 class Severity(StrEnum):

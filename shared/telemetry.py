@@ -56,6 +56,11 @@ class PipelineMetrics:
     sync_duration: metrics.Histogram
     validation_duration: metrics.Histogram
     phase_transitions: metrics.Counter
+    changes_received: metrics.Counter
+    """Change events ingest accepted, by ``op`` and ``domain``."""
+    changes_applied: metrics.Counter
+    """Changes and snapshot records the loader judged by version (``shared.versions``), by ``outcome``:
+    applied, deleted, revived, superseded."""
     schools: SchoolGauges
 
 
@@ -113,6 +118,13 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         ),
         phase_transitions=meter.create_counter(
             "schoolmig.phase.transitions", unit="{transition}", description="Phase moves, by target phase"
+        ),
+        changes_received=meter.create_counter(
+            "schoolmig.changes.received", unit="{change}", description="Change events accepted by ingest, by op and domain"
+        ),
+        changes_applied=meter.create_counter(
+            "schoolmig.changes.applied", unit="{write}",
+            description="Writes judged by version: applied, deleted, revived (a write over a tombstone), superseded (lost to a newer one)",
         ),
         schools=gauges,
     )

@@ -184,10 +184,14 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
         log.warning("%s: %d parked record(s) whose parents are in the tables re-driven", school_id, len(sweep.redrive))
     if sweep.redrive or sweep.pending:
         return False  # synced once they are written
-    marked, revived = await store.mark_deleted(school_id, snapshot_id)
-    if marked or revived:
-        log.info("%s: %d record(s) gone from snapshot %s marked deleted, %d back again revived",
-                 school_id, marked, snapshot_id, revived)  # fmt: skip
+    cut = None
+    if await store.has_changes(school_id):
+        # Live changes: counts prove the snapshot, not the changes; a barrier proves both.
+        cut = await changes_barrier(store, operations, school_id, snapshot_id)
+        if cut is None:
+            return False
+    if marked := await store.mark_deleted(school_id, snapshot_id):
+        log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     orphans = sweep.orphans
     loaded = sum(c.loaded for c in counts.values())
     quarantined = sum(c.quarantined + c.parked for c in counts.values())
@@ -204,9 +208,23 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
         seconds = (datetime.now(UTC) - began).total_seconds()
         metrics.sync_duration.record(seconds, {"school_id": school_id})
         metrics.schools.speed[school_id] = round(loaded / max(seconds, 1e-3) * 60, 1)
-    run_id = await operations.request_validation(school_id, snapshot_id)
+    run_id = await operations.request_validation(school_id, snapshot_id, cut)
     log.info("%s: synced; validation %s requested", school_id, run_id)
     return True
+
+
+async def changes_barrier(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> datetime | None:
+    """When the barrier that proves this sync was sent, once it passed (everything ingest had
+    before it, changes included, is written); None while it travels. Sent here the first time,
+    and again if it has not passed within ``SCHOOLMIG_BARRIER_TIMEOUT_S`` (a lost copy)."""
+    since = await store.entered_at(school_id, Phase.DUAL_WRITE)
+    sent = await store.sync_barrier(school_id, snapshot_id, since)
+    if sent is not None and sent.passed:
+        return sent.sent_at
+    if sent is None or sent.age_s > settings.barrier_timeout_s:
+        barrier_id, _ = await operations.send_barrier(school_id, snapshot_id)
+        log.info("%s: every record of %s accounted for; barrier %s sent to prove the changes", school_id, snapshot_id, barrier_id)
+    return None
 
 
 async def redrive(records: list[MappedRecord]) -> None:
@@ -217,7 +235,8 @@ async def redrive(records: list[MappedRecord]) -> None:
         groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
     for (school_id, snapshot_id, domain, source_ts), group in groups.items():
         head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
-        entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows]})
+        entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows],
+                           **({"change": r.change.model_dump(mode="json")} if r.change else {})})
                    for r in group]  # fmt: skip
         for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
             await publish(broker, keyring, body, topics.rows(domain), key=batch_key(school_id, domain))

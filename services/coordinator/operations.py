@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -200,12 +201,14 @@ class Operations:
         self.metrics.phase_transitions.add(1, {"phase": phase.value})
         gauge_phase(self.metrics, school_id, phase)
 
-    async def request_validation(self, school_id: str, snapshot_id: str) -> str:
-        """Ask the validator for a run; its result lands in ``migration.validation_runs``."""
+    async def request_validation(self, school_id: str, snapshot_id: str, changes_until: datetime | None = None) -> str:
+        """Ask the validator for a run; its result lands in ``migration.validation_runs``.
+        ``changes_until``: when the barrier that proved the sync was sent (changes after it are
+        not compared)."""
         run_id = str(uuid.uuid4())
         await self.store.new_validation_run(run_id, school_id, snapshot_id)
-        await publish(self.broker, self.keyring, ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id),
-                                  self.topics.validate_commands, key=school_id.encode())  # fmt: skip
+        command = ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, changes_until=changes_until)
+        await publish(self.broker, self.keyring, command, self.topics.validate_commands, key=school_id.encode())
         return run_id
 
     # ------------------------------------------------------------------ CutoverPorts
@@ -216,18 +219,23 @@ class Operations:
         await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
 
-    async def sync_barrier(self, school_id: str) -> str:
+    async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:
+        """A barrier to every ingest partition (``shared.barrier``); returns (its id, the acks it needs)."""
         assert self.settings.kafka_bootstrap_servers
         topics = self.topics
         names = [topics.ingest, *topics.raw_topics, *topics.rows_topics, topics.quarantine]
         counts = await partition_counts(self.settings.kafka_bootstrap_servers, names)
         barrier_id = str(uuid.uuid4())
         expected = expected_acks(topics, counts)
-        await self.store.new_barrier(barrier_id, school_id, expected)
-        started = time.monotonic()
+        await self.store.new_barrier(barrier_id, school_id, expected, snapshot_id)
         for partition in range(counts[topics.ingest]):
             barrier = Barrier(barrier_id=barrier_id, school_id=school_id, topic=topics.ingest, partition=partition)
             await publish(self.broker, self.keyring, barrier, topics.ingest, partition=partition, key=school_id.encode())
+        return barrier_id, expected
+
+    async def sync_barrier(self, school_id: str) -> str:
+        started = time.monotonic()
+        barrier_id, expected = await self.send_barrier(school_id)
         while (acked := await self.store.barrier_acks(barrier_id)) < expected:
             if time.monotonic() - started > self.settings.barrier_timeout_s:
                 raise CutoverFailed(f"final sync: barrier {barrier_id} acknowledged on {acked} of {expected} paths "
@@ -236,7 +244,8 @@ class Operations:
         return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
 
     async def final_validation(self, school_id: str, snapshot_id: str) -> str:
-        run_id = await self.request_validation(school_id, snapshot_id)
+        # The final sync's barrier is the cut: every change before it is written.
+        run_id = await self.request_validation(school_id, snapshot_id, await self.store.last_passed_barrier(school_id))
         started = time.monotonic()
         while (row := await self.store.validation_result(run_id)) is None:
             if time.monotonic() - started > self.settings.validation_timeout_s:

@@ -4,6 +4,7 @@ transition, validation runs and reports. A restarted coordinator resumes from he
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,15 @@ class ParkedSweep:
     """Waiting for nothing: to be written again."""
     pending: int = 0
     """Waiting for nothing, re-driven a moment ago: not written yet."""
+
+
+@dataclass(frozen=True)
+class SentBarrier:
+    barrier_id: str
+    sent_at: datetime
+    age_s: float
+    passed: bool
+    """Acknowledged on every path: everything ingest had before ``sent_at`` is written."""
 
 
 class CoordinatorStore:
@@ -97,7 +107,8 @@ class CoordinatorStore:
         return [(r["school_id"], r["snapshot_id"]) for r in rows]
 
     async def sweep_parked(self, school_id: str, snapshot_id: str, redrive_after_s: float = 10.0) -> ParkedSweep:
-        """Settle the records of a complete snapshot still parked, under the school's write lock.
+        """Settle the records of a complete snapshot still parked, and the school's parked
+        changes, under the school's write lock.
 
         A reference whose parent row exists now is satisfied (a lost un-parking, say after
         a race, is mended here); a record left waiting for nothing is handed back to be
@@ -112,6 +123,15 @@ class CoordinatorStore:
                 f"DELETE FROM migration.parked_refs r WHERE r.school_id = $1 AND {ref_exists_sql('r.ref_table', 'r.ref_id')}",
                 school_id,
             )
+            # A parked change a newer write (or a deletion) of its record superseded waits for nothing.
+            await conn.execute(
+                """
+                DELETE FROM migration.parked_records p USING migration.record_versions v
+                 WHERE p.school_id = $1 AND (v.school_id, v.domain, v.legacy_id) = (p.school_id, p.domain, p.legacy_id)
+                   AND (p.source_ts, p.client_id, p.seq) <= (v.source_ts, v.client_id, v.seq)
+                """,
+                school_id,
+            )
             parked = await conn.fetch(
                 """
                 SELECT p.domain, p.legacy_id, p.record::text AS record,
@@ -119,7 +139,7 @@ class CoordinatorStore:
                        array_remove(array_agg(r.ref_table ORDER BY r.ref_table), NULL) AS waiting_for
                   FROM migration.parked_records p
                   LEFT JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
-                 WHERE p.school_id = $1 AND p.snapshot_id = $2
+                 WHERE p.school_id = $1 AND (p.snapshot_id = $2 OR starts_with(p.snapshot_id, 'chg.'))
                  GROUP BY p.domain, p.legacy_id, p.record::text, p.parked_at
                 """,
                 school_id, snapshot_id, redrive_after_s,
@@ -240,11 +260,41 @@ class CoordinatorStore:
 
     # ------------------------------------------------------------------ barriers
 
-    async def new_barrier(self, barrier_id: str, school_id: str, expected: int) -> None:
+    async def new_barrier(self, barrier_id: str, school_id: str, expected: int, snapshot_id: str | None = None) -> None:
         await self.pool.execute(
-            "INSERT INTO migration.barriers (barrier_id, school_id, expected) VALUES ($1, $2, $3)",
-            barrier_id, school_id, expected,
+            "INSERT INTO migration.barriers (barrier_id, school_id, expected, snapshot_id) VALUES ($1, $2, $3, $4)",
+            barrier_id, school_id, expected, snapshot_id,
         )  # fmt: skip
+
+    async def sync_barrier(self, school_id: str, snapshot_id: str, since: Any) -> SentBarrier | None:
+        """The latest barrier sent to prove ``snapshot_id``'s sync since ``since``, with its acks."""
+        row = await self.pool.fetchrow(
+            """
+            SELECT b.barrier_id, b.expected, b.sent_at, now() - b.sent_at AS age,
+                   (SELECT count(*) FROM migration.barrier_acks a WHERE a.barrier_id = b.barrier_id) AS acked
+              FROM migration.barriers b
+             WHERE b.school_id = $1 AND b.snapshot_id = $2 AND b.sent_at >= $3
+             ORDER BY b.sent_at DESC LIMIT 1
+            """,
+            school_id, snapshot_id, since,
+        )  # fmt: skip
+        if row is None:
+            return None
+        return SentBarrier(row["barrier_id"], row["sent_at"], row["age"].total_seconds(), row["acked"] >= row["expected"])
+
+    async def last_passed_barrier(self, school_id: str) -> Any:
+        """When the school's latest barrier acknowledged on every path was sent (None: none was)."""
+        return await self.pool.fetchval(
+            """
+            SELECT max(b.sent_at) FROM migration.barriers b
+             WHERE b.school_id = $1
+               AND (SELECT count(*) FROM migration.barrier_acks a WHERE a.barrier_id = b.barrier_id) >= b.expected
+            """,
+            school_id,
+        )
+
+    async def has_changes(self, school_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1)", school_id))
 
     async def barrier_acks(self, barrier_id: str) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM migration.barrier_acks WHERE barrier_id = $1", barrier_id))
@@ -303,42 +353,54 @@ class CoordinatorStore:
         )
         return f"{row['reason']} ({row['actor']})" if row else None
 
-    async def mark_deleted(self, school_id: str, snapshot_id: str) -> tuple[int, int]:
-        """Once ``snapshot_id`` (the school's newest) is fully accounted for: every record the
-        school's tables got from an older snapshot that this one no longer has is marked
-        deleted by it (its rows stay, with their history); a record marked deleted before
-        that this snapshot has again is revived. Returns (marked now, revived now).
+    async def mark_deleted(self, school_id: str, snapshot_id: str) -> int:
+        """Once ``snapshot_id`` (the school's newest) is fully accounted for: every record of the
+        school this snapshot no longer has, whose last write (a snapshot's or a change's) is
+        older than it, is marked deleted by it: a tombstone at the snapshot's version
+        (``shared.versions``). Its rows stay, with their history; a later write revives it, an
+        older one arriving late does not (a record deleted before has its tombstone moved up to this
+snapshot's version, for the same reason). Returns how many tombstones were written now.
 
         A record of the newest snapshot has its ledger line rewritten with that snapshot (last
-        writer wins), so the lines still naming an older, earlier snapshot are the ones gone."""
-        row = await self.pool.fetchrow(
-            """
-            WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
-            gone AS (  -- (a record the newest has but quarantined or parks is not gone: it is accounted there)
-              SELECT l.domain, l.legacy_id FROM migration.loaded_records l, newest
-               WHERE l.school_id = $1 AND l.snapshot_id <> $2 AND l.source_ts <= newest.taken_at
-                 AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
-                                  WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.domain = l.domain
-                                    AND q.legacy_id = l.legacy_id)
-                 AND NOT EXISTS (SELECT 1 FROM migration.parked_records p
-                                  WHERE p.school_id = $1 AND p.snapshot_id = $2 AND p.domain = l.domain
-                                    AND p.legacy_id = l.legacy_id)),
-            marked AS (
-              INSERT INTO migration.deleted_records (school_id, domain, legacy_id, snapshot_id)
-              SELECT $1, domain, legacy_id, $2 FROM gone
-              ON CONFLICT (school_id, domain, legacy_id) DO NOTHING
-              RETURNING 1),
-            revived AS (
-              DELETE FROM migration.deleted_records d USING migration.loaded_records l
-               WHERE d.school_id = $1 AND l.school_id = $1 AND l.snapshot_id = $2
-                 AND l.domain = d.domain AND l.legacy_id = d.legacy_id
-              RETURNING 1)
-            SELECT (SELECT count(*) FROM marked) AS marked, (SELECT count(*) FROM revived) AS revived
-            """,
-            school_id, snapshot_id,
-        )  # fmt: skip
-        assert row is not None
-        return int(row["marked"]), int(row["revived"])
+        writer wins), so the lines still naming another snapshot are the ones it lacks. Under
+        the school's write lock: no loader writes the school meanwhile."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await lock_schools(conn, [school_id])
+            marked = await conn.fetchval(
+                """
+                WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
+                held AS (
+                  SELECT domain, legacy_id, l.snapshot_id AS l_snapshot, l.source_ts AS l_ts,
+                         v.source_ts AS v_ts, v.client_id AS v_client, v.seq AS v_seq, v.deleted
+                    FROM (SELECT * FROM migration.loaded_records WHERE school_id = $1) l
+                    FULL JOIN (SELECT * FROM migration.record_versions WHERE school_id = $1) v USING (domain, legacy_id)),
+                gone AS (
+                  SELECT h.domain, h.legacy_id FROM held h, newest
+                   WHERE h.l_snapshot IS DISTINCT FROM $2
+                     AND (h.l_ts IS NULL OR h.l_ts <= newest.taken_at)
+                     AND (h.v_ts IS NULL OR (h.v_ts, h.v_client, h.v_seq) < (newest.taken_at, '', 0::bigint))
+                     -- a record the newest has but quarantined or parks is not gone: it is accounted there
+                     AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                                      WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.domain = h.domain
+                                        AND q.legacy_id = h.legacy_id)
+                     AND NOT EXISTS (SELECT 1 FROM migration.parked_records p
+                                      WHERE p.school_id = $1 AND p.snapshot_id = $2 AND p.domain = h.domain
+                                        AND p.legacy_id = h.legacy_id)),
+                marked AS (
+                  INSERT INTO migration.record_versions
+                         (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by)
+                  SELECT $1, g.domain, g.legacy_id, newest.taken_at, '', 0, true, $2 FROM gone g, newest
+                  ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+                     SET source_ts = EXCLUDED.source_ts, client_id = '', seq = 0, deleted = true,
+                         written_by = EXCLUDED.written_by, written_at = now()
+                   WHERE (migration.record_versions.source_ts, migration.record_versions.client_id,
+                          migration.record_versions.seq) < (EXCLUDED.source_ts, '', 0::bigint)
+                  RETURNING 1)
+                SELECT count(*) FROM marked
+                """,
+                school_id, snapshot_id,
+            )  # fmt: skip
+        return int(marked)
 
     async def deleted_counts(self, school_id: str) -> dict[str, int]:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""

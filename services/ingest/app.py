@@ -22,6 +22,8 @@ from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
 from shared import chunks
+from shared.batching import encode
+from shared.changes import change_batches, plan_changes
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
@@ -30,7 +32,9 @@ from shared.kafka import consumer_options, make_broker, raw_body
 from shared.messages import (
     AuditCompleted,
     Barrier,
+    ChangeBatch,
     Mode,
+    change_id,
     SchoolRejected,
     Severity,
     SnapshotIncomplete,
@@ -103,6 +107,9 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if isinstance(envelope, Rejection):
         await dead_letter(message, body, envelope.reason, envelope.message)
         return
+    if isinstance(envelope, ChangeBatch):
+        await on_changes(envelope, body, message, store)
+        return
     settled = await store.settled(envelope.school_id, envelope.snapshot_id)
     if settled == "released":
         return  # the same snapshot again: released once already
@@ -159,6 +166,39 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             return
         await store.save_chunk(envelope, data, digest)
     await release_if_complete(store, envelope.school_id, envelope.snapshot_id, message)
+
+
+async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, store: IngestStore) -> None:
+    """Keep the changes (``migration.changes``), then send them on like a snapshot's records.
+
+    Taken in every mode but ``api``: in maintenance the client holds its writes, and what it
+    sent before it saw the maintenance must still land (the cutover's barrier comes after it
+    on the partition). Once the school runs on the API, a browser's change is refused: it is
+    kept in the dead letter, and the school is told (``school.rejected``)."""
+    mode, _ = await store.mode_of(batch.school_id)
+    if mode is Mode.API:
+        why = "the school runs on the API now: a browser's change would be lost to it; write through the API"
+        await dead_letter(message, body, "school_cut_over", why)
+        first = batch.changes[0]
+        await publish(broker, keyring, SchoolRejected(school_id=batch.school_id, snapshot_id=change_id(batch.client_id, first.seq),
+                                            reason="school_cut_over", message=why),
+                      topics.events, key=batch.school_id.encode())  # fmt: skip
+        return
+    reused = await store.save_changes(batch)
+    for position in sorted(reused):  # kept, never applied: which of the two is right is the client's to say
+        change = batch.changes[position]
+        await dead_letter(message, encode(change.model_dump(mode="json")), "conflicting_change",
+                          f"change {change_id(batch.client_id, change.seq)} was received before with other content")  # fmt: skip
+    plan = plan_changes(batch, max_depth=settings.max_nesting_depth, skip=frozenset(reused))
+    default_ts = await store.school_default_ts(batch.school_id)
+    pending = []
+    for wire in change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
+                               max_bytes=settings.batch_bytes):  # fmt: skip
+        topic = topics.quarantine if wire.kind == "quarantine" else topics.raw(wire.domain)
+        pending.append(await publish(broker, keyring, wire.body, topic, key=wire.key, no_confirm=True))
+    await asyncio.gather(*pending)
+    for change in batch.changes:
+        metrics.changes_received.add(1, {"op": change.op.value, "domain": change.domain.value})
 
 
 async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: str, message: KafkaMessage) -> None:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from shared import jsonsafe
 from shared.messages import (
     INGEST_ENVELOPE,
+    ChangeBatch,
     MAX_INGEST_MESSAGE_BYTES,
     SCHOOL_ID_PATTERN,
     SnapshotChunk,
@@ -36,14 +37,23 @@ class Rejection:
     message: str
 
 
-def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | Rejection:
+def _skeleton(document: object) -> object:
+    """The envelope without the records a change message carries: those are checked one by
+    one (``shared.changes``), so one bad record is quarantined, not the whole message."""
+    if isinstance(document, dict) and document.get("kind") == "changes" and isinstance(document.get("changes"), list):
+        changes = [{**c, "record": None} if isinstance(c, dict) else c for c in document["changes"]]
+        return {**document, "changes": changes}
+    return document
+
+
+def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | ChangeBatch | Rejection:
     if len(body) > MAX_INGEST_MESSAGE_BYTES:
         return Rejection("oversized", f"{len(body)} bytes; the limit is {MAX_INGEST_MESSAGE_BYTES} (send chunks)")
     try:
         document = jsonsafe.load(body)
     except jsonsafe.JsonRefused as exc:
         return Rejection(exc.reason, f"the message is {exc.detail}")
-    if (why := jsonsafe.unrepresentable(document, max_depth=ENVELOPE_DEPTH)) is not None:
+    if (why := jsonsafe.unrepresentable(_skeleton(document), max_depth=ENVELOPE_DEPTH)) is not None:
         return Rejection("invalid_envelope", f"the message cannot be stored: {why}")
     if isinstance(document, dict):
         version = document.get("schema_version")

@@ -10,7 +10,8 @@ import asyncpg
 
 from shared.chunks import sha256_hex
 from shared.db import pg_json
-from shared.messages import AuditSummary, Mode, SnapshotChunk, SnapshotManifest
+from shared.changes import change_digest, record_bytes
+from shared.messages import AuditSummary, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,39 @@ class IngestStore:
             """,
             manifest.school_id, manifest.snapshot_id, pg_json(audit.model_dump(mode="json")),
         )  # fmt: skip
+
+    async def save_changes(self, batch: ChangeBatch) -> set[int]:
+        """Keep every change of the message (a redelivered one is already there); return the
+        positions of those whose (client, seq) already names a *different* change."""
+        changes = batch.changes
+        digests = [change_digest(c) for c in changes]
+        rows = await self.pool.fetch(
+            """
+            WITH incoming AS (
+              SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::bytea[],
+                                   $9::text[], $10::int[]) AS c (seq, domain, record_id, op, source_ts, record, digest, pos)),
+            saved AS (
+              INSERT INTO migration.changes (school_id, client_id, seq, domain, record_id, op, source_ts, record, digest)
+              SELECT $1, $2, seq, domain, record_id, op, source_ts, record, digest FROM incoming
+              ON CONFLICT (school_id, client_id, seq) DO NOTHING)
+            SELECT i.pos FROM incoming i JOIN migration.changes c
+              ON c.school_id = $1 AND c.client_id = $2 AND c.seq = i.seq
+             WHERE c.digest <> i.digest
+            """,
+            batch.school_id, batch.client_id, [c.seq for c in changes], [c.domain.value for c in changes],
+            [c.record_id for c in changes], [c.op.value for c in changes], [c.source_ts for c in changes],
+            [record_bytes(c) for c in changes], digests, list(range(len(changes))),
+        )  # fmt: skip
+        return {r["pos"] for r in rows}
+
+    async def school_default_ts(self, school_id: str) -> datetime | None:
+        """The time the school's first released snapshot gave records without timestamps (so a
+        change's record maps as that snapshot's did); None before any snapshot."""
+        return await self.pool.fetchval(
+            "SELECT coalesce(default_ts, taken_at) FROM migration.snapshots WHERE school_id = $1 AND released_at IS NOT NULL"
+            " ORDER BY released_at LIMIT 1",
+            school_id,
+        )
 
     async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)

@@ -78,6 +78,8 @@ async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep)
     )
     for (school_id, domain), n in loaded.items():
         metrics.records_loaded.add(n, {"school_id": school_id, "domain": domain})
+    for outcome, n in writer.tally.items():
+        metrics.changes_applied.add(n, {"outcome": outcome})
     _count_quarantined(list(refused.values()))
     for i in plan.now:
         if isinstance(unusable := messages[i], Unusable):

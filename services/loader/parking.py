@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.messages import MappedRecord
+from shared.versions import version_of, wins
 from shared.tables import TABLES
 
 Ref = tuple[str, str]  # (table, row id as text)
@@ -42,15 +43,15 @@ def provides(record: MappedRecord) -> set[Ref]:
 
 
 def newest_per_record(records: Iterable[MappedRecord]) -> list[MappedRecord]:
-    """One version of each record (the newest source wins), in first-seen order.
+    """One version of each record (the one that wins, ``shared.versions``), in first-seen order.
 
-    A batch can hold a record twice (a redelivery, a re-published snapshot): the upserts
-    must not touch one row twice in a statement, and the newer write must win.
+    A batch can hold a record twice (a redelivery, a re-published snapshot, two changes):
+    the upserts must not touch one row twice in a statement, and the newer write must win.
     """
     chosen: dict[RecordKey, MappedRecord] = {}
     for record in records:
         key = record_key(record)
-        if key not in chosen or chosen[key].source_ts <= record.source_ts:
+        if key not in chosen or wins(record, version_of(chosen[key])):
             chosen[key] = record
     return list(chosen.values())
 

@@ -23,12 +23,15 @@ jitter), then raised so the consumer rewinds and the batch is delivered again.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from services.loader.convert import ConversionCache, rows_by_table
 from services.loader.parking import (
+    RecordKey,
     Ref,
     newest_per_record,
     plan,
@@ -42,6 +45,7 @@ from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.quarantine import store_quarantine
 from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
+from shared.versions import Version, is_delete, snapshot_version, version_of, wins
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
@@ -90,15 +94,50 @@ ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
 # A parked record replaces an older parked version of itself, never a newer one. (An upsert:
 # deleting and re-inserting in one statement would collide, both parts seeing one snapshot.)
 _PARK = """
-INSERT INTO migration.parked_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, record)
-SELECT s, d, l, sn, i, ts, r::jsonb
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[])
-       AS p (s, d, l, sn, i, ts, r)
+INSERT INTO migration.parked_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, record,
+                                      client_id, seq)
+SELECT s, d, l, sn, i, ts, r::jsonb, c, q
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[], $7::text[], $8::text[],
+              $9::bigint[]) AS p (s, d, l, sn, i, ts, r, c, q)
 ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
    SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index, source_ts = EXCLUDED.source_ts,
-       record = EXCLUDED.record, parked_at = now()
- WHERE migration.parked_records.source_ts <= EXCLUDED.source_ts
+       record = EXCLUDED.record, client_id = EXCLUDED.client_id, seq = EXCLUDED.seq, parked_at = now()
+ WHERE (migration.parked_records.source_ts, migration.parked_records.client_id, migration.parked_records.seq)
+    <= (EXCLUDED.source_ts, EXCLUDED.client_id, EXCLUDED.seq)
 RETURNING school_id, domain, legacy_id
+"""
+# The version each record holds now (``shared.versions``): its change or tombstone, else its
+# ledger line's snapshot time.
+_CURRENT = """
+SELECT k.s AS school_id, k.d AS domain, k.l AS legacy_id,
+       v.source_ts AS v_ts, v.client_id AS v_client, v.seq AS v_seq, v.deleted, l.source_ts AS l_ts
+  FROM unnest($1::text[], $2::text[], $3::text[]) AS k (s, d, l)
+  LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
+  LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = (k.s, k.d, k.l)
+ WHERE v.school_id IS NOT NULL OR l.school_id IS NOT NULL
+"""
+_HAS_VERSIONS = "SELECT EXISTS (SELECT 1 FROM migration.record_versions WHERE school_id = ANY($1::text[]))"
+# A change's (or a tombstone's) version, over an older one.
+_VERSION = """
+INSERT INTO migration.record_versions (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::bool[], $8::text[])
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET source_ts = EXCLUDED.source_ts, client_id = EXCLUDED.client_id, seq = EXCLUDED.seq, deleted = EXCLUDED.deleted,
+       written_by = EXCLUDED.written_by, written_at = now()
+ WHERE (migration.record_versions.source_ts, migration.record_versions.client_id, migration.record_versions.seq)
+     < (EXCLUDED.source_ts, EXCLUDED.client_id, EXCLUDED.seq)
+"""
+# A snapshot's record written over a change or tombstone: its version is its ledger line's now.
+_SNAPSHOT_WON = """
+DELETE FROM migration.record_versions v
+ USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS k (s, d, l, ts)
+ WHERE (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l) AND (v.source_ts, v.client_id, v.seq) < (k.ts, '', 0)
+"""
+# A write judged stale is not waiting anywhere either: its parked self (or an older one) goes.
+_FORGET_STALE = """
+DELETE FROM migration.parked_records p
+ USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[]) AS k (s, d, l, ts, c, q)
+ WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND (p.source_ts, p.client_id, p.seq) <= (k.ts, k.c, k.q)
 """
 # What a (re)parked record waits for is exactly its current missing references.
 _RESET_REFS = """
@@ -167,6 +206,9 @@ Awaited = tuple[str, str, str]  # (school, snapshot, parent domain) a child wait
 class Writer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.tally: Counter[str] = Counter()
+        """The last load's writes judged by version (``shared.versions``): applied, deleted,
+        revived, superseded; for the metrics, once its transaction committed."""
 
     async def parents_on_their_way(self, groups: Sequence[Sequence[MappedRecord]]) -> dict[int, set[Awaited]]:
         """Per group (a poll's message) that holds a record whose missing parent may still be
@@ -198,23 +240,26 @@ class Writer:
         schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
         cache: Cache = {}
+        tally = self.tally = Counter()
 
         async def attempt() -> None:
             refused.clear()
+            tally.clear()
             async with self.pool.acquire() as conn:
                 try:  # the common case, a clean batch: one transaction, no savepoints
                     async with conn.transaction():
                         await conn.execute(_PREPARE)
                         await lock_schools(conn, schools)
-                        await _write_steps(conn, batch, cache)
+                        await _write_steps(conn, batch, cache, tally)
                     return
                 except Exception as exc:
                     if not _refused(exc):
                         raise
+                tally.clear()
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
                     await lock_schools(conn, schools)
-                    await _write_isolated(conn, batch, refused, cache)
+                    await _write_isolated(conn, batch, refused, cache, tally)
                     if refused:  # a refused record is quarantined, so no longer waits anywhere
                         await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
                                            [r.domain.value for r in refused], [r.legacy_id for r in refused])  # fmt: skip
@@ -228,17 +273,85 @@ class Writer:
         await store_quarantine(self.pool, records)
 
 
-async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache) -> None:
+async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str]) -> None:
     """Write ``records``, then whatever was waiting for them, and so on down (no savepoints)."""
     while records:
+        records, versioned = await _judge(conn, records, tally)
         result = plan(records, await _existing(conn, records))
         await _park(conn, result.parked)
-        await _write_rows(conn, result.ready, cache, direct=True)
+        await _write_rows(conn, result.ready, cache, direct=True, versioned=versioned)
         records = await _unparkable(conn, [ref for r in result.ready for ref in provides(r)])
 
 
+async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]) -> tuple[list[MappedRecord], bool]:
+    """The records to write: those whose version wins over what each record holds now
+    (``shared.versions``). A winning delete is applied here (its tombstone); a snapshot's
+    record that lost still counts as loaded for its snapshot (its ledger line), a change
+    that lost is dropped. Returns (records, whether their schools have versions at all): a
+    school only ever bulk-loaded from snapshots has none, and pays one query for this."""
+    if not records:
+        return records, False
+    if not any(r.change is not None for r in records):
+        if not await conn.fetchval(_HAS_VERSIONS, sorted({r.school_id for r in records})):
+            return records, False
+    keys = [record_key(r) for r in records]
+    current: dict[RecordKey, tuple[Version, bool]] = {}
+    for row in await conn.fetch(_CURRENT, *map(list, zip(*keys, strict=True))):
+        held = Version(row["v_ts"], row["v_client"], row["v_seq"]) if row["v_ts"] is not None else None
+        ledger = snapshot_version(row["l_ts"]) if row["l_ts"] is not None else None
+        if held is not None and (ledger is None or held >= ledger):
+            current[(row["school_id"], row["domain"], row["legacy_id"])] = (held, bool(row["deleted"]))
+        else:
+            assert ledger is not None
+            current[(row["school_id"], row["domain"], row["legacy_id"])] = (ledger, False)
+    keep: list[MappedRecord] = []
+    stale: list[MappedRecord] = []
+    tombstones: list[MappedRecord] = []
+    for record, key in zip(records, keys, strict=True):
+        now = current.get(key)
+        if not wins(record, now[0] if now else None):
+            stale.append(record)
+            tally["superseded"] += 1
+        elif is_delete(record):
+            tombstones.append(record)
+            tally["deleted"] += 1
+        else:
+            keep.append(record)
+            tally["revived" if now and now[1] else "applied"] += 1
+    if stale:
+        await conn.execute(_FORGET_STALE, *_version_columns(stale)[:6])
+        await _ledger(conn, [r for r in stale if r.change is None])  # accounted for its snapshot
+    await _versions(conn, tombstones, deleted=True)
+    return keep, True
+
+
+def _version_columns(records: list[MappedRecord]) -> tuple[list[Any], ...]:
+    versions = [version_of(r) for r in records]
+    return (
+        [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
+        [v.source_ts for v in versions], [v.client_id for v in versions], [v.seq for v in versions],
+        [r.snapshot_id for r in records],
+    )  # fmt: skip
+
+
+async def _versions(conn: asyncpg.Connection, changes: list[MappedRecord], *, deleted: bool) -> None:
+    """Record the version of changes just applied (a tombstone when ``deleted``)."""
+    if changes:
+        s, d, l, ts, c, q, by = _version_columns(changes)
+        await conn.execute(_VERSION, s, d, l, ts, c, q, [deleted] * len(changes), by)
+
+
+async def _ledger(conn: asyncpg.Connection, records: list[MappedRecord]) -> None:
+    """The snapshot records' ledger lines: each counts as loaded for its snapshot."""
+    if records:
+        await conn.execute(_LEDGER, [r.school_id for r in records], [r.domain.value for r in records],
+                           [r.legacy_id for r in records], [r.snapshot_id for r in records], [r.index for r in records],
+                           [r.source_ts for r in records])  # fmt: skip
+
+
 async def _write_isolated(
-    conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord], cache: Cache
+    conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord], cache: Cache,
+    tally: Counter[str],
 ) -> None:
     """Write ``records`` in a savepoint, then whatever was waiting for them, and so on down.
 
@@ -248,11 +361,13 @@ async def _write_isolated(
     """
     if not records:
         return
+    judged: Counter[str] = Counter()
     try:
         async with conn.transaction():  # a savepoint
-            result = plan(records, await _existing(conn, records))
+            kept, versioned = await _judge(conn, records, judged)
+            result = plan(kept, await _existing(conn, kept))
             await _park(conn, result.parked)
-            await _write_rows(conn, result.ready, cache)
+            await _write_rows(conn, result.ready, cache, versioned=versioned)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -260,13 +375,17 @@ async def _write_isolated(
             refused.append(_refusal(records[0], exc))
             return
         half = len(records) // 2
-        await _write_isolated(conn, records[:half], refused, cache)
-        await _write_isolated(conn, records[half:], refused, cache)
+        await _write_isolated(conn, records[:half], refused, cache, tally)
+        await _write_isolated(conn, records[half:], refused, cache, tally)
         return
-    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache)
+    tally.update(judged)  # counted once its savepoint held
+    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache,
+                          tally)  # fmt: skip
 
 
-async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, *, direct: bool = False) -> None:
+async def _write_rows(
+    conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, *, direct: bool = False, versioned: bool = False
+) -> None:
     """COPY each table's rows into staging and upsert them, parents first.
 
     With ``direct``, a table none of whose rows exist yet (the common case of a first bulk
@@ -287,12 +406,13 @@ async def _write_rows(conn: asyncpg.Connection, records: list[MappedRecord], cac
         else:
             await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
             await conn.execute(_UPSERTS[spec.name])
-    columns = (
-        [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
-        [r.snapshot_id for r in records], [r.index for r in records], [r.source_ts for r in records],
-    )  # fmt: skip
-    await conn.execute(_LEDGER, *columns)
-    await conn.execute(_UNPARK, *columns[:3])
+    snapshots = [r for r in records if r.change is None]
+    await _ledger(conn, snapshots)
+    await _versions(conn, [r for r in records if r.change is not None], deleted=False)
+    if versioned and snapshots:  # over a change or tombstone some of them may have won
+        await conn.execute(_SNAPSHOT_WON, *_version_columns(snapshots)[:4])
+    await conn.execute(_UNPARK, [r.school_id for r in records], [r.domain.value for r in records],
+                       [r.legacy_id for r in records])  # fmt: skip
 
 
 _TIMESTAMP_POSITIONS = {
@@ -338,7 +458,8 @@ async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[R
         _PARK,
         [r.school_id for r, _ in parked], [r.domain.value for r, _ in parked], [r.legacy_id for r, _ in parked],
         [r.snapshot_id for r, _ in parked], [r.index for r, _ in parked], [r.source_ts for r, _ in parked],
-        [r.model_dump_json() for r, _ in parked],
+        [r.model_dump_json() for r, _ in parked], [version_of(r).client_id for r, _ in parked],
+        [version_of(r).seq for r, _ in parked],
     )  # fmt: skip
     now_parked = {(k["school_id"], k["domain"], k["legacy_id"]) for k in kept}  # a newer parked version stays
     if now_parked:

@@ -90,7 +90,8 @@ async def accepted(record: Any, body: bytes) -> ValidationRequested | None:
 
 
 async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None:
-    result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id)
+    result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id,
+                                   changes_until=command.changes_until)
     await store_result(pool, result)  # with the differing values: the database may hold them
     await publish(broker, keyring, result.for_publishing(), topics.events, key=command.school_id.encode())
     issues = Counter(i.type for d in result.domains for i in d.issues)

@@ -19,8 +19,9 @@ from services.validator.digest import combine, row_digest
 from shared.domains import Domain
 from shared.fanout import classroom_hints
 from shared.mapping import Mapped, map_record
-from shared.messages import SnapshotManifest
+from shared.messages import ChangeOp, SnapshotManifest
 from shared.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
+from shared.versions import Version, snapshot_version
 
 Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
@@ -85,3 +86,69 @@ def expected_from(
         if out.records is not None:
             out.records[domain] = records
     return out
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """A change as ingest kept it (``migration.changes``)."""
+
+    domain: Domain
+    record_id: str
+    op: ChangeOp
+    version: Version
+    record: dict[str, Any] | None
+    change_id: str
+    late: bool = False
+    """Received after the validation's cut: it may or may not be in the tables yet."""
+
+
+def apply_changes(
+    expected: Expected, changes: list[StoredChange], *, school_id: str, taken_at: datetime, default_ts: datetime | None,
+    skip: frozenset[str] = frozenset(),
+) -> tuple[dict[Domain, set[str]], dict[Domain, set[str]]]:
+    """The snapshot's expectation with the changes after it applied, the greatest version of
+    each record winning (``shared.versions``), as the pipeline applies them. ``skip``: change
+    ids in quarantine (the tables never got them). Returns, per domain, (the records left out
+    of the comparison: changed after the cut (``late``), so the tables may hold either state;
+    the records a change decides)."""
+    after = snapshot_version(taken_at)
+    default = (default_ts or taken_at).isoformat()
+    provenance = {"school_id": school_id}
+    latest: dict[tuple[Domain, str], StoredChange] = {}
+    unsettled: dict[Domain, set[str]] = {d: set() for d in Domain}
+    for change in changes:
+        if change.change_id in skip or change.version <= after:
+            continue
+        if change.late:
+            unsettled[change.domain].add(change.record_id)
+            continue
+        key = (change.domain, change.record_id)
+        if key not in latest or latest[key].version < change.version:
+            latest[key] = change
+    for (domain, legacy_id), change in latest.items():
+        digests = expected.digests.setdefault(domain, {})
+        records = expected.records.setdefault(domain, {}) if expected.records is not None else None
+        if legacy_id in unsettled[domain]:
+            continue
+        digests.pop(legacy_id, None)
+        if records is not None:
+            records.pop(legacy_id, None)
+        if change.op is ChangeOp.DELETE or change.record is None:
+            continue  # soft-deleted: its rows stay, marked, and are not compared
+        result = map_record(domain, school_id, legacy_id, change.record, {}, default)
+        if not isinstance(result, Mapped):  # the transform quarantined it: the tables may hold its last good state
+            unsettled[domain].add(legacy_id)
+            continue
+        rows = [(table, {**values, **provenance, "legacy_id": legacy_id}) for table, values in result.rows]
+        digests[legacy_id] = combine(row_digest(table, values) for table, values in rows)
+        if records is not None:
+            records[legacy_id] = ExpectedRecord(legacy_id, change.record, rows)
+    for domain, ids in unsettled.items():
+        for legacy_id in ids:
+            expected.digests.get(domain, {}).pop(legacy_id, None)
+            if expected.records is not None:
+                expected.records.get(domain, {}).pop(legacy_id, None)
+    decided: dict[Domain, set[str]] = {d: set() for d in Domain}
+    for domain, legacy_id in latest:
+        decided[domain].add(legacy_id)
+    return unsettled, decided

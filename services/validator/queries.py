@@ -20,8 +20,11 @@ from services.validator.digest import (
     domain_checksum_sql,
     record_digests_sql,
 )
+from services.validator.expected import StoredChange
+from shared import jsonsafe
 from shared.domains import Domain
-from shared.messages import SnapshotManifest, ValidationCompleted
+from shared.messages import CHANGE_ID_PREFIX, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
+from shared.versions import Version
 from shared.tables import TABLES, ref_exists_sql
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
@@ -78,6 +81,34 @@ async def deleted_ids(pool: asyncpg.Pool, school_id: str) -> dict[Domain, set[st
     for r in await pool.fetch("SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school_id):
         found[Domain(r["domain"])].add(r["legacy_id"])
     return found
+
+
+async def changes_after(pool: asyncpg.Pool, school_id: str, taken_at: datetime, cut: datetime) -> list[StoredChange]:
+    """The school's changes with a version after the snapshot's (``shared.versions``); those
+    received at or after ``cut`` are ``late``."""
+    rows = await pool.fetch(
+        """
+        SELECT domain, record_id, op, source_ts, client_id, seq, record, received_at >= $3 AS late
+          FROM migration.changes
+         WHERE school_id = $1 AND (source_ts, client_id, seq) > ($2, '', 0::bigint)
+        """,
+        school_id, taken_at, cut,
+    )  # fmt: skip
+    return [
+        StoredChange(Domain(r["domain"]), r["record_id"], ChangeOp(r["op"]), Version(r["source_ts"], r["client_id"], r["seq"]),
+                     jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
+                     change_id(r["client_id"], r["seq"]), bool(r["late"]))  # fmt: skip
+        for r in rows
+    ]
+
+
+async def quarantined_changes(pool: asyncpg.Pool, school_id: str) -> frozenset[str]:
+    """The ids of the school's changes in quarantine (the tables never got them)."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT snapshot_id FROM migration.quarantine WHERE school_id = $1 AND starts_with(snapshot_id, $2)",
+        school_id, CHANGE_ID_PREFIX,
+    )  # fmt: skip
+    return frozenset(r["snapshot_id"] for r in rows)
 
 
 async def quarantine_reasons(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, Counter[str]]:

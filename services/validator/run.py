@@ -31,7 +31,7 @@ from services.validator.checks import (
     validate,
 )
 from services.validator.digest import DOMAIN_TABLES, combine
-from services.validator.expected import Expected, expected_state
+from services.validator.expected import Expected, apply_changes, expected_state
 from shared.settings import Settings
 from shared.accounting import DomainCounts, record_counts
 from shared.domains import ALL_DOMAINS, Domain
@@ -68,7 +68,11 @@ async def in_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise
 
 
-async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, run_id: str) -> ValidationCompleted:
+async def validate_school(
+    pool: asyncpg.Pool, school_id: str, snapshot_id: str, run_id: str, *, changes_until: datetime | None = None
+) -> ValidationCompleted:
+    """Compare the tables with the snapshot's verified backup plus the changes after it
+    (``changes_until``: the cut, see ``ValidationRequested``)."""
     started = datetime.now(UTC)
     source = await queries.load_source(pool, school_id, snapshot_id)
     if source is None or not source.backup_ok:
@@ -83,6 +87,11 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
     expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH,
                                default_ts=source.default_ts)
+    changes = await queries.changes_after(pool, school_id, source.manifest.taken_at, changes_until or started)
+    skipped = await queries.quarantined_changes(pool, school_id) if changes else frozenset()
+    overlay = partial(apply_changes, changes=changes, school_id=school_id, taken_at=source.manifest.taken_at,
+                      default_ts=source.default_ts, skip=skipped)  # fmt: skip
+    unsettled, decided = overlay(expected)
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
     quarantined = await queries.quarantined_ids(pool, school_id, snapshot_id)
@@ -91,19 +100,24 @@ async def validate_school(pool: asyncpg.Pool, school_id: str, snapshot_id: str, 
 
     facts: dict[Domain, DomainFacts] = {}
     for domain in Domain:
-        digests = {k: d for k, d in expected.digests[domain].items() if k not in quarantined[domain]}
+        # (a record the snapshot quarantined that a change made whole again is compared)
+        digests = {k: d for k, d in expected.digests[domain].items() if k not in quarantined[domain] or k in decided[domain]}
         checksum, records = await checksums[domain]
         f = DomainFacts(counts.get(domain, DomainCounts()), expected=len(digests),
                         quarantine_reasons=reasons.get(domain, Counter()),
                         duplicate_ids=expected.duplicate_ids.get(domain, []))  # fmt: skip
-        if checksum != combine(digests.values()) or records != len(digests):
+        if checksum != combine(digests.values()) or records != len(digests) or unsettled[domain]:
             actual = await queries.record_digests(pool, school_id, domain)
-            # Rows of records a newer snapshot deleted stay in the tables, marked: not unexpected.
-            actual = {k: v for k, v in actual.items() if k not in deleted[domain] or k in digests}
+            # Rows of records a newer snapshot or a change deleted stay in the tables, marked: not
+            # unexpected. Records changed after the cut are not compared: either state is right.
+            actual = {k: v for k, v in actual.items()
+                      if (k not in deleted[domain] or k in digests) and k not in unsettled[domain]}  # fmt: skip
             f.comparison = compare_digests(digests, actual)
             if f.comparison.differing:
-                full = full or await in_worker(expected_state, source.content, source.manifest, max_depth=MAX_DEPTH,
-                                                   default_ts=source.default_ts)
+                if full is None:
+                    full = await in_worker(expected_state, source.content, source.manifest, max_depth=MAX_DEPTH,
+                                           default_ts=source.default_ts)  # fmt: skip
+                    overlay(full)
                 assert full.records is not None
                 rows = await queries.record_rows(pool, school_id, domain, f.comparison.differing)
                 f.diffs = {k: diff_record(domain, full.records[domain][k], rows.get(k, [])) for k in f.comparison.differing}

@@ -13,6 +13,7 @@ from shared.batching import encode
 from shared.mapping import Mapped, map_record
 from shared.messages import (
     MAX_MESSAGE_BYTES,
+    ChangeOp,
     MappedRecord,
     QuarantinedRecord,
     RawBatch,
@@ -44,6 +45,7 @@ def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
     return MappedRecord(
         school_id=raw.school_id, snapshot_id=raw.snapshot_id, domain=raw.domain, index=raw.index,
         legacy_id=raw.legacy_id, source_ts=raw.source_ts, rows=[TargetRow(**row) for row in out],  # type: ignore[arg-type]
+        change=raw.change,
     )  # fmt: skip
 
 
@@ -76,10 +78,13 @@ def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES //
 
 
 def _transform_one(raw: RawRecord, max_entry_bytes: int) -> tuple[bytes | None, QuarantinedRecord | None]:
+    change = raw.change.model_dump(mode="json") if raw.change is not None else None
+    if raw.change is not None and raw.change.op is ChangeOp.DELETE:  # no record to map: the loader marks it deleted
+        return encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": [], "change": change}), None
     result = _map(raw)
     if isinstance(result, tuple):
         return None, _quarantine(raw, *result)
-    entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result})
+    entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result, **({"change": change} if change else {})})
     if len(entry) <= max_entry_bytes:
         return entry, None
     why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"

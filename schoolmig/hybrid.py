@@ -1,0 +1,232 @@
+"""The client side of the hybrid phase: the plan's ``HybridDataAdapter``.
+
+A :class:`HybridClient` stands where the app's data service writes. On every write it asks
+what mode the school is in (the coordinator's ``GET /schools/{id}/mode``, through a
+:data:`ModeSource`):
+
+- ``localStorage``: it writes locally only (the school is not migrating yet);
+- ``hybrid``: it writes locally **and** publishes the change (``shared.messages.Change``).
+  The change goes to a durable local :class:`Outbox` first (an fsynced file), and leaves it
+  only once Kafka acknowledged it, so a change is never lost while the broker is away: the
+  outbox is retried with back-off (``flush``, ``run``) and survives a restart;
+- maintenance (a cutover in progress): the write is refused with :class:`WritesHeld`, a
+  clear error the app shows; nothing is written anywhere;
+- ``api``: the write is refused with :class:`UseTheApi`; the client stops writing locally.
+
+Every change gets the next number of this client's counter (``seq``, kept in the outbox's
+directory and never reused, not even after a restart) and its time: the record's
+``updatedAt`` when it has one, else the client's clock. With the client's id, that orders
+all writes of a record (``shared.versions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.domains import Domain
+from shared.messages import MAX_CHANGES_PER_MESSAGE, Change, ChangeBatch, ChangeOp, Mode, SchoolMode
+
+log = logging.getLogger("schoolmig.hybrid")
+
+ModeSource = Callable[[str], Awaitable[SchoolMode | None]]
+"""The school's current mode (None: the coordinator does not know the school: localStorage)."""
+Publisher = Callable[[ChangeBatch], Awaitable[None]]
+"""Sends one change message and returns once Kafka acknowledged it; raises if it could not."""
+
+
+class WritesHeld(RuntimeError):
+    """The school is in maintenance (a cutover in progress): try again in a moment."""
+
+
+class UseTheApi(RuntimeError):
+    """The school runs on the API now: writes go there, not to the browser's storage."""
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, durably: a crash leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Outbox:
+    """Changes not yet acknowledged by Kafka, in order, in one JSON file (``pending.json``),
+    with the client's sequence counter beside it (``seq``). Every change is on disk before
+    the app is told its write succeeded."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._pending_path = directory / "pending.json"
+        self._seq_path = directory / "seq"
+
+    def pending(self) -> list[Change]:
+        if not self._pending_path.exists():
+            return []
+        return [Change.model_validate(c) for c in json.loads(self._pending_path.read_bytes())]
+
+    def next_seq(self) -> int:
+        """The next sequence number, persisted before it is used (never handed out twice)."""
+        current = int(self._seq_path.read_text()) if self._seq_path.exists() else 0
+        _write_atomically(self._seq_path, str(current + 1).encode())
+        return current + 1
+
+    def add(self, change: Change) -> None:
+        self._save([*self.pending(), change])
+
+    def remove_first(self, count: int) -> None:
+        self._save(self.pending()[count:])
+
+    def _save(self, changes: list[Change]) -> None:
+        _write_atomically(self._pending_path, json.dumps([c.model_dump(mode="json") for c in changes]).encode())
+
+
+class LocalData:
+    """The browser's storage, as a ``mockdata_export`` JSON file (one array per domain)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, list[dict[str, Any]]]:
+        return json.loads(self.path.read_bytes()) if self.path.exists() else {}
+
+    def apply(self, change: Change) -> None:
+        data = self.read()
+        records = [r for r in data.get(change.domain.value, []) if str(r.get("id")) != change.record_id]
+        if change.op is not ChangeOp.DELETE:
+            assert change.record is not None
+            position = next((i for i, r in enumerate(data.get(change.domain.value, []))
+                             if str(r.get("id")) == change.record_id), len(records))  # fmt: skip
+            records.insert(position, change.record)
+        data[change.domain.value] = records
+        _write_atomically(self.path, json.dumps(data, ensure_ascii=False).encode())
+
+
+def _source_ts(record: dict[str, Any] | None, clock: Callable[[], datetime]) -> datetime:
+    value = (record or {}).get("updatedAt")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return clock()
+
+
+class HybridClient:
+    def __init__(
+        self, school_id: str, client_id: str, *, local: LocalData, outbox: Outbox, publisher: Publisher,
+        mode: ModeSource, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_s: tuple[float, float] = (0.5, 30.0),
+    ) -> None:  # fmt: skip
+        self.school_id, self.client_id = school_id, client_id
+        self.local, self.outbox, self.publisher, self.mode, self.clock = local, outbox, publisher, mode, clock
+        self.retry_s = retry_s
+        self._flushing = asyncio.Lock()
+
+    async def create(self, domain: Domain, record: dict[str, Any]) -> Change:
+        return await self._write(ChangeOp.CREATE, domain, str(record.get("id", "")).strip(), record)
+
+    async def update(self, domain: Domain, record: dict[str, Any]) -> Change:
+        return await self._write(ChangeOp.UPDATE, domain, str(record.get("id", "")).strip(), record)
+
+    async def delete(self, domain: Domain, record_id: str) -> Change:
+        return await self._write(ChangeOp.DELETE, domain, record_id, None)
+
+    async def _write(self, op: ChangeOp, domain: Domain, record_id: str, record: dict[str, Any] | None) -> Change:
+        current = await self.mode(self.school_id)
+        mode = current.mode if current is not None else Mode.LOCAL_STORAGE
+        if current is not None and current.maintenance:
+            raise WritesHeld(f"school {self.school_id} is in maintenance ({current.reason}): writes are held, try again shortly")
+        if mode is Mode.API:
+            raise UseTheApi(f"school {self.school_id} runs on the API: write through it, not to the browser's storage")
+        change = Change(op=op, domain=domain, record_id=record_id, record=record,
+                        source_ts=_source_ts(record, self.clock), seq=self.outbox.next_seq())  # fmt: skip
+        if mode is Mode.HYBRID:
+            self.outbox.add(change)  # first: a crash after it publishes the change at the next start
+        self.local.apply(change)
+        if mode is Mode.HYBRID:
+            try:
+                await self.flush()
+            except Exception as exc:  # kept in the outbox; ``run`` (or the next write) sends it
+                log.warning("change %s kept in the outbox: %s", change.seq, type(exc).__name__)
+        return change
+
+    async def flush(self) -> int:
+        """Publish what the outbox holds, in order; return how many left it. Raises (keeping
+        the rest) when Kafka does not acknowledge."""
+        sent = 0
+        async with self._flushing:
+            while pending := self.outbox.pending()[:MAX_CHANGES_PER_MESSAGE]:
+                await self.publisher(ChangeBatch(school_id=self.school_id, client_id=self.client_id, changes=pending))
+                self.outbox.remove_first(len(pending))
+                sent += len(pending)
+        return sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep flushing the outbox until ``stop``, backing off while publishing fails."""
+        delay = self.retry_s[0]
+        while not stop.is_set():
+            try:
+                await self.flush()
+                delay = self.retry_s[0]
+            except Exception as exc:
+                log.warning("outbox: publishing failed (%s); %d change(s) kept, retrying in %.1fs",
+                            type(exc).__name__, len(self.outbox.pending()), delay)  # fmt: skip
+                delay = min(delay * 2, self.retry_s[1])
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+
+def kafka_publisher(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> Publisher:
+    """A :data:`Publisher` over aiokafka, keyed by school (one partition, in order). A
+    producer is started per attempt: after an outage nothing stale is reused."""
+    from aiokafka import AIOKafkaProducer
+
+    async def send(batch: ChangeBatch) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", request_timeout_ms=int(timeout_s * 1000),
+                                    max_request_size=1024 * 1024)  # fmt: skip
+        try:
+            await asyncio.wait_for(producer.start(), timeout_s)
+            await asyncio.wait_for(
+                producer.send_and_wait(topic, batch.model_dump_json().encode(), key=batch.school_id.encode()), timeout_s
+            )
+        finally:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout_s)
+            except Exception:  # the broker is away: nothing more to close cleanly
+                pass
+
+    return send
+
+
+def http_mode_source(base_url: str) -> ModeSource:
+    """The coordinator's ``GET /schools/{id}/mode``."""
+    import aiohttp
+
+    async def mode(school_id: str) -> SchoolMode | None:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base_url.rstrip('/')}/schools/{school_id}/mode") as response:
+                if response.status == 404:
+                    return None
+                response.raise_for_status()
+                return SchoolMode.model_validate_json(await response.read())
+
+    return mode

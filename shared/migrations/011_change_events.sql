@@ -1,0 +1,59 @@
+-- Issue 12: change events, and the version of every record a change or a deletion touched.
+
+-- Every change ingest accepted, as the client sent it: what the validator replays over the
+-- newest snapshot, and the trail of who changed what when. One row per (client, seq): a
+-- redelivery is the same row; a different change under the same number is refused.
+CREATE TABLE IF NOT EXISTS migration.changes (
+  school_id    TEXT NOT NULL,
+  client_id    TEXT NOT NULL,
+  seq          BIGINT NOT NULL,
+  domain       TEXT NOT NULL,
+  record_id    TEXT NOT NULL,
+  op           TEXT NOT NULL CHECK (op IN ('create', 'update', 'delete')),
+  source_ts    TIMESTAMPTZ NOT NULL,
+  record       BYTEA,        -- the record's JSON as the pipeline carries it (NULL: a delete)
+  digest       TEXT NOT NULL, -- SHA-256 of the change as received: tells a redelivery from a reuse
+  received_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, client_id, seq)
+);
+CREATE INDEX IF NOT EXISTS changes_by_time ON migration.changes (school_id, source_ts);
+
+-- The version (shared.versions) of each record whose last write was a change or a deletion;
+-- a record written only by snapshots has its version in its ledger line. The loader and the
+-- coordinator write here under the school's write lock.
+CREATE TABLE IF NOT EXISTS migration.record_versions (
+  school_id   TEXT NOT NULL,
+  domain      TEXT NOT NULL,
+  legacy_id   TEXT NOT NULL,
+  source_ts   TIMESTAMPTZ NOT NULL,
+  client_id   TEXT NOT NULL,  -- '' for a snapshot's deletion
+  seq         BIGINT NOT NULL,
+  deleted     BOOLEAN NOT NULL,
+  written_by  TEXT NOT NULL,  -- the change (chg.<client>.<seq>) or snapshot
+  written_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, domain, legacy_id)
+);
+
+-- Deletion markers become tombstones with a version (so a late, older change cannot revive
+-- a record a newer snapshot deleted); the old name stays, as a view over them.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'migration' AND tablename = 'deleted_records') THEN
+    INSERT INTO migration.record_versions (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by, written_at)
+    SELECT d.school_id, d.domain, d.legacy_id, s.taken_at, '', 0, true, d.snapshot_id, d.deleted_at
+      FROM migration.deleted_records d JOIN migration.snapshots s USING (school_id, snapshot_id)
+    ON CONFLICT DO NOTHING;
+    DROP TABLE migration.deleted_records;
+  END IF;
+END $$;
+CREATE OR REPLACE VIEW migration.deleted_records AS
+SELECT school_id, domain, legacy_id, written_by AS snapshot_id, written_at AS deleted_at
+  FROM migration.record_versions WHERE deleted;
+
+-- A parked change keeps its whole version: of two parked writes of a record, the greater stays.
+ALTER TABLE migration.parked_records ADD COLUMN IF NOT EXISTS client_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE migration.parked_records ADD COLUMN IF NOT EXISTS seq BIGINT NOT NULL DEFAULT 0;
+
+-- A sync barrier names the snapshot whose sync it proves (NULL: a cutover's final sync).
+ALTER TABLE migration.barriers ADD COLUMN IF NOT EXISTS snapshot_id TEXT;
+CREATE INDEX IF NOT EXISTS barriers_by_school ON migration.barriers (school_id, sent_at);
