@@ -193,3 +193,21 @@ def ref_exists_sql(ref_table: str, ref_id: str) -> str:
     table. Table names come from the fixed catalogue, never from input."""
     cases = " ".join(f"WHEN '{t}' THEN EXISTS (SELECT 1 FROM {t} WHERE id = {ref_id})" for t in REFERENCED_TABLES)
     return f"(CASE {ref_table} {cases} ELSE false END)"
+
+
+#: The tables each domain's records write, and the filter that tells a domain's rows apart
+#: in a table two domains share (``users``: students and teachers).
+DOMAIN_TABLES: dict[Domain, tuple[tuple[str, str | None], ...]] = {
+    Domain.STUDENTS: (("users", "student"), ("students", None)),
+    Domain.TEACHERS: (("users", "teacher"), ("teachers", None)),
+    Domain.CLASSROOMS: (("classrooms", None),),
+    Domain.CLASSES: (("classes", None), ("class_schedules", None)),
+    Domain.PAYMENT_OBLIGATIONS: (("payment_obligations", None),),
+    Domain.PAYMENTS: (("payments", None),),
+    Domain.ATTENDANCE: (("attendance_records", None),),
+    Domain.ASSESSMENTS: (("assessments", None),),
+    Domain.GRADES: (("grades", None),),
+    Domain.PRIVATE_LESSONS: (
+        ("private_lessons", None), ("private_lesson_payment_obligations", None), ("private_lesson_payments", None),
+    ),
+}  # fmt: skip

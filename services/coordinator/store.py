@@ -123,12 +123,12 @@ class CoordinatorStore:
                 f"DELETE FROM migration.parked_refs r WHERE r.school_id = $1 AND {ref_exists_sql('r.ref_table', 'r.ref_id')}",
                 school_id,
             )
-            # A parked change a newer write (or a deletion) of its record superseded waits for nothing.
+            # A parked change a newer write of its record superseded waits for nothing.
             await conn.execute(
                 """
                 DELETE FROM migration.parked_records p USING migration.record_versions v
                  WHERE p.school_id = $1 AND (v.school_id, v.domain, v.legacy_id) = (p.school_id, p.domain, p.legacy_id)
-                   AND (p.source_ts, p.client_id, p.seq) <= (v.source_ts, v.client_id, v.seq)
+                   AND v.live_ts IS NOT NULL AND (p.source_ts, p.client_id, p.seq) <= (v.live_ts, v.live_client, v.live_seq)
                 """,
                 school_id,
             )
@@ -371,14 +371,15 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
                 WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
                 held AS (
                   SELECT domain, legacy_id, l.snapshot_id AS l_snapshot, l.source_ts AS l_ts,
-                         v.source_ts AS v_ts, v.client_id AS v_client, v.seq AS v_seq, v.deleted
+                         v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq
                     FROM (SELECT * FROM migration.loaded_records WHERE school_id = $1) l
                     FULL JOIN (SELECT * FROM migration.record_versions WHERE school_id = $1) v USING (domain, legacy_id)),
                 gone AS (
                   SELECT h.domain, h.legacy_id FROM held h, newest
                    WHERE h.l_snapshot IS DISTINCT FROM $2
                      AND (h.l_ts IS NULL OR h.l_ts <= newest.taken_at)
-                     AND (h.v_ts IS NULL OR (h.v_ts, h.v_client, h.v_seq) < (newest.taken_at, '', 0::bigint))
+                     AND (h.live_ts IS NULL OR (h.live_ts, h.live_client, h.live_seq) < (newest.taken_at, '', 0::bigint))
+                     AND (h.deleted_ts IS NULL OR (h.deleted_ts, h.deleted_client, h.deleted_seq) < (newest.taken_at, '', 0::bigint))
                      -- a record the newest has but quarantined or parks is not gone: it is accounted there
                      AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
                                       WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.domain = h.domain
@@ -387,14 +388,13 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
                                       WHERE p.school_id = $1 AND p.snapshot_id = $2 AND p.domain = h.domain
                                         AND p.legacy_id = h.legacy_id)),
                 marked AS (
-                  INSERT INTO migration.record_versions
-                         (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by)
-                  SELECT $1, g.domain, g.legacy_id, newest.taken_at, '', 0, true, $2 FROM gone g, newest
+                  INSERT INTO migration.record_versions AS v
+                         (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
+                  SELECT $1, g.domain, g.legacy_id, newest.taken_at, '', 0, $2, now() FROM gone g, newest
                   ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
-                     SET source_ts = EXCLUDED.source_ts, client_id = '', seq = 0, deleted = true,
-                         written_by = EXCLUDED.written_by, written_at = now()
-                   WHERE (migration.record_versions.source_ts, migration.record_versions.client_id,
-                          migration.record_versions.seq) < (EXCLUDED.source_ts, '', 0::bigint)
+                     SET deleted_ts = EXCLUDED.deleted_ts, deleted_client = '', deleted_seq = 0,
+                         deleted_by = EXCLUDED.deleted_by, deleted_at = now()
+                   WHERE v.deleted_ts IS NULL OR (v.deleted_ts, v.deleted_client, v.deleted_seq) < (EXCLUDED.deleted_ts, '', 0::bigint)
                   RETURNING 1)
                 SELECT count(*) FROM marked
                 """,

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.messages import MappedRecord
-from shared.versions import version_of, wins
+from shared.versions import is_delete, version_of, wins
 from shared.tables import TABLES
 
 Ref = tuple[str, str]  # (table, row id as text)
@@ -43,14 +43,17 @@ def provides(record: MappedRecord) -> set[Ref]:
 
 
 def newest_per_record(records: Iterable[MappedRecord]) -> list[MappedRecord]:
-    """One version of each record (the one that wins, ``shared.versions``), in first-seen order.
+    """Of each record, the write of its content that wins (``shared.versions``) and the delete
+    that wins, in first-seen order.
 
     A batch can hold a record twice (a redelivery, a re-published snapshot, two changes):
     the upserts must not touch one row twice in a statement, and the newer write must win.
+    A delete is kept beside the content's write, not instead of it: the rows are written
+    whichever comes first (a soft delete keeps them), so what references them is too.
     """
-    chosen: dict[RecordKey, MappedRecord] = {}
+    chosen: dict[tuple[RecordKey, bool], MappedRecord] = {}
     for record in records:
-        key = record_key(record)
+        key = (record_key(record), is_delete(record))  # a delete never hides a write of the content
         if key not in chosen or wins(record, version_of(chosen[key])):
             chosen[key] = record
     return list(chosen.values())

@@ -106,32 +106,46 @@ ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
     <= (EXCLUDED.source_ts, EXCLUDED.client_id, EXCLUDED.seq)
 RETURNING school_id, domain, legacy_id
 """
-# The version each record holds now (``shared.versions``): its change or tombstone, else its
-# ledger line's snapshot time.
+# The versions each record holds now (``shared.versions``): its content's and its deletion's
+# (``migration.record_versions``), and its ledger line's snapshot time.
 _CURRENT = """
 SELECT k.s AS school_id, k.d AS domain, k.l AS legacy_id,
-       v.source_ts AS v_ts, v.client_id AS v_client, v.seq AS v_seq, v.deleted, l.source_ts AS l_ts
+       v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq, l.source_ts AS l_ts
   FROM unnest($1::text[], $2::text[], $3::text[]) AS k (s, d, l)
   LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
   LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = (k.s, k.d, k.l)
  WHERE v.school_id IS NOT NULL OR l.school_id IS NOT NULL
 """
 _HAS_VERSIONS = "SELECT EXISTS (SELECT 1 FROM migration.record_versions WHERE school_id = ANY($1::text[]))"
-# A change's (or a tombstone's) version, over an older one.
-_VERSION = """
-INSERT INTO migration.record_versions (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::bool[], $8::text[])
+# A change's content version, over an older one (a new row for a record only snapshots wrote).
+_LIVE = """
+INSERT INTO migration.record_versions AS v (school_id, domain, legacy_id, live_ts, live_client, live_seq, live_by)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
 ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
-   SET source_ts = EXCLUDED.source_ts, client_id = EXCLUDED.client_id, seq = EXCLUDED.seq, deleted = EXCLUDED.deleted,
-       written_by = EXCLUDED.written_by, written_at = now()
- WHERE (migration.record_versions.source_ts, migration.record_versions.client_id, migration.record_versions.seq)
-     < (EXCLUDED.source_ts, EXCLUDED.client_id, EXCLUDED.seq)
+   SET live_ts = EXCLUDED.live_ts, live_client = EXCLUDED.live_client, live_seq = EXCLUDED.live_seq, live_by = EXCLUDED.live_by
+ WHERE v.live_ts IS NULL OR (v.live_ts, v.live_client, v.live_seq) < (EXCLUDED.live_ts, EXCLUDED.live_client, EXCLUDED.live_seq)
 """
-# A snapshot's record written over a change or tombstone: its version is its ledger line's now.
-_SNAPSHOT_WON = """
-DELETE FROM migration.record_versions v
- USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS k (s, d, l, ts)
- WHERE (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l) AND (v.source_ts, v.client_id, v.seq) < (k.ts, '', 0)
+# A snapshot's record written where a change or deletion was: its version goes on that row
+# (a record only snapshots wrote has its version in the ledger line, and no row here).
+_LIVE_SNAPSHOT = """
+UPDATE migration.record_versions v
+   SET live_ts = k.ts, live_client = '', live_seq = 0, live_by = k.by
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) AS k (s, d, l, ts, by)
+ WHERE (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
+   AND (v.live_ts IS NULL OR (v.live_ts, v.live_client, v.live_seq) < (k.ts, '', 0::bigint))
+"""
+# A deletion's version, over an older one.
+_TOMBSTONE = """
+INSERT INTO migration.record_versions AS v
+       (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
+SELECT s, d, l, ts, c, q, by, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
+       AS k (s, d, l, ts, c, q, by)
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET deleted_ts = EXCLUDED.deleted_ts, deleted_client = EXCLUDED.deleted_client, deleted_seq = EXCLUDED.deleted_seq,
+       deleted_by = EXCLUDED.deleted_by, deleted_at = now()
+ WHERE v.deleted_ts IS NULL
+    OR (v.deleted_ts, v.deleted_client, v.deleted_seq) < (EXCLUDED.deleted_ts, EXCLUDED.deleted_client, EXCLUDED.deleted_seq)
 """
 # A write judged stale is not waiting anywhere either: its parked self (or an older one) goes.
 _FORGET_STALE = """
@@ -237,6 +251,9 @@ class Writer:
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
         batch = newest_per_record(records)
+        # A snapshot's record a change of the same batch outdid is still accounted for its snapshot.
+        chosen = {id(r) for r in batch}
+        shadowed = newest_per_record(r for r in records if r.change is None and id(r) not in chosen)
         schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
         cache: Cache = {}
@@ -250,6 +267,7 @@ class Writer:
                     async with conn.transaction():
                         await conn.execute(_PREPARE)
                         await lock_schools(conn, schools)
+                        await _stale(conn, shadowed)
                         await _write_steps(conn, batch, cache, tally)
                     return
                 except Exception as exc:
@@ -259,6 +277,7 @@ class Writer:
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
                     await lock_schools(conn, schools)
+                    await _stale(conn, shadowed)
                     await _write_isolated(conn, batch, refused, cache, tally)
                     if refused:  # a refused record is quarantined, so no longer waits anywhere
                         await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
@@ -284,45 +303,59 @@ async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], ca
 
 
 async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]) -> tuple[list[MappedRecord], bool]:
-    """The records to write: those whose version wins over what each record holds now
-    (``shared.versions``). A winning delete is applied here (its tombstone); a snapshot's
-    record that lost still counts as loaded for its snapshot (its ledger line), a change
-    that lost is dropped. Returns (records, whether their schools have versions at all): a
-    school only ever bulk-loaded from snapshots has none, and pays one query for this."""
+    """The records whose content to write: those whose version is greater than the content
+    each record holds now (``shared.versions``). A delete is applied here: its tombstone is
+    kept if it is the greatest deletion, and the rows stay (a soft delete, whichever came
+    first, so that what references them is written the same in any order). A snapshot's
+    record that lost still counts as loaded for its snapshot (its ledger line); a change that
+    lost is dropped. Returns (records, whether their schools have versions at all): a school
+    only ever bulk-loaded from snapshots has none, and pays one query for this."""
     if not records:
         return records, False
     if not any(r.change is not None for r in records):
         if not await conn.fetchval(_HAS_VERSIONS, sorted({r.school_id for r in records})):
             return records, False
     keys = [record_key(r) for r in records]
-    current: dict[RecordKey, tuple[Version, bool]] = {}
+    content: dict[RecordKey, Version] = {}
+    deletion: dict[RecordKey, Version] = {}
     for row in await conn.fetch(_CURRENT, *map(list, zip(*keys, strict=True))):
-        held = Version(row["v_ts"], row["v_client"], row["v_seq"]) if row["v_ts"] is not None else None
-        ledger = snapshot_version(row["l_ts"]) if row["l_ts"] is not None else None
-        if held is not None and (ledger is None or held >= ledger):
-            current[(row["school_id"], row["domain"], row["legacy_id"])] = (held, bool(row["deleted"]))
-        else:
-            assert ledger is not None
-            current[(row["school_id"], row["domain"], row["legacy_id"])] = (ledger, False)
+        key = (row["school_id"], row["domain"], row["legacy_id"])
+        held = [Version(row["live_ts"], row["live_client"], row["live_seq"])] if row["live_ts"] is not None else []
+        held += [snapshot_version(row["l_ts"])] if row["l_ts"] is not None else []
+        if held:
+            content[key] = max(held)
+        if row["deleted_ts"] is not None:
+            deletion[key] = Version(row["deleted_ts"], row["deleted_client"], row["deleted_seq"])
     keep: list[MappedRecord] = []
     stale: list[MappedRecord] = []
     tombstones: list[MappedRecord] = []
     for record, key in zip(records, keys, strict=True):
-        now = current.get(key)
-        if not wins(record, now[0] if now else None):
+        mine, has, gone = version_of(record), content.get(key), deletion.get(key)
+        visible = has is not None and (gone is None or has > gone)
+        if is_delete(record):
+            if gone is None or mine > gone:
+                tombstones.append(record)
+            tally["deleted" if (gone is None or mine > gone) and (has is None or mine > has) else "superseded"] += 1
+        elif wins(record, has):
+            keep.append(record)
+            tally[("revived" if gone is not None and not visible else "applied") if gone is None or mine > gone
+                  else "superseded"] += 1  # fmt: skip
+        else:
             stale.append(record)
             tally["superseded"] += 1
-        elif is_delete(record):
-            tombstones.append(record)
-            tally["deleted"] += 1
-        else:
-            keep.append(record)
-            tally["revived" if now and now[1] else "applied"] += 1
+    await _stale(conn, stale)
+    if tombstones:
+        await conn.execute(_TOMBSTONE, *_version_columns(tombstones))
+    return keep, True
+
+
+async def _stale(conn: asyncpg.Connection, stale: list[MappedRecord]) -> None:
+    """Writes that lost to a newer version: nothing of theirs is written, nothing waits for
+    them (their parked selves go), and a snapshot's record still counts as loaded for its
+    snapshot (its ledger line), or that snapshot's counts would never add up."""
     if stale:
         await conn.execute(_FORGET_STALE, *_version_columns(stale)[:6])
-        await _ledger(conn, [r for r in stale if r.change is None])  # accounted for its snapshot
-    await _versions(conn, tombstones, deleted=True)
-    return keep, True
+        await _ledger(conn, [r for r in stale if r.change is None])
 
 
 def _version_columns(records: list[MappedRecord]) -> tuple[list[Any], ...]:
@@ -332,13 +365,6 @@ def _version_columns(records: list[MappedRecord]) -> tuple[list[Any], ...]:
         [v.source_ts for v in versions], [v.client_id for v in versions], [v.seq for v in versions],
         [r.snapshot_id for r in records],
     )  # fmt: skip
-
-
-async def _versions(conn: asyncpg.Connection, changes: list[MappedRecord], *, deleted: bool) -> None:
-    """Record the version of changes just applied (a tombstone when ``deleted``)."""
-    if changes:
-        s, d, l, ts, c, q, by = _version_columns(changes)
-        await conn.execute(_VERSION, s, d, l, ts, c, q, [deleted] * len(changes), by)
 
 
 async def _ledger(conn: asyncpg.Connection, records: list[MappedRecord]) -> None:
@@ -408,9 +434,12 @@ async def _write_rows(
             await conn.execute(_UPSERTS[spec.name])
     snapshots = [r for r in records if r.change is None]
     await _ledger(conn, snapshots)
-    await _versions(conn, [r for r in records if r.change is not None], deleted=False)
-    if versioned and snapshots:  # over a change or tombstone some of them may have won
-        await conn.execute(_SNAPSHOT_WON, *_version_columns(snapshots)[:4])
+    if changes := [r for r in records if r.change is not None]:
+        s_, d, l, ts, c, q, by = _version_columns(changes)
+        await conn.execute(_LIVE, s_, d, l, ts, c, q, by)
+    if versioned and snapshots:  # where a change or deletion was, the version moves on
+        s_, d, l, ts, _, _, by = _version_columns(snapshots)
+        await conn.execute(_LIVE_SNAPSHOT, s_, d, l, ts, by)
     await conn.execute(_UNPARK, [r.school_id for r in records], [r.domain.value for r in records],
                        [r.legacy_id for r in records])  # fmt: skip
 

@@ -27,28 +27,12 @@ from functools import lru_cache
 from typing import Any
 
 from shared.domains import Domain
-from shared.tables import TABLES, TableSpec
+from shared.tables import DOMAIN_TABLES, TABLES, TableSpec
 
 #: The write's provenance is not the source's data: a newer snapshot that says the same
 #: thing leaves the digest unchanged.
 NOT_COMPARED = frozenset({"source_snapshot_id", "source_ts"})
 
-#: The tables each domain's records write, and the filter that tells a domain's rows apart
-#: in a table two domains share (``users``: students and teachers).
-DOMAIN_TABLES: dict[Domain, tuple[tuple[str, str | None], ...]] = {
-    Domain.STUDENTS: (("users", "student"), ("students", None)),
-    Domain.TEACHERS: (("users", "teacher"), ("teachers", None)),
-    Domain.CLASSROOMS: (("classrooms", None),),
-    Domain.CLASSES: (("classes", None), ("class_schedules", None)),
-    Domain.PAYMENT_OBLIGATIONS: (("payment_obligations", None),),
-    Domain.PAYMENTS: (("payments", None),),
-    Domain.ATTENDANCE: (("attendance_records", None),),
-    Domain.ASSESSMENTS: (("assessments", None),),
-    Domain.GRADES: (("grades", None),),
-    Domain.PRIVATE_LESSONS: (
-        ("private_lessons", None), ("private_lesson_payment_obligations", None), ("private_lesson_payments", None),
-    ),
-}  # fmt: skip
 
 
 def compared_columns(spec: TableSpec) -> list[tuple[int, str, str]]:

@@ -18,37 +18,47 @@ CREATE TABLE IF NOT EXISTS migration.changes (
 );
 CREATE INDEX IF NOT EXISTS changes_by_time ON migration.changes (school_id, source_ts);
 
--- The version (shared.versions) of each record whose last write was a change or a deletion;
--- a record written only by snapshots has its version in its ledger line. The loader and the
--- coordinator write here under the school's write lock.
+-- Versions (shared.versions) of the records changes or deletions touched. A record written
+-- only by snapshots has its version in its ledger line. Two versions each: the greatest write
+-- of its content (create, update, or a snapshot's record: what its rows hold) and the
+-- greatest deletion. The record is deleted while the deletion is the greater (a soft delete:
+-- the rows stay, so whatever references them stays whole, in any order of arrival). The
+-- loader and the coordinator write here under the school's write lock.
 CREATE TABLE IF NOT EXISTS migration.record_versions (
-  school_id   TEXT NOT NULL,
-  domain      TEXT NOT NULL,
-  legacy_id   TEXT NOT NULL,
-  source_ts   TIMESTAMPTZ NOT NULL,
-  client_id   TEXT NOT NULL,  -- '' for a snapshot's deletion
-  seq         BIGINT NOT NULL,
-  deleted     BOOLEAN NOT NULL,
-  written_by  TEXT NOT NULL,  -- the change (chg.<client>.<seq>) or snapshot
-  written_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  school_id       TEXT NOT NULL,
+  domain          TEXT NOT NULL,
+  legacy_id       TEXT NOT NULL,
+  live_ts         TIMESTAMPTZ,  -- NULL: no content written since this row exists (see the ledger)
+  live_client     TEXT,
+  live_seq        BIGINT,
+  live_by         TEXT,         -- the change (chg.<client>.<seq>) or snapshot
+  deleted_ts      TIMESTAMPTZ,  -- NULL: never deleted
+  deleted_client  TEXT,         -- '' for a snapshot that no longer had it
+  deleted_seq     BIGINT,
+  deleted_by      TEXT,
+  deleted_at      TIMESTAMPTZ,
   PRIMARY KEY (school_id, domain, legacy_id)
 );
 
 -- Deletion markers become tombstones with a version (so a late, older change cannot revive
--- a record a newer snapshot deleted); the old name stays, as a view over them.
+-- a record a newer snapshot deleted); the old name stays, as a view of the deleted records.
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'migration' AND tablename = 'deleted_records') THEN
-    INSERT INTO migration.record_versions (school_id, domain, legacy_id, source_ts, client_id, seq, deleted, written_by, written_at)
-    SELECT d.school_id, d.domain, d.legacy_id, s.taken_at, '', 0, true, d.snapshot_id, d.deleted_at
+    INSERT INTO migration.record_versions (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
+    SELECT d.school_id, d.domain, d.legacy_id, s.taken_at, '', 0, d.snapshot_id, d.deleted_at
       FROM migration.deleted_records d JOIN migration.snapshots s USING (school_id, snapshot_id)
     ON CONFLICT DO NOTHING;
     DROP TABLE migration.deleted_records;
   END IF;
 END $$;
 CREATE OR REPLACE VIEW migration.deleted_records AS
-SELECT school_id, domain, legacy_id, written_by AS snapshot_id, written_at AS deleted_at
-  FROM migration.record_versions WHERE deleted;
+SELECT v.school_id, v.domain, v.legacy_id, v.deleted_by AS snapshot_id, v.deleted_at
+  FROM migration.record_versions v
+  LEFT JOIN migration.loaded_records l USING (school_id, domain, legacy_id)
+ WHERE v.deleted_ts IS NOT NULL
+   AND (v.live_ts IS NULL OR (v.deleted_ts, v.deleted_client, v.deleted_seq) > (v.live_ts, v.live_client, v.live_seq))
+   AND (l.source_ts IS NULL OR (v.deleted_ts, v.deleted_client, v.deleted_seq) > (l.source_ts, '', 0::bigint));
 
 -- A parked change keeps its whole version: of two parked writes of a record, the greater stays.
 ALTER TABLE migration.parked_records ADD COLUMN IF NOT EXISTS client_id TEXT NOT NULL DEFAULT '';
