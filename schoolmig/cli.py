@@ -229,6 +229,42 @@ async def _backup(settings: Settings, action: str, school: str | None, snapshot:
     return await _with_pool(settings, work)
 
 
+async def _export(settings: Settings, school: str, fmt: str, out: Path | None, verify: bool, as_json: bool) -> int:
+    """A school's live records rebuilt from the tables as a file its app can load; with
+    ``--verify``, re-ingested into a scratch school and compared (``schoolmig.exporting``)."""
+    from datetime import UTC, datetime
+
+    from schoolmig.exporting import export_school
+    from shared.messages import SnapshotFormat
+
+    if verify and not _endpoint(settings, "kafka"):
+        return 2
+    target = out or Path(".schoolmig") / "exports" / f"{school}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+
+    async def work(pool: "asyncpg.Pool") -> int:
+        try:
+            result = await export_school(pool, settings, school, SnapshotFormat(fmt), target,
+                                         actor=settings.operator or "operator", verify=verify)  # fmt: skip
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/]")
+            return 1
+        if as_json:
+            print(json.dumps({**result.__dict__, "path": str(result.path), "verified": result.verified}, indent=2))
+        else:
+            console.print(f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256[:12]})")
+            console.print("records: " + ", ".join(f"{d} {n}" for d, n in result.records.items()))
+            if result.left_out:
+                console.print("[yellow]not carried by this format: " + ", ".join(f"{d} {n}" for d, n in result.left_out.items()) + "[/]")
+            if verify:
+                if result.verified:
+                    console.print(f"[green]verified: re-ingested as {result.verified_with}, every record equal[/]")
+                else:
+                    console.print(f"[red]NOT verified ({result.verified_with}):[/] " + "; ".join(result.differences[:10]))
+        return 0 if result.verified or not verify else 1
+
+    return await _with_pool(settings, work)
+
+
 async def _validate(settings: Settings, school: str | None, snapshot: str | None, as_json: bool) -> int:
     """One school (``--school``), or every school's latest released snapshot (``--all``)."""
     from schoolmig.admin import latest_released_snapshots
@@ -406,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--school", required=True)
     export.add_argument("--snapshot", help="default: the latest")
     export.add_argument("--out", type=Path, required=True)
+    export_cmd = commands.add_parser(
+        "export", help="rebuild a school's data from the tables as a file its app can load (the way back after a cutover)"
+    )
+    export_cmd.add_argument("--school", required=True)
+    export_cmd.add_argument("--format", choices=["localstorage_dump", "mockdata_export"], default="localstorage_dump")
+    export_cmd.add_argument("--out", type=Path, help="default: .schoolmig/exports/<school>-<time>.json")
+    export_cmd.add_argument("--verify", action="store_true",
+                            help="re-ingest it as a scratch school and check every record comes back equal (needed to roll back a completed cutover)")
+    export_cmd.add_argument("--json", action="store_true")
     demo = commands.add_parser("demo", help="write demo localStorage dumps at the spec's volumes")
     demo.add_argument("--out", type=Path, default=Path(".demo"))
     demo.add_argument("--schools", type=int, default=3)
@@ -447,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             _backup(settings, args.action, args.school, getattr(args, "snapshot", None), getattr(args, "out", None))
         )
+    if args.command == "export":
+        return asyncio.run(_export(settings, args.school, args.format, args.out, args.verify, args.json))
     if args.command == "demo":
         return _demo(args.out, args.schools, args.seed)
     return 2

@@ -15,6 +15,8 @@ from faststream.specification import AsyncAPI
 from shared.messages import (
     MAX_CHUNK_BYTES,
     MAX_INGEST_MESSAGE_BYTES,
+    MAX_CHANGES_PER_MESSAGE,
+    ChangeBatch,
     DeadLetter,
     Event,
     SnapshotChunk,
@@ -45,6 +47,28 @@ broker.publisher(
     topics.ingest, schema=SnapshotChunk, title=f"{topics.ingest}:Chunk",
     description="One slice of the snapshot file, in order of `index` (0-based).",
 )  # fmt: skip
+HOW_TO_CHANGE = f"""\
+While a school is in the hybrid phase (its mode, on the compacted control topic or from the
+coordinator's `GET /schools/<id>/mode`, is `hybrid`), the app publishes every create,
+update and delete it makes, with the Kafka key `<school_id>`: one or more changes (at most
+{MAX_CHANGES_PER_MESSAGE}) of one client per message. `record` is the whole record after a create or update (its
+`id` equal to `record_id`), absent for a delete. `source_ts` is when it was made (the
+record's `updatedAt`, else the client's clock); `seq` is the client's own counter, a new
+number for every change, never reused. Changes of a record are applied in the order of
+(source_ts, client_id, seq), whatever order they arrive in and however often: the greatest
+wins; at equal times a change wins over a snapshot taken then. A delete is a soft delete (the
+rows stay, marked deleted) that a later create or update revives; an older change arriving
+after a newer one, or after a newer snapshot that no longer has the record, changes nothing.
+A record the pipeline cannot carry is quarantined with its change id `chg.<client_id>.<seq>`;
+a `seq` published again with other content is dead-lettered (`conflicting_change`). Once the
+school runs on the API, changes are dead-lettered (`school_cut_over`) and a `school.rejected`
+event says so. The SDK's `schoolmig.hybrid.HybridClient` does all of this, with a durable
+outbox that keeps changes while the broker is away."""
+
+broker.publisher(
+    topics.ingest, schema=ChangeBatch, title=f"{topics.ingest}:Changes",
+    description="Live changes of a school's records (the plan's HybridDataAdapter).\n\n" + HOW_TO_CHANGE,
+)  # fmt: skip
 broker.publisher(
     topics.events, schema=Event, title=f"{topics.events}:Event",
     description="Lifecycle events per school (key: school_id): audit.completed, snapshot.released, "
@@ -55,7 +79,7 @@ broker.publisher(
     description="An ingest message that was not handled, kept whole (base64) with the reason: oversized, "
     "invalid_json, unknown_schema_version, invalid_school_id, invalid_envelope, invalid_chunk, "
     "snapshot_too_large (the manifest's size_bytes is over the limit; its chunks are dropped), chunk_count_mismatch, "
-    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot.",
+    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change, school_cut_over.",
 )  # fmt: skip
 
 app = FastStream(

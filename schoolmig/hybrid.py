@@ -14,9 +14,9 @@ what mode the school is in (the coordinator's ``GET /schools/{id}/mode``, throug
 - ``api``: the write is refused with :class:`UseTheApi`; the client stops writing locally.
 
 Every change gets the next number of this client's counter (``seq``, kept in the outbox's
-directory and never reused, not even after a restart) and its time: the record's
-``updatedAt`` when it has one, else the client's clock. With the client's id, that orders
-all writes of a record (``shared.versions``).
+directory and never reused, not even after a restart) and its time: the client's clock (or
+the record's ``updatedAt`` if that is later). With the client's id, that orders all writes
+of a record (``shared.versions``).
 """
 
 from __future__ import annotations
@@ -118,14 +118,20 @@ class LocalData:
 
 
 def _source_ts(record: dict[str, Any] | None, clock: Callable[[], datetime]) -> datetime:
+    """When the write happened: the client's clock, or the record's ``updatedAt`` when that is
+    later (an app whose clock is behind the one that stamped it). Never an ``updatedAt`` the
+    app forgot to move: a change stamped with its record's old time would lose to the
+    snapshot taken since, and be dropped."""
+    now = clock()
     value = (record or {}).get("updatedAt")
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return max(parsed, now)
         except ValueError:
             pass
-    return clock()
+    return now
 
 
 class HybridClient:

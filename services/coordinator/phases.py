@@ -2,7 +2,8 @@
 snapshot means for a school in each phase.
 
 ``registered → audited → backed_up → dual_write → synced → validated → cutover → completed``,
-with ``rolled_back`` reachable from every step after ``dual_write`` began, and a new
+with ``rolled_back`` reachable from every step after ``dual_write`` began (from ``completed``
+only with a verified export of the school's data, see ``Operations.rollback``), and a new
 snapshot taking a synced or validated school back to ``dual_write`` (a re-sync).
 """
 
@@ -36,7 +37,7 @@ TRANSITIONS: dict[Phase | None, frozenset[Phase]] = {
     Phase.SYNCED: frozenset({Phase.VALIDATED, Phase.DUAL_WRITE, Phase.ROLLED_BACK}),
     Phase.VALIDATED: frozenset({Phase.CUTOVER, Phase.DUAL_WRITE, Phase.ROLLED_BACK}),
     Phase.CUTOVER: frozenset({Phase.COMPLETED, Phase.ROLLED_BACK}),
-    Phase.COMPLETED: frozenset(),
+    Phase.COMPLETED: frozenset({Phase.ROLLED_BACK}),  # only with a verified export (Operations.rollback)
     Phase.ROLLED_BACK: frozenset({Phase.DUAL_WRITE}),
 }
 assert all(Phase.ROLLED_BACK in TRANSITIONS[p] for p in _ROLLBACK_FROM)

@@ -293,6 +293,15 @@ class CoordinatorStore:
             school_id,
         )
 
+    async def verified_export_since(self, school_id: str, since: Any) -> dict[str, Any] | None:
+        """The school's latest export made after ``since`` and verified (``schoolmig export --verify``)."""
+        row = await self.pool.fetchrow(
+            "SELECT export_id, sha256, format, verified_with FROM migration.exports"
+            " WHERE school_id = $1 AND verified_at IS NOT NULL AND created_at >= $2 ORDER BY created_at DESC LIMIT 1",
+            school_id, since,
+        )  # fmt: skip
+        return dict(row) if row else None
+
     async def has_changes(self, school_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1)", school_id))
 
@@ -321,10 +330,25 @@ class CoordinatorStore:
         return {d["domain"]: int(d["valid_records"]) for d in result["domains"]} if result else None
 
     async def records_held(self, school_id: str, domain: Domain) -> int:
+        """The school's live records of a domain (soft-deleted ones are not)."""
         # The table name comes from the fixed catalogue.
         return int(await self.pool.fetchval(
-            f"SELECT count(DISTINCT legacy_id) FROM {PRIMARY_TABLE[domain]} WHERE school_id = $1", school_id
+            f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t WHERE t.school_id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM migration.deleted_records d"
+            "                  WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))",
+            school_id, domain.value,
         ))  # fmt: skip
+
+    async def changed_since(self, school_id: str, since: Any) -> dict[str, int]:
+        """Per domain, the records with a change ingest received at or after ``since``."""
+        if since is None:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT domain, count(DISTINCT record_id) AS n FROM migration.changes WHERE school_id = $1 AND received_at >= $2"
+            " GROUP BY domain",
+            school_id, since,
+        )  # fmt: skip
+        return {r["domain"]: int(r["n"]) for r in rows}
 
     async def transitions(self, school_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
@@ -418,7 +442,8 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
               SELECT p.snapshot_id FROM migration.school_phase p
                 JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
                 JOIN migration.snapshots late ON late.school_id = p.school_id AND late.snapshot_id = $2
-               WHERE p.school_id = $1 AND p.snapshot_id <> $2 AND late.taken_at < cur.taken_at),
+               WHERE p.school_id = $1 AND p.snapshot_id <> $2
+                 AND (late.taken_at, late.snapshot_id) < (cur.taken_at, cur.snapshot_id)),
             noted AS (
               INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by)
               SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)

@@ -156,12 +156,13 @@ class IngestStore:
 
     async def newer_released(self, school_id: str, snapshot_id: str, taken_at: datetime) -> str | None:
         """A released snapshot of the school taken after this one, if any (this one then is
-        superseded: fanned out, its records would overwrite newer rows older ones had)."""
+        superseded: fanned out, its records would overwrite newer rows older ones had). Two
+        taken at the same instant are ordered by their ids, so one of them is the newest."""
         return await self.pool.fetchval(
             """
             SELECT snapshot_id FROM migration.snapshots
-             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL AND taken_at > $3
-             ORDER BY taken_at DESC LIMIT 1
+             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL AND (taken_at, snapshot_id) > ($3, $2)
+             ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
             """,
             school_id, snapshot_id, taken_at,
         )  # fmt: skip

@@ -67,3 +67,21 @@ ALTER TABLE migration.parked_records ADD COLUMN IF NOT EXISTS seq BIGINT NOT NUL
 -- A sync barrier names the snapshot whose sync it proves (NULL: a cutover's final sync).
 ALTER TABLE migration.barriers ADD COLUMN IF NOT EXISTS snapshot_id TEXT;
 CREATE INDEX IF NOT EXISTS barriers_by_school ON migration.barriers (school_id, sent_at);
+
+-- Files rebuilt from the tables for a school to go back to its browser (schoolmig export), and
+-- their proof: re-ingested into a scratch school, they migrate to the same records. A rollback
+-- after a cutover needs one made after the cutover.
+CREATE TABLE IF NOT EXISTS migration.exports (
+  export_id      TEXT PRIMARY KEY,
+  school_id      TEXT NOT NULL,
+  format         TEXT NOT NULL,
+  sha256         TEXT NOT NULL,
+  size_bytes     BIGINT NOT NULL,
+  records        JSONB NOT NULL,  -- per domain, how many records the file holds
+  left_out       JSONB NOT NULL,  -- per domain, records the format cannot carry
+  actor          TEXT NOT NULL,
+  created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  verified_at    TIMESTAMPTZ,
+  verified_with  TEXT            -- the scratch school and snapshot it was re-ingested as
+);
+CREATE INDEX IF NOT EXISTS exports_by_school ON migration.exports (school_id, created_at);

@@ -28,4 +28,6 @@ def test_the_document_describes_both_envelopes_with_every_field() -> None:
         "chunk_count", "chunk_sha256",
     }  # fmt: skip
     assert set(schemas["SnapshotChunk"]["properties"]) >= {"kind", "schema_version", "school_id", "snapshot_id", "index", "data_b64"}
+    assert set(schemas["ChangeBatch"]["properties"]) >= {"kind", "schema_version", "school_id", "client_id", "changes"}
+    assert set(schemas["Change"]["properties"]) >= {"op", "domain", "record_id", "record", "source_ts", "seq"}
     assert {c["address"] for c in spec["channels"].values()} == {"schoolmig.ingest", "schoolmig.events", "schoolmig.deadletter"}

@@ -1,0 +1,101 @@
+"""The client side of the hybrid phase (``schoolmig.hybrid``), over fake ports: what it writes
+where in each mode, and that its outbox loses nothing while publishing fails, across a restart.
+(Against the real broker, with the broker away: ``tests/integration/test_hybrid_outbox.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from schoolmig.hybrid import HybridClient, LocalData, Outbox, UseTheApi, WritesHeld
+from shared.domains import Domain
+from shared.messages import ChangeBatch, ChangeOp, Mode, SchoolMode
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.up = True
+        self.received: list[ChangeBatch] = []
+
+    async def publish(self, batch: ChangeBatch) -> None:
+        if not self.up:
+            raise ConnectionError("broker away")
+        self.received.append(batch)
+
+    def seqs(self) -> list[int]:
+        return [c.seq for b in self.received for c in b.changes]
+
+
+def mode_of(mode: Mode, maintenance: bool = False) -> SchoolMode:
+    return SchoolMode(school_id="s", mode=mode, maintenance=maintenance, phase="dual_write", reason="test",
+                      updated_at=datetime.now(UTC))  # fmt: skip
+
+
+def client(tmp_path: Path, broker: Broker, current: list[SchoolMode | None]) -> HybridClient:
+    async def mode(_: str) -> SchoolMode | None:
+        return current[0]
+
+    return HybridClient("s", "web-1", local=LocalData(tmp_path / "local.json"), outbox=Outbox(tmp_path / "outbox"),
+                        publisher=broker.publish, mode=mode, retry_s=(0.01, 0.05))  # fmt: skip
+
+
+async def test_hybrid_writes_locally_and_publishes_every_change_in_order(tmp_path: Path) -> None:
+    broker = Broker()
+    c = client(tmp_path, broker, [mode_of(Mode.HYBRID)])
+    await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5, "updatedAt": "2999-03-01T10:00:00Z"})
+    await c.update(Domain.PAYMENTS, {"id": "p1", "amount": 6})
+    await c.delete(Domain.PAYMENTS, "p1")
+    assert [ch.op for b in broker.received for ch in b.changes] == [ChangeOp.CREATE, ChangeOp.UPDATE, ChangeOp.DELETE]
+    assert broker.seqs() == [1, 2, 3] and c.outbox.pending() == []
+    assert broker.received[0].changes[0].source_ts == datetime(2999, 3, 1, 10, tzinfo=UTC)  # a later updatedAt
+    assert broker.received[1].changes[0].source_ts <= datetime.now(UTC)  # else the clock (an old updatedAt never)
+    assert c.local.read() == {"payments": []}
+
+
+async def test_while_the_broker_is_away_changes_wait_in_the_outbox_and_survive_a_restart(tmp_path: Path) -> None:
+    broker = Broker()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
+    c = client(tmp_path, broker, current)
+    await c.create(Domain.CLASSROOMS, {"id": "r1", "capacity": 3})
+    broker.up = False
+    for n in range(2, 6):  # the app keeps working: every write lands locally and in the outbox
+        await c.update(Domain.CLASSROOMS, {"id": "r1", "capacity": n})
+    assert [ch.seq for ch in c.outbox.pending()] == [2, 3, 4, 5]
+    assert c.local.read()["classrooms"] == [{"id": "r1", "capacity": 5}]
+
+    restarted = client(tmp_path, broker, current)  # the process restarts: the outbox is on disk
+    assert [ch.seq for ch in restarted.outbox.pending()] == [2, 3, 4, 5]
+    broker.up = True
+    stop = asyncio.Event()
+    runner = asyncio.create_task(restarted.run(stop))
+    while restarted.outbox.pending():
+        await asyncio.sleep(0.01)
+    stop.set()
+    await runner
+    assert broker.seqs() == [1, 2, 3, 4, 5]  # everything, once, in order
+    change = await restarted.update(Domain.CLASSROOMS, {"id": "r1", "capacity": 9})
+    assert change.seq == 6  # a sequence number is never handed out twice, restarts included
+
+
+async def test_maintenance_holds_writes_and_api_mode_stops_local_writes(tmp_path: Path) -> None:
+    broker = Broker()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID, maintenance=True)]
+    c = client(tmp_path, broker, current)
+    with pytest.raises(WritesHeld, match="maintenance"):
+        await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5})
+    current[0] = mode_of(Mode.API)
+    with pytest.raises(UseTheApi):
+        await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5})
+    assert c.local.read() == {} and c.outbox.pending() == [] and broker.received == []
+
+
+async def test_before_migration_writes_stay_local(tmp_path: Path) -> None:
+    broker = Broker()
+    for current in (None, mode_of(Mode.LOCAL_STORAGE)):
+        c = client(tmp_path, broker, [current])
+        await c.create(Domain.STUDENTS, {"id": f"s-{current is None}", "name": "x"})
+    assert broker.received == [] and c.outbox.pending() == []
+    assert len(c.local.read()["students"]) == 2
