@@ -11,6 +11,7 @@ after a cutover needs a verified export made after the cutover (the coordinator 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
 import uuid
@@ -72,7 +73,9 @@ async def export_school(
         raise LookupError(f"{school_id} has no records in the tables")
     content, left_out = export_document(records, fmt, datetime.now(UTC))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(content)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the school's personal data: its owner only
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
     result = ExportResult(
         export_id=uuid.uuid4().hex, path=out, sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content),
         records={d.value: len(rs) for d, rs in records.items() if d not in left_out},

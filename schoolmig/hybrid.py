@@ -4,14 +4,23 @@ A :class:`HybridClient` stands where the app's data service writes. On every wri
 what mode the school is in (the coordinator's ``GET /schools/{id}/mode``, through a
 :data:`ModeSource`):
 
-- ``localStorage``: it writes locally only (the school is not migrating yet);
-- ``hybrid``: it writes locally **and** publishes the change (``shared.messages.Change``).
-  The change goes to a durable local :class:`Outbox` first (an fsynced file), and leaves it
+- ``hybrid`` (and ``localStorage``, or a school the coordinator does not know yet): it writes
+  locally **and** publishes the change (``shared.messages.Change``). Before the school is
+  ``hybrid`` too: a write made after its snapshot was read but before the hybrid phase began
+  would otherwise be in neither (a change older than the snapshot just loses to it). The
+  change goes to a durable local :class:`Outbox` first (an fsynced file), and leaves it
   only once Kafka acknowledged it, so a change is never lost while the broker is away: the
   outbox is retried with back-off (``flush``, ``run``) and survives a restart;
 - maintenance (a cutover in progress): the write is refused with :class:`WritesHeld`, a
   clear error the app shows; nothing is written anywhere;
 - ``api``: the write is refused with :class:`UseTheApi`; the client stops writing locally.
+  Changes still in the outbox then (made before the cutover, the broker away) are kept, not
+  sent (ingest would refuse them): ``flush`` raises :class:`UseTheApi` saying how many, so
+  the app can hand them to the API.
+
+A record the pipeline could not carry (``NaN``, NUL, too deep, too large for one message)
+is refused before anything is written (``ValueError``): an outbox entry that can never be
+sent would hold up every change behind it.
 
 Every change gets the next number of this client's counter (``seq``, kept in the outbox's
 directory and never reused, not even after a restart) and its time: the client's clock (or
@@ -30,10 +39,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared import jsonsafe
 from shared.domains import Domain
-from shared.messages import MAX_CHANGES_PER_MESSAGE, Change, ChangeBatch, ChangeOp, Mode, SchoolMode
+from shared.messages import (
+    MAX_CHANGES_PER_MESSAGE,
+    MAX_INGEST_MESSAGE_BYTES,
+    Change,
+    ChangeBatch,
+    ChangeOp,
+    Mode,
+    SchoolMode,
+)
+from shared.settings import Settings
 
 log = logging.getLogger("schoolmig.hybrid")
+MAX_DEPTH = Settings.model_fields["max_nesting_depth"].default  # as ingest reads records
+_ENVELOPE_BYTES = 512  # a change message's own fields, generously
+MAX_CHANGE_BYTES = MAX_INGEST_MESSAGE_BYTES - _ENVELOPE_BYTES
 
 ModeSource = Callable[[str], Awaitable[SchoolMode | None]]
 """The school's current mode (None: the coordinator does not know the school: localStorage)."""
@@ -155,30 +177,43 @@ class HybridClient:
         return await self._write(ChangeOp.DELETE, domain, record_id, None)
 
     async def _write(self, op: ChangeOp, domain: Domain, record_id: str, record: dict[str, Any] | None) -> Change:
-        current = await self.mode(self.school_id)
-        mode = current.mode if current is not None else Mode.LOCAL_STORAGE
-        if current is not None and current.maintenance:
-            raise WritesHeld(f"school {self.school_id} is in maintenance ({current.reason}): writes are held, try again shortly")
-        if mode is Mode.API:
-            raise UseTheApi(f"school {self.school_id} runs on the API: write through it, not to the browser's storage")
+        await self._writable()
+        if record is not None and (why := jsonsafe.unrepresentable(record, max_depth=MAX_DEPTH)) is not None:
+            raise ValueError(f"the record cannot be migrated as it is: {why}")
         change = Change(op=op, domain=domain, record_id=record_id, record=record,
                         source_ts=_source_ts(record, self.clock), seq=self.outbox.next_seq())  # fmt: skip
-        if mode is Mode.HYBRID:
-            self.outbox.add(change)  # first: a crash after it publishes the change at the next start
+        if len(_encoded(change)) > MAX_CHANGE_BYTES:
+            raise ValueError(f"the record is larger than one change may be ({MAX_CHANGE_BYTES} bytes as JSON)")
+        self.outbox.add(change)  # first: a crash after it publishes the change at the next start
         self.local.apply(change)
-        if mode is Mode.HYBRID:
-            try:
-                await self.flush()
-            except Exception as exc:  # kept in the outbox; ``run`` (or the next write) sends it
-                log.warning("change %s kept in the outbox: %s", change.seq, type(exc).__name__)
+        try:
+            await self.flush()
+        except UseTheApi:
+            raise
+        except Exception as exc:  # kept in the outbox; ``run`` (or the next write) sends it
+            log.warning("change %s kept in the outbox: %s", change.seq, type(exc).__name__)
         return change
+
+    async def _writable(self) -> SchoolMode | None:
+        current = await self.mode(self.school_id)
+        if current is not None and current.maintenance:
+            raise WritesHeld(f"school {self.school_id} is in maintenance ({current.reason}): writes are held, try again shortly")
+        if current is not None and current.mode is Mode.API:
+            raise UseTheApi(f"school {self.school_id} runs on the API: write through it, not to the browser's storage")
+        return current
 
     async def flush(self) -> int:
         """Publish what the outbox holds, in order; return how many left it. Raises (keeping
         the rest) when Kafka does not acknowledge."""
         sent = 0
         async with self._flushing:
-            while pending := self.outbox.pending()[:MAX_CHANGES_PER_MESSAGE]:
+            if not self.outbox.pending():
+                return 0
+            current = await self.mode(self.school_id)
+            if current is not None and current.mode is Mode.API:
+                raise UseTheApi(f"school {self.school_id} runs on the API: {len(self.outbox.pending())} change(s) made "
+                                "before the cutover are still in the outbox (kept; ingest would refuse them)")  # fmt: skip
+            while pending := _one_message(self.outbox.pending()):
                 await self.publisher(ChangeBatch(school_id=self.school_id, client_id=self.client_id, changes=pending))
                 self.outbox.remove_first(len(pending))
                 sent += len(pending)
@@ -199,6 +234,22 @@ class HybridClient:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
+
+
+def _encoded(change: Change) -> bytes:
+    return change.model_dump_json().encode()
+
+
+def _one_message(pending: list[Change]) -> list[Change]:
+    """The first changes of the outbox that fit one message ingest takes (by count and bytes)."""
+    size = _ENVELOPE_BYTES
+    taken: list[Change] = []
+    for change in pending[:MAX_CHANGES_PER_MESSAGE]:
+        size += len(_encoded(change)) + 1
+        if taken and size > MAX_INGEST_MESSAGE_BYTES:
+            break
+        taken.append(change)
+    return taken
 
 
 def kafka_publisher(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> Publisher:

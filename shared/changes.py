@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared import jsonsafe
 from shared.batching import encode, header, pack
@@ -47,23 +47,37 @@ class ChangePlan:
     quarantined: list[QuarantinedRecord]
 
 
-def plan_changes(batch: ChangeBatch, *, max_depth: int, skip: frozenset[int] = frozenset()) -> ChangePlan:
-    """``skip``: positions not to send at all (refused: a sequence number reused)."""
+def plan_changes(
+    batch: ChangeBatch, *, max_depth: int, now: datetime | None = None, max_ahead_s: float | None = None,
+    skip: frozenset[int] = frozenset(),
+) -> ChangePlan:
+    """Which changes to send on, and which to quarantine: a record the pipeline cannot carry
+    faithfully (``unrepresentable_value``), or a time further than ``max_ahead_s`` past ``now``
+    (``clock_ahead``: a client whose clock runs fast would pin its record, every later write
+    of it losing). ``skip``: positions not to send at all (refused elsewhere)."""
     accepted: list[tuple[int, Change]] = []
     quarantined: list[QuarantinedRecord] = []
+    limit = now + timedelta(seconds=max_ahead_s) if now is not None and max_ahead_s is not None else None
     for index, change in enumerate(batch.changes):
         if index in skip:
             continue
         why = None if change.record is None else jsonsafe.unrepresentable(change.record, max_depth=max_depth, path="record")
+        reason = "unrepresentable_value"
+        if why is None and limit is not None and change.source_ts > limit:
+            why, reason = f"source_ts is more than {max_ahead_s:.0f}s ahead of ingest's clock (SCHOOLMIG_MAX_CLOCK_AHEAD_S)", "clock_ahead"
         if why is None:
             accepted.append((index, change))
             continue
         quarantined.append(QuarantinedRecord(
             school_id=batch.school_id, snapshot_id=meta(batch, change).change_id, domain=change.domain, index=index,
-            legacy_id=change.record_id, stage=Stage.INGEST, reason="unrepresentable_value",
-            message=f"{why}; the change is not carried", payload=None,
+            legacy_id=change.record_id, stage=Stage.INGEST, reason=reason,
+            message=f"{why}; the change is not carried", payload=None if reason == "unrepresentable_value" else change.record,
         ))  # fmt: skip
     return ChangePlan(accepted, quarantined)
+
+
+def without(plan: ChangePlan, positions: set[int]) -> ChangePlan:
+    return ChangePlan([(i, c) for i, c in plan.accepted if i not in positions], plan.quarantined)
 
 
 def change_batches(
@@ -94,4 +108,4 @@ def change_batches(
             yield WireBatch("quarantine", domain, batch_key(batch.school_id, domain), body, n)
 
 
-__all__ = ["ChangeOp", "ChangePlan", "change_batches", "change_digest", "meta", "plan_changes", "record_bytes"]
+__all__ = ["ChangeOp", "ChangePlan", "change_batches", "change_digest", "meta", "plan_changes", "record_bytes", "without"]

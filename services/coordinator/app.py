@@ -178,18 +178,19 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     """Move a school to ``synced`` and ask for validation when every record is accounted for."""
     if counts is None or not all(c.accounted for c in counts.values()):
         return False
+    cut = None
+    if await store.has_changes(school_id):
+        # Live changes: counts prove the snapshot, not the changes; a barrier proves both (and
+        # the sweep after it settles what changes still wait for: orphans before validation).
+        cut = await changes_barrier(store, operations, school_id, snapshot_id)
+        if cut is None:
+            return False
     sweep = await store.sweep_parked(school_id, snapshot_id)
     if sweep.redrive:
         await redrive(sweep.redrive)
         log.warning("%s: %d parked record(s) whose parents are in the tables re-driven", school_id, len(sweep.redrive))
     if sweep.redrive or sweep.pending:
         return False  # synced once they are written
-    cut = None
-    if await store.has_changes(school_id):
-        # Live changes: counts prove the snapshot, not the changes; a barrier proves both.
-        cut = await changes_barrier(store, operations, school_id, snapshot_id)
-        if cut is None:
-            return False
     if marked := await store.mark_deleted(school_id, snapshot_id):
         log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     orphans = sweep.orphans

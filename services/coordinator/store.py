@@ -128,7 +128,8 @@ class CoordinatorStore:
                 """
                 DELETE FROM migration.parked_records p USING migration.record_versions v
                  WHERE p.school_id = $1 AND (v.school_id, v.domain, v.legacy_id) = (p.school_id, p.domain, p.legacy_id)
-                   AND v.live_ts IS NOT NULL AND (p.source_ts, p.client_id, p.seq) <= (v.live_ts, v.live_client, v.live_seq)
+                   AND p.client_id <> '' AND v.live_ts IS NOT NULL
+                   AND (p.source_ts, p.client_id, p.seq) <= (v.live_ts, v.live_client, v.live_seq)
                 """,
                 school_id,
             )
@@ -294,10 +295,12 @@ class CoordinatorStore:
         )
 
     async def verified_export_since(self, school_id: str, since: Any) -> dict[str, Any] | None:
-        """The school's latest export made after ``since`` and verified (``schoolmig export --verify``)."""
+        """The school's latest export made after ``since``, verified (``schoolmig export --verify``),
+        and whole: one that left domains out (``mockdata_export``) is no way back."""
         row = await self.pool.fetchrow(
             "SELECT export_id, sha256, format, verified_with FROM migration.exports"
-            " WHERE school_id = $1 AND verified_at IS NOT NULL AND created_at >= $2 ORDER BY created_at DESC LIMIT 1",
+            " WHERE school_id = $1 AND verified_at IS NOT NULL AND created_at >= $2 AND left_out = '{}'::jsonb"
+            " ORDER BY created_at DESC LIMIT 1",
             school_id, since,
         )  # fmt: skip
         return dict(row) if row else None
@@ -422,6 +425,10 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
                   RETURNING 1)
                 SELECT count(*) FROM marked
                 """,
+                school_id, snapshot_id,
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE migration.snapshots SET deletions_marked_at = now() WHERE school_id = $1 AND snapshot_id = $2",
                 school_id, snapshot_id,
             )  # fmt: skip
         return int(marked)

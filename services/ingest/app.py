@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context, FastStream
@@ -23,7 +23,7 @@ from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.batching import encode
-from shared.changes import change_batches, plan_changes
+from shared.changes import change_batches, plan_changes, without
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
@@ -184,13 +184,15 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
                                             reason="school_cut_over", message=why),
                       topics.events, key=batch.school_id.encode())  # fmt: skip
         return
-    reused = await store.save_changes(batch)
+    plan = plan_changes(batch, max_depth=settings.max_nesting_depth, now=datetime.now(UTC),
+                        max_ahead_s=settings.max_clock_ahead_s)  # fmt: skip
+    reused = await store.save_changes(batch, plan.accepted)
     for position in sorted(reused):  # kept, never applied: which of the two is right is the client's to say
         change = batch.changes[position]
         await dead_letter(message, encode(change.model_dump(mode="json")), "conflicting_change",
                           f"change {change_id(batch.client_id, change.seq)} was received before with other content")  # fmt: skip
-    plan = plan_changes(batch, max_depth=settings.max_nesting_depth, skip=frozenset(reused))
-    default_ts = await store.school_default_ts(batch.school_id)
+    plan = without(plan, reused)
+    default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
     pending = []
     for wire in change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
                                max_bytes=settings.batch_bytes):  # fmt: skip

@@ -11,7 +11,7 @@ import asyncpg
 from shared.chunks import sha256_hex
 from shared.db import pg_json
 from shared.changes import change_digest, record_bytes
-from shared.messages import AuditSummary, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
+from shared.messages import AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
 @dataclass(frozen=True)
@@ -136,23 +136,14 @@ class IngestStore:
         return result
 
     async def default_ts(self, school_id: str, snapshot_id: str, taken_at: datetime) -> datetime:
-        """The time this snapshot gives records without timestamps: the one the school's first
-        released snapshot gave (or its own time, if it is the first), fixed at the first ask.
-        By release, not by ``taken_at``: a late, older snapshot must not move it."""
-        value = await self.pool.fetchval(
-            """
-            UPDATE migration.snapshots s
-               SET default_ts = coalesce(s.default_ts,
-                                         (SELECT coalesce(o.default_ts, o.taken_at) FROM migration.snapshots o
-                                           WHERE o.school_id = $1 AND o.released_at IS NOT NULL
-                                           ORDER BY o.released_at LIMIT 1),
-                                         $3)
-             WHERE s.school_id = $1 AND s.snapshot_id = $2
-            RETURNING s.default_ts
-            """,
-            school_id, snapshot_id, taken_at,
-        )  # fmt: skip
-        return value or taken_at
+        """The time this snapshot gives records without timestamps: the school's
+        (:meth:`school_default_ts`, this snapshot's own time if it is the first thing of the
+        school), kept with the snapshot for the validator."""
+        value = await self.school_default_ts(school_id, taken_at)
+        await self.pool.execute(
+            "UPDATE migration.snapshots SET default_ts = $3 WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id, value
+        )
+        return value
 
     async def newer_released(self, school_id: str, snapshot_id: str, taken_at: datetime) -> str | None:
         """A released snapshot of the school taken after this one, if any (this one then is
@@ -194,10 +185,13 @@ class IngestStore:
             manifest.school_id, manifest.snapshot_id, pg_json(audit.model_dump(mode="json")),
         )  # fmt: skip
 
-    async def save_changes(self, batch: ChangeBatch) -> set[int]:
-        """Keep every change of the message (a redelivered one is already there); return the
-        positions of those whose (client, seq) already names a *different* change."""
-        changes = batch.changes
+    async def save_changes(self, batch: ChangeBatch, accepted: list[tuple[int, Change]]) -> set[int]:
+        """Keep the accepted changes of the message (a redelivered one is already there); return
+        the positions of those whose (client, seq) already names a *different* change."""
+        if not accepted:
+            return set()
+        positions = [i for i, _ in accepted]
+        changes = [c for _, c in accepted]
         digests = [change_digest(c) for c in changes]
         rows = await self.pool.fetch(
             """
@@ -214,18 +208,27 @@ class IngestStore:
             """,
             batch.school_id, batch.client_id, [c.seq for c in changes], [c.domain.value for c in changes],
             [c.record_id for c in changes], [c.op.value for c in changes], [c.source_ts for c in changes],
-            [record_bytes(c) for c in changes], digests, list(range(len(changes))),
+            [record_bytes(c) for c in changes], digests, positions,
         )  # fmt: skip
         return {r["pos"] for r in rows}
 
-    async def school_default_ts(self, school_id: str) -> datetime | None:
-        """The time the school's first released snapshot gave records without timestamps (so a
-        change's record maps as that snapshot's did); None before any snapshot."""
-        return await self.pool.fetchval(
-            "SELECT coalesce(default_ts, taken_at) FROM migration.snapshots WHERE school_id = $1 AND released_at IS NOT NULL"
-            " ORDER BY released_at LIMIT 1",
-            school_id,
-        )
+    async def school_default_ts(self, school_id: str, candidate: datetime) -> datetime:
+        """The time every record of the school without timestamps is given, whichever write
+        brings it first (snapshot or change): fixed at the first ask (``candidate``, the time of
+        what asks), the same for every replica. By arrival, not by time: a late, older snapshot
+        must not move it (the rows already written keep their ``created_at``)."""
+        value = await self.pool.fetchval(
+            """
+            WITH new AS (INSERT INTO migration.school_defaults (school_id, default_ts) VALUES ($1, $2)
+                         ON CONFLICT (school_id) DO NOTHING RETURNING default_ts)
+            SELECT default_ts FROM new UNION ALL SELECT default_ts FROM migration.school_defaults WHERE school_id = $1
+            """,
+            school_id, candidate,
+        )  # fmt: skip
+        if value is None:  # another replica's insert committed after this statement began: read it now
+            value = await self.pool.fetchval("SELECT default_ts FROM migration.school_defaults WHERE school_id = $1", school_id)
+        assert value is not None
+        return value
 
     async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)

@@ -49,7 +49,8 @@ def newest_per_record(records: Iterable[MappedRecord]) -> list[MappedRecord]:
     A batch can hold a record twice (a redelivery, a re-published snapshot, two changes):
     the upserts must not touch one row twice in a statement, and the newer write must win.
     A delete is kept beside the content's write, not instead of it: the rows are written
-    whichever comes first (a soft delete keeps them), so what references them is too.
+    whichever comes first (a soft delete keeps them), so what references them is too. (The
+    loader calls this for a batch's snapshot records and its changes apart: each is a step.)
     """
     chosen: dict[tuple[RecordKey, bool], MappedRecord] = {}
     for record in records:

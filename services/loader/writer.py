@@ -147,11 +147,29 @@ ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
  WHERE v.deleted_ts IS NULL
     OR (v.deleted_ts, v.deleted_client, v.deleted_seq) < (EXCLUDED.deleted_ts, EXCLUDED.deleted_client, EXCLUDED.deleted_seq)
 """
+# Of these changes, the ones older than their school's newest snapshot whose deletions are
+# marked (the coordinator's mark_deleted), of a record that snapshot does not have: arriving
+# late, they are deleted by it, as they would have been had they come before it.
+_DELETED_BY_SNAPSHOT = """
+WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
+                  AS k (s, d, l, ts, c, q)),
+marked AS (SELECT DISTINCT ON (school_id) school_id, snapshot_id, taken_at FROM migration.snapshots
+            WHERE school_id IN (SELECT s FROM k) AND deletions_marked_at IS NOT NULL
+            ORDER BY school_id, taken_at DESC, snapshot_id DESC)
+SELECT k.s, k.d, k.l, m.taken_at AS ts, ''::text AS c, 0::bigint AS q, m.snapshot_id AS by
+  FROM k JOIN marked m ON m.school_id = k.s
+ WHERE (k.ts, k.c, k.q) < (m.taken_at, '', 0::bigint)
+   AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
+                    WHERE (l.school_id, l.domain, l.legacy_id, l.snapshot_id) = (k.s, k.d, k.l, m.snapshot_id))
+   AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                    WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (k.s, m.snapshot_id, k.d, k.l))
+"""
 # A write judged stale is not waiting anywhere either: its parked self (or an older one) goes.
 _FORGET_STALE = """
 DELETE FROM migration.parked_records p
  USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[]) AS k (s, d, l, ts, c, q)
  WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND (p.source_ts, p.client_id, p.seq) <= (k.ts, k.c, k.q)
+RETURNING p.school_id, p.domain, p.legacy_id, p.snapshot_id, p.record_index, p.source_ts, p.client_id
 """
 # What a (re)parked record waits for is exactly its current missing references.
 _RESET_REFS = """
@@ -165,16 +183,32 @@ ON CONFLICT DO NOTHING
 """
 # Written records are no longer parked, nor quarantined as orphans.
 _UNPARK = """
-WITH written AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS w (school_id, domain, legacy_id)),
+WITH written AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])
+         AS w (school_id, domain, legacy_id, ts, client_id, seq)),
+unparked AS (
+  DELETE FROM migration.parked_records p USING written w
+   WHERE (p.school_id, p.domain, p.legacy_id) = (w.school_id, w.domain, w.legacy_id)
+     AND (p.source_ts, p.client_id, p.seq) <= (w.ts, w.client_id, w.seq)
+  RETURNING p.school_id, p.domain, p.legacy_id, p.snapshot_id, p.record_index, p.source_ts, p.client_id),
 orphans AS (
-  DELETE FROM migration.quarantine q USING written w
-   WHERE (q.school_id, q.domain, q.legacy_id) = (w.school_id, w.domain, w.legacy_id) AND q.reason = 'orphaned_reference')
-DELETE FROM migration.parked_records p USING written w
- WHERE (p.school_id, p.domain, p.legacy_id) = (w.school_id, w.domain, w.legacy_id)
+  DELETE FROM migration.quarantine q USING unparked u
+   WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (u.school_id, u.snapshot_id, u.domain, u.legacy_id)
+     AND q.reason = 'orphaned_reference')
+SELECT * FROM unparked
+"""
+# What a newer parked write displaces: an older parked snapshot record of the same record.
+_DISPLACED = """
+SELECT p.school_id, p.domain, p.legacy_id, p.snapshot_id, p.record_index, p.source_ts, p.client_id
+  FROM migration.parked_records p
+  JOIN unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[]) AS k (s, d, l, ts, c, q)
+    ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
+ WHERE (p.source_ts, p.client_id, p.seq) < (k.ts, k.c, k.q)
 """
 _FORGET_PARKED = """
-DELETE FROM migration.parked_records p USING unnest($1::text[], $2::text[], $3::text[]) AS f (school_id, domain, legacy_id)
- WHERE (p.school_id, p.domain, p.legacy_id) = (f.school_id, f.domain, f.legacy_id)
+DELETE FROM migration.parked_records p
+ USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS f (school_id, domain, legacy_id, snapshot_id)
+ WHERE (p.school_id, p.domain, p.legacy_id, p.snapshot_id) = (f.school_id, f.domain, f.legacy_id, f.snapshot_id)
 """
 # A written row satisfies the references that waited for it; a record with none left may go.
 # (Two statements: a data-modifying CTE's effects are invisible to its own statement.)
@@ -250,10 +284,12 @@ class Writer:
 
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
-        batch = newest_per_record(records)
-        # A snapshot's record a change of the same batch outdid is still accounted for its snapshot.
-        chosen = {id(r) for r in batch}
-        shadowed = newest_per_record(r for r in records if r.change is None and id(r) not in chosen)
+        # Snapshot records first, then changes, each its own step in the one transaction: a
+        # change judges itself against what the snapshot's record left, and a snapshot's
+        # record is written (and counted for its snapshot) whatever becomes of a change of it.
+        steps = [step for step in (newest_per_record(r for r in records if r.change is None),
+                                   newest_per_record(r for r in records if r.change is not None)) if step]  # fmt: skip
+        batch = [r for step in steps for r in step]
         schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
         cache: Cache = {}
@@ -267,8 +303,8 @@ class Writer:
                     async with conn.transaction():
                         await conn.execute(_PREPARE)
                         await lock_schools(conn, schools)
-                        await _stale(conn, shadowed)
-                        await _write_steps(conn, batch, cache, tally)
+                        for step in steps:
+                            await _write_steps(conn, step, cache, tally)
                     return
                 except Exception as exc:
                     if not _refused(exc):
@@ -277,11 +313,11 @@ class Writer:
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
                     await lock_schools(conn, schools)
-                    await _stale(conn, shadowed)
-                    await _write_isolated(conn, batch, refused, cache, tally)
+                    for step in steps:
+                        await _write_isolated(conn, step, refused, cache, tally)
                     if refused:  # a refused record is quarantined, so no longer waits anywhere
-                        await conn.execute(_FORGET_PARKED, [r.school_id for r in refused],
-                                           [r.domain.value for r in refused], [r.legacy_id for r in refused])  # fmt: skip
+                        await conn.execute(_FORGET_PARKED, [r.school_id for r in refused], [r.domain.value for r in refused],
+                                           [r.legacy_id for r in refused], [r.snapshot_id for r in refused])  # fmt: skip
 
         if batch:
             await with_retries(attempt, "load batch")
@@ -346,6 +382,9 @@ async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: C
     await _stale(conn, stale)
     if tombstones:
         await conn.execute(_TOMBSTONE, *_version_columns(tombstones))
+    if changes := [r for r in keep if r.change is not None]:
+        if late := await conn.fetch(_DELETED_BY_SNAPSHOT, *_version_columns(changes)[:6]):
+            await conn.execute(_TOMBSTONE, *map(list, zip(*late, strict=True)))
     return keep, True
 
 
@@ -354,8 +393,17 @@ async def _stale(conn: asyncpg.Connection, stale: list[MappedRecord]) -> None:
     them (their parked selves go), and a snapshot's record still counts as loaded for its
     snapshot (its ledger line), or that snapshot's counts would never add up."""
     if stale:
-        await conn.execute(_FORGET_STALE, *_version_columns(stale)[:6])
         await _ledger(conn, [r for r in stale if r.change is None])
+        await _ledger_parked(conn, await conn.fetch(_FORGET_STALE, *_version_columns(stale)[:6]))
+
+
+async def _ledger_parked(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
+    """Parked snapshot records a newer write took the place of: they count as loaded for their
+    snapshot (superseded), or its counts would never add up. (A parked change just goes.)"""
+    if rows := [r for r in rows if r["client_id"] == ""]:
+        await conn.execute(_LEDGER, [r["school_id"] for r in rows], [r["domain"] for r in rows],
+                           [r["legacy_id"] for r in rows], [r["snapshot_id"] for r in rows],
+                           [r["record_index"] for r in rows], [r["source_ts"] for r in rows])  # fmt: skip
 
 
 def _version_columns(records: list[MappedRecord]) -> tuple[list[Any], ...]:
@@ -440,8 +488,7 @@ async def _write_rows(
     if versioned and snapshots:  # where a change or deletion was, the version moves on
         s_, d, l, ts, _, _, by = _version_columns(snapshots)
         await conn.execute(_LIVE_SNAPSHOT, s_, d, l, ts, by)
-    await conn.execute(_UNPARK, [r.school_id for r in records], [r.domain.value for r in records],
-                       [r.legacy_id for r in records])  # fmt: skip
+    await _ledger_parked(conn, await conn.fetch(_UNPARK, *_version_columns(records)[:6]))
 
 
 _TIMESTAMP_POSITIONS = {
@@ -483,6 +530,7 @@ async def _existing(conn: asyncpg.Connection, records: list[MappedRecord]) -> se
 async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[Ref]]]) -> None:
     if not parked:
         return
+    await _ledger_parked(conn, await conn.fetch(_DISPLACED, *_version_columns([r for r, _ in parked])[:6]))
     kept = await conn.fetch(
         _PARK,
         [r.school_id for r, _ in parked], [r.domain.value for r, _ in parked], [r.legacy_id for r, _ in parked],
@@ -491,6 +539,8 @@ async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[R
         [version_of(r).seq for r, _ in parked],
     )  # fmt: skip
     now_parked = {(k["school_id"], k["domain"], k["legacy_id"]) for k in kept}  # a newer parked version stays
+    # A snapshot's record a newer parked write (a change) stands in front of: superseded, counted.
+    await _ledger(conn, [r for r, _ in parked if r.change is None and record_key(r) not in now_parked])
     if now_parked:
         await conn.execute(_RESET_REFS, *map(list, zip(*now_parked, strict=True)))
     refs = [(r, table, row) for r, missing in parked if record_key(r) in now_parked for table, row in sorted(missing)]

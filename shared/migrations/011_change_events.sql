@@ -46,8 +46,8 @@ DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'migration' AND tablename = 'deleted_records') THEN
     INSERT INTO migration.record_versions (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
-    SELECT d.school_id, d.domain, d.legacy_id, s.taken_at, '', 0, d.snapshot_id, d.deleted_at
-      FROM migration.deleted_records d JOIN migration.snapshots s USING (school_id, snapshot_id)
+    SELECT d.school_id, d.domain, d.legacy_id, coalesce(s.taken_at, d.deleted_at), '', 0, d.snapshot_id, d.deleted_at
+      FROM migration.deleted_records d LEFT JOIN migration.snapshots s USING (school_id, snapshot_id)
     ON CONFLICT DO NOTHING;
     DROP TABLE migration.deleted_records;
   END IF;
@@ -85,3 +85,20 @@ CREATE TABLE IF NOT EXISTS migration.exports (
   verified_with  TEXT            -- the scratch school and snapshot it was re-ingested as
 );
 CREATE INDEX IF NOT EXISTS exports_by_school ON migration.exports (school_id, created_at);
+
+-- The time a school's records without their own timestamps are given, whatever brings them
+-- first (its first snapshot released, or a change before it): fixed once per school, so a
+-- record maps to the same row whichever of its writes inserted it.
+CREATE TABLE IF NOT EXISTS migration.school_defaults (
+  school_id   TEXT PRIMARY KEY,
+  default_ts  TIMESTAMPTZ NOT NULL,
+  set_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO migration.school_defaults (school_id, default_ts)
+SELECT DISTINCT ON (school_id) school_id, coalesce(default_ts, taken_at) FROM migration.snapshots
+ WHERE released_at IS NOT NULL ORDER BY school_id, released_at
+ON CONFLICT DO NOTHING;
+
+-- When the coordinator marked what a snapshot no longer has (its deletions): from then on a
+-- late change older than it, of a record it does not have, is deleted by it too.
+ALTER TABLE migration.snapshots ADD COLUMN IF NOT EXISTS deletions_marked_at TIMESTAMPTZ;

@@ -12,7 +12,7 @@ import pytest
 
 from schoolmig.hybrid import HybridClient, LocalData, Outbox, UseTheApi, WritesHeld
 from shared.domains import Domain
-from shared.messages import ChangeBatch, ChangeOp, Mode, SchoolMode
+from shared.messages import MAX_INGEST_MESSAGE_BYTES, ChangeBatch, ChangeOp, Mode, SchoolMode
 
 
 class Broker:
@@ -92,10 +92,48 @@ async def test_maintenance_holds_writes_and_api_mode_stops_local_writes(tmp_path
     assert c.local.read() == {} and c.outbox.pending() == [] and broker.received == []
 
 
-async def test_before_migration_writes_stay_local(tmp_path: Path) -> None:
+async def test_before_the_hybrid_phase_writes_are_published_too(tmp_path: Path) -> None:
+    """A write made after the school's snapshot was read but before it is hybrid would be in
+    neither: it is published as well (older than the snapshot, it just loses to it)."""
     broker = Broker()
     for current in (None, mode_of(Mode.LOCAL_STORAGE)):
         c = client(tmp_path, broker, [current])
         await c.create(Domain.STUDENTS, {"id": f"s-{current is None}", "name": "x"})
-    assert broker.received == [] and c.outbox.pending() == []
+    assert broker.seqs() == [1, 2] and c.outbox.pending() == []
     assert len(c.local.read()["students"]) == 2
+
+
+async def test_a_record_that_could_never_be_sent_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    broker = Broker()
+    c = client(tmp_path, broker, [mode_of(Mode.HYBRID)])
+    for bad in ({"id": "p1", "amount": float("nan")}, {"id": "p1", "note": "a\x00b"}, {"id": "p1", "note": "x" * 600_000}):
+        with pytest.raises(ValueError):
+            await c.create(Domain.PAYMENTS, bad)
+    assert c.local.read() == {} and c.outbox.pending() == [] and broker.received == []
+
+
+async def test_a_long_outage_drains_in_messages_ingest_takes(tmp_path: Path) -> None:
+    broker = Broker()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
+    c = client(tmp_path, broker, current)
+    broker.up = False
+    for n in range(12):  # 12 changes of ~100 KB: more than one message may carry
+        await c.create(Domain.STUDENTS, {"id": f"s{n}", "notes": "y" * 100_000})
+    broker.up = True
+    assert await c.flush() == 12
+    assert len(broker.received) > 1
+    assert all(len(b.model_dump_json().encode()) <= MAX_INGEST_MESSAGE_BYTES for b in broker.received)
+    assert broker.seqs() == list(range(1, 13))
+
+
+async def test_changes_still_waiting_at_the_cutover_are_kept_not_sent(tmp_path: Path) -> None:
+    broker = Broker()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
+    c = client(tmp_path, broker, current)
+    broker.up = False
+    await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5})
+    broker.up = True
+    current[0] = mode_of(Mode.API)
+    with pytest.raises(UseTheApi, match="1 change"):
+        await c.flush()
+    assert [ch.seq for ch in c.outbox.pending()] == [1] and broker.received == []

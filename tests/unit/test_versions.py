@@ -56,7 +56,7 @@ def test_within_a_batch_the_same_writes_win_in_any_order(batch: list[MappedRecor
     order.shuffle(shuffled)  # type: ignore[attr-defined]
     chosen = newest_per_record(batch)
     again = newest_per_record(shuffled)
-    key = lambda r: (version_of(r), r.change is None, r.rows and r.rows[0].values["amount"])  # noqa: E731
+    key = lambda r: (version_of(r), r.change is None, r.rows[0].values["amount"] if r.rows else 0)  # noqa: E731
     assert sorted(map(key, chosen)) == sorted(map(key, again)) or _equal_version_ties(batch)
     contents = [r for r in batch if r.rows]
     deletes = [r for r in batch if not r.rows]
