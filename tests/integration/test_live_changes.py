@@ -3,7 +3,9 @@
 A property-based test (hypothesis) over the real stack: a small, coherent school is
 published as its first snapshot; then a random history of creates, updates and deletes by
 two clients (some at the same instant, so the version's tie-break decides) and of newer
-snapshots of the school is delivered **shuffled, with duplicates**. When everything is
+snapshots of the school is delivered **shuffled, with duplicates**. Changes move records
+under other ones (a student to a class, a class to a classroom), some created by changes
+that may arrive later, so records wait parked for their parents too. When everything is
 through, the database must hold exactly what applying the history in version order gives
 (``shared.versions``): every live record, read back through the reverse mapping
 (``shared.export``), equal to the model's; every record the history deleted soft-deleted
@@ -70,8 +72,8 @@ def small_school() -> dict[Domain, list[dict[str, Any]]]:
 
 
 BASE = small_school()
-MUTABLE = (Domain.PAYMENTS, Domain.CLASSROOMS, Domain.STUDENTS)  # what the history changes
-CREATABLE = (Domain.PAYMENTS, Domain.CLASSROOMS)  # no unique key a copy would repeat
+MUTABLE = (Domain.PAYMENTS, Domain.CLASSROOMS, Domain.STUDENTS, Domain.CLASSES)  # what the history changes
+CREATABLE = (Domain.PAYMENTS, Domain.CLASSROOMS, Domain.CLASSES)  # no unique key a copy would repeat
 
 
 @dataclass
@@ -89,15 +91,26 @@ class History:
         return [e for e in self.events if e.change is not None]
 
 
-def mutate(domain: Domain, record: dict[str, Any], n: int) -> dict[str, Any]:
+def mutate(domain: Domain, record: dict[str, Any], n: int, parent: str | None = None) -> dict[str, Any]:
+    """A valid new version of ``record``; ``parent``: a record it is moved under (a student's
+    class, a class's classroom), maybe one a change created, maybe not delivered yet."""
     record = copy.deepcopy(record)
     if domain is Domain.PAYMENTS:
         record["amount"] = 10 + n
     elif domain is Domain.CLASSROOMS:
         record["capacity"] = 5 + n
+    elif domain is Domain.CLASSES:
+        record["maxStudents"] = 5 + n
+        if parent is not None:
+            record["roomId"] = parent
     else:
         record["address"] = f"Street {n}"
+        if parent is not None:
+            record["classId"] = parent
     return record
+
+
+PARENT = {Domain.STUDENTS: Domain.CLASSES, Domain.CLASSES: Domain.CLASSROOMS}
 
 
 @st.composite
@@ -107,7 +120,7 @@ def histories(draw: st.DrawFn) -> History:
     revive them) and deletes of deleted ones happen too."""
     history = History()
     seq = dict.fromkeys(CLIENTS, 0)
-    ever: dict[Domain, list[str]] = {d: [r["id"] for r in BASE[d]] for d in MUTABLE}
+    ever: dict[Domain, list[str]] = {d: [r["id"] for r in BASE[d]] for d in MUTABLE}  # (references: to any of these)
     latest: dict[tuple[Domain, str], dict[str, Any]] = {(d, r["id"]): r for d in MUTABLE for r in BASE[d]}
     moment = T0
     for n in range(draw(st.integers(3, 14))):
@@ -122,12 +135,15 @@ def histories(draw: st.DrawFn) -> History:
             domain = draw(st.sampled_from(CREATABLE))
             template = BASE[domain][0]
             record_id = f"{domain.value}-new-{n}"
-            record = mutate(domain, dict(template, id=record_id, **({"name": f"Room new {n}"} if domain is Domain.CLASSROOMS else {})), n)
+            parent = draw(st.sampled_from(ever[PARENT[domain]])) if domain in PARENT else None
+            record = mutate(domain, dict(template, id=record_id, **({"name": f"Room new {n}"} if domain is Domain.CLASSROOMS else {})),
+                            n, parent)  # fmt: skip
             ever[domain].append(record_id)
         else:
             domain = draw(st.sampled_from(MUTABLE))
             record_id = draw(st.sampled_from(ever[domain]))
-            record = mutate(domain, latest[(domain, record_id)], n) if kind == "update" else None
+            parent = draw(st.none() | st.sampled_from(ever[PARENT[domain]])) if domain in PARENT else None
+            record = mutate(domain, latest[(domain, record_id)], n, parent) if kind == "update" else None
         if record is not None:
             latest[(domain, record_id)] = record
         op = ChangeOp(kind)
