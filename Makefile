@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m tests.bench.bench_loader --schools 100
 	$(BIN)/python -m tests.bench.bench_validator --schools 100
 	$(BIN)/python -m tests.bench.bench_e2e --schools $(SCHOOLS)
+	$(BIN)/python -m tests.bench.bench_changes --schools 5
 
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install
