@@ -32,6 +32,7 @@ from shared.domains import Domain
 from shared.batching import Unusable, encode, header, pack, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.kafka import consumer_options, make_broker, raw_body
+from shared.leases import Lease
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
@@ -82,9 +83,12 @@ _stopping = asyncio.Event()
 async def start_monitor(store: Store, operations: Ops) -> None:
     if _stopping.is_set():
         return
-    monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: check_syncing(store, operations))
+    assert settings.database_url
+    leader = Lease(settings.database_url, "coordinator.leader")
+    app.context.set_global("leader", leader)
+    monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: lead(leader, store, operations))
     app.context.set_global("monitor", monitor)
-    app.context.set_global("gauges", start_periodic("gauges", GAUGE_INTERVAL_S, lambda: observe(store)))
+    app.context.set_global("gauges", start_periodic("gauges", GAUGE_INTERVAL_S, lambda: observe_if_leader(leader, store)))
     try:
         await operations.resume()  # a cutover interrupted by a restart goes on from its next step
     except asyncpg.InterfaceError:
@@ -103,13 +107,16 @@ Monitor = Annotated[asyncio.Task[None] | None, Context("monitor", default=None)]
 @app.on_shutdown
 async def stop(store: Store, operations: Ops, monitor: Monitor,
                gauges: Annotated[asyncio.Task[None] | None, Context("gauges", default=None)],
-               api: Annotated[web.AppRunner | None, Context("api", default=None)]) -> None:  # fmt: skip
+               api: Annotated[web.AppRunner | None, Context("api", default=None)],
+               leader: Annotated[Lease | None, Context("leader", default=None)]) -> None:  # fmt: skip
     _stopping.set()
     if api is not None:
         await api.cleanup()
     for task in (monitor, gauges):
         if task is not None:
             await stop_periodic(task)
+    if leader is not None:
+        await leader.release()
     for task in list(operations.running.values()):  # resumed from their last step at the next start
         task.cancel()
     await store.pool.close()
@@ -249,6 +256,24 @@ async def redrive(records: list[MappedRecord]) -> None:
 #: database more than the loading did. When each was last checked only orders the rounds.
 SYNC_CHECKS_PER_ROUND = 20
 _checked_at: dict[tuple[str, str], float] = {}
+
+
+async def lead(leader: Lease, store: CoordinatorStore, operations: Operations) -> None:
+    """What one coordinator does for all, whichever holds the lease: the sync checks, and
+    taking up cutovers a coordinator left running (it died, or lost its database)."""
+    if await leader.held():
+        await check_syncing(store, operations)
+        await operations.resume()
+
+
+async def observe_if_leader(leader: Lease, store: CoordinatorStore) -> None:
+    """The school gauges and lag, sampled by the leader only (one series per school, one
+    query load); the others report none."""
+    if await leader.held():
+        await observe(store)
+    else:
+        metrics.schools.lag.clear()
+        metrics.schools.progress.clear()
 
 
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
-from services.coordinator.cutover import Attempt, CutoverFailed, run_cutover
+from services.coordinator.cutover import Attempt, CutoverFailed, LeaseLost, run_cutover
 from services.coordinator.phases import (
     IllegalTransition,
     Phase,
@@ -26,6 +26,7 @@ from services.coordinator.store import CoordinatorStore
 from shared.accounting import quarantine_entries, record_counts
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
+from shared.leases import Lease
 from shared.messages import (
     Barrier,
     Mode,
@@ -65,6 +66,10 @@ class Operations:
     metrics: PipelineMetrics
     actor: str = "coordinator"
     running: dict[str, asyncio.Task[bool]] = field(default_factory=dict)
+    """The cutovers this replica runs (it holds each school's cutover lease meanwhile)."""
+    leases: dict[str, Lease] = field(default_factory=dict)
+    resume_after: dict[str, float] = field(default_factory=dict)
+    """Not before then: a cutover that stopped on an error is taken up again after a pause."""
 
     @cached_property
     def keyring(self) -> Keyring:
@@ -159,7 +164,7 @@ class Operations:
         log.info("%s: report ready (%s)", school_id, phase.value)
 
     async def start_cutover(self, school_id: str, actor: str, reason: str) -> str:
-        if school_id in self.running:
+        if school_id in self.running or await self.store.running_attempt(school_id):
             return "a cutover of this school is already running"
         phase, snapshot_id = await self.store.phase_of(school_id)
         if phase is not Phase.VALIDATED or snapshot_id is None:
@@ -170,22 +175,56 @@ class Operations:
             return f"refused: {exc}"
         self.moved(school_id, Phase.CUTOVER)
         attempt = await self.store.start_attempt(school_id, snapshot_id, actor, reason)
-        self.launch(attempt)
+        if not await self.launch(attempt):  # another replica took it first: it runs it
+            return f"cutover {attempt.attempt_id} started (by another coordinator)"
         return f"cutover {attempt.attempt_id} started"
 
-    def launch(self, attempt: Attempt) -> None:
-        task = asyncio.create_task(run_cutover(self, attempt), name=f"cutover {attempt.school_id}")
-        self.running[attempt.school_id] = task
-        task.add_done_callback(lambda _: self.running.pop(attempt.school_id, None))
+    async def launch(self, attempt: Attempt) -> bool:
+        """Run the attempt here if this replica can take the school's cutover lease (False:
+        another coordinator runs it). The lease is held until the attempt ends here."""
+        school_id = attempt.school_id
+        if school_id in self.running:
+            return True
+        assert self.settings.database_url
+        lease = self.leases.setdefault(school_id, Lease(self.settings.database_url, f"cutover:{school_id}"))
+        if not await lease.held():
+            self.leases.pop(school_id, None)
+            return False
+        task = asyncio.create_task(self._run(attempt, lease), name=f"cutover {school_id}")
+        self.running[school_id] = task
+        return True
+
+    async def _run(self, attempt: Attempt, lease: Lease) -> bool:
+        try:
+            # Re-read under the lease: a coordinator that held it before may have moved on.
+            current = next((a for a in await self.store.running_attempts() if a.attempt_id == attempt.attempt_id), None)
+            if current is None:
+                return False  # it ended meanwhile
+            return await run_cutover(self, current)
+        except LeaseLost:
+            log.warning("%s: cutover lease lost; the coordinator holding it goes on", attempt.school_id)
+            return False
+        except Exception:  # left running in the database: resumed from its last step (``resume``)
+            log.exception("%s: cutover %s stopped; it is resumed from its last step", attempt.school_id, attempt.attempt_id)
+            self.resume_after[attempt.school_id] = time.monotonic() + 5.0
+            return False
+        finally:
+            self.running.pop(attempt.school_id, None)
+            self.leases.pop(attempt.school_id, None)
+            await lease.release()
 
     async def resume(self) -> None:
-        """After a restart: every cutover that was running goes on from its next step."""
+        """Every cutover left running (a coordinator restarted, died, or lost its lease) goes
+        on from its next step, here if this replica can take its lease. Called at start and
+        by the leader every sync round."""
         for attempt in await self.store.running_attempts():
-            log.info("%s: resuming cutover %s after step %s", attempt.school_id, attempt.attempt_id, attempt.last_step)
-            self.launch(attempt)
+            if attempt.school_id in self.running or self.resume_after.get(attempt.school_id, 0.0) > time.monotonic():
+                continue
+            if await self.launch(attempt):
+                log.info("%s: resuming cutover %s after step %s", attempt.school_id, attempt.attempt_id, attempt.last_step)
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
-        if school_id in self.running:
+        if school_id in self.running or await self.store.running_attempt(school_id):
             return "refused: a cutover is running; it rolls back by itself if a step fails"
         phase, snapshot_id = await self.store.phase_of(school_id)
         if phase is Phase.COMPLETED:
@@ -288,6 +327,14 @@ class Operations:
                 raise CutoverFailed(f"health check: {domain.value} holds {held} records, validation saw {valid} valid")
         return "database reachable; every domain holds the validated count" + (
             f" (give or take {sum(late.values())} record(s) changed after the final sync)" if late else "")
+
+    async def fence(self, attempt: Attempt) -> None:
+        lease = self.leases.get(attempt.school_id)
+        if lease is None or not await lease.held():
+            raise LeaseLost(f"{attempt.school_id}: this coordinator no longer holds the cutover lease")
+
+    async def pause(self, tries: int) -> None:
+        await asyncio.sleep(min(30.0, 0.5 * 2**tries))
 
     async def step_done(self, attempt: Attempt, step: str, evidence: str) -> None:
         await self.store.step_done(attempt, step)

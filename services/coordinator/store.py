@@ -250,6 +250,12 @@ class CoordinatorStore:
         )
         return [Attempt(r["attempt_id"], r["school_id"], r["snapshot_id"], r["step"]) for r in rows]
 
+    async def running_attempt(self, school_id: str) -> bool:
+        """Whether a cutover of the school is running (in any coordinator replica)."""
+        return bool(await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
+        ))  # fmt: skip
+
     async def step_done(self, attempt: Attempt, step: str) -> None:
         await self.pool.execute("UPDATE migration.cutovers SET step = $2 WHERE attempt_id = $1", attempt.attempt_id, step)
 

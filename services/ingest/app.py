@@ -29,6 +29,7 @@ from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
 from shared.batching import Unusable, signed_by, unreadable
 from shared.kafka import consumer_options, make_broker, raw_body
+from shared.leases import Lease
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -73,13 +74,19 @@ async def start() -> None:
 @app.after_startup
 async def start_overdue_monitor(store: Store) -> None:
     interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
-    app.context.set_global("monitor", start_periodic("overdue snapshots", interval, lambda: report_overdue(store)))
+    assert settings.database_url
+    lease = Lease(settings.database_url, "ingest.overdue")  # reported once, whichever replica holds it
+    app.context.set_global("overdue_lease", lease)
+    app.context.set_global("monitor", start_periodic("overdue snapshots", interval, lambda: report_if_held(lease, store)))
 
 
 @app.on_shutdown
-async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Context("monitor", default=None)]) -> None:
+async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Context("monitor", default=None)],
+               lease: Annotated[Lease | None, Context("overdue_lease", default=None)]) -> None:  # fmt: skip
     if monitor is not None:  # None: stopped before start-up finished
         await stop_periodic(monitor)
+    if lease is not None:
+        await lease.release()
     await store.pool.close()
 
 
@@ -302,6 +309,11 @@ async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, defa
         topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
         pending.append(await publish(broker, keyring, batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
+
+
+async def report_if_held(lease: Lease, store: IngestStore) -> None:
+    if await lease.held():
+        await report_overdue(store)
 
 
 async def report_overdue(store: IngestStore) -> None:

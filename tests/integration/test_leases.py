@@ -1,0 +1,36 @@
+"""Leases (``shared.leases``) on the real PostgreSQL: one holder at a time, and a holder that
+dies or loses its database lets go, so another replica takes over without anyone's help."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from shared.leases import Lease
+from shared.settings import Settings
+
+
+async def test_one_holder_at_a_time_and_a_dead_holder_lets_go(settings: Settings, pool: asyncpg.Pool) -> None:
+    assert settings.database_url
+    first, second = Lease(settings.database_url, "test.duty"), Lease(settings.database_url, "test.duty")
+    other = Lease(settings.database_url, "test.other-duty")
+    try:
+        assert await first.held() and await first.held()  # taken, then kept
+        assert not await second.held()
+        assert await other.held()  # another name, another lease
+        await first.release()  # a replica stopping
+        assert await second.held() and not await first.held()
+
+        # A holder whose connection the database drops (a crash, a restart, a network cut) no
+        # longer holds it, and says so at its next check: the fencing before a side effect.
+        holder_pid = await pool.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ($1::bigint & 4294967295)::oid"
+            " AND classid = (($1::bigint >> 32) & 4294967295)::oid",
+            second.key,
+        )  # fmt: skip
+        assert holder_pid is not None
+        assert await pool.fetchval("SELECT pg_terminate_backend($1, 5000)", holder_pid)  # (waits for it to exit)
+        assert await first.held()  # the lock went with the connection: taken over
+        assert not await second.held()
+    finally:
+        for lease in (first, second, other):
+            await lease.release()
