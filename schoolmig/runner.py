@@ -7,6 +7,7 @@ snapshot is reported before the next is published), so every report is complete.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -21,12 +22,15 @@ from aiokafka import AIOKafkaProducer
 from schoolmig.sdk import build_envelopes, publish_snapshot
 from shared.accounting import DomainCounts, Pair, quarantine_entries, record_counts, record_counts_many
 from shared.db import create_pool
+from shared.faults import classify
 from shared.domains import Domain
 from shared.messages import OperatorCommand
 from shared.report import run_report, school_report
 from shared.settings import Settings
 from shared.signing import Keyring
 from shared.topics import Topics
+
+log = logging.getLogger("schoolmig.runner")
 
 
 @dataclass(frozen=True)
@@ -147,44 +151,81 @@ async def wait_for_reports(
     pending = list(pairs)
     reports: dict[Pair, dict[str, Any] | None] = {}
     moved_at, last, shown_at, checked_at = time.monotonic(), None, 0.0, 0.0
+    warned_at = 0.0
     while pending:
-        rows = await pool.fetch(
-            """
-            SELECT p.school_id, p.snapshot_id, r.report,
-                   EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
-                            WHERE (i.school_id, i.snapshot_id) = (p.school_id, p.snapshot_id))
-                OR EXISTS (SELECT 1 FROM migration.refused_snapshots f
-                            WHERE (f.school_id, f.snapshot_id) = (p.school_id, p.snapshot_id)) AS incomplete
-              FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
-              LEFT JOIN migration.reports r USING (school_id, snapshot_id)
-            """,
-            [s for s, _ in pending], [n for _, n in pending],
-        )  # fmt: skip
-        for row in rows:
-            pair = (row["school_id"], row["snapshot_id"])
-            if row["report"] is not None and not (overridden and row["report"].get("blocked")):
-                reports[pair] = row["report"]
-            elif row["incomplete"] and incomplete_is_final:
-                reports[pair] = None
+        try:
+            await _poll_reports(pool, pending, reports, overridden, incomplete_is_final)
+        except Exception as exc:
+            if classify(exc) != "transient":
+                raise
+            # The database is away (a restart): wait for it, as the services do, and say so
+            # (the stall timer goes on: a database that never comes back is given up on).
+            if time.monotonic() - warned_at > 10:
+                warned_at = time.monotonic()
+                log.warning("the database is unavailable (%s); waiting for it", type(exc).__name__)
+            if time.monotonic() - moved_at > stall_timeout_s:
+                break
+            await asyncio.sleep(max(poll_s, 1.0))
+            continue
         pending = [p for p in pending if p not in reports]
         if not pending:
             break
-        # Progress reads each pending school's counts: now and then, less often the more there are.
-        if on_progress is not None and time.monotonic() >= shown_at + progress_s * max(1.0, len(pending) / 20):
-            shown_at = time.monotonic()
-            counts = await record_counts_many(pool, pending)
-            phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
-                                           [s for s, _ in pending]))  # fmt: skip
-            for pair in pending:
-                on_progress(pair[0], counts.get(pair, {}), phases.get(pair[0]))
-        if time.monotonic() >= checked_at + min(5.0, stall_timeout_s / 4):  # counting is not free: now and then
-            checked_at = time.monotonic()
-            if (now := await _movement(pool)) != last:
-                moved_at, last = checked_at, now
-            elif checked_at - moved_at > stall_timeout_s:
-                break
+        try:
+            moved_at, last, shown_at, checked_at, stalled = await _observe(
+                pool, pending, on_progress, progress_s, stall_timeout_s, moved_at, last, shown_at, checked_at)  # fmt: skip
+        except Exception as exc:
+            if classify(exc) != "transient":
+                raise
+            stalled = False
+        if stalled:
+            break
         await asyncio.sleep(poll_s)
     return {pair: reports.get(pair) for pair in pairs}
+
+
+async def _poll_reports(pool: asyncpg.Pool, pending: list[Pair], reports: dict[Pair, dict[str, Any] | None],
+                        overridden: bool, incomplete_is_final: bool) -> None:  # fmt: skip
+    """Add the reports that are there (None for a snapshot that will never be released)."""
+    rows = await pool.fetch(
+        """
+        SELECT p.school_id, p.snapshot_id, r.report,
+               EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
+                        WHERE (i.school_id, i.snapshot_id) = (p.school_id, p.snapshot_id))
+            OR EXISTS (SELECT 1 FROM migration.refused_snapshots f
+                        WHERE (f.school_id, f.snapshot_id) = (p.school_id, p.snapshot_id)) AS incomplete
+          FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
+          LEFT JOIN migration.reports r USING (school_id, snapshot_id)
+        """,
+        [s for s, _ in pending], [n for _, n in pending],
+    )  # fmt: skip
+    for row in rows:
+        pair = (row["school_id"], row["snapshot_id"])
+        if row["report"] is not None and not (overridden and row["report"].get("blocked")):
+            reports[pair] = row["report"]
+        elif row["incomplete"] and incomplete_is_final:
+            reports[pair] = None
+
+
+async def _observe(
+    pool: asyncpg.Pool, pending: list[Pair], on_progress: OnProgress | None, progress_s: float, stall_timeout_s: float,
+    moved_at: float, last: Any, shown_at: float, checked_at: float,
+) -> tuple[float, Any, float, float, bool]:  # fmt: skip
+    """Progress now and then; whether nothing has moved for ``stall_timeout_s`` (given up)."""
+    # Progress reads each pending school's counts: now and then, less often the more there are.
+    if on_progress is not None and time.monotonic() >= shown_at + progress_s * max(1.0, len(pending) / 20):
+        shown_at = time.monotonic()
+        counts = await record_counts_many(pool, pending)
+        phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
+                                       [s for s, _ in pending]))  # fmt: skip
+        for pair in pending:
+            on_progress(pair[0], counts.get(pair, {}), phases.get(pair[0]))
+    if time.monotonic() >= checked_at + min(5.0, stall_timeout_s / 4):  # counting is not free: now and then
+        checked_at = time.monotonic()
+        if (now := await _movement(pool)) != last:
+            moved_at, last = checked_at, now
+        elif checked_at - moved_at > stall_timeout_s:
+            return moved_at, last, shown_at, checked_at, True
+    return moved_at, last, shown_at, checked_at, False
 
 
 async def run_jobs(

@@ -189,8 +189,11 @@ class Stack:
             self.sink(name, raw.decode(errors="replace").rstrip())
 
     async def _supervise(self) -> None:
-        """Restart any service that exits while the stack is meant to be running."""
+        """Restart any service that exits while the stack is meant to be running, and the
+        embedded broker and PostgreSQL this stack started (same address; the broker then
+        gets its topics again)."""
         while not self._stopping:
+            await self._supervise_infra()
             for child in self._children.values():
                 process = child.process
                 if process is not None and process.returncode is not None and not self._stopping:
@@ -200,6 +203,24 @@ class Stack:
                     if not self._stopping:
                         await self._spawn(child)
             await asyncio.sleep(0.2)
+
+    async def _supervise_infra(self) -> None:
+        if self.postgres is not None and self.postgres.exited() and not self._stopping:
+            self.sink("postgres", "exited; restarting on the same port and data")
+            try:
+                await asyncio.to_thread(self.postgres.restart)
+                self.sink("postgres", "restarted")
+            except Exception as exc:  # tried again next round
+                self.sink("postgres", f"restart failed ({type(exc).__name__}); retrying")
+        if self.kafka is not None and self.kafka.exited() and not self._stopping:
+            self.sink("broker", "exited; restarting on the same address (its data is gone: memory storage)")
+            try:
+                await asyncio.to_thread(self.kafka.restart)
+                await ensure_topics(self.settings.model_copy(update={
+                    "kafka_bootstrap_servers": self.bootstrap_servers, "database_url": self.database_url}))  # fmt: skip
+                self.sink("broker", "restarted; topics created again")
+            except Exception as exc:
+                self.sink("broker", f"restart failed ({type(exc).__name__}); retrying")
 
     def pid_of(self, name: str) -> int | None:
         process = self._children[name].process

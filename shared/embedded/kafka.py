@@ -34,6 +34,14 @@ class EmbeddedKafka:
         wait_for_port(self.port, timeout_s, is_alive=lambda: self._process is not None and self._process.poll() is None)
         return self
 
+    def exited(self) -> bool:
+        return self._process is not None and self._process.poll() is not None  # (poll reaps it)
+
+    def restart(self, timeout_s: float = 20.0) -> None:
+        """Start again on the same address (memory storage: it comes back empty)."""
+        self.stop()
+        self.start(timeout_s)
+
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
             self._process.terminate()

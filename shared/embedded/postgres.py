@@ -130,6 +130,25 @@ class EmbeddedPostgres:
             self._process.wait()
         self._process = None
 
+    def exited(self) -> bool:
+        """The postmaster this object started is gone (crashed, killed): it needs a restart."""
+        return self._process is not None and self._process.poll() is not None  # (poll reaps it)
+
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Start again on the same port and data, after a crash: what is left of the old server
+        (its backends, which hold the shared memory, and its ``postmaster.pid``) is cleared
+        first, or the new postmaster refuses to start."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                self._process.wait()
+        self._process = None
+        if self.data_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / "postmaster.pid").unlink()
+        self.start(timeout_s)
+
     def cleanup(self) -> None:
         self.stop()
         if self._owned_dir is not None:
