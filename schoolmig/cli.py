@@ -366,6 +366,18 @@ async def _override(settings: Settings, school: str, snapshot: str | None, actor
     return 0
 
 
+async def _redrive(settings: Settings, school: str, snapshot: str | None, reason: str) -> int:
+    from schoolmig.runner import send_command
+    from shared.messages import OperatorCommand
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
+    command = OperatorCommand(action="redrive", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason)
+    await send_command(bootstrap, settings, command)
+    console.print(f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup")
+    return 0
+
+
 def _demo(out: Path, schools: int, seed: int) -> int:
     from schoolmig.demo import write_demo
 
@@ -434,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         lever.add_argument("--reason", default=f"{action} requested from the command line")
         lever.add_argument("--no-wait", action="store_true", help="ask, and return at once")
         lever.add_argument("--json", action="store_true", help="machine-readable output")
+    redrive = commands.add_parser(
+        "redrive", help="fan a school's snapshot out again from its verified backup (records lost in flight, e.g. with a broker)"
+    )
+    redrive.add_argument("--school", required=True)
+    redrive.add_argument("--snapshot", help="default: the school's current snapshot")
+    redrive.add_argument("--reason", default="re-drive requested from the command line")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
@@ -492,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             _backup(settings, args.action, args.school, getattr(args, "snapshot", None), getattr(args, "out", None))
         )
+    if args.command == "redrive":
+        return asyncio.run(_redrive(settings, args.school, args.snapshot, args.reason))
     if args.command == "export":
         return asyncio.run(_export(settings, args.school, args.format, args.out, args.verify, args.json))
     if args.command == "demo":

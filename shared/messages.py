@@ -500,6 +500,18 @@ class Barrier(_Model):
     origin: str = Field(default="coordinator", description="The path it came by: stage>topic:partition>…")
 
 
+class Redrive(_Model):
+    """Ask ingest to fan a released snapshot out again from its verified backup (what was in
+    flight when a broker was lost never arrived). Harmless on a healthy school: every write
+    is judged by version, every ledger line is idempotent."""
+
+    kind: Literal["redrive"] = "redrive"
+    redrive_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    reason: str
+
+
 class Mode(StrEnum):
     """Where a school's client reads and writes (the plan's migration modes)."""
 
@@ -523,9 +535,11 @@ class SchoolMode(_Model):
 class OperatorCommand(_Model):
     """Cutover, rollback, or an audit override for one school, from the CLI or the HTTP API."""
 
-    action: Literal["cutover", "rollback", "override_audit"]
+    action: Literal["cutover", "rollback", "override_audit", "redrive"]
     school_id: SchoolId
-    snapshot_id: SnapshotId | None = Field(default=None, description="override_audit: the snapshot whose audit is overridden.")
+    snapshot_id: SnapshotId | None = Field(
+        default=None, description="override_audit: the snapshot whose audit is overridden; redrive: the one to fan out again."
+    )
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")
     command_id: str = Field(

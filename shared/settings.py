@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="An operator command signed longer ago than this is refused as stale (replays).",
     )
     barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
+    redrive_after_s: float = Field(
+        default=120.0, gt=0,
+        description="A school in dual write whose counts have not moved for this long is re-driven from its verified "
+        "backup (records lost in flight, e.g. with a broker).",
+    )
     max_clock_ahead_s: float = Field(
         default=600.0, ge=0,
         description="A change stamped further than this ahead of ingest's clock is quarantined (clock_ahead): it "

@@ -184,6 +184,8 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
                      counts: dict[Domain, DomainCounts] | None) -> bool:  # fmt: skip
     """Move a school to ``synced`` and ask for validation when every record is accounted for."""
     if counts is None or not all(c.accounted for c in counts.values()):
+        if counts is not None:
+            await redrive_if_stuck(operations, school_id, snapshot_id, counts)
         return False
     cut = None
     if await store.has_changes(school_id):
@@ -219,6 +221,26 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     run_id = await operations.request_validation(school_id, snapshot_id, cut)
     log.info("%s: synced; validation %s requested", school_id, run_id)
     return True
+
+
+#: Per school syncing: its counts when they last moved, and when (the leader's view; a new
+#: leader starts the clock again, which only delays a re-drive).
+_progress: dict[tuple[str, str], tuple[tuple[int, ...], float]] = {}
+
+
+async def redrive_if_stuck(operations: Operations, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts]) -> None:
+    """A school whose counts have not moved for ``SCHOOLMIG_REDRIVE_AFTER_S`` while records are
+    missing lost them in flight (a broker lost, topics gone): its snapshot is fanned out
+    again from the verified backup. Harmless if they were only slow."""
+    seen = tuple(n for c in counts.values() for n in (c.loaded, c.quarantined, c.parked))
+    now = time.monotonic()
+    last = _progress.get((school_id, snapshot_id))
+    if last is None or last[0] != seen:
+        _progress[(school_id, snapshot_id)] = (seen, now)
+    elif now - last[1] > settings.redrive_after_s:
+        _progress[(school_id, snapshot_id)] = (seen, now)
+        await operations.redrive(school_id, snapshot_id, ACTOR,
+                                 f"no record accounted for in {settings.redrive_after_s:.0f}s, some still missing")  # fmt: skip
 
 
 async def changes_barrier(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> datetime | None:

@@ -29,6 +29,7 @@ from shared.domains import Domain
 from shared.leases import Lease
 from shared.messages import (
     Barrier,
+    Redrive,
     Mode,
     OperatorCommand,
     ReportReady,
@@ -87,6 +88,8 @@ class Operations:
             return await self.start_cutover(command.school_id, command.actor, command.reason)
         if command.action == "override_audit":
             return await self.override_audit(command.school_id, command.snapshot_id, command.actor, command.reason)
+        if command.action == "redrive":
+            return await self.redrive(command.school_id, command.snapshot_id, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
 
     async def advance(self, event: SnapshotReleased) -> None:
@@ -222,6 +225,20 @@ class Operations:
                 continue
             if await self.launch(attempt):
                 log.info("%s: resuming cutover %s after step %s", attempt.school_id, attempt.attempt_id, attempt.last_step)
+
+    async def redrive(self, school_id: str, snapshot_id: str | None, actor: str, reason: str) -> str:
+        """Have ingest fan the school's snapshot out again from its verified backup (``Redrive``):
+        what a lost broker held in flight comes again; what had arrived is written the same."""
+        current, snapshot = await self.store.phase_of(school_id)
+        snapshot_id = snapshot_id or snapshot
+        if snapshot_id is None:
+            return "refused: no snapshot of this school"
+        request = Redrive(school_id=school_id, snapshot_id=snapshot_id, reason=f"{reason} ({actor})")
+        await publish(self.broker, self.keyring, request, self.topics.ingest, key=school_id.encode())
+        self.metrics.errors.add(1, {"category": "transient", "where": "redrive"})
+        log.warning("%s: re-drive %s of snapshot %s requested by %s: %s", school_id, request.redrive_id, snapshot_id,
+                    actor, reason)  # fmt: skip
+        return f"re-drive {request.redrive_id} of snapshot {snapshot_id} requested ({current.value if current else 'unknown'})"
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
         if school_id in self.running or await self.store.running_attempt(school_id):

@@ -35,6 +35,7 @@ from shared.messages import (
     Barrier,
     ChangeBatch,
     Mode,
+    Redrive,
     change_id,
     SchoolRejected,
     Severity,
@@ -109,6 +110,14 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             count_refused(unusable.reason, message.raw_message.topic)
             return
         await forward_barrier(barrier)
+        return
+    if b'"redrive"' in body[:64] and (redrive := _redrive(body)) is not None:
+        # Only the coordinator's (signed) requests: a forged one would make ingest do work.
+        if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
+            await dead_letter(message, body, unusable.reason, unusable.detail)
+            count_refused(unusable.reason, message.raw_message.topic)
+            return
+        await fan_out_again(store, redrive)
         return
     envelope = read_envelope(body)
     if isinstance(envelope, Rejection):
@@ -284,6 +293,30 @@ def _refusal(mode: Mode | None, maintenance: bool) -> tuple[str, str] | None:
     if mode is Mode.API:
         return "school_cut_over", "the school runs on the API now: a browser snapshot would overwrite newer data"
     return None
+
+
+def _redrive(body: bytes) -> Redrive | None:
+    try:
+        return Redrive.model_validate_json(body)
+    except ValueError:
+        return None
+
+
+async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
+    """The snapshot's records again, from its verified backup, unless a newer snapshot of the
+    school was released since (its records would overwrite newer rows)."""
+    found = await store.backup_of(redrive.school_id, redrive.snapshot_id)
+    if found is None:
+        log.warning("re-drive %s of %s/%s: no verified backup of a released snapshot", redrive.redrive_id,
+                    redrive.school_id, redrive.snapshot_id)  # fmt: skip
+        return
+    manifest, content, default_ts = found
+    if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
+        log.warning("re-drive of %s/%s skipped: %s is newer", redrive.school_id, redrive.snapshot_id, newer)
+        return
+    parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
+    await publish_all(plan_fanout(parsed, manifest), manifest, default_ts or manifest.taken_at)
+    log.warning("re-drove %s/%s from its verified backup (%s)", redrive.school_id, redrive.snapshot_id, redrive.reason)
 
 
 def _barrier(body: bytes) -> Barrier | None:

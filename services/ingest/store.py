@@ -212,6 +212,20 @@ class IngestStore:
         )  # fmt: skip
         return {r["pos"] for r in rows}
 
+    async def backup_of(self, school_id: str, snapshot_id: str) -> tuple[SnapshotManifest, bytes, datetime | None] | None:
+        """A released snapshot's manifest, verified backup and default time (None: none such)."""
+        row = await self.pool.fetchrow(
+            """
+            SELECT s.manifest, s.default_ts, b.content, b.sha256 FROM migration.snapshots s
+              JOIN migration.backups b USING (school_id, snapshot_id)
+             WHERE s.school_id = $1 AND s.snapshot_id = $2 AND s.released_at IS NOT NULL
+            """,
+            school_id, snapshot_id,
+        )  # fmt: skip
+        if row is None or sha256_hex(bytes(row["content"])) != row["sha256"]:
+            return None
+        return SnapshotManifest.model_validate(row["manifest"]), bytes(row["content"]), row["default_ts"]
+
     async def school_default_ts(self, school_id: str, candidate: datetime) -> datetime:
         """The time every record of the school without timestamps is given, whichever write
         brings it first (snapshot or change): fixed at the first ask (``candidate``, the time of

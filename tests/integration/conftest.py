@@ -65,6 +65,7 @@ def settings(kafka: EmbeddedKafka, postgres: EmbeddedPostgres, tmp_path_factory:
             "operator_keys": SecretStr(f"{OPERATOR}={OPERATOR_KEY}"),
             "operator_key": SecretStr(OPERATOR_KEY),
             "barrier_timeout_s": 60.0,
+            "redrive_after_s": 20.0,
         }
     )
 

@@ -46,11 +46,11 @@ async def publish(settings: Settings, content: bytes, taken_at: datetime) -> str
     return manifest.snapshot_id
 
 
-async def school_rows(pool: asyncpg.Pool) -> dict[tuple[str, str], dict[str, Any]]:
+async def school_rows(pool: asyncpg.Pool, school: str = SCHOOL) -> dict[tuple[str, str], dict[str, Any]]:
     """Every row of the school, by (table, id), without the write's provenance."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for spec in LOAD_ORDER:
-        for r in await pool.fetch(f"SELECT to_jsonb(t) AS row FROM {spec.name} t WHERE school_id = $1", SCHOOL):
+        for r in await pool.fetch(f"SELECT to_jsonb(t) AS row FROM {spec.name} t WHERE school_id = $1", school):
             row = json.loads(r["row"]) if isinstance(r["row"], str) else dict(r["row"])
             rows[(spec.name, row["id"])] = {k: v for k, v in row.items() if k not in PROVENANCE}
     return rows
