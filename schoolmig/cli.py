@@ -396,8 +396,6 @@ def _replicas(text: str) -> dict[str, int]:
         replicas = parse_replicas(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if replicas.get("coordinator", 1) > 1:
-        raise argparse.ArgumentTypeError("the coordinator runs as one replica for now (its cutovers are not fenced yet)")
     return replicas
 
 

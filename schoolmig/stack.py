@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,9 @@ class Stack:
     """Each service's exit status after ``stop()``: 0 means it shut down cleanly."""
     _watch: asyncio.Task[None] | None = None
     _stopping: bool = False
+    _infra_retry_at: float = 0.0
+    _infra_failures: int = 0
+    _topics_missing: bool = False
     api_port: int = 0
     """The coordinator's HTTP API (``SCHOOLMIG_API_PORT``, or a free port)."""
 
@@ -205,22 +209,33 @@ class Stack:
             await asyncio.sleep(0.2)
 
     async def _supervise_infra(self) -> None:
-        if self.postgres is not None and self.postgres.exited() and not self._stopping:
-            self.sink("postgres", "exited; restarting on the same port and data")
-            try:
+        """One restart at a time, backing off while it fails; never after ``stop`` began."""
+        if time.monotonic() < self._infra_retry_at or self._stopping:
+            return
+        try:
+            if self.postgres is not None and self.postgres.exited():
+                self.sink("postgres", "exited; restarting on the same port and data")
                 await asyncio.to_thread(self.postgres.restart)
                 self.sink("postgres", "restarted")
-            except Exception as exc:  # tried again next round
-                self.sink("postgres", f"restart failed ({type(exc).__name__}); retrying")
-        if self.kafka is not None and self.kafka.exited() and not self._stopping:
-            self.sink("broker", "exited; restarting on the same address (its data is gone: memory storage)")
-            try:
+            if self.kafka is not None and self.kafka.exited():
+                self.sink("broker", "exited; restarting on the same address (its data is gone: memory storage)")
                 await asyncio.to_thread(self.kafka.restart)
+                self._topics_missing = True
+            if self._topics_missing and self.kafka is not None:
                 await ensure_topics(self.settings.model_copy(update={
                     "kafka_bootstrap_servers": self.bootstrap_servers, "database_url": self.database_url}))  # fmt: skip
+                self._topics_missing = False
                 self.sink("broker", "restarted; topics created again")
-            except Exception as exc:
-                self.sink("broker", f"restart failed ({type(exc).__name__}); retrying")
+            self._infra_failures = 0
+        except Exception as exc:  # tried again after a pause that grows
+            self._infra_failures += 1
+            delay = min(30.0, 0.5 * 2**self._infra_failures)
+            self._infra_retry_at = time.monotonic() + delay
+            self.sink("stack", f"restarting infrastructure failed ({type(exc).__name__}); again in {delay:.0f}s")
+        if self._stopping:  # stop() began meanwhile: what was just started goes too
+            for server in (self.kafka, self.postgres):
+                if server is not None:
+                    await asyncio.to_thread(server.stop)
 
     def pid_of(self, name: str) -> int | None:
         process = self._children[name].process
@@ -232,8 +247,11 @@ class Stack:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watch:
-            self._watch.cancel()
+        if self._watch:  # it ends its round (a restart under way included) and sees the flag
+            try:
+                await asyncio.wait_for(asyncio.shield(self._watch), 120)
+            except TimeoutError:
+                self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         running = [c for c in self._children.values() if c.process and c.process.returncode is None]

@@ -32,7 +32,7 @@ from shared.domains import Domain
 from shared.batching import Unusable, encode, header, pack, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.kafka import consumer_options, make_broker, raw_body
-from shared.leases import Lease
+from shared.leases import Lease, named
 from shared.lag import consumer_groups, consumer_lag
 from shared.messages import (
     Event,
@@ -84,7 +84,7 @@ async def start_monitor(store: Store, operations: Ops) -> None:
     if _stopping.is_set():
         return
     assert settings.database_url
-    leader = Lease(settings.database_url, "coordinator.leader")
+    leader = Lease(settings.database_url, named(settings.topic_prefix, "coordinator.leader"))
     app.context.set_global("leader", leader)
     monitor = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: lead(leader, store, operations))
     app.context.set_global("monitor", monitor)
@@ -223,24 +223,35 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     return True
 
 
-#: Per school syncing: its counts when they last moved, and when (the leader's view; a new
-#: leader starts the clock again, which only delays a re-drive).
-_progress: dict[tuple[str, str], tuple[tuple[int, ...], float]] = {}
+#: Per school syncing: its counts when they last moved, when, and how many re-drives since
+#: (the leader's view; a new leader starts the clock again, which only delays a re-drive).
+_progress: dict[tuple[str, str], tuple[tuple[int, ...], float, int]] = {}
+MAX_REDRIVES = 5
 
 
 async def redrive_if_stuck(operations: Operations, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts]) -> None:
     """A school whose counts have not moved for ``SCHOOLMIG_REDRIVE_AFTER_S`` while records are
-    missing lost them in flight (a broker lost, topics gone): its snapshot is fanned out
-    again from the verified backup. Harmless if they were only slow."""
+    missing, with no consumer behind (nothing still on its way), lost them in flight (a
+    broker lost, topics gone): its snapshot is fanned out again from the verified backup.
+    Each further re-drive waits twice as long; after ``MAX_REDRIVES`` it is left to an
+    operator (logged, counted as critical)."""
     seen = tuple(n for c in counts.values() for n in (c.loaded, c.quarantined, c.parked))
     now = time.monotonic()
     last = _progress.get((school_id, snapshot_id))
     if last is None or last[0] != seen:
-        _progress[(school_id, snapshot_id)] = (seen, now)
-    elif now - last[1] > settings.redrive_after_s:
-        _progress[(school_id, snapshot_id)] = (seen, now)
-        await operations.redrive(school_id, snapshot_id, ACTOR,
-                                 f"no record accounted for in {settings.redrive_after_s:.0f}s, some still missing")  # fmt: skip
+        _progress[(school_id, snapshot_id)] = (seen, now, 0 if last is None else last[2])
+        return
+    _, since, tries = last
+    if now - since <= settings.redrive_after_s * 2**tries or any(metrics.schools.lag.values()):
+        return
+    _progress[(school_id, snapshot_id)] = (seen, now, tries + 1)
+    if tries >= MAX_REDRIVES:
+        if tries == MAX_REDRIVES:
+            log.error("%s: still missing records after %d re-drives: an operator must look (schoolmig status)", school_id, tries)
+            metrics.errors.add(1, {"category": "critical", "where": "redrive"})
+        return
+    await operations.redrive(school_id, snapshot_id, ACTOR,
+                             f"no record accounted for in {now - since:.0f}s, some still missing (re-drive {tries + 1})")
 
 
 async def changes_barrier(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> datetime | None:
@@ -305,6 +316,9 @@ async def check_syncing(store: CoordinatorStore, operations: Operations) -> None
     for pair in list(_checked_at):
         if pair not in everyone:
             del _checked_at[pair]
+    for pair in list(_progress):
+        if pair not in everyone:
+            del _progress[pair]
     _checked_at.update(dict.fromkeys(syncing, now))
     counts = await record_counts_many(store.pool, syncing)  # these schools in one go
     for school_id, snapshot_id in syncing:

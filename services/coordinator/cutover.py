@@ -41,6 +41,8 @@ class LeaseLost(Exception):
 
 
 MAX_STEP_TRIES = 5
+ROLLING_BACK = "rolling_back"
+"""The step an attempt records while it is rolled back: resumed, it finishes the rollback."""
 
 
 @dataclass(frozen=True)

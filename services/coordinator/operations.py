@@ -15,7 +15,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
-from services.coordinator.cutover import Attempt, CutoverFailed, LeaseLost, run_cutover
+from services.coordinator.cutover import ROLLING_BACK, Attempt, CutoverFailed, LeaseLost, run_cutover
 from services.coordinator.phases import (
     IllegalTransition,
     Phase,
@@ -26,7 +26,7 @@ from services.coordinator.store import CoordinatorStore
 from shared.accounting import quarantine_entries, record_counts
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
-from shared.leases import Lease
+from shared.leases import Lease, named
 from shared.messages import (
     Barrier,
     Redrive,
@@ -71,6 +71,7 @@ class Operations:
     leases: dict[str, Lease] = field(default_factory=dict)
     resume_after: dict[str, float] = field(default_factory=dict)
     """Not before then: a cutover that stopped on an error is taken up again after a pause."""
+    _launching: set[str] = field(default_factory=set)
 
     @cached_property
     def keyring(self) -> Keyring:
@@ -167,35 +168,32 @@ class Operations:
         log.info("%s: report ready (%s)", school_id, phase.value)
 
     async def start_cutover(self, school_id: str, actor: str, reason: str) -> str:
-        if school_id in self.running or await self.store.running_attempt(school_id):
-            return "a cutover of this school is already running"
-        phase, snapshot_id = await self.store.phase_of(school_id)
-        if phase is not Phase.VALIDATED or snapshot_id is None:
-            return f"refused: the school is {phase.value if phase else 'unknown'}, cutover needs validated"
-        try:
-            await self.store.transition(school_id, snapshot_id, Phase.CUTOVER, actor=actor, reason=reason, expect=Phase.VALIDATED)
-        except IllegalTransition as exc:
-            return f"refused: {exc}"
+        begun = await self.store.begin_cutover(school_id, actor, reason)
+        if isinstance(begun, str):
+            return begun
         self.moved(school_id, Phase.CUTOVER)
-        attempt = await self.store.start_attempt(school_id, snapshot_id, actor, reason)
-        if not await self.launch(attempt):  # another replica took it first: it runs it
-            return f"cutover {attempt.attempt_id} started (by another coordinator)"
-        return f"cutover {attempt.attempt_id} started"
+        if not await self.launch(begun):  # another replica took it first: it runs it
+            return f"cutover {begun.attempt_id} started (by another coordinator)"
+        return f"cutover {begun.attempt_id} started"
 
     async def launch(self, attempt: Attempt) -> bool:
         """Run the attempt here if this replica can take the school's cutover lease (False:
         another coordinator runs it). The lease is held until the attempt ends here."""
         school_id = attempt.school_id
-        if school_id in self.running:
+        if school_id in self.running or school_id in self._launching:
             return True
-        assert self.settings.database_url
-        lease = self.leases.setdefault(school_id, Lease(self.settings.database_url, f"cutover:{school_id}"))
-        if not await lease.held():
-            self.leases.pop(school_id, None)
-            return False
-        task = asyncio.create_task(self._run(attempt, lease), name=f"cutover {school_id}")
-        self.running[school_id] = task
-        return True
+        self._launching.add(school_id)  # before the first await: one launch per school in this process
+        try:
+            assert self.settings.database_url
+            lease = Lease(self.settings.database_url, named(self.settings.topic_prefix, f"cutover:{school_id}"))
+            if not await lease.held():
+                await lease.release()
+                return False
+            self.leases[school_id] = lease
+            self.running[school_id] = asyncio.create_task(self._run(attempt, lease), name=f"cutover {school_id}")
+            return True
+        finally:
+            self._launching.discard(school_id)
 
     async def _run(self, attempt: Attempt, lease: Lease) -> bool:
         try:
@@ -203,6 +201,17 @@ class Operations:
             current = next((a for a in await self.store.running_attempts() if a.attempt_id == attempt.attempt_id), None)
             if current is None:
                 return False  # it ended meanwhile
+            phase, _ = await self.store.phase_of(current.school_id)
+            if current.last_step == ROLLING_BACK:  # a rollback stopped half-way: finish it, never the cutover
+                await self.roll_back(current, "rollback", await self.store.attempt_error(current) or "resumed")
+                return False
+            if phase is Phase.COMPLETED:  # finished, but the attempt was not closed
+                await self.store.end_cutover(current, Phase.COMPLETED, "completed", actor=self.actor, reason="closed")
+                return True
+            if phase is not Phase.CUTOVER:
+                await self.store.end_cutover(current, Phase.ROLLED_BACK, "rolled_back", actor=self.actor, reason="closed",
+                                             error=f"the school left cutover ({phase})")  # fmt: skip
+                return False
             return await run_cutover(self, current)
         except LeaseLost:
             log.warning("%s: cutover lease lost; the coordinator holding it goes on", attempt.school_id)
@@ -213,7 +222,8 @@ class Operations:
             return False
         finally:
             self.running.pop(attempt.school_id, None)
-            self.leases.pop(attempt.school_id, None)
+            if self.leases.get(attempt.school_id) is lease:
+                self.leases.pop(attempt.school_id, None)
             await lease.release()
 
     async def resume(self) -> None:
@@ -233,6 +243,8 @@ class Operations:
         snapshot_id = snapshot_id or snapshot
         if snapshot_id is None:
             return "refused: no snapshot of this school"
+        if current not in (Phase.DUAL_WRITE, Phase.SYNCED, Phase.VALIDATED, Phase.ROLLED_BACK):
+            return f"refused: the school is {current.value if current else 'unknown'} (a re-drive fills the tables of a school still migrating)"
         request = Redrive(school_id=school_id, snapshot_id=snapshot_id, reason=f"{reason} ({actor})")
         await publish(self.broker, self.keyring, request, self.topics.ingest, key=school_id.encode())
         self.metrics.errors.add(1, {"category": "transient", "where": "redrive"})
@@ -241,9 +253,9 @@ class Operations:
         return f"re-drive {request.redrive_id} of snapshot {snapshot_id} requested ({current.value if current else 'unknown'})"
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
-        if school_id in self.running or await self.store.running_attempt(school_id):
-            return "refused: a cutover is running; it rolls back by itself if a step fails"
         phase, snapshot_id = await self.store.phase_of(school_id)
+        if phase is Phase.CUTOVER or school_id in self.running or await self.store.running_attempt(school_id):
+            return "refused: a cutover is running; it rolls back by itself if a step fails"
         if phase is Phase.COMPLETED:
             # The school's data lives in the tables now: going back to the browser is lossless
             # only with a file rebuilt from them after the cutover, and proven whole.
@@ -252,8 +264,9 @@ class Operations:
                 return ("refused: the school runs on the API; export its data first and verify it "
                         f"(schoolmig export --school {school_id} --verify), then load that file in the app")
             reason = f"{reason} (the app loads export {export['export_id']}, sha256 {export['sha256'][:12]}, verified as {export['verified_with']})"
-        try:
-            await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason)
+        try:  # (``expect``: a cutover begun since the phase was read makes this refuse)
+            await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason,
+                                        expect=phase)  # fmt: skip
         except IllegalTransition as exc:
             return f"refused: {exc}"
         self.moved(school_id, Phase.ROLLED_BACK)
@@ -358,17 +371,17 @@ class Operations:
         log.info("%s: cutover step %s done: %s", attempt.school_id, step, evidence)
 
     async def finish(self, attempt: Attempt, evidence: str) -> None:
-        await self.store.transition(attempt.school_id, attempt.snapshot_id, Phase.COMPLETED, actor=self.actor,
-                                    reason=evidence, expect=Phase.CUTOVER)  # fmt: skip
-        await self.store.end_attempt(attempt, "completed")
-        self.moved(attempt.school_id, Phase.COMPLETED)
-        log.info("%s: cutover completed", attempt.school_id)
+        if await self.store.end_cutover(attempt, Phase.COMPLETED, "completed", actor=self.actor, reason=evidence):
+            self.moved(attempt.school_id, Phase.COMPLETED)
+            log.info("%s: cutover completed", attempt.school_id)
 
     async def roll_back(self, attempt: Attempt, step: str, why: str) -> None:
+        """Marked first (a coordinator resuming it finishes the rollback, never the cutover),
+        then the clients' mode (idempotent), then the phase and the attempt, in one go."""
+        await self.store.mark_rolling_back(attempt, f"{step}: {why}")
         await self.set_mode(attempt.school_id, Mode.HYBRID, False, f"cutover rolled back at {step}: {why}")
-        await self.store.transition(attempt.school_id, attempt.snapshot_id, Phase.ROLLED_BACK, actor=self.actor,
-                                    reason=f"cutover failed at {step}: {why}", expect=Phase.CUTOVER)  # fmt: skip
-        await self.store.end_attempt(attempt, "rolled_back", f"{step}: {why}")
-        self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
-        self.moved(attempt.school_id, Phase.ROLLED_BACK)
-        log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)
+        if await self.store.end_cutover(attempt, Phase.ROLLED_BACK, "rolled_back", actor=self.actor,
+                                        reason=f"cutover failed at {step}: {why}", error=f"{step}: {why}"):  # fmt: skip
+            self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
+            self.moved(attempt.school_id, Phase.ROLLED_BACK)
+            log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)

@@ -69,30 +69,75 @@ class CoordinatorStore:
         move if someone else moved the school meanwhile.
         """
         async with self.pool.acquire() as conn, conn.transaction():
+            return await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
+
+    async def _move(
+        self, conn: asyncpg.Connection, school_id: str, snapshot_id: str, target: Phase, *, actor: str, reason: str,
+        expect: Phase | None = ...,  # type: ignore[assignment]
+    ) -> Phase | None:  # fmt: skip
+        row = await conn.fetchrow("SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", school_id)
+        current = Phase(row["phase"]) if row else None
+        if expect is not ... and current != expect:
+            raise IllegalTransition(f"{school_id} is {current}, expected {expect}")
+        check_transition(current, target)
+        await conn.execute(
+            """
+            INSERT INTO migration.school_phase (school_id, phase, snapshot_id, updated_at)
+            VALUES ($1, $2, $3, now())
+            ON CONFLICT (school_id) DO UPDATE
+               SET phase = EXCLUDED.phase, snapshot_id = EXCLUDED.snapshot_id, updated_at = now()
+            """,
+            school_id, target.value, snapshot_id,
+        )  # fmt: skip
+        await conn.execute(
+            """
+            INSERT INTO migration.phase_transitions (school_id, snapshot_id, from_phase, to_phase, actor, reason)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            """,
+            school_id, snapshot_id, current.value if current else None, target.value, actor, reason,
+        )  # fmt: skip
+        return current
+
+    async def begin_cutover(self, school_id: str, actor: str, reason: str) -> Attempt | str:
+        """``validated`` → ``cutover`` and the attempt's row, in one transaction (a crash never
+        leaves a school in cutover without an attempt to resume); else why not."""
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", school_id
+                "SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", school_id
             )
-            current = Phase(row["phase"]) if row else None
-            if expect is not ... and current != expect:
-                raise IllegalTransition(f"{school_id} is {current}, expected {expect}")
-            check_transition(current, target)
+            if row is None or row["phase"] != Phase.VALIDATED.value or row["snapshot_id"] is None:
+                return f"refused: the school is {row['phase'] if row else 'unknown'}, cutover needs validated"
+            if await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
+            ):  # fmt: skip
+                return "a cutover of this school is already running"
+            await self._move(conn, school_id, row["snapshot_id"], Phase.CUTOVER, actor=actor, reason=reason,
+                             expect=Phase.VALIDATED)  # fmt: skip
+            attempt_id = str(uuid.uuid4())
             await conn.execute(
-                """
-                INSERT INTO migration.school_phase (school_id, phase, snapshot_id, updated_at)
-                VALUES ($1, $2, $3, now())
-                ON CONFLICT (school_id) DO UPDATE
-                   SET phase = EXCLUDED.phase, snapshot_id = EXCLUDED.snapshot_id, updated_at = now()
-                """,
-                school_id, target.value, snapshot_id,
+                "INSERT INTO migration.cutovers (attempt_id, school_id, actor, reason) VALUES ($1, $2, $3, $4)",
+                attempt_id, school_id, actor, reason,
             )  # fmt: skip
-            await conn.execute(
-                """
-                INSERT INTO migration.phase_transitions (school_id, snapshot_id, from_phase, to_phase, actor, reason)
-                VALUES ($1, $2, $3, $4, $5, $6)
-                """,
-                school_id, snapshot_id, current.value if current else None, target.value, actor, reason,
+            return Attempt(attempt_id, school_id, row["snapshot_id"], None)
+
+    async def end_cutover(self, attempt: Attempt, target: Phase, status: str, *, actor: str, reason: str,
+                          error: str | None = None) -> bool:  # fmt: skip
+        """Close a running attempt and, if the school is still in ``cutover``, move it to
+        ``target``: one transaction, idempotent (a retry after a crash, or a second runner,
+        finds it closed and does nothing). True when this call closed it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            closed = await conn.fetchval(
+                "UPDATE migration.cutovers SET status = $2, error = $3, finished_at = now()"
+                " WHERE attempt_id = $1 AND status = 'running' RETURNING true",
+                attempt.attempt_id, status, error,
             )  # fmt: skip
-            return current
+            if not closed:
+                return False
+            row = await conn.fetchrow("SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", attempt.school_id)
+            if row is not None and row["phase"] == Phase.CUTOVER.value:
+                await self._move(conn, attempt.school_id, attempt.snapshot_id, target, actor=actor, reason=reason,
+                                 expect=Phase.CUTOVER)  # fmt: skip
+            return True
 
     async def set_snapshot(self, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(
@@ -232,14 +277,6 @@ class CoordinatorStore:
 
     # ------------------------------------------------------------------ cutover attempts
 
-    async def start_attempt(self, school_id: str, snapshot_id: str, actor: str, reason: str) -> Attempt:
-        attempt_id = str(uuid.uuid4())
-        await self.pool.execute(
-            "INSERT INTO migration.cutovers (attempt_id, school_id, actor, reason) VALUES ($1, $2, $3, $4)",
-            attempt_id, school_id, actor, reason,
-        )  # fmt: skip
-        return Attempt(attempt_id, school_id, snapshot_id, None)
-
     async def running_attempts(self) -> list[Attempt]:
         rows = await self.pool.fetch(
             """
@@ -259,11 +296,15 @@ class CoordinatorStore:
     async def step_done(self, attempt: Attempt, step: str) -> None:
         await self.pool.execute("UPDATE migration.cutovers SET step = $2 WHERE attempt_id = $1", attempt.attempt_id, step)
 
-    async def end_attempt(self, attempt: Attempt, status: str, error: str | None = None) -> None:
+    async def mark_rolling_back(self, attempt: Attempt, why: str) -> None:
+        """The attempt is being rolled back (so a resumed one finishes the rollback, never the cutover)."""
         await self.pool.execute(
-            "UPDATE migration.cutovers SET status = $2, error = $3, finished_at = now() WHERE attempt_id = $1",
-            attempt.attempt_id, status, error,
+            "UPDATE migration.cutovers SET step = 'rolling_back', error = $2 WHERE attempt_id = $1 AND status = 'running'",
+            attempt.attempt_id, why,
         )  # fmt: skip
+
+    async def attempt_error(self, attempt: Attempt) -> str | None:
+        return await self.pool.fetchval("SELECT error FROM migration.cutovers WHERE attempt_id = $1", attempt.attempt_id)
 
     # ------------------------------------------------------------------ barriers
 

@@ -29,7 +29,7 @@ from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
 from shared.batching import Unusable, signed_by, unreadable
 from shared.kafka import consumer_options, make_broker, raw_body
-from shared.leases import Lease
+from shared.leases import Lease, named
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -76,7 +76,7 @@ async def start() -> None:
 async def start_overdue_monitor(store: Store) -> None:
     interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
     assert settings.database_url
-    lease = Lease(settings.database_url, "ingest.overdue")  # reported once, whichever replica holds it
+    lease = Lease(settings.database_url, named(settings.topic_prefix, "ingest.overdue"))  # once, whoever holds it
     app.context.set_global("overdue_lease", lease)
     app.context.set_global("monitor", start_periodic("overdue snapshots", interval, lambda: report_if_held(lease, store)))
 
@@ -316,7 +316,18 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
         return
     parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
     await publish_all(plan_fanout(parsed, manifest), manifest, default_ts or manifest.taken_at)
-    log.warning("re-drove %s/%s from its verified backup (%s)", redrive.school_id, redrive.snapshot_id, redrive.reason)
+    # The school's changes too: those lost in flight come again, the others are judged equal.
+    resent = 0
+    for batch in await store.stored_changes(redrive.school_id):
+        plan = plan_changes(batch, max_depth=settings.max_nesting_depth)
+        pending = [await publish(broker, keyring, wire.body, topics.quarantine if wire.kind == "quarantine" else topics.raw(wire.domain),
+                                 key=wire.key, no_confirm=True)
+                   for wire in change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
+                                              max_bytes=settings.batch_bytes)]  # fmt: skip
+        await asyncio.gather(*pending)
+        resent += len(batch.changes)
+    log.warning("re-drove %s/%s from its verified backup, and %d change(s) (%s)", redrive.school_id, redrive.snapshot_id,
+                resent, redrive.reason)  # fmt: skip
 
 
 def _barrier(body: bytes) -> Barrier | None:

@@ -11,7 +11,8 @@ import asyncpg
 from shared.chunks import sha256_hex
 from shared.db import pg_json
 from shared.changes import change_digest, record_bytes
-from shared.messages import AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
+from shared import jsonsafe
+from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,24 @@ class IngestStore:
         if row is None or sha256_hex(bytes(row["content"])) != row["sha256"]:
             return None
         return SnapshotManifest.model_validate(row["manifest"]), bytes(row["content"]), row["default_ts"]
+
+    async def stored_changes(self, school_id: str, per_message: int = MAX_CHANGES_PER_MESSAGE) -> list[ChangeBatch]:
+        """Every change kept for the school, as messages per client (for a re-drive)."""
+        rows = await self.pool.fetch(
+            "SELECT client_id, seq, domain, record_id, op, source_ts, record FROM migration.changes WHERE school_id = $1"
+            " ORDER BY client_id, seq",
+            school_id,
+        )  # fmt: skip
+        by_client: dict[str, list[Change]] = {}
+        for r in rows:
+            by_client.setdefault(r["client_id"], []).append(Change(
+                op=r["op"], domain=r["domain"], record_id=r["record_id"], source_ts=r["source_ts"], seq=r["seq"],
+                record=jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
+            ))  # fmt: skip
+        return [
+            ChangeBatch(school_id=school_id, client_id=client, changes=changes[i:i + per_message])
+            for client, changes in by_client.items() for i in range(0, len(changes), per_message)
+        ]
 
     async def school_default_ts(self, school_id: str, candidate: datetime) -> datetime:
         """The time every record of the school without timestamps is given, whichever write

@@ -34,3 +34,23 @@ async def test_one_holder_at_a_time_and_a_dead_holder_lets_go(settings: Settings
     finally:
         for lease in (first, second, other):
             await lease.release()
+
+
+async def test_many_tasks_asking_at_once_share_one_connection_and_one_lock(settings: Settings, pool: asyncpg.Pool) -> None:
+    import asyncio
+
+    assert settings.database_url
+    lease = Lease(settings.database_url, "test.concurrent")
+    try:
+        assert all(await asyncio.gather(*(lease.held() for _ in range(20))))
+        holders = await pool.fetchval(
+            "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid",
+            lease.key,
+        )  # fmt: skip
+        assert holders == 1
+        other = Lease(settings.database_url, "test.concurrent")
+        assert not await other.held()  # held by the first (a second connection of it would not hold it either)
+        await other.release()
+    finally:
+        await lease.release()
