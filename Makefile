@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration docs bench clean
+.PHONY: install run test test-unit test-integration docs bench clean chaos
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ test-integration: install
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).
 ## SCHOOLS=1000 make bench runs the end-to-end scale case.
 SCHOOLS ?= 100
+chaos: install
+	$(BIN)/python -m tests.chaos --schools $(or $(CHAOS_SCHOOLS),10)
+
 bench: install
 	$(BIN)/python -m tests.bench.bench_mapping --schools 10
 	$(BIN)/python -m tests.bench.bench_codec --schools 10
