@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,14 +141,18 @@ async def _movement(pool: asyncpg.Pool) -> tuple[int, ...]:
 async def wait_for_reports(
     pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
     *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0, incomplete_is_final: bool = True,
+    republish: Callable[[list[Pair]], Awaitable[None]] | None = None, republish_after_s: float = 30.0,
 ) -> dict[Pair, dict[str, Any] | None]:
     """Each snapshot's report, or None for one ingest reports incomplete or refused (it will
     never be released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
     (no record accounted for, no validation, no phase change): a healthy migration of any
     size is never given up on. With ``overridden``, see :func:`wait_for_report`. Without
     ``incomplete_is_final``, a snapshot reported incomplete is waited for still (a late chunk
-    completes it)."""
+    completes it). ``republish``: called with the snapshots not released ``republish_after_s``
+    after the last call (their messages lost with a broker, say): it publishes them again,
+    under the same ids (ingest takes what is missing, ignores the rest)."""
     pending = list(pairs)
+    republished_at = time.monotonic()
     reports: dict[Pair, dict[str, Any] | None] = {}
     moved_at, last, shown_at, checked_at = time.monotonic(), None, 0.0, 0.0
     warned_at = 0.0
@@ -170,6 +174,15 @@ async def wait_for_reports(
         pending = [p for p in pending if p not in reports]
         if not pending:
             break
+        if republish is not None and time.monotonic() - republished_at > republish_after_s:
+            republished_at = time.monotonic()
+            try:
+                if unreleased := await _unreleased(pool, pending):
+                    log.warning("%d snapshot(s) not released after %.0fs: publishing them again", len(unreleased),
+                                republish_after_s)  # fmt: skip
+                    await republish(unreleased)
+            except Exception as exc:  # the broker or the database still away: next time
+                log.warning("publishing again failed (%s); trying later", type(exc).__name__)
         try:
             moved_at, last, shown_at, checked_at, stalled = await _observe(
                 pool, pending, on_progress, progress_s, stall_timeout_s, moved_at, last, shown_at, checked_at)  # fmt: skip
@@ -181,6 +194,18 @@ async def wait_for_reports(
             break
         await asyncio.sleep(poll_s)
     return {pair: reports.get(pair) for pair in pairs}
+
+
+async def _unreleased(pool: asyncpg.Pool, pending: list[Pair]) -> list[Pair]:
+    rows = await pool.fetch(
+        """
+        SELECT p.school_id, p.snapshot_id FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
+         WHERE NOT EXISTS (SELECT 1 FROM migration.snapshots s
+                            WHERE (s.school_id, s.snapshot_id) = (p.school_id, p.snapshot_id) AND s.released_at IS NOT NULL)
+        """,
+        [s for s, _ in pending], [n for _, n in pending],
+    )  # fmt: skip
+    return [(r["school_id"], r["snapshot_id"]) for r in rows]
 
 
 async def _poll_reports(pool: asyncpg.Pool, pending: list[Pair], reports: dict[Pair, dict[str, Any] | None],
@@ -256,8 +281,16 @@ async def run_jobs(
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
                 manifests.append(manifest)
             pairs = [(m.school_id, m.snapshot_id) for m in manifests]
+            paths = {(job.school_id, m.snapshot_id): job.path for job, m in zip(jobs, manifests, strict=True)}
+
+            async def again(unreleased: list[Pair], paths: dict[Pair, Path] = paths) -> None:
+                for school_id, snapshot_id in unreleased:
+                    await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, school_id,
+                                           paths[(school_id, snapshot_id)].read_bytes(), snapshot_id=snapshot_id)  # fmt: skip
+                    on_status(f"published {school_id}/{snapshot_id} again (not released yet)")
+
             reports = await wait_for_reports(pool, pairs, settings.run_stall_timeout_s, on_progress,
-                                             overridden=bool(override_audit))  # fmt: skip
+                                             overridden=bool(override_audit), republish=again)  # fmt: skip
             for school_id, snapshot_id in pairs:
                 report = reports[(school_id, snapshot_id)]
                 if report is None:

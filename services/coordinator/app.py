@@ -229,9 +229,22 @@ _progress: dict[tuple[str, str], tuple[tuple[int, ...], float, int]] = {}
 MAX_REDRIVES = 5
 
 
+_lag_moved: list[float] = [0.0, -1.0]  # [when the consumers' total lag last changed, that total]
+
+
+def _pipeline_busy(now: float) -> bool:
+    """Consumers still working through a backlog (their lag moved within the re-drive delay):
+    a school may only be slow. A lag that stays put (a consumer group lost with its broker)
+    is no reason to wait."""
+    total = float(sum(metrics.schools.lag.values()))
+    if total != _lag_moved[1]:
+        _lag_moved[:] = [now, total]
+    return total > 0 and now - _lag_moved[0] < settings.redrive_after_s
+
+
 async def redrive_if_stuck(operations: Operations, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts]) -> None:
     """A school whose counts have not moved for ``SCHOOLMIG_REDRIVE_AFTER_S`` while records are
-    missing, with no consumer behind (nothing still on its way), lost them in flight (a
+    missing, with no consumer working through a backlog, lost them in flight (a
     broker lost, topics gone): its snapshot is fanned out again from the verified backup.
     Each further re-drive waits twice as long; after ``MAX_REDRIVES`` it is left to an
     operator (logged, counted as critical)."""
@@ -242,7 +255,7 @@ async def redrive_if_stuck(operations: Operations, school_id: str, snapshot_id: 
         _progress[(school_id, snapshot_id)] = (seen, now, 0 if last is None else last[2])
         return
     _, since, tries = last
-    if now - since <= settings.redrive_after_s * 2**tries or any(metrics.schools.lag.values()):
+    if now - since <= settings.redrive_after_s * 2**tries or _pipeline_busy(now):
         return
     _progress[(school_id, snapshot_id)] = (seen, now, tries + 1)
     if tries >= MAX_REDRIVES:
@@ -295,8 +308,17 @@ async def lead(leader: Lease, store: CoordinatorStore, operations: Operations) -
     """What one coordinator does for all, whichever holds the lease: the sync checks, and
     taking up cutovers a coordinator left running (it died, or lost its database)."""
     if await leader.held():
+        await catch_up(store, operations)
         await check_syncing(store, operations)
         await operations.resume()
+
+
+async def catch_up(store: CoordinatorStore, operations: Operations) -> None:
+    """Releases whose event never came (lost with a broker) are acted on from the database,
+    as the event would have been: the school moves on, and is re-driven if records are missing."""
+    for event in await store.unheard_releases(max(10.0, settings.sync_poll_interval_s * 20)):
+        log.warning("%s: snapshot %s was released but its event never came; acting on it", event.school_id, event.snapshot_id)
+        await operations.advance(event)
 
 
 async def observe_if_leader(leader: Lease, store: CoordinatorStore) -> None:

@@ -15,6 +15,7 @@ from services.coordinator.phases import IllegalTransition, Phase, check_transiti
 from shared.domains import Domain
 from shared.mapping import reverse_record
 from shared.messages import (
+    AuditSummary,
     MappedRecord,
     Mode,
     OperatorCommand,
@@ -351,6 +352,34 @@ class CoordinatorStore:
             school_id, since,
         )  # fmt: skip
         return dict(row) if row else None
+
+    async def unheard_releases(self, older_than_s: float = 10.0) -> list[SnapshotReleased]:
+        """Snapshots ingest released that the coordinator never acted on (their event was lost,
+        e.g. with a broker): released a while ago, newer than the school's current snapshot
+        (or the school unknown), with no report and not superseded. Rebuilt from the database."""
+        rows = await self.pool.fetch(
+            """
+            SELECT s.school_id, s.snapshot_id, s.format, s.taken_at, s.sha256, s.audit,
+                   coalesce(b.sha256 = s.sha256, false) AS backup_verified
+              FROM migration.snapshots s
+              LEFT JOIN migration.backups b USING (school_id, snapshot_id)
+              LEFT JOIN migration.school_phase p USING (school_id)
+              LEFT JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
+             WHERE s.released_at IS NOT NULL AND s.released_at < now() - make_interval(secs => $1)
+               AND (p.school_id IS NULL OR (cur.snapshot_id IS NOT NULL
+                    AND (s.taken_at, s.snapshot_id) > (cur.taken_at, cur.snapshot_id)))
+               AND NOT EXISTS (SELECT 1 FROM migration.reports r WHERE (r.school_id, r.snapshot_id) = (s.school_id, s.snapshot_id))
+               AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
+                                WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
+             ORDER BY s.released_at LIMIT 50
+            """,
+            older_than_s,
+        )  # fmt: skip
+        return [
+            SnapshotReleased(school_id=r["school_id"], snapshot_id=r["snapshot_id"], format=r["format"], taken_at=r["taken_at"],
+                             sha256=r["sha256"], backup_verified=r["backup_verified"], audit=AuditSummary.model_validate(r["audit"]))
+            for r in rows if r["audit"] is not None
+        ]  # fmt: skip
 
     async def has_changes(self, school_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1)", school_id))
