@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -26,7 +27,7 @@ from shared.batching import encode
 from shared.changes import change_batches, plan_changes, without
 from shared.barrier import forward, partition_counts
 from shared.deadletter import dead_letter as shared_dead_letter
-from shared.fanout import Outgoing, audit_summary, fanout_batches, plan_fanout
+from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
 from shared.batching import Unusable, signed_by, unreadable
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.leases import Lease, named
@@ -209,12 +210,8 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
                           f"change {change_id(batch.client_id, change.seq)} was received before with other content")  # fmt: skip
     plan = without(plan, reused)
     default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
-    pending = []
-    for wire in change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
-                               max_bytes=settings.batch_bytes):  # fmt: skip
-        topic = topics.quarantine if wire.kind == "quarantine" else topics.raw(wire.domain)
-        pending.append(await publish(broker, keyring, wire.body, topic, key=wire.key, no_confirm=True))
-    await asyncio.gather(*pending)
+    await publish_wires(change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
+                                       max_bytes=settings.batch_bytes))  # fmt: skip
     for change in batch.changes:
         metrics.changes_received.add(1, {"op": change.op.value, "domain": change.domain.value})
 
@@ -320,11 +317,8 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     resent = 0
     for batch in await store.stored_changes(redrive.school_id):
         plan = plan_changes(batch, max_depth=settings.max_nesting_depth)
-        pending = [await publish(broker, keyring, wire.body, topics.quarantine if wire.kind == "quarantine" else topics.raw(wire.domain),
-                                 key=wire.key, no_confirm=True)
-                   for wire in change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
-                                              max_bytes=settings.batch_bytes)]  # fmt: skip
-        await asyncio.gather(*pending)
+        await publish_wires(change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
+                                           max_bytes=settings.batch_bytes))  # fmt: skip
         resent += len(batch.changes)
     log.warning("re-drove %s/%s from its verified backup, and %d change(s) (%s)", redrive.school_id, redrive.snapshot_id,
                 resent, redrive.reason)  # fmt: skip
@@ -347,11 +341,17 @@ async def forward_barrier(barrier: Barrier) -> None:
 async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime) -> None:
     """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
+    await publish_wires(fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
+                                       max_record_bytes=settings.max_record_bytes, default_ts=default_ts), headers)  # fmt: skip
+
+
+async def publish_wires(wires: Iterable[WireBatch], headers: dict[str, str] | None = None) -> None:
+    """Each batch to its domain's raw topic or the quarantine topic, pipelined; return only
+    when the broker has them all."""
     pending = []
-    for batch in fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
-                                max_record_bytes=settings.max_record_bytes, default_ts=default_ts):  # fmt: skip
-        topic = topics.quarantine if batch.kind == "quarantine" else topics.raw(batch.domain)
-        pending.append(await publish(broker, keyring, batch.body, topic, key=batch.key, headers=headers, no_confirm=True))
+    for wire in wires:
+        topic = topics.quarantine if wire.kind == "quarantine" else topics.raw(wire.domain)
+        pending.append(await publish(broker, keyring, wire.body, topic, key=wire.key, headers=headers, no_confirm=True))
     await asyncio.gather(*pending)
 
 
