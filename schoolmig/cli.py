@@ -59,9 +59,10 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
 
 
 async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None,
-               override_audit: str | None = None, replicas: dict[str, int] | None = None) -> int:  # fmt: skip
+               override_audit: str | None = None, replicas: dict[str, int] | None = None,
+               cutover: bool = False) -> int:  # fmt: skip
     from schoolmig.render import print_report
-    from schoolmig.runner import plan_rounds, run_jobs
+    from schoolmig.runner import cut_over, plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
     from shared.accounting import progress
 
@@ -96,6 +97,10 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
 
             report = await run_jobs(stack.settings if stack else settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
                                     on_progress=show, override_audit=override_audit)  # fmt: skip
+            if cutover:
+                status.update("cutting the validated schools over…")
+                report = await cut_over(stack.settings if stack else settings, bootstrap, dsn, report,
+                                        actor=os.environ.get("USER", "operator"), on_status=lambda m: status.update(m))  # fmt: skip
     finally:
         if stack:
             with console.status("stopping the stack…"):
@@ -411,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--school", help="school id for every file (default: each file's name)")
     run.add_argument("--report", type=Path, help="write the report as JSON here")
     run.add_argument("--override-audit", metavar="REASON", help="let these snapshots past critical audit findings, for this written reason")
+    run.add_argument("--cutover", action="store_true", help="then cut every validated school over to the API, and wait for each")
     migrate = commands.add_parser("migrate", help="one school through every phase on a running stack, with progress bars")
     migrate.add_argument("file", type=Path, metavar="FILE")
     migrate.add_argument("--school", required=True)
@@ -486,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas))
+        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas,
+                                args.cutover))
     if args.command == "migrate":
         if not args.file.is_file():
             console.print(f"[red]no such file: {args.file}[/]")

@@ -301,3 +301,37 @@ async def run_jobs(
     finally:
         await pool.close()
     return run_report(schools)
+
+
+async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str, report: dict[str, Any], *,
+                   actor: str, on_status: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+    """Cut every validated school of a run's report over to the API, all at once, and follow
+    each until its cutover ends (``completed`` or ``rolled_back``). The report's schools get
+    their final phase and a ``cutover`` entry; ``ok`` then also needs every cutover completed.
+    A school the coordinator does not move within ``run_stall_timeout_s`` is left as it is
+    and reported so (``cutover: no_answer``)."""
+    wanted = [s for s in report["schools"] if s["phase"] == "validated"]
+    pool = await create_pool(database_url)
+    try:
+        for school in wanted:
+            await send_command(bootstrap_servers, settings, OperatorCommand(
+                action="cutover", school_id=school["school_id"], actor=actor, reason="schoolmig run --cutover"))  # fmt: skip
+            on_status(f"{school['school_id']}: cutover asked")
+        pending = {s["school_id"]: s for s in wanted}
+        deadline = time.monotonic() + settings.run_stall_timeout_s
+        while pending and time.monotonic() < deadline:
+            phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
+                                           list(pending)))  # fmt: skip
+            for school_id, phase in phases.items():
+                if phase in ("completed", "rolled_back"):
+                    school = pending.pop(school_id)
+                    school["phase"], school["cutover"] = phase, phase
+                    on_status(f"{school_id}: {phase}")
+            await asyncio.sleep(0.5)
+        for school in pending.values():
+            school["cutover"] = "no_answer"
+    finally:
+        await pool.close()
+    ok = report["ok"] and all(s.get("cutover") == "completed" for s in report["schools"])
+    return {**report, "ok": ok}
+

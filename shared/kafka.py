@@ -256,7 +256,8 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic the pipeline uses that does not exist yet; return those created."""
+    """Create every topic the pipeline uses that does not exist yet; return those created.
+    Run at every service's start, then every ``SCHOOLMIG_TOPIC_CHECK_S`` (``keep_topics``)."""
     assert settings.kafka_bootstrap_servers
     topics = Topics.from_settings(settings)
     wanted = topics.all()
@@ -278,3 +279,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return missing
     finally:
         await admin.close()
+
+
+async def keep_topics(settings: Settings) -> None:
+    """One round of the topic check every service runs: topics that vanished (a broker that
+    lost its data, a topic deleted by hand) are created again, so producers and consumers
+    find them; consumers then start the new topics from the beginning (their group's offsets
+    went with the broker, and ``auto_offset_reset`` is ``earliest``), and the coordinator
+    re-drives what was lost in flight. Said once per round, as a warning, when it happens."""
+    if created := await ensure_topics(settings):
+        _log_limited(logging.WARNING, "%d topic(s) were missing (a broker that lost its data?); created again: %s",
+                     len(created), ", ".join(created[:5]) + (" …" if len(created) > 5 else ""), every_s=0.0)  # fmt: skip
+

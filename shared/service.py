@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from shared.db import apply_migrations, create_pool
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, keep_topics
 from shared.logs import setup_logging
 from shared.settings import Settings
 
@@ -27,8 +27,19 @@ async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> as
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run services through `schoolmig up` or set it")
     await ensure_topics(settings)
+    watch_topics(settings)
     await apply_migrations(settings.database_url)
     return await create_pool(settings.database_url, max_size=pool_size)
+
+
+_topic_watch: list[asyncio.Task[None]] = []
+
+
+def watch_topics(settings: Settings) -> None:
+    """Check the topics every ``topic_check_s`` for the life of the process (``keep_topics``);
+    started once per process, whoever asks."""
+    if not _topic_watch:
+        _topic_watch.append(start_periodic("topic check", settings.topic_check_s, lambda: keep_topics(settings)))
 
 
 def start_periodic(what: str, interval_s: float, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

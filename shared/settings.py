@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="An operator command signed longer ago than this is refused as stale (replays).",
     )
     barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
+    topic_check_s: float = Field(
+        default=15.0, gt=0,
+        description="How often every service checks that the pipeline's topics exist, and creates missing ones again "
+        "(a broker that lost its data, a topic deleted by hand).",
+    )
     redrive_after_s: float = Field(
         default=120.0, gt=0,
         description="A school in dual write whose counts have not moved for this long is re-driven from its verified "

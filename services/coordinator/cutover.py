@@ -12,7 +12,12 @@ rolled back too: every cutover ends ``completed`` or ``rolled_back``.
 
 Only the holder of the school's cutover lease runs it (``fence`` before each step and
 before the end): a coordinator that lost the lease stops where it is, and the one that
-takes the lease over resumes the attempt from its last completed step.
+takes the lease over resumes the attempt from its last completed step. The lease alone is
+a check, not a token: a holder that loses it in the middle of a long step (the final sync,
+the final validation) would still finish that step. So each runner also claims the
+attempt's next *epoch* when it takes it up (``Attempt.epoch``), and every write the
+attempt makes (a step done, a mode, the end) is refused with :class:`LeaseLost` once a
+newer epoch was claimed: a stale runner's late writes never land after the new one's.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ class Attempt:
     school_id: str
     snapshot_id: str
     last_step: str | None  # the last step completed (None: not started)
+    epoch: int = 0
+    """The fencing token this runner claimed (0: not claimed yet, so no write is allowed)."""
 
 
 class CutoverPorts(Protocol):
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> None: ...
+    async def set_attempt_mode(self, attempt: Attempt, mode: Mode, maintenance: bool, reason: str) -> None: ...
     async def sync_barrier(self, school_id: str) -> str: ...
     async def final_validation(self, school_id: str, snapshot_id: str) -> str: ...
     async def health_check(self, school_id: str, snapshot_id: str) -> str: ...
@@ -105,16 +112,16 @@ async def run_cutover(ports: CutoverPorts, attempt: Attempt) -> bool:
 async def _run_step(ports: CutoverPorts, attempt: Attempt, step: str) -> str:
     school = attempt.school_id
     if step == "maintenance_on":
-        await ports.set_mode(school, Mode.HYBRID, True, "cutover: writes held")
+        await ports.set_attempt_mode(attempt, Mode.HYBRID, True, "cutover: writes held")
         return "maintenance on: ingest holds the school's writes"
     if step == "final_sync":
         return await ports.sync_barrier(school)
     if step == "final_validation":
         return await ports.final_validation(school, attempt.snapshot_id)
     if step == "switch_mode":
-        await ports.set_mode(school, Mode.API, True, "cutover: reads and writes go to the API")
+        await ports.set_attempt_mode(attempt, Mode.API, True, "cutover: reads and writes go to the API")
         return "mode api"
     if step == "health_check":
         return await ports.health_check(school, attempt.snapshot_id)
-    await ports.set_mode(school, Mode.API, False, "cutover completed")  # maintenance_off
+    await ports.set_attempt_mode(attempt, Mode.API, False, "cutover completed")  # maintenance_off
     return "maintenance off"

@@ -199,7 +199,7 @@ class Operations:
         try:
             # Re-read under the lease: a coordinator that held it before may have moved on.
             current = next((a for a in await self.store.running_attempts() if a.attempt_id == attempt.attempt_id), None)
-            if current is None:
+            if current is None or (current := await self.store.claim_attempt(current)) is None:
                 return False  # it ended meanwhile
             phase, _ = await self.store.phase_of(current.school_id)
             if current.last_step == ROLLING_BACK:  # a rollback stopped half-way: finish it, never the cutover
@@ -298,8 +298,13 @@ class Operations:
 
     # ------------------------------------------------------------------ CutoverPorts
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> None:
-        record = await self.store.set_mode(school_id, mode, maintenance, reason)
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str,
+                       attempt: Attempt | None = None) -> None:  # fmt: skip
+        """The clients' mode: stored (the truth ingest and the HTTP API read), then announced on
+        the control topic. A cutover's is stored only under its epoch; its announcement can
+        still follow a newer one's after a lost lease, so a reader of the topic takes the
+        newest ``updated_at``, not the last message."""
+        record = await self.store.set_mode(school_id, mode, maintenance, reason, attempt)
         await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
         await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
@@ -366,6 +371,9 @@ class Operations:
     async def pause(self, tries: int) -> None:
         await asyncio.sleep(min(30.0, 0.5 * 2**tries))
 
+    async def set_attempt_mode(self, attempt: Attempt, mode: Mode, maintenance: bool, reason: str) -> None:
+        await self.set_mode(attempt.school_id, mode, maintenance, reason, attempt)
+
     async def step_done(self, attempt: Attempt, step: str, evidence: str) -> None:
         await self.store.step_done(attempt, step)
         log.info("%s: cutover step %s done: %s", attempt.school_id, step, evidence)
@@ -379,7 +387,7 @@ class Operations:
         """Marked first (a coordinator resuming it finishes the rollback, never the cutover),
         then the clients' mode (idempotent), then the phase and the attempt, in one go."""
         await self.store.mark_rolling_back(attempt, f"{step}: {why}")
-        await self.set_mode(attempt.school_id, Mode.HYBRID, False, f"cutover rolled back at {step}: {why}")
+        await self.set_attempt_mode(attempt, Mode.HYBRID, False, f"cutover rolled back at {step}: {why}")
         if await self.store.end_cutover(attempt, Phase.ROLLED_BACK, "rolled_back", actor=self.actor,
                                         reason=f"cutover failed at {step}: {why}", error=f"{step}: {why}"):  # fmt: skip
             self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})

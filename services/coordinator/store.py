@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 
-from services.coordinator.cutover import Attempt
+from services.coordinator.cutover import Attempt, LeaseLost
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
 from shared.domains import Domain
 from shared.mapping import reverse_record
@@ -127,6 +127,7 @@ class CoordinatorStore:
         ``target``: one transaction, idempotent (a retry after a crash, or a second runner,
         finds it closed and does nothing). True when this call closed it."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await _fenced(conn, attempt)
             closed = await conn.fetchval(
                 "UPDATE migration.cutovers SET status = $2, error = $3, finished_at = now()"
                 " WHERE attempt_id = $1 AND status = 'running' RETURNING true",
@@ -235,17 +236,22 @@ class CoordinatorStore:
 
     # ------------------------------------------------------------------ modes
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> SchoolMode:
-        row = await self.pool.fetchrow(
-            """
-            INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at)
-            VALUES ($1, $2, $3, $4, now())
-            ON CONFLICT (school_id) DO UPDATE
-               SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now()
-            RETURNING updated_at
-            """,
-            school_id, mode.value, maintenance, reason,
-        )  # fmt: skip
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str,
+                       attempt: Attempt | None = None) -> SchoolMode:  # fmt: skip
+        """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if attempt is not None:
+                await _fenced(conn, attempt)
+            row = await conn.fetchrow(
+                """
+                INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at)
+                VALUES ($1, $2, $3, $4, now())
+                ON CONFLICT (school_id) DO UPDATE
+                   SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now()
+                RETURNING updated_at
+                """,
+                school_id, mode.value, maintenance, reason,
+            )  # fmt: skip
         phase, _ = await self.phase_of(school_id)
         return SchoolMode(school_id=school_id, mode=mode, maintenance=maintenance, reason=reason,
                           phase=phase.value if phase else "unknown", updated_at=row["updated_at"])  # fmt: skip
@@ -294,15 +300,28 @@ class CoordinatorStore:
             "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
         ))  # fmt: skip
 
+    async def claim_attempt(self, attempt: Attempt) -> Attempt | None:
+        """The attempt under a new epoch, claimed by the caller (who holds the school's cutover
+        lease): from now on every write under an older epoch is refused. None: it ended."""
+        epoch = await self.pool.fetchval(
+            "UPDATE migration.cutovers SET epoch = epoch + 1 WHERE attempt_id = $1 AND status = 'running' RETURNING epoch",
+            attempt.attempt_id,
+        )  # fmt: skip
+        return None if epoch is None else replace(attempt, epoch=epoch)
+
     async def step_done(self, attempt: Attempt, step: str) -> None:
-        await self.pool.execute("UPDATE migration.cutovers SET step = $2 WHERE attempt_id = $1", attempt.attempt_id, step)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fenced(conn, attempt)
+            await conn.execute("UPDATE migration.cutovers SET step = $2 WHERE attempt_id = $1", attempt.attempt_id, step)
 
     async def mark_rolling_back(self, attempt: Attempt, why: str) -> None:
         """The attempt is being rolled back (so a resumed one finishes the rollback, never the cutover)."""
-        await self.pool.execute(
-            "UPDATE migration.cutovers SET step = 'rolling_back', error = $2 WHERE attempt_id = $1 AND status = 'running'",
-            attempt.attempt_id, why,
-        )  # fmt: skip
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fenced(conn, attempt)
+            await conn.execute(
+                "UPDATE migration.cutovers SET step = 'rolling_back', error = $2 WHERE attempt_id = $1 AND status = 'running'",
+                attempt.attempt_id, why,
+            )  # fmt: skip
 
     async def attempt_error(self, attempt: Attempt) -> str | None:
         return await self.pool.fetchval("SELECT error FROM migration.cutovers WHERE attempt_id = $1", attempt.attempt_id)
@@ -557,3 +576,13 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
             "SELECT event FROM migration.blocked_snapshots WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
         )
         return SnapshotReleased.model_validate(event) if event else None
+
+
+async def _fenced(conn: asyncpg.Connection, attempt: Attempt) -> None:
+    """Within the caller's transaction: hold the attempt's row (a newer claim waits for this
+    transaction) and go on only if its epoch is still the one ``attempt`` claimed."""
+    epoch = await conn.fetchval("SELECT epoch FROM migration.cutovers WHERE attempt_id = $1 FOR UPDATE", attempt.attempt_id)
+    if epoch is None or epoch != attempt.epoch or attempt.epoch == 0:
+        raise LeaseLost(f"{attempt.school_id}: cutover {attempt.attempt_id} is run under epoch {epoch} now, "
+                        f"not {attempt.epoch}")  # fmt: skip
+

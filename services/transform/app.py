@@ -23,6 +23,7 @@ from shared.logs import setup_logging
 from shared.mapping.records import transform_batch
 from shared.messages import Barrier, RawBatch
 from shared.settings import Settings
+from shared.service import watch_topics
 from shared.signing import Keyring, publish
 from shared.telemetry import count_error, setup_telemetry
 from shared.topics import Topics, batch_key
@@ -42,6 +43,7 @@ async def start() -> None:
     setup_logging("transform", settings.log_level)
     keyring.require()
     await ensure_topics(settings)
+    watch_topics(settings)
 
 
 @broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True), decoder=raw_bodies)

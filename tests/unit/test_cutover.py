@@ -44,7 +44,7 @@ class FakePorts:
     async def pause(self, tries: int) -> None:
         self.pauses.append(tries)
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str) -> None:
+    async def set_attempt_mode(self, attempt: Attempt, mode: Mode, maintenance: bool, reason: str) -> None:
         self.calls.append("set_mode")
         self.modes.append((mode, maintenance))
         if self.fail_at == "switch_mode" and mode is Mode.API and maintenance:
