@@ -34,7 +34,7 @@ test-integration: install
 ## SCHOOLS=1000 make bench runs the end-to-end scale case.
 SCHOOLS ?= 100
 chaos: install
-	$(BIN)/python -m tests.chaos --schools $(or $(CHAOS_SCHOOLS),10)
+	$(BIN)/python -m tests.chaos --schools $(or $(CHAOS_SCHOOLS),20)
 
 bench: install
 	$(BIN)/python -m tests.bench.bench_mapping --schools 10

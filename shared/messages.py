@@ -510,6 +510,11 @@ class Redrive(_Model):
     school_id: SchoolId
     snapshot_id: SnapshotId
     reason: str
+    issued_at: AwareDatetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When it was asked: ingest refuses one older than SCHOOLMIG_COMMAND_TTL_S (a replayed request "
+        "would make it fan a whole school out again).",
+    )
 
 
 class Mode(StrEnum):

@@ -118,6 +118,10 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             await dead_letter(message, body, unusable.reason, unusable.detail)
             count_refused(unusable.reason, message.raw_message.topic)
             return
+        if (age := (datetime.now(UTC) - redrive.issued_at).total_seconds()) > settings.command_ttl_s:
+            await dead_letter(message, body, "stale_command", f"a re-drive request asked {age:.0f}s ago (the limit is "
+                              f"SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s)")  # fmt: skip
+            return
         await fan_out_again(store, redrive)
         return
     envelope = read_envelope(body)

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from schoolmig.stack import Stack
 from shared.domains import Domain
-from shared.messages import Barrier, OperatorCommand
+from shared.messages import Barrier, OperatorCommand, Redrive
 from shared.settings import Settings
 from shared.signing import HEADER, Keyring
 from shared.topics import Topics
@@ -59,7 +59,11 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
                                reason="signed, then captured and replayed").model_dump_json().encode()  # fmt: skip
     stale = OperatorCommand(action="rollback", school_id=school, actor="x", reason="signed an hour ago",
                             issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
+    old_redrive = Redrive(school_id=school, snapshot_id=report["snapshot_id"], reason="asked an hour ago",
+                          issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
     forged = [  # (topic, body, headers, the reason it must be refused with)
+        (topics.ingest, old_redrive, _signed(service, topics.ingest, old_redrive), "stale_command"),  # a captured request
+        (topics.ingest, old_redrive, [], "unsigned"),
         (cmd, override, _signed(operator, cmd, override), None),  # genuine: acted on
         (cmd, override, _signed(operator, cmd, override), "replayed_command"),  # the same bytes again
         (cmd, stale, _signed(operator, cmd, stale), "stale_command"),

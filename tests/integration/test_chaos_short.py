@@ -1,0 +1,20 @@
+"""The short form of ``make chaos`` (``tests/chaos``): a few schools through the real stack
+with replicas, each scenario with its faults, and every row must show nothing lost, nothing
+duplicated, every table's checksum equal to the clean single-replica run's, and every school
+validated. The full form (20 schools, every scenario) is ``make chaos``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.chaos.__main__ import arguments, run_chaos
+
+
+async def test_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    args = arguments(["--schools", "3", "--only", "kill-9", "broker-lost", "duplicates", "--kills", "3", "--kill-every", "1.0",
+                      "--replays", "1", "--out", str(tmp_path / "chaos.json")])  # fmt: skip
+    table = await run_chaos(args)
+    assert [row["scenario"] for row in table] == ["clean", "kill-9", "broker-lost", "duplicates"]
+    for row in table:
+        assert row["ok"], row
+        assert (row["lost"], row["duplicated"], row["checksums_differing"]) == (0, 0, 0), row

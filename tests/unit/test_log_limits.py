@@ -1,0 +1,38 @@
+"""The Kafka client's repeated lines are limited (a lost broker must not flood the logs);
+every kind still shows, and the next line says how many were held back."""
+
+from __future__ import annotations
+
+import logging
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.logs import RepeatLimit
+
+
+def _record(msg: str, name: str = "aiokafka") -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, (), None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Unable connect to %s", "OffsetCommit failed", "Heartbeat failed"]),
+                          st.floats(min_value=0, max_value=5)), max_size=60))  # fmt: skip
+def test_each_kind_at_most_once_per_window_and_none_lost_from_the_count(lines: list[tuple[str, float]]) -> None:
+    now = [0.0]
+    limit = RepeatLimit(every_s=10.0, clock=lambda: now[0])
+    shown: dict[str, list[float]] = {}
+    counted = 0
+    for msg, gap in lines:
+        now[0] += gap
+        record = _record(msg)
+        if limit.filter(record):
+            shown.setdefault(msg, []).append(now[0])
+            counted += 1
+            if " more like it" in record.getMessage():
+                counted += int(record.getMessage().split("(and ")[1].split(" ")[0])
+    for times in shown.values():
+        assert all(b - a >= 10.0 for a, b in zip(times, times[1:]))
+    assert set(shown) == {msg for msg, _ in lines}  # every kind of trouble shows at least once
+    held_still = sum(limit._held.values())
+    assert counted + held_still == len(lines)  # every line shown, or counted in a later one, or still held
