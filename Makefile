@@ -4,15 +4,35 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration docs bench clean chaos
+.PHONY: install run test test-unit test-integration docs bench clean chaos prometheus lint lock up down
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Pinned versions from the lock file, then the project itself (no resolver run).
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+## The lock files, resolved again from pyproject.toml (newest versions its ranges allow).
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet --no-annotate -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet --no-annotate --extra dev -o requirements-dev.lock
+
+## Lint, format check and types (part of make test, so of CI).
+lint: install
+	$(BIN)/ruff check shared services schoolmig tests
+	$(BIN)/ruff format --check shared services schoolmig tests
+	$(BIN)/mypy shared services
+
+## The containers (Docker Compose): Kafka, PostgreSQL, the services, collector, Prometheus, Grafana.
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
 
 ## Generate 3 demo schools and migrate them end to end on embedded Kafka + PostgreSQL.
 run: install
@@ -21,13 +41,17 @@ run: install
 	  --override-audit "demo data: a localStorage value is cut short on purpose; migrate the rest"
 
 ## Unit tests, then integration tests against a real broker and PostgreSQL started by fixtures.
-test: install
+test: install prometheus lint
 	$(BIN)/python -m pytest
+
+## Debian's prometheus + promtool for the observability test (installed only when missing).
+prometheus:
+	bash deploy/prometheus/ensure-prometheus.sh
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: install
+test-integration: install prometheus
 	$(BIN)/python -m pytest tests/integration
 
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).

@@ -34,9 +34,15 @@ def _settings() -> Settings:
 async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     from schoolmig.stack import Stack, StackInfo
 
-    stack = await Stack(settings, metrics_ports=settings.metrics_port != 0, replicas=replicas).start()
-    StackInfo(stack.bootstrap_servers, stack.database_url, os.getpid()).save(settings.state_dir)
-    console.print(f"stack up: KAFKA_BOOTSTRAP_SERVERS={stack.bootstrap_servers} (Ctrl-C stops)")
+    stack = await Stack(settings, metrics_ports=True, replicas=replicas).start()
+    info = StackInfo.of(stack, os.getpid())
+    info.save(settings.state_dir)
+    targets = settings.state_dir / "prometheus-targets.json"  # for a Prometheus' file_sd_configs
+    targets.write_text(json.dumps(info.prometheus_targets(), indent=2))
+    console.print("stack up (Ctrl-C stops); `schoolmig status` shows this again:")
+    for line in info.lines():
+        print(f"  {line}", flush=True)
+    print(f"  prometheus   file_sd targets in {targets}", flush=True)
     if settings.operator_keys is None and settings.operator_key is None and stack.settings.operator_key is not None:
         # Made up for this stack (never written to disk): commands from another terminal need it.
         console.print("operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:",
@@ -50,8 +56,9 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     await stop.wait()
     console.print("stopping: services finish their in-flight batches…")
     await stack.stop()
-    with contextlib.suppress(FileNotFoundError):
-        StackInfo.path(settings.state_dir).unlink()
+    for path in (StackInfo.path(settings.state_dir), targets):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     return 0
 
 
@@ -69,8 +76,8 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
     rounds = plan_rounds(files, school)
     running = StackInfo.load_running(settings.state_dir)
     stack: Stack | None = None
-    if running:
-        bootstrap, dsn = running.kafka_bootstrap_servers, running.database_url
+    if running:  # the stack file has no password: DATABASE_URL from here, if set, has it
+        bootstrap, dsn = running.kafka_bootstrap_servers, settings.database_url or running.database_url
         console.print(f"using the running stack (pid {running.pid})")
     else:
         log_dir = settings.state_dir / "logs"
@@ -100,7 +107,7 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
             if cutover:
                 status.update("cutting the validated schools over…")
                 report = await cut_over(stack.settings if stack else settings, bootstrap, dsn, report,
-                                        actor=os.environ.get("USER", "operator"), on_status=lambda m: status.update(m))  # fmt: skip
+                                        actor=settings.operator, on_status=lambda m: status.update(m))  # fmt: skip
     finally:
         if stack:
             with console.status("stopping the stack…"):
@@ -183,7 +190,7 @@ async def _publish(settings: Settings, file: Path, school: str, snapshot_id: str
     return 0
 
 
-async def _with_pool(settings: Settings, work: "Callable[[asyncpg.Pool], Awaitable[int]]") -> int:
+async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
     from shared.db import create_pool
 
     if not (dsn := _endpoint(settings, "database")):
@@ -199,7 +206,7 @@ async def _audit(settings: Settings, school: str, snapshot: str | None, as_json:
     from schoolmig.admin import latest_audit
     from schoolmig.render import print_audit
 
-    async def work(pool: "asyncpg.Pool") -> int:
+    async def work(pool: asyncpg.Pool) -> int:
         audit = await latest_audit(pool, school, snapshot)
         if audit is None:
             console.print(f"[red]no audit for school {school}[/]")
@@ -217,7 +224,7 @@ async def _backup(settings: Settings, action: str, school: str | None, snapshot:
     from schoolmig.admin import export_backup, verify_backups
     from schoolmig.render import print_backup_checks
 
-    async def work(pool: "asyncpg.Pool") -> int:
+    async def work(pool: asyncpg.Pool) -> int:
         if action == "verify":
             checks = await verify_backups(pool, school)
             print_backup_checks(checks, Console())
@@ -246,7 +253,7 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
         return 2
     target = out or Path(".schoolmig") / "exports" / f"{school}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
 
-    async def work(pool: "asyncpg.Pool") -> int:
+    async def work(pool: asyncpg.Pool) -> int:
         try:
             result = await export_school(pool, settings, school, SnapshotFormat(fmt), target,
                                          actor=settings.operator or "operator", verify=verify)  # fmt: skip
@@ -299,8 +306,11 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
 
 async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.render import print_status
+    from schoolmig.stack import StackInfo
     from services.coordinator.store import CoordinatorStore
     from shared.accounting import progress, record_counts
+
+    running = StackInfo.load_running(settings.state_dir)
 
     async def work(pool: asyncpg.Pool) -> int:
         schools = await CoordinatorStore(pool).schools()
@@ -308,8 +318,12 @@ async def _status(settings: Settings, as_json: bool) -> int:
             counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
             school["accounted"], school["source"] = progress(counts)
         if as_json:
-            print(json.dumps(schools, indent=2, default=str))
+            print(json.dumps(schools, indent=2, default=str))  # the schools only, as ever (stack.json has the rest)
         else:
+            if running:
+                console.print(f"stack (pid {running.pid}):")
+                for line in running.lines():
+                    print(f"  {line}")
             print_status(schools, Console())
         return 0
 
@@ -381,6 +395,28 @@ async def _redrive(settings: Settings, school: str, snapshot: str | None, reason
     await send_command(bootstrap, settings, command)
     console.print(f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup")
     return 0
+
+
+async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
+    """The pipeline's topics as they are on the broker (and created first with ``--create``:
+    what is missing, with ``SCHOOLMIG_PARTITIONS`` partitions; existing ones are left as they
+    are, since Kafka can only add partitions, which would move keys between them)."""
+    from shared.kafka import describe_topics, ensure_topics
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    created = await ensure_topics(settings) if create else []
+    described = await describe_topics(settings)
+    if as_json:
+        print(json.dumps({"created": created, "topics": described}, indent=2))
+    else:
+        for t in described:
+            state = "created" if t["topic"] in created else ("ok" if t["exists"] else "MISSING")
+            note = "" if not t["exists"] or t["partitions"] == settings.partitions else \
+                f"  (SCHOOLMIG_PARTITIONS is {settings.partitions})"  # fmt: skip
+            console.print(f"{t['topic']:<40} {state:<8} {t['partitions']:>3} partition(s){'  compacted' if t['compacted'] else ''}{note}")
+    return 0 if all(t["exists"] for t in described) else 1
 
 
 def _demo(out: Path, schools: int, seed: int) -> int:
@@ -473,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--verify", action="store_true",
                             help="re-ingest it as a scratch school and check every record comes back equal (needed to roll back a completed cutover)")
     export_cmd.add_argument("--json", action="store_true")
+    topics = commands.add_parser("topics", help="describe the pipeline's topics on the broker (--create: create the missing ones)")
+    topics.add_argument("--create", action="store_true", help="create missing topics with SCHOOLMIG_PARTITIONS partitions")
+    topics.add_argument("--json", action="store_true", help="machine-readable output")
     demo = commands.add_parser("demo", help="write demo localStorage dumps at the spec's volumes")
     demo.add_argument("--out", type=Path, default=Path(".demo"))
     demo.add_argument("--schools", type=int, default=3)
@@ -519,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_redrive(settings, args.school, args.snapshot, args.reason))
     if args.command == "export":
         return asyncio.run(_export(settings, args.school, args.format, args.out, args.verify, args.json))
+    if args.command == "topics":
+        return asyncio.run(_topics(settings, args.create, args.json))
     if args.command == "demo":
         return _demo(args.out, args.schools, args.seed)
     return 2

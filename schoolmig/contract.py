@@ -13,9 +13,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from shared.messages import (
+    MAX_CHANGES_PER_MESSAGE,
     MAX_CHUNK_BYTES,
     MAX_INGEST_MESSAGE_BYTES,
-    MAX_CHANGES_PER_MESSAGE,
     ChangeBatch,
     DeadLetter,
     Event,

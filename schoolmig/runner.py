@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaProducer
 from schoolmig.sdk import build_envelopes, publish_snapshot
 from shared.accounting import DomainCounts, Pair, quarantine_entries, record_counts, record_counts_many
 from shared.db import create_pool
-from shared.faults import classify
 from shared.domains import Domain
+from shared.faults import classify
 from shared.messages import OperatorCommand
 from shared.report import run_report, school_report
 from shared.settings import Settings
@@ -308,9 +308,14 @@ async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str
     """Cut every validated school of a run's report over to the API, all at once, and follow
     each until its cutover ends (``completed`` or ``rolled_back``). The report's schools get
     their final phase and a ``cutover`` entry; ``ok`` then also needs every cutover completed.
-    A school the coordinator does not move within ``run_stall_timeout_s`` is left as it is
-    and reported so (``cutover: no_answer``)."""
+
+    It gives up only when no cutover has moved (a phase, a step) for longer than one step
+    may take (the final sync's and the final validation's timeouts, or
+    ``run_stall_timeout_s`` if longer): those schools are reported ``cutover: no_answer``, and
+    their attempts go on in the coordinator (taken up again by the next ``schoolmig up``
+    if this run's stack stops)."""
     wanted = [s for s in report["schools"] if s["phase"] == "validated"]
+    patience = max(settings.run_stall_timeout_s, settings.barrier_timeout_s + settings.validation_timeout_s + 60)
     pool = await create_pool(database_url)
     try:
         for school in wanted:
@@ -318,20 +323,29 @@ async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str
                 action="cutover", school_id=school["school_id"], actor=actor, reason="schoolmig run --cutover"))  # fmt: skip
             on_status(f"{school['school_id']}: cutover asked")
         pending = {s["school_id"]: s for s in wanted}
-        deadline = time.monotonic() + settings.run_stall_timeout_s
-        while pending and time.monotonic() < deadline:
-            phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
-                                           list(pending)))  # fmt: skip
-            for school_id, phase in phases.items():
-                if phase in ("completed", "rolled_back"):
-                    school = pending.pop(school_id)
-                    school["phase"], school["cutover"] = phase, phase
-                    on_status(f"{school_id}: {phase}")
+        seen: Any = None
+        moved_at = time.monotonic()
+        while pending and time.monotonic() - moved_at < patience:
+            rows = await pool.fetch(
+                """
+                SELECT p.school_id, p.phase, (SELECT c.step FROM migration.cutovers c WHERE c.school_id = p.school_id
+                                               ORDER BY c.started_at DESC LIMIT 1) AS step
+                  FROM migration.school_phase p WHERE p.school_id = ANY($1)
+                """,
+                list(pending),
+            )  # fmt: skip
+            if (now := sorted(tuple(r) for r in rows)) != seen:
+                seen, moved_at = now, time.monotonic()
+            for row in rows:
+                if row["phase"] in ("completed", "rolled_back"):
+                    school = pending.pop(row["school_id"])
+                    school["phase"], school["cutover"] = row["phase"], row["phase"]
+                    on_status(f"{row['school_id']}: {row['phase']}")
             await asyncio.sleep(0.5)
         for school in pending.values():
             school["cutover"] = "no_answer"
+            on_status(f"{school['school_id']}: its cutover did not move for {patience:.0f}s; it goes on in the coordinator")
     finally:
         await pool.close()
     ok = report["ok"] and all(s.get("cutover") == "completed" for s in report["schools"])
     return {**report, "ok": ok}
-

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from shared.db import apply_migrations
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared.kafka import ensure_topics
-from shared.settings import Settings
+from shared.settings import Settings, redact_dsn
 
 log = logging.getLogger("schoolmig.stack")
 
@@ -43,22 +43,49 @@ def print_prefixed(service: str, line: str) -> None:
 
 @dataclass
 class StackInfo:
-    """What a running ``schoolmig up`` tells other commands: where its servers are."""
+    """What a running ``schoolmig up`` tells other commands (and the operator): where its
+    servers and services are. Written to ``<state_dir>/stack.json``, so it holds no secret:
+    the database URL is stored without its password (a command that needs it takes
+    ``DATABASE_URL`` from its own environment first)."""
 
     kafka_bootstrap_servers: str
     database_url: str
     pid: int
+    api_url: str = ""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Each service instance's Prometheus scrape URL, by instance name."""
 
     @staticmethod
     def path(state_dir: Path) -> Path:
         return state_dir / "stack.json"
 
+    @classmethod
+    def of(cls, stack: Stack, pid: int) -> StackInfo:
+        return cls(stack.bootstrap_servers, redact_dsn(stack.database_url), pid, stack.api_url,
+                   {name: stack.metrics_url(name) for name in stack.instances() if stack.has_metrics(name)})  # fmt: skip
+
     def save(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.path(state_dir).write_text(json.dumps(self.__dict__))
+        path = self.path(state_dir)
+        path.write_text(json.dumps(self.__dict__, indent=2))
+        path.chmod(0o600)
+
+    def prometheus_targets(self) -> list[dict[str, object]]:
+        """The scrape targets in Prometheus' file service discovery format, one per instance."""
+        return [{"targets": [url.removeprefix("http://").removesuffix("/metrics")],
+                 "labels": {"job": "schoolmig", "instance_name": name, "service": name.split("-")[0]}}
+                for name, url in sorted(self.metrics.items())]  # fmt: skip
+
+    def lines(self) -> list[str]:
+        """Where everything is, for people."""
+        out = [f"broker       KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap_servers}",
+               f"database     {self.database_url}  (any password: from DATABASE_URL, never shown)",
+               f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)"]  # fmt: skip
+        out += [f"metrics      {name:<14} {url}" for name, url in sorted(self.metrics.items())]
+        return out
 
     @classmethod
-    def load_running(cls, state_dir: Path) -> "StackInfo | None":
+    def load_running(cls, state_dir: Path) -> StackInfo | None:
         try:
             info = cls(**json.loads(cls.path(state_dir).read_text()))
             os.kill(info.pid, 0)
@@ -132,7 +159,14 @@ class Stack:
     def metrics_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self._children[service].metrics_port}/metrics"
 
-    async def start(self) -> "Stack":
+    def has_metrics(self, instance: str) -> bool:
+        return bool(self._children[instance].metrics_port)
+
+    def instances(self) -> list[str]:
+        """Every service instance's name (``loader``, ``loader-2``, …)."""
+        return list(self._children)
+
+    async def start(self) -> Stack:
         self.settings = with_stack_keys(self.settings)
         self.bootstrap_servers = self.settings.kafka_bootstrap_servers or ""
         self.database_url = self.settings.database_url or ""

@@ -16,8 +16,8 @@ checks a batch's shape in the same pass that decodes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError

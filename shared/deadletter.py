@@ -23,8 +23,8 @@ from shared.batching import Unusable
 from shared.db import with_retries
 from shared.messages import DeadLetter
 from shared.settings import Settings
-from shared.telemetry import count_dead_letter, count_error, count_refused
 from shared.signing import Keyring, publish
+from shared.telemetry import count_dead_letter, count_error, count_refused
 
 log = logging.getLogger("schoolmig.deadletter")
 

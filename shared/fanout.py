@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from shared.batching import encode, header, pack
 from shared.domains import Domain
 from shared.messages import (
     AuditSummary,
@@ -22,7 +23,6 @@ from shared.messages import (
     Stage,
     quarantined,
 )
-from shared.batching import encode, header, pack
 from shared.snapshot import ParsedSnapshot, fold
 from shared.tables import DOMAIN_LOAD_ORDER
 from shared.topics import batch_key, record_key

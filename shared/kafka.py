@@ -69,7 +69,7 @@ class Guard(BaseMiddleware):
         if classify(exc) == "transient":
             delay = self.attempts.failed_transiently({(r.topic, r.partition) for r in records})
             count_error("transient", f"{self.service} handler")
-            _log_limited(logging.WARNING, "%s: transient %s; its partition(s) wait %.1fs", where, type(exc).__name__, delay)
+            log_limited(logging.WARNING, "%s: transient %s; its partition(s) wait %.1fs", where, type(exc).__name__, delay)
             hold(msg.consumer, _earliest(records), delay)
             return
         tries = self.attempts.failed(positions)
@@ -85,7 +85,7 @@ class Guard(BaseMiddleware):
                 await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
             except Exception as failure:
                 if classify(failure) == "transient":  # the broker or database is away: all of it again later
-                    _log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where,
+                    log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where,
                                  type(failure).__name__)  # fmt: skip
                     hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
                     return  # (those already dead-lettered will be again: a duplicate letter, never a loss)
@@ -102,7 +102,7 @@ class Guard(BaseMiddleware):
 _last_logged: dict[str, float] = {}
 
 
-def _log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
+def log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
     """One line per ``every_s`` per kind of trouble: a lost broker must not flood the logs."""
     now = time.monotonic()
     if now - _last_logged.get(template, -every_s) >= every_s:
@@ -215,6 +215,9 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         enable_idempotence=False,
         compression_type=None if settings.compression == "none" else settings.compression,
         max_request_size=MAX_MESSAGE_BYTES,
+        # Consumers see a topic created again (``keep_topics``) within one check, not the
+        # client's default of five minutes.
+        metadata_max_age_ms=int(settings.topic_check_s * 1000),
         middlewares=[guard],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
     )
@@ -281,6 +284,23 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def describe_topics(settings: Settings) -> list[dict[str, Any]]:
+    """Every topic the pipeline uses: whether it exists, its partitions, and whether it is
+    compacted as it must be (the control topic), for ``schoolmig topics``."""
+    assert settings.kafka_bootstrap_servers
+    topics = Topics.from_settings(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [t for t in topics.all() if t in existing]
+        partitions = {d["topic"]: len(d["partitions"]) for d in (await admin.describe_topics(present) if present else [])}
+        return [{"topic": t, "exists": t in existing, "partitions": partitions.get(t, 0),
+                 "compacted": t == topics.control} for t in topics.all()]  # fmt: skip
+    finally:
+        await admin.close()
+
+
 async def keep_topics(settings: Settings) -> None:
     """One round of the topic check every service runs: topics that vanished (a broker that
     lost its data, a topic deleted by hand) are created again, so producers and consumers
@@ -288,6 +308,6 @@ async def keep_topics(settings: Settings) -> None:
     went with the broker, and ``auto_offset_reset`` is ``earliest``), and the coordinator
     re-drives what was lost in flight. Said once per round, as a warning, when it happens."""
     if created := await ensure_topics(settings):
-        _log_limited(logging.WARNING, "%d topic(s) were missing (a broker that lost its data?); created again: %s",
+        log_limited(logging.WARNING, "%d topic(s) were missing (a broker that lost its data?); created again: %s",
                      len(created), ", ".join(created[:5]) + (" …" if len(created) > 5 else ""), every_s=0.0)  # fmt: skip
 

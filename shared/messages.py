@@ -511,9 +511,9 @@ class Redrive(_Model):
     snapshot_id: SnapshotId
     reason: str
     issued_at: AwareDatetime = Field(
-        default_factory=lambda: datetime.now(UTC),
-        description="When it was asked: ingest refuses one older than SCHOOLMIG_COMMAND_TTL_S (a replayed request "
-        "would make it fan a whole school out again).",
+        description="When it was asked: ingest refuses one older than SCHOOLMIG_COMMAND_TTL_S, or further ahead of its "
+        "clock than SCHOOLMIG_MAX_CLOCK_AHEAD_S (a replayed request would make it fan a whole school out again). "
+        "Required: a request without it is not a re-drive.",
     )
 
 

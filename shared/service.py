@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from shared.db import apply_migrations, create_pool
-from shared.kafka import ensure_topics, keep_topics
+from shared.kafka import ensure_topics, keep_topics, log_limited
 from shared.logs import setup_logging
 from shared.settings import Settings
+from shared.telemetry import set_ready
 
 log = logging.getLogger("schoolmig.service")
 
@@ -23,7 +25,7 @@ async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> as
     Safe when several replicas start at once: topic creation tolerates a concurrent
     creator and migrations take an advisory lock.
     """
-    setup_logging(service, settings.log_level)
+    setup_logging(service, settings.log_level, settings.log_format)
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run services through `schoolmig up` or set it")
     await ensure_topics(settings)
@@ -51,8 +53,9 @@ def start_periodic(what: str, interval_s: float, work: Callable[[], Awaitable[No
             await asyncio.sleep(interval_s)
             try:
                 await work()
-            except Exception:
-                log.exception("%s: round failed; retrying next round", what)
+            except Exception as exc:  # a lost broker or database fails every round: said once in a while
+                log_limited(logging.WARNING, "%s: round failed (%s); retrying next round", what, type(exc).__name__)
+                log.debug("%s: round failed", what, exc_info=True)
 
     return asyncio.create_task(loop(), name=what)
 
@@ -61,3 +64,18 @@ async def stop_periodic(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def report_readiness(app: Any) -> None:
+    """The process is ready once FastStream started every subscriber, and stops being ready
+    as soon as it begins to stop (``schoolmig.health``, the container's health check)."""
+
+    async def ready() -> None:
+        set_ready(True)
+
+    async def stopping() -> None:
+        set_ready(False)
+
+    app.after_startup(ready)
+    app.on_shutdown(stopping)
+

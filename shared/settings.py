@@ -1,16 +1,22 @@
 """One settings model, read from the environment, for every service and the CLI.
 
 Every field is documented in the README's configuration table; keep the two in step.
-Secrets (the database password inside ``DATABASE_URL``) come only from the environment.
+Secrets (the database password inside ``DATABASE_URL``, the API token, the signing keys)
+come only from the environment or from files named by ``*_FILE`` variables; the tool
+never writes them to disk, and they are left out of ``repr``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -24,7 +30,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL"),
-        description="PostgreSQL DSN; unset means the tooling starts an embedded PostgreSQL.",
+        description="PostgreSQL DSN; unset means the tooling starts an embedded PostgreSQL. Holds the password: "
+        "never in repr, logs or files the tool writes (`redact_dsn`).",
+        repr=False,
     )
     topic_prefix: str = Field(default="schoolmig", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     ingest_topic: str | None = Field(
@@ -63,6 +71,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")
     metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`json`: one JSON object per line (time, level, service, logger, message, and "
+        "school_id / snapshot_id / trace_id where known), for a log pipeline; `text`: for people.",
+    )
     state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
     backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
     max_snapshot_bytes: int = Field(
@@ -113,6 +125,61 @@ class Settings(BaseSettings):
     )
     validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        """The environment first, then secrets from files (``*_FILE``), then the rest."""
+        return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
+
     @property
     def resolved_ingest_topic(self) -> str:
         return self.ingest_topic or f"{self.topic_prefix}.ingest"
+
+
+#: Secrets that may come from a file instead of the environment (Docker and Kubernetes
+#: secrets): the variable named here holds the file's path. The variable itself wins.
+SECRET_FILES = {
+    "DATABASE_URL": "DATABASE_URL_FILE",
+    "api_token": "SCHOOLMIG_API_TOKEN_FILE",
+    "service_key": "SCHOOLMIG_SERVICE_KEY_FILE",
+    "operator_keys": "SCHOOLMIG_OPERATOR_KEYS_FILE",
+    "operator_key": "SCHOOLMIG_OPERATOR_KEY_FILE",
+}
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """Each secret of ``SECRET_FILES`` whose ``*_FILE`` variable is set, read from that file
+    (trailing newline dropped). A file that cannot be read is an error at start, naming the
+    variable, never the content."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read at once, in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, variable in SECRET_FILES.items():
+            if path := os.environ.get(variable):
+                try:
+                    found[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"{variable} names a file that cannot be read ({type(exc).__name__})") from None
+        return found
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN without its password, for what the tool prints or writes (``up``'s stack file,
+    status, logs): the URL form's ``user:password@`` and ``?password=``, and the keyword
+    form's ``password=…``."""
+    if "://" not in dsn:  # keyword form: host=… user=… password='…'
+        return _KEYWORD_PASSWORD.sub("", dsn).strip()
+    parts = urlsplit(dsn)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}@{hostport}" if at else parts.netloc
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_KEYWORD_PASSWORD = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*""", re.IGNORECASE)

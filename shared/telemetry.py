@@ -65,6 +65,13 @@ class PipelineMetrics:
 
 
 _metrics: PipelineMetrics | None = None
+_ready = {"ready": 0}  # read by the readiness gauge's callback
+
+
+def set_ready(ready: bool) -> None:
+    """Whether this process serves: started, its consumers subscribed (``shared.service``),
+    and not stopping. What ``python -m schoolmig.health`` reads from the scrape."""
+    _ready["ready"] = int(ready)
 
 
 def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> PipelineMetrics:
@@ -139,6 +146,10 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
     meter.create_observable_gauge(
         "schoolmig.consumer.lag", callbacks=[lambda _: gauges.observe(gauges.lag, "group", "topic")],
         unit="{message}", description="Messages not yet consumed, per consumer group and topic",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "schoolmig.service.ready", callbacks=[lambda _: [Observation(_ready["ready"], {"service": service})]],
+        unit="1", description="1 while the process serves (started, consumers subscribed, not stopping), else 0",
     )  # fmt: skip
     meter.create_observable_gauge(
         "schoolmig.migration.speed", callbacks=[lambda _: gauges.observe(gauges.speed, "school_id")],

@@ -30,7 +30,7 @@ class Topics:
     ingest: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Topics":
+    def from_settings(cls, settings: Settings) -> Topics:
         return cls(prefix=settings.topic_prefix, ingest=settings.resolved_ingest_topic)
 
     def raw(self, domain: Domain) -> str:

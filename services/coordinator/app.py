@@ -28,21 +28,21 @@ from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.accounting import DomainCounts, progress, record_counts_many
-from shared.domains import Domain
 from shared.batching import Unusable, encode, header, pack, signed_by
 from shared.deadletter import dead_letter, reject
+from shared.domains import Domain
 from shared.kafka import consumer_options, make_broker, raw_body
-from shared.leases import Lease, named
 from shared.lag import consumer_groups, consumer_lag
+from shared.leases import Lease, named
 from shared.messages import (
     Event,
     MappedRecord,
-    error_summary,
     OperatorCommand,
     SnapshotReleased,
     ValidationCompleted,
+    error_summary,
 )
-from shared.service import prepare, start_periodic, stop_periodic
+from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, publish
 from shared.telemetry import setup_telemetry
@@ -58,6 +58,7 @@ topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="coordinator")
 app = FastStream(broker)
+report_readiness(app)
 metrics = setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
 
 OPERATOR_COMMAND: TypeAdapter[OperatorCommand] = TypeAdapter(OperatorCommand)

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -29,10 +29,11 @@ from shared.domains import Domain
 from shared.leases import Lease, named
 from shared.messages import (
     Barrier,
-    Redrive,
     Mode,
     OperatorCommand,
+    Redrive,
     ReportReady,
+    SchoolMode,
     SnapshotReleased,
     ValidationRequested,
 )
@@ -197,13 +198,14 @@ class Operations:
 
     async def _run(self, attempt: Attempt, lease: Lease) -> bool:
         try:
-            # Re-read under the lease: a coordinator that held it before may have moved on.
-            current = next((a for a in await self.store.running_attempts() if a.attempt_id == attempt.attempt_id), None)
-            if current is None or (current := await self.store.claim_attempt(current)) is None:
+            # Claimed under the lease, with the step as the claim found it: a runner before
+            # this one may have moved on (or begun a rollback) until the moment of the claim.
+            current = await self.store.claim_attempt(attempt)
+            if current is None:
                 return False  # it ended meanwhile
             phase, _ = await self.store.phase_of(current.school_id)
             if current.last_step == ROLLING_BACK:  # a rollback stopped half-way: finish it, never the cutover
-                await self.roll_back(current, "rollback", await self.store.attempt_error(current) or "resumed")
+                await self.finish_rollback(current, await self.store.attempt_error(current) or "rollback: resumed")
                 return False
             if phase is Phase.COMPLETED:  # finished, but the attempt was not closed
                 await self.store.end_cutover(current, Phase.COMPLETED, "completed", actor=self.actor, reason="closed")
@@ -245,7 +247,7 @@ class Operations:
             return "refused: no snapshot of this school"
         if current not in (Phase.DUAL_WRITE, Phase.SYNCED, Phase.VALIDATED, Phase.ROLLED_BACK):
             return f"refused: the school is {current.value if current else 'unknown'} (a re-drive fills the tables of a school still migrating)"
-        request = Redrive(school_id=school_id, snapshot_id=snapshot_id, reason=f"{reason} ({actor})")
+        request = Redrive(school_id=school_id, snapshot_id=snapshot_id, reason=f"{reason} ({actor})", issued_at=datetime.now(UTC))
         await publish(self.broker, self.keyring, request, self.topics.ingest, key=school_id.encode())
         self.metrics.errors.add(1, {"category": "transient", "where": "redrive"})
         log.warning("%s: re-drive %s of snapshot %s requested by %s: %s", school_id, request.redrive_id, snapshot_id,
@@ -300,13 +302,17 @@ class Operations:
 
     async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str,
                        attempt: Attempt | None = None) -> None:  # fmt: skip
-        """The clients' mode: stored (the truth ingest and the HTTP API read), then announced on
-        the control topic. A cutover's is stored only under its epoch; its announcement can
-        still follow a newer one's after a lost lease, so a reader of the topic takes the
-        newest ``updated_at``, not the last message."""
-        record = await self.store.set_mode(school_id, mode, maintenance, reason, attempt)
-        await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
-        await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
+        """The clients' mode: stored (the truth ingest and the HTTP API read) and announced on
+        the control topic before the store commits. A cutover's is written under its epoch,
+        with the attempt's row held until the announcement is acknowledged: a runner taking
+        the attempt over waits for it, so a stale runner's announcement never follows the
+        new runner's (the compacted topic keeps the last one). An announcement that fails
+        undoes the write (the step is tried again)."""
+        async def announce(record: SchoolMode) -> None:
+            await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
+            await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
+
+        await self.store.set_mode(school_id, mode, maintenance, reason, attempt, announce=announce)
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
 
     async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:
@@ -387,9 +393,13 @@ class Operations:
         """Marked first (a coordinator resuming it finishes the rollback, never the cutover),
         then the clients' mode (idempotent), then the phase and the attempt, in one go."""
         await self.store.mark_rolling_back(attempt, f"{step}: {why}")
-        await self.set_attempt_mode(attempt, Mode.HYBRID, False, f"cutover rolled back at {step}: {why}")
+        await self.finish_rollback(attempt, f"{step}: {why}")
+
+    async def finish_rollback(self, attempt: Attempt, error: str) -> None:
+        """The rest of a rollback marked on the attempt (``error``: the step and why, as marked)."""
+        await self.set_attempt_mode(attempt, Mode.HYBRID, False, f"cutover rolled back at {error}")
         if await self.store.end_cutover(attempt, Phase.ROLLED_BACK, "rolled_back", actor=self.actor,
-                                        reason=f"cutover failed at {step}: {why}", error=f"{step}: {why}"):  # fmt: skip
-            self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {step}"})
+                                        reason=f"cutover failed at {error}", error=error):  # fmt: skip
+            self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {error.split(':', 1)[0]}"})
             self.moved(attempt.school_id, Phase.ROLLED_BACK)
-            log.warning("%s: cutover rolled back at %s: %s", attempt.school_id, step, why)
+            log.warning("%s: cutover rolled back at %s", attempt.school_id, error)

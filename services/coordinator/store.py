@@ -4,14 +4,16 @@ transition, validation runs and reports. A restarted coordinator resumes from he
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from services.coordinator.cutover import Attempt, LeaseLost
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
+from shared.db import lock_schools, pg_json
 from shared.domains import Domain
 from shared.mapping import reverse_record
 from shared.messages import (
@@ -24,7 +26,6 @@ from shared.messages import (
     Stage,
     quarantined,
 )
-from shared.db import lock_schools, pg_json
 from shared.quarantine import insert_quarantine
 from shared.tables import PRIMARY_TABLE, ref_exists_sql
 
@@ -236,9 +237,10 @@ class CoordinatorStore:
 
     # ------------------------------------------------------------------ modes
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str,
-                       attempt: Attempt | None = None) -> SchoolMode:  # fmt: skip
-        """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost)."""
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str, attempt: Attempt | None = None,
+                       announce: Callable[[SchoolMode], Awaitable[None]] | None = None) -> SchoolMode:  # fmt: skip
+        """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost).
+        ``announce``: run before the write commits (its failure undoes it)."""
         async with self.pool.acquire() as conn, conn.transaction():
             if attempt is not None:
                 await _fenced(conn, attempt)
@@ -252,9 +254,12 @@ class CoordinatorStore:
                 """,
                 school_id, mode.value, maintenance, reason,
             )  # fmt: skip
-        phase, _ = await self.phase_of(school_id)
-        return SchoolMode(school_id=school_id, mode=mode, maintenance=maintenance, reason=reason,
-                          phase=phase.value if phase else "unknown", updated_at=row["updated_at"])  # fmt: skip
+            phase = await conn.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
+            record = SchoolMode(school_id=school_id, mode=mode, maintenance=maintenance, reason=reason,
+                                phase=phase or "unknown", updated_at=row["updated_at"])  # fmt: skip
+            if announce is not None:
+                await announce(record)
+        return record
 
     async def mode_of(self, school_id: str) -> SchoolMode | None:
         row = await self.pool.fetchrow(
@@ -302,12 +307,14 @@ class CoordinatorStore:
 
     async def claim_attempt(self, attempt: Attempt) -> Attempt | None:
         """The attempt under a new epoch, claimed by the caller (who holds the school's cutover
-        lease): from now on every write under an older epoch is refused. None: it ended."""
-        epoch = await self.pool.fetchval(
-            "UPDATE migration.cutovers SET epoch = epoch + 1 WHERE attempt_id = $1 AND status = 'running' RETURNING epoch",
+        lease): from now on every write under an older epoch is refused. Its last step is the
+        one the claim found (a runner before may have moved on until then). None: it ended."""
+        row = await self.pool.fetchrow(
+            "UPDATE migration.cutovers SET epoch = epoch + 1 WHERE attempt_id = $1 AND status = 'running'"
+            " RETURNING epoch, step",
             attempt.attempt_id,
         )  # fmt: skip
-        return None if epoch is None else replace(attempt, epoch=epoch)
+        return None if row is None else replace(attempt, epoch=row["epoch"], last_step=row["step"])
 
     async def step_done(self, attempt: Attempt, step: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -23,12 +23,11 @@ from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
 from shared import chunks
-from shared.batching import encode
-from shared.changes import change_batches, plan_changes, without
 from shared.barrier import forward, partition_counts
+from shared.batching import Unusable, encode, signed_by, unreadable
+from shared.changes import change_batches, plan_changes, without
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
-from shared.batching import Unusable, signed_by, unreadable
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.leases import Lease, named
 from shared.messages import (
@@ -37,14 +36,14 @@ from shared.messages import (
     ChangeBatch,
     Mode,
     Redrive,
-    change_id,
     SchoolRejected,
     Severity,
     SnapshotIncomplete,
     SnapshotManifest,
     SnapshotReleased,
+    change_id,
 )
-from shared.service import prepare, start_periodic, stop_periodic
+from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.signing import Keyring, publish
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
@@ -62,6 +61,7 @@ topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="ingest")
 app = FastStream(broker)
+report_readiness(app)
 metrics = setup_telemetry("ingest", settings.metrics_port, settings.metrics_host)
 
 Store = Annotated[IngestStore, Context("store")]
@@ -118,9 +118,12 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             await dead_letter(message, body, unusable.reason, unusable.detail)
             count_refused(unusable.reason, message.raw_message.topic)
             return
-        if (age := (datetime.now(UTC) - redrive.issued_at).total_seconds()) > settings.command_ttl_s:
-            await dead_letter(message, body, "stale_command", f"a re-drive request asked {age:.0f}s ago (the limit is "
-                              f"SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s)")  # fmt: skip
+        age = (datetime.now(UTC) - redrive.issued_at).total_seconds()
+        if age > settings.command_ttl_s or -age > settings.max_clock_ahead_s:
+            await dead_letter(message, body, "stale_command", f"a re-drive request asked {age:.0f}s ago (it must be "
+                              f"within SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s, and not ahead of this "
+                              f"clock by more than SCHOOLMIG_MAX_CLOCK_AHEAD_S)")  # fmt: skip
+            count_refused("stale_command", message.raw_message.topic)
             return
         await fan_out_again(store, redrive)
         return
@@ -151,7 +154,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
         if isinstance(envelope, SnapshotManifest):
-            await publish(broker, keyring, 
+            await publish(broker, keyring,
                 SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason=refusal[0], message=refusal[1]),
                 topics.events, key=envelope.school_id.encode(),
             )  # fmt: skip
@@ -258,14 +261,14 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)
     key = school_id.encode()
-    await publish(broker, keyring, 
+    await publish(broker, keyring,
         AuditCompleted(
             school_id=school_id, snapshot_id=snapshot_id, summary=summary,
             findings=findings_json[:AUDIT_EVENT_FINDINGS], findings_total=len(findings),
         ),
         topics.events, key=key,
     )  # fmt: skip
-    await publish(broker, keyring, 
+    await publish(broker, keyring,
         SnapshotReleased(
             school_id=school_id, snapshot_id=snapshot_id, format=manifest.format, taken_at=manifest.taken_at,
             sha256=manifest.sha256, backup_verified=verified, audit=summary,
@@ -367,7 +370,7 @@ async def report_if_held(lease: Lease, store: IngestStore) -> None:
 async def report_overdue(store: IngestStore) -> None:
     """Report, once each, snapshots still missing parts after the timeout."""
     for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
-        await publish(broker, keyring, 
+        await publish(broker, keyring,
             SnapshotIncomplete(
                 school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
                 chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),

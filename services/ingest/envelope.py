@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from shared import jsonsafe
 from shared.messages import (
     INGEST_ENVELOPE,
-    ChangeBatch,
     MAX_INGEST_MESSAGE_BYTES,
     SCHOOL_ID_PATTERN,
+    ChangeBatch,
     SnapshotChunk,
     SnapshotManifest,
     error_summary,

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from shared import jsonsafe
+from shared.changes import change_digest, record_bytes
 from shared.chunks import sha256_hex
 from shared.db import pg_json
-from shared.changes import change_digest, record_bytes
-from shared import jsonsafe
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 

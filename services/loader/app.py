@@ -25,7 +25,7 @@ from shared.batching import Unusable, read_signed
 from shared.deadletter import reject
 from shared.kafka import consumer_options, hold, make_broker, raw_bodies
 from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
-from shared.service import prepare
+from shared.service import prepare, report_readiness
 from shared.settings import Settings
 from shared.signing import Keyring
 from shared.telemetry import setup_telemetry
@@ -38,6 +38,7 @@ topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="loader")
 app = FastStream(broker)
+report_readiness(app)
 metrics = setup_telemetry("loader", settings.metrics_port, settings.metrics_host)
 
 WriterDep = Annotated[Writer, Context("writer")]

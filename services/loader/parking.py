@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.messages import MappedRecord
-from shared.versions import is_delete, version_of, wins
 from shared.tables import TABLES
+from shared.versions import is_delete, version_of, wins
 
 Ref = tuple[str, str]  # (table, row id as text)
 RecordKey = tuple[str, str, str]  # (school_id, domain, legacy_id)

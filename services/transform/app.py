@@ -22,8 +22,8 @@ from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodie
 from shared.logs import setup_logging
 from shared.mapping.records import transform_batch
 from shared.messages import Barrier, RawBatch
+from shared.service import report_readiness, watch_topics
 from shared.settings import Settings
-from shared.service import watch_topics
 from shared.signing import Keyring, publish
 from shared.telemetry import count_error, setup_telemetry
 from shared.topics import Topics, batch_key
@@ -35,12 +35,13 @@ topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="transform")
 app = FastStream(broker)
+report_readiness(app)
 metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_host)
 
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("transform", settings.log_level)
+    setup_logging("transform", settings.log_level, settings.log_format)
     keyring.require()
     await ensure_topics(settings)
     watch_topics(settings)

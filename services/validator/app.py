@@ -20,7 +20,7 @@ from shared.deadletter import dead_letter, reject
 from shared.faults import classify
 from shared.kafka import consumer_options, make_broker, raw_bodies
 from shared.messages import ValidationRequested, error_summary
-from shared.service import prepare
+from shared.service import prepare, report_readiness
 from shared.settings import Settings
 from shared.signing import Keyring, publish
 from shared.telemetry import setup_telemetry
@@ -33,6 +33,7 @@ topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="validator")
 app = FastStream(broker)
+report_readiness(app)
 setup_telemetry("validator", settings.metrics_port, settings.metrics_host)
 
 Pool = Annotated[asyncpg.Pool, Context("pool")]

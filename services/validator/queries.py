@@ -8,9 +8,9 @@ is a parameter.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -24,8 +24,8 @@ from services.validator.expected import StoredChange
 from shared import jsonsafe
 from shared.domains import Domain
 from shared.messages import CHANGE_ID_PREFIX, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
-from shared.versions import Version
 from shared.tables import TABLES, ref_exists_sql
+from shared.versions import Version
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 

@@ -32,10 +32,10 @@ from services.validator.checks import (
 )
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, apply_changes, expected_state
-from shared.settings import Settings
 from shared.accounting import DomainCounts, record_counts
 from shared.domains import ALL_DOMAINS, Domain
 from shared.messages import DomainValidation, ValidationCompleted
+from shared.settings import Settings
 
 log = logging.getLogger("schoolmig.validator")
 MAX_DEPTH = Settings().max_nesting_depth  # as ingest reads records

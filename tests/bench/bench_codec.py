@@ -21,7 +21,6 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 from aiokafka import codec
@@ -33,8 +32,8 @@ from shared.fanout import fanout_batches, plan_fanout
 from shared.mapping.records import transform, transform_batch
 from shared.messages import MappedRecord, RawBatch, RawRecord
 from shared.snapshot import parse_snapshot
-from tests.bench.bench_mapping import best_of
 from tests.bench import write_figures
+from tests.bench.bench_mapping import best_of
 
 
 def dataset(schools: int) -> tuple[list[RawRecord], list[MappedRecord], list[bytes], list[bytes]]:

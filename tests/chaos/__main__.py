@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,9 @@ import psutil
 from services.validator.digest import domain_checksum_sql
 from shared.domains import Domain
 from shared.embedded import EmbeddedPostgres
+from shared.tables import LOAD_ORDER
+from tests.bench import write_figures
+from tests.bench.bench_e2e import create_database, generate
 from tests.chaos.faults import (
     Fault,
     Target,
@@ -58,9 +63,6 @@ from tests.chaos.faults import (
     postgres_down,
     rolling_restart,
 )
-from shared.tables import LOAD_ORDER
-from tests.bench import write_figures
-from tests.bench.bench_e2e import create_database, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +96,8 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
     started = time.monotonic()
     log_path = state / "run.log"  # the run's lines; the services' are in state/logs/
     log_file = open(log_path, "w")  # noqa: SIM115 (closed below, once the run ended)
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
+                               start_new_session=True)  # its stack too is killed if it hangs  # fmt: skip
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     injected = "none"
     try:
@@ -110,10 +113,15 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
                 injected = await plan.fault(Target(psutil.Process(process.pid), pool, server, state))
             except Exception as exc:  # the row says so (and fails): the run still ends, and is inspected
                 injected = f"the fault itself failed: {type(exc).__name__}: {exc}"[:200]
-        await asyncio.wait_for(asyncio.to_thread(process.wait), timeout_s)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout_s)
+        except TimeoutError:
+            injected += f"; the run did not end within {timeout_s:.0f}s"
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # the CLI, its services and its broker
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         log_file.close()
         await pool.close()
     seconds = time.monotonic() - started
@@ -203,7 +211,8 @@ async def run_chaos(args: argparse.Namespace) -> list[dict[str, Any]]:
         table.append({"scenario": r["scenario"], "faults": r["faults"], "lost": r["lost"], "duplicated": duplicated,
                       "checksums_differing": len(differing), "schools": f"{r['schools_done']}/{args.schools} {r['ends_in']}",
                       "ok": not (r["lost"] or duplicated or differing) and r["schools_done"] == args.schools
-                      and not r["faults"].startswith("the fault itself failed"),
+                      and r["exit_code"] == 0 and not r["faults"].startswith(("the fault itself failed", "no fault:"))
+                      and "did not end" not in r["faults"],
                       "seconds": r["seconds"], "exit_code": r["exit_code"]})  # fmt: skip
     write_figures(args.out, {"schools": args.schools, "table": table, "runs": [{k: v for k, v in r.items() if k != "checksums"}
                                                                               for r in results]})  # fmt: skip

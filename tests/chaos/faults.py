@@ -96,6 +96,8 @@ def kill_services(every_s: float, per_service: int) -> Fault:
                 except ProcessLookupError:
                     pass
             await asyncio.sleep(every_s)
+        if min(kills.values()) < per_service:
+            return "no fault: the run ended before every service was killed " + ", ".join(f"{s} ×{n}" for s, n in kills.items())
         return "SIGKILL " + ", ".join(f"{s} ×{n}" for s, n in kills.items())
 
     return inject
@@ -177,6 +179,8 @@ def deliver_again(rounds: int, every_s: float) -> Fault:
             finally:
                 await producer.stop()
             sent += len(messages)
+        if not sent:
+            return "no fault: nothing was on the topics to deliver again"
         return f"{sent} messages delivered again, shuffled, in {rounds} round(s)"
 
     return inject
@@ -219,7 +223,9 @@ def kill_cutover_holders(kills: int) -> Fault:
                 except psutil.NoSuchProcess:
                     pass
             await asyncio.sleep(0.1)
-        return f"SIGKILL ×{killed} to the coordinator holding a running cutover (of 2)"
+        if not killed:
+            return "no fault: no cutover was found running to kill its coordinator"
+        return f"SIGKILL ×{killed} to the coordinator holding a running cutover"
 
     return inject
 

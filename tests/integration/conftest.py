@@ -13,14 +13,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from schoolmig.runner import send_override, snapshot_id_for, wait_for_report
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres
-from pydantic import SecretStr
-
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration

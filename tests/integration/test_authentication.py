@@ -61,8 +61,11 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
                             issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
     old_redrive = Redrive(school_id=school, snapshot_id=report["snapshot_id"], reason="asked an hour ago",
                           issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
+    ahead_redrive = Redrive(school_id=school, snapshot_id=report["snapshot_id"], reason="stamped a day ahead",
+                            issued_at=datetime.now(UTC) + timedelta(days=1)).model_dump_json().encode()  # fmt: skip
     forged = [  # (topic, body, headers, the reason it must be refused with)
         (topics.ingest, old_redrive, _signed(service, topics.ingest, old_redrive), "stale_command"),  # a captured request
+        (topics.ingest, ahead_redrive, _signed(service, topics.ingest, ahead_redrive), "stale_command"),
         (topics.ingest, old_redrive, [], "unsigned"),
         (cmd, override, _signed(operator, cmd, override), None),  # genuine: acted on
         (cmd, override, _signed(operator, cmd, override), "replayed_command"),  # the same bytes again

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,14 +28,16 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from hypothesis import HealthCheck, Phase, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from schoolmig.demo import school_dump
 from schoolmig.runner import wait_for_report
-from shared.accounting import record_counts
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
 from services.validator.run import validate_school
+from shared.accounting import record_counts
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.export import live_records
 from shared.lag import consumer_groups, consumer_lag

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.ingest.envelope import Rejection, read_envelope
@@ -18,10 +19,10 @@ from shared.batching import decode
 from shared.changes import change_batches, plan_changes
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
 from shared.export import export_document
-from shared.snapshot import parse_snapshot
 from shared.jsonsafe import unrepresentable
 from shared.mapping.records import transform_batch
 from shared.messages import Change, ChangeBatch, ChangeOp, QuarantineBatch, RawBatch, RowsBatch, SnapshotChunk, SnapshotFormat
+from shared.snapshot import parse_snapshot
 from shared.versions import Version
 from tests.hostile import render, spoiled_records, templates
 

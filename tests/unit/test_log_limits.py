@@ -32,7 +32,25 @@ def test_each_kind_at_most_once_per_window_and_none_lost_from_the_count(lines: l
             if " more like it" in record.getMessage():
                 counted += int(record.getMessage().split("(and ")[1].split(" ")[0])
     for times in shown.values():
-        assert all(b - a >= 10.0 for a, b in zip(times, times[1:]))
+        assert all(b - a >= 10.0 for a, b in zip(times, times[1:], strict=False))
     assert set(shown) == {msg for msg, _ in lines}  # every kind of trouble shows at least once
     held_still = sum(limit._held.values())
     assert counted + held_still == len(lines)  # every line shown, or counted in a later one, or still held
+
+
+def test_json_lines_carry_ids_and_never_more() -> None:
+    import json
+
+    from shared.logs import JsonFormatter
+
+    formatter = JsonFormatter("coordinator")
+    record = logging.LogRecord("schoolmig.coordinator", logging.INFO, __file__, 1, "%s: synced; validation %s requested",
+                               ("school-7", "run-1"), None)  # fmt: skip
+    line = json.loads(formatter.format(record))
+    assert line["service"] == "coordinator" and line["level"] == "INFO" and line["logger"] == "schoolmig.coordinator"
+    assert line["message"] == "school-7: synced; validation run-1 requested"
+    assert line["school_id"] == "school-7" and "trace_id" not in line  # no span is recording here
+    record = logging.LogRecord("schoolmig.ingest", logging.WARNING, __file__, 1, "re-drove %s", ("x",), None)
+    record.snapshot_id = "snap-1"
+    line = json.loads(formatter.format(record))
+    assert line["snapshot_id"] == "snap-1" and "school_id" not in line
