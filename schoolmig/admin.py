@@ -20,8 +20,9 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
          WHERE school_id = $1 AND ($2::text IS NULL OR snapshot_id = $2)
          ORDER BY created_at DESC LIMIT 1
         """,
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     return dict(row) if row else None
 
 
@@ -32,7 +33,7 @@ async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = 
         " WHERE released_at IS NOT NULL AND ($1::text IS NULL OR school_id = $1)"
         " ORDER BY school_id, released_at DESC",
         school_id,
-    )  # fmt: skip
+    )
     return {r["school_id"]: r["snapshot_id"] for r in rows}
 
 
@@ -57,13 +58,17 @@ async def verify_backups(pool: asyncpg.Pool, school_id: str | None = None) -> li
         "SELECT school_id, snapshot_id, sha256, size_bytes, content, file_path, stored_at FROM migration.backups"
         " WHERE $1::text IS NULL OR school_id = $1 ORDER BY school_id, stored_at",
         school_id,
-    )  # fmt: skip
+    )
     return [
         BackupCheck(
-            school_id=r["school_id"], snapshot_id=r["snapshot_id"], stored_at=r["stored_at"].isoformat(),
-            size_bytes=r["size_bytes"], database_ok=sha256_hex(bytes(r["content"])) == r["sha256"],
-            file_path=r["file_path"], file_ok=bool(r["file_path"]) and verify_backup_file(Path(r["file_path"]), r["sha256"]),
-        )  # fmt: skip
+            school_id=r["school_id"],
+            snapshot_id=r["snapshot_id"],
+            stored_at=r["stored_at"].isoformat(),
+            size_bytes=r["size_bytes"],
+            database_ok=sha256_hex(bytes(r["content"])) == r["sha256"],
+            file_path=r["file_path"],
+            file_ok=bool(r["file_path"]) and verify_backup_file(Path(r["file_path"]), r["sha256"]),
+        )
         for r in rows
     ]
 
@@ -77,8 +82,9 @@ async def export_backup(pool: asyncpg.Pool, school_id: str, snapshot_id: str | N
          WHERE school_id = $1 AND ($2::text IS NULL OR snapshot_id = $2)
          ORDER BY stored_at DESC LIMIT 1
         """,
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     if row is None:
         raise LookupError(f"no backup for school {school_id}" + (f" snapshot {snapshot_id}" if snapshot_id else ""))
     content = bytes(row["content"])

@@ -45,10 +45,14 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     print(f"  prometheus   file_sd targets in {targets}", flush=True)
     if settings.operator_keys is None and settings.operator_key is None and stack.settings.operator_key is not None:
         # Made up for this stack (never written to disk): commands from another terminal need it.
-        console.print("operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:",
-                      soft_wrap=True)  # fmt: skip
-        print(f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "  # one line, as it must be pasted
-              f"SCHOOLMIG_OPERATOR_KEY={stack.settings.operator_key.get_secret_value()}", flush=True)  # fmt: skip
+        console.print(
+            "operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:", soft_wrap=True
+        )
+        print(
+            f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "  # one line, as it must be pasted
+            f"SCHOOLMIG_OPERATOR_KEY={stack.settings.operator_key.get_secret_value()}",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,9 +69,15 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
 # --------------------------------------------------------------------------- run
 
 
-async def _run(settings: Settings, files: list[Path], school: str | None, report_path: Path | None,
-               override_audit: str | None = None, replicas: dict[str, int] | None = None,
-               cutover: bool = False) -> int:  # fmt: skip
+async def _run(
+    settings: Settings,
+    files: list[Path],
+    school: str | None,
+    report_path: Path | None,
+    override_audit: str | None = None,
+    replicas: dict[str, int] | None = None,
+    cutover: bool = False,
+) -> int:
     from schoolmig.render import print_report
     from schoolmig.runner import cut_over, plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
@@ -102,12 +112,25 @@ async def _run(settings: Settings, files: list[Path], school: str | None, report
                 lines[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
                 status.update(" · ".join(lines.values()))
 
-            report = await run_jobs(stack.settings if stack else settings, bootstrap, dsn, rounds, on_status=lambda m: status.update(m),
-                                    on_progress=show, override_audit=override_audit)  # fmt: skip
+            report = await run_jobs(
+                stack.settings if stack else settings,
+                bootstrap,
+                dsn,
+                rounds,
+                on_status=lambda m: status.update(m),
+                on_progress=show,
+                override_audit=override_audit,
+            )
             if cutover:
                 status.update("cutting the validated schools over…")
-                report = await cut_over(stack.settings if stack else settings, bootstrap, dsn, report,
-                                        actor=settings.operator, on_status=lambda m: status.update(m))  # fmt: skip
+                report = await cut_over(
+                    stack.settings if stack else settings,
+                    bootstrap,
+                    dsn,
+                    report,
+                    actor=settings.operator,
+                    on_status=lambda m: status.update(m),
+                )
     finally:
         if stack:
             with console.status("stopping the stack…"):
@@ -141,8 +164,7 @@ async def _migrate(settings: Settings, file: Path, school: str, cutover: bool, o
                 if c is not None:
                     bars.update(task, total=c.source, completed=c.loaded + c.quarantined, phase=phase or "")
 
-        report = await run_jobs(settings, bootstrap, dsn, [[Job(school, file)]], on_progress=show,
-                                override_audit=override_audit)  # fmt: skip
+        report = await run_jobs(settings, bootstrap, dsn, [[Job(school, file)]], on_progress=show, override_audit=override_audit)
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:
@@ -150,8 +172,9 @@ async def _migrate(settings: Settings, file: Path, school: str, cutover: bool, o
     if not report["ok"]:
         return 1
     if cutover:
-        return await _operate(settings, "cutover", school, os.environ.get("USER", "operator"),
-                              "schoolmig migrate --cutover", True, False)  # fmt: skip  (the trail goes to stderr)
+        return await _operate(
+            settings, "cutover", school, os.environ.get("USER", "operator"), "schoolmig migrate --cutover", True, False
+        )  # the trail goes to stderr
     return 0
 
 
@@ -168,8 +191,10 @@ def _endpoint(settings: Settings, which: str) -> str | None:
     running = StackInfo.load_running(settings.state_dir)
     if running:
         return running.kafka_bootstrap_servers if which == "kafka" else running.database_url
-    console.print(f"[red]no {'broker' if which == 'kafka' else 'database'}: set "
-                  f"{'KAFKA_BOOTSTRAP_SERVERS' if which == 'kafka' else 'DATABASE_URL'} or start `schoolmig up`[/]")  # fmt: skip
+    console.print(
+        f"[red]no {'broker' if which == 'kafka' else 'database'}: set "
+        f"{'KAFKA_BOOTSTRAP_SERVERS' if which == 'kafka' else 'DATABASE_URL'} or start `schoolmig up`[/]"
+    )
     return None
 
 
@@ -183,9 +208,13 @@ async def _publish(settings: Settings, file: Path, school: str, snapshot_id: str
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"publishing {file.name}", total=None)
         manifest = await publish_snapshot(
-            bootstrap, settings.resolved_ingest_topic, school, file, snapshot_id=snapshot_id,
+            bootstrap,
+            settings.resolved_ingest_topic,
+            school,
+            file,
+            snapshot_id=snapshot_id,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )  # fmt: skip
+        )
     print(json.dumps({"school_id": school, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}))
     return 0
 
@@ -255,18 +284,23 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
 
     async def work(pool: asyncpg.Pool) -> int:
         try:
-            result = await export_school(pool, settings, school, SnapshotFormat(fmt), target,
-                                         actor=settings.operator or "operator", verify=verify)  # fmt: skip
+            result = await export_school(
+                pool, settings, school, SnapshotFormat(fmt), target, actor=settings.operator or "operator", verify=verify
+            )
         except LookupError as exc:
             console.print(f"[red]{exc}[/]")
             return 1
         if as_json:
             print(json.dumps({**result.__dict__, "path": str(result.path), "verified": result.verified}, indent=2))
         else:
-            console.print(f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256[:12]})")
+            console.print(
+                f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256[:12]})"
+            )
             console.print("records: " + ", ".join(f"{d} {n}" for d, n in result.records.items()))
             if result.left_out:
-                console.print("[yellow]not carried by this format: " + ", ".join(f"{d} {n}" for d, n in result.left_out.items()) + "[/]")
+                console.print(
+                    "[yellow]not carried by this format: " + ", ".join(f"{d} {n}" for d, n in result.left_out.items()) + "[/]"
+                )
             if verify:
                 if result.verified:
                     console.print(f"[green]verified: re-ingested as {result.verified_with}, every record equal[/]")
@@ -294,7 +328,13 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
         for result in results:
             await store_result(pool, result)
         if as_json:
-            print(json.dumps([r.model_dump(mode="json") for r in results] if school is None else results[0].model_dump(mode="json"), indent=2, ensure_ascii=False))
+            print(
+                json.dumps(
+                    [r.model_dump(mode="json") for r in results] if school is None else results[0].model_dump(mode="json"),
+                    indent=2,
+                    ensure_ascii=False,
+                )
+            )
         elif school is None:
             print_validation_summary([r.model_dump(mode="json") for r in results], Console())
         else:
@@ -381,7 +421,9 @@ async def _override(settings: Settings, school: str, snapshot: str | None, actor
         return 2
     command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
     await send_command(bootstrap, settings, command)
-    console.print(f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on")
+    console.print(
+        f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on"
+    )
     return 0
 
 
@@ -413,9 +455,14 @@ async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
     else:
         for t in described:
             state = "created" if t["topic"] in created else ("ok" if t["exists"] else "MISSING")
-            note = "" if not t["exists"] or t["partitions"] == settings.partitions else \
-                f"  (SCHOOLMIG_PARTITIONS is {settings.partitions})"  # fmt: skip
-            console.print(f"{t['topic']:<40} {state:<8} {t['partitions']:>3} partition(s){'  compacted' if t['compacted'] else ''}{note}")
+            note = (
+                ""
+                if not t["exists"] or t["partitions"] == settings.partitions
+                else f"  (SCHOOLMIG_PARTITIONS is {settings.partitions})"
+            )
+            console.print(
+                f"{t['topic']:<40} {state:<8} {t['partitions']:>3} partition(s){'  compacted' if t['compacted'] else ''}{note}"
+            )
     return 0 if all(t["exists"] for t in described) else 1
 
 
@@ -446,12 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start (embedded infra if needed and) the five services; Ctrl-C stops")
     run = commands.add_parser("run", help="bring a stack up if none runs, migrate the files, report, stop")
     for command in (up, run):
-        command.add_argument("--replicas", type=_replicas, default={}, metavar="SERVICE=N,…",
-                             help="OS processes per service, e.g. transform=3,loader=2 (default 1 each)")  # fmt: skip
+        command.add_argument(
+            "--replicas",
+            type=_replicas,
+            default={},
+            metavar="SERVICE=N,…",
+            help="OS processes per service, e.g. transform=3,loader=2 (default 1 each)",
+        )
     run.add_argument("files", nargs="+", type=Path, metavar="FILE")
     run.add_argument("--school", help="school id for every file (default: each file's name)")
     run.add_argument("--report", type=Path, help="write the report as JSON here")
-    run.add_argument("--override-audit", metavar="REASON", help="let these snapshots past critical audit findings, for this written reason")
+    run.add_argument(
+        "--override-audit", metavar="REASON", help="let these snapshots past critical audit findings, for this written reason"
+    )
     run.add_argument("--cutover", action="store_true", help="then cut every validated school over to the API, and wait for each")
     migrate = commands.add_parser("migrate", help="one school through every phase on a running stack, with progress bars")
     migrate.add_argument("file", type=Path, metavar="FILE")
@@ -473,14 +527,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every school's latest released snapshot")
     validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
-    override = commands.add_parser("override-audit", help="let a snapshot blocked by critical audit findings go on, with a written reason")
+    override = commands.add_parser(
+        "override-audit", help="let a snapshot blocked by critical audit findings go on, with a written reason"
+    )
     override.add_argument("--school", required=True)
     override.add_argument("--snapshot", help="default: the school's current snapshot")
     override.add_argument("--reason", required=True)
     status = commands.add_parser("status", help="every school's phase, mode and progress")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    for action, text in (("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
-                         ("rollback", "roll a school back to localStorage")):  # fmt: skip
+    for action, text in (
+        ("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
+        ("rollback", "roll a school back to localStorage"),
+    ):
         lever = commands.add_parser(action, help=text)
         lever.add_argument("--school", required=True)
         lever.add_argument("--reason", default=f"{action} requested from the command line")
@@ -506,10 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--school", required=True)
     export_cmd.add_argument("--format", choices=["localstorage_dump", "mockdata_export"], default="localstorage_dump")
     export_cmd.add_argument("--out", type=Path, help="default: .schoolmig/exports/<school>-<time>.json")
-    export_cmd.add_argument("--verify", action="store_true",
-                            help="re-ingest it as a scratch school and check every record comes back equal (needed to roll back a completed cutover)")
+    export_cmd.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-ingest it as a scratch school and check every record comes back equal (needed to roll back a completed cutover)",
+    )
     export_cmd.add_argument("--json", action="store_true")
-    topics = commands.add_parser("topics", help="describe the pipeline's topics on the broker (--create: create the missing ones)")
+    topics = commands.add_parser(
+        "topics", help="describe the pipeline's topics on the broker (--create: create the missing ones)"
+    )
     topics.add_argument("--create", action="store_true", help="create missing topics with SCHOOLMIG_PARTITIONS partitions")
     topics.add_argument("--json", action="store_true", help="machine-readable output")
     demo = commands.add_parser("demo", help="write demo localStorage dumps at the spec's volumes")
@@ -531,8 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas,
-                                args.cutover))
+        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas, args.cutover))
     if args.command == "migrate":
         if not args.file.is_file():
             console.print(f"[red]no such file: {args.file}[/]")
@@ -547,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "override-audit":
         return asyncio.run(_override(settings, args.school, args.snapshot, settings.operator, args.reason))
     if args.command in ("cutover", "rollback"):
-        return asyncio.run(_operate(settings, args.command, args.school, settings.operator, args.reason, not args.no_wait, args.json))
+        return asyncio.run(
+            _operate(settings, args.command, args.school, settings.operator, args.reason, not args.no_wait, args.json)
+        )
     if args.command == "validate":
         return asyncio.run(_validate(settings, args.school, args.snapshot, args.json))
     if args.command == "backup":

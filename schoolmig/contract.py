@@ -40,13 +40,17 @@ school_id and snapshot_id) published again is released once. Messages it cannot 
 go to the dead-letter topic with a reason."""
 
 broker.publisher(
-    topics.ingest, schema=SnapshotManifest, title=f"{topics.ingest}:Manifest",
+    topics.ingest,
+    schema=SnapshotManifest,
+    title=f"{topics.ingest}:Manifest",
     description="First message of a snapshot.\n\n" + HOW_TO_PUBLISH,
-)  # fmt: skip
+)
 broker.publisher(
-    topics.ingest, schema=SnapshotChunk, title=f"{topics.ingest}:Chunk",
+    topics.ingest,
+    schema=SnapshotChunk,
+    title=f"{topics.ingest}:Chunk",
     description="One slice of the snapshot file, in order of `index` (0-based).",
-)  # fmt: skip
+)
 HOW_TO_CHANGE = f"""\
 While a school is in the hybrid phase (its mode, on the compacted control topic or from the
 coordinator's `GET /schools/<id>/mode`, is `hybrid`), the app publishes every create,
@@ -66,21 +70,27 @@ event says so. The SDK's `schoolmig.hybrid.HybridClient` does all of this, with 
 outbox that keeps changes while the broker is away."""
 
 broker.publisher(
-    topics.ingest, schema=ChangeBatch, title=f"{topics.ingest}:Changes",
+    topics.ingest,
+    schema=ChangeBatch,
+    title=f"{topics.ingest}:Changes",
     description="Live changes of a school's records (the plan's HybridDataAdapter).\n\n" + HOW_TO_CHANGE,
-)  # fmt: skip
+)
 broker.publisher(
-    topics.events, schema=Event, title=f"{topics.events}:Event",
+    topics.events,
+    schema=Event,
+    title=f"{topics.events}:Event",
     description="Lifecycle events per school (key: school_id): audit.completed, snapshot.released, "
     "snapshot.incomplete, validation.completed, report.ready. Ids only, never personal data.",
-)  # fmt: skip
+)
 broker.publisher(
-    topics.deadletter, schema=DeadLetter, title=f"{topics.deadletter}:DeadLetter",
+    topics.deadletter,
+    schema=DeadLetter,
+    title=f"{topics.deadletter}:DeadLetter",
     description="An ingest message that was not handled, kept whole (base64) with the reason: oversized, "
     "invalid_json, unknown_schema_version, invalid_school_id, invalid_envelope, invalid_chunk, "
     "snapshot_too_large (the manifest's size_bytes is over the limit; its chunks are dropped), chunk_count_mismatch, "
     "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change, school_cut_over.",
-)  # fmt: skip
+)
 
 app = FastStream(
     broker,

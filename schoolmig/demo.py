@@ -34,7 +34,11 @@ def _iso(d: datetime) -> str:
 
 def _person(rng: random.Random, n: int, role: str) -> dict[str, Any]:
     name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
-    return {"name": name, "email": f"{role}{n}@school.example", "phone": f"+389 7{rng.randint(0, 9)} {rng.randint(100, 999)} {rng.randint(100, 999)}"}
+    return {
+        "name": name,
+        "email": f"{role}{n}@school.example",
+        "phone": f"+389 7{rng.randint(0, 9)} {rng.randint(100, 999)} {rng.randint(100, 999)}",
+    }
 
 
 def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
@@ -45,33 +49,66 @@ def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
     n_rooms, n_classes = rng.randint(10, 15), rng.randint(15, 30)
 
     rooms = [
-        {"id": f"classroom-{i}", "name": f"Room {100 + i}", "location": f"Floor {i % 3}", "capacity": rng.randint(8, 30),
-         "createdDate": _iso(start), "lastUpdated": _iso(start), "equipment": ["whiteboard"], "type": "standard", "status": "active"}
+        {
+            "id": f"classroom-{i}",
+            "name": f"Room {100 + i}",
+            "location": f"Floor {i % 3}",
+            "capacity": rng.randint(8, 30),
+            "createdDate": _iso(start),
+            "lastUpdated": _iso(start),
+            "equipment": ["whiteboard"],
+            "type": "standard",
+            "status": "active",
+        }
         for i in range(1, n_rooms + 1)
-    ]  # fmt: skip
+    ]
     teachers = []
     for i in range(1, n_teachers + 1):
-        teachers.append({
-            "id": f"teacher-{i}", **_person(rng, i, "teacher"), "subject": rng.choice(SUBJECTS),
-            "joinDate": _iso(start - timedelta(days=rng.randint(100, 2000))), "classIds": [],
-            "bio": "Experienced teacher", "qualifications": ["MA"], "status": "active",
-        })  # fmt: skip
+        teachers.append(
+            {
+                "id": f"teacher-{i}",
+                **_person(rng, i, "teacher"),
+                "subject": rng.choice(SUBJECTS),
+                "joinDate": _iso(start - timedelta(days=rng.randint(100, 2000))),
+                "classIds": [],
+                "bio": "Experienced teacher",
+                "qualifications": ["MA"],
+                "status": "active",
+            }
+        )
     classes = []
     for i in range(1, n_classes + 1):
         teacher = rng.choice(teachers)
         room = rng.choice(rooms)
         teacher["classIds"].append(f"class-{i}")
-        classes.append({
-            "id": f"class-{i}", "name": f"{teacher['subject']} {rng.choice(LEVELS)}",
-            "teacher": {"id": teacher["id"], "name": teacher["name"], "subject": teacher["subject"]},
-            "room": room["name"], **({"roomId": room["id"]} if rng.random() > 0.2 else {}),
-            "schedule": [{"day": d, "startTime": rng.choice(["9:00", "17:00", "18:30"]), "endTime": "19:30"}
-                         for d in rng.sample(DAYS, 2)],
-            "students": 0, "maxStudents": 12, "studentIds": [], "subject": teacher["subject"],
-            "level": rng.choice(LEVELS), "price": rng.choice([850, "1200", 1500]), "duration": 90,
-            "description": "", "requirements": "", "objectives": [], "materials": [],
-            "createdAt": _iso(start), "updatedAt": _iso(start), "color": "#3366ff", "status": "active",
-        })  # fmt: skip
+        classes.append(
+            {
+                "id": f"class-{i}",
+                "name": f"{teacher['subject']} {rng.choice(LEVELS)}",
+                "teacher": {"id": teacher["id"], "name": teacher["name"], "subject": teacher["subject"]},
+                "room": room["name"],
+                **({"roomId": room["id"]} if rng.random() > 0.2 else {}),
+                "schedule": [
+                    {"day": d, "startTime": rng.choice(["9:00", "17:00", "18:30"]), "endTime": "19:30"}
+                    for d in rng.sample(DAYS, 2)
+                ],
+                "students": 0,
+                "maxStudents": 12,
+                "studentIds": [],
+                "subject": teacher["subject"],
+                "level": rng.choice(LEVELS),
+                "price": rng.choice([850, "1200", 1500]),
+                "duration": 90,
+                "description": "",
+                "requirements": "",
+                "objectives": [],
+                "materials": [],
+                "createdAt": _iso(start),
+                "updatedAt": _iso(start),
+                "color": "#3366ff",
+                "status": "active",
+            }
+        )
     students = []
     for i in range(1, n_students + 1):
         cls = rng.choice(classes)
@@ -80,16 +117,23 @@ def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
         joined = start + timedelta(days=rng.randint(0, 90))
         parent = _person(rng, i, "parent")
         student = {
-            "id": f"student-{i}", **_person(rng, i, "student"), "classId": cls["id"],
+            "id": f"student-{i}",
+            **_person(rng, i, "student"),
+            "classId": cls["id"],
             "status": rng.choice(["active", "active", "inactive"]),
             "joinDate": _iso(joined) if i % 7 else joined.strftime("%d.%m.%Y"),
             "parentContact": rng.choice([f"{parent['name']} - {parent['phone']}", parent["name"], parent["phone"]]),
-            "parentEmail": parent["email"], "dateOfBirth": (date(2008, 1, 1) + timedelta(days=rng.randint(0, 2500))).isoformat(),
+            "parentEmail": parent["email"],
+            "dateOfBirth": (date(2008, 1, 1) + timedelta(days=rng.randint(0, 2500))).isoformat(),
             "address": rng.choice(["ул. Македонија 12, Скопје", "Partizanska 3, Bitola"]),
-            "hasDiscount": i % 9 == 0, "paymentDue": rng.randint(0, 3000),
-            "academicInfo": {"level": rng.choice(LEVELS), "gpa": rng.choice([3.5, "3,8", 2.9, "4"]),
-                             "enrollmentDate": joined.date().isoformat()},
-        }  # fmt: skip
+            "hasDiscount": i % 9 == 0,
+            "paymentDue": rng.randint(0, 3000),
+            "academicInfo": {
+                "level": rng.choice(LEVELS),
+                "gpa": rng.choice([3.5, "3,8", 2.9, "4"]),
+                "enrollmentDate": joined.date().isoformat(),
+            },
+        }
         if i % 9 == 0:
             student["discountType"], student["discountAmount"] = "relatives", "10"
         if i % 5 == 0:
@@ -109,18 +153,35 @@ def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
             oid = f"obligation-{s['id']}-{k}"
             amount = rng.choice([850, 1200, 3000])
             status = rng.choice(["pending", "partial", "paid", "overdue"])
-            obligations.append({
-                "id": oid, "studentId": s["id"], "studentName": s["name"], "type": "Tuition Fee", "amount": amount,
-                "dueDate": (start + timedelta(days=30 * k)).date().isoformat(), "period": "Spring 2024",
-                "status": status, "createdAt": _iso(start), "updatedAt": _iso(start),
-            })  # fmt: skip
+            obligations.append(
+                {
+                    "id": oid,
+                    "studentId": s["id"],
+                    "studentName": s["name"],
+                    "type": "Tuition Fee",
+                    "amount": amount,
+                    "dueDate": (start + timedelta(days=30 * k)).date().isoformat(),
+                    "period": "Spring 2024",
+                    "status": status,
+                    "createdAt": _iso(start),
+                    "updatedAt": _iso(start),
+                }
+            )
             if status in ("partial", "paid") and len(payments) < 300:
-                payments.append({
-                    "id": f"payment-{len(payments) + 1}", "obligationId": oid, "studentId": s["id"],
-                    "studentName": s["name"], "amount": amount if status == "paid" else amount // 2,
-                    "date": (start + timedelta(days=30 * k + 3)).date().isoformat(), "method": rng.choice(["cash", "card", "transfer"]),
-                    "createdBy": "admin", "createdAt": _iso(start), "updatedAt": _iso(start),
-                })  # fmt: skip
+                payments.append(
+                    {
+                        "id": f"payment-{len(payments) + 1}",
+                        "obligationId": oid,
+                        "studentId": s["id"],
+                        "studentName": s["name"],
+                        "amount": amount if status == "paid" else amount // 2,
+                        "date": (start + timedelta(days=30 * k + 3)).date().isoformat(),
+                        "method": rng.choice(["cash", "card", "transfer"]),
+                        "createdBy": "admin",
+                        "createdAt": _iso(start),
+                        "updatedAt": _iso(start),
+                    }
+                )
 
     attendance, assessments, grades = [], [], []
     target_rows = rng.randint(2000, 5000)
@@ -133,43 +194,94 @@ def school_dump(index: int, seed: int, *, messy: bool = True) -> dict[str, str]:
         session += 1
         day = start + timedelta(days=session)
         records = [
-            {"studentId": sid, "studentName": placeholder(sid), "status": rng.choice(["present", "present", "absent", "late", "excused"]),
-             **({"homeworkCompleted": rng.random() > 0.3} if rng.random() > 0.5 else {})}
+            {
+                "studentId": sid,
+                "studentName": placeholder(sid),
+                "status": rng.choice(["present", "present", "absent", "late", "excused"]),
+                **({"homeworkCompleted": rng.random() > 0.3} if rng.random() > 0.5 else {}),
+            }
             for sid in cls["studentIds"]
-        ]  # fmt: skip
+        ]
         rows += max(len(records), 1)
-        attendance.append({
-            "id": f"attendance-{session}", "classId": cls["id"], "className": cls["name"],
-            "teacherId": cls["teacher"]["id"], "teacherName": cls["teacher"]["name"], "sessionDate": day.date().isoformat(),
-            "createdAt": _iso(day), "updatedAt": _iso(day), "studentRecords": records,
-        })  # fmt: skip
+        attendance.append(
+            {
+                "id": f"attendance-{session}",
+                "classId": cls["id"],
+                "className": cls["name"],
+                "teacherId": cls["teacher"]["id"],
+                "teacherName": cls["teacher"]["name"],
+                "sessionDate": day.date().isoformat(),
+                "createdAt": _iso(day),
+                "updatedAt": _iso(day),
+                "studentRecords": records,
+            }
+        )
     target_grades = rng.randint(1000, 3000)
     while len(grades) < target_grades:
         cls = rng.choice(classes)
         aid = f"assessment-{len(assessments) + 1}"
-        assessments.append({
-            "id": aid, "classId": cls["id"], "className": cls["name"], "title": "Unit test",
-            "type": rng.choice(["Homework", "Test", "Quiz", "Project", "Participation", "Oral exam"]),
-            "totalPoints": 100, "date": start.date().isoformat(), "createdAt": _iso(start), "updatedAt": _iso(start),
-        })  # fmt: skip
+        assessments.append(
+            {
+                "id": aid,
+                "classId": cls["id"],
+                "className": cls["name"],
+                "title": "Unit test",
+                "type": rng.choice(["Homework", "Test", "Quiz", "Project", "Participation", "Oral exam"]),
+                "totalPoints": 100,
+                "date": start.date().isoformat(),
+                "createdAt": _iso(start),
+                "updatedAt": _iso(start),
+            }
+        )
         for sid in cls["studentIds"]:
-            grades.append({
-                "id": f"grade-{len(grades) + 1}", "assessmentId": aid, "studentId": sid, "studentName": placeholder(sid),
-                "value": rng.choice([90, 75, "A", "B+", 100]), "comments": rng.choice(NOTES) if rng.random() < 0.05 else "",
-                "dateRecorded": start.date().isoformat(),
-            })  # fmt: skip
+            grades.append(
+                {
+                    "id": f"grade-{len(grades) + 1}",
+                    "assessmentId": aid,
+                    "studentId": sid,
+                    "studentName": placeholder(sid),
+                    "value": rng.choice([90, 75, "A", "B+", 100]),
+                    "comments": rng.choice(NOTES) if rng.random() < 0.05 else "",
+                    "dateRecorded": start.date().isoformat(),
+                }
+            )
     lessons = []
     for i in range(1, rng.randint(50, 200) + 1):
         s, t, r = rng.choice(students), rng.choice(teachers), rng.choice(rooms)
-        lessons.append({
-            "id": f"lesson-{i}", "studentId": s["id"], "studentName": s["name"], "teacherId": t["id"],
-            "teacherName": t["name"], "subject": t["subject"], "date": (start + timedelta(days=i)).date().isoformat(),
-            "startTime": "16:00", "endTime": "17:00", "classroomId": r["id"], "classroomName": r["name"],
-            "status": rng.choice(["scheduled", "completed", "cancelled"]),
-            "paymentObligation": {"id": f"plo-{i}", "amount": 600, "dueDate": start.date().isoformat(), "status": "pending", "createdAt": _iso(start)},
-            "paymentRecords": [{"id": f"plp-{i}-1", "amount": 300, "paymentDate": start.date().isoformat(), "method": "cash", "createdAt": _iso(start)}],
-            "createdAt": _iso(start), "updatedAt": _iso(start),
-        })  # fmt: skip
+        lessons.append(
+            {
+                "id": f"lesson-{i}",
+                "studentId": s["id"],
+                "studentName": s["name"],
+                "teacherId": t["id"],
+                "teacherName": t["name"],
+                "subject": t["subject"],
+                "date": (start + timedelta(days=i)).date().isoformat(),
+                "startTime": "16:00",
+                "endTime": "17:00",
+                "classroomId": r["id"],
+                "classroomName": r["name"],
+                "status": rng.choice(["scheduled", "completed", "cancelled"]),
+                "paymentObligation": {
+                    "id": f"plo-{i}",
+                    "amount": 600,
+                    "dueDate": start.date().isoformat(),
+                    "status": "pending",
+                    "createdAt": _iso(start),
+                },
+                "paymentRecords": [
+                    {
+                        "id": f"plp-{i}-1",
+                        "amount": 300,
+                        "paymentDate": start.date().isoformat(),
+                        "method": "cash",
+                        "createdAt": _iso(start),
+                    }
+                ],
+                "createdAt": _iso(start),
+                "updatedAt": _iso(start),
+            }
+        )
 
     dump = {
         "students": json.dumps(students, ensure_ascii=False),

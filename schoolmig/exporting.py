@@ -65,9 +65,16 @@ def differences(want: Records, got: Records, domains: list[Domain]) -> list[str]
 
 
 async def export_school(
-    pool: asyncpg.Pool, settings: Settings, school_id: str, fmt: SnapshotFormat, out: Path, *, actor: str,
-    verify: bool, timeout_s: float = 300,
-) -> ExportResult:  # fmt: skip
+    pool: asyncpg.Pool,
+    settings: Settings,
+    school_id: str,
+    fmt: SnapshotFormat,
+    out: Path,
+    *,
+    actor: str,
+    verify: bool,
+    timeout_s: float = 300,
+) -> ExportResult:
     records = await live_records(pool, school_id)
     if not any(records.values()):
         raise LookupError(f"{school_id} has no records in the tables")
@@ -77,16 +84,25 @@ async def export_school(
     with os.fdopen(fd, "wb") as f:
         f.write(content)
     result = ExportResult(
-        export_id=uuid.uuid4().hex, path=out, sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content),
+        export_id=uuid.uuid4().hex,
+        path=out,
+        sha256=hashlib.sha256(content).hexdigest(),
+        size_bytes=len(content),
         records={d.value: len(rs) for d, rs in records.items() if d not in left_out},
         left_out={d.value: n for d, n in left_out.items()},
-    )  # fmt: skip
+    )
     await pool.execute(
         "INSERT INTO migration.exports (export_id, school_id, format, sha256, size_bytes, records, left_out, actor)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        result.export_id, school_id, fmt.value, result.sha256, result.size_bytes, pg_json(result.records),
-        pg_json(result.left_out), actor,
-    )  # fmt: skip
+        result.export_id,
+        school_id,
+        fmt.value,
+        result.sha256,
+        result.size_bytes,
+        pg_json(result.records),
+        pg_json(result.left_out),
+        actor,
+    )
     if not verify:
         return result
     assert settings.kafka_bootstrap_servers
@@ -102,6 +118,7 @@ async def export_school(
     if result.verified:
         await pool.execute(
             "UPDATE migration.exports SET verified_at = now(), verified_with = $2 WHERE export_id = $1",
-            result.export_id, result.verified_with,
-        )  # fmt: skip
+            result.export_id,
+            result.verified_with,
+        )
     return result

@@ -72,8 +72,9 @@ def check(settings: Settings, live: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schoolmig.health", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m schoolmig.health", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--live", action="store_true", help="liveness only: the process answers")
     args = parser.parse_args(argv)
     problem = check(Settings(), args.live)

@@ -132,8 +132,9 @@ class LocalData:
         records = [r for r in data.get(change.domain.value, []) if str(r.get("id")) != change.record_id]
         if change.op is not ChangeOp.DELETE:
             assert change.record is not None
-            position = next((i for i, r in enumerate(data.get(change.domain.value, []))
-                             if str(r.get("id")) == change.record_id), len(records))  # fmt: skip
+            position = next(
+                (i for i, r in enumerate(data.get(change.domain.value, [])) if str(r.get("id")) == change.record_id), len(records)
+            )
             records.insert(position, change.record)
         data[change.domain.value] = records
         _write_atomically(self.path, json.dumps(data, ensure_ascii=False).encode())
@@ -158,10 +159,17 @@ def _source_ts(record: dict[str, Any] | None, clock: Callable[[], datetime]) -> 
 
 class HybridClient:
     def __init__(
-        self, school_id: str, client_id: str, *, local: LocalData, outbox: Outbox, publisher: Publisher,
-        mode: ModeSource, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self,
+        school_id: str,
+        client_id: str,
+        *,
+        local: LocalData,
+        outbox: Outbox,
+        publisher: Publisher,
+        mode: ModeSource,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_s: tuple[float, float] = (0.5, 30.0),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.school_id, self.client_id = school_id, client_id
         self.local, self.outbox, self.publisher, self.mode, self.clock = local, outbox, publisher, mode, clock
         self.retry_s = retry_s
@@ -180,8 +188,14 @@ class HybridClient:
         await self._writable()
         if record is not None and (why := jsonsafe.unrepresentable(record, max_depth=MAX_DEPTH)) is not None:
             raise ValueError(f"the record cannot be migrated as it is: {why}")
-        change = Change(op=op, domain=domain, record_id=record_id, record=record,
-                        source_ts=_source_ts(record, self.clock), seq=self.outbox.next_seq())  # fmt: skip
+        change = Change(
+            op=op,
+            domain=domain,
+            record_id=record_id,
+            record=record,
+            source_ts=_source_ts(record, self.clock),
+            seq=self.outbox.next_seq(),
+        )
         if len(_encoded(change)) > MAX_CHANGE_BYTES:
             raise ValueError(f"the record is larger than one change may be ({MAX_CHANGE_BYTES} bytes as JSON)")
         self.outbox.add(change)  # first: a crash after it publishes the change at the next start
@@ -211,8 +225,10 @@ class HybridClient:
                 return 0
             current = await self.mode(self.school_id)
             if current is not None and current.mode is Mode.API:
-                raise UseTheApi(f"school {self.school_id} runs on the API: {len(self.outbox.pending())} change(s) made "
-                                "before the cutover are still in the outbox (kept; ingest would refuse them)")  # fmt: skip
+                raise UseTheApi(
+                    f"school {self.school_id} runs on the API: {len(self.outbox.pending())} change(s) made "
+                    "before the cutover are still in the outbox (kept; ingest would refuse them)"
+                )
             while pending := _one_message(self.outbox.pending()):
                 await self.publisher(ChangeBatch(school_id=self.school_id, client_id=self.client_id, changes=pending))
                 self.outbox.remove_first(len(pending))
@@ -227,8 +243,12 @@ class HybridClient:
                 await self.flush()
                 delay = self.retry_s[0]
             except Exception as exc:
-                log.warning("outbox: publishing failed (%s); %d change(s) kept, retrying in %.1fs",
-                            type(exc).__name__, len(self.outbox.pending()), delay)  # fmt: skip
+                log.warning(
+                    "outbox: publishing failed (%s); %d change(s) kept, retrying in %.1fs",
+                    type(exc).__name__,
+                    len(self.outbox.pending()),
+                    delay,
+                )
                 delay = min(delay * 2, self.retry_s[1])
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -258,8 +278,12 @@ def kafka_publisher(bootstrap_servers: str, topic: str, *, timeout_s: float = 10
     from aiokafka import AIOKafkaProducer
 
     async def send(batch: ChangeBatch) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", request_timeout_ms=int(timeout_s * 1000),
-                                    max_request_size=1024 * 1024)  # fmt: skip
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            request_timeout_ms=int(timeout_s * 1000),
+            max_request_size=1024 * 1024,
+        )
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
             await asyncio.wait_for(

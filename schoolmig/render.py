@@ -24,13 +24,25 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             ok = c["source"] == c["loaded"] + c["quarantined"]
             v = validated.get(domain)
             issues = Counter(i["severity"] for i in v["issues"]) if v else Counter()
-            table.add_row(domain, str(c["source"]), str(c["loaded"]), str(c["quarantined"]), "✓" if ok else "✗",
-                          str(v["valid_records"]) if v else "–",
-                          " ".join(f"{n} {s}" for s, n in sorted(issues.items())) if v else "–")  # fmt: skip
+            table.add_row(
+                domain,
+                str(c["source"]),
+                str(c["loaded"]),
+                str(c["quarantined"]),
+                "✓" if ok else "✗",
+                str(v["valid_records"]) if v else "–",
+                " ".join(f"{n} {s}" for s, n in sorted(issues.items())) if v else "–",
+            )
         totals = {k: sum(c[k] for c in school["domains"].values()) for k in ("source", "loaded", "quarantined")}
         valid = sum(v["valid_records"] for v in validated.values())
-        table.add_row("total", *(str(totals[k]) for k in ("source", "loaded", "quarantined")), "",
-                      str(valid) if validated else "–", "", style="bold")  # fmt: skip
+        table.add_row(
+            "total",
+            *(str(totals[k]) for k in ("source", "loaded", "quarantined")),
+            "",
+            str(valid) if validated else "–",
+            "",
+            style="bold",
+        )
         console.print(table)
         reasons = Counter((q["domain"], q["reason"]) for q in school["quarantine"])
         for (domain, reason), n in reasons.most_common(8):
@@ -52,9 +64,11 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
         table.add_column(column, justify="left" if column == "domain" else "right")
     for domain in (d.value for d in ALL_DOMAINS):
         table.add_row(
-            domain, str(summary["source_counts"].get(domain, 0)),
-            str(len(summary["duplicate_ids"].get(domain, []))), str(summary["corrupted"].get(domain, 0)),
-        )  # fmt: skip
+            domain,
+            str(summary["source_counts"].get(domain, 0)),
+            str(len(summary["duplicate_ids"].get(domain, []))),
+            str(summary["corrupted"].get(domain, 0)),
+        )
     console.print(table)
     if summary["unknown_keys"]:
         console.print(f"  unknown keys (not migrated): {', '.join(summary['unknown_keys'])}")
@@ -80,9 +94,13 @@ def print_backup_checks(checks: list[Any], console: Console | None = None) -> No
         table.add_column(column)
     for c in checks:
         table.add_row(
-            c.school_id, c.snapshot_id[:12], c.stored_at[:19], str(c.size_bytes),
-            "✓" if c.database_ok else "✗ MISMATCH", ("✓ " if c.file_ok else "✗ ") + (c.file_path or "missing"),
-        )  # fmt: skip
+            c.school_id,
+            c.snapshot_id[:12],
+            c.stored_at[:19],
+            str(c.size_bytes),
+            "✓" if c.database_ok else "✗ MISMATCH",
+            ("✓ " if c.file_ok else "✗ ") + (c.file_path or "missing"),
+        )
     console.print(table)
     if not checks:
         console.print("no backups found")
@@ -99,8 +117,12 @@ def print_validation(result: dict[str, Any], console: Console | None = None, lim
     issues = []
     for domain in result["domains"]:
         severities = Counter(i["severity"] for i in domain["issues"])
-        table.add_row(domain["domain"], str(domain["total_records"]), str(domain["valid_records"]),
-                      *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")))  # fmt: skip
+        table.add_row(
+            domain["domain"],
+            str(domain["total_records"]),
+            str(domain["valid_records"]),
+            *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")),
+        )
         issues.extend(domain["issues"])
     console.print(table)
     order = {"critical": 0, "warning": 1, "info": 2}
@@ -121,10 +143,14 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
         table.add_column(column, justify="left" if column in ("school", "snapshot", "verdict") else "right")
     for r in sorted(results, key=lambda r: r["school_id"]):
         severities = Counter(i["severity"] for d in r["domains"] for i in d["issues"])
-        table.add_row(r["school_id"], r["snapshot_id"][:12], str(sum(d["total_records"] for d in r["domains"])),
-                      str(sum(d["valid_records"] for d in r["domains"])),
-                      *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")),
-                      "passed" if r["ok"] else "FAILED")  # fmt: skip
+        table.add_row(
+            r["school_id"],
+            r["snapshot_id"][:12],
+            str(sum(d["total_records"] for d in r["domains"])),
+            str(sum(d["valid_records"] for d in r["domains"])),
+            *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")),
+            "passed" if r["ok"] else "FAILED",
+        )
     console.print(table)
 
 
@@ -135,8 +161,15 @@ def print_status(schools: list[dict[str, Any]], console: Console | None = None) 
         table.add_column(column)
     for s in schools:
         progress = f"{s['accounted']}/{s['source']}" if s.get("source") else "–"
-        table.add_row(s["school_id"], s["phase"], s["mode"], "yes" if s["maintenance"] else "",
-                      (s["snapshot_id"] or "")[:12], progress, f"{s['updated_at']:%Y-%m-%d %H:%M:%S}")  # fmt: skip
+        table.add_row(
+            s["school_id"],
+            s["phase"],
+            s["mode"],
+            "yes" if s["maintenance"] else "",
+            (s["snapshot_id"] or "")[:12],
+            progress,
+            f"{s['updated_at']:%Y-%m-%d %H:%M:%S}",
+        )
     console.print(table)
 
 

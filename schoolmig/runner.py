@@ -48,8 +48,9 @@ async def send_command(bootstrap_servers: str, settings: Settings, command: Oper
         topic = Topics.from_settings(settings).operator_commands
         body = command.model_dump_json().encode()
         signed = Keyring.for_operator(settings).sign(topic, body)  # the coordinator acts on nothing else
-        await producer.send_and_wait(topic, body, key=command.school_id.encode(),
-                                     headers=[(k, v.encode()) for k, v in signed.items()])  # fmt: skip
+        await producer.send_and_wait(
+            topic, body, key=command.school_id.encode(), headers=[(k, v.encode()) for k, v in signed.items()]
+        )
     finally:
         await producer.stop()
 
@@ -62,9 +63,15 @@ def snapshot_id_for(school_id: str, content: bytes) -> str:
 
 async def send_override(bootstrap_servers: str, settings: Settings, school_id: str, snapshot_id: str, reason: str) -> None:
     """Ask the coordinator to let this snapshot (published next, with this id) past critical audit findings."""
-    command = OperatorCommand(action="override_audit", school_id=school_id, snapshot_id=snapshot_id,
-                              actor=f"schoolmig run ({os.environ.get('USER', 'operator')})", reason=reason)  # fmt: skip
+    command = OperatorCommand(
+        action="override_audit",
+        school_id=school_id,
+        snapshot_id=snapshot_id,
+        actor=f"schoolmig run ({os.environ.get('USER', 'operator')})",
+        reason=reason,
+    )
     await send_command(bootstrap_servers, settings, command)
+
 
 def school_from_filename(path: Path) -> str:
     """Default school id: the file name without extension, reduced to the allowed characters."""
@@ -86,8 +93,13 @@ OnProgress = Callable[[str, dict[Domain, DomainCounts], str | None], None]
 
 
 async def wait_for_report(
-    pool: asyncpg.Pool, school_id: str, snapshot_id: str, deadline: float, on_progress: OnProgress | None = None,
-    *, overridden: bool = False,
+    pool: asyncpg.Pool,
+    school_id: str,
+    snapshot_id: str,
+    deadline: float,
+    on_progress: OnProgress | None = None,
+    *,
+    overridden: bool = False,
 ) -> dict[str, Any] | None:
     """The coordinator's report; None at the deadline or as soon as ingest reports the
     snapshot incomplete (it will never be released). With ``overridden`` (an audit override
@@ -103,8 +115,9 @@ async def wait_for_report(
             SELECT (SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2) AS report,
                    EXISTS (SELECT 1 FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2) AS incomplete
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
         if row["report"] is not None and not (overridden and row["report"].get("blocked")):
             return row["report"]
         if row["incomplete"]:
@@ -117,10 +130,13 @@ async def report_so_far(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
     """What the database says when no report came in time: counts as they stand."""
     phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
     return school_report(
-        school_id=school_id, snapshot_id=snapshot_id, phase=phase or "registered",
+        school_id=school_id,
+        snapshot_id=snapshot_id,
+        phase=phase or "registered",
         counts=await record_counts(pool, school_id, snapshot_id) or {},
-        quarantine=await quarantine_entries(pool, school_id, snapshot_id), validation=None,
-    )  # fmt: skip
+        quarantine=await quarantine_entries(pool, school_id, snapshot_id),
+        validation=None,
+    )
 
 
 async def _movement(pool: asyncpg.Pool) -> tuple[int, ...]:
@@ -134,14 +150,22 @@ async def _movement(pool: asyncpg.Pool) -> tuple[int, ...]:
                (SELECT count(*) FROM migration.validation_runs WHERE finished_at IS NOT NULL) AS validations,
                (SELECT coalesce(max(id), 0) FROM migration.phase_transitions) AS moves
         """
-    )  # fmt: skip
+    )
     return int(row["written"]), int(row["validations"]), int(row["moves"])
 
 
 async def wait_for_reports(
-    pool: asyncpg.Pool, pairs: list[Pair], stall_timeout_s: float, on_progress: OnProgress | None = None,
-    *, overridden: bool = False, poll_s: float = 0.5, progress_s: float = 1.0, incomplete_is_final: bool = True,
-    republish: Callable[[list[Pair]], Awaitable[None]] | None = None, republish_after_s: float = 30.0,
+    pool: asyncpg.Pool,
+    pairs: list[Pair],
+    stall_timeout_s: float,
+    on_progress: OnProgress | None = None,
+    *,
+    overridden: bool = False,
+    poll_s: float = 0.5,
+    progress_s: float = 1.0,
+    incomplete_is_final: bool = True,
+    republish: Callable[[list[Pair]], Awaitable[None]] | None = None,
+    republish_after_s: float = 30.0,
 ) -> dict[Pair, dict[str, Any] | None]:
     """Each snapshot's report, or None for one ingest reports incomplete or refused (it will
     never be released) or one still waiting when nothing at all has moved for ``stall_timeout_s``
@@ -178,14 +202,16 @@ async def wait_for_reports(
             republished_at = time.monotonic()
             try:
                 if unreleased := await _unreleased(pool, pending):
-                    log.warning("%d snapshot(s) not released after %.0fs: publishing them again", len(unreleased),
-                                republish_after_s)  # fmt: skip
+                    log.warning(
+                        "%d snapshot(s) not released after %.0fs: publishing them again", len(unreleased), republish_after_s
+                    )
                     await republish(unreleased)
             except Exception as exc:  # the broker or the database still away: next time
                 log.warning("publishing again failed (%s); trying later", type(exc).__name__)
         try:
             moved_at, last, shown_at, checked_at, stalled = await _observe(
-                pool, pending, on_progress, progress_s, stall_timeout_s, moved_at, last, shown_at, checked_at)  # fmt: skip
+                pool, pending, on_progress, progress_s, stall_timeout_s, moved_at, last, shown_at, checked_at
+            )
         except Exception as exc:
             if classify(exc) != "transient":
                 raise
@@ -203,13 +229,19 @@ async def _unreleased(pool: asyncpg.Pool, pending: list[Pair]) -> list[Pair]:
          WHERE NOT EXISTS (SELECT 1 FROM migration.snapshots s
                             WHERE (s.school_id, s.snapshot_id) = (p.school_id, p.snapshot_id) AND s.released_at IS NOT NULL)
         """,
-        [s for s, _ in pending], [n for _, n in pending],
-    )  # fmt: skip
+        [s for s, _ in pending],
+        [n for _, n in pending],
+    )
     return [(r["school_id"], r["snapshot_id"]) for r in rows]
 
 
-async def _poll_reports(pool: asyncpg.Pool, pending: list[Pair], reports: dict[Pair, dict[str, Any] | None],
-                        overridden: bool, incomplete_is_final: bool) -> None:  # fmt: skip
+async def _poll_reports(
+    pool: asyncpg.Pool,
+    pending: list[Pair],
+    reports: dict[Pair, dict[str, Any] | None],
+    overridden: bool,
+    incomplete_is_final: bool,
+) -> None:
     """Add the reports that are there (None for a snapshot that will never be released)."""
     rows = await pool.fetch(
         """
@@ -221,8 +253,9 @@ async def _poll_reports(pool: asyncpg.Pool, pending: list[Pair], reports: dict[P
           FROM unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id)
           LEFT JOIN migration.reports r USING (school_id, snapshot_id)
         """,
-        [s for s, _ in pending], [n for _, n in pending],
-    )  # fmt: skip
+        [s for s, _ in pending],
+        [n for _, n in pending],
+    )
     for row in rows:
         pair = (row["school_id"], row["snapshot_id"])
         if row["report"] is not None and not (overridden and row["report"].get("blocked")):
@@ -232,16 +265,26 @@ async def _poll_reports(pool: asyncpg.Pool, pending: list[Pair], reports: dict[P
 
 
 async def _observe(
-    pool: asyncpg.Pool, pending: list[Pair], on_progress: OnProgress | None, progress_s: float, stall_timeout_s: float,
-    moved_at: float, last: Any, shown_at: float, checked_at: float,
-) -> tuple[float, Any, float, float, bool]:  # fmt: skip
+    pool: asyncpg.Pool,
+    pending: list[Pair],
+    on_progress: OnProgress | None,
+    progress_s: float,
+    stall_timeout_s: float,
+    moved_at: float,
+    last: Any,
+    shown_at: float,
+    checked_at: float,
+) -> tuple[float, Any, float, float, bool]:
     """Progress now and then; whether nothing has moved for ``stall_timeout_s`` (given up)."""
     # Progress reads each pending school's counts: now and then, less often the more there are.
     if on_progress is not None and time.monotonic() >= shown_at + progress_s * max(1.0, len(pending) / 20):
         shown_at = time.monotonic()
         counts = await record_counts_many(pool, pending)
-        phases = dict(await pool.fetch("SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)",
-                                       [s for s, _ in pending]))  # fmt: skip
+        phases = dict(
+            await pool.fetch(
+                "SELECT school_id, phase FROM migration.school_phase WHERE school_id = ANY($1)", [s for s, _ in pending]
+            )
+        )
         for pair in pending:
             on_progress(pair[0], counts.get(pair, {}), phases.get(pair[0]))
     if time.monotonic() >= checked_at + min(5.0, stall_timeout_s / 4):  # counting is not free: now and then
@@ -275,8 +318,9 @@ async def run_jobs(
                 snapshot_id = snapshot_id_for(job.school_id, content)  # the override names the snapshot published next
                 if override_audit:
                     await send_override(bootstrap_servers, settings, job.school_id, snapshot_id, override_audit)
-                manifest = await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content,
-                                                  snapshot_id=snapshot_id)  # fmt: skip
+                manifest = await publish_snapshot(
+                    bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content, snapshot_id=snapshot_id
+                )
                 del content
                 on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
                 manifests.append(manifest)
@@ -285,26 +329,41 @@ async def run_jobs(
 
             async def again(unreleased: list[Pair], paths: dict[Pair, Path] = paths) -> None:
                 for school_id, snapshot_id in unreleased:
-                    await publish_snapshot(bootstrap_servers, settings.resolved_ingest_topic, school_id,
-                                           paths[(school_id, snapshot_id)].read_bytes(), snapshot_id=snapshot_id)  # fmt: skip
+                    await publish_snapshot(
+                        bootstrap_servers,
+                        settings.resolved_ingest_topic,
+                        school_id,
+                        paths[(school_id, snapshot_id)].read_bytes(),
+                        snapshot_id=snapshot_id,
+                    )
                     on_status(f"published {school_id}/{snapshot_id} again (not released yet)")
 
-            reports = await wait_for_reports(pool, pairs, settings.run_stall_timeout_s, on_progress,
-                                             overridden=bool(override_audit), republish=again)  # fmt: skip
+            reports = await wait_for_reports(
+                pool, pairs, settings.run_stall_timeout_s, on_progress, overridden=bool(override_audit), republish=again
+            )
             for school_id, snapshot_id in pairs:
                 report = reports[(school_id, snapshot_id)]
                 if report is None:
                     report = await report_so_far(pool, school_id, snapshot_id)
-                    on_status(f"{school_id}: no report (snapshot incomplete or refused, or nothing moved for "
-                              f"{settings.run_stall_timeout_s:.0f}s): left at {report.get('phase')}")  # fmt: skip
+                    on_status(
+                        f"{school_id}: no report (snapshot incomplete or refused, or nothing moved for "
+                        f"{settings.run_stall_timeout_s:.0f}s): left at {report.get('phase')}"
+                    )
                 schools.append(report)
     finally:
         await pool.close()
     return run_report(schools)
 
 
-async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str, report: dict[str, Any], *,
-                   actor: str, on_status: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
+async def cut_over(
+    settings: Settings,
+    bootstrap_servers: str,
+    database_url: str,
+    report: dict[str, Any],
+    *,
+    actor: str,
+    on_status: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
     """Cut every validated school of a run's report over to the API, all at once, and follow
     each until its cutover ends (``completed`` or ``rolled_back``). The report's schools get
     their final phase and a ``cutover`` entry; ``ok`` then also needs every cutover completed.
@@ -319,8 +378,11 @@ async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str
     pool = await create_pool(database_url)
     try:
         for school in wanted:
-            await send_command(bootstrap_servers, settings, OperatorCommand(
-                action="cutover", school_id=school["school_id"], actor=actor, reason="schoolmig run --cutover"))  # fmt: skip
+            await send_command(
+                bootstrap_servers,
+                settings,
+                OperatorCommand(action="cutover", school_id=school["school_id"], actor=actor, reason="schoolmig run --cutover"),
+            )
             on_status(f"{school['school_id']}: cutover asked")
         pending = {s["school_id"]: s for s in wanted}
         seen: Any = None
@@ -333,7 +395,7 @@ async def cut_over(settings: Settings, bootstrap_servers: str, database_url: str
                   FROM migration.school_phase p WHERE p.school_id = ANY($1)
                 """,
                 list(pending),
-            )  # fmt: skip
+            )
             if (now := sorted(tuple(r) for r in rows)) != seen:
                 seen, moved_at = now, time.monotonic()
             for row in rows:

@@ -61,8 +61,13 @@ class StackInfo:
 
     @classmethod
     def of(cls, stack: Stack, pid: int) -> StackInfo:
-        return cls(stack.bootstrap_servers, redact_dsn(stack.database_url), pid, stack.api_url,
-                   {name: stack.metrics_url(name) for name in stack.instances() if stack.has_metrics(name)})  # fmt: skip
+        return cls(
+            stack.bootstrap_servers,
+            redact_dsn(stack.database_url),
+            pid,
+            stack.api_url,
+            {name: stack.metrics_url(name) for name in stack.instances() if stack.has_metrics(name)},
+        )
 
     def save(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -72,15 +77,21 @@ class StackInfo:
 
     def prometheus_targets(self) -> list[dict[str, object]]:
         """The scrape targets in Prometheus' file service discovery format, one per instance."""
-        return [{"targets": [url.removeprefix("http://").removesuffix("/metrics")],
-                 "labels": {"job": "schoolmig", "instance_name": name, "service": name.split("-")[0]}}
-                for name, url in sorted(self.metrics.items())]  # fmt: skip
+        return [
+            {
+                "targets": [url.removeprefix("http://").removesuffix("/metrics")],
+                "labels": {"job": f"schoolmig-{name.split('-')[0]}", "instance_name": name},
+            }
+            for name, url in sorted(self.metrics.items())
+        ]
 
     def lines(self) -> list[str]:
         """Where everything is, for people."""
-        out = [f"broker       KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap_servers}",
-               f"database     {self.database_url}  (any password: from DATABASE_URL, never shown)",
-               f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)"]  # fmt: skip
+        out = [
+            f"broker       KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap_servers}",
+            f"database     {self.database_url}  (any password: from DATABASE_URL, never shown)",
+            f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)",
+        ]
         out += [f"metrics      {name:<14} {url}" for name, url in sorted(self.metrics.items())]
         return out
 
@@ -215,10 +226,15 @@ class Stack:
         if child.service != "coordinator":  # only the coordinator checks operators' commands
             env.pop("SCHOOLMIG_OPERATOR_KEYS", None)
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{child.service}",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            f"services.{child.service}",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         child.pump = asyncio.create_task(self._pump(child.name, child.process))
 
     async def _pump(self, name: str, process: asyncio.subprocess.Process) -> None:
@@ -256,8 +272,11 @@ class Stack:
                 await asyncio.to_thread(self.kafka.restart)
                 self._topics_missing = True
             if self._topics_missing and self.kafka is not None:
-                await ensure_topics(self.settings.model_copy(update={
-                    "kafka_bootstrap_servers": self.bootstrap_servers, "database_url": self.database_url}))  # fmt: skip
+                await ensure_topics(
+                    self.settings.model_copy(
+                        update={"kafka_bootstrap_servers": self.bootstrap_servers, "database_url": self.database_url}
+                    )
+                )
                 self._topics_missing = False
                 self.sink("broker", "restarted; topics created again")
             self._infra_failures = 0

@@ -56,10 +56,12 @@ async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair
          WHERE s.released_at IS NOT NULL
         """,
         *args,
-    )  # fmt: skip
+    )
     counted: dict[str, dict[tuple[str, str, Domain], int]] = {}
     for name, query in _COUNTS.items():
-        counted[name] = {(r["school_id"], r["snapshot_id"], Domain(r["domain"])): int(r["n"]) for r in await pool.fetch(query, *args)}
+        counted[name] = {
+            (r["school_id"], r["snapshot_id"], Domain(r["domain"])): int(r["n"]) for r in await pool.fetch(query, *args)
+        }
     out: dict[Pair, dict[Domain, DomainCounts]] = {}
     for row in audits:
         school_id, snapshot_id = row["school_id"], row["snapshot_id"]
@@ -75,22 +77,23 @@ async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair
 _PAIRS = "JOIN unnest($1::text[], $2::text[]) AS p (school_id, snapshot_id) USING (school_id, snapshot_id)"
 _COUNTS = {
     "loaded": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.loaded_records {_PAIRS}"
-              " GROUP BY school_id, snapshot_id, domain",
+    " GROUP BY school_id, snapshot_id, domain",
     "quarantined": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.quarantine {_PAIRS}"
-                   " GROUP BY school_id, snapshot_id, domain",
+    " GROUP BY school_id, snapshot_id, domain",
     "parked": f"""
         SELECT pr.school_id, pr.snapshot_id, pr.domain, count(*) AS n FROM migration.parked_records pr {_PAIRS}
          WHERE NOT EXISTS (SELECT 1 FROM migration.quarantine q
                             WHERE (q.school_id, q.snapshot_id, q.domain, q.record_index)
                                 = (pr.school_id, pr.snapshot_id, pr.domain, pr.record_index))
          GROUP BY pr.school_id, pr.snapshot_id, pr.domain""",
-}  # fmt: skip
+}
 
 
 async def quarantine_entries(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> list[dict[str, object]]:
     rows = await pool.fetch(
         "SELECT domain, legacy_id, record_index, stage, reason FROM migration.quarantine"
         " WHERE school_id = $1 AND snapshot_id = $2 ORDER BY domain, record_index",
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     return [dict(r) for r in rows]

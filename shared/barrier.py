@@ -45,13 +45,13 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
 def expected_acks(topics: Topics, counts: Mapping[str, int]) -> int:
     """How many copies the loader acknowledges for one barrier sent to every ingest partition."""
     quarantine = counts[topics.quarantine]
-    per_ingest_partition = quarantine + sum(
-        counts[topics.raw(d)] * (counts[topics.rows(d)] + quarantine) for d in ALL_DOMAINS
-    )
+    per_ingest_partition = quarantine + sum(counts[topics.raw(d)] * (counts[topics.rows(d)] + quarantine) for d in ALL_DOMAINS)
     return counts[topics.ingest] * per_ingest_partition
 
 
-async def forward(broker: KafkaBroker, keyring: Keyring, barrier: Barrier, targets: Iterable[str], counts: Mapping[str, int]) -> None:
+async def forward(
+    broker: KafkaBroker, keyring: Keyring, barrier: Barrier, targets: Iterable[str], counts: Mapping[str, int]
+) -> None:
     """A copy of ``barrier`` to every partition of every target topic, noting where it came from."""
     origin = f"{barrier.origin}>{barrier.topic}:{barrier.partition}"
     for topic in targets:

@@ -44,16 +44,19 @@ def header(
 ) -> dict[str, Any]:
     """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in
     common (``default_ts``: a raw batch's stable time for records without timestamps)."""
-    head = {"kind": kind, "school_id": school_id, "snapshot_id": snapshot_id, "domain": domain.value,
-            "source_ts": source_ts.isoformat()}  # fmt: skip
+    head = {
+        "kind": kind,
+        "school_id": school_id,
+        "snapshot_id": snapshot_id,
+        "domain": domain.value,
+        "source_ts": source_ts.isoformat(),
+    }
     if default_ts is not None:
         head["default_ts"] = default_ts.isoformat()
     return head
 
 
-def pack(
-    header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, max_bytes: int
-) -> Iterator[tuple[bytes, int]]:
+def pack(header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Messages ``{**header, "entries": [...]}`` (with how many entries each holds) of at most
     ``max_records`` entries and, unless one entry alone is larger, ``max_bytes`` bytes; in
     order, every entry exactly once."""

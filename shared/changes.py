@@ -48,7 +48,11 @@ class ChangePlan:
 
 
 def plan_changes(
-    batch: ChangeBatch, *, max_depth: int, now: datetime | None = None, max_ahead_s: float | None = None,
+    batch: ChangeBatch,
+    *,
+    max_depth: int,
+    now: datetime | None = None,
+    max_ahead_s: float | None = None,
     skip: frozenset[int] = frozenset(),
 ) -> ChangePlan:
     """Which changes to send on, and which to quarantine: a record the pipeline cannot carry
@@ -64,15 +68,26 @@ def plan_changes(
         why = None if change.record is None else jsonsafe.unrepresentable(change.record, max_depth=max_depth, path="record")
         reason = "unrepresentable_value"
         if why is None and limit is not None and change.source_ts > limit:
-            why, reason = f"source_ts is more than {max_ahead_s:.0f}s ahead of ingest's clock (SCHOOLMIG_MAX_CLOCK_AHEAD_S)", "clock_ahead"
+            why, reason = (
+                f"source_ts is more than {max_ahead_s:.0f}s ahead of ingest's clock (SCHOOLMIG_MAX_CLOCK_AHEAD_S)",
+                "clock_ahead",
+            )
         if why is None:
             accepted.append((index, change))
             continue
-        quarantined.append(QuarantinedRecord(
-            school_id=batch.school_id, snapshot_id=meta(batch, change).change_id, domain=change.domain, index=index,
-            legacy_id=change.record_id, stage=Stage.INGEST, reason=reason,
-            message=f"{why}; the change is not carried", payload=None if reason == "unrepresentable_value" else change.record,
-        ))  # fmt: skip
+        quarantined.append(
+            QuarantinedRecord(
+                school_id=batch.school_id,
+                snapshot_id=meta(batch, change).change_id,
+                domain=change.domain,
+                index=index,
+                legacy_id=change.record_id,
+                stage=Stage.INGEST,
+                reason=reason,
+                message=f"{why}; the change is not carried",
+                payload=None if reason == "unrepresentable_value" else change.record,
+            )
+        )
     return ChangePlan(accepted, quarantined)
 
 
@@ -93,18 +108,26 @@ def change_batches(
         first = meta(batch, group[0][1])
         head = header("raw.batch", batch.school_id, first.change_id, domain, max(c.source_ts for _, c in group), default_ts)
         entries = [
-            encode({"index": index, "legacy_id": change.record_id, "record": change.record, "hints": {},
-                    "change": meta(batch, change).model_dump(mode="json")})
+            encode(
+                {
+                    "index": index,
+                    "legacy_id": change.record_id,
+                    "record": change.record,
+                    "hints": {},
+                    "change": meta(batch, change).model_dump(mode="json"),
+                }
+            )
             for index, change in group
-        ]  # fmt: skip
+        ]
         for body, n in pack(head, entries, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, batch_key(batch.school_id, domain), body, n)
     by_quarantine: dict[Domain, list[bytes]] = {}
     for record in plan.quarantined:
         by_quarantine.setdefault(record.domain, []).append(encode(record))
     for domain, entries in by_quarantine.items():
-        for body, n in pack({"kind": "quarantine.batch", "school_id": batch.school_id}, entries,
-                            max_records=max_records, max_bytes=max_bytes):  # fmt: skip
+        for body, n in pack(
+            {"kind": "quarantine.batch", "school_id": batch.school_id}, entries, max_records=max_records, max_bytes=max_bytes
+        ):
             yield WireBatch("quarantine", domain, batch_key(batch.school_id, domain), body, n)
 
 

@@ -37,9 +37,7 @@ def _jsonb_decode(data: bytes) -> object:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSONB in and out as Python objects, everywhere, including COPY.
-    await conn.set_type_codec(
-        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
-    )
+    await conn.set_type_codec("jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
@@ -96,9 +94,7 @@ async def apply_migrations(dsn: str) -> list[str]:
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO migration.schema_version (version, name) VALUES ($1, $2)", version, name
-                    )
+                    await conn.execute("INSERT INTO migration.schema_version (version, name) VALUES ($1, $2)", version, name)
                 applied.append(name)
                 log.info("applied schema migration %s", name)
         finally:

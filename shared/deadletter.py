@@ -51,24 +51,33 @@ class DeadLetters:
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
-    async def send(
-        self, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None
-    ) -> None:
+    async def send(self, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None) -> None:
         """Publish ``body`` (read at ``source``) to the dead-letter topic with the reason."""
         ref = None
         if len(body) > MAX_PAYLOAD_BYTES:
             ref = await self._store(source, body)
             body = b""
-        key = source.key if source.key is None or len(source.key) <= MAX_KEY_BYTES else hashlib.sha256(source.key).hexdigest().encode()
+        key = (
+            source.key
+            if source.key is None or len(source.key) <= MAX_KEY_BYTES
+            else hashlib.sha256(source.key).hexdigest().encode()
+        )
         await publish(
-            self.broker, self.keyring,
+            self.broker,
+            self.keyring,
             DeadLetter(
-                reason=reason, message=detail, topic=source.topic, partition=source.partition, offset=source.offset,
-                payload_b64=chunks.encode(body), payload_ref=ref, error_class=error_class,
+                reason=reason,
+                message=detail,
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+                payload_b64=chunks.encode(body),
+                payload_ref=ref,
+                error_class=error_class,
             ),
             self.topic,
             key=key,  # one sender's dead letters stay in order on one partition
-        )  # fmt: skip
+        )
         count_dead_letter(self.service, reason)
         log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
 
@@ -80,10 +89,14 @@ class DeadLetters:
                 INSERT INTO migration.dead_letter_payloads (topic, partition, "offset", size_bytes, payload)
                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
                 """,
-                source.topic, source.partition, source.offset, len(body), body,
+                source.topic,
+                source.partition,
+                source.offset,
+                len(body),
+                body,
             ),
             "store dead-letter payload",
-        )  # fmt: skip
+        )
         return f"postgresql:migration.dead_letter_payloads/{source.topic}/{source.partition}/{source.offset}"
 
     async def _connect(self) -> asyncpg.Pool:
@@ -108,8 +121,9 @@ def for_broker(broker: KafkaBroker, topic: str, settings: Settings, service: str
     return letters
 
 
-async def reject(broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, unusable: Unusable, *,
-                 where: str | None = None) -> None:  # fmt: skip
+async def reject(
+    broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, unusable: Unusable, *, where: str | None = None
+) -> None:
     """Dead-letter a message a consumer will not act on, counted: a refused signature as
     ``schoolmig.messages.refused``; anything else, when ``where`` names the consumer, as a
     consistency error there."""
@@ -121,7 +135,14 @@ async def reject(broker: KafkaBroker, topic: str, source: Located | Any, body: b
 
 
 async def dead_letter(
-    broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None
+    broker: KafkaBroker,
+    topic: str,
+    source: Located | Any,
+    body: bytes,
+    reason: str,
+    detail: str,
+    *,
+    error_class: str | None = None,
 ) -> None:
     """Publish ``body`` (read at ``source``) to the dead-letter ``topic`` with the reason."""
     letters = _registry.get(id(broker))

@@ -66,8 +66,10 @@ async def live_records(pool: asyncpg.Pool, school_id: str) -> Records:
                     WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))
                  ORDER BY t.id
                 """,
-                school_id, domain.value, *([role] if role else []),
-            )  # fmt: skip
+                school_id,
+                domain.value,
+                *([role] if role else []),
+            )
             for row in found:
                 rows.setdefault(row["legacy_id"], []).append((table, dict(row)))
         order = await pool.fetch(
@@ -77,8 +79,10 @@ async def live_records(pool: asyncpg.Pool, school_id: str) -> Records:
               LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = ($1, $2, k.legacy_id)
               LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = ($1, $2, k.legacy_id)
             """,
-            school_id, domain.value, list(rows),
-        )  # fmt: skip
+            school_id,
+            domain.value,
+            list(rows),
+        )
         position = {
             r["legacy_id"]: (r["record_index"] is None, r["record_index"] or 0, r["ts"] or _EPOCH, r["legacy_id"]) for r in order
         }

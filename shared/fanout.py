@@ -91,7 +91,12 @@ class WireBatch:
 
 
 def fanout_batches(
-    outgoing: list[Outgoing], manifest: SnapshotManifest, *, max_records: int, max_bytes: int, max_record_bytes: int | None = None,
+    outgoing: list[Outgoing],
+    manifest: SnapshotManifest,
+    *,
+    max_records: int,
+    max_bytes: int,
+    max_record_bytes: int | None = None,
     default_ts: datetime | None = None,
 ) -> Iterator[WireBatch]:
     """The fan-out as batch messages: domains parents first (``DOMAIN_LOAD_ORDER``), per
@@ -110,13 +115,25 @@ def fanout_batches(
             if len(entry) <= limit:
                 raw.append(entry)
                 continue
-            m = quarantined(m, stage=Stage.INGEST, reason="record_too_large", payload=None,
-                            message=f"the record is {len(entry)} bytes as JSON, over the limit of {limit} "
-                                    "(SCHOOLMIG_MAX_RECORD_BYTES); it is kept in the verified backup")  # fmt: skip
+            m = quarantined(
+                m,
+                stage=Stage.INGEST,
+                reason="record_too_large",
+                payload=None,
+                message=f"the record is {len(entry)} bytes as JSON, over the limit of {limit} "
+                "(SCHOOLMIG_MAX_RECORD_BYTES); it is kept in the verified backup",
+            )
         entry = encode(m)
         if len(entry) > limit:  # a payload too large to travel (a 10 MB string where a record belongs)
-            entry = encode(m.model_copy(update={"payload": None, "message": f"{m.message} (payload of {len(entry)} "
-                                                "bytes left out: over SCHOOLMIG_MAX_RECORD_BYTES; it is kept in the verified backup)"}))  # fmt: skip
+            entry = encode(
+                m.model_copy(
+                    update={
+                        "payload": None,
+                        "message": f"{m.message} (payload of {len(entry)} "
+                        "bytes left out: over SCHOOLMIG_MAX_RECORD_BYTES; it is kept in the verified backup)",
+                    }
+                )
+            )
         quarantine.append(entry)
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
@@ -124,8 +141,9 @@ def fanout_batches(
         head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at, default_ts)
         for body, n in pack(head, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)
-        for body, n in pack({"kind": "quarantine.batch", "school_id": school_id}, quarantine,
-                            max_records=max_records, max_bytes=max_bytes):  # fmt: skip
+        for body, n in pack(
+            {"kind": "quarantine.batch", "school_id": school_id}, quarantine, max_records=max_records, max_bytes=max_bytes
+        ):
             yield WireBatch("quarantine", domain, key, body, n)
 
 

@@ -100,9 +100,12 @@ def unrepresentable(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH, path: str
     except ValueError:  # a lone surrogate, or deeper than the serialiser goes
         text = None
     if (
-        text is not None and b"\\u0000" not in text and b"NaN" not in text and b"Infinity" not in text
+        text is not None
+        and b"\\u0000" not in text
+        and b"NaN" not in text
+        and b"Infinity" not in text
         and text.count(b"[") + text.count(b"{") <= max_depth  # fewer containers than levels allowed
-    ):  # fmt: skip
+    ):
         return None
     return _walk(value, max_depth, path)
 

@@ -74,8 +74,14 @@ class Guard(BaseMiddleware):
             return
         tries = self.attempts.failed(positions)
         if not self.attempts.exhausted(tries):
-            log.warning("%s: %s (attempt %d of %d); trying again", where, type(exc).__name__, tries,
-                        self.attempts.max_attempts, exc_info=exc if tries == 1 else None)  # fmt: skip
+            log.warning(
+                "%s: %s (attempt %d of %d); trying again",
+                where,
+                type(exc).__name__,
+                tries,
+                self.attempts.max_attempts,
+                exc_info=exc if tries == 1 else None,
+            )
             hold(msg.consumer, _earliest(records), retry_delay(tries))
             return
         bodies = msg.body if isinstance(msg.body, list) else [msg.body]
@@ -85,15 +91,21 @@ class Guard(BaseMiddleware):
                 await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
             except Exception as failure:
                 if classify(failure) == "transient":  # the broker or database is away: all of it again later
-                    log_limited(logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where,
-                                 type(failure).__name__)  # fmt: skip
+                    log_limited(
+                        logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__
+                    )
                     hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
                     return  # (those already dead-lettered will be again: a duplicate letter, never a loss)
                 # It can never be written (refused for good): looping would stall the partition
                 # forever. The trace is this line, the metric, and the message at its offset.
-                log.error("%s[%d]@%d: cannot dead-letter it (%s): committed past it; it stays readable at its offset "
-                          "until the topic's retention ends", record.topic, record.partition, record.offset,
-                          type(failure).__name__)  # fmt: skip
+                log.error(
+                    "%s[%d]@%d: cannot dead-letter it (%s): committed past it; it stays readable at its offset "
+                    "until the topic's retention ends",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(failure).__name__,
+                )
                 count_error("critical", f"{self.service}: dead letter failed")
         self.attempts.forget(positions)
         count_error("input", f"{self.service}: handler_failed")
@@ -167,18 +179,37 @@ def _guard_record_parsing() -> None:
                 if isinstance(exc, CorruptRecordException) and not isinstance(exc.__cause__, ValueError):
                     raise  # a bad CRC: the batch is fetched again, as aiokafka intends
                 offset = self.next_fetch_offset
-                log.error("%s[%d]@%d cannot be parsed (%s): handed over as unreadable", self._tp.topic,
-                          self._tp.partition, offset, type(exc).__name__)  # fmt: skip
+                log.error(
+                    "%s[%d]@%d cannot be parsed (%s): handed over as unreadable",
+                    self._tp.topic,
+                    self._tp.partition,
+                    offset,
+                    type(exc).__name__,
+                )
                 self.next_fetch_offset = offset + 1  # the fetch after this one starts past it
                 yield ConsumerRecord(
-                    self._tp.topic, self._tp.partition, offset, -1, 0, None, None, None, -1, -1,
-                    [(UNREADABLE, f"the record cannot be parsed ({type(exc).__name__}: e.g. a header key that is not UTF-8)".encode())],
-                )  # fmt: skip
+                    self._tp.topic,
+                    self._tp.partition,
+                    offset,
+                    -1,
+                    0,
+                    None,
+                    None,
+                    None,
+                    -1,
+                    -1,
+                    [
+                        (
+                            UNREADABLE,
+                            f"the record cannot be parsed ({type(exc).__name__}: e.g. a header key that is not UTF-8)".encode(),
+                        )
+                    ],
+                )
                 return
             yield record
 
-    PartitionRecords._unpack_records = unpack_guarded  # type: ignore[method-assign]
-    PartitionRecords._schoolmig_guarded = True  # type: ignore[attr-defined]
+    PartitionRecords._unpack_records = unpack_guarded
+    PartitionRecords._schoolmig_guarded = True
 
 
 _guard_record_parsing()
@@ -206,14 +237,14 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
             "KAFKA_BOOTSTRAP_SERVERS is not set; run services through `schoolmig up`, "
             "which starts an embedded broker, or point them at a Kafka cluster."
         )
-    guard = type("Guard", (Guard,), {"attempts": Attempts(settings.max_attempts), "service": client_id})
+    guard: Any = type("Guard", (Guard,), {"attempts": Attempts(settings.max_attempts), "service": client_id})
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"schoolmig-{client_id}",
         graceful_timeout=settings.graceful_timeout_s,
         acks="all",
         enable_idempotence=False,
-        compression_type=None if settings.compression == "none" else settings.compression,
+        compression_type=None if settings.compression == "none" else settings.compression,  # type: ignore[arg-type]
         max_request_size=MAX_MESSAGE_BYTES,
         # Consumers see a topic created again (``keep_topics``) within one check, not the
         # client's default of five minutes.
@@ -249,12 +280,14 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
     }
     if batch:
         options |= {
-            "batch": True, "max_records": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
+            "batch": True,
+            "max_records": settings.batch_size,
+            "batch_timeout_ms": settings.batch_timeout_ms,
             # A few messages per partition per fetch: a poll then holds every domain's next
             # batches side by side (parents, sent first, with their children) instead of a
             # long run of one partition, which made the loader park most children.
             "max_partition_fetch_bytes": settings.fetch_partition_bytes,
-        }  # fmt: skip
+        }
     return options
 
 
@@ -273,8 +306,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=compacted.get(t, {}))
-                     for t in missing]  # fmt: skip
+                    [
+                        NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=compacted.get(t, {}))
+                        for t in missing
+                    ]
                 )
             except TopicAlreadyExistsError:  # a concurrent creator won the race
                 pass
@@ -295,8 +330,10 @@ async def describe_topics(settings: Settings) -> list[dict[str, Any]]:
         existing = set(await admin.list_topics())
         present = [t for t in topics.all() if t in existing]
         partitions = {d["topic"]: len(d["partitions"]) for d in (await admin.describe_topics(present) if present else [])}
-        return [{"topic": t, "exists": t in existing, "partitions": partitions.get(t, 0),
-                 "compacted": t == topics.control} for t in topics.all()]  # fmt: skip
+        return [
+            {"topic": t, "exists": t in existing, "partitions": partitions.get(t, 0), "compacted": t == topics.control}
+            for t in topics.all()
+        ]
     finally:
         await admin.close()
 
@@ -308,6 +345,10 @@ async def keep_topics(settings: Settings) -> None:
     went with the broker, and ``auto_offset_reset`` is ``earliest``), and the coordinator
     re-drives what was lost in flight. Said once per round, as a warning, when it happens."""
     if created := await ensure_topics(settings):
-        log_limited(logging.WARNING, "%d topic(s) were missing (a broker that lost its data?); created again: %s",
-                     len(created), ", ".join(created[:5]) + (" …" if len(created) > 5 else ""), every_s=0.0)  # fmt: skip
-
+        log_limited(
+            logging.WARNING,
+            "%d topic(s) were missing (a broker that lost its data?); created again: %s",
+            len(created),
+            ", ".join(created[:5]) + (" …" if len(created) > 5 else ""),
+            every_s=0.0,
+        )

@@ -61,8 +61,11 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "service": self.service, "logger": record.name, "message": record.getMessage(),
-        }  # fmt: skip
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         entry.update({key: str(value) for key in ID_FIELDS if (value := getattr(record, key, None)) is not None})
         if "school_id" not in entry and _about_one_school(record):
             entry["school_id"] = str(record.args[0])  # type: ignore[index]
@@ -77,8 +80,13 @@ class JsonFormatter(logging.Formatter):
 def _about_one_school(record: logging.LogRecord) -> bool:
     """The codebase's convention: a line about one school starts with its id
     (``log.info("%s: synced", school_id)``)."""
-    return (record.name.split(".")[-1] in _SCHOOL_LOGGERS and isinstance(record.msg, str)
-            and record.msg.startswith("%s: ") and isinstance(record.args, tuple) and bool(record.args))  # fmt: skip
+    return (
+        record.name.split(".")[-1] in _SCHOOL_LOGGERS
+        and isinstance(record.msg, str)
+        and record.msg.startswith("%s: ")
+        and isinstance(record.args, tuple)
+        and bool(record.args)
+    )
 
 
 _SCHOOL_LOGGERS = {"ingest", "transform", "loader", "validator", "coordinator"}  # schoolmig.<service>
@@ -87,8 +95,11 @@ _SCHOOL_LOGGERS = {"ingest", "transform", "loader", "validator", "coordinator"} 
 def setup_logging(service: str, level: str = "INFO", log_format: str = "text") -> None:
     """``log_format``: ``text`` for people, ``json`` for a log pipeline (``SCHOOLMIG_LOG_FORMAT``)."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service) if log_format == "json" else
-                         logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))  # fmt: skip
+    handler.setFormatter(
+        JsonFormatter(service)
+        if log_format == "json"
+        else logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -27,6 +27,8 @@ def _client_snapshot_id(snapshot_id: str) -> str:
     if snapshot_id.startswith(CHANGE_ID_PREFIX):
         raise ValueError(f"a snapshot id must not start with {CHANGE_ID_PREFIX!r} (it names changes)")
     return snapshot_id
+
+
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 #: Chunks carry base64 of at most this many raw bytes, so a chunk message stays far
@@ -289,8 +291,7 @@ class _RecordsBatch(_Model):
     source_ts: datetime
 
     def _common(self) -> dict[str, Any]:
-        return {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain,
-                "source_ts": self.source_ts}  # fmt: skip
+        return {"school_id": self.school_id, "snapshot_id": self.snapshot_id, "domain": self.domain, "source_ts": self.source_ts}
 
 
 class RawBatch(_RecordsBatch):
@@ -304,8 +305,14 @@ class RawBatch(_RecordsBatch):
         """The entries as records (already validated as part of the batch)."""
         common = self._common()
         return [
-            RawRecord.model_construct(**{**common, **_as_change(e.change)}, index=e.index, legacy_id=e.legacy_id,
-                                      record=e.record, hints=e.hints, default_ts=self.default_ts)  # fmt: skip
+            RawRecord.model_construct(
+                **{**common, **_as_change(e.change)},
+                index=e.index,
+                legacy_id=e.legacy_id,
+                record=e.record,
+                hints=e.hints,
+                default_ts=self.default_ts,
+            )
             for e in self.entries
         ]
 
@@ -351,9 +358,16 @@ class QuarantineBatch(_Model):
 def quarantined(record: RawRecord | MappedRecord, *, stage: Stage, reason: str, message: str, payload: Any) -> QuarantinedRecord:
     """The quarantine entry for a record some stage could not migrate."""
     return QuarantinedRecord(
-        school_id=record.school_id, snapshot_id=record.snapshot_id, domain=record.domain, index=record.index,
-        legacy_id=record.legacy_id, stage=stage, reason=reason, message=message, payload=payload,
-    )  # fmt: skip
+        school_id=record.school_id,
+        snapshot_id=record.snapshot_id,
+        domain=record.domain,
+        index=record.index,
+        legacy_id=record.legacy_id,
+        stage=stage,
+        reason=reason,
+        message=message,
+        payload=payload,
+    )
 
 
 # --------------------------------------------------------------------------- events
@@ -469,11 +483,17 @@ class ValidationCompleted(_Model):
             counts: dict[str, int] = {}
             for i in d.issues:
                 counts[i.type] = counts.get(i.type, 0) + 1
-            domains.append(d.model_copy(update={
-                "issues": [i.model_copy(update={"fields": [FieldDifference(field=f.field) for f in i.fields]}) for i in kept],
-                "issue_counts": counts,
-                "issues_omitted": len(d.issues) - len(kept),
-            }))  # fmt: skip
+            domains.append(
+                d.model_copy(
+                    update={
+                        "issues": [
+                            i.model_copy(update={"fields": [FieldDifference(field=f.field) for f in i.fields]}) for i in kept
+                        ],
+                        "issue_counts": counts,
+                        "issues_omitted": len(d.issues) - len(kept),
+                    }
+                )
+            )
         return self.model_copy(update={"domains": domains})
 
 
@@ -548,7 +568,8 @@ class OperatorCommand(_Model):
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")
     command_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        default_factory=lambda: uuid.uuid4().hex,
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
         description="Unique per command: the coordinator acts on each once (a signed command replayed is refused).",
     )
     issued_at: AwareDatetime = Field(

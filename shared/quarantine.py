@@ -38,11 +38,17 @@ async def insert_quarantine(db: asyncpg.Pool | asyncpg.Connection, records: Sequ
     columns = [_payload_columns(r.payload) for r in records]
     await db.execute(
         _QUARANTINE,
-        [r.school_id for r in records], [r.snapshot_id for r in records], [r.domain.value for r in records],
-        [r.index for r in records], [_printable(r.legacy_id) for r in records], [r.stage.value for r in records],
-        [printable(r.reason) for r in records], [printable(r.message) for r in records],
-        [text for text, _ in columns], [raw for _, raw in columns],
-    )  # fmt: skip
+        [r.school_id for r in records],
+        [r.snapshot_id for r in records],
+        [r.domain.value for r in records],
+        [r.index for r in records],
+        [_printable(r.legacy_id) for r in records],
+        [r.stage.value for r in records],
+        [printable(r.reason) for r in records],
+        [printable(r.message) for r in records],
+        [text for text, _ in columns],
+        [raw for _, raw in columns],
+    )
 
 
 def _payload_columns(payload: object) -> tuple[str | None, bytes | None]:

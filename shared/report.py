@@ -42,9 +42,7 @@ def school_report(
         "accounted": accounted,
         "validation_ok": bool(validation and validation.get("ok")),
         "domains": domains,
-        "quarantine": [
-            {"domain": q["domain"], "legacy_id": q["legacy_id"], "reason": q["reason"]} for q in quarantine
-        ],
+        "quarantine": [{"domain": q["domain"], "legacy_id": q["legacy_id"], "reason": q["reason"]} for q in quarantine],
         "validation": validation,
         **({"blocked": blocked} if blocked else {}),
     }

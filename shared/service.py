@@ -78,4 +78,3 @@ def report_readiness(app: Any) -> None:
 
     app.after_startup(ready)
     app.on_shutdown(stopping)
-

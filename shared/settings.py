@@ -35,56 +35,75 @@ class Settings(BaseSettings):
         repr=False,
     )
     topic_prefix: str = Field(default="schoolmig", pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    ingest_topic: str | None = Field(
-        default=None, description="The public ingest topic; default '<prefix>.ingest'."
-    )
+    ingest_topic: str | None = Field(default=None, description="The public ingest topic; default '<prefix>.ingest'.")
     partitions: int = Field(default=3, ge=1, description="Partitions per topic created by the tooling.")
     replication_factor: int = Field(default=1, ge=1)
     batch_records: int = Field(default=500, ge=1, description="Max source records in one batch message on the internal topics.")
     batch_bytes: int = Field(
-        default=512 * 1024, ge=1024, description="Max bytes of one batch message before compression (one larger record goes alone)."
+        default=512 * 1024,
+        ge=1024,
+        description="Max bytes of one batch message before compression (one larger record goes alone).",
     )
     max_record_bytes: int = Field(
-        default=400 * 1024, ge=1024, le=512 * 1024,
+        default=400 * 1024,
+        ge=1024,
+        le=512 * 1024,
         description="A source record larger than this (as JSON) is quarantined as record_too_large: it could not travel in one message.",
     )
     max_nesting_depth: int = Field(
-        default=32, ge=4, le=150,
+        default=32,
+        ge=4,
+        le=150,
         description="A source record nested deeper is quarantined as unrepresentable_value (a real one is 3 deep; "
         "the internal topics' parser stops at 200).",
     )
     max_attempts: int = Field(
-        default=3, ge=1, description="Tries of a message that fails through its own fault before it goes to the dead letter.",
+        default=3,
+        ge=1,
+        description="Tries of a message that fails through its own fault before it goes to the dead letter.",
     )
-    batch_size: int = Field(default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction).")
+    batch_size: int = Field(
+        default=8, ge=1, description="Max batch messages a consumer takes at once (the loader: per transaction)."
+    )
     batch_timeout_ms: int = Field(default=200, ge=1, description="Max wait to fill a consumer batch.")
     fetch_partition_bytes: int = Field(
-        default=64 * 1024, ge=1024, description="Max bytes a batch consumer fetches from one partition at a time (fairness across domains)."
+        default=64 * 1024,
+        ge=1024,
+        description="Max bytes a batch consumer fetches from one partition at a time (fairness across domains).",
     )
     compression: str = Field(
-        default="zstd", pattern="^(none|gzip|snappy|lz4|zstd)$", description="Producer compression on every topic (measured: `make bench`)."
+        default="zstd",
+        pattern="^(none|gzip|snappy|lz4|zstd)$",
+        description="Producer compression on every topic (measured: `make bench`).",
     )
     parent_wait_s: float = Field(
-        default=15.0, ge=0, description="Longest a child's batch waits in its partition for parents on their way before it is parked."
+        default=15.0,
+        ge=0,
+        description="Longest a child's batch waits in its partition for parents on their way before it is parked.",
     )
     parent_pause_s: float = Field(default=0.3, gt=0, description="How long a partition whose batch waits for parents is paused.")
     metrics_port: int = Field(default=0, ge=0, description="Prometheus scrape port; 0 disables.")
     metrics_host: str = Field(default="127.0.0.1", description="Address the scrape endpoint binds.")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
-        default="text", description="`json`: one JSON object per line (time, level, service, logger, message, and "
+        default="text",
+        description="`json`: one JSON object per line (time, level, service, logger, message, and "
         "school_id / snapshot_id / trace_id where known), for a log pipeline; `text`: for people.",
     )
     state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
     backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
     max_snapshot_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1, description="Ingest refuses a snapshot larger than this (it holds one whole snapshot while releasing it)."
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Ingest refuses a snapshot larger than this (it holds one whole snapshot while releasing it).",
     )
     incomplete_snapshot_timeout_s: float = Field(
         default=300.0, gt=0, description="A snapshot still missing chunks this long after its first part is reported."
     )
     run_stall_timeout_s: float = Field(
-        default=120.0, gt=0, description="`schoolmig run` gives up when nothing has moved for this long (never on a slow, healthy run)."
+        default=120.0,
+        gt=0,
+        description="`schoolmig run` gives up when nothing has moved for this long (never on a slow, healthy run).",
     )
     sync_poll_interval_s: float = Field(default=0.5, gt=0)
     graceful_timeout_s: float = Field(default=15.0, gt=0)
@@ -94,32 +113,40 @@ class Settings(BaseSettings):
         default=None, description="Bearer token required by mutating HTTP calls; unset disables them.", repr=False
     )
     service_key: SecretStr | None = Field(
-        default=None, description="Secret the services sign and verify every internal message with (`schoolmig up` makes one).",
+        default=None,
+        description="Secret the services sign and verify every internal message with (`schoolmig up` makes one).",
     )
     operator_keys: SecretStr | None = Field(
-        default=None, description="The coordinator's operator keys, `name=key,…`: it acts only on commands they signed.",
+        default=None,
+        description="The coordinator's operator keys, `name=key,…`: it acts only on commands they signed.",
     )
     operator: str = Field(
-        default_factory=lambda: os.environ.get("USER", "operator") or "operator", pattern=r"^[A-Za-z0-9._@-]{1,64}$",
+        default_factory=lambda: os.environ.get("USER", "operator") or "operator",
+        pattern=r"^[A-Za-z0-9._@-]{1,64}$",
         description="Who the CLI signs operator commands as (the actor recorded).",
     )
     operator_key: SecretStr | None = Field(default=None, description="The CLI's key for signing operator commands as `operator`.")
     command_ttl_s: float = Field(
-        default=900.0, gt=0, description="An operator command signed longer ago than this is refused as stale (replays).",
+        default=900.0,
+        gt=0,
+        description="An operator command signed longer ago than this is refused as stale (replays).",
     )
     barrier_timeout_s: float = Field(default=120.0, gt=0, description="A cutover's final sync fails after this.")
     topic_check_s: float = Field(
-        default=15.0, gt=0,
+        default=15.0,
+        gt=0,
         description="How often every service checks that the pipeline's topics exist, and creates missing ones again "
         "(a broker that lost its data, a topic deleted by hand).",
     )
     redrive_after_s: float = Field(
-        default=120.0, gt=0,
+        default=120.0,
+        gt=0,
         description="A school in dual write whose counts have not moved for this long is re-driven from its verified "
         "backup (records lost in flight, e.g. with a broker).",
     )
     max_clock_ahead_s: float = Field(
-        default=600.0, ge=0,
+        default=600.0,
+        ge=0,
         description="A change stamped further than this ahead of ingest's clock is quarantined (clock_ahead): it "
         "would outrank every later write of its record.",
     )
@@ -127,10 +154,13 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """The environment first, then secrets from files (``*_FILE``), then the rest."""
         return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 

@@ -14,12 +14,15 @@ ISSUE_TYPES: dict[str, tuple[Severity, str]] = {
     "status_mismatch": (Severity.CRITICAL, "an obligation's status differs from the school's migrated status"),
     "unexpected_record": (Severity.CRITICAL, "the tables hold a record this snapshot does not have"),
     "orphaned_reference": (Severity.CRITICAL, "a row's foreign key does not resolve"),
-    "orphan_with_parent": (Severity.CRITICAL, "quarantined as an orphan, yet every parent it waited for is in the tables (to re-drive)"),
+    "orphan_with_parent": (
+        Severity.CRITICAL,
+        "quarantined as an orphan, yet every parent it waited for is in the tables (to re-drive)",
+    ),
     "unique_violation": (Severity.CRITICAL, "two rows share the value of a unique key"),
     "backup_unverified": (Severity.CRITICAL, "the backup compared against no longer matches its SHA-256"),
     "quarantined": (Severity.WARNING, "records accounted for in quarantine, not migrated (per reason)"),
     "duplicate_id": (Severity.WARNING, "the source repeats an id: the first record is migrated, the rest quarantined"),
     "name_mismatch": (Severity.INFO, "a denormalised name (studentName, className, teacher.name) differs from its referent"),
-}  # fmt: skip
+}
 
 SEVERITY: dict[str, Severity] = {kind: severity for kind, (severity, _) in ISSUE_TYPES.items()}

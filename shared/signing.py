@@ -139,9 +139,16 @@ def body_of(message: BaseModel | bytes) -> bytes:
 
 
 async def publish(
-    broker: KafkaBroker, keyring: Keyring, message: BaseModel | bytes, topic: str, *,
-    key: bytes | None = None, partition: int | None = None, headers: dict[str, str] | None = None, no_confirm: bool = False,
-) -> Any:  # fmt: skip
+    broker: KafkaBroker,
+    keyring: Keyring,
+    message: BaseModel | bytes,
+    topic: str,
+    *,
+    key: bytes | None = None,
+    partition: int | None = None,
+    headers: dict[str, str] | None = None,
+    no_confirm: bool = False,
+) -> Any:
     """Publish ``message`` signed: the one way schoolmig's processes write to Kafka."""
     body = body_of(message)
     signed = {"content-type": "application/json", **(headers or {}), **keyring.sign(topic, body)}

@@ -124,15 +124,21 @@ def _mark_duplicate_emails(parsed: ParsedSnapshot) -> None:
             holder = owner.setdefault(email.strip(), f"{domain.value}/{entry.legacy_id}")
             if holder != f"{domain.value}/{entry.legacy_id}":
                 entries[position] = SourceEntry(
-                    entry.index, entry.legacy_id, entry.record,
+                    entry.index,
+                    entry.legacy_id,
+                    entry.record,
                     Problem("duplicate_email", f"the same email as {holder}, which keeps it"),
-                )  # fmt: skip
+                )
 
 
 def _entries(key: str, value: Any, *, from_string: bool, max_depth: int) -> list[SourceEntry]:
     if from_string:
         if not isinstance(value, str):
-            return [_whole(value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string", max_depth)]
+            return [
+                _whole(
+                    value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string", max_depth
+                )
+            ]
         try:
             value = jsonsafe.load(value)
         except jsonsafe.JsonRefused as exc:
@@ -176,11 +182,18 @@ def _entry(index: int, item: Any, seen: set[str], max_depth: int) -> SourceEntry
         message = f"{why}; the record is not carried (the verified backup holds it as sent)"
         return SourceEntry(index, _printable_id(item), None, Problem("unrepresentable_value", message))
     if not isinstance(item, dict):
-        return SourceEntry(index, None, item, Problem("not_an_object", f"entry {index} is a {type(item).__name__}, expected an object"))
+        return SourceEntry(
+            index, None, item, Problem("not_an_object", f"entry {index} is a {type(item).__name__}, expected an object")
+        )
     legacy_id = legacy_id_of(item)
     if legacy_id is None:
         return SourceEntry(index, None, item, Problem("missing_id", f"entry {index} has no usable 'id'"))
     if legacy_id in seen:
-        return SourceEntry(index, legacy_id, item, Problem("duplicate_id", f"id '{legacy_id}' appears earlier in this domain; the first one is migrated"))
+        return SourceEntry(
+            index,
+            legacy_id,
+            item,
+            Problem("duplicate_id", f"id '{legacy_id}' appears earlier in this domain; the first one is migrated"),
+        )
     seen.add(legacy_id)
     return SourceEntry(index, legacy_id, item)

@@ -87,78 +87,151 @@ STUDENTS = TableSpec(
 
 TEACHERS = TableSpec(
     "teachers",
-    (("user_id", "uuid"), ("phone", "text"), ("subject", "text"), ("join_date", "date"), ("notes", "text"),
-     ("is_active", "bool"), *TIMESTAMPS),
-)  # fmt: skip
+    (
+        ("user_id", "uuid"),
+        ("phone", "text"),
+        ("subject", "text"),
+        ("join_date", "date"),
+        ("notes", "text"),
+        ("is_active", "bool"),
+        *TIMESTAMPS,
+    ),
+)
 CLASSROOMS = TableSpec(
     "classrooms",
     (("name", "text"), ("location", "text"), ("capacity", "int"), ("is_active", "bool"), *TIMESTAMPS),
 )
 CLASSES = TableSpec(
     "classes",
-    (("name", "text"), ("description", "text"), ("level", "text"), ("teacher_id", "uuid"), ("classroom_id", "uuid"),
-     ("max_students", "int"), ("status", "text"), *TIMESTAMPS),
+    (
+        ("name", "text"),
+        ("description", "text"),
+        ("level", "text"),
+        ("teacher_id", "uuid"),
+        ("classroom_id", "uuid"),
+        ("max_students", "int"),
+        ("status", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("teacher_id", "teachers"), ("classroom_id", "classrooms")),
-)  # fmt: skip
+)
 CLASS_SCHEDULES = TableSpec(
     "class_schedules",
-    (("class_id", "uuid"), ("day_of_week", "int"), ("start_time", "time"), ("end_time", "time"), ("is_active", "bool"),
-     *TIMESTAMPS),
+    (
+        ("class_id", "uuid"),
+        ("day_of_week", "int"),
+        ("start_time", "time"),
+        ("end_time", "time"),
+        ("is_active", "bool"),
+        *TIMESTAMPS,
+    ),
 )
 PAYMENT_OBLIGATIONS = TableSpec(
     "payment_obligations",
-    (("student_id", "uuid"), ("type", "text"), ("amount", "numeric"), ("due_date", "date"), ("period", "text"),
-     ("status", "text"), ("notes", "text"), *TIMESTAMPS),
+    (
+        ("student_id", "uuid"),
+        ("type", "text"),
+        ("amount", "numeric"),
+        ("due_date", "date"),
+        ("period", "text"),
+        ("status", "text"),
+        ("notes", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("student_id", "students"),),
-)  # fmt: skip
+)
 PAYMENTS = TableSpec(
     "payments",
-    (("obligation_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
-     *TIMESTAMPS),
+    (
+        ("obligation_id", "uuid"),
+        ("amount", "numeric"),
+        ("payment_date", "date"),
+        ("method", "text"),
+        ("notes", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("obligation_id", "payment_obligations"),),
-)  # fmt: skip
+)
 ATTENDANCE_RECORDS = TableSpec(
     "attendance_records",
-    (("student_id", "uuid"), ("class_id", "uuid"), ("date", "date"), ("status", "text"), ("homework_completed", "bool"),
-     ("notes", "text"), *TIMESTAMPS),
+    (
+        ("student_id", "uuid"),
+        ("class_id", "uuid"),
+        ("date", "date"),
+        ("status", "text"),
+        ("homework_completed", "bool"),
+        ("notes", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("student_id", "students"), ("class_id", "classes")),
-)  # fmt: skip
+)
 ASSESSMENTS = TableSpec(
     "assessments",
-    (("class_id", "uuid"), ("title", "text"), ("type", "text"), ("total_points", "numeric"), ("date", "date"),
-     ("description", "text"), *TIMESTAMPS),
+    (
+        ("class_id", "uuid"),
+        ("title", "text"),
+        ("type", "text"),
+        ("total_points", "numeric"),
+        ("date", "date"),
+        ("description", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("class_id", "classes"),),
-)  # fmt: skip
+)
 GRADES = TableSpec(
     "grades",
-    (("assessment_id", "uuid"), ("student_id", "uuid"), ("value", "text"), ("comments", "text"), ("date_recorded", "date"),
-     *TIMESTAMPS),
+    (
+        ("assessment_id", "uuid"),
+        ("student_id", "uuid"),
+        ("value", "text"),
+        ("comments", "text"),
+        ("date_recorded", "date"),
+        *TIMESTAMPS,
+    ),
     references=(("assessment_id", "assessments"), ("student_id", "students")),
 )
 PRIVATE_LESSONS = TableSpec(
     "private_lessons",
-    (("student_id", "uuid"), ("teacher_id", "uuid"), ("classroom_id", "uuid"), ("subject", "text"),
-     ("lesson_date", "date"), ("start_time", "time"), ("end_time", "time"), ("status", "text"), ("notes", "text"),
-     *TIMESTAMPS),
+    (
+        ("student_id", "uuid"),
+        ("teacher_id", "uuid"),
+        ("classroom_id", "uuid"),
+        ("subject", "text"),
+        ("lesson_date", "date"),
+        ("start_time", "time"),
+        ("end_time", "time"),
+        ("status", "text"),
+        ("notes", "text"),
+        *TIMESTAMPS,
+    ),
     references=(("student_id", "students"), ("teacher_id", "teachers"), ("classroom_id", "classrooms")),
-)  # fmt: skip
+)
 PRIVATE_LESSON_PAYMENT_OBLIGATIONS = TableSpec(
     "private_lesson_payment_obligations",
-    (("lesson_id", "uuid"), ("amount", "numeric"), ("due_date", "date"), ("status", "text"), ("notes", "text"),
-     *TIMESTAMPS),
-)  # fmt: skip
+    (("lesson_id", "uuid"), ("amount", "numeric"), ("due_date", "date"), ("status", "text"), ("notes", "text"), *TIMESTAMPS),
+)
 PRIVATE_LESSON_PAYMENTS = TableSpec(
     "private_lesson_payments",
-    (("lesson_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"),
-     *TIMESTAMPS),
-)  # fmt: skip
+    (("lesson_id", "uuid"), ("amount", "numeric"), ("payment_date", "date"), ("method", "text"), ("notes", "text"), *TIMESTAMPS),
+)
 
 #: Parents before children: a batch is written in this order inside one transaction.
 LOAD_ORDER: tuple[TableSpec, ...] = (
-    USERS, CLASSROOMS, TEACHERS, CLASSES, CLASS_SCHEDULES, STUDENTS, PAYMENT_OBLIGATIONS, PAYMENTS,
-    ATTENDANCE_RECORDS, ASSESSMENTS, GRADES, PRIVATE_LESSONS, PRIVATE_LESSON_PAYMENT_OBLIGATIONS,
+    USERS,
+    CLASSROOMS,
+    TEACHERS,
+    CLASSES,
+    CLASS_SCHEDULES,
+    STUDENTS,
+    PAYMENT_OBLIGATIONS,
+    PAYMENTS,
+    ATTENDANCE_RECORDS,
+    ASSESSMENTS,
+    GRADES,
+    PRIVATE_LESSONS,
+    PRIVATE_LESSON_PAYMENT_OBLIGATIONS,
     PRIVATE_LESSON_PAYMENTS,
-)  # fmt: skip
+)
 TABLES: dict[str, TableSpec] = {t.name: t for t in LOAD_ORDER}
 
 #: The table that holds the rows of each source record, found by ``legacy_id``.
@@ -208,6 +281,8 @@ DOMAIN_TABLES: dict[Domain, tuple[tuple[str, str | None], ...]] = {
     Domain.ASSESSMENTS: (("assessments", None),),
     Domain.GRADES: (("grades", None),),
     Domain.PRIVATE_LESSONS: (
-        ("private_lessons", None), ("private_lesson_payment_obligations", None), ("private_lesson_payments", None),
+        ("private_lessons", None),
+        ("private_lesson_payment_obligations", None),
+        ("private_lesson_payments", None),
     ),
-}  # fmt: skip
+}

@@ -8,7 +8,7 @@ Labels carry ids (school, domain, reason codes), never personal data.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ class SchoolGauges:
     lag: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic) -> messages behind
 
     @staticmethod
-    def observe(values: dict[Any, float], *labels: str) -> Iterable[Observation]:
+    def observe(values: Mapping[Any, float], *labels: str) -> Iterable[Observation]:
         for key, value in list(values.items()):
             yield Observation(value, dict(zip(labels, key if isinstance(key, tuple) else (key,), strict=True)))
 
@@ -108,7 +108,8 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
             "schoolmig.records.mapped", unit="{record}", description="Source records mapped to target rows"
         ),
         messages_refused=meter.create_counter(
-            "schoolmig.messages.refused", unit="{message}",
+            "schoolmig.messages.refused",
+            unit="{message}",
             description="Internal messages refused: unsigned, forged, or from a principal not allowed to send them",
         ),
         dead_letters=meter.create_counter(
@@ -120,9 +121,7 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
         sync_duration=meter.create_histogram(
             "schoolmig.sync.duration", unit="s", description="From dual write begun to every record accounted for"
         ),
-        validation_duration=meter.create_histogram(
-            "schoolmig.validation.duration", unit="s", description="One validation run"
-        ),
+        validation_duration=meter.create_histogram("schoolmig.validation.duration", unit="s", description="One validation run"),
         phase_transitions=meter.create_counter(
             "schoolmig.phase.transitions", unit="{transition}", description="Phase moves, by target phase"
         ),
@@ -130,31 +129,42 @@ def setup_telemetry(service: str, metrics_port: int = 0, metrics_host: str = "12
             "schoolmig.changes.received", unit="{change}", description="Change events accepted by ingest, by op and domain"
         ),
         changes_applied=meter.create_counter(
-            "schoolmig.changes.applied", unit="{write}",
+            "schoolmig.changes.applied",
+            unit="{write}",
             description="Writes judged by version: applied, deleted, revived (a write over a tombstone), superseded (lost to a newer one)",
         ),
         schools=gauges,
     )
     meter.create_observable_gauge(
-        "schoolmig.school.phase", callbacks=[lambda _: gauges.observe(gauges.phase, "school_id", "phase")],
-        unit="1", description="1 for each school's current phase, 0 for the phases it left",
-    )  # fmt: skip
+        "schoolmig.school.phase",
+        callbacks=[lambda _: gauges.observe(gauges.phase, "school_id", "phase")],
+        unit="1",
+        description="1 for each school's current phase, 0 for the phases it left",
+    )
     meter.create_observable_gauge(
-        "schoolmig.school.progress", callbacks=[lambda _: gauges.observe(gauges.progress, "school_id")],
-        unit="1", description="Share of the school's source records accounted for (loaded or quarantined)",
-    )  # fmt: skip
+        "schoolmig.school.progress",
+        callbacks=[lambda _: gauges.observe(gauges.progress, "school_id")],
+        unit="1",
+        description="Share of the school's source records accounted for (loaded or quarantined)",
+    )
     meter.create_observable_gauge(
-        "schoolmig.consumer.lag", callbacks=[lambda _: gauges.observe(gauges.lag, "group", "topic")],
-        unit="{message}", description="Messages not yet consumed, per consumer group and topic",
-    )  # fmt: skip
+        "schoolmig.consumer.lag",
+        callbacks=[lambda _: gauges.observe(gauges.lag, "group", "topic")],
+        unit="{message}",
+        description="Messages not yet consumed, per consumer group and topic",
+    )
     meter.create_observable_gauge(
-        "schoolmig.service.ready", callbacks=[lambda _: [Observation(_ready["ready"], {"service": service})]],
-        unit="1", description="1 while the process serves (started, consumers subscribed, not stopping), else 0",
-    )  # fmt: skip
+        "schoolmig.service.ready",
+        callbacks=[lambda _: [Observation(_ready["ready"], {"service": service})]],
+        unit="1",
+        description="1 while the process serves (started, consumers subscribed, not stopping), else 0",
+    )
     meter.create_observable_gauge(
-        "schoolmig.migration.speed", callbacks=[lambda _: gauges.observe(gauges.speed, "school_id")],
-        unit="{record}/min", description="Records loaded per minute over the school's sync",
-    )  # fmt: skip
+        "schoolmig.migration.speed",
+        callbacks=[lambda _: gauges.observe(gauges.speed, "school_id")],
+        unit="{record}/min",
+        description="Records loaded per minute over the school's sync",
+    )
     return _metrics
 
 

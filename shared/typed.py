@@ -34,6 +34,4 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 def to_record(spec: TableSpec, values: dict[str, Any]) -> tuple[Any, ...]:
     """The row as a tuple in ``spec.columns`` order, each value of its column's type."""
-    return tuple(
-        None if values.get(name) is None else CONVERTERS[kind](values[name]) for name, kind in spec.columns
-    )
+    return tuple(None if values.get(name) is None else CONVERTERS[kind](values[name]) for name, kind in spec.columns)

@@ -44,19 +44,56 @@ def render(value: Any) -> str:
 _MARKERS.update({json.dumps(DEEP.format(d)): "[" * d + "]" * d for d in (40, 300, 3000)})
 
 NASTY_STRINGS = st.one_of(
-    st.sampled_from([
-        "\x00", "a\x00b", "\ud800", "x\udfffy", "\ufeff", "", " ", "\u202e", "0000-00-00", "2024-02-30", "9999-12-31T23:59:59Z",
-        "0001-01-01T00:00:00+14:00", "+275760-09-13", "-1", "1e999", "NaN", "Infinity", "null", "[]", "{}", "true",
-        "'; DROP TABLE users; --", "x" * 70_000,
-    ]),
+    st.sampled_from(
+        [
+            "\x00",
+            "a\x00b",
+            "\ud800",
+            "x\udfffy",
+            "\ufeff",
+            "",
+            " ",
+            "\u202e",
+            "0000-00-00",
+            "2024-02-30",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00+14:00",
+            "+275760-09-13",
+            "-1",
+            "1e999",
+            "NaN",
+            "Infinity",
+            "null",
+            "[]",
+            "{}",
+            "true",
+            "'; DROP TABLE users; --",
+            "x" * 70_000,
+        ]
+    ),
     st.text(max_size=30),
-)  # fmt: skip
+)
 NASTY_NUMBERS = st.one_of(
-    st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308, 5e-324, 2**31, -(2**31) - 1, 2**63, -(2**63) - 1,
-                     10**40, 0, -0.0]),
+    st.sampled_from(
+        [
+            float("nan"),
+            float("inf"),
+            float("-inf"),
+            1e308,
+            -1e308,
+            5e-324,
+            2**31,
+            -(2**31) - 1,
+            2**63,
+            -(2**63) - 1,
+            10**40,
+            0,
+            -0.0,
+        ]
+    ),
     st.integers(min_value=-(2**80), max_value=2**80),
     st.floats(allow_nan=True, allow_infinity=True),
-)  # fmt: skip
+)
 NASTY_SHAPES = st.one_of(
     st.sampled_from([BIGINT, DEEP.format(40), DEEP.format(300), DEEP.format(3000), [], {}, [[[]]], {"a": {"b": {"c": None}}}]),
     st.booleans(),
@@ -112,14 +149,29 @@ def hostile_snapshots(draw: st.DrawFn) -> tuple[bytes, SnapshotFormat, int]:
 
 
 def _manifest_fields(school_id: str) -> dict[str, Any]:
-    return {"kind": "snapshot.manifest", "schema_version": 1, "school_id": school_id, "snapshot_id": "s1",
-            "format": "localstorage_dump", "taken_at": "2024-05-01T10:00:00Z", "size_bytes": 10, "sha256": "0" * 64,
-            "chunk_count": 1, "chunk_sha256": ["0" * 64]}  # fmt: skip
+    return {
+        "kind": "snapshot.manifest",
+        "schema_version": 1,
+        "school_id": school_id,
+        "snapshot_id": "s1",
+        "format": "localstorage_dump",
+        "taken_at": "2024-05-01T10:00:00Z",
+        "size_bytes": 10,
+        "sha256": "0" * 64,
+        "chunk_count": 1,
+        "chunk_sha256": ["0" * 64],
+    }
 
 
 def _chunk_fields(school_id: str) -> dict[str, Any]:
-    return {"kind": "snapshot.chunk", "schema_version": 1, "school_id": school_id, "snapshot_id": "s1", "index": 0,
-            "data_b64": base64.b64encode(b"{}").decode()}  # fmt: skip
+    return {
+        "kind": "snapshot.chunk",
+        "schema_version": 1,
+        "school_id": school_id,
+        "snapshot_id": "s1",
+        "index": 0,
+        "data_b64": base64.b64encode(b"{}").decode(),
+    }
 
 
 @st.composite
@@ -136,10 +188,26 @@ def spoiled_envelopes(draw: st.DrawFn, school_id: str) -> bytes:
 
 RAW_GARBAGE = st.one_of(
     st.binary(max_size=200),
-    st.sampled_from([b"", b"null", b"[]", b"{}", b'"x"', b"\xff\xfe", b"{" * 5000, b"[" * 100_000, b"1" * 6000,
-                     b'{"kind":"barrier"}', b'{"kind":"barrier","barrier_id":"x","school_id":"s","topic":"t","partition":0,"origin":"o"}',
-                     b'{"schema_version":[1]}', b'{"schema_version":{"a":1}}', b'{"school_id":["a"]}', b'{"kind":NaN}']),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b"{}",
+            b'"x"',
+            b"\xff\xfe",
+            b"{" * 5000,
+            b"[" * 100_000,
+            b"1" * 6000,
+            b'{"kind":"barrier"}',
+            b'{"kind":"barrier","barrier_id":"x","school_id":"s","topic":"t","partition":0,"origin":"o"}',
+            b'{"schema_version":[1]}',
+            b'{"schema_version":{"a":1}}',
+            b'{"school_id":["a"]}',
+            b'{"kind":NaN}',
+        ]
+    ),
+)
 
 HEADER_VALUES = st.one_of(st.binary(max_size=20), st.none(), st.just(b"\xff\xfe\xfd"), st.just(b"\xed\xa0\x80"))
 

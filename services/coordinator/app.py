@@ -96,8 +96,11 @@ async def start_monitor(store: Store, operations: Ops) -> None:
         if _stopping.is_set():  # stopped meanwhile: the next start resumes it
             return
         raise
-    api = await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port) \
-        if settings.api_port else None  # fmt: skip
+    api = (
+        await serve(make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port)
+        if settings.api_port
+        else None
+    )
     app.context.set_global("api", api)
 
 
@@ -106,10 +109,14 @@ Monitor = Annotated[asyncio.Task[None] | None, Context("monitor", default=None)]
 
 
 @app.on_shutdown
-async def stop(store: Store, operations: Ops, monitor: Monitor,
-               gauges: Annotated[asyncio.Task[None] | None, Context("gauges", default=None)],
-               api: Annotated[web.AppRunner | None, Context("api", default=None)],
-               leader: Annotated[Lease | None, Context("leader", default=None)]) -> None:  # fmt: skip
+async def stop(
+    store: Store,
+    operations: Ops,
+    monitor: Monitor,
+    gauges: Annotated[asyncio.Task[None] | None, Context("gauges", default=None)],
+    api: Annotated[web.AppRunner | None, Context("api", default=None)],
+    leader: Annotated[Lease | None, Context("leader", default=None)],
+) -> None:
     _stopping.set()
     if api is not None:
         await api.cleanup()
@@ -118,8 +125,8 @@ async def stop(store: Store, operations: Ops, monitor: Monitor,
             await stop_periodic(task)
     if leader is not None:
         await leader.release()
-    for task in list(operations.running.values()):  # resumed from their last step at the next start
-        task.cancel()
+    for cutover in list(operations.running.values()):  # resumed from their last step at the next start
+        cutover.cancel()
     await store.pool.close()
 
 
@@ -146,7 +153,10 @@ def replay_refusal(command: OperatorCommand, seen: bool) -> tuple[str, str] | No
         return "replayed_command", f"command {command.command_id} was acted on before"
     age = (datetime.now(UTC) - command.issued_at).total_seconds()
     if age > settings.command_ttl_s or age < -COMMAND_CLOCK_SKEW_S:
-        return "stale_command", f"signed {age:.0f}s ago; commands are taken for {settings.command_ttl_s:.0f}s (SCHOOLMIG_COMMAND_TTL_S)"
+        return (
+            "stale_command",
+            f"signed {age:.0f}s ago; commands are taken for {settings.command_ttl_s:.0f}s (SCHOOLMIG_COMMAND_TTL_S)",
+        )
     return None
 
 
@@ -181,8 +191,9 @@ async def on_snapshot(event: SnapshotReleased, store: CoordinatorStore, operatio
     await operations.advance(event)
 
 
-async def check_sync(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str,
-                     counts: dict[Domain, DomainCounts] | None) -> bool:  # fmt: skip
+async def check_sync(
+    store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts] | None
+) -> bool:
     """Move a school to ``synced`` and ask for validation when every record is accounted for."""
     if counts is None or not all(c.accounted for c in counts.values()):
         if counts is not None:
@@ -208,10 +219,14 @@ async def check_sync(store: CoordinatorStore, operations: Operations, school_id:
     quarantined = sum(c.quarantined + c.parked for c in counts.values())
     try:
         await store.transition(
-            school_id, snapshot_id, Phase.SYNCED, actor=ACTOR, expect=Phase.DUAL_WRITE,
+            school_id,
+            snapshot_id,
+            Phase.SYNCED,
+            actor=ACTOR,
+            expect=Phase.DUAL_WRITE,
             reason=f"every source record accounted for: {loaded} loaded, {quarantined} quarantined "
             f"({orphans} of them orphans whose parent never arrived)",
-        )  # fmt: skip
+        )
     except IllegalTransition:
         return False
     await operations.phase_changed(school_id, Phase.SYNCED, "synced")
@@ -264,8 +279,9 @@ async def redrive_if_stuck(operations: Operations, school_id: str, snapshot_id: 
             log.error("%s: still missing records after %d re-drives: an operator must look (schoolmig status)", school_id, tries)
             metrics.errors.add(1, {"category": "critical", "where": "redrive"})
         return
-    await operations.redrive(school_id, snapshot_id, ACTOR,
-                             f"no record accounted for in {now - since:.0f}s, some still missing (re-drive {tries + 1})")
+    await operations.redrive(
+        school_id, snapshot_id, ACTOR, f"no record accounted for in {now - since:.0f}s, some still missing (re-drive {tries + 1})"
+    )
 
 
 async def changes_barrier(store: CoordinatorStore, operations: Operations, school_id: str, snapshot_id: str) -> datetime | None:
@@ -290,9 +306,17 @@ async def redrive(records: list[MappedRecord]) -> None:
         groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
     for (school_id, snapshot_id, domain, source_ts), group in groups.items():
         head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
-        entries = [encode({"index": r.index, "legacy_id": r.legacy_id, "rows": [row.model_dump() for row in r.rows],
-                           **({"change": r.change.model_dump(mode="json")} if r.change else {})})
-                   for r in group]  # fmt: skip
+        entries = [
+            encode(
+                {
+                    "index": r.index,
+                    "legacy_id": r.legacy_id,
+                    "rows": [row.model_dump() for row in r.rows],
+                    **({"change": r.change.model_dump(mode="json")} if r.change else {}),
+                }
+            )
+            for r in group
+        ]
         for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
             await publish(broker, keyring, body, topics.rows(domain), key=batch_key(school_id, domain))
 
@@ -383,9 +407,12 @@ async def on_validation(event: ValidationCompleted, store: CoordinatorStore, ope
         return
     if event.ok:
         await store.transition(
-            event.school_id, event.snapshot_id, Phase.VALIDATED, actor=ACTOR,
+            event.school_id,
+            event.snapshot_id,
+            Phase.VALIDATED,
+            actor=ACTOR,
             reason=f"validation {event.run_id} found no critical issue",
-        )  # fmt: skip
+        )
         current = Phase.VALIDATED
         await operations.phase_changed(event.school_id, current, "validated")
     else:

@@ -49,8 +49,9 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
             return web.json_response({"error": "mutating calls are disabled: SCHOOLMIG_API_TOKEN is not set"}, status=503)
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return web.json_response({"error": "a valid bearer token is required"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return web.json_response(
+                {"error": "a valid bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         try:
             body = await request.json() if request.can_read_body else {}
             if not isinstance(body, dict):

@@ -47,10 +47,16 @@ log = logging.getLogger("schoolmig.coordinator")
 
 #: Where a school's clients read and write in each phase (before cutover, after rollback).
 MODE_OF_PHASE: dict[Phase, Mode] = {
-    Phase.REGISTERED: Mode.LOCAL_STORAGE, Phase.AUDITED: Mode.LOCAL_STORAGE, Phase.BACKED_UP: Mode.LOCAL_STORAGE,
-    Phase.DUAL_WRITE: Mode.HYBRID, Phase.SYNCED: Mode.HYBRID, Phase.VALIDATED: Mode.HYBRID,
-    Phase.CUTOVER: Mode.HYBRID, Phase.COMPLETED: Mode.API, Phase.ROLLED_BACK: Mode.LOCAL_STORAGE,
-}  # fmt: skip
+    Phase.REGISTERED: Mode.LOCAL_STORAGE,
+    Phase.AUDITED: Mode.LOCAL_STORAGE,
+    Phase.BACKED_UP: Mode.LOCAL_STORAGE,
+    Phase.DUAL_WRITE: Mode.HYBRID,
+    Phase.SYNCED: Mode.HYBRID,
+    Phase.VALIDATED: Mode.HYBRID,
+    Phase.CUTOVER: Mode.HYBRID,
+    Phase.COMPLETED: Mode.API,
+    Phase.ROLLED_BACK: Mode.LOCAL_STORAGE,
+}
 
 
 def gauge_phase(metrics: PipelineMetrics, school_id: str, current: Phase) -> None:
@@ -100,10 +106,15 @@ class Operations:
         if (newer := await self.store.superseded_by(school_id, event.snapshot_id)) is not None:
             # Taken before the one the school is on, released after it: last writer wins, so
             # it is not adopted (its records never override newer ones in the tables either).
-            log.warning("%s: snapshot %s was taken before %s, which the school is on: superseded, not adopted",
-                        school_id, event.snapshot_id, newer)  # fmt: skip
-            await self.superseded(school_id, event.snapshot_id, newer,
-                                  f"taken before snapshot {newer}, which the school is on: not migrated")  # fmt: skip
+            log.warning(
+                "%s: snapshot %s was taken before %s, which the school is on: superseded, not adopted",
+                school_id,
+                event.snapshot_id,
+                newer,
+            )
+            await self.superseded(
+                school_id, event.snapshot_id, newer, f"taken before snapshot {newer}, which the school is on: not migrated"
+            )
             return
         current, syncing = await self.store.phase_of(school_id)
         override = await self.store.override_of(school_id, event.snapshot_id)
@@ -112,8 +123,9 @@ class Operations:
             await self.store.set_snapshot(school_id, event.snapshot_id)
             log.info("%s: now syncing snapshot %s", school_id, event.snapshot_id)
             if syncing and syncing != event.snapshot_id:  # replaced before it synced: its last word too
-                await self.superseded(school_id, syncing, event.snapshot_id,
-                                      f"replaced by the newer snapshot {event.snapshot_id} while it synced")  # fmt: skip
+                await self.superseded(
+                    school_id, syncing, event.snapshot_id, f"replaced by the newer snapshot {event.snapshot_id} while it synced"
+                )
         elif not steps and not audit_blocks(event, override):
             log.warning("%s: snapshot %s ignored in phase %s", school_id, event.snapshot_id, current)
         for phase, reason in steps:
@@ -126,8 +138,10 @@ class Operations:
             log.info("%s: -> %s", school_id, phase.value)
         if audit_blocks(event, override) and (await self.store.phase_of(school_id))[0] is Phase.REGISTERED:
             await self.store.block(event)
-            why = (f"{event.audit.critical_findings} critical audit finding(s) (see `schoolmig audit`): "
-                   f"the migration waits for an operator's override (`schoolmig override-audit`)")  # fmt: skip
+            why = (
+                f"{event.audit.critical_findings} critical audit finding(s) (see `schoolmig audit`): "
+                f"the migration waits for an operator's override (`schoolmig override-audit`)"
+            )
             await self.report(school_id, event.snapshot_id, Phase.REGISTERED, blocked=why)
             log.warning("%s: snapshot %s blocked at the audit gate", school_id, event.snapshot_id)
 
@@ -135,10 +149,13 @@ class Operations:
         """A snapshot's own last word when a newer one takes its place, for whoever waits for
         it (``schoolmig run``): phase ``superseded``, by which."""
         report = school_report(
-            school_id=school_id, snapshot_id=snapshot_id, phase="superseded",
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            phase="superseded",
             counts=await record_counts(self.store.pool, school_id, snapshot_id) or {},
-            quarantine=await quarantine_entries(self.store.pool, school_id, snapshot_id), validation=None,
-        )  # fmt: skip
+            quarantine=await quarantine_entries(self.store.pool, school_id, snapshot_id),
+            validation=None,
+        )
         report |= {"superseded_by": newer, "superseded": why}
         await self.store.save_report(school_id, snapshot_id, report)
 
@@ -153,19 +170,35 @@ class Operations:
         await self.advance(blocked)
         return f"override recorded: snapshot {snapshot_id} goes on"
 
-    async def report(self, school_id: str, snapshot_id: str, phase: Phase, *, validation: dict[str, Any] | None = None,
-                     blocked: str | None = None) -> None:  # fmt: skip
+    async def report(
+        self,
+        school_id: str,
+        snapshot_id: str,
+        phase: Phase,
+        *,
+        validation: dict[str, Any] | None = None,
+        blocked: str | None = None,
+    ) -> None:
         counts = await record_counts(self.store.pool, school_id, snapshot_id) or {}
         report = school_report(
-            school_id=school_id, snapshot_id=snapshot_id, phase=phase.value, counts=counts,
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            phase=phase.value,
+            counts=counts,
             quarantine=await quarantine_entries(self.store.pool, school_id, snapshot_id),
-            validation=validation, blocked=blocked,
-        )  # fmt: skip
+            validation=validation,
+            blocked=blocked,
+        )
         if deleted := await self.store.deleted_counts(school_id):  # gone from a newer snapshot: rows kept, marked
             report["deleted"] = deleted
         await self.store.save_report(school_id, snapshot_id, report)
-        await publish(self.broker, self.keyring, ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
-                                  self.topics.events, key=school_id.encode())  # fmt: skip
+        await publish(
+            self.broker,
+            self.keyring,
+            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
+            self.topics.events,
+            key=school_id.encode(),
+        )
         log.info("%s: report ready (%s)", school_id, phase.value)
 
     async def start_cutover(self, school_id: str, actor: str, reason: str) -> str:
@@ -211,8 +244,14 @@ class Operations:
                 await self.store.end_cutover(current, Phase.COMPLETED, "completed", actor=self.actor, reason="closed")
                 return True
             if phase is not Phase.CUTOVER:
-                await self.store.end_cutover(current, Phase.ROLLED_BACK, "rolled_back", actor=self.actor, reason="closed",
-                                             error=f"the school left cutover ({phase})")  # fmt: skip
+                await self.store.end_cutover(
+                    current,
+                    Phase.ROLLED_BACK,
+                    "rolled_back",
+                    actor=self.actor,
+                    reason="closed",
+                    error=f"the school left cutover ({phase})",
+                )
                 return False
             return await run_cutover(self, current)
         except LeaseLost:
@@ -250,8 +289,9 @@ class Operations:
         request = Redrive(school_id=school_id, snapshot_id=snapshot_id, reason=f"{reason} ({actor})", issued_at=datetime.now(UTC))
         await publish(self.broker, self.keyring, request, self.topics.ingest, key=school_id.encode())
         self.metrics.errors.add(1, {"category": "transient", "where": "redrive"})
-        log.warning("%s: re-drive %s of snapshot %s requested by %s: %s", school_id, request.redrive_id, snapshot_id,
-                    actor, reason)  # fmt: skip
+        log.warning(
+            "%s: re-drive %s of snapshot %s requested by %s: %s", school_id, request.redrive_id, snapshot_id, actor, reason
+        )
         return f"re-drive {request.redrive_id} of snapshot {snapshot_id} requested ({current.value if current else 'unknown'})"
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
@@ -263,12 +303,13 @@ class Operations:
             # only with a file rebuilt from them after the cutover, and proven whole.
             export = await self.store.verified_export_since(school_id, await self.store.entered_at(school_id, Phase.COMPLETED))
             if export is None:
-                return ("refused: the school runs on the API; export its data first and verify it "
-                        f"(schoolmig export --school {school_id} --verify), then load that file in the app")
+                return (
+                    "refused: the school runs on the API; export its data first and verify it "
+                    f"(schoolmig export --school {school_id} --verify), then load that file in the app"
+                )
             reason = f"{reason} (the app loads export {export['export_id']}, sha256 {export['sha256'][:12]}, verified as {export['verified_with']})"
         try:  # (``expect``: a cutover begun since the phase was read makes this refuse)
-            await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason,
-                                        expect=phase)  # fmt: skip
+            await self.store.transition(school_id, snapshot_id or "", Phase.ROLLED_BACK, actor=actor, reason=reason, expect=phase)
         except IllegalTransition as exc:
             return f"refused: {exc}"
         self.moved(school_id, Phase.ROLLED_BACK)
@@ -300,14 +341,14 @@ class Operations:
 
     # ------------------------------------------------------------------ CutoverPorts
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str,
-                       attempt: Attempt | None = None) -> None:  # fmt: skip
+    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str, attempt: Attempt | None = None) -> None:
         """The clients' mode: stored (the truth ingest and the HTTP API read) and announced on
         the control topic before the store commits. A cutover's is written under its epoch,
         with the attempt's row held until the announcement is acknowledged: a runner taking
         the attempt over waits for it, so a stale runner's announcement never follows the
         new runner's (the compacted topic keeps the last one). An announcement that fails
         undoes the write (the step is tried again)."""
+
         async def announce(record: SchoolMode) -> None:
             await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
             await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
@@ -334,8 +375,10 @@ class Operations:
         barrier_id, expected = await self.send_barrier(school_id)
         while (acked := await self.store.barrier_acks(barrier_id)) < expected:
             if time.monotonic() - started > self.settings.barrier_timeout_s:
-                raise CutoverFailed(f"final sync: barrier {barrier_id} acknowledged on {acked} of {expected} paths "
-                                    f"after {self.settings.barrier_timeout_s:.0f}s")  # fmt: skip
+                raise CutoverFailed(
+                    f"final sync: barrier {barrier_id} acknowledged on {acked} of {expected} paths "
+                    f"after {self.settings.barrier_timeout_s:.0f}s"
+                )
             await asyncio.sleep(self.settings.sync_poll_interval_s)
         return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
 
@@ -367,7 +410,8 @@ class Operations:
             if abs(held - valid) > late.get(domain.value, 0):
                 raise CutoverFailed(f"health check: {domain.value} holds {held} records, validation saw {valid} valid")
         return "database reachable; every domain holds the validated count" + (
-            f" (give or take {sum(late.values())} record(s) changed after the final sync)" if late else "")
+            f" (give or take {sum(late.values())} record(s) changed after the final sync)" if late else ""
+        )
 
     async def fence(self, attempt: Attempt) -> None:
         lease = self.leases.get(attempt.school_id)
@@ -398,8 +442,9 @@ class Operations:
     async def finish_rollback(self, attempt: Attempt, error: str) -> None:
         """The rest of a rollback marked on the attempt (``error``: the step and why, as marked)."""
         await self.set_attempt_mode(attempt, Mode.HYBRID, False, f"cutover rolled back at {error}")
-        if await self.store.end_cutover(attempt, Phase.ROLLED_BACK, "rolled_back", actor=self.actor,
-                                        reason=f"cutover failed at {error}", error=error):  # fmt: skip
+        if await self.store.end_cutover(
+            attempt, Phase.ROLLED_BACK, "rolled_back", actor=self.actor, reason=f"cutover failed at {error}", error=error
+        ):
             self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {error.split(':', 1)[0]}"})
             self.moved(attempt.school_id, Phase.ROLLED_BACK)
             log.warning("%s: cutover rolled back at %s", attempt.school_id, error)

@@ -56,15 +56,19 @@ class CoordinatorStore:
         self.pool = pool
 
     async def phase_of(self, school_id: str) -> tuple[Phase | None, str | None]:
-        row = await self.pool.fetchrow(
-            "SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school_id
-        )
+        row = await self.pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school_id)
         return (Phase(row["phase"]), row["snapshot_id"]) if row else (None, None)
 
     async def transition(
-        self, school_id: str, snapshot_id: str, target: Phase, *, actor: str, reason: str,
+        self,
+        school_id: str,
+        snapshot_id: str,
+        target: Phase,
+        *,
+        actor: str,
+        reason: str,
         expect: Phase | None = ...,  # type: ignore[assignment]
-    ) -> Phase | None:  # fmt: skip
+    ) -> Phase | None:
         """Move a school to ``target`` if legal, recording who and why; return the old phase.
 
         The row lock makes the check-and-move atomic; ``expect`` (when given) refuses the
@@ -74,9 +78,16 @@ class CoordinatorStore:
             return await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
 
     async def _move(
-        self, conn: asyncpg.Connection, school_id: str, snapshot_id: str, target: Phase, *, actor: str, reason: str,
+        self,
+        conn: asyncpg.Connection,
+        school_id: str,
+        snapshot_id: str,
+        target: Phase,
+        *,
+        actor: str,
+        reason: str,
         expect: Phase | None = ...,  # type: ignore[assignment]
-    ) -> Phase | None:  # fmt: skip
+    ) -> Phase | None:
         row = await conn.fetchrow("SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", school_id)
         current = Phase(row["phase"]) if row else None
         if expect is not ... and current != expect:
@@ -89,15 +100,22 @@ class CoordinatorStore:
             ON CONFLICT (school_id) DO UPDATE
                SET phase = EXCLUDED.phase, snapshot_id = EXCLUDED.snapshot_id, updated_at = now()
             """,
-            school_id, target.value, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            target.value,
+            snapshot_id,
+        )
         await conn.execute(
             """
             INSERT INTO migration.phase_transitions (school_id, snapshot_id, from_phase, to_phase, actor, reason)
             VALUES ($1, $2, $3, $4, $5, $6)
             """,
-            school_id, snapshot_id, current.value if current else None, target.value, actor, reason,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            current.value if current else None,
+            target.value,
+            actor,
+            reason,
+        )
         return current
 
     async def begin_cutover(self, school_id: str, actor: str, reason: str) -> Attempt | str:
@@ -111,19 +129,24 @@ class CoordinatorStore:
                 return f"refused: the school is {row['phase'] if row else 'unknown'}, cutover needs validated"
             if await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
-            ):  # fmt: skip
+            ):
                 return "a cutover of this school is already running"
-            await self._move(conn, school_id, row["snapshot_id"], Phase.CUTOVER, actor=actor, reason=reason,
-                             expect=Phase.VALIDATED)  # fmt: skip
+            await self._move(
+                conn, school_id, row["snapshot_id"], Phase.CUTOVER, actor=actor, reason=reason, expect=Phase.VALIDATED
+            )
             attempt_id = str(uuid.uuid4())
             await conn.execute(
                 "INSERT INTO migration.cutovers (attempt_id, school_id, actor, reason) VALUES ($1, $2, $3, $4)",
-                attempt_id, school_id, actor, reason,
-            )  # fmt: skip
+                attempt_id,
+                school_id,
+                actor,
+                reason,
+            )
             return Attempt(attempt_id, school_id, row["snapshot_id"], None)
 
-    async def end_cutover(self, attempt: Attempt, target: Phase, status: str, *, actor: str, reason: str,
-                          error: str | None = None) -> bool:  # fmt: skip
+    async def end_cutover(
+        self, attempt: Attempt, target: Phase, status: str, *, actor: str, reason: str, error: str | None = None
+    ) -> bool:
         """Close a running attempt and, if the school is still in ``cutover``, move it to
         ``target``: one transaction, idempotent (a retry after a crash, or a second runner,
         finds it closed and does nothing). True when this call closed it."""
@@ -132,21 +155,27 @@ class CoordinatorStore:
             closed = await conn.fetchval(
                 "UPDATE migration.cutovers SET status = $2, error = $3, finished_at = now()"
                 " WHERE attempt_id = $1 AND status = 'running' RETURNING true",
-                attempt.attempt_id, status, error,
-            )  # fmt: skip
+                attempt.attempt_id,
+                status,
+                error,
+            )
             if not closed:
                 return False
-            row = await conn.fetchrow("SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", attempt.school_id)
+            row = await conn.fetchrow(
+                "SELECT phase FROM migration.school_phase WHERE school_id = $1 FOR UPDATE", attempt.school_id
+            )
             if row is not None and row["phase"] == Phase.CUTOVER.value:
-                await self._move(conn, attempt.school_id, attempt.snapshot_id, target, actor=actor, reason=reason,
-                                 expect=Phase.CUTOVER)  # fmt: skip
+                await self._move(
+                    conn, attempt.school_id, attempt.snapshot_id, target, actor=actor, reason=reason, expect=Phase.CUTOVER
+                )
             return True
 
     async def set_snapshot(self, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(
             "UPDATE migration.school_phase SET snapshot_id = $2, updated_at = now() WHERE school_id = $1",
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
 
     async def syncing(self) -> list[tuple[str, str]]:
         rows = await self.pool.fetch(
@@ -191,8 +220,10 @@ class CoordinatorStore:
                  WHERE p.school_id = $1 AND (p.snapshot_id = $2 OR starts_with(p.snapshot_id, 'chg.'))
                  GROUP BY p.domain, p.legacy_id, p.record::text, p.parked_at
                 """,
-                school_id, snapshot_id, redrive_after_s,
-            )  # fmt: skip
+                school_id,
+                snapshot_id,
+                redrive_after_s,
+            )
             sweep = ParkedSweep()
             orphans = []
             for row in parked:
@@ -200,10 +231,12 @@ class CoordinatorStore:
                 if row["waiting_for"]:
                     orphans.append(
                         quarantined(
-                            record, stage=Stage.LOADER, reason="orphaned_reference",
+                            record,
+                            stage=Stage.LOADER,
+                            reason="orphaned_reference",
                             message=f"its parent row in {', '.join(sorted(set(row['waiting_for'])))} never arrived",
                             payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
-                        )  # fmt: skip
+                        )
                     )
                 elif row["redrivable"]:
                     sweep.redrive.append(record)
@@ -214,8 +247,10 @@ class CoordinatorStore:
                 await conn.execute(
                     "UPDATE migration.parked_records SET parked_at = now()"
                     " WHERE school_id = $1 AND (domain, legacy_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
-                    school_id, [r.domain.value for r in sweep.redrive], [r.legacy_id for r in sweep.redrive],
-                )  # fmt: skip
+                    school_id,
+                    [r.domain.value for r in sweep.redrive],
+                    [r.legacy_id for r in sweep.redrive],
+                )
             sweep.orphans = len(orphans)
             return sweep
 
@@ -223,8 +258,10 @@ class CoordinatorStore:
         await self.pool.execute(
             "INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id) VALUES ($1, $2, $3)"
             " ON CONFLICT (run_id) DO NOTHING",
-            run_id, school_id, snapshot_id,
-        )  # fmt: skip
+            run_id,
+            school_id,
+            snapshot_id,
+        )
 
     async def save_report(self, school_id: str, snapshot_id: str, report: dict[str, Any]) -> None:
         await self.pool.execute(
@@ -232,13 +269,22 @@ class CoordinatorStore:
             INSERT INTO migration.reports (school_id, snapshot_id, report) VALUES ($1, $2, $3)
             ON CONFLICT (school_id, snapshot_id) DO UPDATE SET report = EXCLUDED.report, created_at = now()
             """,
-            school_id, snapshot_id, report,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            report,
+        )
 
     # ------------------------------------------------------------------ modes
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str, attempt: Attempt | None = None,
-                       announce: Callable[[SchoolMode], Awaitable[None]] | None = None) -> SchoolMode:  # fmt: skip
+    async def set_mode(
+        self,
+        school_id: str,
+        mode: Mode,
+        maintenance: bool,
+        reason: str,
+        attempt: Attempt | None = None,
+        announce: Callable[[SchoolMode], Awaitable[None]] | None = None,
+    ) -> SchoolMode:
         """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost).
         ``announce``: run before the write commits (its failure undoes it)."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -252,11 +298,20 @@ class CoordinatorStore:
                    SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now()
                 RETURNING updated_at
                 """,
-                school_id, mode.value, maintenance, reason,
-            )  # fmt: skip
+                school_id,
+                mode.value,
+                maintenance,
+                reason,
+            )
             phase = await conn.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
-            record = SchoolMode(school_id=school_id, mode=mode, maintenance=maintenance, reason=reason,
-                                phase=phase or "unknown", updated_at=row["updated_at"])  # fmt: skip
+            record = SchoolMode(
+                school_id=school_id,
+                mode=mode,
+                maintenance=maintenance,
+                reason=reason,
+                phase=phase or "unknown",
+                updated_at=row["updated_at"],
+            )
             if announce is not None:
                 await announce(record)
         return record
@@ -269,11 +324,17 @@ class CoordinatorStore:
              WHERE m.school_id = $1
             """,
             school_id,
-        )  # fmt: skip
+        )
         if row is None:
             return None
-        return SchoolMode(school_id=school_id, mode=Mode(row["mode"]), maintenance=row["maintenance"],
-                          reason=row["reason"], phase=row["phase"], updated_at=row["updated_at"])  # fmt: skip
+        return SchoolMode(
+            school_id=school_id,
+            mode=Mode(row["mode"]),
+            maintenance=row["maintenance"],
+            reason=row["reason"],
+            phase=row["phase"],
+            updated_at=row["updated_at"],
+        )
 
     async def schools(self) -> list[dict[str, Any]]:
         """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics)."""
@@ -301,19 +362,20 @@ class CoordinatorStore:
 
     async def running_attempt(self, school_id: str) -> bool:
         """Whether a cutover of the school is running (in any coordinator replica)."""
-        return bool(await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
-        ))  # fmt: skip
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM migration.cutovers WHERE school_id = $1 AND status = 'running')", school_id
+            )
+        )
 
     async def claim_attempt(self, attempt: Attempt) -> Attempt | None:
         """The attempt under a new epoch, claimed by the caller (who holds the school's cutover
         lease): from now on every write under an older epoch is refused. Its last step is the
         one the claim found (a runner before may have moved on until then). None: it ended."""
         row = await self.pool.fetchrow(
-            "UPDATE migration.cutovers SET epoch = epoch + 1 WHERE attempt_id = $1 AND status = 'running'"
-            " RETURNING epoch, step",
+            "UPDATE migration.cutovers SET epoch = epoch + 1 WHERE attempt_id = $1 AND status = 'running' RETURNING epoch, step",
             attempt.attempt_id,
-        )  # fmt: skip
+        )
         return None if row is None else replace(attempt, epoch=row["epoch"], last_step=row["step"])
 
     async def step_done(self, attempt: Attempt, step: str) -> None:
@@ -327,8 +389,9 @@ class CoordinatorStore:
             await _fenced(conn, attempt)
             await conn.execute(
                 "UPDATE migration.cutovers SET step = 'rolling_back', error = $2 WHERE attempt_id = $1 AND status = 'running'",
-                attempt.attempt_id, why,
-            )  # fmt: skip
+                attempt.attempt_id,
+                why,
+            )
 
     async def attempt_error(self, attempt: Attempt) -> str | None:
         return await self.pool.fetchval("SELECT error FROM migration.cutovers WHERE attempt_id = $1", attempt.attempt_id)
@@ -338,8 +401,11 @@ class CoordinatorStore:
     async def new_barrier(self, barrier_id: str, school_id: str, expected: int, snapshot_id: str | None = None) -> None:
         await self.pool.execute(
             "INSERT INTO migration.barriers (barrier_id, school_id, expected, snapshot_id) VALUES ($1, $2, $3, $4)",
-            barrier_id, school_id, expected, snapshot_id,
-        )  # fmt: skip
+            barrier_id,
+            school_id,
+            expected,
+            snapshot_id,
+        )
 
     async def sync_barrier(self, school_id: str, snapshot_id: str, since: Any) -> SentBarrier | None:
         """The latest barrier sent to prove ``snapshot_id``'s sync since ``since``, with its acks."""
@@ -351,8 +417,10 @@ class CoordinatorStore:
              WHERE b.school_id = $1 AND b.snapshot_id = $2 AND b.sent_at >= $3
              ORDER BY b.sent_at DESC LIMIT 1
             """,
-            school_id, snapshot_id, since,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            since,
+        )
         if row is None:
             return None
         return SentBarrier(row["barrier_id"], row["sent_at"], row["age"].total_seconds(), row["acked"] >= row["expected"])
@@ -375,8 +443,9 @@ class CoordinatorStore:
             "SELECT export_id, sha256, format, verified_with FROM migration.exports"
             " WHERE school_id = $1 AND verified_at IS NOT NULL AND created_at >= $2 AND left_out = '{}'::jsonb"
             " ORDER BY created_at DESC LIMIT 1",
-            school_id, since,
-        )  # fmt: skip
+            school_id,
+            since,
+        )
         return dict(row) if row else None
 
     async def unheard_releases(self, older_than_s: float = 10.0) -> list[SnapshotReleased]:
@@ -400,12 +469,20 @@ class CoordinatorStore:
              ORDER BY s.released_at LIMIT 50
             """,
             older_than_s,
-        )  # fmt: skip
+        )
         return [
-            SnapshotReleased(school_id=r["school_id"], snapshot_id=r["snapshot_id"], format=r["format"], taken_at=r["taken_at"],
-                             sha256=r["sha256"], backup_verified=r["backup_verified"], audit=AuditSummary.model_validate(r["audit"]))
-            for r in rows if r["audit"] is not None
-        ]  # fmt: skip
+            SnapshotReleased(
+                school_id=r["school_id"],
+                snapshot_id=r["snapshot_id"],
+                format=r["format"],
+                taken_at=r["taken_at"],
+                sha256=r["sha256"],
+                backup_verified=r["backup_verified"],
+                audit=AuditSummary.model_validate(r["audit"]),
+            )
+            for r in rows
+            if r["audit"] is not None
+        ]
 
     async def has_changes(self, school_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1)", school_id))
@@ -430,19 +507,23 @@ class CoordinatorStore:
         result = await self.pool.fetchval(
             "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND snapshot_id = $2 AND ok"
             " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
         return {d["domain"]: int(d["valid_records"]) for d in result["domains"]} if result else None
 
     async def records_held(self, school_id: str, domain: Domain) -> int:
         """The school's live records of a domain (soft-deleted ones are not)."""
         # The table name comes from the fixed catalogue.
-        return int(await self.pool.fetchval(
-            f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t WHERE t.school_id = $1"
-            " AND NOT EXISTS (SELECT 1 FROM migration.deleted_records d"
-            "                  WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))",
-            school_id, domain.value,
-        ))  # fmt: skip
+        return int(
+            await self.pool.fetchval(
+                f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t WHERE t.school_id = $1"
+                " AND NOT EXISTS (SELECT 1 FROM migration.deleted_records d"
+                "                  WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))",
+                school_id,
+                domain.value,
+            )
+        )
 
     async def changed_since(self, school_id: str, since: Any) -> dict[str, int]:
         """Per domain, the records with a change ingest received at or after ``since``."""
@@ -451,15 +532,16 @@ class CoordinatorStore:
         rows = await self.pool.fetch(
             "SELECT domain, count(DISTINCT record_id) AS n FROM migration.changes WHERE school_id = $1 AND received_at >= $2"
             " GROUP BY domain",
-            school_id, since,
-        )  # fmt: skip
+            school_id,
+            since,
+        )
         return {r["domain"]: int(r["n"]) for r in rows}
 
     async def transitions(self, school_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT from_phase, to_phase, actor, reason, at FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id",
             school_id,
-        )  # fmt: skip
+        )
         return [dict(r) for r in rows]
 
     async def entered_at(self, school_id: str, phase: Phase) -> Any:
@@ -473,26 +555,31 @@ class CoordinatorStore:
         await self.pool.execute(
             "INSERT INTO migration.audit_overrides (school_id, snapshot_id, actor, reason) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (school_id, snapshot_id) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason, at = now()",
-            school_id, snapshot_id, actor, reason,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            actor,
+            reason,
+        )
 
     async def override_of(self, school_id: str, snapshot_id: str) -> str | None:
         row = await self.pool.fetchrow(
-            "SELECT actor, reason FROM migration.audit_overrides WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+            "SELECT actor, reason FROM migration.audit_overrides WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
         )
         return f"{row['reason']} ({row['actor']})" if row else None
 
     async def mark_deleted(self, school_id: str, snapshot_id: str) -> int:
         """Once ``snapshot_id`` (the school's newest) is fully accounted for: every record of the
-        school this snapshot no longer has, whose last write (a snapshot's or a change's) is
-        older than it, is marked deleted by it: a tombstone at the snapshot's version
-        (``shared.versions``). Its rows stay, with their history; a later write revives it, an
-        older one arriving late does not (a record deleted before has its tombstone moved up to this
-snapshot's version, for the same reason). Returns how many tombstones were written now.
+                school this snapshot no longer has, whose last write (a snapshot's or a change's) is
+                older than it, is marked deleted by it: a tombstone at the snapshot's version
+                (``shared.versions``). Its rows stay, with their history; a later write revives it, an
+                older one arriving late does not (a record deleted before has its tombstone moved up to this
+        snapshot's version, for the same reason). Returns how many tombstones were written now.
 
-        A record of the newest snapshot has its ledger line rewritten with that snapshot (last
-        writer wins), so the lines still naming another snapshot are the ones it lacks. Under
-        the school's write lock: no loader writes the school meanwhile."""
+                A record of the newest snapshot has its ledger line rewritten with that snapshot (last
+                writer wins), so the lines still naming another snapshot are the ones it lacks. Under
+                the school's write lock: no loader writes the school meanwhile."""
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_schools(conn, [school_id])
             marked = await conn.fetchval(
@@ -527,12 +614,14 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
                   RETURNING 1)
                 SELECT count(*) FROM marked
                 """,
-                school_id, snapshot_id,
-            )  # fmt: skip
+                school_id,
+                snapshot_id,
+            )
             await conn.execute(
                 "UPDATE migration.snapshots SET deletions_marked_at = now() WHERE school_id = $1 AND snapshot_id = $2",
-                school_id, snapshot_id,
-            )  # fmt: skip
+                school_id,
+                snapshot_id,
+            )
         return int(marked)
 
     async def deleted_counts(self, school_id: str) -> dict[str, int]:
@@ -558,8 +647,9 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
               SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)
             SELECT snapshot_id FROM newer
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
 
     async def command_seen(self, command_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM migration.operator_commands WHERE command_id = $1", command_id))
@@ -568,15 +658,21 @@ snapshot's version, for the same reason). Returns how many tombstones were writt
         await self.pool.execute(
             "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            command.command_id, command.school_id, command.action, command.actor, command.issued_at,
-        )  # fmt: skip
+            command.command_id,
+            command.school_id,
+            command.action,
+            command.actor,
+            command.issued_at,
+        )
 
     async def block(self, event: SnapshotReleased) -> None:
         await self.pool.execute(
             "INSERT INTO migration.blocked_snapshots (school_id, snapshot_id, event) VALUES ($1, $2, $3)"
             " ON CONFLICT (school_id, snapshot_id) DO NOTHING",
-            event.school_id, event.snapshot_id, pg_json(event.model_dump(mode="json")),
-        )  # fmt: skip
+            event.school_id,
+            event.snapshot_id,
+            pg_json(event.model_dump(mode="json")),
+        )
 
     async def blocked(self, school_id: str, snapshot_id: str) -> SnapshotReleased | None:
         event = await self.pool.fetchval(
@@ -590,6 +686,4 @@ async def _fenced(conn: asyncpg.Connection, attempt: Attempt) -> None:
     transaction) and go on only if its epoch is still the one ``attempt`` claimed."""
     epoch = await conn.fetchval("SELECT epoch FROM migration.cutovers WHERE attempt_id = $1 FOR UPDATE", attempt.attempt_id)
     if epoch is None or epoch != attempt.epoch or attempt.epoch == 0:
-        raise LeaseLost(f"{attempt.school_id}: cutover {attempt.attempt_id} is run under epoch {epoch} now, "
-                        f"not {attempt.epoch}")  # fmt: skip
-
+        raise LeaseLost(f"{attempt.school_id}: cutover {attempt.attempt_id} is run under epoch {epoch} now, not {attempt.epoch}")

@@ -83,8 +83,11 @@ async def start_overdue_monitor(store: Store) -> None:
 
 
 @app.on_shutdown
-async def stop(store: Store, monitor: Annotated[asyncio.Task[None] | None, Context("monitor", default=None)],
-               lease: Annotated[Lease | None, Context("overdue_lease", default=None)]) -> None:  # fmt: skip
+async def stop(
+    store: Store,
+    monitor: Annotated[asyncio.Task[None] | None, Context("monitor", default=None)],
+    lease: Annotated[Lease | None, Context("overdue_lease", default=None)],
+) -> None:
     if monitor is not None:  # None: stopped before start-up finished
         await stop_periodic(monitor)
     if lease is not None:
@@ -108,7 +111,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         # that did not happen.
         if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
             await dead_letter(message, body, unusable.reason, unusable.detail)
-            count_refused(unusable.reason, message.raw_message.topic)
+            count_refused(unusable.reason, topic_of(message))
             return
         await forward_barrier(barrier)
         return
@@ -116,14 +119,19 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         # Only the coordinator's (signed) requests: a forged one would make ingest do work.
         if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
             await dead_letter(message, body, unusable.reason, unusable.detail)
-            count_refused(unusable.reason, message.raw_message.topic)
+            count_refused(unusable.reason, topic_of(message))
             return
         age = (datetime.now(UTC) - redrive.issued_at).total_seconds()
         if age > settings.command_ttl_s or -age > settings.max_clock_ahead_s:
-            await dead_letter(message, body, "stale_command", f"a re-drive request asked {age:.0f}s ago (it must be "
-                              f"within SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s, and not ahead of this "
-                              f"clock by more than SCHOOLMIG_MAX_CLOCK_AHEAD_S)")  # fmt: skip
-            count_refused("stale_command", message.raw_message.topic)
+            await dead_letter(
+                message,
+                body,
+                "stale_command",
+                f"a re-drive request asked {age:.0f}s ago (it must be "
+                f"within SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s, and not ahead of this "
+                f"clock by more than SCHOOLMIG_MAX_CLOCK_AHEAD_S)",
+            )
+            count_refused("stale_command", topic_of(message))
             return
         await fan_out_again(store, redrive)
         return
@@ -140,9 +148,15 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if isinstance(envelope, SnapshotManifest) and (why := _too_large(envelope)) is not None:
         await dead_letter(message, body, "snapshot_too_large", why)  # first: a crash before the mark sends it again
         await store.refuse(envelope.school_id, envelope.snapshot_id, "snapshot_too_large")  # and drops its chunks
-        await publish(broker, keyring, SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id,
-                                            reason="snapshot_too_large", message=why),
-                             topics.events, key=envelope.school_id.encode())  # fmt: skip
+        await publish(
+            broker,
+            keyring,
+            SchoolRejected(
+                school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason="snapshot_too_large", message=why
+            ),
+            topics.events,
+            key=envelope.school_id.encode(),
+        )
         return
     if settled == "refused":
         if isinstance(envelope, SnapshotManifest):  # within the limit now (it was raised): taken after all
@@ -154,10 +168,15 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
         if isinstance(envelope, SnapshotManifest):
-            await publish(broker, keyring,
-                SchoolRejected(school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason=refusal[0], message=refusal[1]),
-                topics.events, key=envelope.school_id.encode(),
-            )  # fmt: skip
+            await publish(
+                broker,
+                keyring,
+                SchoolRejected(
+                    school_id=envelope.school_id, snapshot_id=envelope.snapshot_id, reason=refusal[0], message=refusal[1]
+                ),
+                topics.events,
+                key=envelope.school_id.encode(),
+            )
         return
     if isinstance(envelope, SnapshotManifest):
         await store.save_manifest(envelope)
@@ -175,12 +194,17 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             await dead_letter(message, body, "invalid_chunk", f"chunk {envelope.index} is past its manifest's chunk_count")
             return
         if expected is not None and digest != expected:
-            await dead_letter(message, body, "chunk_hash_mismatch",
-                              f"chunk {envelope.index}'s SHA-256 is not the one its manifest names")  # fmt: skip
+            await dead_letter(
+                message, body, "chunk_hash_mismatch", f"chunk {envelope.index}'s SHA-256 is not the one its manifest names"
+            )
             return
         if announced is None and rivals >= MAX_CHUNK_CANDIDATES:  # before the manifest: a few candidates, not a flood
-            await dead_letter(message, body, "too_many_candidates",
-                              f"chunk {envelope.index} already has {rivals} other candidates waiting for the manifest")  # fmt: skip
+            await dead_letter(
+                message,
+                body,
+                "too_many_candidates",
+                f"chunk {envelope.index} already has {rivals} other candidates waiting for the manifest",
+            )
             return
         allowed = min(settings.max_snapshot_bytes, announced if announced is not None else settings.max_snapshot_bytes)
         if stored + len(data) > allowed:
@@ -204,21 +228,36 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
         why = "the school runs on the API now: a browser's change would be lost to it; write through the API"
         await dead_letter(message, body, "school_cut_over", why)
         first = batch.changes[0]
-        await publish(broker, keyring, SchoolRejected(school_id=batch.school_id, snapshot_id=change_id(batch.client_id, first.seq),
-                                            reason="school_cut_over", message=why),
-                      topics.events, key=batch.school_id.encode())  # fmt: skip
+        await publish(
+            broker,
+            keyring,
+            SchoolRejected(
+                school_id=batch.school_id,
+                snapshot_id=change_id(batch.client_id, first.seq),
+                reason="school_cut_over",
+                message=why,
+            ),
+            topics.events,
+            key=batch.school_id.encode(),
+        )
         return
-    plan = plan_changes(batch, max_depth=settings.max_nesting_depth, now=datetime.now(UTC),
-                        max_ahead_s=settings.max_clock_ahead_s)  # fmt: skip
+    plan = plan_changes(
+        batch, max_depth=settings.max_nesting_depth, now=datetime.now(UTC), max_ahead_s=settings.max_clock_ahead_s
+    )
     reused = await store.save_changes(batch, plan.accepted)
     for position in sorted(reused):  # kept, never applied: which of the two is right is the client's to say
         change = batch.changes[position]
-        await dead_letter(message, encode(change.model_dump(mode="json")), "conflicting_change",
-                          f"change {change_id(batch.client_id, change.seq)} was received before with other content")  # fmt: skip
+        await dead_letter(
+            message,
+            encode(change.model_dump(mode="json")),
+            "conflicting_change",
+            f"change {change_id(batch.client_id, change.seq)} was received before with other content",
+        )
     plan = without(plan, reused)
     default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
-    await publish_wires(change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
-                                       max_bytes=settings.batch_bytes))  # fmt: skip
+    await publish_wires(
+        change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records, max_bytes=settings.batch_bytes)
+    )
     for change in batch.changes:
         metrics.changes_received.add(1, {"op": change.op.value, "domain": change.domain.value})
 
@@ -231,16 +270,16 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     try:
         content = chunks.assemble(
             await store.chunks(school_id, snapshot_id),
-            chunk_sha256=manifest.chunk_sha256, sha256=manifest.sha256, size_bytes=manifest.size_bytes,
-        )  # fmt: skip
+            chunk_sha256=manifest.chunk_sha256,
+            sha256=manifest.sha256,
+            size_bytes=manifest.size_bytes,
+        )
         parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
     except (chunks.AssemblyError, UnreadableSnapshot) as exc:
         reason = getattr(exc, "reason", "unreadable_snapshot")
         await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id} not released: {exc}")
         return
-    path = await asyncio.to_thread(
-        write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256
-    )
+    path = await asyncio.to_thread(write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256)
     verified = await store.save_backup(manifest, content, str(path))
     findings = audit_snapshot(parsed)
     summary = audit_summary(parsed).model_copy(
@@ -261,25 +300,42 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)
     key = school_id.encode()
-    await publish(broker, keyring,
+    await publish(
+        broker,
+        keyring,
         AuditCompleted(
-            school_id=school_id, snapshot_id=snapshot_id, summary=summary,
-            findings=findings_json[:AUDIT_EVENT_FINDINGS], findings_total=len(findings),
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            summary=summary,
+            findings=findings_json[:AUDIT_EVENT_FINDINGS],
+            findings_total=len(findings),
         ),
-        topics.events, key=key,
-    )  # fmt: skip
-    await publish(broker, keyring,
+        topics.events,
+        key=key,
+    )
+    await publish(
+        broker,
+        keyring,
         SnapshotReleased(
-            school_id=school_id, snapshot_id=snapshot_id, format=manifest.format, taken_at=manifest.taken_at,
-            sha256=manifest.sha256, backup_verified=verified, audit=summary,
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            format=manifest.format,
+            taken_at=manifest.taken_at,
+            sha256=manifest.sha256,
+            backup_verified=verified,
+            audit=summary,
         ),
-        topics.events, key=key,
-    )  # fmt: skip
+        topics.events,
+        key=key,
+    )
     metrics.snapshots_released.add(1, {"school_id": school_id})
     log.info(
         "released snapshot %s/%s: %d records, %d audit findings",
-        school_id, snapshot_id, sum(summary.source_counts.values()), len(findings),
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+        sum(summary.source_counts.values()),
+        len(findings),
+    )
 
 
 def _too_large(manifest: SnapshotManifest) -> str | None:
@@ -299,6 +355,12 @@ def _refusal(mode: Mode | None, maintenance: bool) -> tuple[str, str] | None:
     return None
 
 
+def topic_of(message: KafkaMessage) -> str:
+    """The topic of a message of this (single-message) subscriber."""
+    record = message.raw_message
+    return str(record[0].topic if isinstance(record, tuple) else record.topic)
+
+
 def _redrive(body: bytes) -> Redrive | None:
     try:
         return Redrive.model_validate_json(body)
@@ -311,8 +373,12 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     school was released since (its records would overwrite newer rows)."""
     found = await store.backup_of(redrive.school_id, redrive.snapshot_id)
     if found is None:
-        log.warning("re-drive %s of %s/%s: no verified backup of a released snapshot", redrive.redrive_id,
-                    redrive.school_id, redrive.snapshot_id)  # fmt: skip
+        log.warning(
+            "re-drive %s of %s/%s: no verified backup of a released snapshot",
+            redrive.redrive_id,
+            redrive.school_id,
+            redrive.snapshot_id,
+        )
         return
     manifest, content, default_ts = found
     if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
@@ -324,11 +390,17 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     resent = 0
     for batch in await store.stored_changes(redrive.school_id):
         plan = plan_changes(batch, max_depth=settings.max_nesting_depth)
-        await publish_wires(change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records,
-                                           max_bytes=settings.batch_bytes))  # fmt: skip
+        await publish_wires(
+            change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records, max_bytes=settings.batch_bytes)
+        )
         resent += len(batch.changes)
-    log.warning("re-drove %s/%s from its verified backup, and %d change(s) (%s)", redrive.school_id, redrive.snapshot_id,
-                resent, redrive.reason)  # fmt: skip
+    log.warning(
+        "re-drove %s/%s from its verified backup, and %d change(s) (%s)",
+        redrive.school_id,
+        redrive.snapshot_id,
+        resent,
+        redrive.reason,
+    )
 
 
 def _barrier(body: bytes) -> Barrier | None:
@@ -348,8 +420,17 @@ async def forward_barrier(barrier: Barrier) -> None:
 async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime) -> None:
     """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
-    await publish_wires(fanout_batches(outgoing, manifest, max_records=settings.batch_records, max_bytes=settings.batch_bytes,
-                                       max_record_bytes=settings.max_record_bytes, default_ts=default_ts), headers)  # fmt: skip
+    await publish_wires(
+        fanout_batches(
+            outgoing,
+            manifest,
+            max_records=settings.batch_records,
+            max_bytes=settings.batch_bytes,
+            max_record_bytes=settings.max_record_bytes,
+            default_ts=default_ts,
+        ),
+        headers,
+    )
 
 
 async def publish_wires(wires: Iterable[WireBatch], headers: dict[str, str] | None = None) -> None:
@@ -370,17 +451,29 @@ async def report_if_held(lease: Lease, store: IngestStore) -> None:
 async def report_overdue(store: IngestStore) -> None:
     """Report, once each, snapshots still missing parts after the timeout."""
     for school_id, snapshot_id, expected, missing, age in await store.overdue(settings.incomplete_snapshot_timeout_s):
-        await publish(broker, keyring,
+        await publish(
+            broker,
+            keyring,
             SnapshotIncomplete(
-                school_id=school_id, snapshot_id=snapshot_id, manifest_received=expected is not None,
-                chunks_expected=expected, missing_chunks=missing, waited_s=round(age, 1),
+                school_id=school_id,
+                snapshot_id=snapshot_id,
+                manifest_received=expected is not None,
+                chunks_expected=expected,
+                missing_chunks=missing,
+                waited_s=round(age, 1),
             ),
-            topics.events, key=school_id.encode(),
-        )  # fmt: skip
+            topics.events,
+            key=school_id.encode(),
+        )
         await store.mark_incomplete(school_id, snapshot_id, missing)
         metrics.ingest_rejected.add(1, {"reason": "incomplete_snapshot"})
-        log.warning("snapshot %s/%s incomplete after %.0fs: missing %s", school_id, snapshot_id, age,
-                    "the manifest" if expected is None else f"chunks {missing}")  # fmt: skip
+        log.warning(
+            "snapshot %s/%s incomplete after %.0fs: missing %s",
+            school_id,
+            snapshot_id,
+            age,
+            "the manifest" if expected is None else f"chunks {missing}",
+        )
 
 
 async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:

@@ -147,30 +147,75 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
                 if ref.field == "roomId" and target is None:
                     # Older classes lack roomId: the classroom is the one whose name is `room`.
                     if fold(record.get("room")) and fold(record.get("room")) not in room_by_name:
-                        findings.append(_finding("orphaned_reference", ref.domain, record_id=record_id, field="room", ref_domain=ref.target, detail="no classroom has this name"))
+                        findings.append(
+                            _finding(
+                                "orphaned_reference",
+                                ref.domain,
+                                record_id=record_id,
+                                field="room",
+                                ref_domain=ref.target,
+                                detail="no classroom has this name",
+                            )
+                        )
                     continue
                 if target is not None and target not in targets:
-                    findings.append(_finding("orphaned_reference", ref.domain, record_id=record_id, field=ref.field, ref_domain=ref.target, ref_id=target))
+                    findings.append(
+                        _finding(
+                            "orphaned_reference",
+                            ref.domain,
+                            record_id=record_id,
+                            field=ref.field,
+                            ref_domain=ref.target,
+                            ref_id=target,
+                        )
+                    )
 
     for domain, id_path, name_path, target_domain, target_field in NAME_COPIES:
         id_leaf, name_leaf = id_path.rsplit(".", 1)[-1], name_path.rsplit(".", 1)[-1]
         for record_id, record in records[domain].items():
             for value, holder in _values(record, id_path):
-                target = records[target_domain].get(_ref_id(value) or "")
+                referent = records[target_domain].get(_ref_id(value) or "")
                 copy = holder.get(name_leaf) if id_leaf != name_leaf else None
-                if target is None or fold(copy) is None:
+                if referent is None or fold(copy) is None:
                     continue
-                if fold(copy) != fold(target.get(target_field)):
-                    findings.append(_finding("name_mismatch", domain, record_id=record_id, field=name_path, ref_domain=target_domain, ref_id=_ref_id(value)))
+                if fold(copy) != fold(referent.get(target_field)):
+                    findings.append(
+                        _finding(
+                            "name_mismatch",
+                            domain,
+                            record_id=record_id,
+                            field=name_path,
+                            ref_domain=target_domain,
+                            ref_id=_ref_id(value),
+                        )
+                    )
 
     for class_id, cls in records[D.CLASSES].items():
         ids = cls.get("studentIds")
         if isinstance(ids, list) and isinstance(cls.get("students"), int) and cls["students"] != len(ids):
-            findings.append(_finding("count_mismatch", D.CLASSES, record_id=class_id, field="students", detail=f"says {cls['students']}, lists {len(ids)}"))
+            findings.append(
+                _finding(
+                    "count_mismatch",
+                    D.CLASSES,
+                    record_id=class_id,
+                    field="students",
+                    detail=f"says {cls['students']}, lists {len(ids)}",
+                )
+            )
         for student_id in ids if isinstance(ids, list) else []:
             student = records[D.STUDENTS].get(_ref_id(student_id) or "")
             if student is not None and _ref_id(student.get("classId")) != class_id:
-                findings.append(_finding("membership_mismatch", D.STUDENTS, record_id=_ref_id(student_id), field="classId", ref_domain=D.CLASSES, ref_id=class_id, detail="listed in the class's studentIds, classId differs"))
+                findings.append(
+                    _finding(
+                        "membership_mismatch",
+                        D.STUDENTS,
+                        record_id=_ref_id(student_id),
+                        field="classId",
+                        ref_domain=D.CLASSES,
+                        ref_id=class_id,
+                        detail="listed in the class's studentIds, classId differs",
+                    )
+                )
 
     people: dict[str, list[tuple[Domain, str]]] = defaultdict(list)
     for domain in (D.STUDENTS, D.TEACHERS):
@@ -182,7 +227,9 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
         if len(holders) > 1:
             ids = ", ".join(f"{d.value}/{i}" for d, i in holders)
             for domain, record_id in holders:
-                findings.append(_finding("shared_email", domain, record_id=record_id, field="email", detail=f"same email as: {ids}"))
+                findings.append(
+                    _finding("shared_email", domain, record_id=record_id, field="email", detail=f"same email as: {ids}")
+                )
     return findings
 
 

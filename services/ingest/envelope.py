@@ -58,7 +58,9 @@ def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | ChangeBatch
     if isinstance(document, dict):
         version = document.get("schema_version")
         if version is not None and (type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS):
-            return Rejection("unknown_schema_version", f"schema_version {str(version)[:20]!r}; supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}")
+            return Rejection(
+                "unknown_schema_version", f"schema_version {str(version)[:20]!r}; supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}"
+            )
         school = document.get("school_id")
         if school is not None and not (isinstance(school, str) and re.match(SCHOOL_ID_PATTERN, school)):
             return Rejection("invalid_school_id", f"school_id must match {SCHOOL_ID_PATTERN}")

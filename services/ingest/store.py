@@ -34,9 +34,15 @@ class IngestStore:
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (school_id, snapshot_id) DO NOTHING
             """,
-            manifest.school_id, manifest.snapshot_id, manifest.format.value, manifest.taken_at,
-            manifest.size_bytes, manifest.sha256, manifest.chunk_count, manifest.model_dump(mode="json"),
-        )  # fmt: skip
+            manifest.school_id,
+            manifest.snapshot_id,
+            manifest.format.value,
+            manifest.taken_at,
+            manifest.size_bytes,
+            manifest.sha256,
+            manifest.chunk_count,
+            manifest.model_dump(mode="json"),
+        )
 
     async def save_chunk(self, chunk: SnapshotChunk, data: bytes, sha256: str) -> None:
         """Keep a candidate for the chunk's index (by its hash, ``sha256`` of ``data``: the
@@ -46,8 +52,12 @@ class IngestStore:
             INSERT INTO migration.snapshot_chunks (school_id, snapshot_id, idx, data, sha256)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
             """,
-            chunk.school_id, chunk.snapshot_id, chunk.index, data, sha256,
-        )  # fmt: skip
+            chunk.school_id,
+            chunk.snapshot_id,
+            chunk.index,
+            data,
+            sha256,
+        )
 
     async def release_state(self, school_id: str, snapshot_id: str) -> ReleaseState:
         row = await self.pool.fetchrow(
@@ -59,8 +69,9 @@ class IngestStore:
               FROM (SELECT 1) one
               LEFT JOIN migration.snapshots s ON s.school_id = $1 AND s.snapshot_id = $2
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
         assert row is not None
         manifest = SnapshotManifest.model_validate(row["manifest"]) if row["manifest"] else None
         return ReleaseState(manifest, int(row["chunks"]), bool(row["released"]))
@@ -75,8 +86,9 @@ class IngestStore:
              WHERE c.school_id = $1 AND c.snapshot_id = $2 AND c.sha256 = s.manifest->'chunk_sha256'->>c.idx
              ORDER BY c.idx
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
         return [bytes(r["data"]) for r in rows]
 
     async def save_backup(self, manifest: SnapshotManifest, content: bytes, file_path: str) -> bool:
@@ -88,12 +100,18 @@ class IngestStore:
                 VALUES ($1, $2, $3, $4, $5, $6)
                 ON CONFLICT (school_id, snapshot_id) DO UPDATE SET file_path = EXCLUDED.file_path
                 """,
-                manifest.school_id, manifest.snapshot_id, manifest.sha256, len(content), content, file_path,
-            )  # fmt: skip
+                manifest.school_id,
+                manifest.snapshot_id,
+                manifest.sha256,
+                len(content),
+                content,
+                file_path,
+            )
             stored = await conn.fetchval(
                 "SELECT content FROM migration.backups WHERE school_id = $1 AND snapshot_id = $2",
-                manifest.school_id, manifest.snapshot_id,
-            )  # fmt: skip
+                manifest.school_id,
+                manifest.snapshot_id,
+            )
         return stored is not None and sha256_hex(bytes(stored)) == manifest.sha256
 
     async def save_audit(self, manifest: SnapshotManifest, summary: AuditSummary, findings: list[dict[str, Any]]) -> None:
@@ -102,8 +120,11 @@ class IngestStore:
             INSERT INTO migration.audits (school_id, snapshot_id, summary, findings) VALUES ($1, $2, $3, $4)
             ON CONFLICT (school_id, snapshot_id) DO UPDATE SET summary = EXCLUDED.summary, findings = EXCLUDED.findings
             """,
-            manifest.school_id, manifest.snapshot_id, pg_json(summary.model_dump(mode="json")), pg_json(findings),
-        )  # fmt: skip
+            manifest.school_id,
+            manifest.snapshot_id,
+            pg_json(summary.model_dump(mode="json")),
+            pg_json(findings),
+        )
 
     async def overdue(self, older_than_s: float) -> list[tuple[str, str, int | None, list[int], float]]:
         """Snapshots (or chunk groups with no manifest) unreleased for too long and not yet
@@ -142,7 +163,10 @@ class IngestStore:
         school), kept with the snapshot for the validator."""
         value = await self.school_default_ts(school_id, taken_at)
         await self.pool.execute(
-            "UPDATE migration.snapshots SET default_ts = $3 WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id, value
+            "UPDATE migration.snapshots SET default_ts = $3 WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
+            value,
         )
         return value
 
@@ -156,22 +180,28 @@ class IngestStore:
              WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL AND (taken_at, snapshot_id) > ($3, $2)
              ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
             """,
-            school_id, snapshot_id, taken_at,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            taken_at,
+        )
 
     async def note_superseded(self, school_id: str, snapshot_id: str, by: str) -> None:
         await self.pool.execute(
             "INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING",
-            school_id, snapshot_id, by,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            by,
+        )
 
     async def mark_incomplete(self, school_id: str, snapshot_id: str, missing: list[int]) -> None:
         await self.pool.execute(
             "INSERT INTO migration.incomplete_snapshots (school_id, snapshot_id, missing_chunks) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING",
-            school_id, snapshot_id, missing,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            missing,
+        )
 
     async def mark_released(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
         await self.pool.execute(
@@ -183,8 +213,10 @@ class IngestStore:
               DELETE FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2)
             DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2
             """,
-            manifest.school_id, manifest.snapshot_id, pg_json(audit.model_dump(mode="json")),
-        )  # fmt: skip
+            manifest.school_id,
+            manifest.snapshot_id,
+            pg_json(audit.model_dump(mode="json")),
+        )
 
     async def save_changes(self, batch: ChangeBatch, accepted: list[tuple[int, Change]]) -> set[int]:
         """Keep the accepted changes of the message (a redelivered one is already there); return
@@ -207,10 +239,17 @@ class IngestStore:
               ON c.school_id = $1 AND c.client_id = $2 AND c.seq = i.seq
              WHERE c.digest <> i.digest
             """,
-            batch.school_id, batch.client_id, [c.seq for c in changes], [c.domain.value for c in changes],
-            [c.record_id for c in changes], [c.op.value for c in changes], [c.source_ts for c in changes],
-            [record_bytes(c) for c in changes], digests, positions,
-        )  # fmt: skip
+            batch.school_id,
+            batch.client_id,
+            [c.seq for c in changes],
+            [c.domain.value for c in changes],
+            [c.record_id for c in changes],
+            [c.op.value for c in changes],
+            [c.source_ts for c in changes],
+            [record_bytes(c) for c in changes],
+            digests,
+            positions,
+        )
         return {r["pos"] for r in rows}
 
     async def backup_of(self, school_id: str, snapshot_id: str) -> tuple[SnapshotManifest, bytes, datetime | None] | None:
@@ -221,8 +260,9 @@ class IngestStore:
               JOIN migration.backups b USING (school_id, snapshot_id)
              WHERE s.school_id = $1 AND s.snapshot_id = $2 AND s.released_at IS NOT NULL
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
         if row is None or sha256_hex(bytes(row["content"])) != row["sha256"]:
             return None
         return SnapshotManifest.model_validate(row["manifest"]), bytes(row["content"]), row["default_ts"]
@@ -233,16 +273,23 @@ class IngestStore:
             "SELECT client_id, seq, domain, record_id, op, source_ts, record FROM migration.changes WHERE school_id = $1"
             " ORDER BY client_id, seq",
             school_id,
-        )  # fmt: skip
+        )
         by_client: dict[str, list[Change]] = {}
         for r in rows:
-            by_client.setdefault(r["client_id"], []).append(Change(
-                op=r["op"], domain=r["domain"], record_id=r["record_id"], source_ts=r["source_ts"], seq=r["seq"],
-                record=jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
-            ))  # fmt: skip
+            by_client.setdefault(r["client_id"], []).append(
+                Change(
+                    op=r["op"],
+                    domain=r["domain"],
+                    record_id=r["record_id"],
+                    source_ts=r["source_ts"],
+                    seq=r["seq"],
+                    record=jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
+                )
+            )
         return [
-            ChangeBatch(school_id=school_id, client_id=client, changes=changes[i:i + per_message])
-            for client, changes in by_client.items() for i in range(0, len(changes), per_message)
+            ChangeBatch(school_id=school_id, client_id=client, changes=changes[i : i + per_message])
+            for client, changes in by_client.items()
+            for i in range(0, len(changes), per_message)
         ]
 
     async def school_default_ts(self, school_id: str, candidate: datetime) -> datetime:
@@ -256,8 +303,9 @@ class IngestStore:
                          ON CONFLICT (school_id) DO NOTHING RETURNING default_ts)
             SELECT default_ts FROM new UNION ALL SELECT default_ts FROM migration.school_defaults WHERE school_id = $1
             """,
-            school_id, candidate,
-        )  # fmt: skip
+            school_id,
+            candidate,
+        )
         if value is None:  # another replica's insert committed after this statement began: read it now
             value = await self.pool.fetchval("SELECT default_ts FROM migration.school_defaults WHERE school_id = $1", school_id)
         assert value is not None
@@ -276,8 +324,9 @@ class IngestStore:
                         WHEN EXISTS (SELECT 1 FROM migration.refused_snapshots
                                       WHERE school_id = $1 AND snapshot_id = $2) THEN 'refused' END
             """,
-            school_id, snapshot_id,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+        )
 
     async def refuse(self, school_id: str, snapshot_id: str, reason: str) -> None:
         """Mark a snapshot refused at its manifest and drop whatever of it is stored."""
@@ -285,13 +334,17 @@ class IngestStore:
             await conn.execute(
                 "INSERT INTO migration.refused_snapshots (school_id, snapshot_id, reason) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING",
-                school_id, snapshot_id, reason,
-            )  # fmt: skip
+                school_id,
+                snapshot_id,
+                reason,
+            )
             await conn.execute(
                 "DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
             )
 
-    async def stored_bytes(self, school_id: str, snapshot_id: str, but: int, sha256: str) -> tuple[int | None, int, str | None, int]:
+    async def stored_bytes(
+        self, school_id: str, snapshot_id: str, but: int, sha256: str
+    ) -> tuple[int | None, int, str | None, int]:
         """What a chunk arriving for index ``but`` (with this hash) is judged by: (the manifest's
         size_bytes, or None before it came; bytes stored for the other indexes, the largest
         candidate of each, and once the manifest is here only the right ones; the hash the
@@ -309,8 +362,11 @@ class IngestStore:
               FROM (SELECT 1) one
               LEFT JOIN migration.snapshots s ON s.school_id = $1 AND s.snapshot_id = $2
             """,
-            school_id, snapshot_id, but, sha256,
-        )  # fmt: skip
+            school_id,
+            snapshot_id,
+            but,
+            sha256,
+        )
         return row["announced"], int(row["stored"]), row["expected"], int(row["rivals"])
 
     async def unrefuse(self, school_id: str, snapshot_id: str) -> None:

@@ -63,9 +63,7 @@ def _count_quarantined(records: list[QuarantinedRecord]) -> None:
         metrics.records_quarantined.add(n, {"school_id": school_id, "domain": domain, "stage": stage, "reason": reason})
 
 
-@broker.subscriber(
-    *topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True), decoder=raw_bodies
-)
+@broker.subscriber(*topics.rows_topics, **consumer_options(settings, "schoolmig-loader", batch=True), decoder=raw_bodies)
 async def on_rows(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
     sources = message.raw_message
     positions = [Position(r.topic, r.partition, r.offset) for r in sources]
@@ -117,11 +115,11 @@ def wait_for_parents(consumer: Any, rewind: dict[tuple[str, int], int]) -> None:
     log.debug("%d partition(s) wait for parents on their way", len(rewind))
 
 
-@broker.subscriber(
-    topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True), decoder=raw_bodies
-)
+@broker.subscriber(topics.quarantine, **consumer_options(settings, "schoolmig-loader-quarantine", batch=True), decoder=raw_bodies)
 async def on_quarantine(bodies: list[bytes], message: KafkaMessage, writer: WriterDep) -> None:
-    messages = [read_signed(source, body, keyring, QuarantineBatch) for source, body in zip(message.raw_message, bodies, strict=True)]
+    messages = [
+        read_signed(source, body, keyring, QuarantineBatch) for source, body in zip(message.raw_message, bodies, strict=True)
+    ]
     records = [r for m in messages if isinstance(m, QuarantineBatch) for r in m.entries]
     await writer.quarantine(records)
     _count_quarantined(records)

@@ -40,9 +40,7 @@ def _converted(record: MappedRecord, cache: ConversionCache | None) -> Converted
     if cache is not None and (hit := cache.get(id(record))) is not None and hit[0] is record:
         return hit[1]
     provenance = {"source_snapshot_id": record.snapshot_id, "source_ts": record.source_ts}
-    out = [
-        (row.table, row.values["id"], to_record(TABLES[row.table], {**row.values, **provenance})) for row in record.rows
-    ]
+    out = [(row.table, row.values["id"], to_record(TABLES[row.table], {**row.values, **provenance})) for row in record.rows]
     if cache is not None:
         cache[id(record)] = (record, out)
     return out

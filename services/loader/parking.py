@@ -75,9 +75,7 @@ def plan(records: list[MappedRecord], existing: set[Ref]) -> Plan:
     while True:
         available = existing.union(*(g for k, g in zip(keys, gives, strict=True) if k not in waiting))
         newly = {
-            k: missing
-            for k, need in zip(keys, needs, strict=True)
-            if k not in waiting and need and (missing := need - available)
+            k: missing for k, need in zip(keys, needs, strict=True) if k not in waiting and need and (missing := need - available)
         }
         if not newly:
             break

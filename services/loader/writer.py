@@ -49,6 +49,8 @@ from shared.versions import Version, is_delete, snapshot_version, version_of, wi
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
+
+
 def _refused(exc: Exception) -> bool:
     """Whatever a batch fails with that is not the infrastructure's fault (``shared.faults``)
     is some record's (the database or the client refusing a value, a conversion meeting one
@@ -272,23 +274,33 @@ class Writer:
         async with self.pool.acquire() as conn:
             known = given | await _existing(conn, needing)
             missing = {  # per group: the (school, snapshot, domain) of each parent it misses
-                i: {(r.school_id, r.snapshot_id, _DOMAIN_OF_TABLE[table])
-                    for r in group for table, row in references(r) if (table, row) not in known}
+                i: {
+                    (r.school_id, r.snapshot_id, _DOMAIN_OF_TABLE[table])
+                    for r in group
+                    for table, row in references(r)
+                    if (table, row) not in known
+                }
                 for i, group in enumerate(groups)
-            }  # fmt: skip
+            }
             keys = set().union(*missing.values())
             if not keys:
                 return {}
             in_flight = {tuple(r) for r in await conn.fetch(_IN_FLIGHT, *map(list, zip(*keys, strict=True)))}
-        return {i: awaited for i, wanted in missing.items() if (awaited := wanted & in_flight)}  # type: ignore[misc]
+        return {i: awaited for i, wanted in missing.items() if (awaited := wanted & in_flight)}
 
     async def load(self, records: Sequence[MappedRecord]) -> list[QuarantinedRecord]:
         """Write a batch in one transaction; return the records the database refused (quarantined)."""
         # Snapshot records first, then changes, each its own step in the one transaction: a
         # change judges itself against what the snapshot's record left, and a snapshot's
         # record is written (and counted for its snapshot) whatever becomes of a change of it.
-        steps = [step for step in (newest_per_record(r for r in records if r.change is None),
-                                   newest_per_record(r for r in records if r.change is not None)) if step]  # fmt: skip
+        steps = [
+            step
+            for step in (
+                newest_per_record(r for r in records if r.change is None),
+                newest_per_record(r for r in records if r.change is not None),
+            )
+            if step
+        ]
         batch = [r for step in steps for r in step]
         schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
@@ -316,8 +328,13 @@ class Writer:
                     for step in steps:
                         await _write_isolated(conn, step, refused, cache, tally)
                     if refused:  # a refused record is quarantined, so no longer waits anywhere
-                        await conn.execute(_FORGET_PARKED, [r.school_id for r in refused], [r.domain.value for r in refused],
-                                           [r.legacy_id for r in refused], [r.snapshot_id for r in refused])  # fmt: skip
+                        await conn.execute(
+                            _FORGET_PARKED,
+                            [r.school_id for r in refused],
+                            [r.domain.value for r in refused],
+                            [r.legacy_id for r in refused],
+                            [r.snapshot_id for r in refused],
+                        )
 
         if batch:
             await with_retries(attempt, "load batch")
@@ -374,8 +391,9 @@ async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: C
             tally["deleted" if (gone is None or mine > gone) and (has is None or mine > has) else "superseded"] += 1
         elif wins(record, has):
             keep.append(record)
-            tally[("revived" if gone is not None and not visible else "applied") if gone is None or mine > gone
-                  else "superseded"] += 1  # fmt: skip
+            tally[
+                ("revived" if gone is not None and not visible else "applied") if gone is None or mine > gone else "superseded"
+            ] += 1
         else:
             stale.append(record)
             tally["superseded"] += 1
@@ -401,30 +419,49 @@ async def _ledger_parked(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -
     """Parked snapshot records a newer write took the place of: they count as loaded for their
     snapshot (superseded), or its counts would never add up. (A parked change just goes.)"""
     if rows := [r for r in rows if r["client_id"] == ""]:
-        await conn.execute(_LEDGER, [r["school_id"] for r in rows], [r["domain"] for r in rows],
-                           [r["legacy_id"] for r in rows], [r["snapshot_id"] for r in rows],
-                           [r["record_index"] for r in rows], [r["source_ts"] for r in rows])  # fmt: skip
+        await conn.execute(
+            _LEDGER,
+            [r["school_id"] for r in rows],
+            [r["domain"] for r in rows],
+            [r["legacy_id"] for r in rows],
+            [r["snapshot_id"] for r in rows],
+            [r["record_index"] for r in rows],
+            [r["source_ts"] for r in rows],
+        )
 
 
 def _version_columns(records: list[MappedRecord]) -> tuple[list[Any], ...]:
     versions = [version_of(r) for r in records]
     return (
-        [r.school_id for r in records], [r.domain.value for r in records], [r.legacy_id for r in records],
-        [v.source_ts for v in versions], [v.client_id for v in versions], [v.seq for v in versions],
+        [r.school_id for r in records],
+        [r.domain.value for r in records],
+        [r.legacy_id for r in records],
+        [v.source_ts for v in versions],
+        [v.client_id for v in versions],
+        [v.seq for v in versions],
         [r.snapshot_id for r in records],
-    )  # fmt: skip
+    )
 
 
 async def _ledger(conn: asyncpg.Connection, records: list[MappedRecord]) -> None:
     """The snapshot records' ledger lines: each counts as loaded for its snapshot."""
     if records:
-        await conn.execute(_LEDGER, [r.school_id for r in records], [r.domain.value for r in records],
-                           [r.legacy_id for r in records], [r.snapshot_id for r in records], [r.index for r in records],
-                           [r.source_ts for r in records])  # fmt: skip
+        await conn.execute(
+            _LEDGER,
+            [r.school_id for r in records],
+            [r.domain.value for r in records],
+            [r.legacy_id for r in records],
+            [r.snapshot_id for r in records],
+            [r.index for r in records],
+            [r.source_ts for r in records],
+        )
 
 
 async def _write_isolated(
-    conn: asyncpg.Connection, records: list[MappedRecord], refused: list[QuarantinedRecord], cache: Cache,
+    conn: asyncpg.Connection,
+    records: list[MappedRecord],
+    refused: list[QuarantinedRecord],
+    cache: Cache,
     tally: Counter[str],
 ) -> None:
     """Write ``records`` in a savepoint, then whatever was waiting for them, and so on down.
@@ -453,8 +490,9 @@ async def _write_isolated(
         await _write_isolated(conn, records[half:], refused, cache, tally)
         return
     tally.update(judged)  # counted once its savepoint held
-    await _write_isolated(conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache,
-                          tally)  # fmt: skip
+    await _write_isolated(
+        conn, await _unparkable(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache, tally
+    )
 
 
 async def _write_rows(
@@ -500,15 +538,12 @@ async def _fresh_tables(conn: asyncpg.Connection, specs: list[TableSpec], tables
     """The tables that hold none of the batch's ids (one round trip), and whose rows need no
     defaulted timestamp (the upsert's ``coalesce``)."""
     candidates = [
-        spec for spec in specs
-        if not any(row[i] is None for row in tables[spec.name] for i in _TIMESTAMP_POSITIONS[spec.name])
-    ]  # fmt: skip
+        spec for spec in specs if not any(row[i] is None for row in tables[spec.name] for i in _TIMESTAMP_POSITIONS[spec.name])
+    ]
     if not candidates:
         return set()
     # Table names come from the fixed catalogue; the ids are parameters.
-    probes = ", ".join(
-        f"EXISTS (SELECT 1 FROM {spec.name} WHERE id = ANY(${n}::uuid[]))" for n, spec in enumerate(candidates, 1)
-    )
+    probes = ", ".join(f"EXISTS (SELECT 1 FROM {spec.name} WHERE id = ANY(${n}::uuid[]))" for n, spec in enumerate(candidates, 1))
     found = await conn.fetchrow(f"SELECT {probes}", *([row[0] for row in tables[spec.name]] for spec in candidates))
     return {spec.name for spec, exists in zip(candidates, found, strict=True) if not exists}
 
@@ -533,11 +568,16 @@ async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[R
     await _ledger_parked(conn, await conn.fetch(_DISPLACED, *_version_columns([r for r, _ in parked])[:6]))
     kept = await conn.fetch(
         _PARK,
-        [r.school_id for r, _ in parked], [r.domain.value for r, _ in parked], [r.legacy_id for r, _ in parked],
-        [r.snapshot_id for r, _ in parked], [r.index for r, _ in parked], [r.source_ts for r, _ in parked],
-        [r.model_dump_json() for r, _ in parked], [version_of(r).client_id for r, _ in parked],
+        [r.school_id for r, _ in parked],
+        [r.domain.value for r, _ in parked],
+        [r.legacy_id for r, _ in parked],
+        [r.snapshot_id for r, _ in parked],
+        [r.index for r, _ in parked],
+        [r.source_ts for r, _ in parked],
+        [r.model_dump_json() for r, _ in parked],
+        [version_of(r).client_id for r, _ in parked],
         [version_of(r).seq for r, _ in parked],
-    )  # fmt: skip
+    )
     now_parked = {(k["school_id"], k["domain"], k["legacy_id"]) for k in kept}  # a newer parked version stays
     # A snapshot's record a newer parked write (a change) stands in front of: superseded, counted.
     await _ledger(conn, [r for r, _ in parked if r.change is None and record_key(r) not in now_parked])
@@ -546,9 +586,12 @@ async def _park(conn: asyncpg.Connection, parked: list[tuple[MappedRecord, set[R
     refs = [(r, table, row) for r, missing in parked if record_key(r) in now_parked for table, row in sorted(missing)]
     await conn.execute(
         _PARK_REFS,
-        [r.school_id for r, _, _ in refs], [r.domain.value for r, _, _ in refs], [r.legacy_id for r, _, _ in refs],
-        [table for _, table, _ in refs], [row for _, _, row in refs],
-    )  # fmt: skip
+        [r.school_id for r, _, _ in refs],
+        [r.domain.value for r, _, _ in refs],
+        [r.legacy_id for r, _, _ in refs],
+        [table for _, table, _ in refs],
+        [row for _, _, row in refs],
+    )
     log.debug("parked %d record(s) waiting for their parents", len(parked))
 
 

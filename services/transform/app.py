@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from faststream import FastStream
 from faststream.kafka import KafkaMessage
@@ -49,7 +50,7 @@ async def start() -> None:
 
 @broker.subscriber(*topics.raw_topics, **consumer_options(settings, "schoolmig-transform", batch=True), decoder=raw_bodies)
 async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
-    pending = []
+    pending: list[Any] = []
     for source, body in zip(message.raw_message, bodies, strict=True):
         batch = read_signed(source, body, keyring, RawBatch)
         if isinstance(batch, Barrier):  # everything before it is published first, then the barrier goes on
@@ -63,8 +64,15 @@ async def on_raw(bodies: list[bytes], message: KafkaMessage) -> None:
             try:
                 produced = outputs(batch)
             except Exception as exc:  # pure code, so this message's own fault: the others go on
-                await dead_letter(broker, topics.deadletter, source, body, "handler_failed",
-                                  f"transform raised {type(exc).__name__} on this batch", error_class=type(exc).__name__)  # fmt: skip
+                await dead_letter(
+                    broker,
+                    topics.deadletter,
+                    source,
+                    body,
+                    "handler_failed",
+                    f"transform raised {type(exc).__name__} on this batch",
+                    error_class=type(exc).__name__,
+                )
                 count_error("input", "transform: handler_failed")
                 continue
             pending += [await publish(broker, keyring, out, topic, key=key, no_confirm=True) for out, topic, key in produced]

@@ -69,8 +69,15 @@ async def on_validate(bodies: list[bytes], message: KafkaMessage, pool: Pool) ->
             except Exception as exc:
                 if classify(exc) == "transient":  # the whole poll again, after its partitions wait
                     raise
-                await dead_letter(broker, topics.deadletter, record, body, "handler_failed",  # this school's, no one else's
-                                  f"validation raised {type(exc).__name__}", error_class=type(exc).__name__)  # fmt: skip
+                await dead_letter(
+                    broker,
+                    topics.deadletter,
+                    record,
+                    body,
+                    "handler_failed",  # this school's, no one else's
+                    f"validation raised {type(exc).__name__}",
+                    error_class=type(exc).__name__,
+                )
                 log.exception("validation of %s/%s failed", command.school_id, command.snapshot_id)
 
     # Every validation ends before a failure rewinds the batch (no copy runs beside its redelivery).
@@ -91,8 +98,9 @@ async def accepted(record: Any, body: bytes) -> ValidationRequested | None:
 
 
 async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None:
-    result = await validate_school(pool, command.school_id, command.snapshot_id, command.run_id,
-                                   changes_until=command.changes_until)
+    result = await validate_school(
+        pool, command.school_id, command.snapshot_id, command.run_id, changes_until=command.changes_until
+    )
     await store_result(pool, result)  # with the differing values: the database may hold them
     await publish(broker, keyring, result.for_publishing(), topics.events, key=command.school_id.encode())
     issues = Counter(i.type for d in result.domains for i in d.issues)

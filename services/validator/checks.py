@@ -30,8 +30,9 @@ ActualRow = tuple[str, dict[str, Any]]
 OBLIGATION_TABLES = frozenset({"payment_obligations", "private_lesson_payment_obligations"})
 
 
-def issue(kind: str, domain: Domain, message: str, record_id: str | None = None,
-          fields: list[FieldDifference] | None = None) -> ValidationIssue:  # fmt: skip
+def issue(
+    kind: str, domain: Domain, message: str, record_id: str | None = None, fields: list[FieldDifference] | None = None
+) -> ValidationIssue:
     return ValidationIssue(
         type=kind, severity=SEVERITY[kind], domain=domain, record_id=record_id, message=message, fields=fields or []
     )
@@ -94,14 +95,15 @@ def _source_fields(domain: Domain, source: dict[str, Any], actual: list[ActualRo
         FieldDifference(field=key, source=source.get(key), database=rebuilt.get(key))
         for key in sorted(source.keys() | rebuilt.keys())
         if key not in source or key not in rebuilt or source[key] != rebuilt[key] or type(source[key]) is not type(rebuilt[key])
-    ]  # fmt: skip
+    ]
 
 
 def record_issues(domain: Domain, legacy_id: str, diff: RecordDiff) -> list[ValidationIssue]:
     found: list[ValidationIssue] = []
     if diff.status_fields:
-        found.append(issue("status_mismatch", domain, "the obligation's status differs from the source", legacy_id,
-                           diff.status_fields))  # fmt: skip
+        found.append(
+            issue("status_mismatch", domain, "the obligation's status differs from the source", legacy_id, diff.status_fields)
+        )
     if diff.column_fields:
         described = [f for f in diff.source_fields if f.field != "status" or not diff.status_fields] or diff.column_fields
         names = ", ".join(f.field for f in described)
@@ -129,8 +131,13 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
     issues: list[ValidationIssue] = []
     c = facts.counts
     if c.loaded + c.quarantined != c.source:
-        issues.append(issue("count_mismatch", domain,
-                            f"source {c.source}, loaded {c.loaded} + quarantined {c.quarantined} = {c.loaded + c.quarantined}"))  # fmt: skip
+        issues.append(
+            issue(
+                "count_mismatch",
+                domain,
+                f"source {c.source}, loaded {c.loaded} + quarantined {c.quarantined} = {c.loaded + c.quarantined}",
+            )
+        )
     for legacy_id in facts.comparison.missing:
         issues.append(issue("missing_record", domain, "the source maps it to rows that are not in the tables", legacy_id))
     for legacy_id in facts.comparison.unexpected:
@@ -143,7 +150,9 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
     for legacy_id, column, ref in facts.broken_references:
         issues.append(issue("orphaned_reference", domain, f"{column} = {ref} does not resolve", legacy_id))
     for legacy_id in facts.orphans_with_parents:
-        issues.append(issue("orphan_with_parent", domain, "quarantined as an orphan, but its parents are in the tables", legacy_id))
+        issues.append(
+            issue("orphan_with_parent", domain, "quarantined as an orphan, but its parents are in the tables", legacy_id)
+        )
     for key, ids in facts.duplicated_keys:
         issues.append(issue("unique_violation", domain, f"{key} shared by {', '.join(ids)}", ids[0]))
     for legacy_id in facts.duplicate_ids:
@@ -152,9 +161,14 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(facts.quarantine_reasons.items()))
         issues.append(issue("quarantined", domain, f"{c.quarantined} record(s) in quarantine: {reasons}"))
     for finding in facts.name_mismatches:
-        issues.append(issue("name_mismatch", domain,
-                            f"{finding.get('field')} differs from {finding.get('ref_domain')}/{finding.get('ref_id')}",
-                            finding.get("record_id")))  # fmt: skip
+        issues.append(
+            issue(
+                "name_mismatch",
+                domain,
+                f"{finding.get('field')} differs from {finding.get('ref_domain')}/{finding.get('ref_id')}",
+                finding.get("record_id"),
+            )
+        )
     valid = facts.expected - len(facts.comparison.missing) - wrong
     return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues)
 

@@ -34,7 +34,6 @@ from shared.tables import DOMAIN_TABLES, TABLES, TableSpec
 NOT_COMPARED = frozenset({"source_snapshot_id", "source_ts"})
 
 
-
 def compared_columns(spec: TableSpec) -> list[tuple[int, str, str]]:
     """(position in the row, name, kind) of the columns the digest covers."""
     return [(i, name, kind) for i, (name, kind) in enumerate(spec.columns) if name not in NOT_COMPARED]

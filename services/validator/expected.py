@@ -45,7 +45,11 @@ class Expected:
 
 
 def expected_state(
-    content: bytes, manifest: SnapshotManifest, *, keep_records: bool = True, max_depth: int = MAX_RECORD_DEPTH,
+    content: bytes,
+    manifest: SnapshotManifest,
+    *,
+    keep_records: bool = True,
+    max_depth: int = MAX_RECORD_DEPTH,
     default_ts: datetime | None = None,
 ) -> Expected:
     """``keep_records=False`` returns digests only: small enough to come back cheaply from
@@ -103,7 +107,12 @@ class StoredChange:
 
 
 def apply_changes(
-    expected: Expected, changes: list[StoredChange], *, school_id: str, taken_at: datetime, default_ts: datetime | None,
+    expected: Expected,
+    changes: list[StoredChange],
+    *,
+    school_id: str,
+    taken_at: datetime,
+    default_ts: datetime | None,
     skip: frozenset[str] = frozenset(),
 ) -> tuple[dict[Domain, set[str]], dict[Domain, set[str]]]:
     """The snapshot's expectation with the changes after it applied, the greatest version of

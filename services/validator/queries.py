@@ -47,13 +47,16 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
           JOIN migration.backups b USING (school_id, snapshot_id)
          WHERE s.school_id = $1 AND s.snapshot_id = $2
         """,
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     if row is None:
         return None
     content = bytes(row["content"])
     return Source(
-        SnapshotManifest.model_validate(row["manifest"]), content, hashlib.sha256(content).hexdigest() == row["sha256"],
+        SnapshotManifest.model_validate(row["manifest"]),
+        content,
+        hashlib.sha256(content).hexdigest() == row["sha256"],
         row["default_ts"],
     )
 
@@ -67,8 +70,9 @@ async def quarantined_ids(pool: asyncpg.Pool, school_id: str, snapshot_id: str) 
     rows = await pool.fetch(
         "SELECT domain, legacy_id, reason FROM migration.quarantine"
         " WHERE school_id = $1 AND snapshot_id = $2 AND legacy_id IS NOT NULL AND reason <> 'duplicate_id'",
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     for r in rows:
         found[Domain(r["domain"])][r["legacy_id"]] = r["reason"]
     return found
@@ -92,12 +96,20 @@ async def changes_after(pool: asyncpg.Pool, school_id: str, taken_at: datetime, 
           FROM migration.changes
          WHERE school_id = $1 AND (source_ts, client_id, seq) > ($2, '', 0::bigint)
         """,
-        school_id, taken_at, cut,
-    )  # fmt: skip
+        school_id,
+        taken_at,
+        cut,
+    )
     return [
-        StoredChange(Domain(r["domain"]), r["record_id"], ChangeOp(r["op"]), Version(r["source_ts"], r["client_id"], r["seq"]),
-                     jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
-                     change_id(r["client_id"], r["seq"]), bool(r["late"]))  # fmt: skip
+        StoredChange(
+            Domain(r["domain"]),
+            r["record_id"],
+            ChangeOp(r["op"]),
+            Version(r["source_ts"], r["client_id"], r["seq"]),
+            jsonsafe.load(bytes(r["record"])) if r["record"] is not None else None,
+            change_id(r["client_id"], r["seq"]),
+            bool(r["late"]),
+        )
         for r in rows
     ]
 
@@ -106,8 +118,9 @@ async def quarantined_changes(pool: asyncpg.Pool, school_id: str) -> frozenset[s
     """The ids of the school's changes in quarantine (the tables never got them)."""
     rows = await pool.fetch(
         "SELECT DISTINCT snapshot_id FROM migration.quarantine WHERE school_id = $1 AND starts_with(snapshot_id, $2)",
-        school_id, CHANGE_ID_PREFIX,
-    )  # fmt: skip
+        school_id,
+        CHANGE_ID_PREFIX,
+    )
     return frozenset(r["snapshot_id"] for r in rows)
 
 
@@ -115,8 +128,9 @@ async def quarantine_reasons(pool: asyncpg.Pool, school_id: str, snapshot_id: st
     rows = await pool.fetch(
         "SELECT domain, reason, count(*) AS n FROM migration.quarantine"
         " WHERE school_id = $1 AND snapshot_id = $2 GROUP BY domain, reason",
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     found: dict[Domain, Counter[str]] = {}
     for r in rows:
         found.setdefault(Domain(r["domain"]), Counter())[r["reason"]] = int(r["n"])
@@ -134,11 +148,12 @@ async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: 
                         WHERE (p.school_id, p.domain, p.legacy_id) = (q.school_id, q.domain, q.legacy_id))
            AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
                             WHERE (r.school_id, r.domain, r.legacy_id) = (q.school_id, q.domain, q.legacy_id)
-                              AND NOT {ref_exists_sql('r.ref_table', 'r.ref_id')})
+                              AND NOT {ref_exists_sql("r.ref_table", "r.ref_id")})
          ORDER BY q.domain, q.legacy_id
         """,
-        school_id, snapshot_id,
-    )  # fmt: skip
+        school_id,
+        snapshot_id,
+    )
     found: dict[Domain, list[str]] = {}
     for r in rows:
         found.setdefault(Domain(r["domain"]), []).append(r["legacy_id"])
@@ -190,9 +205,11 @@ async def foreign_keys(pool: asyncpg.Pool) -> list[ForeignKey]:
     return [
         ForeignKey(r["t"], r["col"], r["p"], r["pcol"])
         for r in rows
-        if r["t"] in TABLES and r["p"] in TABLES
-        and r["col"] in TABLES[r["t"]].column_names and r["pcol"] in TABLES[r["p"]].column_names
-    ]  # fmt: skip
+        if r["t"] in TABLES
+        and r["p"] in TABLES
+        and r["col"] in TABLES[r["t"]].column_names
+        and r["pcol"] in TABLES[r["p"]].column_names
+    ]
 
 
 async def broken_references(pool: asyncpg.Pool, school_id: str, key: ForeignKey) -> list[tuple[str, str]]:
@@ -206,7 +223,7 @@ async def broken_references(pool: asyncpg.Pool, school_id: str, key: ForeignKey)
         f" WHERE c.school_id = $1 AND c.{key.column} IS NOT NULL"
         f" AND NOT EXISTS (SELECT 1 FROM {key.parent} p WHERE p.{key.parent_column} = c.{key.column})",
         school_id,
-    )  # fmt: skip
+    )
     return [(r["legacy_id"], r["ref"]) for r in rows]
 
 
@@ -223,9 +240,7 @@ async def unique_keys(pool: asyncpg.Pool) -> list[tuple[str, list[str]]]:
         """
     )
     return [
-        (r["t"], list(r["cols"]))
-        for r in rows
-        if r["t"] in TABLES and all(c in TABLES[r["t"]].column_names for c in r["cols"])
+        (r["t"], list(r["cols"])) for r in rows if r["t"] in TABLES and all(c in TABLES[r["t"]].column_names for c in r["cols"])
     ]
 
 
@@ -236,7 +251,7 @@ async def duplicated_keys(pool: asyncpg.Pool, school_id: str, table: str, column
         f"SELECT array_agg(legacy_id ORDER BY legacy_id) AS ids FROM {table}"
         f" WHERE school_id = $1 GROUP BY {cols} HAVING count(*) > 1",
         school_id,
-    )  # fmt: skip
+    )
     return [list(r["ids"]) for r in rows]
 
 
@@ -255,7 +270,11 @@ async def store_result(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at
         """,
-        result.run_id, result.school_id, result.snapshot_id, result.ok, result.model_dump(mode="json"),
-        result.started_at, result.finished_at,
-    )  # fmt: skip
-
+        result.run_id,
+        result.school_id,
+        result.snapshot_id,
+        result.ok,
+        result.model_dump(mode="json"),
+        result.started_at,
+        result.finished_at,
+    )

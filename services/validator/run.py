@@ -81,16 +81,30 @@ async def validate_school(
             DomainValidation(domain=d, total_records=0, valid_records=0, issues=[issue("backup_unverified", d, why)])
             for d in ALL_DOMAINS
         ]
-        return ValidationCompleted(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, ok=False,
-                                   domains=domains, started_at=started, finished_at=datetime.now(UTC))  # fmt: skip
+        return ValidationCompleted(
+            run_id=run_id,
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            ok=False,
+            domains=domains,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+        )
 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
-    expected = await in_worker(expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH,
-                               default_ts=source.default_ts)
+    expected = await in_worker(
+        expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH, default_ts=source.default_ts
+    )
     changes = await queries.changes_after(pool, school_id, source.manifest.taken_at, changes_until or started)
     skipped = await queries.quarantined_changes(pool, school_id) if changes else frozenset()
-    overlay = partial(apply_changes, changes=changes, school_id=school_id, taken_at=source.manifest.taken_at,
-                      default_ts=source.default_ts, skip=skipped)  # fmt: skip
+    overlay = partial(
+        apply_changes,
+        changes=changes,
+        school_id=school_id,
+        taken_at=source.manifest.taken_at,
+        default_ts=source.default_ts,
+        skip=skipped,
+    )
     unsettled, decided = overlay(expected)
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
@@ -103,20 +117,25 @@ async def validate_school(
         # (a record the snapshot quarantined that a change made whole again is compared)
         digests = {k: d for k, d in expected.digests[domain].items() if k not in quarantined[domain] or k in decided[domain]}
         checksum, records = await checksums[domain]
-        f = DomainFacts(counts.get(domain, DomainCounts()), expected=len(digests),
-                        quarantine_reasons=reasons.get(domain, Counter()),
-                        duplicate_ids=expected.duplicate_ids.get(domain, []))  # fmt: skip
+        f = DomainFacts(
+            counts.get(domain, DomainCounts()),
+            expected=len(digests),
+            quarantine_reasons=reasons.get(domain, Counter()),
+            duplicate_ids=expected.duplicate_ids.get(domain, []),
+        )
         if checksum != combine(digests.values()) or records != len(digests) or unsettled[domain]:
             actual = await queries.record_digests(pool, school_id, domain)
             # Rows of records a newer snapshot or a change deleted stay in the tables, marked: not
             # unexpected. Records changed after the cut are not compared: either state is right.
-            actual = {k: v for k, v in actual.items()
-                      if (k not in deleted[domain] or k in digests) and k not in unsettled[domain]}  # fmt: skip
+            actual = {
+                k: v for k, v in actual.items() if (k not in deleted[domain] or k in digests) and k not in unsettled[domain]
+            }
             f.comparison = compare_digests(digests, actual)
             if f.comparison.differing:
                 if full is None:
-                    full = await in_worker(expected_state, source.content, source.manifest, max_depth=MAX_DEPTH,
-                                           default_ts=source.default_ts)  # fmt: skip
+                    full = await in_worker(
+                        expected_state, source.content, source.manifest, max_depth=MAX_DEPTH, default_ts=source.default_ts
+                    )
                     overlay(full)
                 assert full.records is not None
                 rows = await queries.record_rows(pool, school_id, domain, f.comparison.differing)
@@ -138,9 +157,15 @@ async def validate_school(
         facts[Domain(finding["domain"])].name_mismatches.append(finding)
 
     ok, domains = validate(facts)
-    return ValidationCompleted(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, ok=ok, domains=domains,
-                               started_at=started, finished_at=datetime.now(UTC))  # fmt: skip
-
+    return ValidationCompleted(
+        run_id=run_id,
+        school_id=school_id,
+        snapshot_id=snapshot_id,
+        ok=ok,
+        domains=domains,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+    )
 
 
 async def validate_all(pool: asyncpg.Pool, snapshots: list[tuple[str, str]], workers: int) -> list[ValidationCompleted]:

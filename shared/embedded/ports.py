@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -12,7 +13,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout_s: float, *, is_alive: callable[[], bool]) -> None:
+def wait_for_port(port: int, timeout_s: float, *, is_alive: Callable[[], bool]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not is_alive():
@@ -25,5 +26,5 @@ def wait_for_port(port: int, timeout_s: float, *, is_alive: callable[[], bool]) 
     raise TimeoutError(f"nothing listened on port {port} within {timeout_s}s")
 
 
-async def async_wait_for_port(port: int, timeout_s: float, *, is_alive: callable[[], bool]) -> None:
+async def async_wait_for_port(port: int, timeout_s: float, *, is_alive: Callable[[], bool]) -> None:
     await asyncio.to_thread(wait_for_port, port, timeout_s, is_alive=is_alive)

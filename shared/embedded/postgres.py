@@ -75,15 +75,37 @@ class EmbeddedPostgres:
             self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                 "--encoding=UTF8", "--locale=C", "--no-sync"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                check=True,
+                user=user,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         args = [
-            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir),
-            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-        ]  # fmt: skip
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+        ]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")
@@ -103,7 +125,7 @@ class EmbeddedPostgres:
             probe = subprocess.run(
                 [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"],
                 stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             if probe.returncode == 0:
                 return
             if time.monotonic() > deadline or (self._process and self._process.poll() is not None):

@@ -26,7 +26,7 @@ from shared.mapping import (
     private_lessons,
     students,
     teachers,
-)  # fmt: skip
+)
 from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import Reject
 
@@ -56,9 +56,13 @@ class Rejected:
 
 
 def map_record(
-    domain: Domain, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None,
+    domain: Domain,
+    school_id: str,
+    legacy_id: str,
+    record: dict[str, Any],
+    hints: dict[str, str] | None = None,
     default_ts: str | None = None,
-) -> Mapped | Rejected:  # fmt: skip
+) -> Mapped | Rejected:
     try:
         return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, hints, default_ts))
     except Reject as rejection:

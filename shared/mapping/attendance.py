@@ -42,17 +42,25 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
         if student_key in seen:
             raise Reject("duplicate_student", f"student '{student_key}' is listed twice in this session")
         seen.add(student_key)
-        rows.append((
-            "attendance_records",
-            {
-                "id": rid(school_id, "attendance_records", f"{legacy_id}:{student_key}"), "legacy_id": legacy_id,
-                "student_id": rid(school_id, "students", student_key), "class_id": class_id, "date": day,
-                "status": enum(entry.get("status"), f"studentRecords[{index}].status", STATUSES, required=True),
-                "homework_completed": parse_bool(entry.get("homeworkCompleted"), f"studentRecords[{index}].homeworkCompleted"),
-                "notes": text(entry.get("notes"), f"studentRecords[{index}].notes"),
-                "created_at": created, "updated_at": updated,
-            },
-        ))  # fmt: skip
+        rows.append(
+            (
+                "attendance_records",
+                {
+                    "id": rid(school_id, "attendance_records", f"{legacy_id}:{student_key}"),
+                    "legacy_id": legacy_id,
+                    "student_id": rid(school_id, "students", student_key),
+                    "class_id": class_id,
+                    "date": day,
+                    "status": enum(entry.get("status"), f"studentRecords[{index}].status", STATUSES, required=True),
+                    "homework_completed": parse_bool(
+                        entry.get("homeworkCompleted"), f"studentRecords[{index}].homeworkCompleted"
+                    ),
+                    "notes": text(entry.get("notes"), f"studentRecords[{index}].notes"),
+                    "created_at": created,
+                    "updated_at": updated,
+                },
+            )
+        )
     return rows
 
 
@@ -78,6 +86,8 @@ MAPPING = DomainMapping(
     forward=forward,
     render=render,
     children=(
-        Child("studentRecords", "attendance_records", frozenset({"studentId", "status", "homeworkCompleted", "notes"}), render_entry),
+        Child(
+            "studentRecords", "attendance_records", frozenset({"studentId", "status", "homeworkCompleted", "notes"}), render_entry
+        ),
     ),
 )

@@ -21,7 +21,7 @@ from shared.mapping.common import (
     ref,
     rid,
     sub_object,
-)  # fmt: skip
+)
 from shared.mapping.engine import Child, DomainMapping, Row
 from shared.mapping.parsing import Reject, enum, parse_decimal, text
 
@@ -36,21 +36,24 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
     if room_legacy in (None, ""):
         raise Reject("unresolved_classroom", "no roomId, and no classroom of this school is named like 'room'")
     max_students = parse_decimal(record.get("maxStudents"), "maxStudents", minimum=Decimal(0), exclusive_minimum=True, scale=0)
-    rows: list[Row] = [(
-        "classes",
-        {
-            "id": class_id, "legacy_id": legacy_id,
-            "name": text(record.get("name"), "name", max_len=255, required=True),
-            "description": text(record.get("description"), "description"),
-            "level": text(record.get("level"), "level", max_len=50, required=True),
-            "teacher_id": ref(school_id, "teachers", teacher.get("id"), "teacher.id", required=True),
-            "classroom_id": ref(school_id, "classrooms", room_legacy, "roomId", required=True),
-            "max_students": int(max_students) if max_students is not None else None,
-            "status": enum(record.get("status"), "status", STATUSES) or "active",
-            "created_at": parse_timestamp(record.get("createdAt")),
-            "updated_at": parse_timestamp(record.get("updatedAt")),
-        },
-    )]  # fmt: skip
+    rows: list[Row] = [
+        (
+            "classes",
+            {
+                "id": class_id,
+                "legacy_id": legacy_id,
+                "name": text(record.get("name"), "name", max_len=255, required=True),
+                "description": text(record.get("description"), "description"),
+                "level": text(record.get("level"), "level", max_len=50, required=True),
+                "teacher_id": ref(school_id, "teachers", teacher.get("id"), "teacher.id", required=True),
+                "classroom_id": ref(school_id, "classrooms", room_legacy, "roomId", required=True),
+                "max_students": int(max_students) if max_students is not None else None,
+                "status": enum(record.get("status"), "status", STATUSES) or "active",
+                "created_at": parse_timestamp(record.get("createdAt")),
+                "updated_at": parse_timestamp(record.get("updatedAt")),
+            },
+        )
+    ]
     for index, slot in enumerate(object_list(record.get("schedule"), "schedule")):
         day = enum(slot.get("day"), f"schedule[{index}].day", frozenset(DAYS), required=True)
         start = parse_time(slot.get("startTime"), f"schedule[{index}].startTime", required=True)
@@ -58,30 +61,45 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
         assert day and start and end
         if start >= end:
             raise Reject("invalid_time_range", f"schedule[{index}] starts at or after it ends")
-        rows.append((
-            "class_schedules",
-            {
-                "id": rid(school_id, "class_schedules", f"{legacy_id}#{index}"), "legacy_id": legacy_id,
-                "class_id": class_id, "day_of_week": DAYS.index(day) + 1, "start_time": start, "end_time": end,
-                "is_active": True,
-            },
-        ))  # fmt: skip
+        rows.append(
+            (
+                "class_schedules",
+                {
+                    "id": rid(school_id, "class_schedules", f"{legacy_id}#{index}"),
+                    "legacy_id": legacy_id,
+                    "class_id": class_id,
+                    "day_of_week": DAYS.index(day) + 1,
+                    "start_time": start,
+                    "end_time": end,
+                    "is_active": True,
+                },
+            )
+        )
     return rows
 
 
 def render(rows: list[Row]) -> dict[str, Any]:
     c = next(v for t, v in rows if t == "classes")
     out: dict[str, Any] = {"id": c["legacy_id"], "status": c["status"]}
-    out.update(present(
-        ("name", c["name"]), ("description", c["description"]), ("level", c["level"]),
-        ("maxStudents", c["max_students"]), ("createdAt", out_timestamp(c["created_at"])),
-        ("updatedAt", out_timestamp(c["updated_at"])),
-    ))  # fmt: skip
+    out.update(
+        present(
+            ("name", c["name"]),
+            ("description", c["description"]),
+            ("level", c["level"]),
+            ("maxStudents", c["max_students"]),
+            ("createdAt", out_timestamp(c["created_at"])),
+            ("updatedAt", out_timestamp(c["updated_at"])),
+        )
+    )
     return out
 
 
 def render_slot(s: dict[str, Any]) -> dict[str, Any]:
-    return {"day": DAYS[int(s["day_of_week"]) - 1].capitalize(), "startTime": out_time(s["start_time"]), "endTime": out_time(s["end_time"])}
+    return {
+        "day": DAYS[int(s["day_of_week"]) - 1].capitalize(),
+        "startTime": out_time(s["start_time"]),
+        "endTime": out_time(s["end_time"]),
+    }
 
 
 MAPPING = DomainMapping(

@@ -116,9 +116,13 @@ class DomainMapping:
         return rebuilt
 
     def map(
-        self, school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str] | None = None,
+        self,
+        school_id: str,
+        legacy_id: str,
+        record: dict[str, Any],
+        hints: dict[str, str] | None = None,
         default_ts: str | None = None,
-    ) -> list[Row]:  # fmt: skip
+    ) -> list[Row]:
         """Rows for one record (parents first), each with its ``extras``; raises ``Reject``.
 
         ``default_ts`` (the snapshot's time) fills ``created_at``/``updated_at`` where the
@@ -131,8 +135,8 @@ class DomainMapping:
                     if values.get(column) is None:
                         values[column] = default_ts
         for child in self.children:
-            originals = record.get(child.key)
-            originals = [originals] if child.single else originals
+            found = record.get(child.key)
+            originals: list[Any] = [found] if child.single else list(found or ())
             for index, values in enumerate(child.rows(rows)):
                 item = _extras(originals[index], child.render(values), child.handled)
                 values["extras"] = {**values.get("extras", {}), "entry": index, **({"item": item} if item else {})}

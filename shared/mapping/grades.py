@@ -11,17 +11,20 @@ from shared.mapping.parsing import parse_date, text
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
-    return [(
-        "grades",
-        {
-            "id": rid(school_id, "grades", legacy_id), "legacy_id": legacy_id,
-            "assessment_id": ref(school_id, "assessments", record.get("assessmentId"), "assessmentId", required=True),
-            "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
-            "value": text(record.get("value"), "value", max_len=10, required=True),
-            "comments": text(record.get("comments"), "comments"),
-            "date_recorded": str(d) if (d := parse_date(record.get("dateRecorded"), "dateRecorded")) else None,
-        },
-    )]  # fmt: skip
+    return [
+        (
+            "grades",
+            {
+                "id": rid(school_id, "grades", legacy_id),
+                "legacy_id": legacy_id,
+                "assessment_id": ref(school_id, "assessments", record.get("assessmentId"), "assessmentId", required=True),
+                "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
+                "value": text(record.get("value"), "value", max_len=10, required=True),
+                "comments": text(record.get("comments"), "comments"),
+                "date_recorded": str(d) if (d := parse_date(record.get("dateRecorded"), "dateRecorded")) else None,
+            },
+        )
+    ]
 
 
 def render(rows: list[Row]) -> dict[str, Any]:

@@ -89,9 +89,15 @@ _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)$")
 
 
 def parse_decimal(
-    value: Any, field: str, *, minimum: Decimal | None = None, maximum: Decimal | None = None,
-    exclusive_minimum: bool = False, scale: int | None = None, required: bool = False,
-) -> Decimal | None:  # fmt: skip
+    value: Any,
+    field: str,
+    *,
+    minimum: Decimal | None = None,
+    maximum: Decimal | None = None,
+    exclusive_minimum: bool = False,
+    scale: int | None = None,
+    required: bool = False,
+) -> Decimal | None:
     """A number, from a JSON number or a string such as ``"850"`` or ``"3,8"``."""
     if blank(value):
         if required:

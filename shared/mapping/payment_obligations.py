@@ -20,35 +20,45 @@ from shared.mapping.engine import DomainMapping, Row
 from shared.mapping.parsing import enum, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"pending", "partial", "paid", "overdue"})
-POSITIVE = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": Decimal("99999999.99")}
+POSITIVE: dict[str, Any] = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": Decimal("99999999.99")}
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
-    return [(
-        "payment_obligations",
-        {
-            "id": rid(school_id, "payment_obligations", legacy_id), "legacy_id": legacy_id,
-            "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
-            "type": text(record.get("type"), "type", max_len=100, required=True),
-            "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
-            "due_date": str(parse_date(record.get("dueDate"), "dueDate", required=True)),
-            "period": text(record.get("period"), "period", max_len=50),
-            "status": enum(record.get("status"), "status", STATUSES, required=True),
-            "notes": text(record.get("notes"), "notes"),
-            "created_at": parse_timestamp(record.get("createdAt")),
-            "updated_at": parse_timestamp(record.get("updatedAt")),
-        },
-    )]  # fmt: skip
+    return [
+        (
+            "payment_obligations",
+            {
+                "id": rid(school_id, "payment_obligations", legacy_id),
+                "legacy_id": legacy_id,
+                "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
+                "type": text(record.get("type"), "type", max_len=100, required=True),
+                "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
+                "due_date": str(parse_date(record.get("dueDate"), "dueDate", required=True)),
+                "period": text(record.get("period"), "period", max_len=50),
+                "status": enum(record.get("status"), "status", STATUSES, required=True),
+                "notes": text(record.get("notes"), "notes"),
+                "created_at": parse_timestamp(record.get("createdAt")),
+                "updated_at": parse_timestamp(record.get("updatedAt")),
+            },
+        )
+    ]
 
 
 def render(rows: list[Row]) -> dict[str, Any]:
     r = rows[0][1]
     out: dict[str, Any] = {"id": r["legacy_id"]}
-    out.update(present(
-        ("type", r["type"]), ("amount", out_number(r["amount"])), ("dueDate", out_date(r["due_date"])),
-        ("period", r["period"]), ("status", r["status"]), ("notes", r["notes"]),
-        ("createdAt", out_timestamp(r["created_at"])), ("updatedAt", out_timestamp(r["updated_at"])),
-    ))  # fmt: skip
+    out.update(
+        present(
+            ("type", r["type"]),
+            ("amount", out_number(r["amount"])),
+            ("dueDate", out_date(r["due_date"])),
+            ("period", r["period"]),
+            ("status", r["status"]),
+            ("notes", r["notes"]),
+            ("createdAt", out_timestamp(r["created_at"])),
+            ("updatedAt", out_timestamp(r["updated_at"])),
+        )
+    )
     return out
 
 

@@ -22,28 +22,37 @@ METHODS = frozenset({"cash", "card", "transfer", "other"})
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
-    return [(
-        "payments",
-        {
-            "id": rid(school_id, "payments", legacy_id), "legacy_id": legacy_id,
-            "obligation_id": ref(school_id, "payment_obligations", record.get("obligationId"), "obligationId", required=True),
-            "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
-            "payment_date": str(parse_date(record.get("date"), "date", required=True)),
-            "method": enum(record.get("method"), "method", METHODS, required=True),
-            "notes": text(record.get("notes"), "notes"),
-            "created_at": parse_timestamp(record.get("createdAt")),
-            "updated_at": parse_timestamp(record.get("updatedAt")),
-        },
-    )]  # fmt: skip
+    return [
+        (
+            "payments",
+            {
+                "id": rid(school_id, "payments", legacy_id),
+                "legacy_id": legacy_id,
+                "obligation_id": ref(school_id, "payment_obligations", record.get("obligationId"), "obligationId", required=True),
+                "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
+                "payment_date": str(parse_date(record.get("date"), "date", required=True)),
+                "method": enum(record.get("method"), "method", METHODS, required=True),
+                "notes": text(record.get("notes"), "notes"),
+                "created_at": parse_timestamp(record.get("createdAt")),
+                "updated_at": parse_timestamp(record.get("updatedAt")),
+            },
+        )
+    ]
 
 
 def render(rows: list[Row]) -> dict[str, Any]:
     r = rows[0][1]
     out: dict[str, Any] = {"id": r["legacy_id"]}
-    out.update(present(
-        ("amount", out_number(r["amount"])), ("date", out_date(r["payment_date"])), ("method", r["method"]),
-        ("notes", r["notes"]), ("createdAt", out_timestamp(r["created_at"])), ("updatedAt", out_timestamp(r["updated_at"])),
-    ))  # fmt: skip
+    out.update(
+        present(
+            ("amount", out_number(r["amount"])),
+            ("date", out_date(r["payment_date"])),
+            ("method", r["method"]),
+            ("notes", r["notes"]),
+            ("createdAt", out_timestamp(r["created_at"])),
+            ("updatedAt", out_timestamp(r["updated_at"])),
+        )
+    )
     return out
 
 

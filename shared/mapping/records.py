@@ -43,10 +43,15 @@ def transform(raw: RawRecord) -> MappedRecord | QuarantinedRecord:
         return _quarantine(raw, *out)
     assert raw.legacy_id is not None
     return MappedRecord(
-        school_id=raw.school_id, snapshot_id=raw.snapshot_id, domain=raw.domain, index=raw.index,
-        legacy_id=raw.legacy_id, source_ts=raw.source_ts, rows=[TargetRow(**row) for row in out],  # type: ignore[arg-type]
+        school_id=raw.school_id,
+        snapshot_id=raw.snapshot_id,
+        domain=raw.domain,
+        index=raw.index,
+        legacy_id=raw.legacy_id,
+        source_ts=raw.source_ts,
+        rows=[TargetRow(**row) for row in out],  # type: ignore[arg-type]
         change=raw.change,
-    )  # fmt: skip
+    )
 
 
 @dataclass

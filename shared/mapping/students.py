@@ -89,12 +89,21 @@ def render(rows: list[Row]) -> dict[str, Any]:
     user = next(v for t, v in rows if t == "users")
     s = next(v for t, v in rows if t == "students")
     out: dict[str, Any] = {"id": s["legacy_id"], "status": s["status"], "hasDiscount": s["has_discount"]}
-    out.update(present(
-        ("name", user["name"]), ("email", user["email"]), ("avatar", user["avatar_url"]), ("phone", s["phone"]),
-        ("joinDate", out_date(s["join_date"])), ("dateOfBirth", out_date(s["date_of_birth"])),
-        ("placeOfBirth", s["place_of_birth"]), ("address", s["address"]), ("parentEmail", s["parent_email"]),
-        ("discountType", s["discount_type"]), ("discountAmount", out_number(s["discount_amount"])),
-    ))  # fmt: skip
+    out.update(
+        present(
+            ("name", user["name"]),
+            ("email", user["email"]),
+            ("avatar", user["avatar_url"]),
+            ("phone", s["phone"]),
+            ("joinDate", out_date(s["join_date"])),
+            ("dateOfBirth", out_date(s["date_of_birth"])),
+            ("placeOfBirth", s["place_of_birth"]),
+            ("address", s["address"]),
+            ("parentEmail", s["parent_email"]),
+            ("discountType", s["discount_type"]),
+            ("discountAmount", out_number(s["discount_amount"])),
+        )
+    )
     contact = " - ".join(p for p in (s["parent_name"], s["parent_phone"]) if p)
     put(out, "parentContact", contact or None)
     emergency: dict[str, Any] = {}
@@ -112,11 +121,28 @@ def render(rows: list[Row]) -> dict[str, Any]:
 
 MAPPING = DomainMapping(
     primary_table="students",
-    handled=frozenset({
-        "id", "name", "email", "avatar", "phone", "classId", "status", "joinDate", "dateOfBirth", "placeOfBirth",
-        "address", "parentContact", "parentEmail", "emergencyContact", "academicInfo", "hasDiscount",
-        "discountType", "discountAmount",
-    }),  # fmt: skip
+    handled=frozenset(
+        {
+            "id",
+            "name",
+            "email",
+            "avatar",
+            "phone",
+            "classId",
+            "status",
+            "joinDate",
+            "dateOfBirth",
+            "placeOfBirth",
+            "address",
+            "parentContact",
+            "parentEmail",
+            "emergencyContact",
+            "academicInfo",
+            "hasDiscount",
+            "discountType",
+            "discountAmount",
+        }
+    ),
     forward=forward,
     render=render,
 )

@@ -42,8 +42,9 @@ UPDATED = {"payments": Domain.PAYMENTS, "grades": Domain.GRADES}
 
 
 async def applied(pool: asyncpg.Pool, client: str) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM migration.record_versions WHERE starts_with(live_by, $1)",
-                                   f"chg.{client}."))  # fmt: skip
+    return int(
+        await pool.fetchval("SELECT count(*) FROM migration.record_versions WHERE starts_with(live_by, $1)", f"chg.{client}.")
+    )
 
 
 async def main() -> None:
@@ -56,10 +57,16 @@ async def main() -> None:
 
     kafka, postgres = EmbeddedKafka().start(), EmbeddedPostgres().start()
     state = Path(tempfile.mkdtemp(prefix="schoolmig-bench-changes-"))
-    settings = Settings().model_copy(update={
-        "kafka_bootstrap_servers": kafka.bootstrap_servers, "database_url": postgres.dsn, "topic_prefix": "bench",
-        "backup_dir": state / "backups", "state_dir": state, "service_key": SecretStr("bench-service-key-0123456789"),
-    })  # fmt: skip
+    settings = Settings().model_copy(
+        update={
+            "kafka_bootstrap_servers": kafka.bootstrap_servers,
+            "database_url": postgres.dsn,
+            "topic_prefix": "bench",
+            "backup_dir": state / "backups",
+            "state_dir": state,
+            "service_key": SecretStr("bench-service-key-0123456789"),
+        }
+    )
     assert settings.kafka_bootstrap_servers and settings.database_url
     await apply_migrations(settings.database_url)
     pool = await create_pool(settings.database_url)
@@ -68,8 +75,10 @@ async def main() -> None:
     try:
         dumps = {f"bench-{i}": school_dump(i, 7, messy=False) for i in range(args.schools)}
         started = time.perf_counter()
-        manifests = {school: await publish_snapshot(settings.kafka_bootstrap_servers, topic, school, json.dumps(d).encode())
-                     for school, d in dumps.items()}  # fmt: skip
+        manifests = {
+            school: await publish_snapshot(settings.kafka_bootstrap_servers, topic, school, json.dumps(d).encode())
+            for school, d in dumps.items()
+        }
         for school, manifest in manifests.items():
             report = await wait_for_report(pool, school, manifest.snapshot_id, time.monotonic() + 600)
             assert report is not None and report["phase"] == "validated", report and report.get("phase")
@@ -89,11 +98,19 @@ async def main() -> None:
             for key, domain in UPDATED.items():
                 for record in json.loads(dump[key]):
                     changed = {**record, "comments" if domain is Domain.GRADES else "notes": "updated live"}
-                    changes.append(Change(op=ChangeOp.UPDATE, domain=domain, record_id=str(record["id"]), record=changed,
-                                          source_ts=moment, seq=len(changes) + 1))  # fmt: skip
+                    changes.append(
+                        Change(
+                            op=ChangeOp.UPDATE,
+                            domain=domain,
+                            record_id=str(record["id"]),
+                            record=changed,
+                            source_ts=moment,
+                            seq=len(changes) + 1,
+                        )
+                    )
             total += len(changes)
             for i in range(0, len(changes), args.per_message):
-                batch = ChangeBatch(school_id=school, client_id="bulk", changes=changes[i:i + args.per_message])
+                batch = ChangeBatch(school_id=school, client_id="bulk", changes=changes[i : i + args.per_message])
                 messages.append((school, batch.model_dump_json().encode()))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5)
         await producer.start()
@@ -109,14 +126,26 @@ async def main() -> None:
             school = next(iter(dumps))
             payment = json.loads(dumps[school]["payments"])[0]
             for n in range(args.singles):
-                change = Change(op=ChangeOp.UPDATE, domain=Domain.PAYMENTS, record_id=str(payment["id"]),
-                                record={**payment, "amount": 100 + n}, source_ts=moment + timedelta(seconds=n + 1), seq=n + 1)  # fmt: skip
+                change = Change(
+                    op=ChangeOp.UPDATE,
+                    domain=Domain.PAYMENTS,
+                    record_id=str(payment["id"]),
+                    record={**payment, "amount": 100 + n},
+                    source_ts=moment + timedelta(seconds=n + 1),
+                    seq=n + 1,
+                )
                 body = ChangeBatch(school_id=school, client_id="single", changes=[change]).model_dump_json().encode()
                 t0 = time.perf_counter()
                 await producer.send_and_wait(topic, body, key=school.encode())
-                while await pool.fetchval(
-                    "SELECT live_seq FROM migration.record_versions WHERE school_id = $1 AND domain = 'payments'"
-                    " AND legacy_id = $2 AND live_client = 'single'", school, str(payment["id"])) != n + 1:  # fmt: skip
+                while (
+                    await pool.fetchval(
+                        "SELECT live_seq FROM migration.record_versions WHERE school_id = $1 AND domain = 'payments'"
+                        " AND legacy_id = $2 AND live_client = 'single'",
+                        school,
+                        str(payment["id"]),
+                    )
+                    != n + 1
+                ):
                     await asyncio.sleep(0.005)
                 latencies.append(time.perf_counter() - t0)
         finally:

@@ -140,7 +140,9 @@ def main() -> None:
         compression[name] = {
             "bytes_ratio": round(sum(map(len, packed)) / plain, 3),
             "compress_mb_per_s": round(plain / 1e6 / best_of(args.repeats, lambda c=compress: [c(b) for b in bodies]), 1),
-            "decompress_mb_per_s": round(plain / 1e6 / best_of(args.repeats, lambda d=decompress, p=packed: [d(b) for b in p]), 1),
+            "decompress_mb_per_s": round(
+                plain / 1e6 / best_of(args.repeats, lambda d=decompress, p=packed: [d(b) for b in p]), 1
+            ),
         }
     result = {
         "schools": args.schools,

@@ -98,14 +98,20 @@ async def direct_script(files: list[Path], dsn: str) -> dict[str, Any]:
         for path in files:
             content = path.read_bytes()
             manifest = SnapshotManifest(
-                school_id=path.stem, snapshot_id="direct", format=SnapshotFormat.LOCALSTORAGE_DUMP,
-                taken_at="2024-06-01T00:00:00Z", size_bytes=len(content), sha256="0" * 64, chunk_count=1,
+                school_id=path.stem,
+                snapshot_id="direct",
+                format=SnapshotFormat.LOCALSTORAGE_DUMP,
+                taken_at="2024-06-01T00:00:00Z",
+                size_bytes=len(content),
+                sha256="0" * 64,
+                chunk_count=1,
                 chunk_sha256=["0" * 64],
-            )  # type: ignore[arg-type]  # fmt: skip
+            )  # type: ignore[arg-type]
             records = [
-                out for item in plan_fanout(parse_snapshot(content, manifest.format), manifest)
+                out
+                for item in plan_fanout(parse_snapshot(content, manifest.format), manifest)
                 if isinstance(item.message, RawRecord) and isinstance(out := transform(item.message), MappedRecord)
-            ]  # fmt: skip
+            ]
             mapped += len(records)
             tables = rows_by_table(plan(newest_per_record(records), set()).ready)  # orphans would fail a foreign key
             async with conn.transaction():
@@ -125,8 +131,12 @@ def dlt_python() -> Path | None:
     python = DLT_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(DLT_VENV)], check=True)
-        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", f"dlt[postgres]=={DLT_VERSION}"],
-                                   capture_output=True, text=True, check=False)  # fmt: skip
+        installed = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"dlt[postgres]=={DLT_VERSION}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if installed.returncode != 0:
             print(f"dlt could not be installed: {installed.stderr[-500:]}", file=sys.stderr)
             return None
@@ -137,8 +147,9 @@ def dlt_run(folder: Path, dsn: str) -> dict[str, Any] | None:
     python = dlt_python()
     if python is None:
         return None
-    done = subprocess.run([str(python), str(ROOT / "tests/bench/dlt_load.py"), str(folder), dsn],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(python), str(ROOT / "tests/bench/dlt_load.py"), str(folder), dsn], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         print(f"dlt failed: {done.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -211,14 +222,21 @@ class Sampler(threading.Thread):
         return totals
 
 
-async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid: int | None,
-                        tree: Path = ROOT) -> dict[str, Any]:  # fmt: skip
+async def schoolmig_run(
+    files: list[Path], dsn: str, replicas: str, postgres_pid: int | None, tree: Path = ROOT
+) -> dict[str, Any]:
     """``schoolmig run`` of the files; ``tree``: another checkout's code (a baseline), same venv."""
     kafka = EmbeddedKafka().start()
     state = Path(tempfile.mkdtemp(prefix="schoolmig-bench-state-"))
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "DATABASE_URL": dsn,
-           "SCHOOLMIG_STATE_DIR": str(state), "SCHOOLMIG_BACKUP_DIR": str(state / "backups"),
-           "PYTHONPATH": str(tree), "SCHOOLMIG_RUN_TIMEOUT_S": "7200"}  # fmt: skip  (a baseline's fixed give-up)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DATABASE_URL": dsn,
+        "SCHOOLMIG_STATE_DIR": str(state),
+        "SCHOOLMIG_BACKUP_DIR": str(state / "backups"),
+        "PYTHONPATH": str(tree),
+        "SCHOOLMIG_RUN_TIMEOUT_S": "7200",
+    }  # a baseline's fixed give-up
     command = [sys.executable, "-m", "schoolmig.cli", "run", *map(str, files), "--report", str(state / "report.json")]
     if replicas:
         command += ["--replicas", replicas]
@@ -249,7 +267,7 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
                    (SELECT extract(epoch FROM max(finished_at) - min(requested_at)) FROM migration.validation_runs) AS validation_window_s,
                    (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'migration.parked_records'::regclass) AS parked
             """
-        )  # fmt: skip
+        )
         stages = await conn.fetchrow(
             """
             WITH t0 AS (SELECT min(received_at) AS t FROM migration.snapshots)
@@ -261,7 +279,7 @@ async def schoolmig_run(files: list[Path], dsn: str, replicas: str, postgres_pid
                    extract(epoch FROM (SELECT max(at) FROM migration.phase_transitions WHERE to_phase = 'validated') - t0.t) AS last_validated
               FROM t0
             """
-        )  # fmt: skip
+        )
     finally:
         await conn.close()
     cpu = sampler.cpu_by_role()
@@ -304,7 +322,11 @@ async def main() -> None:
     server = EmbeddedPostgres().start()  # what `make run` uses (fsync off), the same for all three
     try:
         direct = None if args.skip_direct else await direct_script(files, await create_database(server.dsn, "direct"))
-        dlt = None if args.skip_dlt else await asyncio.to_thread(dlt_run, folder / "files", await create_database(server.dsn, "dlt"))
+        dlt = (
+            None
+            if args.skip_dlt
+            else await asyncio.to_thread(dlt_run, folder / "files", await create_database(server.dsn, "dlt"))
+        )
         postgres_pid = server._process.pid if server._process else None  # noqa: SLF001
         ours = await schoolmig_run(files, await create_database(server.dsn, "schoolmig"), args.replicas, postgres_pid)
         before = None
@@ -339,15 +361,19 @@ def print_table(r: dict[str, Any]) -> None:
     for name in ("direct_script", "dlt", "baseline", "schoolmig"):
         if r[name]:
             print(f"{name:<16}{r[name]['seconds']:>10}{r[name]['rows_per_s']:>12,}")
-    print(f"schoolmig / direct = {r['schoolmig_vs_direct']}x   schoolmig / dlt = {r['schoolmig_vs_dlt']}x"
-          f"   schoolmig / baseline = {r['schoolmig_vs_baseline']}x")
+    print(
+        f"schoolmig / direct = {r['schoolmig_vs_direct']}x   schoolmig / dlt = {r['schoolmig_vs_dlt']}x"
+        f"   schoolmig / baseline = {r['schoolmig_vs_baseline']}x"
+    )
     for name in ("baseline", "schoolmig"):
         if not (run := r[name]):
             continue
         print(f"{name}: {'service':<14}{'cpu s':>8}{'peak MB':>9}{'rec/cpu-s':>11}")
         for role in sorted(run["peak_rss_mb"]):
-            print(f"{'':<{len(name) + 2}}{role:<14}{run['cpu_s'].get(role, 0):>8}{run['peak_rss_mb'][role]:>9}"
-                  f"{run['records_per_cpu_s'].get(role, 0):>11,}")
+            print(
+                f"{'':<{len(name) + 2}}{role:<14}{run['cpu_s'].get(role, 0):>8}{run['peak_rss_mb'][role]:>9}"
+                f"{run['records_per_cpu_s'].get(role, 0):>11,}"
+            )
 
 
 if __name__ == "__main__":

@@ -133,5 +133,6 @@ async def main() -> None:
 def _issue_counts(results: list[ValidationCompleted]) -> dict[str, int]:
     return dict(Counter(i.type for r in results for d in r.domains for i in d.issues))
 
+
 if __name__ == "__main__":
     asyncio.run(main())

@@ -23,10 +23,17 @@ import dlt
 import psycopg2
 
 KEYS = {
-    "students": "students", "teachers": "teachers", "classes": "classes", "classrooms": "classrooms",
-    "paymentObligations": "payment_obligations", "payments": "payments", "attendance-records": "attendance",
-    "assessments": "assessments", "grades": "grades", "privateLessons": "private_lessons",
-}  # fmt: skip
+    "students": "students",
+    "teachers": "teachers",
+    "classes": "classes",
+    "classrooms": "classrooms",
+    "paymentObligations": "payment_obligations",
+    "payments": "payments",
+    "attendance-records": "attendance",
+    "assessments": "assessments",
+    "grades": "grades",
+    "privateLessons": "private_lessons",
+}
 
 
 def records(files: list[Path], key: str) -> Iterator[dict[str, Any]]:
@@ -54,9 +61,11 @@ def main() -> None:
     files = sorted(folder.glob("*.json"))
     started = time.perf_counter()
     pipeline = dlt.pipeline(
-        pipeline_name="schoolmig_bench", destination=dlt.destinations.postgres(dsn), dataset_name="dlt_bench",
+        pipeline_name="schoolmig_bench",
+        destination=dlt.destinations.postgres(dsn),
+        dataset_name="dlt_bench",
         pipelines_dir=str(folder / ".dlt"),
-    )  # fmt: skip
+    )
     resources = [
         dlt.resource(records(files, key), name=name, write_disposition="merge", primary_key=("school_id", "id"))
         for key, name in KEYS.items()

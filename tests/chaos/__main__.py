@@ -85,8 +85,16 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
     dsn = await create_database(server.dsn, name.replace(" ", "_").replace("-", "_"))
     state = Path(tempfile.mkdtemp(prefix="schoolmig-chaos-"))
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS",)}
-    env.update({"DATABASE_URL": dsn, "SCHOOLMIG_STATE_DIR": str(state), "SCHOOLMIG_BACKUP_DIR": str(state / "backups"),
-                "SCHOOLMIG_REDRIVE_AFTER_S": "10", "SCHOOLMIG_RUN_STALL_TIMEOUT_S": "180", "PYTHONPATH": str(ROOT)})  # fmt: skip
+    env.update(
+        {
+            "DATABASE_URL": dsn,
+            "SCHOOLMIG_STATE_DIR": str(state),
+            "SCHOOLMIG_BACKUP_DIR": str(state / "backups"),
+            "SCHOOLMIG_REDRIVE_AFTER_S": "10",
+            "SCHOOLMIG_RUN_STALL_TIMEOUT_S": "180",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     report = state / "report.json"
     command = [sys.executable, "-m", "schoolmig.cli", "run", *map(str, files), "--report", str(report)]
     if plan.replicas:
@@ -96,8 +104,9 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
     started = time.monotonic()
     log_path = state / "run.log"  # the run's lines; the services' are in state/logs/
     log_file = open(log_path, "w")  # noqa: SIM115 (closed below, once the run ended)
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
-                               start_new_session=True)  # its stack too is killed if it hangs  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True, start_new_session=True
+    )  # its stack too is killed if it hangs
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     injected = "none"
     try:
@@ -126,8 +135,15 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
         await pool.close()
     seconds = time.monotonic() - started
     tail = log_path.read_text(errors="replace")[-300:] if process.returncode else ""
-    return {"scenario": name, "faults": injected, "exit_code": process.returncode, "seconds": round(seconds, 1),
-            "state": str(state), "stderr_tail": tail, **await inspect(dsn, plan.ends_in)}  # fmt: skip
+    return {
+        "scenario": name,
+        "faults": injected,
+        "exit_code": process.returncode,
+        "seconds": round(seconds, 1),
+        "state": str(state),
+        "stderr_tail": tail,
+        **await inspect(dsn, plan.ends_in),
+    }
 
 
 async def inspect(dsn: str, ends_in: str) -> dict[str, Any]:
@@ -141,7 +157,7 @@ async def inspect(dsn: str, ends_in: str) -> dict[str, Any]:
                    (SELECT count(*) FROM migration.loaded_records) AS loaded,
                    (SELECT count(*) FROM migration.quarantine) AS quarantined
             """
-        )  # fmt: skip
+        )
         checksums = {}
         for school in schools:
             for domain in Domain:
@@ -152,11 +168,18 @@ async def inspect(dsn: str, ends_in: str) -> dict[str, Any]:
         parked = await conn.fetchval("SELECT count(*) FROM migration.parked_records")
     finally:
         await conn.close()
-    return {"schools": len(schools), "schools_done": int(done), "ends_in": ends_in, "parked": int(parked),
-            "source": int(counts["source"]),
-            "loaded": int(counts["loaded"]), "quarantined": int(counts["quarantined"]),
-            "lost": int(counts["source"]) - int(counts["loaded"]) - int(counts["quarantined"]),
-            "rows": rows, "checksums": checksums}  # fmt: skip
+    return {
+        "schools": len(schools),
+        "schools_done": int(done),
+        "ends_in": ends_in,
+        "parked": int(parked),
+        "source": int(counts["source"]),
+        "loaded": int(counts["loaded"]),
+        "quarantined": int(counts["quarantined"]),
+        "lost": int(counts["source"]) - int(counts["loaded"]) - int(counts["quarantined"]),
+        "rows": rows,
+        "checksums": checksums,
+    }
 
 
 def plans(args: argparse.Namespace) -> list[Scenario]:
@@ -175,8 +198,11 @@ def plans(args: argparse.Namespace) -> list[Scenario]:
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schools", type=int, default=20)
-    parser.add_argument("--replicas", default="ingest=2,transform=2,loader=2,coordinator=2,validator=2",
-                        help="the replicas of every scenario but the clean reference (one of each)")
+    parser.add_argument(
+        "--replicas",
+        default="ingest=2,transform=2,loader=2,coordinator=2,validator=2",
+        help="the replicas of every scenario but the clean reference (one of each)",
+    )
     parser.add_argument("--kill-every", type=float, default=1.5)
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs per service at least")
     parser.add_argument("--rolling-rounds", type=int, default=1)
@@ -208,18 +234,33 @@ async def run_chaos(args: argparse.Namespace) -> list[dict[str, Any]]:
     for r in results:
         duplicated = sum(max(0, n - clean["rows"].get(t, 0)) for t, n in r["rows"].items())
         differing = sorted(k for k, v in r["checksums"].items() if clean["checksums"].get(k) != v)
-        table.append({"scenario": r["scenario"], "faults": r["faults"], "lost": r["lost"], "duplicated": duplicated,
-                      "checksums_differing": len(differing), "schools": f"{r['schools_done']}/{args.schools} {r['ends_in']}",
-                      "ok": not (r["lost"] or duplicated or differing) and r["schools_done"] == args.schools
-                      and r["exit_code"] == 0 and not r["faults"].startswith(("the fault itself failed", "no fault:"))
-                      and "did not end" not in r["faults"],
-                      "seconds": r["seconds"], "exit_code": r["exit_code"]})  # fmt: skip
-    write_figures(args.out, {"schools": args.schools, "table": table, "runs": [{k: v for k, v in r.items() if k != "checksums"}
-                                                                              for r in results]})  # fmt: skip
+        table.append(
+            {
+                "scenario": r["scenario"],
+                "faults": r["faults"],
+                "lost": r["lost"],
+                "duplicated": duplicated,
+                "checksums_differing": len(differing),
+                "schools": f"{r['schools_done']}/{args.schools} {r['ends_in']}",
+                "ok": not (r["lost"] or duplicated or differing)
+                and r["schools_done"] == args.schools
+                and r["exit_code"] == 0
+                and not r["faults"].startswith(("the fault itself failed", "no fault:"))
+                and "did not end" not in r["faults"],
+                "seconds": r["seconds"],
+                "exit_code": r["exit_code"],
+            }
+        )
+    write_figures(
+        args.out,
+        {"schools": args.schools, "table": table, "runs": [{k: v for k, v in r.items() if k != "checksums"} for r in results]},
+    )
     print(f"\n{'scenario':16} {'lost':>5} {'dup':>5} {'checks≠':>8} {'schools':>16} {'seconds':>8}  faults")
     for row in table:
-        print(f"{row['scenario']:16} {row['lost']:>5} {row['duplicated']:>5} {row['checksums_differing']:>8} "
-              f"{row['schools']:>16} {row['seconds']:>8}  {row['faults']}")  # fmt: skip
+        print(
+            f"{row['scenario']:16} {row['lost']:>5} {row['duplicated']:>5} {row['checksums_differing']:>8} "
+            f"{row['schools']:>16} {row['seconds']:>8}  {row['faults']}"
+        )
     return table
 
 

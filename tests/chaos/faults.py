@@ -173,8 +173,10 @@ def deliver_again(rounds: int, every_s: float) -> Fault:
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
             await producer.start()
             try:
-                pending = [await producer.send(topic, value, key=key, partition=partition, headers=headers)
-                           for topic, partition, key, value, headers in messages]  # fmt: skip
+                pending = [
+                    await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                    for topic, partition, key, value, headers in messages
+                ]
                 await asyncio.gather(*pending)
             finally:
                 await producer.stop()

@@ -109,8 +109,15 @@ def localstorage_dump(**domains: Any) -> bytes:
     ).encode()
 
 
-async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, content: bytes, timeout_s: float = 60,
-                  override_audit: str | None = None, snapshot_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+async def migrate(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    school_id: str,
+    content: bytes,
+    timeout_s: float = 60,
+    override_audit: str | None = None,
+    snapshot_id: str | None = None,
+) -> dict[str, Any]:
     """Publish one snapshot through the public door and wait for the coordinator's report
     (``override_audit``: let it past critical audit findings, as an operator would;
     ``snapshot_id``: publish this upload again, e.g. a retry)."""
@@ -118,21 +125,29 @@ async def migrate(settings: Settings, pool: asyncpg.Pool, school_id: str, conten
     snapshot_id = snapshot_id or snapshot_id_for(school_id, content)
     if override_audit:
         await send_override(settings.kafka_bootstrap_servers, settings, school_id, snapshot_id, override_audit)
-    manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content,
-                                      snapshot_id=snapshot_id)  # fmt: skip
-    report = await wait_for_report(pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s,
-                                   overridden=bool(override_audit))  # fmt: skip
+    manifest = await publish_snapshot(
+        settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content, snapshot_id=snapshot_id
+    )
+    report = await wait_for_report(
+        pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s, overridden=bool(override_audit)
+    )
     assert report is not None, f"no report for {school_id} within {timeout_s}s"
     return report
 
 
 def cli(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """``schoolmig …`` as an operator runs it, against the test stack's broker, database and topics."""
-    env = {**os.environ, "DATABASE_URL": settings.database_url or "", "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-           "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix, "SCHOOLMIG_OPERATOR": OPERATOR,
-           "SCHOOLMIG_OPERATOR_KEY": OPERATOR_KEY}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix,
+        "SCHOOLMIG_OPERATOR": OPERATOR,
+        "SCHOOLMIG_OPERATOR_KEY": OPERATOR_KEY,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
 
 
 async def read_topic(bootstrap: str, topic: str, *, want: int, group: str, timeout_s: float = 15) -> list[dict[str, Any]]:

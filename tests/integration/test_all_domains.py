@@ -25,8 +25,15 @@ def messy_school() -> dict[str, str]:
     dump = school_dump(2, seed=11)
     data = {key: json.loads(value) for key, value in dump.items() if key in LOCALSTORAGE_KEYS}
     students, classes, lessons = data["students"], data["classes"], data["privateLessons"]
-    students[0].update({"name": "Ѓорѓи Јовановски", "address": "<img src=x onerror=alert(1)>", "phone": "",
-                        "parentContact": None, "academicInfo": {"gpa": "3,75", "level": " B2 "}})  # fmt: skip
+    students[0].update(
+        {
+            "name": "Ѓорѓи Јовановски",
+            "address": "<img src=x onerror=alert(1)>",
+            "phone": "",
+            "parentContact": None,
+            "academicInfo": {"gpa": "3,75", "level": " B2 "},
+        }
+    )
     students[1].update({"notes": "x" * 20_000, "emergencyContact": None, "discountAmount": "0"})
     students[2]["placeOfBirth"] = "Robert'); DROP TABLE students;--"
     students[5]["notes"] = "nul \u0000 byte"  # PostgreSQL text cannot hold NUL: quarantined by ingest

@@ -33,10 +33,23 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     assert settings.kafka_bootstrap_servers
     topics = Topics.from_settings(settings)
     school = "it-auth"
-    report = await migrate(settings, pool, school, localstorage_dump(
-        students=[{"id": "s-1", "name": "A", "email": "a@x.example", "status": "active", "joinDate": "2024-01-01",
-                   "dateOfBirth": "2010-01-01"}],
-    ))  # fmt: skip
+    report = await migrate(
+        settings,
+        pool,
+        school,
+        localstorage_dump(
+            students=[
+                {
+                    "id": "s-1",
+                    "name": "A",
+                    "email": "a@x.example",
+                    "status": "active",
+                    "joinDate": "2024-01-01",
+                    "dateOfBirth": "2010-01-01",
+                }
+            ],
+        ),
+    )
     assert report["phase"] == "validated"
     transitions_before = await pool.fetchval("SELECT count(*) FROM migration.phase_transitions WHERE school_id = $1", school)
 
@@ -46,23 +59,63 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     service = Keyring.for_service(settings)
     wrong_key = Keyring(f"operator:{OPERATOR}", b"not-the-key", {})
     stranger = Keyring("operator:mallory", b"mallory's own key", {})
-    barrier = Barrier(barrier_id=f"forged-{uuid.uuid4().hex[:8]}", school_id=school, topic=topics.ingest, partition=0,
-                      origin="mallory").model_dump_json().encode()  # fmt: skip
-    validation = (b'{"type":"validation.completed","run_id":"forged","school_id":"it-auth","snapshot_id":"x","ok":true,'
-                  b'"domains":[]}')  # fmt: skip
-    raw_batch = (b'{"kind":"raw.batch","school_id":"it-auth","snapshot_id":"forged","domain":"students",'
-                 b'"source_ts":"2024-01-01T00:00:00Z","entries":[{"index":0,"legacy_id":"s-forged","record":{"id":"s-forged",'
-                 b'"name":"Mallory"},"hints":{}}]}')  # fmt: skip
+    barrier = (
+        Barrier(barrier_id=f"forged-{uuid.uuid4().hex[:8]}", school_id=school, topic=topics.ingest, partition=0, origin="mallory")
+        .model_dump_json()
+        .encode()
+    )
+    validation = (
+        b'{"type":"validation.completed","run_id":"forged","school_id":"it-auth","snapshot_id":"x","ok":true,"domains":[]}'
+    )
+    raw_batch = (
+        b'{"kind":"raw.batch","school_id":"it-auth","snapshot_id":"forged","domain":"students",'
+        b'"source_ts":"2024-01-01T00:00:00Z","entries":[{"index":0,"legacy_id":"s-forged","record":{"id":"s-forged",'
+        b'"name":"Mallory"},"hints":{}}]}'
+    )
     request = b'{"run_id":"forged","school_id":"it-auth","snapshot_id":"x"}'
     operator = Keyring(f"operator:{OPERATOR}", OPERATOR_KEY.encode(), {})
-    override = OperatorCommand(action="override_audit", school_id=school, snapshot_id=report["snapshot_id"], actor="x",
-                               reason="signed, then captured and replayed").model_dump_json().encode()  # fmt: skip
-    stale = OperatorCommand(action="rollback", school_id=school, actor="x", reason="signed an hour ago",
-                            issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
-    old_redrive = Redrive(school_id=school, snapshot_id=report["snapshot_id"], reason="asked an hour ago",
-                          issued_at=datetime.now(UTC) - timedelta(hours=1)).model_dump_json().encode()  # fmt: skip
-    ahead_redrive = Redrive(school_id=school, snapshot_id=report["snapshot_id"], reason="stamped a day ahead",
-                            issued_at=datetime.now(UTC) + timedelta(days=1)).model_dump_json().encode()  # fmt: skip
+    override = (
+        OperatorCommand(
+            action="override_audit",
+            school_id=school,
+            snapshot_id=report["snapshot_id"],
+            actor="x",
+            reason="signed, then captured and replayed",
+        )
+        .model_dump_json()
+        .encode()
+    )
+    stale = (
+        OperatorCommand(
+            action="rollback",
+            school_id=school,
+            actor="x",
+            reason="signed an hour ago",
+            issued_at=datetime.now(UTC) - timedelta(hours=1),
+        )
+        .model_dump_json()
+        .encode()
+    )
+    old_redrive = (
+        Redrive(
+            school_id=school,
+            snapshot_id=report["snapshot_id"],
+            reason="asked an hour ago",
+            issued_at=datetime.now(UTC) - timedelta(hours=1),
+        )
+        .model_dump_json()
+        .encode()
+    )
+    ahead_redrive = (
+        Redrive(
+            school_id=school,
+            snapshot_id=report["snapshot_id"],
+            reason="stamped a day ahead",
+            issued_at=datetime.now(UTC) + timedelta(days=1),
+        )
+        .model_dump_json()
+        .encode()
+    )
     forged = [  # (topic, body, headers, the reason it must be refused with)
         (topics.ingest, old_redrive, _signed(service, topics.ingest, old_redrive), "stale_command"),  # a captured request
         (topics.ingest, ahead_redrive, _signed(service, topics.ingest, ahead_redrive), "stale_command"),
@@ -77,7 +130,12 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
         (cmd, rollback, _signed(wrong_key, cmd, rollback), "bad_signature"),
         (cmd, cutover, _signed(stranger, cmd, cutover), "unknown_principal"),
         (cmd, rollback, _signed(service, cmd, rollback), "not_allowed"),  # services do not give operator commands
-        (cmd, rollback, _signed(Keyring(f"operator:{OPERATOR}", b"it-operator-key", {}), topics.events, rollback), "bad_signature"),
+        (
+            cmd,
+            rollback,
+            _signed(Keyring(f"operator:{OPERATOR}", b"it-operator-key", {}), topics.events, rollback),
+            "bad_signature",
+        ),
         (topics.ingest, barrier, [], "unsigned"),
         (topics.events, validation, [], "unsigned"),
         (topics.events, validation, [(HEADER, b"\xff\xfe")], "bad_signature"),
@@ -96,16 +154,22 @@ async def test_forged_commands_barriers_and_events_are_refused(stack: Stack, set
     deadline = time.monotonic() + 30
     found: dict[tuple[str, int, int], str] = {}
     while time.monotonic() < deadline and len(found) < len(sent):
-        letters = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10**6,
-                                   group=f"it-auth-{uuid.uuid4().hex[:6]}", timeout_s=3)  # fmt: skip
-        found = {(d["topic"], d["partition"], d["offset"]): d["reason"] for d in letters
-                 if (d["topic"], d["partition"], d["offset"]) in sent}  # fmt: skip
+        letters = await read_topic(
+            settings.kafka_bootstrap_servers, topics.deadletter, want=10**6, group=f"it-auth-{uuid.uuid4().hex[:6]}", timeout_s=3
+        )
+        found = {
+            (d["topic"], d["partition"], d["offset"]): d["reason"]
+            for d in letters
+            if (d["topic"], d["partition"], d["offset"]) in sent
+        }
     assert found == sent
 
     # Nothing was acted on: the school is where it was, its trail unchanged, no forged barrier passed.
     phase = await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school)
     assert phase == "validated"
-    assert await pool.fetchval("SELECT count(*) FROM migration.phase_transitions WHERE school_id = $1", school) == transitions_before
+    assert (
+        await pool.fetchval("SELECT count(*) FROM migration.phase_transitions WHERE school_id = $1", school) == transitions_before
+    )
     assert await pool.fetchval("SELECT count(*) FROM migration.barrier_acks WHERE barrier_id LIKE 'forged-%'") == 0
     assert await pool.fetchval("SELECT count(*) FROM users WHERE legacy_id = 's-forged'") == 0
     assert await pool.fetchval("SELECT count(*) FROM migration.validation_runs WHERE run_id = 'forged'") == 0

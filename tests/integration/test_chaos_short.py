@@ -11,8 +11,24 @@ from tests.chaos.__main__ import arguments, run_chaos
 
 
 async def test_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
-    args = arguments(["--schools", "3", "--only", "kill-9", "broker-lost", "duplicates", "--kills", "2", "--kill-every", "0.8",
-                      "--replays", "1", "--out", str(tmp_path / "chaos.json")])  # fmt: skip
+    args = arguments(
+        [
+            "--schools",
+            "3",
+            "--only",
+            "kill-9",
+            "broker-lost",
+            "duplicates",
+            "--kills",
+            "2",
+            "--kill-every",
+            "0.8",
+            "--replays",
+            "1",
+            "--out",
+            str(tmp_path / "chaos.json"),
+        ]
+    )
     table = await run_chaos(args)
     assert [row["scenario"] for row in table] == ["clean", "kill-9", "broker-lost", "duplicates"]
     for row in table:

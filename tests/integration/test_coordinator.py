@@ -77,18 +77,27 @@ async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settin
     status, _ = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token="wrong")
     assert status == 401
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{stack.api_url}/schools/{school}/cutover", data=b"{not json",
-                                headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}) as response:
-            assert response.status == 400  # fmt: skip
+        async with session.post(
+            f"{stack.api_url}/schools/{school}/cutover",
+            data=b"{not json",
+            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+        ) as response:
+            assert response.status == 400
     status, _ = await http("GET", f"{stack.api_url}/schools/nobody/mode")
     assert status == 404
-    status, answer = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN,
-                                body={"actor": "ana", "reason": "term starts Monday"})  # fmt: skip
+    status, answer = await http(
+        "POST",
+        f"{stack.api_url}/schools/{school}/cutover",
+        token=API_TOKEN,
+        body={"actor": "ana", "reason": "term starts Monday"},
+    )
     assert status == 202, answer
     assert await wait_for_phase(pool, school, {"completed", "rolled_back"}) == "completed"
 
     assert await phases_of(pool, school) == ALL_PHASES
-    trail = await pool.fetch("SELECT to_phase, actor, reason FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id", school)
+    trail = await pool.fetch(
+        "SELECT to_phase, actor, reason FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id", school
+    )
     assert (trail[6]["actor"], trail[6]["reason"]) == ("ana", "term starts Monday")
     assert all(t["reason"] for t in trail)
     status, mode = await http("GET", f"{stack.api_url}/schools/{school}/mode")
@@ -103,15 +112,25 @@ async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settin
 
     # Clients read the mode on the compacted control topic too; its last word is "api".
     assert settings.kafka_bootstrap_servers
-    control = await read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).control, want=10_000,
-                               group=f"it-ctl-{uuid.uuid4()}", timeout_s=4)  # fmt: skip
+    control = await read_topic(
+        settings.kafka_bootstrap_servers,
+        Topics.from_settings(settings).control,
+        want=10_000,
+        group=f"it-ctl-{uuid.uuid4()}",
+        timeout_s=4,
+    )
     modes = [m for m in control if m["school_id"] == school]
     assert [m["mode"] for m in modes][-1] == "api" and "hybrid" in [m["mode"] for m in modes]
 
     # After cutover, a browser snapshot would overwrite newer data: ingest refuses it, and says so.
     manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school, content + b" ")
-    events = await read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).events, want=10_000,
-                              group=f"it-ev-{uuid.uuid4()}", timeout_s=4)  # fmt: skip
+    events = await read_topic(
+        settings.kafka_bootstrap_servers,
+        Topics.from_settings(settings).events,
+        want=10_000,
+        group=f"it-ev-{uuid.uuid4()}",
+        timeout_s=4,
+    )
     rejected = [e for e in events if e["type"] == "school.rejected" and e["snapshot_id"] == manifest.snapshot_id]
     assert rejected and rejected[0]["reason"] == "school_cut_over"
     assert await pool.fetchval("SELECT released_at FROM migration.snapshots WHERE snapshot_id = $1", manifest.snapshot_id) is None
@@ -123,7 +142,10 @@ async def test_a_school_goes_through_every_phase_to_the_api(stack: Stack, settin
         async with session.get(stack.metrics_url("coordinator")) as r:
             coordinator = await r.text()
     for domain in ("students", "grades", "attendance"):
-        assert scrape(loader, "schoolmig_records_loaded_total", school_id=school, domain=domain) == report["domains"][domain]["loaded"]
+        assert (
+            scrape(loader, "schoolmig_records_loaded_total", school_id=school, domain=domain)
+            == report["domains"][domain]["loaded"]
+        )
     assert scrape(coordinator, "schoolmig_school_phase", school_id=school, phase="completed") == 1
     assert scrape(coordinator, "schoolmig_school_phase", school_id=school, phase="validated") == 0
     assert scrape(coordinator, "schoolmig_sync_duration_seconds_count", school_id=school) == 1
@@ -148,12 +170,16 @@ async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, s
     report = await migrate(settings, pool, school, json.dumps(school_dump(6, seed=9, messy=False)).encode(), timeout_s=120)
     assert report["phase"] == "validated"
     # Between validation and cutover, the data goes wrong behind the pipeline's back.
-    await pool.execute("UPDATE users SET name = 'Tampered' WHERE school_id = $1 AND legacy_id = 'student-2' AND role = 'student'", school)
+    await pool.execute(
+        "UPDATE users SET name = 'Tampered' WHERE school_id = $1 AND legacy_id = 'student-2' AND role = 'student'", school
+    )
 
     done = await asyncio.to_thread(cli, settings, "cutover", "--school", school, "--reason", "go live", timeout_s=240)
     assert done.returncode == 1, done.stdout + done.stderr
     assert await phases_of(pool, school) == [*ALL_PHASES[:7], "rolled_back"]
-    last = await pool.fetchrow("SELECT actor, reason FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id DESC LIMIT 1", school)
+    last = await pool.fetchrow(
+        "SELECT actor, reason FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id DESC LIMIT 1", school
+    )
     assert "final_validation" in last["reason"] and "critical" in last["reason"]
     status, mode = await http("GET", f"{stack.api_url}/schools/{school}/mode")
     assert (mode["mode"], mode["maintenance"]) == ("hybrid", False)  # clients back on dual write, writes open again
@@ -176,8 +202,12 @@ async def test_a_failure_during_cutover_rolls_back_and_blocks_it(stack: Stack, s
 async def test_a_coordinator_killed_mid_phase_resumes_where_it_was(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
     school = "it-restart"
     assert settings.kafka_bootstrap_servers
-    await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school,
-                           json.dumps(school_dump(7, seed=9, messy=False)).encode())  # fmt: skip
+    await publish_snapshot(
+        settings.kafka_bootstrap_servers,
+        settings.resolved_ingest_topic,
+        school,
+        json.dumps(school_dump(7, seed=9, messy=False)).encode(),
+    )
     await wait_for_phase(pool, school, {"dual_write"}, timeout_s=60)
     pid = stack.pid_of("coordinator")
     assert pid
@@ -187,10 +217,14 @@ async def test_a_coordinator_killed_mid_phase_resumes_where_it_was(stack: Stack,
     assert await phases_of(pool, school) == ALL_PHASES[:6]  # each phase once, none skipped or repeated
 
 
-async def test_schoolmig_migrate_drives_one_school_to_the_api(stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Any) -> None:
+async def test_schoolmig_migrate_drives_one_school_to_the_api(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Any
+) -> None:
     data = tmp_path / "school.json"
     data.write_text(json.dumps(school_dump(8, seed=9, messy=False)))
-    done = await asyncio.to_thread(cli, settings, "migrate", str(data), "--school", "it-migrate", "--cutover", "--json", timeout_s=240)
+    done = await asyncio.to_thread(
+        cli, settings, "migrate", str(data), "--school", "it-migrate", "--cutover", "--json", timeout_s=240
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(done.stdout)
     [school] = report["schools"]
@@ -205,7 +239,9 @@ async def test_a_coordinator_killed_during_cutover_resumes_with_the_next_step(
     school = "it-cut-restart"
     report = await migrate(settings, pool, school, json.dumps(school_dump(9, seed=9, messy=False)).encode(), timeout_s=120)
     assert report["phase"] == "validated"
-    status, _ = await http("POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN, body={"actor": "ana", "reason": "go"})
+    status, _ = await http(
+        "POST", f"{stack.api_url}/schools/{school}/cutover", token=API_TOKEN, body={"actor": "ana", "reason": "go"}
+    )
     assert status == 202
     step = None
     for _ in range(1000):  # the final sync takes a moment: kill the coordinator inside the cutover

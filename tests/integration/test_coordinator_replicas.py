@@ -32,13 +32,15 @@ SCHOOL = "it-two-coordinators"
 
 
 @pytest.fixture
-async def second(settings: Settings, postgres: EmbeddedPostgres, pool: asyncpg.Pool,
-                 tmp_path: Path) -> AsyncIterator[tuple[Stack, Settings, asyncpg.Pool, ServiceLogs]]:  # fmt: skip
+async def second(
+    settings: Settings, postgres: EmbeddedPostgres, pool: asyncpg.Pool, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, Settings, asyncpg.Pool, ServiceLogs]]:
     await pool.execute("DROP DATABASE IF EXISTS it_replicas")
     await pool.execute("CREATE DATABASE it_replicas")
     dsn = postgres.dsn.rsplit("/", 1)[0] + "/it_replicas"
-    own = settings.model_copy(update={"database_url": dsn, "topic_prefix": "it2", "backup_dir": tmp_path / "backups",
-                                      "api_port": 0})  # fmt: skip
+    own = settings.model_copy(
+        update={"database_url": dsn, "topic_prefix": "it2", "backup_dir": tmp_path / "backups", "api_port": 0}
+    )
     await apply_migrations(dsn)
     logs = ServiceLogs()
     stack = await Stack(own, sink=logs, replicas={"coordinator": 2}).start()
@@ -54,8 +56,9 @@ async def test_a_cutover_outlives_the_coordinator_running_it(second: tuple[Stack
     stack, settings, pool, logs = second
     report = await migrate(settings, pool, SCHOOL, json.dumps(school_dump(4, seed=4, messy=False)).encode(), timeout_s=180)
     assert report["phase"] == "validated"
-    status, answer = await http("POST", f"{stack.api_url}/schools/{SCHOOL}/cutover", token=API_TOKEN,
-                                body={"actor": "ana", "reason": "go"})  # fmt: skip
+    status, answer = await http(
+        "POST", f"{stack.api_url}/schools/{SCHOOL}/cutover", token=API_TOKEN, body={"actor": "ana", "reason": "go"}
+    )
     assert status == 202, answer
     step = None
     for _ in range(2000):  # inside the cutover: the final sync takes a moment

@@ -19,8 +19,12 @@ from shared.messages import Mode
 
 async def _validated_school(pool: asyncpg.Pool) -> str:
     school_id = f"it-fencing-{uuid.uuid4().hex[:8]}"
-    await pool.execute("INSERT INTO migration.school_phase (school_id, phase, snapshot_id) VALUES ($1, $2, $3)",
-                       school_id, Phase.VALIDATED.value, "snap-1")  # fmt: skip
+    await pool.execute(
+        "INSERT INTO migration.school_phase (school_id, phase, snapshot_id) VALUES ($1, $2, $3)",
+        school_id,
+        Phase.VALIDATED.value,
+        "snap-1",
+    )
     return school_id
 
 

@@ -74,8 +74,13 @@ async def test_a_failing_message_is_dead_lettered_after_bounded_tries_and_a_flak
     # (its back-off alone is 0.5 + 1 + 2 s; the steady ones were sent within 1 s).
     assert max(at[f"steady-{i}".encode()] for i in range(5)) < at[b"flaky"]
     assert sorted(order) == sorted({*order})  # nothing handled twice
-    letters = await read_topic(kafka.bootstrap_servers, Topics.from_settings(settings).deadletter, want=10**6,
-                               group=f"it-guard-dl-{uuid.uuid4().hex[:6]}", timeout_s=4)  # fmt: skip
+    letters = await read_topic(
+        kafka.bootstrap_servers,
+        Topics.from_settings(settings).deadletter,
+        want=10**6,
+        group=f"it-guard-dl-{uuid.uuid4().hex[:6]}",
+        timeout_s=4,
+    )
     mine = [d for d in letters if d["topic"] == topic]
     assert [(d["reason"], d["error_class"], d["partition"]) for d in mine] == [("handler_failed", "ValueError", 0)]
 
@@ -106,8 +111,9 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_partition_
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        bad = await producer.send_and_wait(topics.ingest, b'{"kind":"snapshot.chunk"}', key=b"it-bad-key", partition=0,
-                                           headers=[(_NotUtf8Key("k"), b"v")])  # fmt: skip
+        bad = await producer.send_and_wait(
+            topics.ingest, b'{"kind":"snapshot.chunk"}', key=b"it-bad-key", partition=0, headers=[(_NotUtf8Key("k"), b"v")]
+        )
         manifest, parts = build_envelopes(localstorage_dump(students=[]), "it-after-bad-key")
         for part in (manifest, *parts):  # behind it on the same partition
             await producer.send_and_wait(topics.ingest, part.model_dump_json().encode(), key=b"it-after-bad-key", partition=0)
@@ -115,7 +121,8 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_partition_
         await producer.stop()
     report = await wait_for_report(pool, "it-after-bad-key", manifest.snapshot_id, time.monotonic() + 60)
     assert report is not None and report["phase"] == "validated"
-    letters = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10**6,
-                               group=f"it-badkey-{uuid.uuid4().hex[:6]}", timeout_s=4)  # fmt: skip
+    letters = await read_topic(
+        settings.kafka_bootstrap_servers, topics.deadletter, want=10**6, group=f"it-badkey-{uuid.uuid4().hex[:6]}", timeout_s=4
+    )
     mine = [d for d in letters if (d["topic"], d["partition"], d["offset"]) == (topics.ingest, 0, bad.offset)]
     assert [d["reason"] for d in mine] == ["unreadable_record"]

@@ -54,8 +54,14 @@ def collect(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
     """``n`` generated examples (derandomised: the same on every run, so a failure replays)."""
     found: list[Any] = []
 
-    @hsettings(max_examples=n, database=None, derandomize=True, deadline=None, phases=[Phase.generate],
-               suppress_health_check=list(HealthCheck))  # fmt: skip
+    @hsettings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def take(example: Any) -> None:
         found.append(example)
@@ -67,26 +73,48 @@ def collect(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
 def small_school(tag: str, **more: Any) -> bytes:
     return localstorage_dump(
         **more,
-        students=[{"id": f"{tag}-s{i}", "name": f"Student {i}", "email": f"{tag}{i}@x.example", "status": "active",
-                   "joinDate": "2024-01-01", "dateOfBirth": "2010-01-01"} for i in range(20)],
+        students=[
+            {
+                "id": f"{tag}-s{i}",
+                "name": f"Student {i}",
+                "email": f"{tag}{i}@x.example",
+                "status": "active",
+                "joinDate": "2024-01-01",
+                "dateOfBirth": "2010-01-01",
+            }
+            for i in range(20)
+        ],
         teachers=[{"id": f"{tag}-t1", "name": "Teacher", "email": f"{tag}-t@x.example", "subjects": ["Math"]}],
-    )  # fmt: skip
+    )
 
 
 def envelopes(content: bytes, school_id: str, fmt: SnapshotFormat) -> tuple[SnapshotManifest, list[SnapshotChunk]]:
     """Manifest and chunks without reading the file (a hostile one may not parse at all)."""
     parts = chunks.split(content)
     manifest = SnapshotManifest(
-        school_id=school_id, snapshot_id="hostile", format=fmt, taken_at=datetime(2024, 5, 1, tzinfo=UTC),
-        size_bytes=len(content), sha256=chunks.sha256_hex(content), chunk_count=len(parts),
+        school_id=school_id,
+        snapshot_id="hostile",
+        format=fmt,
+        taken_at=datetime(2024, 5, 1, tzinfo=UTC),
+        size_bytes=len(content),
+        sha256=chunks.sha256_hex(content),
+        chunk_count=len(parts),
         chunk_sha256=[chunks.sha256_hex(p) for p in parts],
-    )  # fmt: skip
-    return manifest, [SnapshotChunk(school_id=school_id, snapshot_id="hostile", index=i, data_b64=chunks.encode(p))
-                      for i, p in enumerate(parts)]  # fmt: skip
+    )
+    return manifest, [
+        SnapshotChunk(school_id=school_id, snapshot_id="hostile", index=i, data_b64=chunks.encode(p)) for i, p in enumerate(parts)
+    ]
 
 
-async def send(producer: AIOKafkaProducer, topic: str, body: bytes, *, key: bytes, partition: int | None = None,
-               headers: list[tuple[str, bytes | None]] | None = None) -> tuple[int, int]:  # fmt: skip
+async def send(
+    producer: AIOKafkaProducer,
+    topic: str,
+    body: bytes,
+    *,
+    key: bytes,
+    partition: int | None = None,
+    headers: list[tuple[str, bytes | None]] | None = None,
+) -> tuple[int, int]:
     meta = await producer.send_and_wait(topic, body, key=key, partition=partition, headers=headers or [])
     return meta.partition, meta.offset
 
@@ -102,6 +130,7 @@ async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
         end = await consumer.end_offsets(parts)
         values: list[bytes] = []
         deadline = time.monotonic() + 10
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < offset for tp, offset in end.items()])
 
@@ -126,8 +155,9 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
     assert settings.kafka_bootstrap_servers
     topics = Topics.from_settings(settings)
     internal = [topics.events, topics.operator_commands, topics.validate_commands, topics.control, *topics.raw_topics]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024,
-                                compression_type="zstd")  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024, compression_type="zstd"
+    )
     await producer.start()
     figures: dict[str, Any] = {}
     try:
@@ -155,8 +185,9 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
             await send(producer, topics.ingest, part.model_dump_json().encode(), key=b"it-h-side", partition=1)
         flood_began = time.monotonic()
         for i, (body, hs) in enumerate(flood):
-            sent.append((body, await send(producer, topics.ingest, body, key=f"k{i}".encode(), partition=FLOOD_PARTITION,
-                                          headers=hs)))  # fmt: skip
+            sent.append(
+                (body, await send(producer, topics.ingest, body, key=f"k{i}".encode(), partition=FLOOD_PARTITION, headers=hs))
+            )
 
         # Hostile snapshots (valid envelopes, hostile contents) and chunk games.
         hostile = collect(hostile_snapshots(), 40)
@@ -164,8 +195,12 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
         for i, (content, fmt, _) in enumerate(hostile):
             manifest, parts = envelopes(content, f"it-h-snap-{i}", fmt)
             for part in (manifest, *parts):
-                sent.append((part.model_dump_json().encode(), await send(producer, topics.ingest, part.model_dump_json().encode(),
-                                                                        key=b"h", partition=FLOOD_PARTITION)))  # fmt: skip
+                sent.append(
+                    (
+                        part.model_dump_json().encode(),
+                        await send(producer, topics.ingest, part.model_dump_json().encode(), key=b"h", partition=FLOOD_PARTITION),
+                    )
+                )
         chunk_games = []
         for i in range(5):  # a wrong chunk first (before the manifest for some, after it for others), then the right one
             school = f"it-h-chunk-{i}"
@@ -174,19 +209,42 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
             wrong = parts[0].model_copy(update={"data_b64": base64.b64encode(b'{"students":"[]"}').decode()})
             order = [wrong, manifest, *parts] if i % 2 else [manifest, wrong, *parts]
             for part in order:
-                sent.append((part.model_dump_json().encode(), await send(producer, topics.ingest, part.model_dump_json().encode(),
-                                                                        key=school.encode(), partition=FLOOD_PARTITION)))  # fmt: skip
+                sent.append(
+                    (
+                        part.model_dump_json().encode(),
+                        await send(
+                            producer,
+                            topics.ingest,
+                            part.model_dump_json().encode(),
+                            key=school.encode(),
+                            partition=FLOOD_PARTITION,
+                        ),
+                    )
+                )
         # One record with a NUL in its id, one with NaN: each quarantined, the rest of the school migrates.
-        nul, nul_parts = build_envelopes(small_school("nul", grades=[{"id": "g\x00x", "value": 1},
-                                                                     {"id": "g2", "value": float("nan")}]), "it-h-nul")
+        nul, nul_parts = build_envelopes(
+            small_school("nul", grades=[{"id": "g\x00x", "value": 1}, {"id": "g2", "value": float("nan")}]), "it-h-nul"
+        )
         for part in (nul, *nul_parts):
-            sent.append((part.model_dump_json().encode(), await send(producer, topics.ingest, part.model_dump_json().encode(),
-                                                                    key=b"it-h-nul", partition=FLOOD_PARTITION)))  # fmt: skip
+            sent.append(
+                (
+                    part.model_dump_json().encode(),
+                    await send(
+                        producer, topics.ingest, part.model_dump_json().encode(), key=b"it-h-nul", partition=FLOOD_PARTITION
+                    ),
+                )
+            )
         # A valid school whose messages carry broken headers and a reply_to: taken all the same.
         odd, odd_parts = build_envelopes(small_school("odd"), "it-h-odd-headers")
         for part in (odd, *odd_parts):
-            await send(producer, topics.ingest, part.model_dump_json().encode(), key=b"it-h-odd", partition=FLOOD_PARTITION,
-                       headers=[("x", b"\xff\xfe"), ("y", None), ("reply_to", topics.operator_commands.encode())])  # fmt: skip
+            await send(
+                producer,
+                topics.ingest,
+                part.model_dump_json().encode(),
+                key=b"it-h-odd",
+                partition=FLOOD_PARTITION,
+                headers=[("x", b"\xff\xfe"), ("y", None), ("reply_to", topics.operator_commands.encode())],
+            )
         figures["flood_messages"] = len(sent)
         figures["beside_flood_s"] = await migrated_in(pool, "it-h-side", side.snapshot_id, side_began, 120)
 
@@ -199,9 +257,14 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
         figures["flood_read_s"] = round(time.monotonic() - flood_began, 1)
         await migrated_in(pool, "it-h-odd-headers", odd.snapshot_id, flood_began, 60)
         await migrated_in(pool, "it-h-nul", nul.snapshot_id, flood_began, 60)
-        nul_quarantine = await pool.fetch("SELECT record_index, reason, message FROM migration.quarantine"
-                                          " WHERE school_id = 'it-h-nul' AND domain = 'grades' ORDER BY record_index")  # fmt: skip
-        assert [(q["record_index"], q["reason"]) for q in nul_quarantine] == [(0, "unrepresentable_value"), (1, "unrepresentable_value")]
+        nul_quarantine = await pool.fetch(
+            "SELECT record_index, reason, message FROM migration.quarantine"
+            " WHERE school_id = 'it-h-nul' AND domain = 'grades' ORDER BY record_index"
+        )
+        assert [(q["record_index"], q["reason"]) for q in nul_quarantine] == [
+            (0, "unrepresentable_value"),
+            (1, "unrepresentable_value"),
+        ]
         assert "NUL" in nul_quarantine[0]["message"] and "nan" in nul_quarantine[1]["message"]
         for manifest in chunk_games:
             await migrated_in(pool, manifest.school_id, manifest.snapshot_id, time.monotonic(), 60)
@@ -221,7 +284,9 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
             assert not isinstance(read_envelope(body), Rejection), (position, body[:200])
             reasons["taken"] += 1
     assert "handler_failed" not in reasons, reasons  # every bad input had its own reason, none needed the backstop
-    big = await pool.fetch("SELECT topic, partition, \"offset\" FROM migration.dead_letter_payloads WHERE topic = $1", topics.ingest)
+    big = await pool.fetch(
+        'SELECT topic, partition, "offset" FROM migration.dead_letter_payloads WHERE topic = $1', topics.ingest
+    )
     assert len(big) >= len(huge)  # too large for a dead letter: kept in PostgreSQL, referenced
 
     # Every record of every hostile snapshot: loaded or quarantined, with the counts adding up.
@@ -250,9 +315,12 @@ async def test_over_a_thousand_hostile_inputs_never_stall_anything(
     per_position = Counter(m.group(0) for line in retries if (m := re.search(r"\S+\[\d+\]@\d+", line)))
     assert all(n < settings.max_attempts for n in per_position.values()), per_position.most_common(3)
 
-    figures |= {"inputs_generated": len(bodies) + len(huge) + spoiled_total + len(hostile) + 5,
-                "dead_letters_by_reason": dict(reasons.most_common()), "quarantined_by_reason": dict(quarantined.most_common()),
-                "spoiled_records": spoiled_total}  # fmt: skip
+    figures |= {
+        "inputs_generated": len(bodies) + len(huge) + spoiled_total + len(hostile) + 5,
+        "dead_letters_by_reason": dict(reasons.most_common()),
+        "quarantined_by_reason": dict(quarantined.most_common()),
+        "spoiled_records": spoiled_total,
+    }
     assert figures["inputs_generated"] >= 1000
     out = ROOT / ".bench" / "hostile.json"
     out.parent.mkdir(exist_ok=True)

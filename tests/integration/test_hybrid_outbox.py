@@ -44,9 +44,15 @@ async def test_the_outbox_loses_nothing_while_the_broker_is_away(
 
     local = LocalData(tmp_path / "local.json")
     local.path.write_text(json.dumps({d.value: list(records.values()) for d, records in base.items()}))
-    client = HybridClient(SCHOOL, "tablet-1", local=local, outbox=Outbox(tmp_path / "outbox"),
-                          publisher=kafka_publisher(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, timeout_s=1.5),
-                          mode=http_mode_source(stack.api_url), retry_s=(0.2, 1.0))  # fmt: skip
+    client = HybridClient(
+        SCHOOL,
+        "tablet-1",
+        local=local,
+        outbox=Outbox(tmp_path / "outbox"),
+        publisher=kafka_publisher(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, timeout_s=1.5),
+        mode=http_mode_source(stack.api_url),
+        retry_s=(0.2, 1.0),
+    )
     payments = list(base[Domain.PAYMENTS].values())
     writes = 0
     for n, payment in enumerate(payments):  # the broker is there

@@ -40,10 +40,17 @@ async def until(what: str, check, timeout_s: float = 90) -> None:  # type: ignor
 
 async def test_a_killed_postgres_and_a_killed_broker_come_back_on_their_own(tmp_path: Path) -> None:
     settings = Settings(
-        topic_prefix="sup", backup_dir=tmp_path / "backups", state_dir=tmp_path / "state", sync_poll_interval_s=0.2,
-        batch_timeout_ms=50, graceful_timeout_s=5.0, service_key=SecretStr(SERVICE_KEY), operator=OPERATOR,
-        operator_keys=SecretStr(f"{OPERATOR}={OPERATOR_KEY}"), operator_key=SecretStr(OPERATOR_KEY),
-    )  # fmt: skip
+        topic_prefix="sup",
+        backup_dir=tmp_path / "backups",
+        state_dir=tmp_path / "state",
+        sync_poll_interval_s=0.2,
+        batch_timeout_ms=50,
+        graceful_timeout_s=5.0,
+        service_key=SecretStr(SERVICE_KEY),
+        operator=OPERATOR,
+        operator_keys=SecretStr(f"{OPERATOR}={OPERATOR_KEY}"),
+        operator_key=SecretStr(OPERATOR_KEY),
+    )
     logs = ServiceLogs()
     stack = await Stack(settings, sink=logs).start()
     assert stack.postgres is not None and stack.kafka is not None
@@ -63,8 +70,9 @@ async def test_a_killed_postgres_and_a_killed_broker_come_back_on_their_own(tmp_
 
         await until("PostgreSQL restarted", database_back)
         assert stack.postgres._process is not None and stack.postgres._process.pid != postmaster.pid  # noqa: SLF001
-        report = await migrate(own, pool, "sup-after-postgres", json.dumps(school_dump(1, seed=2, messy=False)).encode(),
-                               timeout_s=180)  # fmt: skip
+        report = await migrate(
+            own, pool, "sup-after-postgres", json.dumps(school_dump(1, seed=2, messy=False)).encode(), timeout_s=180
+        )
         assert report["phase"] == "validated"
 
         broker = stack.kafka._process  # noqa: SLF001
@@ -81,8 +89,9 @@ async def test_a_killed_postgres_and_a_killed_broker_come_back_on_their_own(tmp_
 
         await until("broker restarted with its topics", topics_back)
         assert any("restarted; topics created again" in line for line in logs.of("broker"))
-        report = await migrate(own, pool, "sup-after-broker", json.dumps(school_dump(2, seed=2, messy=False)).encode(),
-                               timeout_s=240)  # fmt: skip
+        report = await migrate(
+            own, pool, "sup-after-broker", json.dumps(school_dump(2, seed=2, messy=False)).encode(), timeout_s=240
+        )
         assert report["phase"] == "validated"
     finally:
         await pool.close()

@@ -17,18 +17,24 @@ from tests.integration.conftest import localstorage_dump, migrate, read_topic
 pytestmark = pytest.mark.integration
 
 
-async def test_publishing_the_same_snapshot_twice_releases_it_once(
-    stack: Stack, settings: Settings, pool: asyncpg.Pool
-) -> None:
-    content = localstorage_dump(students=[{"id": "student-1", "name": "A", "email": "a@x", "status": "active",
-                                            "joinDate": "2024-01-01", "dateOfBirth": "2010-01-01"}])  # fmt: skip
+async def test_publishing_the_same_snapshot_twice_releases_it_once(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
+    content = localstorage_dump(
+        students=[
+            {
+                "id": "student-1",
+                "name": "A",
+                "email": "a@x",
+                "status": "active",
+                "joinDate": "2024-01-01",
+                "dateOfBirth": "2010-01-01",
+            }
+        ]
+    )
     first = await migrate(settings, pool, "it-twice", content)
     second = await migrate(settings, pool, "it-twice", content, snapshot_id=first["snapshot_id"])  # the same upload again
     assert first["snapshot_id"] == second["snapshot_id"]
     assert await pool.fetchval("SELECT count(*) FROM migration.snapshots WHERE school_id = 'it-twice'") == 1
-    transitions = await pool.fetch(
-        "SELECT to_phase FROM migration.phase_transitions WHERE school_id = 'it-twice' ORDER BY id"
-    )
+    transitions = await pool.fetch("SELECT to_phase FROM migration.phase_transitions WHERE school_id = 'it-twice' ORDER BY id")
     assert [t["to_phase"] for t in transitions] == ["registered", "audited", "backed_up", "dual_write", "synced", "validated"]
     backup = await pool.fetchval("SELECT content FROM migration.backups WHERE school_id = 'it-twice'")
     assert bytes(backup) == content
@@ -60,19 +66,27 @@ async def test_each_bad_input_goes_to_dead_letter_with_its_reason_and_the_next_s
     assert report["phase"] == "validated"
 
     everything = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-1", timeout_s=4)
+
     async def payload(letter: dict[str, object]) -> bytes:
         if not letter.get("payload_ref"):
             return base64.b64decode(str(letter["payload_b64"]))
         stored = await pool.fetchval(  # too large to travel in a dead letter: kept in PostgreSQL
             'SELECT payload FROM migration.dead_letter_payloads WHERE topic = $1 AND partition = $2 AND "offset" = $3',
-            letter["topic"], letter["partition"], letter["offset"],
-        )  # fmt: skip
+            letter["topic"],
+            letter["partition"],
+            letter["offset"],
+        )
         return bytes(stored)
 
     letters = [letter for letter in everything if await payload(letter) in bad]  # other tests' letters too
     assert [letter["reason"] for letter in letters] == [
-        "invalid_json", "unknown_schema_version", "invalid_school_id", "invalid_envelope", "invalid_chunk", "oversized",
-    ]  # fmt: skip
+        "invalid_json",
+        "unknown_schema_version",
+        "invalid_school_id",
+        "invalid_envelope",
+        "invalid_chunk",
+        "oversized",
+    ]
     assert letters[-1]["payload_b64"] == "" and letters[-1]["payload_ref"].startswith("postgresql:")
     assert all(letter["topic"] == topics.ingest for letter in letters)
     assert base64.b64decode(letters[1]["payload_b64"]) == bad[1]  # kept whole
@@ -97,12 +111,16 @@ async def test_a_snapshot_over_the_size_limit_is_refused_at_its_manifest_and_its
         await producer.stop()
     report = await migrate(settings, pool, "it-after-huge", localstorage_dump(students=[]))  # the door stays open
     assert report["phase"] == "validated"
-    everything = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-huge", timeout_s=4)
+    everything = await read_topic(
+        settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-huge", timeout_s=4
+    )
     claimed_size = f"{settings.max_snapshot_bytes + 1} bytes"  # this test's (the hostile suite sends others)
     letters = [letter for letter in everything if letter["reason"] == "snapshot_too_large" and claimed_size in letter["message"]]
     assert len(letters) == 1 and "SCHOOLMIG_MAX_SNAPSHOT_BYTES" in letters[0]["message"]
     assert await pool.fetchval("SELECT count(*) FROM migration.snapshot_chunks WHERE school_id = 'it-huge'") == 0
-    assert await pool.fetchval("SELECT reason FROM migration.refused_snapshots WHERE school_id = 'it-huge'") == "snapshot_too_large"
+    assert (
+        await pool.fetchval("SELECT reason FROM migration.refused_snapshots WHERE school_id = 'it-huge'") == "snapshot_too_large"
+    )
 
 
 async def test_a_message_larger_than_the_fetch_limit_is_still_delivered_whole(settings: Settings) -> None:
@@ -121,17 +139,24 @@ async def test_a_message_larger_than_the_fetch_limit_is_still_delivered_whole(se
     finally:
         await admin.close()
     sent = {(topic, i): os.urandom(300_000) for topic in ("it-fetch-a", "it-fetch-b") for i in range(3)}  # incompressible
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, compression_type="zstd",
-                                max_request_size=1024 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, compression_type="zstd", max_request_size=1024 * 1024
+    )
     await producer.start()
     try:
         for (topic, _), body in sent.items():
             await producer.send_and_wait(topic, body, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer("it-fetch-a", "it-fetch-b", bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", group_id="it-fetch", enable_auto_commit=False,
-                                max_partition_fetch_bytes=settings.fetch_partition_bytes)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        "it-fetch-a",
+        "it-fetch-b",
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id="it-fetch",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.fetch_partition_bytes,
+    )
     await consumer.start()
     got: dict[tuple[str, int], bytes] = {}
     try:
@@ -170,13 +195,28 @@ async def test_garbage_on_an_internal_topic_is_dead_lettered_and_loading_goes_on
                 sent.add((topic, meta.partition, meta.offset))
     finally:
         await producer.stop()
-    report = await migrate(settings, pool, "it-after-internal-garbage", localstorage_dump(
-        students=[{"id": "student-1", "name": "A", "email": "a@x", "status": "active", "joinDate": "2024-01-01",
-                   "dateOfBirth": "2010-01-01"}],
-        grades=[{"id": "g-1", "assessmentId": "nowhere", "studentId": "student-1", "value": 90}],
-    ))  # fmt: skip
+    report = await migrate(
+        settings,
+        pool,
+        "it-after-internal-garbage",
+        localstorage_dump(
+            students=[
+                {
+                    "id": "student-1",
+                    "name": "A",
+                    "email": "a@x",
+                    "status": "active",
+                    "joinDate": "2024-01-01",
+                    "dateOfBirth": "2010-01-01",
+                }
+            ],
+            grades=[{"id": "g-1", "assessmentId": "nowhere", "studentId": "student-1", "value": 90}],
+        ),
+    )
     assert report["phase"] == "validated"
-    everything = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-internal", timeout_s=4)
+    everything = await read_topic(
+        settings.kafka_bootstrap_servers, topics.deadletter, want=10_000, group="it-dl-internal", timeout_s=4
+    )
     mine = [letter for letter in everything if (letter["topic"], letter["partition"], letter["offset"]) in sent]
     reasons = {(letter["topic"], letter["reason"]) for letter in mine}
     assert reasons == {

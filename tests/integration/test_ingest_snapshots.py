@@ -25,8 +25,14 @@ from tests.integration.conftest import OPERATOR, cli, localstorage_dump, migrate
 
 pytestmark = pytest.mark.integration
 
-STUDENT = {"id": "student-1", "name": "Ана", "email": "a@x", "status": "active", "joinDate": "2024-01-01",
-           "dateOfBirth": "2010-01-01"}  # fmt: skip
+STUDENT = {
+    "id": "student-1",
+    "name": "Ана",
+    "email": "a@x",
+    "status": "active",
+    "joinDate": "2024-01-01",
+    "dateOfBirth": "2010-01-01",
+}
 
 
 async def test_a_snapshot_from_a_foreign_kafka_client_migrates(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -38,16 +44,28 @@ async def test_a_snapshot_from_a_foreign_kafka_client_migrates(stack: Stack, set
     parts = [content[i : i + size] for i in range(0, len(content), size)]
     school, snapshot = "it-foreign", "java-client-0001"
     manifest = {
-        "kind": "snapshot.manifest", "schema_version": 1, "school_id": school, "snapshot_id": snapshot,
-        "format": "localstorage_dump", "taken_at": "2024-06-01T12:00:00Z", "size_bytes": len(content),
-        "sha256": hashlib.sha256(content).hexdigest(), "chunk_count": len(parts),
+        "kind": "snapshot.manifest",
+        "schema_version": 1,
+        "school_id": school,
+        "snapshot_id": snapshot,
+        "format": "localstorage_dump",
+        "taken_at": "2024-06-01T12:00:00Z",
+        "size_bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "chunk_count": len(parts),
         "chunk_sha256": [hashlib.sha256(p).hexdigest() for p in parts],
-    }  # fmt: skip
+    }
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": False})
     producer.produce(Topics.from_settings(settings).ingest, json.dumps(manifest).encode(), key=school.encode())
     for index, part in enumerate(parts):
-        chunk = {"kind": "snapshot.chunk", "schema_version": 1, "school_id": school, "snapshot_id": snapshot,
-                 "index": index, "data_b64": base64.b64encode(part).decode()}  # fmt: skip
+        chunk = {
+            "kind": "snapshot.chunk",
+            "schema_version": 1,
+            "school_id": school,
+            "snapshot_id": snapshot,
+            "index": index,
+            "data_b64": base64.b64encode(part).decode(),
+        }
         producer.produce(Topics.from_settings(settings).ingest, json.dumps(chunk).encode(), key=school.encode())
     assert producer.flush(10) == 0
 
@@ -61,7 +79,9 @@ async def test_a_snapshot_missing_a_chunk_is_reported_and_never_half_released(
     stack: Stack, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     assert settings.kafka_bootstrap_servers
-    content = localstorage_dump(students=[STUDENT] * 1 + [{**STUDENT, "id": f"student-{i}", "email": f"{i}@x"} for i in range(2, 40)])
+    content = localstorage_dump(
+        students=[STUDENT] * 1 + [{**STUDENT, "id": f"student-{i}", "email": f"{i}@x"} for i in range(2, 40)]
+    )
     manifest, parts = build_envelopes(content, "it-lossy", chunk_bytes=500)
     assert len(parts) >= 4
     topic = Topics.from_settings(settings).ingest
@@ -70,8 +90,13 @@ async def test_a_snapshot_missing_a_chunk_is_reported_and_never_half_released(
     try:
         for message in [manifest, *parts[:2], *parts[3:]]:  # chunk 2 is lost
             await producer.send_and_wait(topic, message.model_dump_json().encode(), key=b"it-lossy")
-        events = await read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).events,
-                                  want=10_000, group=f"it-ev-{uuid.uuid4()}", timeout_s=8)  # fmt: skip
+        events = await read_topic(
+            settings.kafka_bootstrap_servers,
+            Topics.from_settings(settings).events,
+            want=10_000,
+            group=f"it-ev-{uuid.uuid4()}",
+            timeout_s=8,
+        )
         incomplete = [e for e in events if e["type"] == "snapshot.incomplete" and e["school_id"] == "it-lossy"]
         assert len(incomplete) == 1
         assert incomplete[0]["missing_chunks"] == [2] and incomplete[0]["chunks_expected"] == len(parts)
@@ -96,8 +121,19 @@ async def test_a_snapshot_missing_a_chunk_is_reported_and_never_half_released(
 
 async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
     content = localstorage_dump(
-        students=[{**STUDENT, "classId": "class-1"}, {**STUDENT, "id": "student-2", "name": "Марко", "email": "a@x", "classId": "class-9"}],
-        classes=[{"id": "class-1", "name": "English", "teacher": {"id": "teacher-7", "name": "T"}, "studentIds": ["student-1"], "students": 1}],
+        students=[
+            {**STUDENT, "classId": "class-1"},
+            {**STUDENT, "id": "student-2", "name": "Марко", "email": "a@x", "classId": "class-9"},
+        ],
+        classes=[
+            {
+                "id": "class-1",
+                "name": "English",
+                "teacher": {"id": "teacher-7", "name": "T"},
+                "studentIds": ["student-1"],
+                "students": 1,
+            }
+        ],
         grades="[{",
         theme="dark",
     )
@@ -107,16 +143,25 @@ async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: S
     assert report["domains"]["students"]["source"] == 2
     audit = await pool.fetchrow("SELECT summary, findings FROM migration.audits WHERE school_id = 'it-audit'")
     assert audit["summary"]["findings"] == {
-        "orphaned_reference": 2, "shared_email": 2, "unreadable_value": 1,
-    }  # fmt: skip
+        "orphaned_reference": 2,
+        "shared_email": 2,
+        "unreadable_value": 1,
+    }
     assert audit["summary"]["critical_findings"] == 1
     assert audit["summary"]["unknown_keys"] == ["theme"]
-    orphans = {(f["domain"], f["record_id"], f["field"], f["ref_id"]) for f in audit["findings"] if f["type"] == "orphaned_reference"}
+    orphans = {
+        (f["domain"], f["record_id"], f["field"], f["ref_id"]) for f in audit["findings"] if f["type"] == "orphaned_reference"
+    }
     assert orphans == {("students", "student-2", "classId", "class-9"), ("classes", "class-1", "teacher.id", "teacher-7")}
 
     assert settings.kafka_bootstrap_servers
-    events = await read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).events,
-                              want=10_000, group=f"it-ev-{uuid.uuid4()}", timeout_s=4)  # fmt: skip
+    events = await read_topic(
+        settings.kafka_bootstrap_servers,
+        Topics.from_settings(settings).events,
+        want=10_000,
+        group=f"it-ev-{uuid.uuid4()}",
+        timeout_s=4,
+    )
     [event] = [e for e in events if e["type"] == "audit.completed" and e["school_id"] == "it-audit"]
     assert event["findings_total"] == 5 and event["snapshot_id"] == report["snapshot_id"]
     assert "a@x" not in json.dumps(event) and "Марко" not in json.dumps(event, ensure_ascii=False)
@@ -129,19 +174,24 @@ async def test_the_audit_is_stored_published_and_shown(stack: Stack, settings: S
     assert cli(settings, "audit", "--school", "it-nobody").returncode == 1
 
     # An operator overrides it with a written reason; the trail keeps who and why.
-    assert cli(settings, "override-audit", "--school", "it-audit", "--reason", "grades are lost in the browser too"
-               ).returncode == 0  # fmt: skip
+    assert (
+        cli(settings, "override-audit", "--school", "it-audit", "--reason", "grades are lost in the browser too").returncode == 0
+    )
     for _ in range(240):
         report = await pool.fetchval("SELECT report FROM migration.reports WHERE school_id = 'it-audit'")
         if report["phase"] != "registered":
             break
         await asyncio.sleep(0.25)
     assert report["phase"] == "validated" and "blocked" not in report
-    audited = await pool.fetchval("SELECT reason FROM migration.phase_transitions WHERE school_id = 'it-audit' AND to_phase = 'audited'")
+    audited = await pool.fetchval(
+        "SELECT reason FROM migration.phase_transitions WHERE school_id = 'it-audit' AND to_phase = 'audited'"
+    )
     assert f"overridden: grades are lost in the browser too ({OPERATOR})" in audited  # who signed it
 
 
-async def test_backups_verify_and_export_byte_for_byte(stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_backups_verify_and_export_byte_for_byte(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
     content = localstorage_dump(students=[STUDENT], notes="Ѓ ж 🙂 \u2028 trailing ")
     report = await migrate(settings, pool, "it-backup", content)
     out = tmp_path / "exported.json"

@@ -26,7 +26,7 @@ async def test_one_holder_at_a_time_and_a_dead_holder_lets_go(settings: Settings
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ($1::bigint & 4294967295)::oid"
             " AND classid = (($1::bigint >> 32) & 4294967295)::oid",
             second.key,
-        )  # fmt: skip
+        )
         assert holder_pid is not None
         assert await pool.fetchval("SELECT pg_terminate_backend($1, 5000)", holder_pid)  # (waits for it to exit)
         assert await first.held()  # the lock went with the connection: taken over
@@ -47,7 +47,7 @@ async def test_many_tasks_asking_at_once_share_one_connection_and_one_lock(setti
             "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid",
             lease.key,
-        )  # fmt: skip
+        )
         assert holders == 1
         other = Lease(settings.database_url, "test.concurrent")
         assert not await other.held()  # held by the first (a second connection of it would not hold it either)

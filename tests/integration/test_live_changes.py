@@ -55,8 +55,10 @@ def small_school() -> dict[Domain, list[dict[str, Any]]]:
     """Two classes of the demo school with everything they reference and a few students with
     their obligations and payments: every reference resolves, all six related domains."""
     dump = {key: json.loads(value) for key, value in school_dump(1, 3, messy=False).items() if key in LOCALSTORAGE_KEYS}
-    classes = [dict(c, roomId=c.get("roomId") or next(r["id"] for r in dump["classrooms"] if r["name"] == c["room"]))
-               for c in dump["classes"][:2]]  # fmt: skip
+    classes = [
+        dict(c, roomId=c.get("roomId") or next(r["id"] for r in dump["classrooms"] if r["name"] == c["room"]))
+        for c in dump["classes"][:2]
+    ]
     teacher_ids = {c["teacher"]["id"] for c in classes}
     room_ids = {c["roomId"] for c in classes}
     students = [dict(s, classId=classes[i % 2]["id"]) for i, s in enumerate(dump["students"][:4])]
@@ -138,8 +140,12 @@ def histories(draw: st.DrawFn) -> History:
             template = BASE[domain][0]
             record_id = f"{domain.value}-new-{n}"
             parent = draw(st.sampled_from(ever[PARENT[domain]])) if domain in PARENT else None
-            record = mutate(domain, dict(template, id=record_id, **({"name": f"Room new {n}"} if domain is Domain.CLASSROOMS else {})),
-                            n, parent)  # fmt: skip
+            record = mutate(
+                domain,
+                dict(template, id=record_id, **({"name": f"Room new {n}"} if domain is Domain.CLASSROOMS else {})),
+                n,
+                parent,
+            )
             ever[domain].append(record_id)
         else:
             domain = draw(st.sampled_from(MUTABLE))
@@ -202,9 +208,14 @@ async def test_any_order_and_any_repeats_of_changes_and_snapshots_end_in_the_sta
     bootstrap, topic = settings.kafka_bootstrap_servers, settings.resolved_ingest_topic
     loop = asyncio.get_running_loop()
 
-    @hsettings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-               derandomize=not os.environ.get("SCHOOLMIG_LIVE_RANDOM"),
-               suppress_health_check=list(HealthCheck))  # fmt: skip
+    @hsettings(
+        max_examples=n,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        derandomize=not os.environ.get("SCHOOLMIG_LIVE_RANDOM"),
+        suppress_health_check=list(HealthCheck),
+    )
     @given(history=histories(), order=st.randoms(use_true_random=False))
     def check(history: History, order: random.Random) -> None:
         future = asyncio.run_coroutine_threadsafe(one_history(history, order), loop)
@@ -224,8 +235,9 @@ async def test_any_order_and_any_repeats_of_changes_and_snapshots_end_in_the_sta
             for event in history.events:
                 if event.change is None:
                     taken_at = event.version.source_ts
-                    manifest, parts = build_envelopes(dump_of(state_at(history, event.version), taken_at), school,
-                                                      taken_at=taken_at)  # fmt: skip
+                    manifest, parts = build_envelopes(
+                        dump_of(state_at(history, event.version), taken_at), school, taken_at=taken_at
+                    )
                     snapshots.append((taken_at, manifest.snapshot_id))
                     messages += [p.model_dump_json().encode() for p in (manifest, *parts)]
                 else:
@@ -241,18 +253,30 @@ async def test_any_order_and_any_repeats_of_changes_and_snapshots_end_in_the_sta
         newest = max(snapshots)[1]  # (snapshots taken at one instant are ordered by id)
         report = await wait_for_report(pool, school, newest, time.monotonic() + 120)
         if report is None:  # what the database says, for the failure's message
-            report = {"phase": await pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1",
-                                                   school), "validation": {"domains": []},
-                      "counts": {d.value: c for d, c in (await record_counts(pool, school, newest) or {}).items()
-                                 if not c.accounted},
-                      "ledger": await pool.fetch("SELECT domain, legacy_id, snapshot_id, source_ts FROM migration.loaded_records"
-                                                 " WHERE school_id = $1", school),
-                      "versions": await pool.fetch("SELECT * FROM migration.record_versions WHERE school_id = $1", school),
-                      "barriers": await pool.fetch("SELECT * FROM migration.barriers WHERE school_id = $1", school)}  # fmt: skip
-        assert report["phase"] == "validated", (report["phase"], report.get("counts"), report.get("barriers"),
-                                                report.get("ledger"), report.get("versions"), [
-            (d["domain"], [(i["type"], i["record_id"], i["message"]) for i in d["issues"][:3]])
-            for d in (report.get("validation") or {}).get("domains", []) if d["issues"]])
+            report = {
+                "phase": await pool.fetchrow(
+                    "SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school
+                ),
+                "validation": {"domains": []},
+                "counts": {d.value: c for d, c in (await record_counts(pool, school, newest) or {}).items() if not c.accounted},
+                "ledger": await pool.fetch(
+                    "SELECT domain, legacy_id, snapshot_id, source_ts FROM migration.loaded_records WHERE school_id = $1", school
+                ),
+                "versions": await pool.fetch("SELECT * FROM migration.record_versions WHERE school_id = $1", school),
+                "barriers": await pool.fetch("SELECT * FROM migration.barriers WHERE school_id = $1", school),
+            }
+        assert report["phase"] == "validated", (
+            report["phase"],
+            report.get("counts"),
+            report.get("barriers"),
+            report.get("ledger"),
+            report.get("versions"),
+            [
+                (d["domain"], [(i["type"], i["record_id"], i["message"]) for i in d["issues"][:3]])
+                for d in (report.get("validation") or {}).get("domains", [])
+                if d["issues"]
+            ],
+        )
         await settle(settings, pool, school, len(history.changes()))
 
         want = state_at(history, None)
@@ -261,25 +285,33 @@ async def test_any_order_and_any_repeats_of_changes_and_snapshots_end_in_the_sta
             got = {str(r["id"]) for r in held.get(d, [])}
             for k in got ^ records.keys():
                 print("DIFF", d, k, "db" if k in got else "model")
-                for q in ("SELECT * FROM migration.record_versions WHERE school_id = $1 AND legacy_id = $2",
-                          "SELECT snapshot_id, source_ts FROM migration.loaded_records WHERE school_id = $1 AND legacy_id = $2",
-                          "SELECT snapshot_id, reason, message FROM migration.quarantine WHERE school_id = $1 AND legacy_id = $2",
-                          "SELECT snapshot_id, source_ts FROM migration.parked_records WHERE school_id = $1 AND legacy_id = $2",
-                          "SELECT id, source_snapshot_id, source_ts FROM classes WHERE school_id = $1 AND legacy_id = $2"):
+                for q in (
+                    "SELECT * FROM migration.record_versions WHERE school_id = $1 AND legacy_id = $2",
+                    "SELECT snapshot_id, source_ts FROM migration.loaded_records WHERE school_id = $1 AND legacy_id = $2",
+                    "SELECT snapshot_id, reason, message FROM migration.quarantine WHERE school_id = $1 AND legacy_id = $2",
+                    "SELECT snapshot_id, source_ts FROM migration.parked_records WHERE school_id = $1 AND legacy_id = $2",
+                    "SELECT id, source_snapshot_id, source_ts FROM classes WHERE school_id = $1 AND legacy_id = $2",
+                ):
                     print("   ", await pool.fetch(q, school, k))
         for domain, records in want.items():
             got = {str(r["id"]): r for r in held.get(domain, [])}
-            assert got == records, (domain, sorted(set(got) ^ set(records)),
-                                    [k for k in got.keys() & records.keys() if got[k] != records[k]])  # fmt: skip
+            assert got == records, (
+                domain,
+                sorted(set(got) ^ set(records)),
+                [k for k in got.keys() & records.keys() if got[k] != records[k]],
+            )
         ever = {(d.value, r["id"]) for d, records in BASE.items() for r in records}
         ever |= {(c.domain.value, c.record_id) for e in history.changes() if (c := e.change)}
-        deleted = {(r["domain"], r["legacy_id"]) for r in await pool.fetch(
-            "SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school)}  # fmt: skip
+        deleted = {
+            (r["domain"], r["legacy_id"])
+            for r in await pool.fetch("SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school)
+        }
         live = {(d.value, i) for d, records in want.items() for i in records}
         assert deleted == ever - live, "every record the history deleted is soft-deleted, and only those"
         result = await validate_school(pool, school, newest, f"live-{school}", changes_until=datetime.now(UTC))
-        issues = [(d.domain.value, i.type, i.record_id) for d in result.domains for i in d.issues
-                  if i.severity is not Severity.INFO]  # fmt: skip
+        issues = [
+            (d.domain.value, i.type, i.record_id) for d in result.domains for i in d.issues if i.severity is not Severity.INFO
+        ]
         assert result.ok and not issues, issues[:10]
 
     await asyncio.to_thread(check)

@@ -22,12 +22,22 @@ pytestmark = pytest.mark.integration
 def mapped(school: str, legacy_id: str, name: str, ts: datetime, snapshot: str = "snap-1") -> MappedRecord:
     out = transform(
         RawRecord(
-            school_id=school, snapshot_id=snapshot, domain=Domain.STUDENTS, index=int(legacy_id.split("-")[1]),
-            legacy_id=legacy_id, source_ts=ts,
-            record={"id": legacy_id, "name": name, "email": f"{legacy_id}@x", "status": "active",
-                    "joinDate": "2024-01-01", "dateOfBirth": "2010-01-01"},
+            school_id=school,
+            snapshot_id=snapshot,
+            domain=Domain.STUDENTS,
+            index=int(legacy_id.split("-")[1]),
+            legacy_id=legacy_id,
+            source_ts=ts,
+            record={
+                "id": legacy_id,
+                "name": name,
+                "email": f"{legacy_id}@x",
+                "status": "active",
+                "joinDate": "2024-01-01",
+                "dateOfBirth": "2010-01-01",
+            },
         )
-    )  # fmt: skip
+    )
     assert isinstance(out, MappedRecord)
     return out
 
@@ -61,7 +71,9 @@ async def test_redelivery_and_reordering_give_the_same_state(pool: asyncpg.Pool)
     await writer.load(batch)
     assert await checksum(pool, "it-w1") == clean
     assert await pool.fetchval("SELECT name FROM users WHERE school_id = 'it-w1' AND legacy_id = 'student-5'") == "Renamed 5"
-    ledger = await pool.fetchval("SELECT snapshot_id FROM migration.loaded_records WHERE school_id = 'it-w1' AND legacy_id = 'student-5'")
+    ledger = await pool.fetchval(
+        "SELECT snapshot_id FROM migration.loaded_records WHERE school_id = 'it-w1' AND legacy_id = 'student-5'"
+    )
     assert ledger == "snap-2"
 
 
@@ -99,9 +111,16 @@ async def test_a_payload_jsonb_cannot_hold_is_quarantined_exactly_as_bytes(pool:
 
     payload = {"id": "student-\x00", "notes": "nul \x00 inside", "list": [1, "ж"]}
     record = QuarantinedRecord(
-        school_id="it-w3", snapshot_id="snap-1", domain=Domain.STUDENTS, index=3, legacy_id="student-\x00",
-        stage=Stage.LOADER, reason="db_untranslatablecharacter", message="22P05: unsupported Unicode escape", payload=payload,
-    )  # fmt: skip
+        school_id="it-w3",
+        snapshot_id="snap-1",
+        domain=Domain.STUDENTS,
+        index=3,
+        legacy_id="student-\x00",
+        stage=Stage.LOADER,
+        reason="db_untranslatablecharacter",
+        message="22P05: unsupported Unicode escape",
+        payload=payload,
+    )
     await Writer(pool).quarantine([record])
     row = await pool.fetchrow("SELECT legacy_id, payload, payload_bytes FROM migration.quarantine WHERE school_id = 'it-w3'")
     assert row["payload"] is None and json.loads(bytes(row["payload_bytes"])) == payload
@@ -109,6 +128,7 @@ async def test_a_payload_jsonb_cannot_hold_is_quarantined_exactly_as_bytes(pool:
 
 
 # ---------------------------------------------------------------------------- order, restarts, statuses
+
 
 def demo_records(school: str, seed: int = 5) -> list[MappedRecord]:
     """A whole demo school through ingest's fan-out and the transform (quarantined ones left out)."""
@@ -135,12 +155,20 @@ async def database_checksums(dsn: str) -> dict[str, str]:
     conn = await asyncpg.connect(dsn)
     try:
         sums = {}
-        for table in [t.name for t in LOAD_ORDER] + ["migration.loaded_records", "migration.parked_records", "migration.quarantine"]:
+        for table in [t.name for t in LOAD_ORDER] + [
+            "migration.loaded_records",
+            "migration.parked_records",
+            "migration.quarantine",
+        ]:
             drop = {"loaded_at", "parked_at", "quarantined_at"}  # when it happened, not what
-            columns = [r["attname"] for r in await conn.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                table,
-            ) if r["attname"] not in drop]  # fmt: skip
+            columns = [
+                r["attname"]
+                for r in await conn.fetch(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    table,
+                )
+                if r["attname"] not in drop
+            ]
             sums[table] = await conn.fetchval(
                 f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
                 f"FROM (SELECT {', '.join(columns)} FROM {table}) t"
@@ -206,17 +234,35 @@ async def test_migrated_obligation_statuses_survive_loading_their_payments(pool:
     student = mapped("it-status", "student-1", "Ана", ts)
 
     def raw(domain: Domain, record: dict) -> MappedRecord:
-        out = transform(RawRecord(school_id="it-status", snapshot_id="snap-1", domain=domain, index=0,
-                                  legacy_id=record["id"], source_ts=ts, record=record))  # fmt: skip
+        out = transform(
+            RawRecord(
+                school_id="it-status",
+                snapshot_id="snap-1",
+                domain=domain,
+                index=0,
+                legacy_id=record["id"],
+                source_ts=ts,
+                record=record,
+            )
+        )
         assert isinstance(out, MappedRecord)
         return out
 
     # The school's truth disagrees with what the payments imply; the school's truth must survive.
     obligations = [
-        raw(Domain.PAYMENT_OBLIGATIONS, {"id": f"o-{status}", "studentId": "student-1", "type": "Tuition", "amount": 100,
-                                         "dueDate": "2030-01-01", "status": status})
+        raw(
+            Domain.PAYMENT_OBLIGATIONS,
+            {
+                "id": f"o-{status}",
+                "studentId": "student-1",
+                "type": "Tuition",
+                "amount": 100,
+                "dueDate": "2030-01-01",
+                "status": status,
+            },
+        )
         for status in ("overdue", "pending", "paid")
-    ]  # fmt: skip
+    ]
     payments = [
         raw(Domain.PAYMENTS, {"id": "p-1", "obligationId": "o-overdue", "amount": 100, "date": "2024-01-02", "method": "cash"}),
         raw(Domain.PAYMENTS, {"id": "p-2", "obligationId": "o-pending", "amount": 40, "date": "2024-01-02", "method": "card"}),
@@ -232,7 +278,10 @@ async def test_migrated_obligation_statuses_survive_loading_their_payments(pool:
         " SELECT gen_random_uuid(), school_id, 'app-1', id, 60, current_date, 'cash', 'app', now()"
         "   FROM payment_obligations WHERE school_id = 'it-status' AND legacy_id = 'o-pending'"
     )
-    assert await pool.fetchval("SELECT status FROM payment_obligations WHERE school_id = 'it-status' AND legacy_id = 'o-pending'") == "paid"
+    assert (
+        await pool.fetchval("SELECT status FROM payment_obligations WHERE school_id = 'it-status' AND legacy_id = 'o-pending'")
+        == "paid"
+    )
 
 
 async def test_a_postgres_crash_mid_load_loses_nothing(tmp_path: Path) -> None:
@@ -288,19 +337,37 @@ async def test_two_loaders_racing_on_parent_and_child_leave_no_child_parked(post
         ts = datetime(2024, 1, 1, tzinfo=UTC)
 
         def raw(domain: Domain, index: int, record: dict) -> MappedRecord:
-            out = transform(RawRecord(school_id="it-race", snapshot_id="snap-1", domain=domain, index=index,
-                                      legacy_id=record["id"], source_ts=ts, record=record))  # fmt: skip
+            out = transform(
+                RawRecord(
+                    school_id="it-race",
+                    snapshot_id="snap-1",
+                    domain=domain,
+                    index=index,
+                    legacy_id=record["id"],
+                    source_ts=ts,
+                    record=record,
+                )
+            )
             assert isinstance(out, MappedRecord)
             return out
 
         for round_ in range(40):
             students = [mapped("it-race", f"student-{round_ * 10 + i}", "Ана", ts) for i in range(10)]
             obligations = [
-                raw(Domain.PAYMENT_OBLIGATIONS, round_ * 40 + k, {
-                    "id": f"o-{round_}-{k}", "studentId": s.legacy_id, "type": "Tuition", "amount": 100,
-                    "dueDate": "2030-01-01", "status": "pending"})
+                raw(
+                    Domain.PAYMENT_OBLIGATIONS,
+                    round_ * 40 + k,
+                    {
+                        "id": f"o-{round_}-{k}",
+                        "studentId": s.legacy_id,
+                        "type": "Tuition",
+                        "amount": 100,
+                        "dueDate": "2030-01-01",
+                        "status": "pending",
+                    },
+                )
                 for k, s in enumerate(students * 4)
-            ]  # fmt: skip
+            ]
             await asyncio.gather(Writer(pools[0]).load(obligations), Writer(pools[1]).load(students))
         stuck = await pools[0].fetchval("SELECT count(*) FROM migration.parked_records")
         loaded = await pools[0].fetchval("SELECT count(*) FROM payment_obligations")

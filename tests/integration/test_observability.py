@@ -57,18 +57,27 @@ def prometheus(stack: Stack, tmp_path: Path) -> Iterator[str]:
     """A Prometheus scraping every service instance of the session stack every second, with
     the alert rules loaded; its base URL."""
     port = free_port()
-    targets = [stack.metrics_url(name).removeprefix("http://").removesuffix("/metrics") for name in stack.instances()]
+    jobs: dict[str, list[str]] = {}  # one job per service, as in deploy/prometheus (the alerts match schoolmig-<service>)
+    for name in stack.instances():
+        jobs.setdefault(f"schoolmig-{name.split('-')[0]}", []).append(
+            stack.metrics_url(name).removeprefix("http://").removesuffix("/metrics")
+        )
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": "schoolmig", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in sorted(jobs.items())],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     process = subprocess.Popen(
-        [_binary("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
-    )  # fmt: skip
+        [
+            _binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -122,8 +131,14 @@ async def _provoke(settings: Settings, pool: asyncpg.Pool) -> None:
     """What the panels count: a messy school migrated (loaded, quarantined, phases, progress,
     durations), a message no one signed on an internal topic (refused, dead-lettered, an
     error), and a snapshot nobody could read on the public one (rejected by ingest)."""
-    report = await migrate(settings, pool, SCHOOL, json.dumps(school_dump(2, seed=9, messy=True)).encode(), timeout_s=180,
-                           override_audit="observability test: messy on purpose")  # fmt: skip
+    report = await migrate(
+        settings,
+        pool,
+        SCHOOL,
+        json.dumps(school_dump(2, seed=9, messy=True)).encode(),
+        timeout_s=180,
+        override_audit="observability test: messy on purpose",
+    )
     assert report["phase"] == "validated"
     topics = Topics.from_settings(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -148,7 +163,7 @@ async def test_prometheus_scrapes_every_service_and_every_panel_has_series(
         instances = len(stack.instances())
 
         async def all_up() -> bool:
-            up = await _query(session, prometheus, 'up{job="schoolmig"}')
+            up = await _query(session, prometheus, 'up{job=~"schoolmig-.*"}')
             return len(up) == instances and all(r["value"][1] == "1" for r in up)
 
         await _eventually("every service instance an up target", all_up)
@@ -202,9 +217,15 @@ class OtlpReceiver:
                 for metric in scope.metrics:
                     kind = metric.WhichOneof("data")
                     points = getattr(metric, kind).data_points
-                    values = [({a.key: a.value.string_value for a in p.attributes},
-                               float(p.as_double if p.HasField("as_double") else p.as_int) if kind in ("gauge", "sum")
-                               else float(p.count)) for p in points]  # fmt: skip
+                    values = [
+                        (
+                            {a.key: a.value.string_value for a in p.attributes},
+                            float(p.as_double if p.HasField("as_double") else p.as_int)
+                            if kind in ("gauge", "sum")
+                            else float(p.count),
+                        )
+                        for p in points
+                    ]
                     self.received.append((resource, metric.name, values))
         return web.Response(body=ExportMetricsServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
@@ -224,8 +245,9 @@ async def receiver() -> AsyncIterator[tuple[OtlpReceiver, int]]:
         await runner.cleanup()
 
 
-async def test_a_service_exports_its_metrics_over_otlp(settings: Settings, postgres: EmbeddedPostgres, pool: asyncpg.Pool,
-                                                       receiver: tuple[OtlpReceiver, int], tmp_path: Path) -> None:  # fmt: skip
+async def test_a_service_exports_its_metrics_over_otlp(
+    settings: Settings, postgres: EmbeddedPostgres, pool: asyncpg.Pool, receiver: tuple[OtlpReceiver, int], tmp_path: Path
+) -> None:
     otlp, port = receiver
     await pool.execute("DROP DATABASE IF EXISTS it_otlp")
     await pool.execute("CREATE DATABASE it_otlp")
@@ -233,17 +255,29 @@ async def test_a_service_exports_its_metrics_over_otlp(settings: Settings, postg
     await apply_migrations(dsn)
     own = await asyncpg.connect(dsn)
     try:  # a school the coordinator's gauges report
-        await own.execute("INSERT INTO migration.school_phase (school_id, phase, snapshot_id) VALUES ('it-otlp-1', 'validated', 's')")
+        await own.execute(
+            "INSERT INTO migration.school_phase (school_id, phase, snapshot_id) VALUES ('it-otlp-1', 'validated', 's')"
+        )
     finally:
         await own.close()
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "", "DATABASE_URL": dsn,
-           "SCHOOLMIG_TOPIC_PREFIX": "it-otlp", "SCHOOLMIG_SERVICE_KEY": SERVICE_KEY, "SCHOOLMIG_OPERATOR_KEYS": "x=y",
-           "SCHOOLMIG_STATE_DIR": str(tmp_path), "SCHOOLMIG_BACKUP_DIR": str(tmp_path / "backups"),
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_METRIC_EXPORT_INTERVAL": "500",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    coordinator = subprocess.Popen([sys.executable, "-m", "services.coordinator"], env=env, cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "DATABASE_URL": dsn,
+        "SCHOOLMIG_TOPIC_PREFIX": "it-otlp",
+        "SCHOOLMIG_SERVICE_KEY": SERVICE_KEY,
+        "SCHOOLMIG_OPERATOR_KEYS": "x=y",
+        "SCHOOLMIG_STATE_DIR": str(tmp_path),
+        "SCHOOLMIG_BACKUP_DIR": str(tmp_path / "backups"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "PYTHONPATH": str(ROOT),
+    }
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "services.coordinator"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
+
         def seen(name: str) -> list[tuple[dict[str, str], str, list[tuple[dict[str, str], float]]]]:
             return [r for r in otlp.received if r[1] == name]
 
@@ -255,8 +289,12 @@ async def test_a_service_exports_its_metrics_over_otlp(settings: Settings, postg
         await _eventually("the coordinator's gauges over OTLP", exported, timeout_s=90)
         resource, _, _ = seen("schoolmig.service.ready")[-1]
         assert resource["service.name"] == "schoolmig-coordinator"
-        phases = {p[0]["phase"]: p[1] for _, _, points in seen("schoolmig.school.phase") for p in points
-                  if p[0].get("school_id") == "it-otlp-1"}  # fmt: skip
+        phases = {
+            p[0]["phase"]: p[1]
+            for _, _, points in seen("schoolmig.school.phase")
+            for p in points
+            if p[0].get("school_id") == "it-otlp-1"
+        }
         assert phases.get("validated") == 1.0
         assert all("@" not in value for _, _, points in otlp.received for labels, _ in points for value in labels.values())
     finally:

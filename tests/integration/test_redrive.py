@@ -29,7 +29,9 @@ async def test_a_school_that_lost_records_in_flight_is_re_driven_from_its_backup
 ) -> None:
     report = await migrate(settings, pool, SCHOOL, json.dumps(school_dump(3, seed=5, messy=False)).encode(), timeout_s=120)
     assert report["phase"] == "validated"
-    grades = await pool.fetchval("SELECT count(*) FROM migration.loaded_records WHERE school_id = $1 AND domain = 'grades'", SCHOOL)
+    grades = await pool.fetchval(
+        "SELECT count(*) FROM migration.loaded_records WHERE school_id = $1 AND domain = 'grades'", SCHOOL
+    )
     assert grades > 0
 
     async with pool.acquire() as conn, conn.transaction():  # lost in flight, while the school still synced
@@ -47,8 +49,10 @@ async def test_a_school_that_lost_records_in_flight_is_re_driven_from_its_backup
         await asyncio.sleep(0.5)
     assert phase == "validated"
     assert time.monotonic() - lost_at >= settings.redrive_after_s  # it waited for the counts to stop moving first
-    assert await pool.fetchval(
-        "SELECT count(*) FROM migration.loaded_records WHERE school_id = $1 AND domain = 'grades'", SCHOOL) == grades  # fmt: skip
+    assert (
+        await pool.fetchval("SELECT count(*) FROM migration.loaded_records WHERE school_id = $1 AND domain = 'grades'", SCHOOL)
+        == grades
+    )
     assert await pool.fetchval("SELECT count(*) FROM grades WHERE school_id = $1", SCHOOL) == grades
 
     # An operator's re-drive of a healthy school: everything written the same, nothing moves.

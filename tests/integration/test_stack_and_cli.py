@@ -20,7 +20,14 @@ from tests.integration.conftest import ServiceLogs, localstorage_dump, migrate
 
 pytestmark = pytest.mark.integration
 
-STUDENT = {"id": "student-1", "name": "Ана", "email": "a@x", "status": "active", "joinDate": "2024-01-01", "dateOfBirth": "2010-01-01"}
+STUDENT = {
+    "id": "student-1",
+    "name": "Ана",
+    "email": "a@x",
+    "status": "active",
+    "joinDate": "2024-01-01",
+    "dateOfBirth": "2010-01-01",
+}
 
 
 async def test_a_crashed_service_is_restarted_and_sigterm_stops_all_cleanly(settings: Settings, pool: asyncpg.Pool) -> None:
@@ -55,10 +62,22 @@ def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
     env["SCHOOLMIG_RUN_STALL_TIMEOUT_S"] = "120"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "schoolmig.cli", "run", str(data), "--report", str(tmp_path / "report.json"),
-         "--override-audit", "the grades value was cut short in the browser"],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "schoolmig.cli",
+            "run",
+            str(data),
+            "--report",
+            str(tmp_path / "report.json"),
+            "--override-audit",
+            "the grades value was cut short in the browser",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     [school] = report["schools"]

@@ -16,25 +16,63 @@ pytestmark = pytest.mark.integration
 NS = uuid.UUID("18acb45e-3f32-5ccf-96fe-d0fc35c83e7a")
 
 STUDENTS = [
-    {"id": "student-1", "name": "Ана Петровска", "email": "ana@example.mk", "phone": "070123456", "classId": "class-1",
-     "status": "active", "joinDate": "2024-01-15T00:00:00.000Z", "parentContact": "Sarah Johnson - +1-555-0201",
-     "dateOfBirth": "2010-03-12", "academicInfo": {"level": "B1", "gpa": "3,8", "enrollmentDate": "2024-01-10"},
-     "paymentDue": 1200, "address": "'; DROP TABLE students; --"},
-    {"id": "student-2", "name": "Marko", "email": "marko@example.mk", "status": "inactive",
-     "joinDate": "15.01.2024", "parentContact": "+389 70 111 222", "dateOfBirth": "2011-05-01"},
+    {
+        "id": "student-1",
+        "name": "Ана Петровска",
+        "email": "ana@example.mk",
+        "phone": "070123456",
+        "classId": "class-1",
+        "status": "active",
+        "joinDate": "2024-01-15T00:00:00.000Z",
+        "parentContact": "Sarah Johnson - +1-555-0201",
+        "dateOfBirth": "2010-03-12",
+        "academicInfo": {"level": "B1", "gpa": "3,8", "enrollmentDate": "2024-01-10"},
+        "paymentDue": 1200,
+        "address": "'; DROP TABLE students; --",
+    },
+    {
+        "id": "student-2",
+        "name": "Marko",
+        "email": "marko@example.mk",
+        "status": "inactive",
+        "joinDate": "15.01.2024",
+        "parentContact": "+389 70 111 222",
+        "dateOfBirth": "2011-05-01",
+    },
     {"id": "student-3", "name": "No Birthday", "email": "nb@example.mk", "status": "active", "joinDate": "2024-01-15"},
-    {"id": "student-1", "name": "Duplicate of the first", "email": "dup@example.mk", "status": "active",
-     "joinDate": "2024-01-15", "dateOfBirth": "2010-01-01"},
-    {"id": "student-4", "name": "Same Email", "email": "ana@example.mk", "status": "active",
-     "joinDate": "2024-01-15", "dateOfBirth": "2010-01-01"},
+    {
+        "id": "student-1",
+        "name": "Duplicate of the first",
+        "email": "dup@example.mk",
+        "status": "active",
+        "joinDate": "2024-01-15",
+        "dateOfBirth": "2010-01-01",
+    },
+    {
+        "id": "student-4",
+        "name": "Same Email",
+        "email": "ana@example.mk",
+        "status": "active",
+        "joinDate": "2024-01-15",
+        "dateOfBirth": "2010-01-01",
+    },
     "not an object",
-    {"id": "student-5", "name": "Orphan", "email": "o@example.mk", "status": "active", "joinDate": "2024-01-15",
-     "dateOfBirth": "2010-01-01", "classId": "class-404"},
-]  # fmt: skip
+    {
+        "id": "student-5",
+        "name": "Orphan",
+        "email": "o@example.mk",
+        "status": "active",
+        "joinDate": "2024-01-15",
+        "dateOfBirth": "2010-01-01",
+        "classId": "class-404",
+    },
+]
 
 # What student-1's classId points at; class-404 is nowhere.
 CLASS_WORLD = {
-    "teachers": [{"id": "teacher-1", "name": "Теа", "email": "teacher@example.mk", "subject": "English", "joinDate": "2020-01-01"}],
+    "teachers": [
+        {"id": "teacher-1", "name": "Теа", "email": "teacher@example.mk", "subject": "English", "joinDate": "2020-01-01"}
+    ],
     "classrooms": [{"id": "classroom-1", "name": "Room 1"}],
     "classes": [{"id": "class-1", "name": "English", "level": "B1", "teacher": {"id": "teacher-1"}, "roomId": "classroom-1"}],
 }
@@ -49,7 +87,10 @@ async def test_students_reach_postgres_and_every_record_is_accounted_for(
 ) -> None:
     school = "it-students"
     report = await migrate(
-        settings, pool, school, localstorage_dump(students=STUDENTS, theme="dark", grades='[{"id": "g', **CLASS_WORLD),
+        settings,
+        pool,
+        school,
+        localstorage_dump(students=STUDENTS, theme="dark", grades='[{"id": "g', **CLASS_WORLD),
         override_audit="the grades value is cut short in the browser too: migrate the rest",
     )
 
@@ -72,8 +113,9 @@ async def test_students_reach_postgres_and_every_record_is_accounted_for(
     row = await pool.fetchrow(
         "SELECT s.*, u.email, u.name, u.role, u.is_active FROM students s JOIN users u ON u.id = s.user_id"
         " WHERE s.school_id = $1 AND s.legacy_id = $2",
-        school, "student-1",
-    )  # fmt: skip
+        school,
+        "student-1",
+    )
     assert row["id"] == rid(school, "students", "student-1")
     assert row["user_id"] == rid(school, "users", "student:student-1")
     assert row["class_id"] == rid(school, "classes", "class-1")
@@ -106,7 +148,12 @@ async def test_the_same_school_id_space_is_separate_per_school(stack: Stack, set
 async def test_mockdata_export_format_migrates(stack: Stack, settings: Settings, pool: asyncpg.Pool) -> None:
     import json
 
-    export = {"students": [STUDENTS[1]], "obligations": [{"id": "obligation-1"}], "lastUpdated": "2024-05-01T00:00:00.000Z", "version": "1.0.0"}
+    export = {
+        "students": [STUDENTS[1]],
+        "obligations": [{"id": "obligation-1"}],
+        "lastUpdated": "2024-05-01T00:00:00.000Z",
+        "version": "1.0.0",
+    }
     report = await migrate(settings, pool, "it-export", json.dumps(export).encode())
     assert report["domains"]["students"] == {"source": 1, "loaded": 1, "quarantined": 0}
     assert report["domains"]["payment_obligations"] == {"source": 1, "loaded": 0, "quarantined": 1}  # no studentId

@@ -76,7 +76,9 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
     report = await wait_for_report(pool, SCHOOL, second, time.monotonic() + 120)
     assert report is not None and report["phase"] == "validated", report and report.get("validation")
     assert report.get("deleted") == {"grades": 1}
-    deleted = await pool.fetch("SELECT domain, legacy_id, snapshot_id FROM migration.deleted_records WHERE school_id = $1", SCHOOL)
+    deleted = await pool.fetch(
+        "SELECT domain, legacy_id, snapshot_id FROM migration.deleted_records WHERE school_id = $1", SCHOOL
+    )
     assert [(d["domain"], d["legacy_id"], d["snapshot_id"]) for d in deleted] == [("grades", str(gone["id"]), second)]
 
     after = await school_rows(pool)
@@ -91,7 +93,7 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
     while time.monotonic() < deadline:
         noted = await pool.fetchval(
             "SELECT superseded_by FROM migration.superseded_snapshots WHERE school_id = $1 AND snapshot_id = $2", SCHOOL, late
-        )  # fmt: skip
+        )
         lag = await consumer_lag(settings.kafka_bootstrap_servers, consumer_groups(Topics.from_settings(settings)))
         if noted and not any(lag.values()):
             break
@@ -108,7 +110,8 @@ async def test_a_newer_snapshot_deletes_softly_changes_only_what_changed_and_an_
     assert revert != first
     report = await wait_for_report(pool, SCHOOL, revert, time.monotonic() + 120)
     assert report is not None and report["phase"] == "validated", report and [
-        (d["domain"], d["issues"][:3]) for d in report["validation"]["domains"] if d["issues"]]
+        (d["domain"], d["issues"][:3]) for d in report["validation"]["domains"] if d["issues"]
+    ]
     assert "deleted" not in report  # the grade is back: revived
     assert await pool.fetchval("SELECT count(*) FROM migration.deleted_records WHERE school_id = $1", SCHOOL) == 0
     assert await school_rows(pool) == before  # the payment's amount is the first one's again

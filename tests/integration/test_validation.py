@@ -56,13 +56,15 @@ async def test_a_clean_migration_has_no_issue_and_every_planted_defect_is_found(
         await conn.execute("DELETE FROM grades WHERE school_id = $1 AND legacy_id = $2", school, grade)
         await conn.execute(
             "UPDATE users SET name = 'Someone Else' WHERE school_id = $1 AND legacy_id = $2 AND role = 'student'",
-            school, student,
-        )  # fmt: skip
+            school,
+            student,
+        )
         await conn.execute(
             "INSERT INTO classrooms (id, school_id, legacy_id, extras, name, source_snapshot_id, source_ts)"
             " VALUES ($1, $2, 'classroom-extra', '{}', 'Annex', 'by-hand', now())",
-            uuid.uuid4(), school,
-        )  # fmt: skip
+            uuid.uuid4(),
+            school,
+        )
         await conn.execute(
             "UPDATE payments SET obligation_id = $3 WHERE school_id = $1 AND legacy_id = $2", school, payment, uuid.uuid4()
         )

@@ -19,8 +19,14 @@ def test_every_rule_has_a_severity_and_uses_exported_metrics() -> None:
     rules = [r for g in groups for r in g["rules"]]
     assert {r["labels"]["severity"] for r in rules} == {"critical", "warning"}
     names = {r["alert"] for r in rules}
-    assert {"SchoolmigDataLossDetected", "SchoolmigServiceDown", "SchoolmigHighErrorRate", "SchoolmigSlowMigration",
-            "SchoolmigForgedMessages", "SchoolmigDeadLetters"} <= names
+    assert {
+        "SchoolmigDataLossDetected",
+        "SchoolmigServiceDown",
+        "SchoolmigHighErrorRate",
+        "SchoolmigSlowMigration",
+        "SchoolmigForgedMessages",
+        "SchoolmigDeadLetters",
+    } <= names
 
     metrics = setup_telemetry("rules-test")
     metrics.errors.add(0, {"category": "transient"})
@@ -30,7 +36,9 @@ def test_every_rule_has_a_severity_and_uses_exported_metrics() -> None:
     metrics.records_quarantined.add(0, {"school_id": "s", "domain": "students"})
     metrics.schools.progress["s"] = 0.5
     metrics.schools.lag[("g", "t")] = 0
-    exported = {line.split("{")[0].split(" ")[0] for line in generate_latest().decode().splitlines() if line and not line.startswith("#")}
+    exported = {
+        line.split("{")[0].split(" ")[0] for line in generate_latest().decode().splitlines() if line and not line.startswith("#")
+    }
     for rule in rules:
         for name in re.findall(r"\b(schoolmig_[a-z_]+)", rule["expr"]):
             assert name in exported, (rule["alert"], name)

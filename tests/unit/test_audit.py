@@ -17,17 +17,45 @@ CLEAN = dict(
     students=[{"id": "s1", "name": "Ана", "email": "ana@x", "classId": "c1"}],
     teachers=[{"id": "t1", "name": "Teo", "email": "teo@x", "classIds": ["c1"]}],
     classrooms=[{"id": "r1", "name": "Room 1"}],
-    classes=[{"id": "c1", "name": "English", "teacher": {"id": "t1", "name": "Teo"}, "roomId": "r1", "room": "Room 1",
-              "students": 1, "studentIds": ["s1"]}],
+    classes=[
+        {
+            "id": "c1",
+            "name": "English",
+            "teacher": {"id": "t1", "name": "Teo"},
+            "roomId": "r1",
+            "room": "Room 1",
+            "students": 1,
+            "studentIds": ["s1"],
+        }
+    ],
     paymentObligations=[{"id": "o1", "studentId": "s1", "studentName": "Ана"}],
     payments=[{"id": "p1", "obligationId": "o1", "studentId": "s1", "studentName": "Ана"}],
-    **{"attendance-records": [{"id": "a1", "classId": "c1", "className": "English", "teacherId": "t1", "teacherName": "Teo",
-                               "studentRecords": [{"studentId": "s1", "studentName": "Ана", "status": "present"}]}]},
+    **{
+        "attendance-records": [
+            {
+                "id": "a1",
+                "classId": "c1",
+                "className": "English",
+                "teacherId": "t1",
+                "teacherName": "Teo",
+                "studentRecords": [{"studentId": "s1", "studentName": "Ана", "status": "present"}],
+            }
+        ]
+    },
     assessments=[{"id": "as1", "classId": "c1", "className": "English"}],
     grades=[{"id": "g1", "assessmentId": "as1", "studentId": "s1", "studentName": "Ана"}],
-    privateLessons=[{"id": "l1", "studentId": "s1", "teacherId": "t1", "classroomId": "r1", "studentName": "Ана",
-                     "teacherName": "Teo", "classroomName": "Room 1"}],
-)  # fmt: skip
+    privateLessons=[
+        {
+            "id": "l1",
+            "studentId": "s1",
+            "teacherId": "t1",
+            "classroomId": "r1",
+            "studentName": "Ана",
+            "teacherName": "Teo",
+            "classroomName": "Room 1",
+        }
+    ],
+)
 
 
 def found(findings: list, kind: str) -> set[tuple]:

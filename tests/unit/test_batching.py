@@ -32,8 +32,9 @@ surrogate_free_text = st.text(alphabet=st.characters(exclude_categories=("Cs",))
     max_records=st.integers(1, 20),
     max_bytes=st.integers(64, 2_000),
 )
-def test_pack_puts_every_entry_in_exactly_one_message_within_the_bounds(entries: list[bytes], max_records: int,
-                                                                         max_bytes: int) -> None:  # fmt: skip
+def test_pack_puts_every_entry_in_exactly_one_message_within_the_bounds(
+    entries: list[bytes], max_records: int, max_bytes: int
+) -> None:
     header = {"kind": "quarantine.batch", "school_id": "s"}
     messages = list(pack(header, entries, max_records=max_records, max_bytes=max_bytes))
     seen: list[bytes] = []
@@ -47,12 +48,19 @@ def test_pack_puts_every_entry_in_exactly_one_message_within_the_bounds(entries:
 
 
 @settings(max_examples=150, deadline=None)
-@given(records=st.lists(st.dictionaries(surrogate_free_text, json_values, max_size=5), min_size=1, max_size=30),
-       big=st.integers(min_value=2**70, max_value=2**90))  # fmt: skip
+@given(
+    records=st.lists(st.dictionaries(surrogate_free_text, json_values, max_size=5), min_size=1, max_size=30),
+    big=st.integers(min_value=2**70, max_value=2**90),
+)
 def test_a_raw_batch_reads_back_exactly_what_went_in(records: list[dict[str, object]], big: int) -> None:
     records[0] = {**records[0], "big": big}  # past 64 bits: a float would lose digits
-    head = {"kind": "raw.batch", "school_id": "s-1", "snapshot_id": "n", "domain": "grades",
-            "source_ts": "2024-06-01T00:00:00+00:00"}  # fmt: skip
+    head = {
+        "kind": "raw.batch",
+        "school_id": "s-1",
+        "snapshot_id": "n",
+        "domain": "grades",
+        "source_ts": "2024-06-01T00:00:00+00:00",
+    }
     entries = [encode({"index": i, "legacy_id": f"g-{i}", "record": r, "hints": {}}) for i, r in enumerate(records)]
     decoded = [decode(body) for body, _ in pack(head, entries, max_records=7, max_bytes=10_000)]
     assert all(isinstance(b, RawBatch) for b in decoded)
@@ -89,15 +97,21 @@ def test_the_fanout_batches_carry_each_record_once_parents_first() -> None:
 
 
 def test_a_transformed_batch_is_what_the_record_by_record_transform_gives() -> None:
-    records = [{"id": "g-1", "assessmentId": "a-1", "studentId": "s-1", "value": 90},
-               {"id": "g-2", "assessmentId": "a-1", "studentId": "s-1", "value": None}]  # fmt: skip
-    batch = RawBatch(school_id="s", snapshot_id="n", domain=Domain.GRADES, source_ts=datetime(2024, 1, 1, tzinfo=UTC),
-                     entries=[{"index": i, "legacy_id": r["id"], "record": r} for i, r in enumerate(records)])  # type: ignore[misc]  # fmt: skip
+    records = [
+        {"id": "g-1", "assessmentId": "a-1", "studentId": "s-1", "value": 90},
+        {"id": "g-2", "assessmentId": "a-1", "studentId": "s-1", "value": None},
+    ]
+    batch = RawBatch(
+        school_id="s",
+        snapshot_id="n",
+        domain=Domain.GRADES,
+        source_ts=datetime(2024, 1, 1, tzinfo=UTC),
+        entries=[{"index": i, "legacy_id": r["id"], "record": r} for i, r in enumerate(records)],
+    )  # type: ignore[misc]
     done = transform_batch(batch)
     one_by_one = [transform(r) for r in batch.records()]
     head = header("rows.batch", "s", "n", Domain.GRADES, batch.source_ts)
-    rows = [r for body, _ in pack(head, done.mapped, max_records=9, max_bytes=99_999)
-            for r in decode(body).records()]  # type: ignore[union-attr]  # fmt: skip
+    rows = [r for body, _ in pack(head, done.mapped, max_records=9, max_bytes=99_999) for r in decode(body).records()]  # type: ignore[union-attr]
     quarantined = [QuarantinedRecord.model_validate_json(q) for q in done.quarantined]
     assert rows == [m for m in one_by_one if isinstance(m, MappedRecord)]
     assert quarantined == [q for q in one_by_one if isinstance(q, QuarantinedRecord)]
@@ -109,8 +123,13 @@ def test_decode_tells_the_kinds_apart_and_refuses_what_is_none() -> None:
     from pydantic import ValidationError
 
     assert isinstance(decode(b'{"kind":"quarantine.batch","school_id":"s","entries":[]}'), QuarantineBatch)
-    assert isinstance(decode(b'{"kind":"rows.batch","school_id":"s","snapshot_id":"n","domain":"grades",'
-                             b'"source_ts":"2024-01-01T00:00:00Z","entries":[]}'), RowsBatch)  # fmt: skip
+    assert isinstance(
+        decode(
+            b'{"kind":"rows.batch","school_id":"s","snapshot_id":"n","domain":"grades",'
+            b'"source_ts":"2024-01-01T00:00:00Z","entries":[]}'
+        ),
+        RowsBatch,
+    )
     for body in (b'{"kind":"raw.batch"}', b"[]", b"nope", b'{"kind":"rows.batch","school_id":"../x"}'):
         with pytest.raises(ValidationError):
             decode(body)
@@ -123,7 +142,8 @@ def test_what_a_topic_does_not_carry_is_unusable_with_a_reason_that_names_no_val
     cases = {
         b"\xff garbage": "invalid_internal_message",
         b"": "invalid_internal_message",  # a tombstone
-        rows + b'"entries":[{"index":0,"legacy_id":"g","rows":[{"table":"pg_authid","values":{"id":"x"}}]}]}': "invalid_internal_message",
+        rows
+        + b'"entries":[{"index":0,"legacy_id":"g","rows":[{"table":"pg_authid","values":{"id":"x"}}]}]}': "invalid_internal_message",
         rows + b'"entries":[{"index":4294967296,"legacy_id":"g","rows":[]}]}': "invalid_internal_message",
         b'{"kind":"quarantine.batch","school_id":"s","entries":[]}': "unexpected_kind",
     }
@@ -147,8 +167,20 @@ def test_a_record_too_large_to_travel_is_quarantined_with_its_reason_not_sent() 
     assert all(q.payload is None and "verified backup" in q.message for q in quarantined)
     assert max(len(b.body) for b in batches) < 2_000 + 500
 
-    batch = RawBatch(school_id="s", snapshot_id="n", domain=Domain.GRADES, source_ts=datetime(2024, 1, 1, tzinfo=UTC),
-                     entries=[{"index": 0, "legacy_id": "g-1", "record": {"id": "g-1", "assessmentId": "a", "studentId": "s",
-                                                                           "value": 1, "comments": big}}])  # type: ignore[list-item]  # fmt: skip
+    batch = RawBatch(
+        school_id="s",
+        snapshot_id="n",
+        domain=Domain.GRADES,
+        source_ts=datetime(2024, 1, 1, tzinfo=UTC),
+        entries=[
+            {
+                "index": 0,
+                "legacy_id": "g-1",
+                "record": {"id": "g-1", "assessmentId": "a", "studentId": "s", "value": 1, "comments": big},
+            }
+        ],
+    )  # type: ignore[list-item]
     done = transform_batch(batch, max_entry_bytes=3_000)
-    assert done.mapped == [] and [QuarantinedRecord.model_validate_json(q).reason for q in done.quarantined] == ["record_too_large"]
+    assert done.mapped == [] and [QuarantinedRecord.model_validate_json(q).reason for q in done.quarantined] == [
+        "record_too_large"
+    ]

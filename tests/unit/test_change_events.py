@@ -42,8 +42,16 @@ def change_messages(draw: st.DrawFn) -> tuple[bytes, int]:
         record = None
         if op is not ChangeOp.DELETE:
             record = dict(draw(spoiled_records(KEYS[domain])), id=template["id"]) if draw(st.booleans()) else template
-        changes.append({"op": op.value, "domain": domain.value, "record_id": template["id"], "record": record,
-                        "source_ts": (T + timedelta(seconds=seq)).isoformat(), "seq": seq})  # fmt: skip
+        changes.append(
+            {
+                "op": op.value,
+                "domain": domain.value,
+                "record_id": template["id"],
+                "record": record,
+                "source_ts": (T + timedelta(seconds=seq)).isoformat(),
+                "seq": seq,
+            }
+        )
     message = {"kind": "changes", "schema_version": 1, "school_id": "s1", "client_id": "web-1", "changes": changes}
     return render(message).encode(), len(changes)
 
@@ -72,9 +80,17 @@ def test_every_change_is_sent_on_or_quarantined_once_and_maps_without_raising(me
             assert len(done.mapped) + len(done.quarantined) == len(message.entries)
             for entry in done.mapped:
                 rows = RowsBatch.model_validate_json(
-                    json.dumps({"kind": "rows.batch", "school_id": "s1", "snapshot_id": message.snapshot_id,
-                                "domain": message.domain.value, "source_ts": message.source_ts.isoformat(),
-                                "entries": [json.loads(entry)]}))  # fmt: skip
+                    json.dumps(
+                        {
+                            "kind": "rows.batch",
+                            "school_id": "s1",
+                            "snapshot_id": message.snapshot_id,
+                            "domain": message.domain.value,
+                            "source_ts": message.source_ts.isoformat(),
+                            "entries": [json.loads(entry)],
+                        }
+                    )
+                )
                 (mapped,) = rows.records()
                 assert mapped.change is not None and (mapped.rows == []) == (mapped.change.op is ChangeOp.DELETE)
         else:
@@ -87,8 +103,14 @@ def test_every_change_is_sent_on_or_quarantined_once_and_maps_without_raising(me
 def test_the_contract_refuses_what_cannot_be_one_change() -> None:
     ok = {"op": "update", "domain": "payments", "record_id": "p1", "record": {"id": "p1"}, "source_ts": T, "seq": 1}
     Change.model_validate(ok)
-    for wrong in ({"op": "delete"}, {"record": None}, {"record": {"id": "p2"}}, {"record": {"id": True}}, {"seq": -1},
-                  {"source_ts": datetime(1800, 1, 1, tzinfo=UTC)}):  # fmt: skip
+    for wrong in (
+        {"op": "delete"},
+        {"record": None},
+        {"record": {"id": "p2"}},
+        {"record": {"id": True}},
+        {"seq": -1},
+        {"source_ts": datetime(1800, 1, 1, tzinfo=UTC)},
+    ):
         with pytest.raises(ValidationError):
             Change.model_validate({**ok, **wrong})
     with pytest.raises(ValidationError, match="own seq"):
@@ -99,30 +121,53 @@ def test_the_contract_refuses_what_cannot_be_one_change() -> None:
 
 def test_a_record_nested_deeper_than_an_envelope_still_travels() -> None:
     record = {"id": "lesson-1", "paymentRecords": [{"id": "x", "meta": {"a": {"b": 1}}}]}
-    body = json.dumps({"kind": "changes", "school_id": "s", "client_id": "c", "changes": [
-        {"op": "create", "domain": "private_lessons", "record_id": "lesson-1", "record": record,
-         "source_ts": T.isoformat(), "seq": 1}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "kind": "changes",
+            "school_id": "s",
+            "client_id": "c",
+            "changes": [
+                {
+                    "op": "create",
+                    "domain": "private_lessons",
+                    "record_id": "lesson-1",
+                    "record": record,
+                    "source_ts": T.isoformat(),
+                    "seq": 1,
+                }
+            ],
+        }
+    ).encode()
     assert isinstance(read_envelope(body), ChangeBatch)
 
 
-def _stored(op: ChangeOp, record_id: str, seconds: int, client: str = "a", seq: int = 1, amount: int = 1,
-            late: bool = False) -> StoredChange:  # fmt: skip
+def _stored(
+    op: ChangeOp, record_id: str, seconds: int, client: str = "a", seq: int = 1, amount: int = 1, late: bool = False
+) -> StoredChange:
     record = None if op is ChangeOp.DELETE else {**templates()["payments"][0], "id": record_id, "amount": amount}
-    return StoredChange(Domain.PAYMENTS, record_id, op, Version(T + timedelta(seconds=seconds), client, seq), record,
-                        f"chg.{client}.{seq}", late)  # fmt: skip
+    return StoredChange(
+        Domain.PAYMENTS, record_id, op, Version(T + timedelta(seconds=seconds), client, seq), record, f"chg.{client}.{seq}", late
+    )
 
 
 def test_the_validator_replays_the_changes_after_the_snapshot_greatest_version_first() -> None:
     expected = Expected(digests={Domain.PAYMENTS: {"p1": "old", "p2": "old", "p3": "old"}}, records=None)
-    unsettled, decided = apply_changes(expected, [
-        _stored(ChangeOp.UPDATE, "p1", -5),            # before the snapshot: the snapshot has it already
-        _stored(ChangeOp.DELETE, "p2", 3),
-        _stored(ChangeOp.UPDATE, "p2", 2, seq=2),      # older than the delete: stays deleted
-        _stored(ChangeOp.UPDATE, "p3", 4, amount=7, seq=3),
-        _stored(ChangeOp.UPDATE, "p3", 5, amount=8, seq=4, late=True),  # after the cut: not compared
-        _stored(ChangeOp.CREATE, "p4", 1, seq=5),
-        _stored(ChangeOp.CREATE, "p5", 1, seq=6),      # quarantined: never in the tables
-    ], school_id="s1", taken_at=T, default_ts=None, skip=frozenset({"chg.a.6"}))  # fmt: skip
+    unsettled, decided = apply_changes(
+        expected,
+        [
+            _stored(ChangeOp.UPDATE, "p1", -5),  # before the snapshot: the snapshot has it already
+            _stored(ChangeOp.DELETE, "p2", 3),
+            _stored(ChangeOp.UPDATE, "p2", 2, seq=2),  # older than the delete: stays deleted
+            _stored(ChangeOp.UPDATE, "p3", 4, amount=7, seq=3),
+            _stored(ChangeOp.UPDATE, "p3", 5, amount=8, seq=4, late=True),  # after the cut: not compared
+            _stored(ChangeOp.CREATE, "p4", 1, seq=5),
+            _stored(ChangeOp.CREATE, "p5", 1, seq=6),  # quarantined: never in the tables
+        ],
+        school_id="s1",
+        taken_at=T,
+        default_ts=None,
+        skip=frozenset({"chg.a.6"}),
+    )
     digests = expected.digests[Domain.PAYMENTS]
     assert digests["p1"] == "old" and "p2" not in digests and "p3" not in digests and "p5" not in digests
     assert digests["p4"] != "old"

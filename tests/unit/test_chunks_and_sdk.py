@@ -32,7 +32,12 @@ def test_an_empty_file_is_one_empty_chunk() -> None:
 
 @pytest.mark.parametrize(
     ("tamper", "reason"),
-    [("drop", "chunk_count_mismatch"), ("flip", "chunk_checksum_mismatch"), ("size", "size_mismatch"), ("hash", "checksum_mismatch")],
+    [
+        ("drop", "chunk_count_mismatch"),
+        ("flip", "chunk_checksum_mismatch"),
+        ("size", "size_mismatch"),
+        ("hash", "checksum_mismatch"),
+    ],
 )
 def test_assembly_refuses_anything_but_the_announced_file(tamper: str, reason: str) -> None:
     content = b"x" * 1000 + b"y" * 1000

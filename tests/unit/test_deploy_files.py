@@ -240,8 +240,11 @@ def env_name_of(field: str) -> str:
 
 
 def secret_env_names() -> set[str]:
-    return {env_name_of(n) for n, f in Settings.model_fields.items() if not f.repr or "SecretStr" in str(f.annotation)
-            or f.annotation is SecretStr}  # fmt: skip
+    return {
+        env_name_of(n)
+        for n, f in Settings.model_fields.items()
+        if not f.repr or "SecretStr" in str(f.annotation) or f.annotation is SecretStr
+    }
 
 
 def setting_value(service: dict[str, Any], field: str) -> str:
@@ -260,14 +263,18 @@ def instruments() -> dict[str, dict[str, Any]]:
     """OpenTelemetry instruments of shared/telemetry.py: name -> kind, unit, field, labels."""
     src = telemetry_source()
     found: dict[str, dict[str, Any]] = {}
-    calls = list(re.finditer(r"(?:(\w+)=)?meter\.create_(counter|histogram|observable_gauge|up_down_counter|gauge)\(\s*\"([^\"]+)\"", src))
+    calls = list(
+        re.finditer(r"(?:(\w+)=)?meter\.create_(counter|histogram|observable_gauge|up_down_counter|gauge)\(\s*\"([^\"]+)\"", src)
+    )
     for i, m in enumerate(calls):
-        segment = src[m.start(): calls[i + 1].start() if i + 1 < len(calls) else len(src)]
+        segment = src[m.start() : calls[i + 1].start() if i + 1 < len(calls) else len(src)]
         unit = re.search(r'unit="([^"]*)"', segment)
         kind = {"counter": "counter", "histogram": "histogram"}.get(m.group(2), "gauge")
         labels: set[str] = set()
         if gauge := re.search(r"gauges\.observe\(gauges\.(\w+),([^)]*)\)", segment):
             labels = set(re.findall(r'"(\w+)"', gauge.group(2)))
+        for observation in re.finditer(r"Observation\([^{}]*\{([^}]*)\}", segment):  # a callback's own points
+            labels |= set(re.findall(r'"(\w+)"\s*:', observation.group(1)))
         found[m.group(3)] = {"kind": kind, "unit": unit.group(1) if unit else "", "field": m.group(1), "labels": labels}
     # Labels recorded with each counter / histogram, wherever the code records them.
     by_field = {v["field"]: v for v in found.values() if v["field"]}
@@ -353,7 +360,9 @@ def test_secrets_come_from_the_environment() -> None:
             if variable in secret or re.search(r"PASSWORD|TOKEN|SECRET|_KEYS?$", variable):
                 if variable.endswith("_FILE"):
                     continue
-                assert "${" in value, f"{name}: {variable} is written in docker-compose.yml; take it from the environment (${{{variable}:?…}})"
+                assert "${" in value, (
+                    f"{name}: {variable} is written in docker-compose.yml; take it from the environment (${{{variable}:?…}})"
+                )
     for name, service in schoolmig_services().items():
         url = environment(service).get("DATABASE_URL", "")
         if "@" in url:
@@ -397,7 +406,7 @@ def test_every_service_and_server_has_a_health_check() -> None:
         assert check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
         test = check["test"]
         if name in long_running():
-            assert isinstance(test, list) and test[0] == "CMD", f"{name}: healthcheck should be [\"CMD\", \"python\", \"-m\", …]"
+            assert isinstance(test, list) and test[0] == "CMD", f'{name}: healthcheck should be ["CMD", "python", "-m", …]'
             assert (problem := command_problem(test[1:])) is None, f"{name}: healthcheck: {problem}"
     for name, service in services().items():
         for dependency, condition in (service.get("depends_on") or {}).items():
@@ -405,9 +414,11 @@ def test_every_service_and_server_has_a_health_check() -> None:
             wanted = condition.get("condition") if isinstance(condition, dict) else "service_started"
             target = services()[dependency]
             if wanted == "service_healthy":
-                assert (target.get("healthcheck") or {}).get("test"), f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+                assert (target.get("healthcheck") or {}).get("test"), (
+                    f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+                )
             if wanted == "service_completed_successfully":
-                assert is_job(target), f"{name} waits for {dependency} to complete; it is not a one-shot job (restart: \"no\")"
+                assert is_job(target), f'{name} waits for {dependency} to complete; it is not a one-shot job (restart: "no")'
 
 
 def test_services_wait_for_the_topics_job() -> None:
@@ -433,14 +444,14 @@ def test_no_service_meant_to_scale_publishes_a_fixed_host_port() -> None:
             host = _published(port)
             assert host is None or re.fullmatch(r"\d+-\d+", host), (
                 f"{name}: port {port!r} fixes host port {host}: a second replica (`--scale {name}=2`) cannot start; "
-                "publish the container port only (\"8080\") or a host range"
+                'publish the container port only ("8080") or a host range'
             )
 
 
 def test_named_volumes_hold_the_data_where_it_is_written() -> None:
     declared = set(compose().get("volumes") or {})
     for name, service in services().items():
-        for kind, source, target in mounts(service):
+        for kind, source, _target in mounts(service):
             if kind == "volume":
                 assert source in declared, f"{name}: volume {source} is not declared under top-level `volumes`"
             if kind == "bind" and source.startswith("./"):
@@ -452,7 +463,9 @@ def test_named_volumes_hold_the_data_where_it_is_written() -> None:
 
     postgres = services()["postgres"]
     major = int(re.match(r"(\d+)", str(postgres["image"]).rsplit(":", 1)[1]).group(1))  # type: ignore[union-attr]
-    pgdata = environment(postgres).get("PGDATA") or (f"/var/lib/postgresql/{major}/docker" if major >= 18 else "/var/lib/postgresql/data")
+    pgdata = environment(postgres).get("PGDATA") or (
+        f"/var/lib/postgresql/{major}/docker" if major >= 18 else "/var/lib/postgresql/data"
+    )
     assert named_volume_holding("postgres", pgdata), f"postgres: its data ({pgdata}) is not on a named volume"
 
     command = services()["prometheus"].get("command") or []
@@ -492,15 +505,21 @@ def test_services_export_to_the_collector() -> None:
         m = re.fullmatch(r"http://([\w.-]+):(\d+)/?", endpoint)
         assert m, f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT {endpoint!r} should be http://<collector>:<port>"
         assert m.group(1) in services(), f"{name}: exports to {m.group(1)}, not a service of docker-compose.yml"
-        assert m.group(2) == otlp_port, f"{name}: exports to port {m.group(2)}; the collector's OTLP/HTTP receiver is on {otlp_port}"
+        assert m.group(2) == otlp_port, (
+            f"{name}: exports to port {m.group(2)}; the collector's OTLP/HTTP receiver is on {otlp_port}"
+        )
 
 
 # --------------------------------------------------------------------------- Dockerfile
 
 
 def test_dockerfile_bases_are_pinned() -> None:
-    args = {m.group(1): m.group(2) for instruction, a in dockerfile() for m in [re.match(r"(\w+)=(\S+)", a)]
-            if instruction == "ARG" and m}  # fmt: skip
+    args = {
+        m.group(1): m.group(2)
+        for instruction, a in dockerfile()
+        for m in [re.match(r"(\w+)=(\S+)", a)]
+        if instruction == "ARG" and m
+    }
     names: set[str] = set()
     for instruction, a in dockerfile():
         if instruction != "FROM":
@@ -516,24 +535,36 @@ def test_dockerfile_bases_are_pinned() -> None:
 def test_dockerfile_installs_the_lock_before_the_code() -> None:
     code = ("shared", "services", "schoolmig", ".")
     for stage in stages():
-        lock_install = next((i for i, (ins, a) in enumerate(stage) if ins == "RUN" and "pip install" in a and "-r requirements.lock" in a), None)
+        lock_install = next(
+            (i for i, (ins, a) in enumerate(stage) if ins == "RUN" and "pip install" in a and "-r requirements.lock" in a), None
+        )
         if lock_install is None:
             continue
-        assert "--no-deps" in stage[lock_install][1], "deploy/Dockerfile: install requirements.lock with --no-deps (the lock is complete)"
+        assert "--no-deps" in stage[lock_install][1], (
+            "deploy/Dockerfile: install requirements.lock with --no-deps (the lock is complete)"
+        )
         copy_lock = next((i for i, (ins, a) in enumerate(stage) if ins == "COPY" and "requirements.lock" in a.split()), None)
-        assert copy_lock is not None and copy_lock < lock_install, "deploy/Dockerfile: COPY requirements.lock before installing it"
+        assert copy_lock is not None and copy_lock < lock_install, (
+            "deploy/Dockerfile: COPY requirements.lock before installing it"
+        )
         code_copies = [i for i, (ins, a) in enumerate(stage) if ins == "COPY" and "--from" not in a and a.split()[0] in code]
         assert code_copies, "deploy/Dockerfile: the builder never copies the code"
         assert lock_install < min(code_copies), (
             "deploy/Dockerfile: the code is copied before the dependencies are installed (every code change would reinstall them)"
         )
-        project = [i for i, (ins, a) in enumerate(stage) if ins == "RUN" and re.search(r"pip install .*--no-deps.*\s\.(\s|$)", a + " ")]
-        assert project and project[0] > max(code_copies), "deploy/Dockerfile: install the project itself with `pip install --no-deps .` after copying it"
+        project = [
+            i for i, (ins, a) in enumerate(stage) if ins == "RUN" and re.search(r"pip install .*--no-deps.*\s\.(\s|$)", a + " ")
+        ]
+        assert project and project[0] > max(code_copies), (
+            "deploy/Dockerfile: install the project itself with `pip install --no-deps .` after copying it"
+        )
         break
     else:
         pytest.fail("deploy/Dockerfile: no stage runs `pip install --no-deps -r requirements.lock`")
     runtime = stages()[-1]
-    assert any(ins == "COPY" and "--from=" in a and "/opt/venv" in a for ins, a in runtime), "deploy/Dockerfile: the runtime stage does not copy /opt/venv"
+    assert any(ins == "COPY" and "--from=" in a and "/opt/venv" in a for ins, a in runtime), (
+        "deploy/Dockerfile: the runtime stage does not copy /opt/venv"
+    )
 
 
 def test_lock_file_pins_every_dependency() -> None:
@@ -573,7 +604,9 @@ def test_dockerfile_runs_as_a_fixed_non_root_user_with_state_volumes() -> None:
         assert env[variable] in volumes, f"deploy/Dockerfile: {variable} ({env[variable]}) is not a VOLUME"
         made = [i for i, (ins, a) in enumerate(runtime) if ins == "RUN" and env[variable] in a]
         assert made and made[-1] < volume_at, f"deploy/Dockerfile: make and chown {env[variable]} before declaring it a VOLUME"
-    assert env.get("SCHOOLMIG_METRICS_HOST") == "0.0.0.0", "deploy/Dockerfile: SCHOOLMIG_METRICS_HOST must be 0.0.0.0 to be scraped from outside"
+    assert env.get("SCHOOLMIG_METRICS_HOST") == "0.0.0.0", (
+        "deploy/Dockerfile: SCHOOLMIG_METRICS_HOST must be 0.0.0.0 to be scraped from outside"
+    )
     exposed = {p.split("/")[0] for ins, a in runtime if ins == "EXPOSE" for p in a.split()}
     assert env.get("SCHOOLMIG_METRICS_PORT") in exposed, "deploy/Dockerfile: EXPOSE the SCHOOLMIG_METRICS_PORT"
     assert ("STOPSIGNAL", "SIGTERM") in runtime, "deploy/Dockerfile: STOPSIGNAL SIGTERM (what the services drain on)"
@@ -596,7 +629,9 @@ def _mount_target(service: str, source: str) -> str | None:
 def test_prometheus_loads_the_alert_rules_and_scrapes_the_collector() -> None:
     config = yaml.safe_load(PROMETHEUS.read_text())
     command = services()["prometheus"].get("command") or []
-    config_path = next((c.split("=", 1)[1] for c in command if str(c).startswith("--config.file=")), "/etc/prometheus/prometheus.yml")
+    config_path = next(
+        (c.split("=", 1)[1] for c in command if str(c).startswith("--config.file=")), "/etc/prometheus/prometheus.yml"
+    )
     assert _mount_target("prometheus", "./deploy/prometheus/prometheus.yml") == config_path, (
         f"prometheus: deploy/prometheus/prometheus.yml is not mounted at {config_path}"
     )
@@ -631,10 +666,32 @@ def test_prometheus_sees_every_service_up_for_the_service_down_rule() -> None:
         assert any(host == name and int(p) == port for host, p in found), f"job schoolmig-{name} does not scrape {name}:{port}"
 
 
-UNITS = {"d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds", "us": "microseconds",
-         "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes", "KBy": "kilobytes",
-         "MBy": "megabytes", "GBy": "gigabytes", "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts",
-         "g": "grams", "Cel": "celsius", "Hz": "hertz", "1": "", "%": "percent"}  # fmt: skip
+UNITS = {
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
+}
 PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 
 
@@ -669,10 +726,11 @@ def test_the_collector_path_gives_the_names_the_services_export() -> None:
     pipeline = collector["service"]["pipelines"]["metrics"]
     clears_ratio = any(
         re.search(r'set\(unit,\s*""\)\s+where\s+unit\s*==\s*"1"', statement)
-        for processor in pipeline.get("processors", []) if processor.split("/")[0] == "transform"
+        for processor in pipeline.get("processors", [])
+        if processor.split("/")[0] == "transform"
         for group in collector["processors"][processor].get("metric_statements", [])
         for statement in group.get("statements", [])
-    )  # fmt: skip
+    )
     direct: dict[str, set[str]] = {}
     for prom, name in exported().items():
         direct.setdefault(name, set()).add(prom)
@@ -690,13 +748,19 @@ def test_the_collector_path_gives_the_names_the_services_export() -> None:
 def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
     provisioning_at = _mount_target("grafana", "./deploy/grafana/provisioning")
     dashboards_at = _mount_target("grafana", "./deploy/grafana/dashboards")
-    assert provisioning_at == "/etc/grafana/provisioning", "grafana: mount deploy/grafana/provisioning at /etc/grafana/provisioning"
+    assert provisioning_at == "/etc/grafana/provisioning", (
+        "grafana: mount deploy/grafana/provisioning at /etc/grafana/provisioning"
+    )
     assert dashboards_at, "grafana: deploy/grafana/dashboards is not mounted"
-    sources = [d for f in (GRAFANA / "provisioning" / "datasources").glob("*.yml") for d in yaml.safe_load(f.read_text())["datasources"]]
+    sources = [
+        d for f in (GRAFANA / "provisioning" / "datasources").glob("*.yml") for d in yaml.safe_load(f.read_text())["datasources"]
+    ]
     prometheus = next((d for d in sources if d.get("uid") == "prometheus"), None)
     assert prometheus and prometheus["type"] == "prometheus", "no provisioned Prometheus datasource with uid `prometheus`"
     assert prometheus["url"] == "http://prometheus:9090" and "prometheus" in services()
-    providers = [p for f in (GRAFANA / "provisioning" / "dashboards").glob("*.yml") for p in yaml.safe_load(f.read_text())["providers"]]
+    providers = [
+        p for f in (GRAFANA / "provisioning" / "dashboards").glob("*.yml") for p in yaml.safe_load(f.read_text())["providers"]
+    ]
     paths = {p["options"]["path"] for p in providers if p.get("type", "file") == "file"}
     assert dashboards_at in paths, f"no dashboard provider reads {dashboards_at} (the providers read {sorted(paths)})"
     assert DASHBOARD.is_file()
@@ -713,8 +777,22 @@ def _dashboard_panels() -> list[dict[str, Any]]:
     return walk(json.loads(DASHBOARD.read_text())["panels"])
 
 
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-            "inf", "nan", "e"}  # fmt: skip
+KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "e",
+}
 
 
 def metric_names_in(expr: str) -> set[str]:
@@ -733,7 +811,9 @@ def metric_names_in(expr: str) -> set[str]:
 
 def label_names_in(expr: str) -> set[str]:
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    labels = {label for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text) for label in re.findall(r"\w+", group)}
+    labels = {
+        label for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text) for label in re.findall(r"\w+", group)
+    }
     labels |= {label for group in re.findall(r"\{([^}]*)\}", text) for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", group)}
     return labels
 
@@ -750,7 +830,12 @@ def test_every_dashboard_query_uses_exported_metrics_and_their_labels() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["schemaVersion"] == 39
     known = known_metric_names()
-    alert_names = {n for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] for n in re.findall(r"\b(schoolmig_[a-z_]+)", r["expr"])}
+    alert_names = {
+        n
+        for g in yaml.safe_load(ALERTS.read_text())["groups"]
+        for r in g["rules"]
+        for n in re.findall(r"\b(schoolmig_[a-z_]+)", r["expr"])
+    }
     assert alert_names <= known, f"alerts.yml uses {sorted(alert_names - known)}, not exported"
     panels = _dashboard_panels()
     assert panels, "the dashboard has no panels"
@@ -771,12 +856,21 @@ def test_every_dashboard_query_uses_exported_metrics_and_their_labels() -> None:
             assert metrics <= known, f"{where}: {expr!r} uses {sorted(metrics - known)}, which the services do not export"
             allowed = set().union(*(labels_of(m) for m in metrics))
             labels = label_names_in(expr)
-            assert labels <= allowed, f"{where}: {expr!r} uses label(s) {sorted(labels - allowed)} that the code never sets on {sorted(metrics)}"
+            assert labels <= allowed, (
+                f"{where}: {expr!r} uses label(s) {sorted(labels - allowed)} that the code never sets on {sorted(metrics)}"
+            )
             legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
             assert legend <= allowed, f"{where}: legend uses {sorted(legend - allowed)}, not a label of {sorted(metrics)}"
             used |= metrics
-    for needed in ("schoolmig_school_progress", "schoolmig_records_loaded_total", "schoolmig_errors_total",
-                   "schoolmig_school_phase", "schoolmig_records_quarantined_total", "schoolmig_consumer_lag",
-                   "schoolmig_validation_duration_seconds_bucket", "schoolmig_sync_duration_seconds_bucket",
-                   "schoolmig_phase_transitions_total"):  # fmt: skip
+    for needed in (
+        "schoolmig_school_progress",
+        "schoolmig_records_loaded_total",
+        "schoolmig_errors_total",
+        "schoolmig_school_phase",
+        "schoolmig_records_quarantined_total",
+        "schoolmig_consumer_lag",
+        "schoolmig_validation_duration_seconds_bucket",
+        "schoolmig_sync_duration_seconds_bucket",
+        "schoolmig_phase_transitions_total",
+    ):
         assert needed in used, f"the dashboard does not show {needed}"

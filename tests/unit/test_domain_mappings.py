@@ -29,8 +29,17 @@ def reason(domain: Domain, record: dict[str, Any], hints: dict[str, str] | None 
 
 
 def teacher(**kw: Any) -> dict[str, Any]:
-    return {"id": "teacher-1", "name": "Теа", "email": "t@x", "subject": "English", "joinDate": "2020-09-01",
-            "classIds": ["class-1"], "bio": "…", "createdAt": TS, **kw}  # fmt: skip
+    return {
+        "id": "teacher-1",
+        "name": "Теа",
+        "email": "t@x",
+        "subject": "English",
+        "joinDate": "2020-09-01",
+        "classIds": ["class-1"],
+        "bio": "…",
+        "createdAt": TS,
+        **kw,
+    }
 
 
 def test_teacher_is_a_user_and_a_teacher() -> None:
@@ -57,10 +66,22 @@ def test_classroom_rules() -> None:
 
 
 def klass(**kw: Any) -> dict[str, Any]:
-    return {"id": "class-1", "name": "English B1", "level": "B1", "teacher": {"id": "teacher-1", "name": "Теа"},
-            "room": "Room 101", "roomId": "classroom-1", "maxStudents": 12, "studentIds": ["student-1"], "students": 1,
-            "schedule": [{"day": "Monday", "startTime": "09:00", "endTime": "10:30"},
-                         {"day": "sunday", "startTime": "9:00", "endTime": "10:30"}], **kw}  # fmt: skip
+    return {
+        "id": "class-1",
+        "name": "English B1",
+        "level": "B1",
+        "teacher": {"id": "teacher-1", "name": "Теа"},
+        "room": "Room 101",
+        "roomId": "classroom-1",
+        "maxStudents": 12,
+        "studentIds": ["student-1"],
+        "students": 1,
+        "schedule": [
+            {"day": "Monday", "startTime": "09:00", "endTime": "10:30"},
+            {"day": "sunday", "startTime": "9:00", "endTime": "10:30"},
+        ],
+        **kw,
+    }
 
 
 def test_class_and_its_schedule_slots() -> None:
@@ -82,22 +103,40 @@ def test_class_without_room_id_uses_the_ingest_hint_or_is_quarantined() -> None:
     [(_, c), *_] = rows(Domain.CLASSES, no_room_id, {"classroom_id": "classroom-7"})
     assert c["classroom_id"] == uid("classrooms", "classroom-7")
     assert reason(Domain.CLASSES, no_room_id) == "unresolved_classroom"
-    assert reason(Domain.CLASSES, klass(schedule=[{"day": "Monday", "startTime": "10:00", "endTime": "09:00"}])) == "invalid_time_range"
+    assert (
+        reason(Domain.CLASSES, klass(schedule=[{"day": "Monday", "startTime": "10:00", "endTime": "09:00"}]))
+        == "invalid_time_range"
+    )
     assert reason(Domain.CLASSES, klass(schedule=[{"day": "Funday", "startTime": "9:00", "endTime": "10:00"}])) == "invalid_enum"
     assert reason(Domain.CLASSES, klass(schedule=[{"day": "Monday", "startTime": "25:00", "endTime": "26:00"}])) == "invalid_time"
     assert reason(Domain.CLASSES, klass(schedule="Mondays")) == "invalid_type"
 
 
 def test_obligations_and_payments() -> None:
-    obligation = {"id": "obligation-s1-0", "studentId": "student-1", "studentName": "Ана", "type": "Tuition Fee",
-                  "amount": "850", "dueDate": "2024-02-01", "period": "Spring 2024", "status": "partial"}  # fmt: skip
+    obligation = {
+        "id": "obligation-s1-0",
+        "studentId": "student-1",
+        "studentName": "Ана",
+        "type": "Tuition Fee",
+        "amount": "850",
+        "dueDate": "2024-02-01",
+        "period": "Spring 2024",
+        "status": "partial",
+    }
     [(_, o)] = rows(Domain.PAYMENT_OBLIGATIONS, obligation)
     assert (o["student_id"], o["amount"], o["status"]) == (uid("students", "student-1"), "850", "partial")
     assert o["extras"]["record"]["unmapped"] == {"studentName": "Ана"}
     assert reason(Domain.PAYMENT_OBLIGATIONS, {**obligation, "amount": 0}) == "out_of_range"
     assert reason(Domain.PAYMENT_OBLIGATIONS, {**obligation, "status": "cancelled"}) == "invalid_enum"
-    payment = {"id": "payment-1", "obligationId": "obligation-s1-0", "studentId": "student-1", "amount": 425.5,
-               "date": "2024-02-03", "method": "Card", "createdBy": "admin"}  # fmt: skip
+    payment = {
+        "id": "payment-1",
+        "obligationId": "obligation-s1-0",
+        "studentId": "student-1",
+        "amount": 425.5,
+        "date": "2024-02-03",
+        "method": "Card",
+        "createdBy": "admin",
+    }
     [(_, p)] = rows(Domain.PAYMENTS, payment)
     assert (p["obligation_id"], p["amount"], p["method"]) == (uid("payment_obligations", "obligation-s1-0"), "425.5", "card")
     assert p["extras"]["record"]["unmapped"] == {"studentId": "student-1", "createdBy": "admin"}
@@ -105,15 +144,27 @@ def test_obligations_and_payments() -> None:
 
 
 def session(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": "attendance-1", "classId": "class-1", "className": "English", "teacherId": "teacher-1",
-            "sessionDate": "2024-03-01", "createdAt": TS, "studentRecords": entries}  # fmt: skip
+    return {
+        "id": "attendance-1",
+        "classId": "class-1",
+        "className": "English",
+        "teacherId": "teacher-1",
+        "sessionDate": "2024-03-01",
+        "createdAt": TS,
+        "studentRecords": entries,
+    }
 
 
 def test_attendance_session_becomes_one_row_per_student() -> None:
-    out = rows(Domain.ATTENDANCE, session([
-        {"studentId": "student-1", "studentName": "Ана", "status": "present", "homeworkCompleted": True},
-        {"studentId": "student-2", "studentName": "Марко", "status": "Late", "notes": "bus"},
-    ]))  # fmt: skip
+    out = rows(
+        Domain.ATTENDANCE,
+        session(
+            [
+                {"studentId": "student-1", "studentName": "Ана", "status": "present", "homeworkCompleted": True},
+                {"studentId": "student-2", "studentName": "Марко", "status": "Late", "notes": "bus"},
+            ]
+        ),
+    )
     assert [(v["id"], v["student_id"], v["status"], v["homework_completed"]) for _, v in out] == [
         (uid("attendance_records", "attendance-1:student-1"), uid("students", "student-1"), "present", True),
         (uid("attendance_records", "attendance-1:student-2"), uid("students", "student-2"), "late", None),
@@ -145,17 +196,36 @@ def test_grades_keep_their_value_as_text() -> None:
 
 
 def test_private_lesson_with_its_obligation_and_payments() -> None:
-    lesson = {"id": "lesson-1", "studentId": "student-1", "teacherId": "teacher-1", "classroomId": "classroom-1",
-              "subject": "Piano", "date": "2024-03-05", "startTime": "16:00", "endTime": "17:00", "status": "completed",
-              "paymentObligation": {"id": "plo-1", "amount": 600, "dueDate": "2024-03-05", "status": "partial"},
-              "paymentRecords": [{"id": "plp-1", "amount": 300, "paymentDate": "2024-03-05", "method": "cash"},
-                                 {"id": "plp-2", "amount": "150", "paymentDate": "2024-03-06", "method": "card"}]}  # fmt: skip
+    lesson = {
+        "id": "lesson-1",
+        "studentId": "student-1",
+        "teacherId": "teacher-1",
+        "classroomId": "classroom-1",
+        "subject": "Piano",
+        "date": "2024-03-05",
+        "startTime": "16:00",
+        "endTime": "17:00",
+        "status": "completed",
+        "paymentObligation": {"id": "plo-1", "amount": 600, "dueDate": "2024-03-05", "status": "partial"},
+        "paymentRecords": [
+            {"id": "plp-1", "amount": 300, "paymentDate": "2024-03-05", "method": "cash"},
+            {"id": "plp-2", "amount": "150", "paymentDate": "2024-03-06", "method": "card"},
+        ],
+    }
     out = rows(Domain.PRIVATE_LESSONS, lesson)
-    assert [t for t, _ in out] == ["private_lessons", "private_lesson_payment_obligations", "private_lesson_payments", "private_lesson_payments"]
+    assert [t for t, _ in out] == [
+        "private_lessons",
+        "private_lesson_payment_obligations",
+        "private_lesson_payments",
+        "private_lesson_payments",
+    ]
     lesson_row = out[0][1]
     assert lesson_row["teacher_id"] == uid("teachers", "teacher-1") and lesson_row["start_time"] == "16:00:00"
     assert out[1][1]["id"] == uid("private_lesson_payment_obligations", "lesson-1:obligation")
-    assert [v["id"] for _, v in out[2:]] == [uid("private_lesson_payments", "lesson-1:payment:0"), uid("private_lesson_payments", "lesson-1:payment:1")]
+    assert [v["id"] for _, v in out[2:]] == [
+        uid("private_lesson_payments", "lesson-1:payment:0"),
+        uid("private_lesson_payments", "lesson-1:payment:1"),
+    ]
     assert all(v["lesson_id"] == lesson_row["id"] for _, v in out[1:])
     assert out[2][1]["extras"]["item"]["unmapped"] == {"id": "plp-1"}
     assert reason(Domain.PRIVATE_LESSONS, {**lesson, "endTime": "15:00"}) == "invalid_time_range"

@@ -14,7 +14,14 @@ def test_the_sdk_envelopes_are_accepted() -> None:
 
 
 def chunk(**overrides: object) -> bytes:
-    body = {"kind": "snapshot.chunk", "schema_version": 1, "school_id": "school-a", "snapshot_id": "s1", "index": 0, "data_b64": "e30="}
+    body = {
+        "kind": "snapshot.chunk",
+        "schema_version": 1,
+        "school_id": "school-a",
+        "snapshot_id": "s1",
+        "index": 0,
+        "data_b64": "e30=",
+    }
     body.update(overrides)
     return json.dumps(body).encode()
 

@@ -27,15 +27,23 @@ from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from tests.hostile import RAW_GARBAGE, hostile_snapshots, render, spoiled_envelopes
 
 MANIFEST = SnapshotManifest(
-    school_id="hostile", snapshot_id="s1", format=SnapshotFormat.LOCALSTORAGE_DUMP, taken_at=datetime(2024, 5, 1, tzinfo=UTC),
-    size_bytes=1, sha256="0" * 64, chunk_count=1, chunk_sha256=["0" * 64],
-)  # fmt: skip
+    school_id="hostile",
+    snapshot_id="s1",
+    format=SnapshotFormat.LOCALSTORAGE_DUMP,
+    taken_at=datetime(2024, 5, 1, tzinfo=UTC),
+    size_bytes=1,
+    sha256="0" * 64,
+    chunk_count=1,
+    chunk_sha256=["0" * 64],
+)
 SLOW = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @SLOW
 @given(hostile_snapshots())
-def test_any_snapshot_is_released_or_refused_and_every_record_is_accounted_for(snapshot: tuple[bytes, SnapshotFormat, int]) -> None:
+def test_any_snapshot_is_released_or_refused_and_every_record_is_accounted_for(
+    snapshot: tuple[bytes, SnapshotFormat, int],
+) -> None:
     content, fmt, _ = snapshot
     try:
         parsed = parse_snapshot(content, fmt)
@@ -65,8 +73,9 @@ def test_any_snapshot_is_released_or_refused_and_every_record_is_accounted_for(s
                     rows_by_table(rows.records())
                 except Exception as exc:  # the loader quarantines it (bisecting): only never a crash
                     assert not isinstance(exc, (SystemError, RecursionError)), exc
-            for body, _ in pack({"kind": "quarantine.batch", "school_id": "hostile"}, transformed.quarantined,
-                                max_records=50, max_bytes=1 << 20):  # fmt: skip
+            for body, _ in pack(
+                {"kind": "quarantine.batch", "school_id": "hostile"}, transformed.quarantined, max_records=50, max_bytes=1 << 20
+            ):
                 assert isinstance(read(body, QuarantineBatch), QuarantineBatch)
             assert len(transformed.mapped) + len(transformed.quarantined) == len(message.entries)
     assert travelled == len(outgoing)
@@ -87,7 +96,9 @@ def test_any_ingest_message_is_an_envelope_or_a_reasoned_rejection(body: bytes) 
 def test_nan_and_infinity_are_quarantined_never_nulled(value: float, fmt: SnapshotFormat) -> None:
     record = {"id": "s-1", "name": "A", "email": "a@x", "balance": value}
     inner = render([record])
-    content = (f'{{"students": {render(inner)}}}' if fmt is SnapshotFormat.LOCALSTORAGE_DUMP else f'{{"students": {inner}}}').encode()
+    content = (
+        f'{{"students": {render(inner)}}}' if fmt is SnapshotFormat.LOCALSTORAGE_DUMP else f'{{"students": {inner}}}'
+    ).encode()
     (entry,) = parse_snapshot(content, fmt).entries[Domain.STUDENTS]
     assert entry.problem is not None and entry.problem.reason == "unrepresentable_value"
     assert "$.balance" not in entry.problem.message and "entry 0.balance" in entry.problem.message

@@ -30,16 +30,24 @@ class Broker:
 
 
 def mode_of(mode: Mode, maintenance: bool = False) -> SchoolMode:
-    return SchoolMode(school_id="s", mode=mode, maintenance=maintenance, phase="dual_write", reason="test",
-                      updated_at=datetime.now(UTC))  # fmt: skip
+    return SchoolMode(
+        school_id="s", mode=mode, maintenance=maintenance, phase="dual_write", reason="test", updated_at=datetime.now(UTC)
+    )
 
 
 def client(tmp_path: Path, broker: Broker, current: list[SchoolMode | None]) -> HybridClient:
     async def mode(_: str) -> SchoolMode | None:
         return current[0]
 
-    return HybridClient("s", "web-1", local=LocalData(tmp_path / "local.json"), outbox=Outbox(tmp_path / "outbox"),
-                        publisher=broker.publish, mode=mode, retry_s=(0.01, 0.05))  # fmt: skip
+    return HybridClient(
+        "s",
+        "web-1",
+        local=LocalData(tmp_path / "local.json"),
+        outbox=Outbox(tmp_path / "outbox"),
+        publisher=broker.publish,
+        mode=mode,
+        retry_s=(0.01, 0.05),
+    )
 
 
 async def test_hybrid_writes_locally_and_publishes_every_change_in_order(tmp_path: Path) -> None:

@@ -16,8 +16,15 @@ def _record(msg: str, name: str = "aiokafka") -> logging.LogRecord:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["Unable connect to %s", "OffsetCommit failed", "Heartbeat failed"]),
-                          st.floats(min_value=0, max_value=5)), max_size=60))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Unable connect to %s", "OffsetCommit failed", "Heartbeat failed"]),
+            st.floats(min_value=0, max_value=5),
+        ),
+        max_size=60,
+    )
+)
 def test_each_kind_at_most_once_per_window_and_none_lost_from_the_count(lines: list[tuple[str, float]]) -> None:
     now = [0.0]
     limit = RepeatLimit(every_s=10.0, clock=lambda: now[0])
@@ -44,8 +51,9 @@ def test_json_lines_carry_ids_and_never_more() -> None:
     from shared.logs import JsonFormatter
 
     formatter = JsonFormatter("coordinator")
-    record = logging.LogRecord("schoolmig.coordinator", logging.INFO, __file__, 1, "%s: synced; validation %s requested",
-                               ("school-7", "run-1"), None)  # fmt: skip
+    record = logging.LogRecord(
+        "schoolmig.coordinator", logging.INFO, __file__, 1, "%s: synced; validation %s requested", ("school-7", "run-1"), None
+    )
     line = json.loads(formatter.format(record))
     assert line["service"] == "coordinator" and line["level"] == "INFO" and line["logger"] == "schoolmig.coordinator"
     assert line["message"] == "school-7: synced; validation run-1 requested"

@@ -10,8 +10,15 @@ TS = datetime(2024, 1, 1, tzinfo=UTC)
 
 def rec(domain: Domain, legacy: str, table: str, refs: dict[str, str], ts: datetime = TS) -> MappedRecord:
     values = {"id": row_id_text("s", table, legacy), **refs}
-    return MappedRecord(school_id="s", snapshot_id="x", domain=domain, index=0, legacy_id=legacy, source_ts=ts,
-                        rows=[TargetRow(table=table, values=values)])  # fmt: skip
+    return MappedRecord(
+        school_id="s",
+        snapshot_id="x",
+        domain=domain,
+        index=0,
+        legacy_id=legacy,
+        source_ts=ts,
+        rows=[TargetRow(table=table, values=values)],
+    )
 
 
 OBLIGATION = rec(Domain.PAYMENT_OBLIGATIONS, "o1", "payment_obligations", {"student_id": row_id_text("s", "students", "s1")})

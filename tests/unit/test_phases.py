@@ -15,10 +15,14 @@ from shared.messages import AuditSummary, SnapshotFormat, SnapshotReleased
 
 def released(verified: bool = True) -> SnapshotReleased:
     return SnapshotReleased(
-        school_id="school-a", snapshot_id="snap-1", format=SnapshotFormat.LOCALSTORAGE_DUMP,
-        taken_at=datetime(2024, 5, 1, tzinfo=UTC), sha256="a" * 64, backup_verified=verified,
+        school_id="school-a",
+        snapshot_id="snap-1",
+        format=SnapshotFormat.LOCALSTORAGE_DUMP,
+        taken_at=datetime(2024, 5, 1, tzinfo=UTC),
+        sha256="a" * 64,
+        backup_verified=verified,
         audit=AuditSummary(source_counts={Domain.STUDENTS: 3}, unknown_keys=["theme"], duplicate_ids={}, corrupted={}),
-    )  # fmt: skip
+    )
 
 
 def test_the_happy_path_is_a_chain() -> None:

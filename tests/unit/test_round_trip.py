@@ -17,8 +17,16 @@ from shared.mapping import MAPPINGS, Mapped, map_record, reverse_record
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-json_scalar = st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8
+)
 words = st.text(min_size=1, max_size=30).filter(lambda s: s.strip())
 short = lambda n: st.text(min_size=1, max_size=n).filter(lambda s: s.strip())  # noqa: E731
 ident = st.from_regex(r"[a-z]{1,8}-[0-9]{1,4}", fullmatch=True)
@@ -52,76 +60,175 @@ def record(required: dict[str, st.SearchStrategy[Any]], **optionals: st.SearchSt
 
 WELL_FORMED: dict[Domain, st.SearchStrategy[dict[str, Any]]] = {
     Domain.STUDENTS: record(
-        {"name": words, "email": short(255), "status": st.sampled_from(["active", "inactive", " Active"]),
-         "joinDate": day_text, "dateOfBirth": day_text},
-        phone=st.text(max_size=20), classId=ident | st.just(""), avatar=st.text(max_size=20) | st.none(),
-        parentContact=st.text(max_size=40).filter(lambda s: len(s) <= 20 or " - " not in s), parentEmail=st.text(max_size=30),
-        placeOfBirth=st.text(max_size=30), address=st.text(max_size=60), hasDiscount=st.booleans() | st.sampled_from(["true", 0]),
-        discountType=st.sampled_from(["relatives", "social_case", "single_parent", "free_of_charge"]), discountAmount=money,
+        {
+            "name": words,
+            "email": short(255),
+            "status": st.sampled_from(["active", "inactive", " Active"]),
+            "joinDate": day_text,
+            "dateOfBirth": day_text,
+        },
+        phone=st.text(max_size=20),
+        classId=ident | st.just(""),
+        avatar=st.text(max_size=20) | st.none(),
+        parentContact=st.text(max_size=40).filter(lambda s: len(s) <= 20 or " - " not in s),
+        parentEmail=st.text(max_size=30),
+        placeOfBirth=st.text(max_size=30),
+        address=st.text(max_size=60),
+        hasDiscount=st.booleans() | st.sampled_from(["true", 0]),
+        discountType=st.sampled_from(["relatives", "social_case", "single_parent", "free_of_charge"]),
+        discountAmount=money,
         emergencyContact=optional(name=st.text(max_size=20), relationship=st.text(max_size=20), phone=st.text(max_size=20)),
-        academicInfo=optional(level=st.text(max_size=10), gpa=st.sampled_from([3.5, "3,8", 4, "2.25", 0]), enrollmentDate=day_text),
+        academicInfo=optional(
+            level=st.text(max_size=10), gpa=st.sampled_from([3.5, "3,8", 4, "2.25", 0]), enrollmentDate=day_text
+        ),
         paymentDue=json_value,
-    ),  # fmt: skip
+    ),
     Domain.TEACHERS: record(
         {"name": words, "email": short(255), "subject": short(100), "joinDate": day_text},
-        phone=st.text(max_size=20), avatar=st.text(max_size=10), notes=st.text(), classIds=st.lists(ident),
-        bio=st.text(), qualifications=st.lists(st.text(max_size=10)), status=st.sampled_from(["active", "inactive", "on leave"]),
-        createdAt=stamp, updatedAt=stamp | st.text(max_size=10),
-    ),  # fmt: skip
+        phone=st.text(max_size=20),
+        avatar=st.text(max_size=10),
+        notes=st.text(),
+        classIds=st.lists(ident),
+        bio=st.text(),
+        qualifications=st.lists(st.text(max_size=10)),
+        status=st.sampled_from(["active", "inactive", "on leave"]),
+        createdAt=stamp,
+        updatedAt=stamp | st.text(max_size=10),
+    ),
     Domain.CLASSROOMS: record(
-        {"name": short(100)}, location=st.text(max_size=40), capacity=st.integers(1, 500) | st.sampled_from(["30"]),
-        createdDate=stamp, lastUpdated=stamp, equipment=st.lists(st.text(max_size=10)), status=st.sampled_from(["active", "inactive"]),
-    ),  # fmt: skip
+        {"name": short(100)},
+        location=st.text(max_size=40),
+        capacity=st.integers(1, 500) | st.sampled_from(["30"]),
+        createdDate=stamp,
+        lastUpdated=stamp,
+        equipment=st.lists(st.text(max_size=10)),
+        status=st.sampled_from(["active", "inactive"]),
+    ),
     Domain.CLASSES: record(
-        {"name": words, "level": short(50), "teacher": st.fixed_dictionaries({"id": ident}, optional={"name": st.text(max_size=10), "subject": st.text(max_size=10)}),
-         "roomId": ident},
-        room=st.text(max_size=10), description=st.text(), maxStudents=st.integers(1, 40), status=st.sampled_from(["active", "completed"]),
-        schedule=st.lists(st.tuples(st.sampled_from(["Monday", "Sunday", "tuesday"]), time_range(), extra_fields).map(
-            lambda t: {**t[2], "day": t[0], "startTime": t[1][0], "endTime": t[1][1]}), max_size=4),
-        studentIds=st.lists(ident), students=st.integers(0, 30), price=money, createdAt=stamp, updatedAt=stamp,
-    ),  # fmt: skip
+        {
+            "name": words,
+            "level": short(50),
+            "teacher": st.fixed_dictionaries(
+                {"id": ident}, optional={"name": st.text(max_size=10), "subject": st.text(max_size=10)}
+            ),
+            "roomId": ident,
+        },
+        room=st.text(max_size=10),
+        description=st.text(),
+        maxStudents=st.integers(1, 40),
+        status=st.sampled_from(["active", "completed"]),
+        schedule=st.lists(
+            st.tuples(st.sampled_from(["Monday", "Sunday", "tuesday"]), time_range(), extra_fields).map(
+                lambda t: {**t[2], "day": t[0], "startTime": t[1][0], "endTime": t[1][1]}
+            ),
+            max_size=4,
+        ),
+        studentIds=st.lists(ident),
+        students=st.integers(0, 30),
+        price=money,
+        createdAt=stamp,
+        updatedAt=stamp,
+    ),
     Domain.PAYMENT_OBLIGATIONS: record(
-        {"studentId": ident, "type": short(100), "amount": money, "dueDate": day_text,
-         "status": st.sampled_from(["pending", "partial", "paid", "overdue"])},
-        studentName=st.text(max_size=20), period=st.text(max_size=50), notes=st.text(), createdAt=stamp, updatedAt=stamp,
-    ),  # fmt: skip
+        {
+            "studentId": ident,
+            "type": short(100),
+            "amount": money,
+            "dueDate": day_text,
+            "status": st.sampled_from(["pending", "partial", "paid", "overdue"]),
+        },
+        studentName=st.text(max_size=20),
+        period=st.text(max_size=50),
+        notes=st.text(),
+        createdAt=stamp,
+        updatedAt=stamp,
+    ),
     Domain.PAYMENTS: record(
-        {"obligationId": ident, "amount": money, "date": day_text, "method": st.sampled_from(["cash", "card", "transfer", "other"])},
-        studentId=ident, studentName=st.text(max_size=20), reference=st.text(max_size=10), notes=st.text(), createdBy=st.text(max_size=10),
-        createdAt=stamp, updatedAt=stamp,
-    ),  # fmt: skip
+        {
+            "obligationId": ident,
+            "amount": money,
+            "date": day_text,
+            "method": st.sampled_from(["cash", "card", "transfer", "other"]),
+        },
+        studentId=ident,
+        studentName=st.text(max_size=20),
+        reference=st.text(max_size=10),
+        notes=st.text(),
+        createdBy=st.text(max_size=10),
+        createdAt=stamp,
+        updatedAt=stamp,
+    ),
     Domain.ATTENDANCE: record(
-        {"classId": ident, "sessionDate": day_text,
-         "studentRecords": st.lists(st.tuples(ident, st.sampled_from(["present", "absent", "late", "excused"]),
-                                              optional(homeworkCompleted=st.booleans(), notes=st.text(max_size=30), studentName=st.text(max_size=10), homeworkNotes=st.text(max_size=10))).map(
-             lambda t: {**t[2], "studentId": t[0], "status": t[1]}), min_size=1, max_size=6, unique_by=lambda e: e["studentId"])},
-        className=st.text(max_size=10), teacherId=ident, teacherName=st.text(max_size=10), createdAt=stamp, updatedAt=stamp,
-    ),  # fmt: skip
+        {
+            "classId": ident,
+            "sessionDate": day_text,
+            "studentRecords": st.lists(
+                st.tuples(
+                    ident,
+                    st.sampled_from(["present", "absent", "late", "excused"]),
+                    optional(
+                        homeworkCompleted=st.booleans(),
+                        notes=st.text(max_size=30),
+                        studentName=st.text(max_size=10),
+                        homeworkNotes=st.text(max_size=10),
+                    ),
+                ).map(lambda t: {**t[2], "studentId": t[0], "status": t[1]}),
+                min_size=1,
+                max_size=6,
+                unique_by=lambda e: e["studentId"],
+            ),
+        },
+        className=st.text(max_size=10),
+        teacherId=ident,
+        teacherName=st.text(max_size=10),
+        createdAt=stamp,
+        updatedAt=stamp,
+    ),
     Domain.ASSESSMENTS: record(
         {"classId": ident, "title": words, "date": day_text},
         type=st.sampled_from(["Homework", "Test", "Quiz", "Project", "Participation", "Oral exam", "quiz"]),
-        totalPoints=st.integers(1, 200) | st.sampled_from(["100", 12.5]), className=st.text(max_size=10), description=st.text(),
-        createdAt=stamp, updatedAt=stamp,
-    ),  # fmt: skip
+        totalPoints=st.integers(1, 200) | st.sampled_from(["100", 12.5]),
+        className=st.text(max_size=10),
+        description=st.text(),
+        createdAt=stamp,
+        updatedAt=stamp,
+    ),
     Domain.GRADES: record(
         {"assessmentId": ident, "studentId": ident, "value": st.integers(0, 100) | short(10)},
-        studentName=st.text(max_size=10), comments=st.text(), dateRecorded=day_text,
-    ),  # fmt: skip
+        studentName=st.text(max_size=10),
+        comments=st.text(),
+        dateRecorded=day_text,
+    ),
     Domain.PRIVATE_LESSONS: st.tuples(
         record(
-            {"studentId": ident, "teacherId": ident, "classroomId": ident, "subject": short(100), "date": day_text,
-             "status": st.sampled_from(["scheduled", "completed", "cancelled"])},
-            notes=st.text(), studentName=st.text(max_size=10), teacherName=st.text(max_size=10), classroomName=st.text(max_size=10),
+            {
+                "studentId": ident,
+                "teacherId": ident,
+                "classroomId": ident,
+                "subject": short(100),
+                "date": day_text,
+                "status": st.sampled_from(["scheduled", "completed", "cancelled"]),
+            },
+            notes=st.text(),
+            studentName=st.text(max_size=10),
+            teacherName=st.text(max_size=10),
+            classroomName=st.text(max_size=10),
             paymentObligation=st.fixed_dictionaries(
                 {"amount": money, "status": st.sampled_from(["pending", "paid"])},
-                optional={"id": ident, "dueDate": day_text, "notes": st.text(max_size=10), "createdAt": stamp}),
-            paymentRecords=st.lists(st.fixed_dictionaries(
-                {"amount": money, "paymentDate": day_text, "method": st.sampled_from(["cash", "card"])},
-                optional={"id": ident, "notes": st.text(max_size=10), "createdAt": stamp}), max_size=4),
-            createdAt=stamp, updatedAt=stamp,
+                optional={"id": ident, "dueDate": day_text, "notes": st.text(max_size=10), "createdAt": stamp},
+            ),
+            paymentRecords=st.lists(
+                st.fixed_dictionaries(
+                    {"amount": money, "paymentDate": day_text, "method": st.sampled_from(["cash", "card"])},
+                    optional={"id": ident, "notes": st.text(max_size=10), "createdAt": stamp},
+                ),
+                max_size=4,
+            ),
+            createdAt=stamp,
+            updatedAt=stamp,
         ),
         time_range(),
-    ).map(lambda t: {**t[0], "startTime": t[1][0], "endTime": t[1][1]}),  # fmt: skip
+    ).map(lambda t: {**t[0], "startTime": t[1][0], "endTime": t[1][1]}),
 }
 
 
@@ -159,7 +266,11 @@ def _make(domain: Domain) -> tuple[Any, Any]:
         _check_well_formed(domain, source)
 
     @FAST
-    @given(st.tuples(WELL_FORMED[domain], st.dictionaries(st.text(max_size=12), json_value, max_size=4)).map(lambda t: {**t[0], **t[1]}))
+    @given(
+        st.tuples(WELL_FORMED[domain], st.dictionaries(st.text(max_size=12), json_value, max_size=4)).map(
+            lambda t: {**t[0], **t[1]}
+        )
+    )
     def anything(source: dict[str, Any]) -> None:
         _check_anything(domain, source)
 
@@ -167,6 +278,7 @@ def _make(domain: Domain) -> tuple[Any, Any]:
 
 
 for _domain in Domain:
-    globals()[f"test_{_domain.value}_well_formed_records_map_and_reverse_exactly"], globals()[
-        f"test_{_domain.value}_any_record_is_rejected_or_reverses_exactly"
-    ] = _make(_domain)
+    (
+        globals()[f"test_{_domain.value}_well_formed_records_map_and_reverse_exactly"],
+        globals()[f"test_{_domain.value}_any_record_is_rejected_or_reverses_exactly"],
+    ) = _make(_domain)

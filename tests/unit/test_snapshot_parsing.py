@@ -49,7 +49,9 @@ def test_a_value_cut_short_is_one_quarantined_entry() -> None:
 
 
 def test_bad_entries_each_have_a_reason_and_duplicates_keep_the_first() -> None:
-    content = dump(students=[{"id": "s-1", "v": 1}, "oops", None, {"name": "no id"}, {"id": "  "}, {"id": "s-1", "v": 2}, {"id": 7}])
+    content = dump(
+        students=[{"id": "s-1", "v": 1}, "oops", None, {"name": "no id"}, {"id": "  "}, {"id": "s-1", "v": 2}, {"id": 7}]
+    )
     entries = parse_snapshot(content, SnapshotFormat.LOCALSTORAGE_DUMP).entries[Domain.STUDENTS]
     problems = [(e.index, e.legacy_id, e.problem.reason if e.problem else None) for e in entries]
     assert problems == [

@@ -114,4 +114,3 @@ def test_text_that_looks_like_sql_or_html_is_kept_verbatim() -> None:
 )
 def test_values_that_do_not_fit_quarantine_the_record(overrides: dict[str, Any], reason: str) -> None:
     assert rejected(student(**overrides)).reason == reason
-

@@ -24,7 +24,9 @@ def test_clean_facts_validate_ok_with_quarantine_as_a_warning() -> None:
 
 
 def test_unaccounted_missing_and_unexpected_records_are_critical() -> None:
-    comparison = compare_digests({"student-1": "a", "student-2": "b", "student-3": "c"}, {"student-1": "a", "student-3": "x", "student-9": "d"})
+    comparison = compare_digests(
+        {"student-1": "a", "student-2": "b", "student-3": "c"}, {"student-1": "a", "student-3": "x", "student-9": "d"}
+    )
     assert (comparison.missing, comparison.unexpected, comparison.differing) == (["student-2"], ["student-9"], ["student-3"])
     facts = DomainFacts(DomainCounts(5, 3, 1), expected=3, comparison=comparison)
     ok, results = validate({Domain.STUDENTS: facts})
@@ -44,25 +46,45 @@ def test_every_issue_type_has_one_severity_and_a_meaning() -> None:
 def test_report_contract() -> None:
     counts = {Domain.STUDENTS: DomainCounts(3, 2, 1)}
     school = school_report(
-        school_id="a", snapshot_id="s", phase="validated", counts=counts,
+        school_id="a",
+        snapshot_id="s",
+        phase="validated",
+        counts=counts,
         quarantine=[{"domain": "students", "legacy_id": "student-9", "reason": "missing_required", "stage": "transform"}],
         validation={"ok": True},
-    )  # fmt: skip
+    )
     assert set(school["domains"]) == {d.value for d in ALL_DOMAINS}
     assert school["domains"]["students"] == {"source": 3, "loaded": 2, "quarantined": 1}
     assert school["domains"]["grades"] == {"source": 0, "loaded": 0, "quarantined": 0}
     assert school["quarantine"] == [{"domain": "students", "legacy_id": "student-9", "reason": "missing_required"}]
     assert run_report([school])["ok"] is True
-    unaccounted = school_report(school_id="a", snapshot_id="s", phase="dual_write", counts={Domain.STUDENTS: DomainCounts(3, 1, 1)}, quarantine=[], validation=None)
+    unaccounted = school_report(
+        school_id="a",
+        snapshot_id="s",
+        phase="dual_write",
+        counts={Domain.STUDENTS: DomainCounts(3, 1, 1)},
+        quarantine=[],
+        validation=None,
+    )
     assert run_report([school, unaccounted])["ok"] is False
     assert run_report([])["ok"] is False
 
 
 def _record(snapshot: str, ts: datetime, name: str) -> MappedRecord:
     return MappedRecord(
-        school_id="a", snapshot_id=snapshot, domain=Domain.STUDENTS, index=0, legacy_id="student-1", source_ts=ts,
-        rows=[TargetRow(table="users", values={"id": "9f88a847-a4c4-5592-a191-3169ecccdac5", "name": name, "school_id": "a", "legacy_id": "student-1"})],
-    )  # fmt: skip
+        school_id="a",
+        snapshot_id=snapshot,
+        domain=Domain.STUDENTS,
+        index=0,
+        legacy_id="student-1",
+        source_ts=ts,
+        rows=[
+            TargetRow(
+                table="users",
+                values={"id": "9f88a847-a4c4-5592-a191-3169ecccdac5", "name": name, "school_id": "a", "legacy_id": "student-1"},
+            )
+        ],
+    )
 
 
 def test_a_batch_keeps_one_row_per_id_and_the_newest_write_wins() -> None:

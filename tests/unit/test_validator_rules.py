@@ -33,15 +33,28 @@ def test_values_print_the_same_from_the_mapping_and_from_asyncpg() -> None:
 
 def test_digests_are_order_free_over_rows_and_injective_over_columns() -> None:
     assert combine(["b", "a"]) == combine(["a", "b"])
-    a = {"id": "0d7e3a8e-0000-5000-8000-000000000000", "school_id": "s", "legacy_id": "x", "extras": {}, "name": "ab", "location": "c"}
+    a = {
+        "id": "0d7e3a8e-0000-5000-8000-000000000000",
+        "school_id": "s",
+        "legacy_id": "x",
+        "extras": {},
+        "name": "ab",
+        "location": "c",
+    }
     b = {**a, "name": "a", "location": "bc"}  # the same characters, split elsewhere
     assert row_digest("classrooms", a) != row_digest("classrooms", b)
     assert row_digest("classrooms", a) == row_digest("classrooms", {**a, "source_ts": "2030-01-01T00:00:00Z"})
 
 
 def _student() -> ExpectedRecord:
-    source = {"id": "student-1", "name": "Ана", "email": "a@x", "status": "active", "joinDate": "2024-01-01",
-              "dateOfBirth": "2010-01-01"}  # fmt: skip
+    source = {
+        "id": "student-1",
+        "name": "Ана",
+        "email": "a@x",
+        "status": "active",
+        "joinDate": "2024-01-01",
+        "dateOfBirth": "2010-01-01",
+    }
     mapped = map_record(Domain.STUDENTS, "s", "student-1", source, {}, "2024-06-01T00:00:00+00:00")
     rows = [(table, {**values, "school_id": "s", "legacy_id": "student-1"}) for table, values in mapped.rows]  # type: ignore[union-attr]
     return ExpectedRecord("student-1", source, rows)
@@ -75,9 +88,16 @@ def test_the_published_result_is_bounded_and_names_fields_without_values() -> No
     from shared.messages import FieldDifference, ValidationCompleted
 
     many = [issue("name_mismatch", Domain.GRADES, "differs", f"grade-{n}") for n in range(500)]
-    secret = issue("data_mismatch", Domain.GRADES, "differs", "grade-x", [FieldDifference(field="comments", source="a@x", database="b@x")])
-    result = ValidationCompleted(run_id="r", school_id="s", snapshot_id="n", ok=False, domains=[
-        DomainValidation(domain=Domain.GRADES, total_records=600, valid_records=99, issues=[*many, secret])])  # fmt: skip
+    secret = issue(
+        "data_mismatch", Domain.GRADES, "differs", "grade-x", [FieldDifference(field="comments", source="a@x", database="b@x")]
+    )
+    result = ValidationCompleted(
+        run_id="r",
+        school_id="s",
+        snapshot_id="n",
+        ok=False,
+        domains=[DomainValidation(domain=Domain.GRADES, total_records=600, valid_records=99, issues=[*many, secret])],
+    )
     published = result.for_publishing(max_issues_per_domain=20)
     [grades] = published.domains
     assert len(grades.issues) == 20 and grades.issues_omitted == 481

@@ -18,8 +18,16 @@ T = datetime(2025, 1, 1, tzinfo=UTC)
 def write(ts: datetime, client: str = "", seq: int = 0, op: ChangeOp = ChangeOp.UPDATE, amount: int = 1) -> MappedRecord:
     change = None if not client else ChangeMeta(op=op, client_id=client, seq=seq, source_ts=ts)
     rows = [] if op is ChangeOp.DELETE else [TargetRow(table="payments", values={"id": "p", "amount": amount})]
-    return MappedRecord(school_id="s", snapshot_id=change.change_id if change else "snap", domain=Domain.PAYMENTS, index=0,
-                        legacy_id="p1", source_ts=ts, rows=rows, change=change)  # fmt: skip
+    return MappedRecord(
+        school_id="s",
+        snapshot_id=change.change_id if change else "snap",
+        domain=Domain.PAYMENTS,
+        index=0,
+        legacy_id="p1",
+        source_ts=ts,
+        rows=rows,
+        change=change,
+    )
 
 
 def test_a_change_beats_a_snapshot_taken_at_the_same_instant() -> None:
