@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.demo import school_dump
+from schoolmig.sdk import publish_change
 from schoolmig.stack import Stack
 from shared.db import apply_migrations
 from shared.domains import Domain
 from shared.embedded import EmbeddedPostgres, free_port
+from shared.messages import Change, ChangeOp
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.integration.conftest import SERVICE_KEY, migrate
@@ -129,7 +132,7 @@ def _fill(expr: str) -> str:
 
 async def _provoke(settings: Settings, pool: asyncpg.Pool) -> None:
     """What the panels count: a messy school migrated (loaded, quarantined, phases, progress,
-    durations), a message no one signed on an internal topic (refused, dead-lettered, an
+    durations), one live change (received, judged by version), a message no one signed on an internal topic (refused, dead-lettered, an
     error), and a snapshot nobody could read on the public one (rejected by ingest)."""
     report = await migrate(
         settings,
@@ -141,6 +144,17 @@ async def _provoke(settings: Settings, pool: asyncpg.Pool) -> None:
     )
     assert report["phase"] == "validated"
     topics = Topics.from_settings(settings)
+    room = {"id": "obs-room", "name": "Room 901", "location": "Floor 9", "capacity": 12, "type": "standard", "status": "active"}
+    assert settings.kafka_bootstrap_servers
+    await publish_change(
+        settings.kafka_bootstrap_servers,
+        settings.resolved_ingest_topic,
+        SCHOOL,
+        "obs-client",
+        Change(
+            op=ChangeOp.CREATE, domain=Domain.CLASSROOMS, record_id="obs-room", record=room, source_ts=datetime.now(UTC), seq=1
+        ),
+    )  # a live change: judged by version
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
