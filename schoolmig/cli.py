@@ -280,7 +280,7 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
 
     if verify and not _endpoint(settings, "kafka"):
         return 2
-    target = out or Path(".schoolmig") / "exports" / f"{school}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    target = out or settings.state_dir / "exports" / f"{school}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
 
     async def work(pool: asyncpg.Pool) -> int:
         try:
@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_cmd.add_argument("--school", required=True)
     export_cmd.add_argument("--format", choices=["localstorage_dump", "mockdata_export"], default="localstorage_dump")
-    export_cmd.add_argument("--out", type=Path, help="default: .schoolmig/exports/<school>-<time>.json")
+    export_cmd.add_argument("--out", type=Path, help="default: $SCHOOLMIG_STATE_DIR/exports/<school>-<time>.json")
     export_cmd.add_argument(
         "--verify",
         action="store_true",

@@ -117,8 +117,9 @@ _last_logged: dict[str, float] = {}
 def log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
     """One line per ``every_s`` per kind of trouble: a lost broker must not flood the logs."""
     now = time.monotonic()
-    if now - _last_logged.get(template, -every_s) >= every_s:
-        _last_logged[template] = now
+    kind = f"{template}|{args[0] if args else ''}"  # the first argument names the trouble's owner (a task, a partition)
+    if now - _last_logged.get(kind, -every_s) >= every_s:
+        _last_logged[kind] = now
         log.log(level, template, *args)
 
 
@@ -251,6 +252,9 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         metadata_max_age_ms=int(settings.topic_check_s * 1000),
         middlewares=[guard],
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
+        # Ours, so FastStream adds no handler of its own: its lines go through the process's
+        # one handler, in its format (``shared.logs``: text or JSON).
+        logger=logging.getLogger("faststream.access.kafka"),
     )
     guard.dead_letters = deadletter.for_broker(broker, Topics.from_settings(settings).deadletter, settings, client_id)
     return broker
@@ -291,6 +295,9 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
     return options
 
 
+_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic the pipeline uses that does not exist yet; return those created.
     Run at every service's start, then every ``SCHOOLMIG_TOPIC_CHECK_S`` (``keep_topics``)."""
@@ -305,7 +312,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         missing = [t for t in wanted if t not in existing]
         if missing:
             try:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=compacted.get(t, {}))
                         for t in missing
@@ -313,6 +320,14 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 )
             except TopicAlreadyExistsError:  # a concurrent creator won the race
                 pass
+            else:
+                # The broker answers per topic; an error there is not raised by the client.
+                refused = [(e[0], e[1]) for e in getattr(response, "topic_errors", []) if e[1] not in (0, _ALREADY_EXISTS)]
+                if refused:
+                    raise RuntimeError(
+                        f"the broker refused to create {len(refused)} topic(s): "
+                        + ", ".join(f"{t} (Kafka error {code})" for t, code in refused[:5])
+                    )
             log.info("created %d topics", len(missing))
         return missing
     finally:

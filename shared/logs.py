@@ -103,6 +103,16 @@ def setup_logging(service: str, level: str = "INFO", log_format: str = "text") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # FastStream's loggers have handlers of their own (coloured, not JSON) and do not
+    # propagate: every line goes through the one handler instead, in the one format.
+    for name in ("faststream", "faststream.access", "faststream.access.kafka"):
+        own = logging.getLogger(name)
+        own.handlers[:] = []
+        own.propagate = True
+    # A crash's traceback too, as one line of this format (not Python's bare stderr dump).
+    sys.excepthook = lambda kind, value, trace: logging.getLogger(f"schoolmig.{service}").critical(
+        "crashed: %s", kind.__name__, exc_info=(kind, value, trace)
+    )
     # Kafka client internals are chatty at INFO (group joins, metadata refreshes), and repeat
     # themselves while a broker is away.
     kafka = logging.getLogger("aiokafka")

@@ -12,7 +12,6 @@ import asyncpg
 
 from shared.db import apply_migrations, create_pool
 from shared.kafka import ensure_topics, keep_topics, log_limited
-from shared.logs import setup_logging
 from shared.settings import Settings
 from shared.telemetry import set_ready
 
@@ -20,12 +19,12 @@ log = logging.getLogger("schoolmig.service")
 
 
 async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> asyncpg.Pool:
-    """Set up logging, create missing topics, bring the schema up to date, open a pool.
+    """Create missing topics, bring the schema up to date, open a pool (logging is set up by
+    each service's module, before FastStream's first line).
 
     Safe when several replicas start at once: topic creation tolerates a concurrent
     creator and migrations take an advisory lock.
     """
-    setup_logging(service, settings.log_level, settings.log_format)
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run services through `schoolmig up` or set it")
     await ensure_topics(settings)
@@ -67,8 +66,10 @@ async def stop_periodic(task: asyncio.Task[None]) -> None:
 
 
 def report_readiness(app: Any) -> None:
-    """The process is ready once FastStream started every subscriber, and stops being ready
-    as soon as it begins to stop (``schoolmig.health``, the container's health check)."""
+    """The process is ready once FastStream started every subscriber and every start-up hook
+    registered before this call ran (call it last), and stops being ready when it stops
+    (``schoolmig.health``, the container's health check). Subscribed is not yet assigned:
+    a consumer may still be joining its group when the process reports ready."""
 
     async def ready() -> None:
         set_ready(True)

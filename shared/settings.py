@@ -20,7 +20,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SCHOOLMIG_", extra="ignore")
+    # An empty variable counts as unset (compose's `${X:-}`): a default, or the secret's *_FILE, applies.
+    model_config = SettingsConfigDict(env_prefix="SCHOOLMIG_", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -88,7 +89,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="`json`: one JSON object per line (time, level, service, logger, message, and "
-        "school_id / snapshot_id / trace_id where known), for a log pipeline; `text`: for people.",
+        "school_id on lines about one school), for a log pipeline; `text`: for people.",
     )
     state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
     backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
@@ -180,6 +181,9 @@ SECRET_FILES = {
 }
 
 
+_VARIABLE_OF = {"DATABASE_URL": "DATABASE_URL"}
+
+
 class SecretFiles(PydanticBaseSettingsSource):
     """Each secret of ``SECRET_FILES`` whose ``*_FILE`` variable is set, read from that file
     (trailing newline dropped). A file that cannot be read is an error at start, naming the
@@ -191,7 +195,7 @@ class SecretFiles(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for key, variable in SECRET_FILES.items():
-            if path := os.environ.get(variable):
+            if (path := os.environ.get(variable)) and not os.environ.get(_VARIABLE_OF.get(key, f"SCHOOLMIG_{key.upper()}")):
                 try:
                     found[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
                 except OSError as exc:
@@ -201,15 +205,21 @@ class SecretFiles(PydanticBaseSettingsSource):
 
 def redact_dsn(dsn: str) -> str:
     """A DSN without its password, for what the tool prints or writes (``up``'s stack file,
-    status, logs): the URL form's ``user:password@`` and ``?password=``, and the keyword
-    form's ``password=…``."""
+    status, health, logs): the URL form's ``user:password@`` (cut on the raw text, so a
+    password with ``/``, ``?`` or ``#`` in it goes too) and ``?password=``, and the keyword
+    form's ``password=…``. What cannot be told apart is hidden whole."""
     if "://" not in dsn:  # keyword form: host=… user=… password='…'
         return _KEYWORD_PASSWORD.sub("", dsn).strip()
-    parts = urlsplit(dsn)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.split(':', 1)[0]}@{hostport}" if at else parts.netloc
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    scheme, rest = dsn.split("://", 1)
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+        rest = f"{userinfo.split(':', 1)[0]}@{rest}"
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"])
+        return urlunsplit(parts._replace(query=query))
+    except ValueError:
+        return f"{scheme}://<hidden>"
 
 
 _KEYWORD_PASSWORD = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*""", re.IGNORECASE)

@@ -34,6 +34,7 @@ from shared.domains import Domain
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.lag import consumer_groups, consumer_lag
 from shared.leases import Lease, named
+from shared.logs import setup_logging
 from shared.messages import (
     Event,
     MappedRecord,
@@ -54,11 +55,11 @@ COMMAND_CLOCK_SKEW_S = 60.0  # a command "from the future" by more than this is 
 GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on the database
 
 settings = Settings()
+setup_logging("coordinator", settings.log_level, settings.log_format)  # first: FastStream logs from its start
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="coordinator")
 app = FastStream(broker)
-report_readiness(app)
 metrics = setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
 
 OPERATOR_COMMAND: TypeAdapter[OperatorCommand] = TypeAdapter(OperatorCommand)
@@ -351,9 +352,11 @@ async def observe_if_leader(leader: Lease, store: CoordinatorStore) -> None:
     query load); the others report none."""
     if await leader.held():
         await observe(store)
-    else:
+    else:  # one series per school and phase, from the leader only
         metrics.schools.lag.clear()
         metrics.schools.progress.clear()
+        metrics.schools.phase.clear()
+        metrics.schools.speed.clear()
 
 
 async def check_syncing(store: CoordinatorStore, operations: Operations) -> None:
@@ -419,3 +422,6 @@ async def on_validation(event: ValidationCompleted, store: CoordinatorStore, ope
         critical = sum(1 for d in event.domains for i in d.issues if i.severity == "critical")
         metrics.errors.add(max(critical, 1), {"category": "consistency", "where": "validation"})
     await operations.report(event.school_id, event.snapshot_id, current, validation=event.model_dump(mode="json"))
+
+
+report_readiness(app)  # last: ready once every start-up hook above has run

@@ -30,6 +30,7 @@ from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.leases import Lease, named
+from shared.logs import setup_logging
 from shared.messages import (
     AuditCompleted,
     Barrier,
@@ -57,11 +58,11 @@ AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migra
 MAX_CHUNK_CANDIDATES = 3
 
 settings = Settings()
+setup_logging("ingest", settings.log_level, settings.log_format)  # first: FastStream logs from its start
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="ingest")
 app = FastStream(broker)
-report_readiness(app)
 metrics = setup_telemetry("ingest", settings.metrics_port, settings.metrics_host)
 
 Store = Annotated[IngestStore, Context("store")]
@@ -479,3 +480,6 @@ async def report_overdue(store: IngestStore) -> None:
 async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:
     await shared_dead_letter(broker, topics.deadletter, message.raw_message, body, reason, detail)
     metrics.ingest_rejected.add(1, {"reason": reason})
+
+
+report_readiness(app)  # last: ready once every start-up hook above has run

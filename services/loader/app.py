@@ -24,6 +24,7 @@ from shared.barrier import acknowledge
 from shared.batching import Unusable, read_signed
 from shared.deadletter import reject
 from shared.kafka import consumer_options, hold, make_broker, raw_bodies
+from shared.logs import setup_logging
 from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
 from shared.service import prepare, report_readiness
 from shared.settings import Settings
@@ -34,11 +35,11 @@ from shared.topics import Topics
 log = logging.getLogger("schoolmig.loader")
 
 settings = Settings()
+setup_logging("loader", settings.log_level, settings.log_format)  # first: FastStream logs from its start
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="loader")
 app = FastStream(broker)
-report_readiness(app)
 metrics = setup_telemetry("loader", settings.metrics_port, settings.metrics_host)
 
 WriterDep = Annotated[Writer, Context("writer")]
@@ -127,3 +128,6 @@ async def on_quarantine(bodies: list[bytes], message: KafkaMessage, writer: Writ
         if isinstance(m, Unusable):
             await reject(broker, topics.deadletter, source, body, m, where="loader")
     await acknowledge(writer.pool, [m for m in messages if isinstance(m, Barrier)], "loader")
+
+
+report_readiness(app)  # last: ready once every start-up hook above has run

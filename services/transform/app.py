@@ -32,17 +32,16 @@ from shared.topics import Topics, batch_key
 log = logging.getLogger("schoolmig.transform")
 
 settings = Settings()
+setup_logging("transform", settings.log_level, settings.log_format)  # first: FastStream logs from its start
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="transform")
 app = FastStream(broker)
-report_readiness(app)
 metrics = setup_telemetry("transform", settings.metrics_port, settings.metrics_host)
 
 
 @app.on_startup
 async def start() -> None:
-    setup_logging("transform", settings.log_level, settings.log_format)
     keyring.require()
     await ensure_topics(settings)
     watch_topics(settings)
@@ -98,3 +97,6 @@ async def forward_barrier(barrier: Barrier) -> None:
     targets = [topics.rows(domain), topics.quarantine]
     assert settings.kafka_bootstrap_servers
     await forward(broker, keyring, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
+
+
+report_readiness(app)  # last: ready once every start-up hook above has run

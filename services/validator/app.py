@@ -19,6 +19,7 @@ from shared.batching import Unusable, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.faults import classify
 from shared.kafka import consumer_options, make_broker, raw_bodies
+from shared.logs import setup_logging
 from shared.messages import ValidationRequested, error_summary
 from shared.service import prepare, report_readiness
 from shared.settings import Settings
@@ -29,11 +30,11 @@ from shared.topics import Topics
 log = logging.getLogger("schoolmig.validator")
 
 settings = Settings()
+setup_logging("validator", settings.log_level, settings.log_format)  # first: FastStream logs from its start
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="validator")
 app = FastStream(broker)
-report_readiness(app)
 setup_telemetry("validator", settings.metrics_port, settings.metrics_host)
 
 Pool = Annotated[asyncpg.Pool, Context("pool")]
@@ -105,3 +106,6 @@ async def validate_one(command: ValidationRequested, pool: asyncpg.Pool) -> None
     await publish(broker, keyring, result.for_publishing(), topics.events, key=command.school_id.encode())
     issues = Counter(i.type for d in result.domains for i in d.issues)
     log.info("validated %s/%s: %s %s", command.school_id, command.snapshot_id, "ok" if result.ok else "FAILED", dict(issues))
+
+
+report_readiness(app)  # last: ready once every start-up hook above has run
