@@ -107,7 +107,7 @@ async def scenario(plan: Scenario, files: list[Path], server: EmbeddedPostgres, 
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True, start_new_session=True
     )  # its stack too is killed if it hangs
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)  # no floor to restore (and log) while PostgreSQL is down
     injected = "none"
     try:
         if plan.fault is not None:
