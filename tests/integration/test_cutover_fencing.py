@@ -86,3 +86,5 @@ async def test_a_claim_waits_for_a_write_already_under_way(pool: asyncpg.Pool) -
     assert new is not None and new.epoch == old.epoch + 1
     with pytest.raises(LeaseLost):
         await store.step_done(old, "final_sync")
+    # Closed, so the session's coordinator does not take this made-up attempt up.
+    assert await store.end_cutover(new, Phase.ROLLED_BACK, "rolled_back", actor="test", reason="done", error="test")
