@@ -7,8 +7,9 @@ takes it over at its next try (``held``). Nothing here needs clocks to agree. Ho
 re-checked on every ``held`` call (the connection must still answer that it holds the
 lock), which is the fencing a holder does before each side effect: a holder whose
 connection is gone stops. Lease names carry the deployment's topic prefix (``named``): two
-deployments sharing one database do not share leases. Not a fencing *token*: a holder that
-lost its lease in the middle of a step finishes that step (see ``services/coordinator``).
+deployments sharing one database do not share leases. A lease alone is not a fencing
+*token*: a holder that lost it in the middle of a step finishes that step. Work whose late
+writes would matter adds one (the cutover's epoch, ``services/coordinator/cutover.py``).
 A session lock needs a session: not behind a transaction-pooling PgBouncer.
 """
 
