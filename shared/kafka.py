@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -24,6 +23,7 @@ from shared import deadletter
 from shared.batching import UNREADABLE
 from shared.deadletter import DeadLetters
 from shared.faults import Attempts, classify, retry_delay, transient_delay
+from shared.logs import RepeatLimit
 from shared.messages import MAX_MESSAGE_BYTES
 from shared.settings import Settings
 from shared.telemetry import count_error
@@ -111,16 +111,15 @@ class Guard(BaseMiddleware):
         count_error("input", f"{self.service}: handler_failed")
 
 
-_last_logged: dict[str, float] = {}
+_repeats = RepeatLimit()
 
 
 def log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
-    """One line per ``every_s`` per kind of trouble: a lost broker must not flood the logs."""
-    now = time.monotonic()
-    kind = f"{template}|{args[0] if args else ''}"  # the first argument names the trouble's owner (a task, a partition)
-    if now - _last_logged.get(kind, -every_s) >= every_s:
-        _last_logged[kind] = now
-        log.log(level, template, *args)
+    """One line per ``every_s`` per kind of trouble (``shared.logs.RepeatLimit``, the one the
+    Kafka client's lines go through): a lost broker must not flood the logs."""
+    kind = (template, args[0] if args else "")  # the first argument names the trouble's owner (a task, a partition)
+    if (suffix := _repeats.passes(kind, every_s)) is not None:
+        log.log(level, template + suffix, *args)
 
 
 def _records(msg: Any) -> list[Any]:

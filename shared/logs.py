@@ -28,20 +28,28 @@ class RepeatLimit(logging.Filter):
     """Kinds remembered at most (lines logged pre-formatted are each a kind of their own)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = (record.name, str(record.msg))
+        suffix = self.passes((record.name, str(record.msg)))
+        if suffix:
+            record.msg = f"{record.msg}{suffix}"
+        return suffix is not None
+
+    def passes(self, kind: tuple[str, object], every_s: float | None = None) -> str | None:
+        """Whether a line of this kind goes out now: None when held back; else what to add
+        to it (how many were held back since the last one, or nothing)."""
+        window = self.every_s if every_s is None else every_s
         now = self._clock()
         if len(self._last) > self.MAX_KINDS:  # forget the oldest half; at worst one line more of each
             for old in sorted(self._last, key=self._last.__getitem__)[: self.MAX_KINDS // 2]:
                 self._last.pop(old, None)
                 self._held.pop(old, None)
         last = self._last.get(kind)
-        if last is not None and now - last < self.every_s:
+        if last is not None and now - last < window:
             self._held[kind] = self._held.get(kind, 0) + 1
-            return False
+            return None
         self._last[kind] = now
         if (held := self._held.pop(kind, 0)) and last is not None:
-            record.msg = f"{record.msg} (and {held} more like it in the last {now - last:.0f}s)"
-        return True
+            return f" (and {held} more like it in the last {now - last:.0f}s)"
+        return ""
 
 
 #: Fields a log call may pass with ``extra=``; the JSON format gives them their own keys.

@@ -31,6 +31,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -153,3 +154,11 @@ async def publish(
     body = body_of(message)
     signed = {"content-type": "application/json", **(headers or {}), **keyring.sign(topic, body)}
     return await broker.publish(body, topic, key=key, partition=partition, headers=signed, no_confirm=no_confirm)
+
+
+def stale_age(issued_at: datetime, ttl_s: float, ahead_s: float) -> float | None:
+    """How long ago a signed request was issued, when that makes it not to be acted on: older
+    than ``ttl_s`` (a captured request kept for later), or more than ``ahead_s`` ahead of this
+    clock. None when it is fresh."""
+    age = (datetime.now(UTC) - issued_at).total_seconds()
+    return age if age > ttl_s or -age > ahead_s else None

@@ -45,7 +45,7 @@ from shared.messages import (
 )
 from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, publish
+from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, publish, stale_age
 from shared.telemetry import setup_telemetry
 from shared.topics import Topics, batch_key
 
@@ -152,8 +152,7 @@ def replay_refusal(command: OperatorCommand, seen: bool) -> tuple[str, str] | No
     or one signed too long ago (a captured command kept for later)."""
     if seen:
         return "replayed_command", f"command {command.command_id} was acted on before"
-    age = (datetime.now(UTC) - command.issued_at).total_seconds()
-    if age > settings.command_ttl_s or age < -COMMAND_CLOCK_SKEW_S:
+    if (age := stale_age(command.issued_at, settings.command_ttl_s, COMMAND_CLOCK_SKEW_S)) is not None:
         return (
             "stale_command",
             f"signed {age:.0f}s ago; commands are taken for {settings.command_ttl_s:.0f}s (SCHOOLMIG_COMMAND_TTL_S)",

@@ -46,7 +46,7 @@ from shared.messages import (
 )
 from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.signing import Keyring, publish
+from shared.signing import Keyring, publish, stale_age
 from shared.snapshot import UnreadableSnapshot, parse_snapshot
 from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics
@@ -122,8 +122,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
             await dead_letter(message, body, unusable.reason, unusable.detail)
             count_refused(unusable.reason, topic_of(message))
             return
-        age = (datetime.now(UTC) - redrive.issued_at).total_seconds()
-        if age > settings.command_ttl_s or -age > settings.max_clock_ahead_s:
+        if (age := stale_age(redrive.issued_at, settings.command_ttl_s, settings.max_clock_ahead_s)) is not None:
             await dead_letter(
                 message,
                 body,
