@@ -81,7 +81,7 @@ async def _run(
     from schoolmig.render import print_report
     from schoolmig.runner import cut_over, plan_rounds, run_jobs
     from schoolmig.stack import Stack, StackInfo
-    from shared.accounting import progress
+    from shared.ledger.accounting import progress
 
     rounds = plan_rounds(files, school)
     running = StackInfo.load_running(settings.state_dir)
@@ -348,7 +348,7 @@ async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.render import print_status
     from schoolmig.stack import StackInfo
     from services.coordinator.store import CoordinatorStore
-    from shared.accounting import progress, record_counts
+    from shared.ledger.accounting import progress, record_counts
 
     running = StackInfo.load_running(settings.state_dir)
 

@@ -25,7 +25,7 @@ sent would hold up every change behind it.
 Every change gets the next number of this client's counter (``seq``, kept in the outbox's
 directory and never reused, not even after a restart) and its time: the client's clock (or
 the record's ``updatedAt`` if that is later). With the client's id, that orders all writes
-of a record (``shared.versions``).
+of a record (``shared.ledger.versions``).
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
-from shared.accounting import DomainCounts, Pair, quarantine_entries, record_counts, record_counts_many
 from shared.db import create_pool
 from shared.domains import Domain
 from shared.faults import classify
+from shared.ledger.accounting import LEDGER_WRITES, DomainCounts, Pair, record_counts, record_counts_many
+from shared.ledger.quarantine import quarantine_entries
 from shared.messages import OperatorCommand
 from shared.report import run_report, school_report
 from shared.settings import Settings
@@ -144,9 +145,8 @@ async def _movement(pool: asyncpg.Pool) -> tuple[int, ...]:
     (counting their ledger lines would read the whole ledger): rows written to the ledger and
     the quarantine, validations finished, phase moves."""
     row = await pool.fetchrow(
-        """
-        SELECT (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables
-                 WHERE schemaname = 'migration' AND relname IN ('loaded_records', 'quarantine', 'parked_records')) AS written,
+        f"""
+        SELECT ({LEDGER_WRITES}) AS written,
                (SELECT count(*) FROM migration.validation_runs WHERE finished_at IS NOT NULL) AS validations,
                (SELECT coalesce(max(id), 0) FROM migration.phase_transitions) AS moves
         """

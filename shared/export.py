@@ -22,6 +22,8 @@ from typing import Any
 import asyncpg
 
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
+from shared.ledger.deletions import live_sql
+from shared.ledger.records import source_positions
 from shared.mapping import reverse_record
 from shared.messages import SnapshotFormat
 from shared.tables import DOMAIN_TABLES
@@ -59,32 +61,14 @@ async def live_records(pool: asyncpg.Pool, school_id: str) -> Records:
             # Table names come from the fixed catalogue; the school and role are parameters.
             where = "t.school_id = $1" + (" AND t.role = $3" if role else "")
             found = await pool.fetch(
-                f"""
-                SELECT t.* FROM {table} t
-                 WHERE {where} AND NOT EXISTS (
-                   SELECT 1 FROM migration.deleted_records d
-                    WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))
-                 ORDER BY t.id
-                """,
+                f"SELECT t.* FROM {table} t WHERE {where} AND {live_sql('t', '$2')} ORDER BY t.id",
                 school_id,
                 domain.value,
                 *([role] if role else []),
             )
             for row in found:
                 rows.setdefault(row["legacy_id"], []).append((table, dict(row)))
-        order = await pool.fetch(
-            """
-            SELECT k.legacy_id, l.record_index, coalesce(v.live_ts, l.source_ts) AS ts
-              FROM unnest($3::text[]) AS k (legacy_id)
-              LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = ($1, $2, k.legacy_id)
-              LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = ($1, $2, k.legacy_id)
-            """,
-            school_id,
-            domain.value,
-            list(rows),
-        )
-        position = {
-            r["legacy_id"]: (r["record_index"] is None, r["record_index"] or 0, r["ts"] or _EPOCH, r["legacy_id"]) for r in order
-        }
+        placed = await source_positions(pool, school_id, domain, list(rows))
+        position = {legacy_id: (index is None, index or 0, ts or _EPOCH, legacy_id) for legacy_id, (index, ts) in placed.items()}
         out[domain] = [reverse_record(domain, rows[legacy_id]) for legacy_id in sorted(rows, key=position.__getitem__)]
     return out

@@ -109,7 +109,7 @@ class Change(_Model):
     """One create, update or delete of one record, as the app made it (the plan's
     ``HybridDataAdapter``). ``record`` is the whole record after the change (create, update);
     a delete carries none. Changes of a record are ordered by ``(source_ts, client_id, seq)``:
-    the greatest wins, whatever order they arrive in (see ``shared.versions``)."""
+    the greatest wins, whatever order they arrive in (see ``shared.ledger.versions``)."""
 
     op: ChangeOp
     domain: Domain

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
+from shared.ledger.accounting import DomainCounts
 
 REPORT_VERSION = 1
 

@@ -59,7 +59,7 @@ class PipelineMetrics:
     changes_received: metrics.Counter
     """Change events ingest accepted, by ``op`` and ``domain``."""
     changes_applied: metrics.Counter
-    """Changes and snapshot records the loader judged by version (``shared.versions``), by ``outcome``:
+    """Changes and snapshot records the loader judged by version (``shared.ledger.versions``), by ``outcome``:
     applied, deleted, revived, superseded."""
     schools: SchoolGauges
 

@@ -27,13 +27,13 @@ from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.accounting import DomainCounts, progress, record_counts_many
 from shared.batching import Unusable, encode, header, pack, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.domains import Domain
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.lag import consumer_groups, consumer_lag
 from shared.leases import Lease, named
+from shared.ledger.accounting import DomainCounts, progress, record_counts, record_counts_many
 from shared.logs import setup_logging
 from shared.messages import (
     Event,
@@ -215,8 +215,9 @@ async def check_sync(
     if marked := await store.mark_deleted(school_id, snapshot_id):
         log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     orphans = sweep.orphans
-    loaded = sum(c.loaded for c in counts.values())
-    quarantined = sum(c.quarantined + c.parked for c in counts.values())
+    settled = await record_counts(store.pool, school_id, snapshot_id) or counts  # the sweep's orphans quarantined
+    loaded = sum(c.loaded for c in settled.values())
+    quarantined = sum(c.quarantined for c in settled.values())
     try:
         await store.transition(
             school_id,

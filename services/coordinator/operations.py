@@ -23,10 +23,11 @@ from services.coordinator.phases import (
     steps_for_snapshot,
 )
 from services.coordinator.store import CoordinatorStore
-from shared.accounting import quarantine_entries, record_counts
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
 from shared.leases import Lease, named
+from shared.ledger.accounting import record_counts
+from shared.ledger.quarantine import quarantine_entries
 from shared.messages import (
     Barrier,
     Mode,

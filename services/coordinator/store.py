@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,33 +13,19 @@ import asyncpg
 
 from services.coordinator.cutover import Attempt, LeaseLost
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
-from shared.db import lock_schools, pg_json
+from shared.db import pg_json
 from shared.domains import Domain
-from shared.mapping import reverse_record
+from shared.ledger import deletions, parking
+from shared.ledger.parking import ParkedSweep
+from shared.ledger.snapshots import later_sql, rank_sql
 from shared.messages import (
     AuditSummary,
-    MappedRecord,
     Mode,
     OperatorCommand,
     SchoolMode,
     SnapshotReleased,
-    Stage,
-    quarantined,
 )
-from shared.quarantine import insert_quarantine
-from shared.tables import PRIMARY_TABLE, ref_exists_sql
-
-
-@dataclass
-class ParkedSweep:
-    """What :meth:`CoordinatorStore.sweep_parked` did with a snapshot's parked records."""
-
-    orphans: int = 0
-    """Quarantined: a parent is missing."""
-    redrive: list[MappedRecord] = field(default_factory=list)
-    """Waiting for nothing: to be written again."""
-    pending: int = 0
-    """Waiting for nothing, re-driven a moment ago: not written yet."""
+from shared.tables import PRIMARY_TABLE
 
 
 @dataclass(frozen=True)
@@ -184,75 +170,8 @@ class CoordinatorStore:
         return [(r["school_id"], r["snapshot_id"]) for r in rows]
 
     async def sweep_parked(self, school_id: str, snapshot_id: str, redrive_after_s: float = 10.0) -> ParkedSweep:
-        """Settle the records of a complete snapshot still parked, and the school's parked
-        changes, under the school's write lock.
-
-        A reference whose parent row exists now is satisfied (a lost un-parking, say after
-        a race, is mended here); a record left waiting for nothing is handed back to be
-        written again (*re-driven*, at most once per ``redrive_after_s``); a record still
-        missing a parent is quarantined as ``orphaned_reference``: it will not come. Orphans
-        stay parked too: should the parent arrive later (a change), the loader writes them
-        and withdraws this quarantine entry in the same transaction.
-        """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await lock_schools(conn, [school_id])
-            await conn.execute(
-                f"DELETE FROM migration.parked_refs r WHERE r.school_id = $1 AND {ref_exists_sql('r.ref_table', 'r.ref_id')}",
-                school_id,
-            )
-            # A parked change a newer write of its record superseded waits for nothing.
-            await conn.execute(
-                """
-                DELETE FROM migration.parked_records p USING migration.record_versions v
-                 WHERE p.school_id = $1 AND (v.school_id, v.domain, v.legacy_id) = (p.school_id, p.domain, p.legacy_id)
-                   AND p.client_id <> '' AND v.live_ts IS NOT NULL
-                   AND (p.source_ts, p.client_id, p.seq) <= (v.live_ts, v.live_client, v.live_seq)
-                """,
-                school_id,
-            )
-            parked = await conn.fetch(
-                """
-                SELECT p.domain, p.legacy_id, p.record::text AS record,
-                       p.parked_at < now() - make_interval(secs => $3) AS redrivable,
-                       array_remove(array_agg(r.ref_table ORDER BY r.ref_table), NULL) AS waiting_for
-                  FROM migration.parked_records p
-                  LEFT JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
-                 WHERE p.school_id = $1 AND (p.snapshot_id = $2 OR starts_with(p.snapshot_id, 'chg.'))
-                 GROUP BY p.domain, p.legacy_id, p.record::text, p.parked_at
-                """,
-                school_id,
-                snapshot_id,
-                redrive_after_s,
-            )
-            sweep = ParkedSweep()
-            orphans = []
-            for row in parked:
-                record = MappedRecord.model_validate_json(row["record"])
-                if row["waiting_for"]:
-                    orphans.append(
-                        quarantined(
-                            record,
-                            stage=Stage.LOADER,
-                            reason="orphaned_reference",
-                            message=f"its parent row in {', '.join(sorted(set(row['waiting_for'])))} never arrived",
-                            payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
-                        )
-                    )
-                elif row["redrivable"]:
-                    sweep.redrive.append(record)
-                else:
-                    sweep.pending += 1
-            await insert_quarantine(conn, orphans)
-            if sweep.redrive:
-                await conn.execute(
-                    "UPDATE migration.parked_records SET parked_at = now()"
-                    " WHERE school_id = $1 AND (domain, legacy_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
-                    school_id,
-                    [r.domain.value for r in sweep.redrive],
-                    [r.legacy_id for r in sweep.redrive],
-                )
-            sweep.orphans = len(orphans)
-            return sweep
+        """Settle the records of a complete snapshot still parked (``shared.ledger.parking.sweep``)."""
+        return await parking.sweep(self.pool, school_id, snapshot_id, redrive_after_s)
 
     async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
         await self.pool.execute(
@@ -453,7 +372,7 @@ class CoordinatorStore:
         e.g. with a broker): released a while ago, newer than the school's current snapshot
         (or the school unknown), with no report and not superseded. Rebuilt from the database."""
         rows = await self.pool.fetch(
-            """
+            f"""
             SELECT s.school_id, s.snapshot_id, s.format, s.taken_at, s.sha256, s.audit,
                    coalesce(b.sha256 = s.sha256, false) AS backup_verified
               FROM migration.snapshots s
@@ -462,7 +381,7 @@ class CoordinatorStore:
               LEFT JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
              WHERE s.released_at IS NOT NULL AND s.released_at < now() - make_interval(secs => $1)
                AND (p.school_id IS NULL OR (cur.snapshot_id IS NOT NULL
-                    AND (s.taken_at, s.snapshot_id) > (cur.taken_at, cur.snapshot_id)))
+                    AND {later_sql(rank_sql("s"), rank_sql("cur"))}))
                AND NOT EXISTS (SELECT 1 FROM migration.reports r WHERE (r.school_id, r.snapshot_id) = (s.school_id, s.snapshot_id))
                AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
                                 WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
@@ -517,9 +436,8 @@ class CoordinatorStore:
         # The table name comes from the fixed catalogue.
         return int(
             await self.pool.fetchval(
-                f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t WHERE t.school_id = $1"
-                " AND NOT EXISTS (SELECT 1 FROM migration.deleted_records d"
-                "                  WHERE (d.school_id, d.domain, d.legacy_id) = (t.school_id, $2, t.legacy_id))",
+                f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t"
+                f" WHERE t.school_id = $1 AND {deletions.live_sql('t', '$2')}",
                 school_id,
                 domain.value,
             )
@@ -570,78 +488,25 @@ class CoordinatorStore:
         return f"{row['reason']} ({row['actor']})" if row else None
 
     async def mark_deleted(self, school_id: str, snapshot_id: str) -> int:
-        """Once ``snapshot_id`` (the school's newest) is fully accounted for: every record of the
-                school this snapshot no longer has, whose last write (a snapshot's or a change's) is
-                older than it, is marked deleted by it: a tombstone at the snapshot's version
-                (``shared.versions``). Its rows stay, with their history; a later write revives it, an
-                older one arriving late does not (a record deleted before has its tombstone moved up to this
-        snapshot's version, for the same reason). Returns how many tombstones were written now.
-
-                A record of the newest snapshot has its ledger line rewritten with that snapshot (last
-                writer wins), so the lines still naming another snapshot are the ones it lacks. Under
-                the school's write lock: no loader writes the school meanwhile."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await lock_schools(conn, [school_id])
-            marked = await conn.fetchval(
-                """
-                WITH newest AS (SELECT taken_at FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2),
-                held AS (
-                  SELECT domain, legacy_id, l.snapshot_id AS l_snapshot, l.source_ts AS l_ts,
-                         v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq
-                    FROM (SELECT * FROM migration.loaded_records WHERE school_id = $1) l
-                    FULL JOIN (SELECT * FROM migration.record_versions WHERE school_id = $1) v USING (domain, legacy_id)),
-                gone AS (
-                  SELECT h.domain, h.legacy_id FROM held h, newest
-                   WHERE h.l_snapshot IS DISTINCT FROM $2
-                     AND (h.l_ts IS NULL OR h.l_ts <= newest.taken_at)
-                     AND (h.live_ts IS NULL OR (h.live_ts, h.live_client, h.live_seq) < (newest.taken_at, '', 0::bigint))
-                     AND (h.deleted_ts IS NULL OR (h.deleted_ts, h.deleted_client, h.deleted_seq) < (newest.taken_at, '', 0::bigint))
-                     -- a record the newest has but quarantined or parks is not gone: it is accounted there
-                     AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
-                                      WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.domain = h.domain
-                                        AND q.legacy_id = h.legacy_id)
-                     AND NOT EXISTS (SELECT 1 FROM migration.parked_records p
-                                      WHERE p.school_id = $1 AND p.snapshot_id = $2 AND p.domain = h.domain
-                                        AND p.legacy_id = h.legacy_id)),
-                marked AS (
-                  INSERT INTO migration.record_versions AS v
-                         (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
-                  SELECT $1, g.domain, g.legacy_id, newest.taken_at, '', 0, $2, now() FROM gone g, newest
-                  ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
-                     SET deleted_ts = EXCLUDED.deleted_ts, deleted_client = '', deleted_seq = 0,
-                         deleted_by = EXCLUDED.deleted_by, deleted_at = now()
-                   WHERE v.deleted_ts IS NULL OR (v.deleted_ts, v.deleted_client, v.deleted_seq) < (EXCLUDED.deleted_ts, '', 0::bigint)
-                  RETURNING 1)
-                SELECT count(*) FROM marked
-                """,
-                school_id,
-                snapshot_id,
-            )
-            await conn.execute(
-                "UPDATE migration.snapshots SET deletions_marked_at = now() WHERE school_id = $1 AND snapshot_id = $2",
-                school_id,
-                snapshot_id,
-            )
-        return int(marked)
+        """Mark what ``snapshot_id`` (the school's newest, fully accounted for) no longer has
+        deleted (``shared.ledger.deletions.mark_deleted``); how many were marked now."""
+        return await deletions.mark_deleted(self.pool, school_id, snapshot_id)
 
     async def deleted_counts(self, school_id: str) -> dict[str, int]:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""
-        rows = await self.pool.fetch(
-            "SELECT domain, count(*) AS n FROM migration.deleted_records WHERE school_id = $1 GROUP BY domain", school_id
-        )
-        return {r["domain"]: int(r["n"]) for r in rows}
+        return await deletions.deleted_counts(self.pool, school_id)
 
     async def superseded_by(self, school_id: str, snapshot_id: str) -> str | None:
         """The school's current snapshot, if it was taken after ``snapshot_id`` (which then
         arrived late and must not replace it): noted once in ``migration.superseded_snapshots``."""
         return await self.pool.fetchval(
-            """
+            f"""
             WITH newer AS (
               SELECT p.snapshot_id FROM migration.school_phase p
                 JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
                 JOIN migration.snapshots late ON late.school_id = p.school_id AND late.snapshot_id = $2
                WHERE p.school_id = $1 AND p.snapshot_id <> $2
-                 AND (late.taken_at, late.snapshot_id) < (cur.taken_at, cur.snapshot_id)),
+                 AND {later_sql(rank_sql("cur"), rank_sql("late"))}),
             noted AS (
               INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by)
               SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)

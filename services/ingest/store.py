@@ -12,6 +12,7 @@ from shared import jsonsafe
 from shared.changes import change_digest, record_bytes
 from shared.chunks import sha256_hex
 from shared.db import pg_json
+from shared.ledger.snapshots import later_sql, newest_first_sql, rank_sql
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
@@ -175,10 +176,11 @@ class IngestStore:
         superseded: fanned out, its records would overwrite newer rows older ones had). Two
         taken at the same instant are ordered by their ids, so one of them is the newest."""
         return await self.pool.fetchval(
-            """
+            f"""
             SELECT snapshot_id FROM migration.snapshots
-             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL AND (taken_at, snapshot_id) > ($3, $2)
-             ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1
+             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL
+               AND {later_sql(rank_sql(""), rank_sql("", "$3", "$2"))}
+             ORDER BY {newest_first_sql()} LIMIT 1
             """,
             school_id,
             snapshot_id,

@@ -12,17 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.ledger.keys import RecordKey, Ref, record_key
+from shared.ledger.versions import is_delete, version_of, wins
 from shared.messages import MappedRecord
 from shared.tables import TABLES
-from shared.versions import is_delete, version_of, wins
-
-Ref = tuple[str, str]  # (table, row id as text)
-RecordKey = tuple[str, str, str]  # (school_id, domain, legacy_id)
-
-
-def record_key(record: MappedRecord) -> RecordKey:
-    return (record.school_id, record.domain.value, record.legacy_id)
-
 
 _REFERENCES = {name: spec.references for name, spec in TABLES.items()}
 
@@ -43,7 +36,7 @@ def provides(record: MappedRecord) -> set[Ref]:
 
 
 def newest_per_record(records: Iterable[MappedRecord]) -> list[MappedRecord]:
-    """Of each record, the write of its content that wins (``shared.versions``) and the delete
+    """Of each record, the write of its content that wins (``shared.ledger.versions``) and the delete
     that wins, in first-seen order.
 
     A batch can hold a record twice (a redelivery, a re-published snapshot, two changes):

@@ -19,8 +19,8 @@ from typing import Any
 
 from services.validator.digest import canonical_text, compared_columns
 from services.validator.expected import ExpectedRecord
-from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
+from shared.ledger.accounting import DomainCounts
 from shared.mapping import reverse_record
 from shared.messages import DomainValidation, FieldDifference, Severity, ValidationIssue
 from shared.severity import SEVERITY
@@ -130,7 +130,7 @@ class DomainFacts:
 def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
     issues: list[ValidationIssue] = []
     c = facts.counts
-    if c.loaded + c.quarantined != c.source:
+    if not c.settled:
         issues.append(
             issue(
                 "count_mismatch",

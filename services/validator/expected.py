@@ -18,10 +18,10 @@ from typing import Any
 from services.validator.digest import combine, row_digest
 from shared.domains import Domain
 from shared.fanout import classroom_hints
+from shared.ledger.versions import Version, snapshot_version
 from shared.mapping import Mapped, map_record
 from shared.messages import ChangeOp, SnapshotManifest
 from shared.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
-from shared.versions import Version, snapshot_version
 
 Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
@@ -116,7 +116,7 @@ def apply_changes(
     skip: frozenset[str] = frozenset(),
 ) -> tuple[dict[Domain, set[str]], dict[Domain, set[str]]]:
     """The snapshot's expectation with the changes after it applied, the greatest version of
-    each record winning (``shared.versions``), as the pipeline applies them. ``skip``: change
+    each record winning (``shared.ledger.versions``), as the pipeline applies them. ``skip``: change
     ids in quarantine (the tables never got them). Returns, per domain, (the records left out
     of the comparison: changed after the cut (``late``), so the tables may hold either state;
     the records a change decides)."""

@@ -8,7 +8,6 @@ is a parameter.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,9 +22,9 @@ from services.validator.digest import (
 from services.validator.expected import StoredChange
 from shared import jsonsafe
 from shared.domains import Domain
-from shared.messages import CHANGE_ID_PREFIX, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
-from shared.tables import TABLES, ref_exists_sql
-from shared.versions import Version
+from shared.ledger.versions import SqlVersion, Version
+from shared.messages import ChangeOp, SnapshotManifest, ValidationCompleted, change_id
+from shared.tables import TABLES
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 
@@ -61,40 +60,17 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
     )
 
 
-async def quarantined_ids(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, dict[str, str]]:
-    """Per domain, the records of this snapshot in quarantine, with their reason.
-
-    A repeated id is left out: its first record is migrated, and only the repeat waits in
-    quarantine under the same id."""
-    found: dict[Domain, dict[str, str]] = {d: {} for d in Domain}
-    rows = await pool.fetch(
-        "SELECT domain, legacy_id, reason FROM migration.quarantine"
-        " WHERE school_id = $1 AND snapshot_id = $2 AND legacy_id IS NOT NULL AND reason <> 'duplicate_id'",
-        school_id,
-        snapshot_id,
-    )
-    for r in rows:
-        found[Domain(r["domain"])][r["legacy_id"]] = r["reason"]
-    return found
-
-
-async def deleted_ids(pool: asyncpg.Pool, school_id: str) -> dict[Domain, set[str]]:
-    """Per domain, the school's records a newer snapshot no longer has: their rows stay in the
-    tables (marked in ``migration.deleted_records``), and are not "unexpected"."""
-    found: dict[Domain, set[str]] = {d: set() for d in Domain}
-    for r in await pool.fetch("SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school_id):
-        found[Domain(r["domain"])].add(r["legacy_id"])
-    return found
+_AFTER_SNAPSHOT = SqlVersion.of("").newer(SqlVersion.snapshot("$2"))
 
 
 async def changes_after(pool: asyncpg.Pool, school_id: str, taken_at: datetime, cut: datetime) -> list[StoredChange]:
-    """The school's changes with a version after the snapshot's (``shared.versions``); those
+    """The school's changes with a version after the snapshot's (``shared.ledger.versions``); those
     received at or after ``cut`` are ``late``."""
     rows = await pool.fetch(
-        """
+        f"""
         SELECT domain, record_id, op, source_ts, client_id, seq, record, received_at >= $3 AS late
           FROM migration.changes
-         WHERE school_id = $1 AND (source_ts, client_id, seq) > ($2, '', 0::bigint)
+         WHERE school_id = $1 AND {_AFTER_SNAPSHOT}
         """,
         school_id,
         taken_at,
@@ -112,52 +88,6 @@ async def changes_after(pool: asyncpg.Pool, school_id: str, taken_at: datetime, 
         )
         for r in rows
     ]
-
-
-async def quarantined_changes(pool: asyncpg.Pool, school_id: str) -> frozenset[str]:
-    """The ids of the school's changes in quarantine (the tables never got them)."""
-    rows = await pool.fetch(
-        "SELECT DISTINCT snapshot_id FROM migration.quarantine WHERE school_id = $1 AND starts_with(snapshot_id, $2)",
-        school_id,
-        CHANGE_ID_PREFIX,
-    )
-    return frozenset(r["snapshot_id"] for r in rows)
-
-
-async def quarantine_reasons(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, Counter[str]]:
-    rows = await pool.fetch(
-        "SELECT domain, reason, count(*) AS n FROM migration.quarantine"
-        " WHERE school_id = $1 AND snapshot_id = $2 GROUP BY domain, reason",
-        school_id,
-        snapshot_id,
-    )
-    found: dict[Domain, Counter[str]] = {}
-    for r in rows:
-        found.setdefault(Domain(r["domain"]), Counter())[r["reason"]] = int(r["n"])
-    return found
-
-
-async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[Domain, list[str]]:
-    """Records quarantined as orphans although no parent they wait for is missing: an
-    un-parking was lost (a race), not a parent. Never a warning: they are to be re-driven."""
-    rows = await pool.fetch(
-        f"""
-        SELECT q.domain, q.legacy_id FROM migration.quarantine q
-         WHERE q.school_id = $1 AND q.snapshot_id = $2 AND q.reason = 'orphaned_reference'
-           AND EXISTS (SELECT 1 FROM migration.parked_records p
-                        WHERE (p.school_id, p.domain, p.legacy_id) = (q.school_id, q.domain, q.legacy_id))
-           AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
-                            WHERE (r.school_id, r.domain, r.legacy_id) = (q.school_id, q.domain, q.legacy_id)
-                              AND NOT {ref_exists_sql("r.ref_table", "r.ref_id")})
-         ORDER BY q.domain, q.legacy_id
-        """,
-        school_id,
-        snapshot_id,
-    )
-    found: dict[Domain, list[str]] = {}
-    for r in rows:
-        found.setdefault(Domain(r["domain"]), []).append(r["legacy_id"])
-    return found
 
 
 async def domain_checksum(pool: asyncpg.Pool, school_id: str, domain: Domain) -> tuple[str, int]:

@@ -32,8 +32,9 @@ from services.validator.checks import (
 )
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, apply_changes, expected_state
-from shared.accounting import DomainCounts, record_counts
 from shared.domains import ALL_DOMAINS, Domain
+from shared.ledger import deletions, quarantine
+from shared.ledger.accounting import DomainCounts, record_counts
 from shared.messages import DomainValidation, ValidationCompleted
 from shared.settings import Settings
 
@@ -96,7 +97,7 @@ async def validate_school(
         expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH, default_ts=source.default_ts
     )
     changes = await queries.changes_after(pool, school_id, source.manifest.taken_at, changes_until or started)
-    skipped = await queries.quarantined_changes(pool, school_id) if changes else frozenset()
+    skipped = await quarantine.quarantined_changes(pool, school_id) if changes else frozenset()
     overlay = partial(
         apply_changes,
         changes=changes,
@@ -108,9 +109,9 @@ async def validate_school(
     unsettled, decided = overlay(expected)
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
-    quarantined = await queries.quarantined_ids(pool, school_id, snapshot_id)
-    reasons = await queries.quarantine_reasons(pool, school_id, snapshot_id)
-    deleted = await queries.deleted_ids(pool, school_id)
+    quarantined = await quarantine.quarantined_ids(pool, school_id, snapshot_id)
+    reasons = await quarantine.quarantine_reasons(pool, school_id, snapshot_id)
+    deleted = await deletions.deleted_ids(pool, school_id)
 
     facts: dict[Domain, DomainFacts] = {}
     for domain in Domain:
@@ -151,7 +152,7 @@ async def validate_school(
         for ids in await queries.duplicated_keys(pool, school_id, table, columns):
             domain = _TABLE_DOMAIN.get(table, Domain.STUDENTS)
             facts[domain].duplicated_keys.append((f"{table}({', '.join(columns)})", ids))
-    for domain, legacy_ids in (await queries.orphans_with_parents(pool, school_id, snapshot_id)).items():
+    for domain, legacy_ids in (await quarantine.orphans_with_parents(pool, school_id, snapshot_id)).items():
         facts[domain].orphans_with_parents = legacy_ids
     for finding in await queries.name_mismatches(pool, school_id, snapshot_id):
         facts[Domain(finding["domain"])].name_mismatches.append(finding)

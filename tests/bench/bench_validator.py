@@ -36,6 +36,7 @@ from services.validator.run import validate_all, validate_school, worker_pool
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedPostgres
 from shared.fanout import audit_summary, plan_fanout
+from shared.ledger.quarantine import store_quarantine
 from shared.mapping.records import transform
 from shared.messages import (
     MappedRecord,
@@ -43,7 +44,6 @@ from shared.messages import (
     RawRecord,
     ValidationCompleted,
 )
-from shared.quarantine import store_quarantine
 from shared.snapshot import parse_snapshot
 from tests.bench import write_figures
 

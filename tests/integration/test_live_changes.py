@@ -7,7 +7,7 @@ snapshots of the school is delivered **shuffled, with duplicates**. Changes move
 under other ones (a student to a class, a class to a classroom), some created by changes
 that may arrive later, so records wait parked for their parents too. When everything is
 through, the database must hold exactly what applying the history in version order gives
-(``shared.versions``): every live record, read back through the reverse mapping
+(``shared.ledger.versions``): every live record, read back through the reverse mapping
 (``shared.export``), equal to the model's; every record the history deleted soft-deleted
 (its rows kept); and the validator, replaying the newest snapshot plus the changes after
 it, must find no issue at all.
@@ -37,14 +37,14 @@ from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
 from services.validator.run import validate_school
-from shared.accounting import record_counts
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.export import live_records
 from shared.lag import consumer_groups, consumer_lag
+from shared.ledger.accounting import record_counts
+from shared.ledger.versions import Version, snapshot_version
 from shared.messages import Change, ChangeBatch, ChangeOp, Severity
 from shared.settings import Settings
 from shared.topics import Topics
-from shared.versions import Version, snapshot_version
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 KEY_OF = {domain: key for key, domain in LOCALSTORAGE_KEYS.items()}

@@ -20,10 +20,10 @@ from shared.changes import change_batches, plan_changes
 from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
 from shared.export import export_document
 from shared.jsonsafe import unrepresentable
+from shared.ledger.versions import Version
 from shared.mapping.records import transform_batch
 from shared.messages import Change, ChangeBatch, ChangeOp, QuarantineBatch, RawBatch, RowsBatch, SnapshotChunk, SnapshotFormat
 from shared.snapshot import parse_snapshot
-from shared.versions import Version
 from tests.hostile import render, spoiled_records, templates
 
 T = datetime(2025, 3, 1, 9, tzinfo=UTC)

@@ -5,8 +5,8 @@ from pathlib import Path
 from schoolmig.runner import Job, plan_rounds, school_from_filename
 from services.loader.convert import rows_by_table
 from services.validator.checks import DomainFacts, compare_digests, validate
-from shared.accounting import DomainCounts
 from shared.domains import ALL_DOMAINS, Domain
+from shared.ledger.accounting import DomainCounts
 from shared.messages import MappedRecord, Severity, TargetRow
 from shared.report import run_report, school_report
 from shared.severity import ISSUE_TYPES, SEVERITY

@@ -1,4 +1,4 @@
-"""Which write of a record wins (``shared.versions``), and the loader's choice within one batch."""
+"""Which write of a record wins (``shared.ledger.versions``), and the loader's choice within one batch."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from services.loader.parking import newest_per_record
 from shared.domains import Domain
+from shared.ledger.versions import Version, snapshot_version, version_of, wins
 from shared.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
-from shared.versions import Version, snapshot_version, version_of, wins
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 

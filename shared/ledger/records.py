@@ -1,0 +1,212 @@
+"""What each record holds: its ledger line (the snapshot it counts for) and its versions.
+
+- ``migration.loaded_records``: one line per record a snapshot wrote (or whose write lost
+  to a newer one: it still counts as loaded for its snapshot, or that snapshot's counts
+  would never add up), with the snapshot's time; rewritten by a newer snapshot's record.
+- ``migration.record_versions``: for records a change or a deletion touched, the greatest
+  write of their content and their greatest deletion (``shared.ledger.versions``).
+
+Called inside the writer's transaction, under the school's write lock (``shared.db``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.domains import Domain
+from shared.ledger.keys import RecordKey
+from shared.ledger.snapshots import newest_per_school_sql
+from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, Version, snapshot_version, sql_snapshot_rewrites, version_of
+from shared.messages import MappedRecord
+
+
+def version_columns(records: Sequence[MappedRecord]) -> tuple[list[Any], ...]:
+    """(school, domain, legacy id, source_ts, client, seq, snapshot or change id) as arrays."""
+    versions = [version_of(r) for r in records]
+    return (
+        [r.school_id for r in records],
+        [r.domain.value for r in records],
+        [r.legacy_id for r in records],
+        [v.source_ts for v in versions],
+        [v.client_id for v in versions],
+        [v.seq for v in versions],
+        [r.snapshot_id for r in records],
+    )
+
+
+_VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
+_K = SqlVersion.of("k", "ts", "c", "q")  # a version given as (ts, c, q) arrays, aliased k
+
+_LEDGER = f"""
+INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index,
+       source_ts = EXCLUDED.source_ts, loaded_at = now()
+ WHERE {sql_snapshot_rewrites("migration.loaded_records.source_ts", "EXCLUDED.source_ts")}
+"""
+# The versions each record holds now: its content's and its deletion's, and its ledger
+# line's snapshot time.
+_CURRENT = """
+SELECT k.s AS school_id, k.d AS domain, k.l AS legacy_id,
+       v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq, l.source_ts AS l_ts
+  FROM unnest($1::text[], $2::text[], $3::text[]) AS k (s, d, l)
+  LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
+  LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = (k.s, k.d, k.l)
+ WHERE v.school_id IS NOT NULL OR l.school_id IS NOT NULL
+"""
+_HAS_VERSIONS = "SELECT EXISTS (SELECT 1 FROM migration.record_versions WHERE school_id = ANY($1::text[]))"
+_LIVE_V = SqlVersion.of("v", "live_ts", "live_client", "live_seq")
+_DELETED_V = SqlVersion.of("v", "deleted_ts", "deleted_client", "deleted_seq")
+# A change's content version, over an older one (a new row for a record only snapshots wrote).
+_LIVE = f"""
+INSERT INTO migration.record_versions AS v (school_id, domain, legacy_id, live_ts, live_client, live_seq, live_by)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET live_ts = EXCLUDED.live_ts, live_client = EXCLUDED.live_client, live_seq = EXCLUDED.live_seq, live_by = EXCLUDED.live_by
+ WHERE v.live_ts IS NULL OR {_LIVE_V.older(SqlVersion.of("EXCLUDED", "live_ts", "live_client", "live_seq"))}
+"""
+# A snapshot's record written where a change or deletion was: its version goes on that row
+# (a record only snapshots wrote has its version in the ledger line, and no row here).
+_SNAPSHOT = SqlVersion.snapshot("k.ts")
+_LIVE_SNAPSHOT = f"""
+UPDATE migration.record_versions v
+   SET live_ts = k.ts, live_client = {_SNAPSHOT.client}, live_seq = {_SNAPSHOT.seq}, live_by = k.by
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) AS k (s, d, l, ts, by)
+ WHERE (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
+   AND (v.live_ts IS NULL OR {_LIVE_V.older(_SNAPSHOT)})
+"""
+# A deletion's version, over an older one (the conflict clause of every tombstone's insert).
+TOMBSTONE_UPDATE = f"""
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+   SET deleted_ts = EXCLUDED.deleted_ts, deleted_client = EXCLUDED.deleted_client, deleted_seq = EXCLUDED.deleted_seq,
+       deleted_by = EXCLUDED.deleted_by, deleted_at = now()
+ WHERE v.deleted_ts IS NULL
+    OR {_DELETED_V.older(SqlVersion.of("EXCLUDED", "deleted_ts", "deleted_client", "deleted_seq"))}
+"""
+_TOMBSTONE = f"""
+INSERT INTO migration.record_versions AS v
+       (school_id, domain, legacy_id, deleted_ts, deleted_client, deleted_seq, deleted_by, deleted_at)
+SELECT s, d, l, ts, c, q, by, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
+       AS k (s, d, l, ts, c, q, by)
+{TOMBSTONE_UPDATE}
+"""
+# Of these changes, the ones older than their school's newest snapshot whose deletions are
+# marked (``deletions.mark_deleted``), of a record that snapshot does not have: arriving
+# late, they are deleted by it, as they would have been had they come before it.
+_MARKED = newest_per_school_sql("s.school_id IN (SELECT s FROM k) AND s.deletions_marked_at IS NOT NULL")
+_DELETED_BY_SNAPSHOT = f"""
+WITH k AS (SELECT * FROM {_VERSIONED} AS k (s, d, l, ts, c, q)),
+marked AS ({_MARKED})
+SELECT k.s, k.d, k.l, m.taken_at AS ts, {SqlVersion.snapshot("m.taken_at").client} AS c,
+       {SqlVersion.snapshot("m.taken_at").seq} AS q, m.snapshot_id AS by
+  FROM k JOIN marked m ON m.school_id = k.s
+ WHERE {_K.older(SqlVersion.snapshot("m.taken_at"))}
+   AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
+                    WHERE (l.school_id, l.domain, l.legacy_id, l.snapshot_id) = (k.s, k.d, k.l, m.snapshot_id))
+   AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
+                    WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (k.s, m.snapshot_id, k.d, k.l))
+"""
+
+
+async def has_versions(conn: asyncpg.Connection, school_ids: set[str]) -> bool:
+    """Whether any of these schools has a record a change or a deletion touched (a school
+    only ever bulk-loaded from snapshots has none)."""
+    return bool(await conn.fetchval(_HAS_VERSIONS, sorted(school_ids)))
+
+
+async def held_versions(
+    conn: asyncpg.Connection, keys: Sequence[RecordKey]
+) -> tuple[dict[RecordKey, Version], dict[RecordKey, Version]]:
+    """(greatest content write, greatest deletion) each of these records holds now."""
+    content: dict[RecordKey, Version] = {}
+    deletion: dict[RecordKey, Version] = {}
+    if not keys:
+        return content, deletion
+    for row in await conn.fetch(_CURRENT, *map(list, zip(*keys, strict=True))):
+        key = (row["school_id"], row["domain"], row["legacy_id"])
+        held = [Version(row["live_ts"], row["live_client"], row["live_seq"])] if row["live_ts"] is not None else []
+        held += [snapshot_version(row["l_ts"])] if row["l_ts"] is not None else []
+        if held:
+            content[key] = max(held)
+        if row["deleted_ts"] is not None:
+            deletion[key] = Version(row["deleted_ts"], row["deleted_client"], row["deleted_seq"])
+    return content, deletion
+
+
+async def mark_loaded(conn: asyncpg.Connection, records: Sequence[MappedRecord]) -> None:
+    """The snapshot records' ledger lines: each counts as loaded for its snapshot."""
+    if records:
+        await conn.execute(
+            _LEDGER,
+            [r.school_id for r in records],
+            [r.domain.value for r in records],
+            [r.legacy_id for r in records],
+            [r.snapshot_id for r in records],
+            [r.index for r in records],
+            [r.source_ts for r in records],
+        )
+
+
+async def mark_loaded_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
+    """Ledger lines for parked snapshot records a newer write took the place of (rows of
+    ``migration.parked_records``): they count as loaded for their snapshot (superseded), or
+    its counts would never add up. (A parked change just goes.)"""
+    if rows := [r for r in rows if r["client_id"] == SNAPSHOT_CLIENT]:
+        await conn.execute(
+            _LEDGER,
+            [r["school_id"] for r in rows],
+            [r["domain"] for r in rows],
+            [r["legacy_id"] for r in rows],
+            [r["snapshot_id"] for r in rows],
+            [r["record_index"] for r in rows],
+            [r["source_ts"] for r in rows],
+        )
+
+
+async def write_tombstones(conn: asyncpg.Connection, deletes: Sequence[MappedRecord]) -> None:
+    """Keep these deletes' tombstones, each over an older deletion of its record."""
+    if deletes:
+        await conn.execute(_TOMBSTONE, *version_columns(deletes))
+
+
+async def delete_late_changes(conn: asyncpg.Connection, changes: Sequence[MappedRecord]) -> None:
+    """Changes that arrive after a newer snapshot marked its deletions, of records it does
+    not have, are deleted by that snapshot (a tombstone at its version)."""
+    if changes and (late := await conn.fetch(_DELETED_BY_SNAPSHOT, *version_columns(changes)[:6])):
+        await conn.execute(_TOMBSTONE, *map(list, zip(*late, strict=True)))
+
+
+async def mark_written(conn: asyncpg.Connection, records: Sequence[MappedRecord], *, versioned: bool) -> None:
+    """After ``records``' rows are written: the snapshot records' ledger lines, the changes'
+    content versions, and (``versioned``: their schools have versions at all) the snapshot
+    records' versions where a change or deletion was."""
+    snapshots = [r for r in records if r.change is None]
+    await mark_loaded(conn, snapshots)
+    if changes := [r for r in records if r.change is not None]:
+        await conn.execute(_LIVE, *version_columns(changes))
+    if versioned and snapshots:  # where a change or deletion was, the version moves on
+        s_, d, l, ts, _, _, by = version_columns(snapshots)
+        await conn.execute(_LIVE_SNAPSHOT, s_, d, l, ts, by)
+
+
+_POSITIONS = """
+SELECT k.legacy_id, l.record_index, coalesce(v.live_ts, l.source_ts) AS ts
+  FROM unnest($3::text[]) AS k (legacy_id)
+  LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = ($1, $2, k.legacy_id)
+  LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = ($1, $2, k.legacy_id)
+"""
+
+
+async def source_positions(
+    pool: asyncpg.Pool, school_id: str, domain: Domain, legacy_ids: list[str]
+) -> dict[str, tuple[int | None, datetime | None]]:
+    """Per record: its position in the snapshot its ledger line names (None: a change
+    created it), and the time of its content's greatest write."""
+    rows = await pool.fetch(_POSITIONS, school_id, domain.value, legacy_ids)
+    return {r["legacy_id"]: (r["record_index"], r["ts"]) for r in rows}
