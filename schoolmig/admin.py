@@ -11,14 +11,17 @@ import asyncpg
 
 from services.ingest.backup_files import verify_backup_file
 from shared.chunks import sha256_hex
+from shared.ledger.snapshots import newest_first_sql, newest_per_school_sql
 
 
 async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | None = None) -> dict[str, Any] | None:
+    """The audit of ``snapshot_id``, or of the school's newest audited snapshot."""
     row = await pool.fetchrow(
-        """
-        SELECT snapshot_id, summary, findings, created_at FROM migration.audits
-         WHERE school_id = $1 AND ($2::text IS NULL OR snapshot_id = $2)
-         ORDER BY created_at DESC LIMIT 1
+        f"""
+        SELECT a.snapshot_id, a.summary, a.findings, a.created_at
+          FROM migration.audits a JOIN migration.snapshots s USING (school_id, snapshot_id)
+         WHERE a.school_id = $1 AND ($2::text IS NULL OR a.snapshot_id = $2)
+         ORDER BY {newest_first_sql("s")} LIMIT 1
         """,
         school_id,
         snapshot_id,
@@ -27,12 +30,9 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
 
 
 async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = None) -> dict[str, str]:
-    """School id -> its latest released snapshot (one school, or all)."""
+    """School id -> its newest released snapshot (one school, or all)."""
     rows = await pool.fetch(
-        "SELECT DISTINCT ON (school_id) school_id, snapshot_id FROM migration.snapshots"
-        " WHERE released_at IS NOT NULL AND ($1::text IS NULL OR school_id = $1)"
-        " ORDER BY school_id, released_at DESC",
-        school_id,
+        newest_per_school_sql("s.released_at IS NOT NULL AND ($1::text IS NULL OR s.school_id = $1)"), school_id
     )
     return {r["school_id"]: r["snapshot_id"] for r in rows}
 

@@ -44,7 +44,8 @@ class DomainCounts:
 
     @property
     def settled(self) -> bool:
-        """Every source record's outcome is final: loaded or quarantined, none waiting."""
+        """Every source record's outcome is final: as many loaded or quarantined as the
+        source has (what the validator requires; parked records are not final)."""
         return self.source == self.loaded + self.quarantined
 
 
@@ -63,7 +64,7 @@ SELECT c.school_id, c.snapshot_id, c.domain, c.released, c.source, c.loaded, c.q
 """
 
 
-async def _counts(db: asyncpg.Pool | asyncpg.Connection, triples: Iterable[Triple]) -> dict[Triple, tuple[bool, DomainCounts]]:
+async def counts_of(db: asyncpg.Pool | asyncpg.Connection, triples: Iterable[Triple]) -> dict[Triple, tuple[bool, DomainCounts]]:
     """(released, counts) of each triple whose snapshot was audited."""
     wanted = sorted(set(triples))
     if not wanted:
@@ -86,7 +87,7 @@ async def record_counts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) ->
 async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair, dict[Domain, DomainCounts]]:
     """:func:`record_counts` of many snapshots in one statement, whatever their number (the
     coordinator's sync poll and the CLI's progress ask for every school at once)."""
-    counted = await _counts(pool, ((s, n, d.value) for s, n in set(pairs) for d in Domain))
+    counted = await counts_of(pool, ((s, n, d.value) for s, n in set(pairs) for d in Domain))
     out: dict[Pair, dict[Domain, DomainCounts]] = {}
     for (school_id, snapshot_id, domain), (released, counts) in counted.items():
         if released:
@@ -105,7 +106,7 @@ async def unaccounted_in_newest(conn: asyncpg.Connection, triples: Iterable[Trip
     newest = await conn.fetch(_NEWEST_AUDITED, sorted({s for s, _, _ in wanted}))
     current = {(r["school_id"], r["snapshot_id"]) for r in newest}
     asked = [t for t in wanted if (t[0], t[1]) in current]
-    return {t for t, (_, counts) in (await _counts(conn, asked)).items() if counts.missing > 0}
+    return {t for t, (_, counts) in (await counts_of(conn, asked)).items() if counts.missing > 0}
 
 
 _NEWEST_AUDITED = f"""

@@ -12,6 +12,7 @@ sweep, which is a transaction of its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 from shared.tables import ref_exists_sql
 
+log = logging.getLogger("schoolmig.loader")
 _P = SqlVersion.of("p")  # a parked record's version: (source_ts, client_id, seq)
 _K = SqlVersion.of("k", "ts", "c", "q")
 _VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
@@ -133,6 +135,7 @@ async def park(conn: asyncpg.Connection, parked: Sequence[tuple[MappedRecord, se
         [table for _, table, _ in refs],
         [row for _, _, row in refs],
     )
+    log.debug("parked %d record(s) waiting for their parents", len(parked))
 
 
 async def forget_stale(conn: asyncpg.Connection, stale: Sequence[MappedRecord]) -> None:

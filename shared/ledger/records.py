@@ -6,7 +6,8 @@
 - ``migration.record_versions``: for records a change or a deletion touched, the greatest
   write of their content and their greatest deletion (``shared.ledger.versions``).
 
-Called inside the writer's transaction, under the school's write lock (``shared.db``).
+The writes are called inside the loader's transaction, under the school's write lock
+(``shared.db``); :func:`source_positions` is a read, for the export.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ SELECT s, d, l, ts, c, q, by, now()
 # Of these changes, the ones older than their school's newest snapshot whose deletions are
 # marked (``deletions.mark_deleted``), of a record that snapshot does not have: arriving
 # late, they are deleted by it, as they would have been had they come before it.
-_MARKED = newest_per_school_sql("s.school_id IN (SELECT s FROM k) AND s.deletions_marked_at IS NOT NULL")
+_MARKED = newest_per_school_sql("n.school_id IN (SELECT k.s FROM k) AND n.deletions_marked_at IS NOT NULL", alias="n")
 _DELETED_BY_SNAPSHOT = f"""
 WITH k AS (SELECT * FROM {_VERSIONED} AS k (s, d, l, ts, c, q)),
 marked AS ({_MARKED})

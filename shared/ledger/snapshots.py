@@ -1,4 +1,4 @@
-"""Which of a school's snapshots is the newer: one order, in Python and in SQL.
+"""Which of a school's snapshots is the newer: one order, rendered into SQL here.
 
 Snapshots are ordered by when they were taken, then by their ids (two taken at the same
 instant are still ordered, so one of them is the newest). The newest snapshot of a set

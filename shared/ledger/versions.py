@@ -131,12 +131,9 @@ def judge(
 
 def sql_text(value: str) -> str:
     """A constant of this module as an SQL string literal (never input: constants only)."""
-    assert "'" not in value and "\\" not in value, value
+    if "'" in value or "\\" in value:
+        raise ValueError(f"not a plain SQL literal: {value!r}")
     return f"'{value}'"
-
-
-#: The SQL pattern of change ids (``chg.<client>.<seq>``), for ``LIKE``.
-CHANGE_IDS_LIKE = sql_text(CHANGE_ID_PREFIX + "%")
 
 
 def sql_is_change(snapshot_id: str) -> str:

@@ -21,6 +21,8 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from shared.domains import Domain
+from shared.ledger.accounting import DomainCounts, counts_of
 from shared.ledger.snapshots import later_sql, rank_sql
 from shared.ledger.versions import SqlVersion, Version, is_deleted, snapshot_version
 
@@ -106,6 +108,126 @@ async def test_the_deleted_records_view_is_the_python_rule(pool: asyncpg.Pool) -
                 return bool(
                     await conn.fetchval("SELECT EXISTS (SELECT 1 FROM migration.deleted_records WHERE school_id = $1)", school)
                 )
+            finally:
+                await tx.rollback()
+
+    await asyncio.to_thread(check)
+
+
+# ---------------------------------------------------------------------------- counts
+
+SNAPSHOTS = ["s1", "s2"]
+DOMAINS = [d.value for d in Domain][:3]
+ledger_line = st.tuples(st.sampled_from(DOMAINS), st.integers(0, 5), st.sampled_from(SNAPSHOTS))  # (domain, id, snapshot)
+
+
+@st.composite
+def ledgers(draw: st.DrawFn) -> dict[str, Any]:
+    """A school's ledger: lines, quarantine entries (some of parked records: orphans), parked
+    records, two snapshots (audited or not, released or not) with source counts."""
+    loaded = {(d, i): s for d, i, s in draw(st.lists(ledger_line, max_size=12))}
+    parked = {(d, i): (s, draw(st.integers(0, 5))) for d, i, s in draw(st.lists(ledger_line, max_size=6))}
+    quarantined = set(
+        draw(st.lists(st.tuples(st.sampled_from(SNAPSHOTS), st.sampled_from(DOMAINS), st.integers(0, 5)), max_size=6))
+    )
+    return {
+        "loaded": loaded,
+        "parked": parked,
+        "quarantined": quarantined,
+        "snapshots": {
+            s: (draw(st.booleans()), draw(st.booleans()), {d: draw(st.integers(0, 9)) for d in DOMAINS}) for s in SNAPSHOTS
+        },
+    }
+
+
+async def test_ledger_counts_count_each_record_once_where_it_stands(pool: asyncpg.Pool) -> None:
+    """``migration.ledger_counts`` against counting the same generated ledger in Python: a
+    line is loaded for its snapshot, an entry quarantined, a parked record parked unless it is
+    also in quarantine (an orphan, counted once); snapshots neither audited nor released are
+    not counted; the source is the audit's."""
+    loop = asyncio.get_running_loop()
+
+    @SETTINGS
+    @given(ledger=ledgers())
+    def check(ledger: dict[str, Any]) -> None:
+        school = f"it-ledger-counts-{uuid.uuid4().hex[:8]}"
+        expected: dict[tuple[str, str, str], tuple[bool, DomainCounts]] = {}
+        for s, (audited, released, source) in ledger["snapshots"].items():
+            if not (audited or released):
+                continue
+            for d in DOMAINS:
+                parked = [
+                    k
+                    for k, (sn, idx) in ledger["parked"].items()
+                    if sn == s and k[0] == d and (s, d, idx) not in ledger["quarantined"]
+                ]
+                expected[(school, s, d)] = (
+                    released,
+                    DomainCounts(
+                        source[d],
+                        sum(1 for (dd, _), sn in ledger["loaded"].items() if (dd, sn) == (d, s)),
+                        sum(1 for sn, dd, _ in ledger["quarantined"] if (sn, dd) == (s, d)),
+                        len(parked),
+                    ),
+                )
+        assert _on(loop, counted(school, ledger)) == expected
+
+    async def counted(school: str, ledger: dict[str, Any]) -> dict[tuple[str, str, str], tuple[bool, DomainCounts]]:
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:  # never committed
+                for s, (audited, released, source) in ledger["snapshots"].items():
+                    summary = {"source_counts": source}
+                    await conn.execute(
+                        "INSERT INTO migration.snapshots (school_id, snapshot_id, format, taken_at, size_bytes, sha256,"
+                        " chunk_count, manifest, released_at, audit) VALUES ($1, $2, 'x', $3, 0, '', 0, '{}',"
+                        " CASE WHEN $4 THEN now() END, CASE WHEN $4 THEN $5::jsonb END)",
+                        school,
+                        s,
+                        T0,
+                        released,
+                        summary,
+                    )
+                    if audited:
+                        await conn.execute(
+                            "INSERT INTO migration.audits (school_id, snapshot_id, summary, findings) VALUES ($1, $2, $3::jsonb, '[]')",
+                            school,
+                            s,
+                            summary,
+                        )
+                for (d, i), s in ledger["loaded"].items():
+                    await conn.execute(
+                        "INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)"
+                        " VALUES ($1, $2, $3, $4, $5, $6)",
+                        school,
+                        d,
+                        f"r{i}",
+                        s,
+                        i,
+                        T0,
+                    )
+                for (d, i), (s, idx) in ledger["parked"].items():
+                    await conn.execute(
+                        "INSERT INTO migration.parked_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts,"
+                        " record) VALUES ($1, $2, $3, $4, $5, $6, '{}')",
+                        school,
+                        d,
+                        f"p{i}",
+                        s,
+                        idx,
+                        T0,
+                    )
+                for s, d, idx in ledger["quarantined"]:
+                    await conn.execute(
+                        "INSERT INTO migration.quarantine (school_id, snapshot_id, domain, record_index, stage, reason, message,"
+                        " payload) VALUES ($1, $2, $3, $4, 'loader', 'r', 'm', '{}')",
+                        school,
+                        s,
+                        d,
+                        idx,
+                    )
+                return await counts_of(conn, [(school, s, d) for s in SNAPSHOTS for d in DOMAINS])
             finally:
                 await tx.rollback()
 

@@ -15,28 +15,42 @@ ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("services", "schoolmig", "shared")
 LEDGER_HOME = ROOT / "shared" / "ledger"
 
-LOOKS_LIKE_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WITH|FROM|WHERE|JOIN)\b")
-_TABLE = re.compile(
-    r"\bmigration\.(loaded_records|parked_records|parked_refs|record_versions|quarantine|deleted_records|ledger_counts)\b",
-    re.IGNORECASE,
-)
-_VERSION_COLUMN = r"(source_ts|live_ts|deleted_ts|taken_at)"
-# Rule a applies to every string; the others only to strings that look like SQL.
+LOOKS_LIKE_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WITH|FROM|WHERE|JOIN)\b", re.IGNORECASE)
+_LEDGER_TABLES = r"(loaded_records|parked_records|parked_refs|record_versions|quarantine|deleted_records|ledger_counts)"
+_OP = r"(<=|>=|<(?!>)|>|\bBETWEEN\b)"
+# A version's or a snapshot's order: its time, client, sequence number (any alias or prefix).
+_VERSION_COLUMN = r"(\w*_ts|ts|taken_at|\w*_client|client_id|\w*_seq|seq)"
+# Rules in ALWAYS apply to every string; the others only to strings that look like SQL.
 RULES: dict[str, tuple[re.Pattern[str], ...]] = {
-    "ledger-table": (_TABLE,),
-    "row-comparison": (re.compile(r"\)\s*(<=|>=|<|>)\s*\((?!\s*SELECT\b)", re.IGNORECASE),),
-    "version-comparison": (
-        re.compile(rf"\b{_VERSION_COLUMN}\s*(<=|>=|<|>)"),
-        re.compile(rf"(<=|>=|<|>)\s*[\w.]*\b{_VERSION_COLUMN}\b"),
+    "ledger-table": (
+        re.compile(rf'"?\bmigration"?\s*\.\s*"?{_LEDGER_TABLES}\b', re.IGNORECASE),
+        re.compile(rf'\b(FROM|JOIN|INTO|UPDATE|TABLE|USING)\s+"?{_LEDGER_TABLES}\b', re.IGNORECASE),
     ),
-    "snapshot-order": (re.compile(r"ORDER BY[^;]*\btaken_at\b", re.IGNORECASE),),
+    "row-comparison": (
+        re.compile(rf"\)\s*{_OP}\s*(ROW\s*)?\((?!\s*SELECT\b)", re.IGNORECASE),
+        re.compile(r"\bROW\s*\(", re.IGNORECASE),
+    ),
+    "version-comparison": (
+        # (not a `<placeholder>` of prose, as in `chg.<client_id>.<seq>`)
+        re.compile(rf"(?<![\w$<]){_VERSION_COLUMN}\s*{_OP}", re.IGNORECASE),
+        re.compile(rf"{_OP}\s*[\w.]*\b{_VERSION_COLUMN}\b(?!>)", re.IGNORECASE),
+        re.compile(rf"\b(greatest|least|max|min)\s*\(\s*[\w.]*\b{_VERSION_COLUMN}\b", re.IGNORECASE),
+    ),
+    "snapshot-order": (
+        re.compile(r"ORDER BY[^;]*\btaken_at\b", re.IGNORECASE),
+        # the newest of a school's snapshots or audits, by any column
+        re.compile(
+            r"^(?=.*\bmigration\.(snapshots|audits)\b)(?=.*(\bORDER BY\b.*\bDESC\b|\bDISTINCT ON\s*\(\s*[\w.]*school_id\s*\)))",
+            re.IGNORECASE | re.DOTALL,
+        ),
+    ),
     "change-id-literal": (re.compile(r"'chg\.'"), re.compile(r"starts_with\(", re.IGNORECASE)),
     "pg-stat-relname": (
         re.compile(r"relname\s+(IN|=)", re.IGNORECASE),
         re.compile(r"'(loaded_records|parked_records|parked_refs|record_versions|quarantine)'"),
     ),
 }
-ALWAYS = {"ledger-table"}
+ALWAYS = {"ledger-table", "version-comparison"}
 
 
 def _docstrings(tree: ast.Module) -> set[int]:
@@ -110,6 +124,21 @@ def test_only_the_ledger_names_its_tables_and_compares_versions_in_sql() -> None
         ("change-id-literal", 'Q = "SELECT 1 FROM t WHERE starts_with(client_id, $1)"\n'),
         ("pg-stat-relname", 'Q = "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname IN ($1, $2)"\n'),
         ("pg-stat-relname", "Q = \"SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'parked_records'\"\n"),
+        ("ledger-table", 'Q = \'SELECT 1 FROM "migration"."loaded_records"\'\n'),
+        ("ledger-table", 'Q = "select count(*) from parked_refs where ref_id = $1"\n'),
+        ("row-comparison", 'Q = "select 1 from t where ROW(a, b) < ROW($1, $2)"\n'),
+        ("version-comparison", 'C = "t.source_ts <= EXCLUDED.source_ts"  # a fragment, spliced into SQL\n'),
+        ("version-comparison", 'Q = "SELECT 1 FROM k WHERE k.ts BETWEEN $1 AND $2"\n'),
+        ("version-comparison", 'Q = "SELECT 1 FROM p WHERE p.client_id > $1 OR l_ts < $2 OR live_seq >= q"\n'),
+        ("version-comparison", 'Q = "SELECT max(s.taken_at) FROM migration.snapshots s"\n'),
+        (
+            "snapshot-order",
+            'Q = "SELECT snapshot_id FROM migration.audits WHERE school_id = $1 ORDER BY created_at DESC LIMIT 1"\n',
+        ),
+        (
+            "snapshot-order",
+            'Q = "SELECT DISTINCT ON (school_id) school_id FROM migration.snapshots ORDER BY school_id, released_at"\n',
+        ),
     ],
 )
 def test_the_checker_reports_each_rule(rule: str, source: str) -> None:
@@ -126,7 +155,9 @@ def test_the_checker_reports_each_rule(rule: str, source: str) -> None:
         'Q = "SELECT phase FROM migration.school_phase WHERE school_id = $1"\n',
         'Q = "SELECT id, received_at >= $3 AS late FROM migration.change_events WHERE school_id = $1"\n',
         'def f(cond):\n    return f"WHERE {cond}"\n',
-        'NOTE = "source_ts < live_ts, (a) < (b), ORDER BY taken_at"  # not SQL: no uppercase keyword\n',
+        'NOTE = "(a) < (b), ORDER BY taken_at"  # not SQL: no keyword of a statement\n',
+        'Q = "SELECT 1 FROM migration.exports WHERE created_at >= $2 ORDER BY created_at DESC LIMIT 1"\n',
+        'Q = "SELECT 1 FROM migration.snapshots s WHERE s.released_at < now() ORDER BY s.released_at LIMIT 50"\n',
     ],
 )
 def test_the_checker_passes_clean_code(source: str) -> None:

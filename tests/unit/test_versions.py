@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from services.loader.parking import newest_per_record
 from shared.domains import Domain
-from shared.ledger.versions import Version, snapshot_version, version_of, wins
+from shared.ledger.keys import record_key
+from shared.ledger.versions import Version, is_delete, is_deleted, judge, snapshot_version, version_of, wins
 from shared.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
@@ -83,3 +84,31 @@ def _equal_version_ties(batch: list[MappedRecord]) -> bool:
     for r in batch:
         seen.setdefault((version_of(r), bool(r.rows)), set()).add(r.rows[0].values["amount"] if r.rows else 0)
     return any(len(v) > 1 for v in seen.values())
+
+
+held = st.none() | st.builds(
+    Version,
+    source_ts=st.integers(0, 4).map(lambda s: T + timedelta(seconds=s)),
+    client_id=st.sampled_from(["", "a", "b"]),
+    seq=st.integers(0, 3),
+)
+
+
+@given(st.lists(writes, min_size=1, max_size=6), held, held)
+def test_judging_a_step_keeps_winners_tombstones_newest_deletions_and_counts_each_write_once(
+    records: list[MappedRecord], content: Version | None, deletion: Version | None
+) -> None:
+    """``judge``: a write of content is kept exactly when it wins over the content held, a
+    delete's tombstone exactly when it is newer than the deletion held; every write is
+    counted once, and a kept write over a deleted record that beats its deletion revives it."""
+    keys = [record_key(r) for r in records]
+    held_content = {k: content for k in keys if content is not None}
+    held_deletion = {k: deletion for k in keys if deletion is not None}
+    judged = judge(records, keys, held_content, held_deletion)
+    assert judged.keep == [r for r in records if not is_delete(r) and wins(r, content)]
+    assert judged.stale == [r for r in records if not is_delete(r) and not wins(r, content)]
+    assert judged.tombstones == [r for r in records if is_delete(r) and (deletion is None or version_of(r) > deletion)]
+    assert sum(judged.tally.values()) == len(records)
+    deleted_now = is_deleted(content, deletion) or (deletion is not None and content == deletion)
+    revivals = [r for r in judged.keep if deleted_now and version_of(r) > deletion]  # type: ignore[operator]
+    assert judged.tally["revived"] == len(revivals)
