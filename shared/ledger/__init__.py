@@ -10,7 +10,7 @@ from pieces that each look harmless can still slip past it.
   rendered from that one definition;
 - ``snapshots``: which of a school's snapshots is the newest, in SQL;
 - ``accounting``: where a snapshot's records stand (source, loaded, quarantined, parked),
-  counted by one SQL function (``migration.ledger_counts``) for every reader;
+  counted by one set of statements (``counts_of``) for every reader;
 - ``records``: ledger lines (``migration.loaded_records``) and versions
   (``migration.record_versions``), written by the loader;
 - ``parking``: records waiting for a parent (``migration.parked_records``, ``parked_refs``),
