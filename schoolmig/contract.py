@@ -12,6 +12,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
+from shared.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
 from shared.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_CHUNK_BYTES,
@@ -37,7 +38,27 @@ SHA-256 of the whole file. The file is either a raw localStorage dump (an object
 key -> JSON string) or a MockDataService export (an object of arrays). Ingest releases
 the snapshot once every chunk has arrived and matches; the same snapshot (same
 school_id and snapshot_id) published again is released once. Messages it cannot read
-go to the dead-letter topic with a reason."""
+go to the dead-letter topic with a reason.
+
+""" + "\n".join(
+    [
+        "The keys read as records, per format; each format also reads the other's keys (any other key whose value",
+        "looks like records, an array of objects",
+        "or an object holding such arrays, is a critical audit finding: the school waits at the audit gate",
+        "until an operator maps the key, `SCHOOLMIG_KEY_ALIASES`, or overrides the audit; other keys are noted):",
+        "",
+        "| domain | localStorage dump | MockDataService export | also read (default aliases) |",
+        "|---|---|---|---|",
+        *(
+            f"| {d.value} | {', '.join(f'`{k}`' for k, v in LOCALSTORAGE_KEYS.items() if v is d) or '–'}"
+            f" | {', '.join(f'`{k}`' for k, v in EXPORT_KEYS.items() if v is d) or '–'}"
+            f" | {', '.join(f'`{k}`' for k, v in DEFAULT_KEY_ALIASES.items() if v is d) or '–'} |"
+            for d in Domain
+        ),
+        "",
+        f"Metadata keys, never records: {', '.join(f'`{k}`' for k in sorted(METADATA_KEYS))}.",
+    ]
+)
 
 broker.publisher(
     topics.ingest,

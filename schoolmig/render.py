@@ -72,6 +72,13 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
     console.print(table)
     if summary["unknown_keys"]:
         console.print(f"  unknown keys (not migrated): {', '.join(summary['unknown_keys'])}")
+    for key, n in (summary.get("unmapped_keys") or {}).items():
+        console.print(
+            f"  [bold red]records under an unmapped key[/]: {key} ({n} record(s)): the school waits at the audit gate;"
+            f" map it (SCHOOLMIG_KEY_ALIASES) or `schoolmig override-audit` to leave them behind"
+        )
+    for key, domain in (summary.get("aliased_keys") or {}).items():
+        console.print(f"  read through an alias: {key} as {domain}")
     findings = Table(title="findings", title_justify="left")
     for column in ("type", "severity", "count"):
         findings.add_column(column)
@@ -80,7 +87,10 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
         findings.add_row(kind, severities.get(kind, ""), str(n))
     console.print(findings)
     for f in audit["findings"][:20]:
-        where = f"{f['domain']}/{f.get('record_id', '?')}" + (f".{f['field']}" if f.get("field") else "")
+        if "domain" not in f:  # a finding about a key of the file
+            where = f"key {f.get('field', '?')}"
+        else:
+            where = f"{f['domain']}/{f.get('record_id', '?')}" + (f".{f['field']}" if f.get("field") else "")
         target = f" → {f['ref_domain']}/{f.get('ref_id', '?')}" if f.get("ref_domain") else ""
         console.print(f"  {f['type']:<20} {where}{target} {f.get('detail', '')}")
     if len(audit["findings"]) > 20:

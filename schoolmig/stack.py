@@ -207,8 +207,14 @@ class Stack:
         """The children's environment: ours, plus every setting this stack runs with."""
         env = dict(os.environ)
         for name, value in self.settings.model_dump(exclude={"kafka_bootstrap_servers", "database_url"}).items():
-            if value is not None:  # secrets too: the children's environment, never a file
-                env[f"SCHOOLMIG_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):  # secrets too: the children's environment, never a file
+                env[f"SCHOOLMIG_{name.upper()}"] = value.get_secret_value()
+            elif isinstance(value, dict | list):  # as pydantic-settings reads a complex value: JSON
+                env[f"SCHOOLMIG_{name.upper()}"] = json.dumps(value)
+            else:
+                env[f"SCHOOLMIG_{name.upper()}"] = str(value)
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap_servers
         env["DATABASE_URL"] = self.database_url
         env["PYTHONUNBUFFERED"] = "1"

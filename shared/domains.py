@@ -46,3 +46,24 @@ EXPORT_KEYS: dict[str, Domain] = {
 
 #: Keys that describe the export rather than hold records; known, never reported as unknown.
 METADATA_KEYS: frozenset[str] = frozenset({"mockDataMetadata", "lastUpdated", "version"})
+
+
+#: Keys other versions of the front end may keep a domain under (a key moves between
+#: versions): read as that domain, in either file format, and noted in the audit. The
+#: default of ``SCHOOLMIG_KEY_ALIASES``; an operator adds a school's own with it.
+DEFAULT_KEY_ALIASES: dict[str, Domain] = {
+    "attendanceRecords": Domain.ATTENDANCE,
+    "attendance_records": Domain.ATTENDANCE,
+    "payment-obligations": Domain.PAYMENT_OBLIGATIONS,
+    "payment_obligations": Domain.PAYMENT_OBLIGATIONS,
+    "private-lessons": Domain.PRIVATE_LESSONS,
+    "private_lessons": Domain.PRIVATE_LESSONS,
+}
+
+
+def keys_of(fmt_is_dump: bool, aliases: dict[str, Domain]) -> dict[str, Domain]:
+    """Every key read as a domain in a file of that format: its own keys, the other format's
+    (an export with ``grades``, a dump with ``obligations``), then the aliases; never one
+    over a key of its own."""
+    own, other = (LOCALSTORAGE_KEYS, EXPORT_KEYS) if fmt_is_dump else (EXPORT_KEYS, LOCALSTORAGE_KEYS)
+    return {**{k: d for k, d in aliases.items() if k not in METADATA_KEYS}, **other, **own}

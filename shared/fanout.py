@@ -153,6 +153,8 @@ def audit_summary(parsed: ParsedSnapshot) -> AuditSummary:
     return AuditSummary(
         source_counts=counts,
         unknown_keys=sorted(parsed.unknown_keys),
+        unmapped_keys=dict(sorted(parsed.unmapped_keys.items())),
+        aliased_keys=dict(sorted(parsed.aliased_keys.items())),
         duplicate_ids=parsed.duplicate_ids(),
         corrupted=parsed.corrupted(),
     )

@@ -375,7 +375,14 @@ def quarantined(record: RawRecord | MappedRecord, *, stage: Stage, reason: str, 
 
 class AuditSummary(_Model):
     source_counts: dict[Domain, int]
-    unknown_keys: list[str]
+    unknown_keys: list[str] = Field(description="Keys read as nothing whose values do not look like records (UI state).")
+    unmapped_keys: dict[str, int] = Field(
+        default_factory=dict,
+        description="Keys read as nothing whose values look like records, with how many: a critical finding each.",
+    )
+    aliased_keys: dict[str, Domain] = Field(
+        default_factory=dict, description="Keys read as a domain through an alias (SCHOOLMIG_KEY_ALIASES)."
+    )
     duplicate_ids: dict[Domain, list[str]]
     corrupted: dict[Domain, int]
     findings: dict[str, int] = Field(default_factory=dict, description="Audit findings per type.")

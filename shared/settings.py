@@ -18,6 +18,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.domains import DEFAULT_KEY_ALIASES, Domain
+
 
 class Settings(BaseSettings):
     # An empty variable counts as unset (compose's `${X:-}`): a default, or the secret's *_FILE, applies.
@@ -57,6 +59,12 @@ class Settings(BaseSettings):
         le=150,
         description="A source record nested deeper is quarantined as unrepresentable_value (a real one is 3 deep; "
         "the internal topics' parser stops at 200).",
+    )
+    key_aliases: dict[str, Domain] = Field(
+        default_factory=lambda: dict(DEFAULT_KEY_ALIASES),
+        description="More localStorage/export keys read as a domain, as JSON: "
+        '{"attendanceRecords": "attendance"} (replaces the default table, shared.domains.DEFAULT_KEY_ALIASES). '
+        "A key holding records that no table maps is a critical audit finding.",
     )
     max_attempts: int = Field(
         default=3,

@@ -9,11 +9,12 @@ entry carries a ``problem`` and goes to quarantine instead of downstream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared import jsonsafe
-from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
+from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain, keys_of
 from shared.messages import SnapshotFormat
 from shared.source_files import UnreadableSnapshot, load_document
 
@@ -23,7 +24,8 @@ __all__ = ["ParsedSnapshot", "Problem", "SourceEntry", "UnreadableSnapshot", "pa
 #: refuses documents past 200, so a deeper record would sink the whole batch it travels in).
 MAX_RECORD_DEPTH = jsonsafe.DEFAULT_MAX_DEPTH
 
-#: Index used for an entry that stands for a whole localStorage value (e.g. invalid JSON).
+#: Index used for an entry that stands for a whole localStorage value (e.g. invalid JSON);
+#: a domain's second key's whole value is one below it, and so on.
 WHOLE_VALUE_INDEX = -1
 
 
@@ -45,6 +47,11 @@ class SourceEntry:
 class ParsedSnapshot:
     entries: dict[Domain, list[SourceEntry]] = field(default_factory=dict)
     unknown_keys: list[str] = field(default_factory=list)
+    """Keys read as nothing whose values do not look like records (UI state, flags, tokens)."""
+    unmapped_keys: dict[str, int] = field(default_factory=dict)
+    """Keys read as nothing whose values look like records: key -> how many objects."""
+    aliased_keys: dict[str, Domain] = field(default_factory=dict)
+    """Keys read as a domain through an alias (not the format's own key for it)."""
 
     def valid_records(self, domain: Domain) -> dict[str, dict[str, Any]]:
         """The records of a domain that will be migrated (the first of each id), by id."""
@@ -91,20 +98,67 @@ def fold(value: Any) -> str | None:
     return " ".join(value.split()).casefold() if isinstance(value, str) and value.strip() else None
 
 
-def parse_snapshot(content: bytes, fmt: SnapshotFormat, *, max_depth: int = MAX_RECORD_DEPTH) -> ParsedSnapshot:
-    """``max_depth``: how deep a record may nest (``SCHOOLMIG_MAX_NESTING_DEPTH``)."""
+def parse_snapshot(
+    content: bytes,
+    fmt: SnapshotFormat,
+    *,
+    aliases: Mapping[str, Domain] | None = None,
+    max_depth: int = MAX_RECORD_DEPTH,
+) -> ParsedSnapshot:
+    """``aliases``: more keys read as a domain (``SCHOOLMIG_KEY_ALIASES``; a snapshot is read
+    again, by the validator or a re-drive, with the aliases its release used). ``max_depth``:
+    how deep a record may nest (``SCHOOLMIG_MAX_NESTING_DEPTH``).
+
+    A domain found under two keys (its own and an alias) has the records of both, in the
+    file's order of keys; an id repeated across them is a duplicate like any other."""
     document = load_document(content)
-    keys = LOCALSTORAGE_KEYS if fmt is SnapshotFormat.LOCALSTORAGE_DUMP else EXPORT_KEYS
+    from_string = fmt is SnapshotFormat.LOCALSTORAGE_DUMP
+    keys = keys_of(from_string, dict(aliases or {}))
+    own = LOCALSTORAGE_KEYS if from_string else EXPORT_KEYS
     parsed = ParsedSnapshot(entries={})
+    seen: dict[Domain, set[str]] = {}
     for key, value in document.items():
+        name = jsonsafe.printable(key[:200])  # reported, never stored as sent
         domain = keys.get(key)
         if domain is None:
             if key not in METADATA_KEYS:
-                parsed.unknown_keys.append(jsonsafe.printable(key[:200]))  # reported, never stored as sent
+                if records := records_in(value, from_string=from_string):
+                    parsed.unmapped_keys[name] = records
+                else:
+                    parsed.unknown_keys.append(name)
             continue
-        parsed.entries[domain] = _entries(key, value, from_string=fmt is SnapshotFormat.LOCALSTORAGE_DUMP, max_depth=max_depth)
+        if key not in own:
+            parsed.aliased_keys[name] = domain
+        entries = parsed.entries.setdefault(domain, [])
+        entries += _entries(
+            key,
+            value,
+            from_string=from_string,
+            max_depth=max_depth,
+            seen=seen.setdefault(domain, set()),
+            offset=len(entries),
+            whole_index=WHOLE_VALUE_INDEX - sum(1 for e in entries if e.index < 0),
+        )
     _mark_duplicate_emails(parsed)
     return parsed
+
+
+def records_in(value: Any, *, from_string: bool) -> int:
+    """How many objects a value holds that look like records: an array of objects, or an
+    object holding such arrays (a localStorage value first read as JSON). 0: not data (a
+    flag, a theme, a token, a value that is not JSON)."""
+    if from_string:
+        if not isinstance(value, str):
+            return 0
+        try:
+            value = jsonsafe.load(value)
+        except jsonsafe.JsonRefused:
+            return 0
+    if isinstance(value, list):
+        return sum(1 for item in value if isinstance(item, dict))
+    if isinstance(value, dict):
+        return sum(records_in(v, from_string=False) for v in value.values() if isinstance(v, list))
+    return 0
 
 
 #: People share one ``users`` table whose email is unique per school; who keeps an email
@@ -131,34 +185,42 @@ def _mark_duplicate_emails(parsed: ParsedSnapshot) -> None:
                 )
 
 
-def _entries(key: str, value: Any, *, from_string: bool, max_depth: int) -> list[SourceEntry]:
+def _entries(
+    key: str, value: Any, *, from_string: bool, max_depth: int, seen: set[str], offset: int, whole_index: int
+) -> list[SourceEntry]:
+    """The entries of one key's value: positions from ``offset`` on (after a domain's entries
+    under another key), a whole value refused at ``whole_index`` (each key its own)."""
     if from_string:
         if not isinstance(value, str):
             return [
                 _whole(
-                    value, "not_a_string", f"localStorage value of '{key}' is a {type(value).__name__}, not a string", max_depth
+                    value,
+                    "not_a_string",
+                    f"localStorage value of '{key}' is a {type(value).__name__}, not a string",
+                    max_depth,
+                    whole_index,
                 )
             ]
         try:
             value = jsonsafe.load(value)
         except jsonsafe.JsonRefused as exc:
-            return [_whole(None, exc.reason, f"localStorage value of '{key}' is {exc.detail}", max_depth)]
+            return [_whole(None, exc.reason, f"localStorage value of '{key}' is {exc.detail}", max_depth, whole_index)]
     if value is None:
         return []
     if not isinstance(value, list):
-        return [_whole(value, "not_an_array", f"value of '{key}' is a {type(value).__name__}, expected an array", max_depth)]
-    seen: set[str] = set()
-    entries: list[SourceEntry] = []
-    for index, item in enumerate(value):
-        entries.append(_entry(index, item, seen, max_depth))
-    return entries
+        return [
+            _whole(
+                value, "not_an_array", f"value of '{key}' is a {type(value).__name__}, expected an array", max_depth, whole_index
+            )
+        ]
+    return [_entry(offset + index, item, seen, max_depth) for index, item in enumerate(value)]
 
 
-def _whole(value: Any, reason: str, message: str, max_depth: int) -> SourceEntry:
+def _whole(value: Any, reason: str, message: str, max_depth: int, index: int = WHOLE_VALUE_INDEX) -> SourceEntry:
     """A whole localStorage value in quarantine: kept as its payload when it can travel."""
     if (why := jsonsafe.unrepresentable(value, max_depth=max_depth)) is not None:
         value, message = None, f"{message}; not kept here ({why}), the verified backup holds it"
-    return SourceEntry(WHOLE_VALUE_INDEX, None, value, Problem(reason, message))
+    return SourceEntry(index, None, value, Problem(reason, message))
 
 
 def _printable_id(item: Any) -> str | None:

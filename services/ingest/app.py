@@ -274,7 +274,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
             sha256=manifest.sha256,
             size_bytes=manifest.size_bytes,
         )
-        parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
+        parsed = parse_snapshot(content, manifest.format, aliases=settings.key_aliases, max_depth=settings.max_nesting_depth)
     except (chunks.AssemblyError, UnreadableSnapshot) as exc:
         reason = getattr(exc, "reason", "unreadable_snapshot")
         await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id} not released: {exc}")
@@ -380,11 +380,11 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
             redrive.snapshot_id,
         )
         return
-    manifest, content, default_ts = found
+    manifest, content, default_ts, aliases = found
     if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
         log.warning("re-drive of %s/%s skipped: %s is newer", redrive.school_id, redrive.snapshot_id, newer)
         return
-    parsed = parse_snapshot(content, manifest.format, max_depth=settings.max_nesting_depth)
+    parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)  # as released
     await publish_all(plan_fanout(parsed, manifest), manifest, default_ts or manifest.taken_at)
     # The school's changes too: those lost in flight come again, the others are judged equal.
     resent = 0

@@ -23,7 +23,7 @@ D = Domain
 class Finding:
     type: str
     severity: Severity
-    domain: Domain
+    domain: Domain | None  # None: a finding about a key of the file, not a domain's records
     record_id: str | None = None
     field: str | None = None
     ref_domain: Domain | None = None
@@ -38,6 +38,10 @@ class Finding:
 #: cut short is records the migration cannot recover; an operator has to acknowledge it.
 FINDING_SEVERITY: dict[str, Severity] = {
     "unreadable_value": Severity.CRITICAL,
+    # Records under a key the migration does not read: left behind unless an operator maps
+    # the key (SCHOOLMIG_KEY_ALIASES) or overrides the audit with a reason.
+    "unmapped_data_key": Severity.CRITICAL,
+    "aliased_key": Severity.INFO,
     "corrupted_entry": Severity.WARNING,
     "duplicate_id": Severity.WARNING,
     "orphaned_reference": Severity.WARNING,
@@ -93,7 +97,7 @@ NAME_COPIES: tuple[tuple[Domain, str, str, Domain, str], ...] = (
 )
 
 
-def _finding(kind: str, domain: Domain, **kw: Any) -> Finding:
+def _finding(kind: str, domain: Domain | None, **kw: Any) -> Finding:
     return Finding(kind, FINDING_SEVERITY[kind], domain, **kw)
 
 
@@ -124,6 +128,18 @@ def _ref_id(value: Any) -> str | None:
 
 def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
     findings: list[Finding] = []
+    for key, objects in sorted(parsed.unmapped_keys.items()):
+        findings.append(
+            _finding(
+                "unmapped_data_key",
+                None,
+                field=key,
+                detail=f"{objects} record(s) under a key the migration does not read: map it to a domain "
+                "(SCHOOLMIG_KEY_ALIASES) or override the audit (schoolmig override-audit) to leave them behind",
+            )
+        )
+    for key, domain in sorted(parsed.aliased_keys.items()):
+        findings.append(_finding("aliased_key", domain, field=key, detail=f"read as {domain.value} (an alias)"))
     records = {domain: parsed.readable_records(domain) for domain in Domain}
     for domain, entries in parsed.entries.items():
         for entry in entries:

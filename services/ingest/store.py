@@ -12,6 +12,7 @@ from shared import jsonsafe
 from shared.changes import change_digest, record_bytes
 from shared.chunks import sha256_hex
 from shared.db import pg_json
+from shared.domains import Domain
 from shared.ledger.snapshots import later_sql, newest_first_sql, rank_sql
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
@@ -254,11 +255,14 @@ class IngestStore:
         )
         return {r["pos"] for r in rows}
 
-    async def backup_of(self, school_id: str, snapshot_id: str) -> tuple[SnapshotManifest, bytes, datetime | None] | None:
-        """A released snapshot's manifest, verified backup and default time (None: none such)."""
+    async def backup_of(
+        self, school_id: str, snapshot_id: str
+    ) -> tuple[SnapshotManifest, bytes, datetime | None, dict[str, Domain]] | None:
+        """A released snapshot's manifest, verified backup, default time and the key aliases its
+        release read it with (None: none such)."""
         row = await self.pool.fetchrow(
             """
-            SELECT s.manifest, s.default_ts, b.content, b.sha256 FROM migration.snapshots s
+            SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256 FROM migration.snapshots s
               JOIN migration.backups b USING (school_id, snapshot_id)
              WHERE s.school_id = $1 AND s.snapshot_id = $2 AND s.released_at IS NOT NULL
             """,
@@ -267,7 +271,8 @@ class IngestStore:
         )
         if row is None or sha256_hex(bytes(row["content"])) != row["sha256"]:
             return None
-        return SnapshotManifest.model_validate(row["manifest"]), bytes(row["content"]), row["default_ts"]
+        aliases = AuditSummary.model_validate(row["audit"]).aliased_keys if row["audit"] else {}
+        return SnapshotManifest.model_validate(row["manifest"]), bytes(row["content"]), row["default_ts"], aliases
 
     async def stored_changes(self, school_id: str, per_message: int = MAX_CHANGES_PER_MESSAGE) -> list[ChangeBatch]:
         """Every change kept for the school, as messages per client (for a re-drive)."""

@@ -51,11 +51,12 @@ def expected_state(
     keep_records: bool = True,
     max_depth: int = MAX_RECORD_DEPTH,
     default_ts: datetime | None = None,
+    aliases: dict[str, Domain] | None = None,
 ) -> Expected:
     """``keep_records=False`` returns digests only: small enough to come back cheaply from
     a worker process, which is where the validator computes them. ``max_depth``: as ingest
-    read it (``SCHOOLMIG_MAX_NESTING_DEPTH``)."""
-    parsed = parse_snapshot(content, manifest.format, max_depth=max_depth)
+    read it (``SCHOOLMIG_MAX_NESTING_DEPTH``); ``aliases``: the key aliases its release used."""
+    parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=max_depth)
     return expected_from(parsed, manifest, keep_records=keep_records, default_ts=default_ts)
 
 

@@ -8,7 +8,7 @@ is a parameter.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from services.validator.expected import StoredChange
 from shared import jsonsafe
 from shared.domains import Domain
 from shared.ledger.versions import SqlVersion, Version
-from shared.messages import ChangeOp, SnapshotManifest, ValidationCompleted, change_id
+from shared.messages import AuditSummary, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
 from shared.tables import TABLES
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
@@ -36,13 +36,15 @@ class Source:
     backup_ok: bool
     default_ts: datetime | None = None
     """What records without timestamps were given (``migration.snapshots.default_ts``)."""
+    aliases: dict[str, Domain] = field(default_factory=dict)
+    """The key aliases its release read it with (``AuditSummary.aliased_keys``)."""
 
 
 async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> Source | None:
     """The verified backup of a snapshot and its manifest (None if there is none)."""
     row = await pool.fetchrow(
         """
-        SELECT s.manifest, s.default_ts, b.content, b.sha256 FROM migration.snapshots s
+        SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256 FROM migration.snapshots s
           JOIN migration.backups b USING (school_id, snapshot_id)
          WHERE s.school_id = $1 AND s.snapshot_id = $2
         """,
@@ -57,6 +59,7 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
         content,
         hashlib.sha256(content).hexdigest() == row["sha256"],
         row["default_ts"],
+        AuditSummary.model_validate(row["audit"]).aliased_keys if row["audit"] else {},
     )
 
 

@@ -94,7 +94,13 @@ async def validate_school(
 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
     expected = await in_worker(
-        expected_state, source.content, source.manifest, keep_records=False, max_depth=MAX_DEPTH, default_ts=source.default_ts
+        expected_state,
+        source.content,
+        source.manifest,
+        keep_records=False,
+        max_depth=MAX_DEPTH,
+        default_ts=source.default_ts,
+        aliases=source.aliases,
     )
     changes = await queries.changes_after(pool, school_id, source.manifest.taken_at, changes_until or started)
     skipped = await quarantine.quarantined_changes(pool, school_id) if changes else frozenset()
@@ -135,7 +141,12 @@ async def validate_school(
             if f.comparison.differing:
                 if full is None:
                     full = await in_worker(
-                        expected_state, source.content, source.manifest, max_depth=MAX_DEPTH, default_ts=source.default_ts
+                        expected_state,
+                        source.content,
+                        source.manifest,
+                        max_depth=MAX_DEPTH,
+                        default_ts=source.default_ts,
+                        aliases=source.aliases,
                     )
                     overlay(full)
                 assert full.records is not None
