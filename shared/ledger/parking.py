@@ -21,7 +21,7 @@ import asyncpg
 from shared.db import lock_schools
 from shared.ledger.keys import Ref, record_key
 from shared.ledger.quarantine import insert_quarantine
-from shared.ledger.records import mark_loaded, mark_loaded_rows, version_columns
+from shared.ledger.records import KEYED, VERSIONED, mark_loaded, mark_loaded_rows, version_columns
 from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, sql_is_change, sql_text, version_of
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
@@ -29,8 +29,6 @@ from shared.tables import ref_exists_sql
 
 log = logging.getLogger("schoolmig.loader")
 _P = SqlVersion.of("p")  # a parked record's version: (source_ts, client_id, seq)
-_K = SqlVersion.of("k", "ts", "c", "q")
-_VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
 _GONE = "p.school_id, p.domain, p.legacy_id, p.snapshot_id, p.record_index, p.source_ts, p.client_id"
 
 # A parked record replaces an older parked version of itself, never a newer one. (An upsert:
@@ -49,8 +47,8 @@ RETURNING school_id, domain, legacy_id
 """
 # A write judged stale is not waiting anywhere either: its parked self (or an older one) goes.
 _FORGET_STALE = f"""
-DELETE FROM migration.parked_records p USING {_VERSIONED} AS k (s, d, l, ts, c, q)
- WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND {_P.not_newer(_K)}
+DELETE FROM migration.parked_records p USING {VERSIONED} AS k (s, d, l, ts, c, q)
+ WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND {_P.not_newer(KEYED)}
 RETURNING {_GONE}
 """
 # What a (re)parked record waits for is exactly its current missing references.
@@ -65,10 +63,10 @@ ON CONFLICT DO NOTHING
 """
 # Written records are no longer parked, nor quarantined as orphans.
 _UNPARK = f"""
-WITH k AS (SELECT * FROM {_VERSIONED} AS k (s, d, l, ts, c, q)),
+WITH k AS (SELECT * FROM {VERSIONED} AS k (s, d, l, ts, c, q)),
 unparked AS (
   DELETE FROM migration.parked_records p USING k
-   WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND {_P.not_newer(_K)}
+   WHERE (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l) AND {_P.not_newer(KEYED)}
   RETURNING {_GONE}),
 orphans AS (
   DELETE FROM migration.quarantine q USING unparked u
@@ -79,8 +77,8 @@ SELECT * FROM unparked
 # What a newer parked write displaces: an older parked snapshot record of the same record.
 _DISPLACED = f"""
 SELECT {_GONE}
-  FROM migration.parked_records p JOIN {_VERSIONED} AS k (s, d, l, ts, c, q) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
- WHERE {_P.older(_K)}
+  FROM migration.parked_records p JOIN {VERSIONED} AS k (s, d, l, ts, c, q) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
+ WHERE {_P.older(KEYED)}
 """
 _FORGET_PARKED = """
 DELETE FROM migration.parked_records p

@@ -39,8 +39,10 @@ def version_columns(records: Sequence[MappedRecord]) -> tuple[list[Any], ...]:
     )
 
 
-_VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
-_K = SqlVersion.of("k", "ts", "c", "q")  # a version given as (ts, c, q) arrays, aliased k
+#: The first six of :func:`version_columns` as a relation, to alias ``k (s, d, l, ts, c, q)``;
+#: ``KEYED`` is the version it holds.
+VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
+KEYED = SqlVersion.of("k", "ts", "c", "q")
 
 _LEDGER = f"""
 INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)
@@ -102,12 +104,12 @@ SELECT s, d, l, ts, c, q, by, now()
 # late, they are deleted by it, as they would have been had they come before it.
 _MARKED = newest_per_school_sql("n.school_id IN (SELECT k.s FROM k) AND n.deletions_marked_at IS NOT NULL", alias="n")
 _DELETED_BY_SNAPSHOT = f"""
-WITH k AS (SELECT * FROM {_VERSIONED} AS k (s, d, l, ts, c, q)),
+WITH k AS (SELECT * FROM {VERSIONED} AS k (s, d, l, ts, c, q)),
 marked AS ({_MARKED})
 SELECT k.s, k.d, k.l, m.taken_at AS ts, {SqlVersion.snapshot("m.taken_at").client} AS c,
        {SqlVersion.snapshot("m.taken_at").seq} AS q, m.snapshot_id AS by
   FROM k JOIN marked m ON m.school_id = k.s
- WHERE {_K.older(SqlVersion.snapshot("m.taken_at"))}
+ WHERE {KEYED.older(SqlVersion.snapshot("m.taken_at"))}
    AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
                     WHERE (l.school_id, l.domain, l.legacy_id, l.snapshot_id) = (k.s, k.d, k.l, m.snapshot_id))
    AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
