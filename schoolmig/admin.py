@@ -11,7 +11,7 @@ import asyncpg
 
 from services.ingest.backup_files import verify_backup_file
 from shared.chunks import sha256_hex
-from shared.ledger.snapshots import newest_first_sql, newest_per_school_sql
+from shared.ledger.snapshots import adopted_sql, newest_first_sql, newest_per_school_sql
 
 
 async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | None = None) -> dict[str, Any] | None:
@@ -31,9 +31,7 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
 
 async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = None) -> dict[str, str]:
     """School id -> its newest released snapshot (one school, or all)."""
-    rows = await pool.fetch(
-        newest_per_school_sql("s.released_at IS NOT NULL AND ($1::text IS NULL OR s.school_id = $1)"), school_id
-    )
+    rows = await pool.fetch(newest_per_school_sql(f"{adopted_sql('s')} AND ($1::text IS NULL OR s.school_id = $1)"), school_id)
     return {r["school_id"]: r["snapshot_id"] for r in rows}
 
 

@@ -8,18 +8,23 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from shared.messages import UNNAMED_DEVICE
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from schoolmig.runner import Job
 
 console = Console(stderr=True)
 
@@ -71,19 +76,17 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
 
 async def _run(
     settings: Settings,
-    files: list[Path],
-    school: str | None,
+    rounds: list[list[Job]],
     report_path: Path | None,
     override_audit: str | None = None,
     replicas: dict[str, int] | None = None,
     cutover: bool = False,
 ) -> int:
     from schoolmig.render import print_report
-    from schoolmig.runner import cut_over, plan_rounds, run_jobs
+    from schoolmig.runner import cut_over, run_jobs
     from schoolmig.stack import Stack, StackInfo
     from shared.ledger.accounting import progress
 
-    rounds = plan_rounds(files, school)
     running = StackInfo.load_running(settings.state_dir)
     stack: Stack | None = None
     if running:  # the stack file has no password: DATABASE_URL from here, if set, has it
@@ -112,12 +115,17 @@ async def _run(
                 lines[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
                 status.update(" · ".join(lines.values()))
 
+            def said(message: str) -> None:
+                if message.startswith("published "):  # where its read time and device came from: kept on screen
+                    console.print(message, soft_wrap=True)
+                status.update(message)
+
             report = await run_jobs(
                 stack.settings if stack else settings,
                 bootstrap,
                 dsn,
                 rounds,
-                on_status=lambda m: status.update(m),
+                on_status=said,
                 on_progress=show,
                 override_audit=override_audit,
             )
@@ -143,14 +151,16 @@ async def _run(
     return 0 if report["ok"] else 1
 
 
-async def _migrate(settings: Settings, file: Path, school: str, cutover: bool, override_audit: str | None, as_json: bool) -> int:
+async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: str | None, as_json: bool) -> int:
     """One school through every phase against a running stack, with a progress bar per
     domain; the same path as ``run`` (publish, follow, report), then the cutover if asked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from schoolmig.render import print_report
-    from schoolmig.runner import Job, run_jobs
+    from schoolmig.runner import run_jobs
     from shared.domains import ALL_DOMAINS
+
+    school = job.school_id
 
     if not (bootstrap := _endpoint(settings, "kafka")) or not (dsn := _endpoint(settings, "database")):
         return 2
@@ -164,7 +174,17 @@ async def _migrate(settings: Settings, file: Path, school: str, cutover: bool, o
                 if c is not None:
                     bars.update(task, total=c.source, completed=c.loaded + c.quarantined, phase=phase or "")
 
-        report = await run_jobs(settings, bootstrap, dsn, [[Job(school, file)]], on_progress=show, override_audit=override_audit)
+        report = await run_jobs(
+            settings,
+            bootstrap,
+            dsn,
+            [[job]],
+            on_progress=show,
+            on_status=lambda m: (
+                console.print(m, soft_wrap=True) if m.startswith("published ") else None
+            ),  # stderr: --json keeps stdout
+            override_audit=override_audit,
+        )
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:
@@ -198,24 +218,28 @@ def _endpoint(settings: Settings, which: str) -> str | None:
     return None
 
 
-async def _publish(settings: Settings, file: Path, school: str, snapshot_id: str | None = None) -> int:
+async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None) -> int:
     from rich.progress import Progress
 
     from schoolmig.sdk import publish_snapshot
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
+    taken_at, source = job.read_time()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"publishing {file.name}", total=None)
+        task = progress.add_task(f"publishing {job.path.name}", total=None)
         manifest = await publish_snapshot(
             bootstrap,
             settings.resolved_ingest_topic,
-            school,
-            file,
+            job.school_id,
+            job.path,
             snapshot_id=snapshot_id,
+            taken_at=taken_at,
+            device_id=job.device_id,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    print(json.dumps({"school_id": school, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}))
+    out = {"school_id": job.school_id, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}
+    print(json.dumps(out | {"taken_at": manifest.taken_at.isoformat(), "taken_at_from": source, "device_id": job.device_id}))
     return 0
 
 
@@ -477,6 +501,24 @@ def _demo(out: Path, schools: int, seed: int) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _instant(text: str) -> datetime:
+    """An ISO-8601 instant with its offset (a read time with no zone would be a guess)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no offset: give one, e.g. {text}+01:00 or {text}Z")
+    return moment
+
+
+def _device(text: str) -> str:
+    """A device id (empty: the unnamed device; argparse passes the default through here too)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", text):
+        raise argparse.ArgumentTypeError("a device id is 1-40 letters, digits, '_' or '-'")
+    return text
+
+
 def _replicas(text: str) -> dict[str, int]:
     from schoolmig.stack import parse_replicas
 
@@ -510,13 +552,26 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="one school through every phase on a running stack, with progress bars")
     migrate.add_argument("file", type=Path, metavar="FILE")
     migrate.add_argument("--school", required=True)
-    migrate.add_argument("--cutover", action="store_true", help="cut the school over once it is validated")
-    migrate.add_argument("--override-audit", metavar="REASON", help="let it past critical audit findings, for this reason")
-    migrate.add_argument("--json", action="store_true", help="machine-readable output")
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
     publish.add_argument("--school", required=True)
-    publish.add_argument("--snapshot-id", help="publish an interrupted upload again (released once); default: a new id")
+    publish.add_argument("--snapshot-id", help="publish an interrupted upload again (released once); default: its own id")
+    for command in (run, migrate, publish):
+        command.add_argument(
+            "--taken-at",
+            type=_instant,
+            metavar="ISO-8601",
+            help="when the browser data was read, with its offset (default: the file's modification time)",
+        )
+        command.add_argument(
+            "--device",
+            type=_device,
+            default=UNNAMED_DEVICE,
+            help="the browser or installation the file was read from (default: the school's one unnamed device)",
+        )
+    migrate.add_argument("--cutover", action="store_true", help="cut the school over once it is validated")
+    migrate.add_argument("--override-audit", metavar="REASON", help="let it past critical audit findings, for this reason")
+    migrate.add_argument("--json", action="store_true", help="machine-readable output")
     audit = commands.add_parser("audit", help="show the pre-migration audit of a school's latest snapshot")
     audit.add_argument("--school", required=True)
     audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
@@ -589,19 +644,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         logging.getLogger("schoolmig").setLevel(logging.INFO)
         return asyncio.run(_up(settings, args.replicas))
+    from schoolmig.runner import Job, plan_rounds
+
     if args.command == "run":
         missing = [str(f) for f in args.files if not f.is_file()]
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        return asyncio.run(_run(settings, args.files, args.school, args.report, args.override_audit, args.replicas, args.cutover))
+        rounds = plan_rounds(args.files, args.school, args.taken_at, args.device)
+        return asyncio.run(_run(settings, rounds, args.report, args.override_audit, args.replicas, args.cutover))
     if args.command == "migrate":
         if not args.file.is_file():
             console.print(f"[red]no such file: {args.file}[/]")
             return 2
-        return asyncio.run(_migrate(settings, args.file, args.school, args.cutover, args.override_audit, args.json))
+        job = Job(args.school, args.file, args.taken_at, args.device)
+        return asyncio.run(_migrate(settings, job, args.cutover, args.override_audit, args.json))
     if args.command == "publish":
-        return asyncio.run(_publish(settings, args.file, args.school, args.snapshot_id))
+        return asyncio.run(_publish(settings, Job(args.school, args.file, args.taken_at, args.device), args.snapshot_id))
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
     if args.command == "status":

@@ -40,6 +40,18 @@ the snapshot once every chunk has arrived and matches; the same snapshot (same
 school_id and snapshot_id) published again is released once. Messages it cannot read
 go to the dead-letter topic with a reason.
 
+`taken_at` is when the browser data was read, by the reading client's clock (never the
+app's `mockDataMetadata.lastUpdated`, which only some of its saves touch: send that as
+`app_last_updated` if you want it kept). `device_id` names the browser or installation
+it was read from, the same id its changes carry as `client_id` (omitted: the school's one
+unnamed device). Snapshots are ordered by `(taken_at, snapshot_id)`: one taken before a
+snapshot already released is superseded (kept, not migrated); of two read at the same
+instant the greater id stands. A file byte for byte identical to its device's latest
+snapshot is reported unchanged (its report is that snapshot's, with `unchanged_of`).
+A good `snapshot_id` is the reading's own (the SDK's: `<read time>-<hash of school,
+device, read time and content>`), so a retry is the same snapshot; it never starts
+with `chg.`.
+
 """ + "\n".join(
     [
         "The keys read as records, per format; each format also reads the other's keys (any other key whose value",

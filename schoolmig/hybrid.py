@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from schoolmig.sdk import build_envelopes, publish_snapshot
 from shared import jsonsafe
 from shared.domains import Domain
 from shared.messages import (
@@ -49,6 +50,9 @@ from shared.messages import (
     ChangeOp,
     Mode,
     SchoolMode,
+    SnapshotChunk,
+    SnapshotFormat,
+    SnapshotManifest,
 )
 from shared.settings import Settings
 
@@ -207,6 +211,30 @@ class HybridClient:
         except Exception as exc:  # kept in the outbox; ``run`` (or the next write) sends it
             log.warning("change %s kept in the outbox: %s", change.seq, type(exc).__name__)
         return change
+
+    def snapshot(self, content: bytes | None = None) -> tuple[SnapshotManifest, list[SnapshotChunk]]:
+        """A snapshot of this client's own store (``content``: as read already), read now by
+        its clock, from the device its changes name (``client_id``)."""
+        if content is None:
+            content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
+        return build_envelopes(
+            content, self.school_id, fmt=SnapshotFormat.MOCKDATA_EXPORT, taken_at=self.clock(), device_id=self.client_id
+        )
+
+    async def publish_snapshot(self, bootstrap_servers: str, topic: str) -> SnapshotManifest:
+        """Publish :meth:`snapshot` to the ingest topic; return its manifest once Kafka has it all."""
+        content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
+        manifest, _ = self.snapshot(content)
+        return await publish_snapshot(
+            bootstrap_servers,
+            topic,
+            self.school_id,
+            content,
+            fmt=manifest.format,
+            snapshot_id=manifest.snapshot_id,
+            taken_at=manifest.taken_at,
+            device_id=self.client_id,
+        )
 
     async def _writable(self) -> SchoolMode | None:
         current = await self.mode(self.school_id)

@@ -50,6 +50,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         validation = "passed" if school["validation_ok"] else "FAILED" if school["validation"] else "not run"
         if school.get("superseded"):
             console.print(f"  [bold yellow]superseded[/]: {school['superseded']}")
+        if school.get("unchanged"):
+            console.print(f"  [bold]unchanged[/]: {school['unchanged']}")
         if school.get("blocked"):
             console.print(f"  [bold red]blocked[/]: {school['blocked']}")
         console.print(f"  validation: {validation}\n")

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from shared.domains import Domain
 from shared.faults import classify
 from shared.ledger.accounting import LEDGER_WRITES, DomainCounts, Pair, record_counts, record_counts_many
 from shared.ledger.quarantine import quarantine_entries
-from shared.messages import OperatorCommand
+from shared.messages import UNNAMED_DEVICE, OperatorCommand, SnapshotManifest
 from shared.report import run_report, school_report
 from shared.settings import Settings
 from shared.signing import Keyring
@@ -36,8 +37,27 @@ log = logging.getLogger("schoolmig.runner")
 
 @dataclass(frozen=True)
 class Job:
+    """One file to migrate as a snapshot of ``school_id``, read at ``taken_at`` (None: the
+    file's modification time) from ``device_id`` (empty: the school's one unnamed device)."""
+
     school_id: str
     path: Path
+    taken_at: datetime | None = None
+    device_id: str = UNNAMED_DEVICE
+
+    def read_time(self) -> tuple[datetime, str]:
+        """When the file's data was read, and what says so."""
+        if self.taken_at is not None:
+            return self.taken_at, "--taken-at"
+        return datetime.fromtimestamp(self.path.stat().st_mtime, UTC), "the file's modification time"
+
+    def describe(self, manifest: SnapshotManifest) -> str:
+        _, source = self.read_time()
+        device = f"device {self.device_id}" if self.device_id else "the school's unnamed device (--device names one)"
+        return (
+            f"published {self.path.name} as {self.school_id}/{manifest.snapshot_id}: read at "
+            f"{manifest.taken_at.isoformat()} ({source}), from {device}"
+        )
 
 
 async def send_command(bootstrap_servers: str, settings: Settings, command: OperatorCommand) -> None:
@@ -56,10 +76,12 @@ async def send_command(bootstrap_servers: str, settings: Settings, command: Oper
         await producer.stop()
 
 
-def snapshot_id_for(school_id: str, content: bytes) -> str:
-    """A new upload's snapshot id, chosen before publishing (an override must name it first)."""
-    manifest, _ = build_envelopes(content, school_id)
-    return manifest.snapshot_id
+def manifest_for(job: Job, content: bytes) -> SnapshotManifest:
+    """The manifest a job's file is published under, known before publishing (an override
+    must name its snapshot first; a republish sends the same one)."""
+    taken_at, _ = job.read_time()
+    manifest, _ = build_envelopes(content, job.school_id, taken_at=taken_at, device_id=job.device_id)
+    return manifest
 
 
 async def send_override(bootstrap_servers: str, settings: Settings, school_id: str, snapshot_id: str, reason: str) -> None:
@@ -80,13 +102,15 @@ def school_from_filename(path: Path) -> str:
     return cleaned[:64]
 
 
-def plan_rounds(files: list[Path], school: str | None) -> list[list[Job]]:
+def plan_rounds(
+    files: list[Path], school: str | None, taken_at: datetime | None = None, device_id: str = UNNAMED_DEVICE
+) -> list[list[Job]]:
     """Round k holds the k-th file of each school; a school's files never share a round."""
     per_school: dict[str, list[Path]] = {}
     for path in files:
         per_school.setdefault(school or school_from_filename(path), []).append(path)
     depth = max((len(p) for p in per_school.values()), default=0)
-    return [[Job(s, paths[k]) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
+    return [[Job(s, paths[k], taken_at, device_id) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
 
 
 #: Called while a school migrates: (school id, counts per domain so far, phase).
@@ -315,26 +339,35 @@ async def run_jobs(
             manifests = []
             for job in jobs:  # one file in memory at a time
                 content = job.path.read_bytes()
-                snapshot_id = snapshot_id_for(job.school_id, content)  # the override names the snapshot published next
+                planned = manifest_for(job, content)  # the override names the snapshot published next
                 if override_audit:
-                    await send_override(bootstrap_servers, settings, job.school_id, snapshot_id, override_audit)
+                    await send_override(bootstrap_servers, settings, job.school_id, planned.snapshot_id, override_audit)
                 manifest = await publish_snapshot(
-                    bootstrap_servers, settings.resolved_ingest_topic, job.school_id, content, snapshot_id=snapshot_id
+                    bootstrap_servers,
+                    settings.resolved_ingest_topic,
+                    job.school_id,
+                    content,
+                    snapshot_id=planned.snapshot_id,
+                    taken_at=planned.taken_at,
+                    device_id=job.device_id,
                 )
                 del content
-                on_status(f"published {job.path.name} as {job.school_id}/{manifest.snapshot_id}")
+                on_status(job.describe(manifest))
                 manifests.append(manifest)
             pairs = [(m.school_id, m.snapshot_id) for m in manifests]
-            paths = {(job.school_id, m.snapshot_id): job.path for job, m in zip(jobs, manifests, strict=True)}
+            sent = {(m.school_id, m.snapshot_id): (job, m) for job, m in zip(jobs, manifests, strict=True)}
 
-            async def again(unreleased: list[Pair], paths: dict[Pair, Path] = paths) -> None:
+            async def again(unreleased: list[Pair], sent: dict[Pair, tuple[Job, SnapshotManifest]] = sent) -> None:
                 for school_id, snapshot_id in unreleased:
+                    job, manifest = sent[(school_id, snapshot_id)]
                     await publish_snapshot(
                         bootstrap_servers,
                         settings.resolved_ingest_topic,
                         school_id,
-                        paths[(school_id, snapshot_id)].read_bytes(),
+                        job.path.read_bytes(),
                         snapshot_id=snapshot_id,
+                        taken_at=manifest.taken_at,
+                        device_id=manifest.device_id,
                     )
                     on_status(f"published {school_id}/{snapshot_id} again (not released yet)")
 

@@ -1,22 +1,22 @@
 """Publishing a school's browser data to the ingest topic.
 
-``build_envelopes`` is pure: it reads the file's bytes, works out its format and source
-timestamp, and cuts it into a manifest plus chunks (each far below Kafka's message
-limit). ``publish_snapshot`` sends them, keyed by school so they stay in order on one
-partition.
+``build_envelopes`` is pure: it reads the file's bytes, works out its format, and cuts it
+into a manifest plus chunks (each far below Kafka's message limit). ``publish_snapshot``
+sends them, keyed by school so they stay in order on one partition.
 
-Each upload gets its own snapshot id (``new_snapshot_id``: when it was taken, a hash of
-school and content, and a random part), so two uploads never collide, not even a revert
-A → B → A, whose second A is a newer snapshot than B. Ingest releases one snapshot id
-once, however often its messages are delivered; to publish one upload again (a retry),
-pass the same ``snapshot_id``.
+A snapshot's time is when it was read (``taken_at``: the caller's, else this client's clock
+now), never the app's ``mockDataMetadata.lastUpdated`` (which only some of the app's saves
+touch; it travels as ``app_last_updated``, metadata). Its id follows from what it is
+(``new_snapshot_id``: the read time, then a hash of school, device, read time and content),
+so publishing one reading again (a retry, a re-run) is the same snapshot, which ingest
+releases once; a revert A → B → A read later is a new one. An upload identical to its
+device's latest snapshot is reported unchanged by ingest, whatever its time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from shared import chunks
 from shared.messages import (
     MAX_CHUNK_BYTES,
+    UNNAMED_DEVICE,
     Change,
     ChangeBatch,
     SnapshotChunk,
@@ -36,8 +37,9 @@ from shared.messages import (
 from shared.source_files import detect_format, load_document
 
 
-def _taken_at(document: dict[str, Any]) -> datetime | None:
-    """The export's own ``lastUpdated`` (or ``mockDataMetadata.lastUpdated`` in a dump)."""
+def app_last_updated(document: dict[str, Any]) -> datetime | None:
+    """The export's own ``lastUpdated`` (or ``mockDataMetadata.lastUpdated`` in a dump):
+    metadata of the app's, not when the data was read."""
     candidates: list[Any] = [document.get("lastUpdated")]
     meta = document.get("mockDataMetadata")
     if isinstance(meta, str):
@@ -57,15 +59,18 @@ def _taken_at(document: dict[str, Any]) -> datetime | None:
     return None
 
 
-def new_snapshot_id(school_id: str, content: bytes, taken_at: datetime) -> str:
-    """An id no other upload has: ``<taken at, UTC>-<content hash>-<random>`` (sortable by
-    time; the hash says which file; the random part tells two uploads of one file apart)."""
-    digest = hashlib.sha256(school_id.encode() + b"\0" + content).hexdigest()[:16]
+def new_snapshot_id(school_id: str, content: bytes, taken_at: datetime, device_id: str = UNNAMED_DEVICE) -> str:
+    """The id of one reading: ``<read time, UTC, to the microsecond>-<hash>``, the hash of
+    school, device, read time and content. The same reading published twice has the same id
+    (ingest releases it once); any other reading has another. Two readings of one device at
+    the same instant are ordered by this id (the snapshot order is ``(taken_at, id)``)."""
     try:
         moment = taken_at.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValueError(f"taken_at {taken_at!r} is out of range") from None
-    return f"{moment:%Y%m%dT%H%M%SZ}-{digest}-{secrets.token_hex(4)}"
+    head = b"\0".join([school_id.encode(), device_id.encode(), moment.isoformat().encode()])
+    digest = hashlib.sha256(head + b"\0" + content).hexdigest()[:20]
+    return f"{moment:%Y%m%dT%H%M%S.%fZ}-{digest}"
 
 
 def build_envelopes(
@@ -75,19 +80,25 @@ def build_envelopes(
     fmt: SnapshotFormat | None = None,
     snapshot_id: str | None = None,
     taken_at: datetime | None = None,
+    device_id: str = UNNAMED_DEVICE,
     chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> tuple[SnapshotManifest, list[SnapshotChunk]]:
-    """Manifest and chunks for one file. Raises ValueError when the file is not a JSON object."""
+    """Manifest and chunks for one file read at ``taken_at`` (default: now, by this clock)
+    from ``device_id``. Raises ValueError when the file is not a JSON object."""
     document = load_document(content)
     digest = chunks.sha256_hex(content)
     parts = chunks.split(content, chunk_bytes)
-    taken_at = taken_at or _taken_at(document) or datetime.now(UTC)
-    snapshot_id = snapshot_id or new_snapshot_id(school_id, content, taken_at)
+    if taken_at is not None and taken_at.tzinfo is None:
+        raise ValueError("taken_at needs a time zone (a read time is an instant)")
+    taken_at = taken_at or datetime.now(UTC)
+    snapshot_id = snapshot_id or new_snapshot_id(school_id, content, taken_at, device_id)
     manifest = SnapshotManifest(
         school_id=school_id,
         snapshot_id=snapshot_id,
         format=fmt or detect_format(document),
         taken_at=taken_at,
+        device_id=device_id,
+        app_last_updated=app_last_updated(document),
         size_bytes=len(content),
         sha256=digest,
         chunk_count=len(parts),
@@ -108,11 +119,16 @@ async def publish_snapshot(
     *,
     fmt: SnapshotFormat | None = None,
     snapshot_id: str | None = None,
+    taken_at: datetime | None = None,
+    device_id: str = UNNAMED_DEVICE,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SnapshotManifest:
-    """Publish one file as a snapshot of ``school_id``; return its manifest once Kafka has it all."""
+    """Publish one file as a snapshot of ``school_id`` read at ``taken_at`` (default now)
+    from ``device_id``; return its manifest once Kafka has it all."""
     content = source.read_bytes() if isinstance(source, Path) else source
-    manifest, parts = build_envelopes(content, school_id, fmt=fmt, snapshot_id=snapshot_id)
+    manifest, parts = build_envelopes(
+        content, school_id, fmt=fmt, snapshot_id=snapshot_id, taken_at=taken_at, device_id=device_id
+    )
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", compression_type="gzip", max_request_size=1024 * 1024
     )

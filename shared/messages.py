@@ -42,6 +42,16 @@ RecordIndex = Annotated[int, Field(ge=-1, le=2**31 - 1)]
 #: A moment from outside, within what PostgreSQL's timestamptz and Python's datetime can
 #: both hold after any UTC offset (a year-1 time with a positive offset overflows in Python).
 SourceTime = Annotated[datetime, Field(gt=datetime(1900, 1, 1, tzinfo=UTC), lt=datetime(9000, 1, 1, tzinfo=UTC))]
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+UNNAMED_DEVICE = ""
+DeviceId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{0,40}$",
+        description="The browser or installation the data was read from: a stable id per device, the same a "
+        "client's changes carry as client_id (empty: the school's one unnamed device).",
+    ),
+]
 
 
 def error_summary(exc: ValidationError, empty: str = "invalid") -> str:
@@ -72,7 +82,14 @@ class SnapshotManifest(_Model):
     school_id: SchoolId
     snapshot_id: SnapshotId
     format: SnapshotFormat
-    taken_at: SourceTime = Field(description="When the browser data was read; the source timestamp.")
+    taken_at: SourceTime = Field(
+        description="When the browser data was read, by the reading client's clock (the CLI: --taken-at, else the "
+        "file's modification time). The snapshot's place among the device's snapshots; never the app's lastUpdated."
+    )
+    device_id: DeviceId = UNNAMED_DEVICE
+    app_last_updated: SourceTime | None = Field(
+        default=None, description="The app's own mockDataMetadata.lastUpdated, if the file has one: kept, never the order."
+    )
     size_bytes: int = Field(ge=0, le=2**62)
     sha256: Sha256Hex = Field(description="SHA-256 of the whole file.")
     chunk_count: int = Field(ge=1, le=2**31 - 1)
@@ -101,7 +118,6 @@ class ChangeOp(StrEnum):
 
 
 #: Who made a change: one browser (or app install) of a school; with ``seq``, it names the change.
-ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
 MAX_CHANGES_PER_MESSAGE = 500
 
 

@@ -104,18 +104,26 @@ class Operations:
     async def advance(self, event: SnapshotReleased) -> None:
         """Take a school as far as a released snapshot's evidence allows."""
         school_id = event.school_id
-        if (newer := await self.store.superseded_by(school_id, event.snapshot_id)) is not None:
+        if (twin := await self.store.unchanged_of(school_id, event.snapshot_id)) is not None:
+            await self.unchanged(school_id, event.snapshot_id, twin)
+            return
+        if (found := await self.store.superseded_by(school_id, event.snapshot_id)) is not None:
             # Taken before the one the school is on, released after it: last writer wins, so
             # it is not adopted (its records never override newer ones in the tables either).
+            newer, same_instant = found
             log.warning(
                 "%s: snapshot %s was taken before %s, which the school is on: superseded, not adopted",
                 school_id,
                 event.snapshot_id,
                 newer,
             )
-            await self.superseded(
-                school_id, event.snapshot_id, newer, f"taken before snapshot {newer}, which the school is on: not migrated"
+            why = (
+                f"read at the same instant as snapshot {newer}, which the school is on; of two snapshots read at "
+                f"one instant the one with the greater id stands: not migrated"
+                if same_instant
+                else f"taken before snapshot {newer}, which the school is on: not migrated"
             )
+            await self.superseded(school_id, event.snapshot_id, newer, why)
             return
         current, syncing = await self.store.phase_of(school_id)
         override = await self.store.override_of(school_id, event.snapshot_id)
@@ -159,6 +167,32 @@ class Operations:
         )
         report |= {"superseded_by": newer, "superseded": why}
         await self.store.save_report(school_id, snapshot_id, report)
+
+    async def unchanged(self, school_id: str, snapshot_id: str, twin: str) -> None:
+        """The last word of an upload identical to its device's latest snapshot ``twin``: that
+        snapshot's report (where the school stands), naming both. Before ``twin`` has a report
+        of its own, its progress so far (phase ``unchanged``, not ok: ``twin`` is still on its way)."""
+        report = await self.store.report_of(school_id, twin)
+        if report is None:
+            report = school_report(
+                school_id=school_id,
+                snapshot_id=twin,
+                phase="unchanged",
+                counts=await record_counts(self.store.pool, school_id, twin) or {},
+                quarantine=await quarantine_entries(self.store.pool, school_id, twin),
+                validation=None,
+            )
+        why = f"identical to snapshot {twin}, its device's latest: nothing new to migrate"
+        report |= {"snapshot_id": snapshot_id, "unchanged_of": twin, "unchanged": why}
+        await self.store.save_report(school_id, snapshot_id, report)
+        await publish(
+            self.broker,
+            self.keyring,
+            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=str(report["phase"])),
+            self.topics.events,
+            key=school_id.encode(),
+        )
+        log.info("%s: snapshot %s unchanged (as %s)", school_id, snapshot_id, twin)
 
     async def override_audit(self, school_id: str, snapshot_id: str | None, actor: str, reason: str) -> str:
         snapshot_id = snapshot_id or (await self.store.phase_of(school_id))[1]

@@ -496,13 +496,27 @@ class CoordinatorStore:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""
         return await deletions.deleted_counts(self.pool, school_id)
 
-    async def superseded_by(self, school_id: str, snapshot_id: str) -> str | None:
-        """The school's current snapshot, if it was taken after ``snapshot_id`` (which then
-        arrived late and must not replace it): noted once in ``migration.superseded_snapshots``."""
+    async def unchanged_of(self, school_id: str, snapshot_id: str) -> str | None:
+        """The snapshot ``snapshot_id`` is the same file as (its device's latest, found by ingest)."""
         return await self.pool.fetchval(
+            "SELECT unchanged_of FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )
+
+    async def report_of(self, school_id: str, snapshot_id: str) -> dict[str, Any] | None:
+        report = await self.pool.fetchval(
+            "SELECT report FROM migration.reports WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+        )
+        return dict(report) if report is not None else None
+
+    async def superseded_by(self, school_id: str, snapshot_id: str) -> tuple[str, bool] | None:
+        """The school's current snapshot, if it was taken after ``snapshot_id`` (which then
+        arrived late and must not replace it), and whether the two were read at the same
+        instant (then the snapshot order's second key, the id, decided): noted once in
+        ``migration.superseded_snapshots``."""
+        row = await self.pool.fetchrow(
             f"""
             WITH newer AS (
-              SELECT p.snapshot_id FROM migration.school_phase p
+              SELECT p.snapshot_id, cur.taken_at = late.taken_at AS same_instant FROM migration.school_phase p
                 JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
                 JOIN migration.snapshots late ON late.school_id = p.school_id AND late.snapshot_id = $2
                WHERE p.school_id = $1 AND p.snapshot_id <> $2
@@ -510,11 +524,12 @@ class CoordinatorStore:
             noted AS (
               INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by)
               SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)
-            SELECT snapshot_id FROM newer
+            SELECT snapshot_id, same_instant FROM newer
             """,
             school_id,
             snapshot_id,
         )
+        return (row["snapshot_id"], bool(row["same_instant"])) if row is not None else None
 
     async def command_seen(self, command_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM migration.operator_commands WHERE command_id = $1", command_id))

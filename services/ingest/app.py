@@ -296,6 +296,10 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         # or its records would overwrite rows the newer one left alone. The coordinator notes it.
         await store.note_superseded(school_id, snapshot_id, newer)
         log.warning("snapshot %s/%s was taken before %s: superseded, not fanned out", school_id, snapshot_id, newer)
+    elif (twin := await store.unchanged_of(manifest)) is not None:
+        # The same file its device sent last (a re-run, a second upload): no new work.
+        await store.note_unchanged(school_id, snapshot_id, twin)
+        log.info("snapshot %s/%s is identical to %s, its device's latest: unchanged", school_id, snapshot_id, twin)
     else:
         await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)

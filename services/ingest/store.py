@@ -13,7 +13,7 @@ from shared.changes import change_digest, record_bytes
 from shared.chunks import sha256_hex
 from shared.db import pg_json
 from shared.domains import Domain
-from shared.ledger.snapshots import later_sql, newest_first_sql, rank_sql
+from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
@@ -32,8 +32,8 @@ class IngestStore:
         await self.pool.execute(
             """
             INSERT INTO migration.snapshots
-              (school_id, snapshot_id, format, taken_at, size_bytes, sha256, chunk_count, manifest)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+              (school_id, snapshot_id, format, taken_at, size_bytes, sha256, chunk_count, manifest, device_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             ON CONFLICT (school_id, snapshot_id) DO NOTHING
             """,
             manifest.school_id,
@@ -44,6 +44,7 @@ class IngestStore:
             manifest.sha256,
             manifest.chunk_count,
             manifest.model_dump(mode="json"),
+            manifest.device_id,
         )
 
     async def save_chunk(self, chunk: SnapshotChunk, data: bytes, sha256: str) -> None:
@@ -179,7 +180,7 @@ class IngestStore:
         return await self.pool.fetchval(
             f"""
             SELECT snapshot_id FROM migration.snapshots
-             WHERE school_id = $1 AND snapshot_id <> $2 AND released_at IS NOT NULL
+             WHERE school_id = $1 AND snapshot_id <> $2 AND {adopted_sql()}
                AND {later_sql(rank_sql(""), rank_sql("", "$3", "$2"))}
              ORDER BY {newest_first_sql()} LIMIT 1
             """,
@@ -188,6 +189,24 @@ class IngestStore:
             taken_at,
         )
 
+    async def unchanged_of(self, manifest: SnapshotManifest) -> str | None:
+        """The latest snapshot its device had fanned out, if this one is byte for byte the same
+        file: then it is that snapshot again (nothing new to migrate), whatever its read time.
+        Identical to an older one only (a revert A → B → A) it is a new snapshot."""
+        row = await self.pool.fetchrow(
+            f"""
+            SELECT s.snapshot_id, s.sha256 FROM migration.snapshots s
+             WHERE s.school_id = $1 AND s.device_id = $2 AND s.snapshot_id <> $3 AND {adopted_sql("s")}
+               AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
+                                WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
+             ORDER BY {newest_first_sql("s")} LIMIT 1
+            """,
+            manifest.school_id,
+            manifest.device_id,
+            manifest.snapshot_id,
+        )
+        return row["snapshot_id"] if row is not None and row["sha256"] == manifest.sha256 else None
+
     async def note_superseded(self, school_id: str, snapshot_id: str, by: str) -> None:
         await self.pool.execute(
             "INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by) VALUES ($1, $2, $3)"
@@ -195,6 +214,14 @@ class IngestStore:
             school_id,
             snapshot_id,
             by,
+        )
+
+    async def note_unchanged(self, school_id: str, snapshot_id: str, twin: str) -> None:
+        await self.pool.execute(
+            "UPDATE migration.snapshots SET unchanged_of = $3 WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
+            twin,
         )
 
     async def mark_incomplete(self, school_id: str, snapshot_id: str, missing: list[int]) -> None:

@@ -10,6 +10,13 @@ of its ``taken_at``.
 from __future__ import annotations
 
 
+def adopted_sql(alias: str = "") -> str:
+    """The condition that the snapshot in ``alias``'s row is released and stands for itself:
+    not the same file again as its device's latest (``unchanged_of``: that one stands)."""
+    dot = f"{alias}." if alias else ""
+    return f"({dot}released_at IS NOT NULL AND {dot}unchanged_of IS NULL)"
+
+
 def rank_sql(alias: str, taken_at: str = "taken_at", snapshot_id: str = "snapshot_id") -> str:
     """The rank of the snapshot in ``alias``'s columns (``alias`` empty: unqualified)."""
     dot = f"{alias}." if alias else ""

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from schoolmig.runner import send_override, snapshot_id_for, wait_for_report
-from schoolmig.sdk import publish_snapshot
+from schoolmig.runner import send_override, wait_for_report
+from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -117,16 +118,25 @@ async def migrate(
     timeout_s: float = 60,
     override_audit: str | None = None,
     snapshot_id: str | None = None,
+    taken_at: datetime | None = None,
+    device_id: str = "",
 ) -> dict[str, Any]:
     """Publish one snapshot through the public door and wait for the coordinator's report
     (``override_audit``: let it past critical audit findings, as an operator would;
-    ``snapshot_id``: publish this upload again, e.g. a retry)."""
+    ``snapshot_id``: publish this upload again, e.g. a retry; ``taken_at``: when it was
+    read, default now; ``device_id``: the browser it was read from, default the unnamed one)."""
     assert settings.kafka_bootstrap_servers
-    snapshot_id = snapshot_id or snapshot_id_for(school_id, content)
+    planned, _ = build_envelopes(content, school_id, snapshot_id=snapshot_id, taken_at=taken_at, device_id=device_id)
     if override_audit:
-        await send_override(settings.kafka_bootstrap_servers, settings, school_id, snapshot_id, override_audit)
+        await send_override(settings.kafka_bootstrap_servers, settings, school_id, planned.snapshot_id, override_audit)
     manifest = await publish_snapshot(
-        settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school_id, content, snapshot_id=snapshot_id
+        settings.kafka_bootstrap_servers,
+        settings.resolved_ingest_topic,
+        school_id,
+        content,
+        snapshot_id=planned.snapshot_id,
+        taken_at=planned.taken_at,
+        device_id=device_id,
     )
     report = await wait_for_report(
         pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s, overridden=bool(override_audit)

@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 
 from schoolmig.demo import school_dump
-from schoolmig.runner import report_so_far, snapshot_id_for, wait_for_reports
-from schoolmig.sdk import publish_snapshot
+from schoolmig.runner import report_so_far, wait_for_reports
+from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import create_pool
 from shared.embedded import EmbeddedPostgres
@@ -120,7 +120,7 @@ async def test_three_loaders_and_three_transforms_give_the_same_database_as_one(
 ) -> None:
     replicas, replica_pool, logs = replica_stack
     contents = {school: json.dumps(school_dump(i, seed=11), ensure_ascii=False).encode() for i, school in enumerate(SCHOOLS, 1)}
-    ids = {school: snapshot_id_for(school, content) for school, content in contents.items()}
+    ids = {school: build_envelopes(content, school)[0].snapshot_id for school, content in contents.items()}
     started = time.monotonic()
     single, several = await asyncio.gather(
         migrate_all(settings, pool, contents, ids, service_logs),

@@ -79,22 +79,40 @@ def test_the_envelope_parses_back_from_its_json() -> None:
     assert isinstance(INGEST_ENVELOPE.validate_json(parts[0].model_dump_json()), SnapshotChunk)
 
 
-@given(st.lists(st.binary(max_size=20), min_size=2, max_size=6))
-def test_every_upload_gets_its_own_snapshot_id_even_a_revert(contents: list[bytes]) -> None:
-    """A → B → A: the second A is a new snapshot (newer than B), never taken as the first A again."""
-    taken = datetime(2024, 5, 1, tzinfo=UTC)
-    ids = [new_snapshot_id("school-a", c, taken) for c in [*contents, contents[0]]]
-    assert len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", i) for i in ids)
-    first, _ = build_envelopes(b'{"students": "[]"}', "school-a")
-    again, _ = build_envelopes(b'{"students": "[]"}', "school-a", snapshot_id=first.snapshot_id)  # a retry of one upload
-    assert again.snapshot_id == first.snapshot_id
+_readings = st.tuples(
+    st.binary(max_size=20),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.sampled_from(["", "office-pc", "tablet-2"]),
+)
 
 
-def test_source_timestamp_comes_from_the_export_metadata() -> None:
+@given(st.lists(_readings, min_size=1, max_size=8))
+def test_a_snapshot_id_is_the_reading_itself(readings: list[tuple[bytes, datetime, str]]) -> None:
+    """One id per reading (content, read time, device): the same reading published again is
+    the same snapshot; any other reading, a revert A → B → A read later included, is another.
+    Ids sort by read time first (to the microsecond), as the snapshot order does."""
+    ids = {r: new_snapshot_id("school-a", *r) for r in readings}
+    assert len(set(ids.values())) == len(set(ids))  # different readings, different ids
+    assert all(new_snapshot_id("school-a", *r) == i for r, i in ids.items())  # and stable
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", i) for i in ids.values())
+    by_time = sorted(ids, key=lambda r: r[1])
+    assert [ids[r][:23] for r in by_time] == sorted(ids[r][:23] for r in by_time)
+
+
+def test_the_read_time_is_the_readers_clock_never_the_apps_last_updated() -> None:
+    """``lastUpdated`` is what MockDataService's saves last wrote: kept as metadata only."""
     dump = json.dumps({"mockDataMetadata": json.dumps({"lastUpdated": "2024-05-01T10:00:00.000Z"}), "students": "[]"})
+    before = datetime.now(UTC)
     manifest, _ = build_envelopes(dump.encode(), "school-a")
-    assert manifest.taken_at == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert before <= manifest.taken_at <= datetime.now(UTC)
+    assert manifest.app_last_updated == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    read = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
+    given_time, _ = build_envelopes(dump.encode(), "school-a", taken_at=read, device_id="office-pc")
+    again, _ = build_envelopes(dump.encode(), "school-a", taken_at=read, device_id="office-pc")
+    assert (given_time.taken_at, given_time.device_id) == (read, "office-pc")
+    assert given_time.snapshot_id == again.snapshot_id  # a re-run of one reading: the same snapshot
+    with pytest.raises(ValueError, match="time zone"):
+        build_envelopes(dump.encode(), "school-a", taken_at=datetime(2024, 6, 1))
 
 
 def test_bad_school_id_is_refused_before_publishing() -> None:
