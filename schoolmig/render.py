@@ -52,6 +52,15 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             console.print(f"  [bold yellow]superseded[/]: {school['superseded']}")
         if school.get("unchanged"):
             console.print(f"  [bold]unchanged[/]: {school['unchanged']}")
+        if elsewhere := school.get("deleted_held_by_other_devices"):
+            devices = sorted({e["held_by"] or "(unnamed)" for e in elsewhere})
+            console.print(
+                f"  [bold yellow]review[/]: {len(elsewhere)} deleted record(s) were last held by another device "
+                f"({', '.join(devices)}) than the snapshot that deleted them: devices are not merged, the newest "
+                "snapshot is the school's truth (rows kept; e.g. "
+                + ", ".join(f"{e['domain']}/{e['legacy_id']}" for e in elsewhere[:5])
+                + ")"
+            )
         if school.get("blocked"):
             console.print(f"  [bold red]blocked[/]: {school['blocked']}")
         console.print(f"  validation: {validation}\n")

@@ -496,6 +496,9 @@ class CoordinatorStore:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""
         return await deletions.deleted_counts(self.pool, school_id)
 
+    async def deleted_from_other_devices(self, school_id: str) -> list[dict[str, str]]:
+        return await deletions.deleted_from_other_devices(self.pool, school_id)
+
     async def unchanged_of(self, school_id: str, snapshot_id: str) -> str | None:
         """The snapshot ``snapshot_id`` is the same file as (its device's latest, found by ingest)."""
         return await self.pool.fetchval(

@@ -91,3 +91,25 @@ async def deleted_ids(pool: asyncpg.Pool, school_id: str) -> dict[Domain, set[st
     for r in await pool.fetch("SELECT domain, legacy_id FROM migration.deleted_records WHERE school_id = $1", school_id):
         found[Domain(r["domain"])].add(r["legacy_id"])
     return found
+
+
+# A deleted record whose last snapshot write came from another device than the snapshot that
+# deleted it: the device that deleted it may never have held it (devices are not merged yet).
+_FROM_OTHER_DEVICES = """
+SELECT d.domain, d.legacy_id, held.device_id AS held_by, gone.device_id AS deleted_by, d.snapshot_id AS deleted_in
+  FROM migration.deleted_records d
+  JOIN migration.loaded_records l USING (school_id, domain, legacy_id)
+  JOIN migration.snapshots held ON (held.school_id, held.snapshot_id) = (l.school_id, l.snapshot_id)
+  JOIN migration.snapshots gone ON (gone.school_id, gone.snapshot_id) = (d.school_id, d.snapshot_id)
+ WHERE d.school_id = $1 AND held.device_id <> gone.device_id
+ ORDER BY d.domain, d.legacy_id LIMIT $2
+"""
+
+
+async def deleted_from_other_devices(pool: asyncpg.Pool, school_id: str, limit: int = 200) -> list[dict[str, str]]:
+    """The school's deleted records that a snapshot of another device than the deleting one
+    last held (domain, legacy_id, held_by, deleted_by, deleted_in; devices by id, '' the
+    unnamed one). A school's snapshots are one history whatever device they come from (the
+    newest is the school's truth), so one device's snapshot deletes what only another held:
+    soft deletes, rows kept, listed here for an operator to review."""
+    return [dict(r) for r in await pool.fetch(_FROM_OTHER_DEVICES, school_id, limit)]
