@@ -451,6 +451,38 @@ async def _override(settings: Settings, school: str, snapshot: str | None, actor
     return 0
 
 
+async def _map_key(settings: Settings, school: str, snapshot: str | None, mapping: list[str], reason: str) -> int:
+    from pydantic import ValidationError
+
+    from schoolmig.runner import send_command
+    from shared.messages import OperatorCommand
+
+    aliases: dict[str, str] = {}
+    for pair in mapping:
+        key, sep, domain = pair.partition("=")
+        if not sep or not key.strip() or not domain.strip():
+            console.print(f"[red]{pair!r} is not KEY=DOMAIN (e.g. attendanceRecords=attendance)[/]")
+            return 2
+        aliases[key.strip()] = domain.strip()
+    try:
+        command = OperatorCommand(
+            action="map_key", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason, key_aliases=aliases
+        )
+    except ValidationError as exc:
+        from shared.domains import Domain
+
+        console.print(f"[red]refused: {exc.errors()[0]['msg']} (domains: {', '.join(d.value for d in Domain)})[/]")
+        return 2
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
+    await send_command(bootstrap, settings, command)
+    console.print(
+        f"mapping sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator has the snapshot waiting at the "
+        "audit gate audited and released again with it (`schoolmig audit` shows the mapping; `status`, where it went)"
+    )
+    return 0
+
+
 async def _redrive(settings: Settings, school: str, snapshot: str | None, reason: str) -> int:
     from schoolmig.runner import send_command
     from shared.messages import OperatorCommand
@@ -588,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     override.add_argument("--school", required=True)
     override.add_argument("--snapshot", help="default: the school's current snapshot")
     override.add_argument("--reason", required=True)
+    map_key = commands.add_parser(
+        "map-key", help="read a key of the snapshot waiting at the audit gate as a domain, for one school (signed)"
+    )
+    map_key.add_argument("mapping", nargs="+", metavar="KEY=DOMAIN", help="e.g. attendanceRecords=attendance")
+    map_key.add_argument("--school", required=True)
+    map_key.add_argument("--snapshot", help="the snapshot waiting at the gate (default: the school's)")
+    map_key.add_argument("--reason", required=True, help="why: kept in its audit with who mapped it")
     status = commands.add_parser("status", help="every school's phase, mode and progress")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     for action, text in (
@@ -677,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             _backup(settings, args.action, args.school, getattr(args, "snapshot", None), getattr(args, "out", None))
         )
+    if args.command == "map-key":
+        return asyncio.run(_map_key(settings, args.school, args.snapshot, args.mapping, args.reason))
     if args.command == "redrive":
         return asyncio.run(_redrive(settings, args.school, args.snapshot, args.reason))
     if args.command == "export":

@@ -553,6 +553,11 @@ class Redrive(_Model):
     school_id: SchoolId
     snapshot_id: SnapshotId
     reason: str
+    key_aliases: dict[str, Domain] = Field(
+        default_factory=dict,
+        description="An operator's map-key: read these keys as these domains too; the snapshot is audited and "
+        "released again with them (its audit records the mapping, actor and reason).",
+    )
     issued_at: AwareDatetime = Field(
         description="When it was asked: ingest refuses one older than SCHOOLMIG_COMMAND_TTL_S, or further ahead of its "
         "clock than SCHOOLMIG_MAX_CLOCK_AHEAD_S (a replayed request would make it fan a whole school out again). "
@@ -583,10 +588,18 @@ class SchoolMode(_Model):
 class OperatorCommand(_Model):
     """Cutover, rollback, or an audit override for one school, from the CLI or the HTTP API."""
 
-    action: Literal["cutover", "rollback", "override_audit", "redrive"]
+    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key"]
     school_id: SchoolId
     snapshot_id: SnapshotId | None = Field(
-        default=None, description="override_audit: the snapshot whose audit is overridden; redrive: the one to fan out again."
+        default=None,
+        description="override_audit: the snapshot whose audit is overridden; redrive: the one to fan out again; "
+        "map_key: the one waiting at the audit gate (default: the school's).",
+    )
+    key_aliases: dict[Annotated[str, Field(min_length=1, max_length=200)], Domain] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="map_key: localStorage keys of that snapshot holding records nobody maps, and the domain each "
+        "is read as (for this school; SCHOOLMIG_KEY_ALIASES maps keys for all).",
     )
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")

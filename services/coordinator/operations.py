@@ -99,6 +99,8 @@ class Operations:
             return await self.override_audit(command.school_id, command.snapshot_id, command.actor, command.reason)
         if command.action == "redrive":
             return await self.redrive(command.school_id, command.snapshot_id, command.actor, command.reason)
+        if command.action == "map_key":
+            return await self.map_key(command.school_id, command.snapshot_id, command.key_aliases, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
 
     async def advance(self, event: SnapshotReleased) -> None:
@@ -330,6 +332,36 @@ class Operations:
             "%s: re-drive %s of snapshot %s requested by %s: %s", school_id, request.redrive_id, snapshot_id, actor, reason
         )
         return f"re-drive {request.redrive_id} of snapshot {snapshot_id} requested ({current.value if current else 'unknown'})"
+
+    async def map_key(self, school_id: str, snapshot_id: str | None, aliases: dict[str, Domain], actor: str, reason: str) -> str:
+        """An operator maps keys of the snapshot waiting at the audit gate, each to a domain, for
+        this school: ingest audits and releases it again reading them (``Redrive.key_aliases``);
+        its new audit records the mapping, who and why, and the gate judges that audit."""
+        snapshot_id = snapshot_id or (await self.store.phase_of(school_id))[1]
+        blocked = await self.store.blocked(school_id, snapshot_id) if snapshot_id else None
+        if snapshot_id is None or blocked is None:
+            return (
+                f"refused: no snapshot of {school_id} waits at the audit gate"
+                f"{f' as {snapshot_id}' if snapshot_id else ''} (map keys for every school with SCHOOLMIG_KEY_ALIASES)"
+            )
+        if not aliases:
+            return "refused: give KEY=DOMAIN, e.g. attendanceRecords=attendance"
+        if unknown := sorted(set(aliases) - set(blocked.audit.unmapped_keys)):
+            held = ", ".join(sorted(blocked.audit.unmapped_keys)) or "none"
+            return (
+                f"refused: snapshot {snapshot_id} has no unmapped records under {', '.join(unknown)} (its unmapped keys: {held})"
+            )
+        request = Redrive(
+            school_id=school_id,
+            snapshot_id=snapshot_id,
+            reason=f"map-key by {actor}: {reason}",
+            key_aliases=aliases,
+            issued_at=datetime.now(UTC),
+        )
+        await publish(self.broker, self.keyring, request, self.topics.ingest, key=school_id.encode())
+        mapping = ", ".join(f"{k}={d.value}" for k, d in sorted(aliases.items()))
+        log.warning("%s: snapshot %s: keys mapped by %s (%s): %s", school_id, snapshot_id, actor, mapping, reason)
+        return f"mapping {mapping} sent: snapshot {snapshot_id} is audited and released again with it"
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
         phase, snapshot_id = await self.store.phase_of(school_id)

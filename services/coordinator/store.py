@@ -551,7 +551,7 @@ class CoordinatorStore:
     async def block(self, event: SnapshotReleased) -> None:
         await self.pool.execute(
             "INSERT INTO migration.blocked_snapshots (school_id, snapshot_id, event) VALUES ($1, $2, $3)"
-            " ON CONFLICT (school_id, snapshot_id) DO NOTHING",
+            " ON CONFLICT (school_id, snapshot_id) DO UPDATE SET event = EXCLUDED.event",  # audited again: its newest audit
             event.school_id,
             event.snapshot_id,
             pg_json(event.model_dump(mode="json")),

@@ -18,7 +18,7 @@ from typing import Annotated
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 
-from services.ingest.audit import audit_snapshot, summarise
+from services.ingest.audit import Finding, audit_snapshot, summarise
 from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
@@ -33,6 +33,7 @@ from shared.leases import Lease, named
 from shared.logs import setup_logging
 from shared.messages import (
     AuditCompleted,
+    AuditSummary,
     Barrier,
     ChangeBatch,
     Mode,
@@ -47,7 +48,7 @@ from shared.messages import (
 from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
 from shared.signing import Keyring, publish, stale_age
-from shared.snapshot import UnreadableSnapshot, parse_snapshot
+from shared.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
 from shared.telemetry import count_refused, setup_telemetry
 from shared.topics import Topics
 
@@ -281,14 +282,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         return
     path = await asyncio.to_thread(write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256)
     verified = await store.save_backup(manifest, content, str(path))
-    findings = audit_snapshot(parsed)
-    summary = audit_summary(parsed).model_copy(
-        update={
-            "findings": summarise(findings),
-            "critical_findings": sum(f.severity is Severity.CRITICAL for f in findings),
-        }
-    )
-    findings_json = [f.as_json() for f in findings]
+    summary, findings_json = audited(parsed)
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
     if (newer := await store.newer_released(school_id, snapshot_id, manifest.taken_at)) is not None:
@@ -303,15 +297,40 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     else:
         await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
     await store.mark_released(manifest, summary)
-    key = school_id.encode()
+    await announce(manifest, summary, findings_json, verified)
+    metrics.snapshots_released.add(1, {"school_id": school_id})
+    log.info(
+        "released snapshot %s/%s: %d records, %d audit findings",
+        school_id,
+        snapshot_id,
+        sum(summary.source_counts.values()),
+        len(findings_json),
+    )
+
+
+def audited(parsed: ParsedSnapshot, extra: Iterable[Finding] = ()) -> tuple[AuditSummary, list[dict[str, object]]]:
+    """The snapshot's audit: its summary (with the findings' counts) and every finding."""
+    findings = [*audit_snapshot(parsed), *extra]
+    summary = audit_summary(parsed).model_copy(
+        update={
+            "findings": summarise(findings),
+            "critical_findings": sum(f.severity is Severity.CRITICAL for f in findings),
+        }
+    )
+    return summary, [f.as_json() for f in findings]
+
+
+async def announce(manifest: SnapshotManifest, summary: AuditSummary, findings: list[dict[str, object]], verified: bool) -> None:
+    """The release's two events: the audit, then the snapshot released (what the coordinator acts on)."""
+    key = manifest.school_id.encode()
     await publish(
         broker,
         keyring,
         AuditCompleted(
-            school_id=school_id,
-            snapshot_id=snapshot_id,
+            school_id=manifest.school_id,
+            snapshot_id=manifest.snapshot_id,
             summary=summary,
-            findings=findings_json[:AUDIT_EVENT_FINDINGS],
+            findings=findings[:AUDIT_EVENT_FINDINGS],
             findings_total=len(findings),
         ),
         topics.events,
@@ -321,8 +340,8 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         broker,
         keyring,
         SnapshotReleased(
-            school_id=school_id,
-            snapshot_id=snapshot_id,
+            school_id=manifest.school_id,
+            snapshot_id=manifest.snapshot_id,
             format=manifest.format,
             taken_at=manifest.taken_at,
             sha256=manifest.sha256,
@@ -331,14 +350,6 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         ),
         topics.events,
         key=key,
-    )
-    metrics.snapshots_released.add(1, {"school_id": school_id})
-    log.info(
-        "released snapshot %s/%s: %d records, %d audit findings",
-        school_id,
-        snapshot_id,
-        sum(summary.source_counts.values()),
-        len(findings),
     )
 
 
@@ -388,8 +399,28 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
         log.warning("re-drive of %s/%s skipped: %s is newer", redrive.school_id, redrive.snapshot_id, newer)
         return
-    parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)  # as released
+    aliases = aliases | redrive.key_aliases  # as released, and an operator's map-key on top
+    parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
+    if redrive.key_aliases:
+        # Audited again with the mapping (recorded, with who and why): the release's audit is
+        # the one accounting and the validator read from now on, so it is stored first.
+        mapped = [
+            Finding("operator_key_mapping", Severity.INFO, domain, field=key, detail=redrive.reason)
+            for key, domain in sorted(redrive.key_aliases.items())
+        ]
+        summary, findings = audited(parsed, mapped)
+        await store.save_audit(manifest, summary, findings)
+        await store.reaudit(manifest, summary)
+        log.warning(
+            "%s/%s audited again with %d key(s) mapped: %s",
+            redrive.school_id,
+            redrive.snapshot_id,
+            len(mapped),
+            redrive.reason,
+        )
     await publish_all(plan_fanout(parsed, manifest), manifest, default_ts or manifest.taken_at)
+    if redrive.key_aliases:
+        await announce(manifest, summary, findings, verified=True)  # the coordinator's gate sees the new audit
     # The school's changes too: those lost in flight come again, the others are judged equal.
     resent = 0
     for batch in await store.stored_changes(redrive.school_id):

@@ -42,6 +42,7 @@ FINDING_SEVERITY: dict[str, Severity] = {
     # the key (SCHOOLMIG_KEY_ALIASES) or overrides the audit with a reason.
     "unmapped_data_key": Severity.CRITICAL,
     "aliased_key": Severity.INFO,
+    "operator_key_mapping": Severity.INFO,  # an operator's map-key: who, why (the key's records: aliased_key)
     "corrupted_entry": Severity.WARNING,
     "duplicate_id": Severity.WARNING,
     "orphaned_reference": Severity.WARNING,

@@ -248,6 +248,15 @@ class IngestStore:
             pg_json(audit.model_dump(mode="json")),
         )
 
+    async def reaudit(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
+        """A released snapshot's audit, again (an operator mapped keys): what its counts read."""
+        await self.pool.execute(
+            "UPDATE migration.snapshots SET audit = $3 WHERE school_id = $1 AND snapshot_id = $2 AND released_at IS NOT NULL",
+            manifest.school_id,
+            manifest.snapshot_id,
+            pg_json(audit.model_dump(mode="json")),
+        )
+
     async def save_changes(self, batch: ChangeBatch, accepted: list[tuple[int, Change]]) -> set[int]:
         """Keep the accepted changes of the message (a redelivered one is already there); return
         the positions of those whose (client, seq) already names a *different* change."""

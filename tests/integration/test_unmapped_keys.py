@@ -6,11 +6,13 @@ records that no table maps stops the school at the audit gate, and the audit, th
 from __future__ import annotations
 
 import json
+import time
 
 import asyncpg
 import pytest
 
 from schoolmig.demo import school_dump
+from schoolmig.runner import wait_for_report
 from schoolmig.stack import Stack
 from shared.settings import Settings
 from tests.integration.conftest import cli, migrate
@@ -68,3 +70,37 @@ async def test_records_under_an_unmapped_key_block_the_school_until_an_operator_
         await pool.fetchval("SELECT reason FROM migration.audit_overrides WHERE school_id = 'it-key-unmapped'")
         == "old UI log, not attendance"
     )
+
+
+async def test_an_operator_maps_the_key_for_one_school_and_its_records_migrate(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """``schoolmig map-key``: signed, refused for a key the waiting snapshot does not hold
+    unmapped, and then the snapshot is audited again with the mapping (who, why) and goes on:
+    its attendance migrates and validates."""
+    content = school("attendanceLog")
+    blocked = await migrate(settings, pool, "it-key-mapped", content)
+    assert blocked["phase"] == "registered", blocked
+
+    wrong = cli(settings, "map-key", "attendanceLog=attendanz", "--school", "it-key-mapped", "--reason", "typo")
+    assert wrong.returncode == 2 and "attendance" in wrong.stderr  # the domains are listed
+    other = cli(settings, "map-key", "gradesLog=grades", "--school", "it-key-mapped", "--reason", "not there")
+    assert other.returncode == 0, other.stderr  # sent; the coordinator refuses it (nothing moves)
+    mapped = cli(
+        settings, "map-key", "attendanceLog=attendance", "--school", "it-key-mapped", "--reason", "the 2023 front end's key"
+    )
+    assert mapped.returncode == 0, mapped.stderr
+
+    report = await wait_for_report(
+        pool, "it-key-mapped", blocked["snapshot_id"], time.monotonic() + 120, overridden=True
+    )  # past the blocked report
+    assert report is not None and report["validation_ok"], report
+    assert report["domains"]["attendance"]["source"] == report["domains"]["attendance"]["loaded"] == sessions() > 0
+    audit = await pool.fetchrow("SELECT summary, findings FROM migration.audits WHERE school_id = 'it-key-mapped'")
+    assert audit["summary"]["aliased_keys"] == {"attendanceLog": "attendance"} and audit["summary"]["critical_findings"] == 0
+    [recorded] = [f for f in audit["findings"] if f["type"] == "operator_key_mapping"]
+    assert recorded["field"] == "attendanceLog" and "the 2023 front end's key" in recorded["detail"]
+    assert recorded["detail"].startswith("map-key by it-operator: ")
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM migration.audit_overrides WHERE school_id = 'it-key-mapped'"
+    )  # mapped, not overridden
