@@ -29,6 +29,11 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
     return dict(row) if row else None
 
 
+async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:
+    """What the coordinator answered an operator command (None: not acted on yet)."""
+    return await pool.fetchval("SELECT outcome FROM migration.operator_commands WHERE command_id = $1", command_id)
+
+
 async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = None) -> dict[str, str]:
     """School id -> its newest released snapshot (one school, or all)."""
     rows = await pool.fetch(newest_per_school_sql(f"{adopted_sql('s')} AND ($1::text IS NULL OR s.school_id = $1)"), school_id)

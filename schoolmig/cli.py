@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from schoolmig.runner import Job
+    from shared.messages import OperatorCommand
 
 console = Console(stderr=True)
 
@@ -437,24 +438,52 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
     return await _with_pool(settings, work)
 
 
-async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
+async def _answered(settings: Settings, command: OperatorCommand, sent: str, wait_s: float = 30.0) -> int:
+    """Send ``command``, then show the coordinator's answer when the database is reachable
+    (exit 1 when it refused); otherwise, or if no answer came within ``wait_s``, ``sent``."""
+    import time
+
+    from schoolmig.admin import command_outcome
     from schoolmig.runner import send_command
-    from shared.messages import OperatorCommand
+    from shared.db import create_pool
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
-    command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
     await send_command(bootstrap, settings, command)
-    console.print(
-        f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on"
+    from schoolmig.stack import StackInfo
+
+    running = StackInfo.load_running(settings.state_dir)
+    dsn = settings.database_url or (running.database_url if running else None)
+    outcome = None
+    if dsn:
+        pool = await create_pool(dsn)
+        try:
+            deadline = time.monotonic() + wait_s
+            while (outcome := await command_outcome(pool, command.command_id)) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+        finally:
+            await pool.close()
+    if outcome is None:
+        console.print(sent + " (no answer yet: see `schoolmig status` and the coordinator's log)", soft_wrap=True)
+        return 0
+    console.print(f"{command.school_id}: {outcome}", soft_wrap=True)
+    return 1 if outcome.startswith("refused") else 0
+
+
+async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
+    from shared.messages import OperatorCommand
+
+    command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
+    return await _answered(
+        settings,
+        command,
+        f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on",
     )
-    return 0
 
 
 async def _map_key(settings: Settings, school: str, snapshot: str | None, mapping: list[str], reason: str) -> int:
     from pydantic import ValidationError
 
-    from schoolmig.runner import send_command
     from shared.messages import OperatorCommand
 
     aliases: dict[str, str] = {}
@@ -473,26 +502,21 @@ async def _map_key(settings: Settings, school: str, snapshot: str | None, mappin
 
         console.print(f"[red]refused: {exc.errors()[0]['msg']} (domains: {', '.join(d.value for d in Domain)})[/]")
         return 2
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
-    await send_command(bootstrap, settings, command)
-    console.print(
+    return await _answered(
+        settings,
+        command,
         f"mapping sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator has the snapshot waiting at the "
-        "audit gate audited and released again with it (`schoolmig audit` shows the mapping; `status`, where it went)"
+        "audit gate audited and released again with it (`schoolmig audit` shows the mapping)",
     )
-    return 0
 
 
 async def _redrive(settings: Settings, school: str, snapshot: str | None, reason: str) -> int:
-    from schoolmig.runner import send_command
     from shared.messages import OperatorCommand
 
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
     command = OperatorCommand(action="redrive", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason)
-    await send_command(bootstrap, settings, command)
-    console.print(f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup")
-    return 0
+    return await _answered(
+        settings, command, f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup"
+    )
 
 
 async def _topics(settings: Settings, create: bool, as_json: bool) -> int:

@@ -143,7 +143,7 @@ async def on_command(body: bytes, message: KafkaMessage, store: Store, operation
         await reject(broker, topics.deadletter, message.raw_message, body, Unusable(*why, refused=True))
         return
     outcome = await operations.handle(command)
-    await store.command_done(command)  # after acting: a crash in between acts again (idempotent), never loses it
+    await store.command_done(command, outcome)  # after acting: a crash in between acts again (idempotent), never loses it
     log.info("%s: %s by %s: %s", command.school_id, command.action, command.actor, outcome)
 
 

@@ -537,15 +537,17 @@ class CoordinatorStore:
     async def command_seen(self, command_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM migration.operator_commands WHERE command_id = $1", command_id))
 
-    async def command_done(self, command: OperatorCommand) -> None:
+    async def command_done(self, command: OperatorCommand, outcome: str) -> None:
+        """The command acted on, and what it came to (the CLI that sent it reads the answer)."""
         await self.pool.execute(
-            "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at, outcome)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             command.command_id,
             command.school_id,
             command.action,
             command.actor,
             command.issued_at,
+            outcome,
         )
 
     async def block(self, event: SnapshotReleased) -> None:

@@ -8,3 +8,6 @@ CREATE INDEX IF NOT EXISTS snapshots_by_device ON migration.snapshots (school_id
 -- Set when the released snapshot is byte for byte its device's latest one (named here): it
 -- is that snapshot again, never fanned out, never the school's newest (shared.ledger.snapshots).
 ALTER TABLE migration.snapshots ADD COLUMN IF NOT EXISTS unchanged_of TEXT;
+
+-- What the coordinator answered an operator command (e.g. "refused: …"): the CLI shows it.
+ALTER TABLE migration.operator_commands ADD COLUMN IF NOT EXISTS outcome TEXT;

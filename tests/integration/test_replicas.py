@@ -25,6 +25,7 @@ from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import create_pool
 from shared.embedded import EmbeddedPostgres
+from shared.messages import SnapshotManifest
 from shared.settings import Settings
 from shared.tables import LOAD_ORDER
 from tests.integration.conftest import ServiceLogs
@@ -63,14 +64,20 @@ async def replica_stack(
 
 
 async def migrate_all(
-    settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes], ids: dict[str, str], logs: ServiceLogs
+    settings: Settings, pool: asyncpg.Pool, contents: dict[str, bytes], planned: dict[str, SnapshotManifest], logs: ServiceLogs
 ) -> dict[str, str]:
-    """``ids``: each school's snapshot id, the same on both stacks (their tables are compared)."""
+    """``planned``: each school's snapshot (id and read time), the same on both stacks (their
+    tables are compared)."""
     assert settings.kafka_bootstrap_servers
     manifests = await asyncio.gather(
         *(
             publish_snapshot(
-                settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, school, content, snapshot_id=ids[school]
+                settings.kafka_bootstrap_servers,
+                settings.resolved_ingest_topic,
+                school,
+                content,
+                snapshot_id=planned[school].snapshot_id,
+                taken_at=planned[school].taken_at,
             )
             for school, content in contents.items()
         )
@@ -120,7 +127,7 @@ async def test_three_loaders_and_three_transforms_give_the_same_database_as_one(
 ) -> None:
     replicas, replica_pool, logs = replica_stack
     contents = {school: json.dumps(school_dump(i, seed=11), ensure_ascii=False).encode() for i, school in enumerate(SCHOOLS, 1)}
-    ids = {school: build_envelopes(content, school)[0].snapshot_id for school, content in contents.items()}
+    ids = {school: build_envelopes(content, school)[0] for school, content in contents.items()}
     started = time.monotonic()
     single, several = await asyncio.gather(
         migrate_all(settings, pool, contents, ids, service_logs),

@@ -85,11 +85,11 @@ async def test_an_operator_maps_the_key_for_one_school_and_its_records_migrate(
     wrong = cli(settings, "map-key", "attendanceLog=attendanz", "--school", "it-key-mapped", "--reason", "typo")
     assert wrong.returncode == 2 and "attendance" in wrong.stderr  # the domains are listed
     other = cli(settings, "map-key", "gradesLog=grades", "--school", "it-key-mapped", "--reason", "not there")
-    assert other.returncode == 0, other.stderr  # sent; the coordinator refuses it (nothing moves)
+    assert other.returncode == 1 and "refused: snapshot" in other.stderr and "attendanceLog" in other.stderr, other.stderr
     mapped = cli(
         settings, "map-key", "attendanceLog=attendance", "--school", "it-key-mapped", "--reason", "the 2023 front end's key"
     )
-    assert mapped.returncode == 0, mapped.stderr
+    assert mapped.returncode == 0 and "mapping attendanceLog=attendance sent" in mapped.stderr, mapped.stderr
 
     report = await wait_for_report(
         pool, "it-key-mapped", blocked["snapshot_id"], time.monotonic() + 120, overridden=True
