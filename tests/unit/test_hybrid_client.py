@@ -145,3 +145,18 @@ async def test_changes_still_waiting_at_the_cutover_are_kept_not_sent(tmp_path: 
     with pytest.raises(UseTheApi, match="1 change"):
         await c.flush()
     assert [ch.seq for ch in c.outbox.pending()] == [1] and broker.received == []
+
+
+async def test_its_snapshot_is_its_own_store_read_now_from_the_device_its_changes_name(tmp_path: Path) -> None:
+    from shared import chunks
+    from shared.messages import SnapshotFormat
+
+    broker = Broker()
+    c = client(tmp_path, broker, [mode_of(Mode.HYBRID)])
+    await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5})
+    before = datetime.now(UTC)
+    manifest, parts = c.snapshot()
+    assert manifest.device_id == c.client_id == broker.received[0].client_id  # one id for its changes and snapshots
+    assert manifest.format is SnapshotFormat.MOCKDATA_EXPORT and before <= manifest.taken_at <= datetime.now(UTC)
+    assert b"".join(chunks.decode(p.data_b64) for p in parts) == (tmp_path / "local.json").read_bytes()
+    assert c.snapshot(b'{"payments": []}')[0].snapshot_id != manifest.snapshot_id  # another reading, another snapshot
