@@ -154,8 +154,13 @@ async def test_mockdata_export_format_migrates(stack: Stack, settings: Settings,
         "lastUpdated": "2024-05-01T00:00:00.000Z",
         "version": "1.0.0",
     }
-    report = await migrate(settings, pool, "it-export", json.dumps(export).encode())
+    from datetime import UTC, datetime
+
+    read = datetime(2024, 5, 20, 9, tzinfo=UTC)
+    report = await migrate(settings, pool, "it-export", json.dumps(export).encode(), taken_at=read)
     assert report["domains"]["students"] == {"source": 1, "loaded": 1, "quarantined": 0}
     assert report["domains"]["payment_obligations"] == {"source": 1, "loaded": 0, "quarantined": 1}  # no studentId
     ts = await pool.fetchval("SELECT source_ts FROM students WHERE school_id = 'it-export'")
-    assert ts.isoformat() == "2024-05-01T00:00:00+00:00"
+    assert ts == read  # when it was read; the export's own lastUpdated is kept beside it, never the order
+    kept = await pool.fetchval("SELECT manifest->>'app_last_updated' FROM migration.snapshots WHERE school_id = 'it-export'")
+    assert datetime.fromisoformat(kept) == datetime(2024, 5, 1, tzinfo=UTC)
