@@ -11,7 +11,7 @@ import asyncpg
 
 from services.ingest.backup_files import verify_backup_file
 from shared.chunks import sha256_hex
-from shared.ledger.snapshots import adopted_sql, newest_first_sql, newest_per_school_sql
+from shared.ledger.snapshots import adopted_sql, newest_first_sql, newest_per_school_sql, own_sql
 
 
 async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | None = None) -> dict[str, Any] | None:
@@ -20,7 +20,7 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
         f"""
         SELECT a.snapshot_id, a.summary, a.findings, a.created_at
           FROM migration.audits a JOIN migration.snapshots s USING (school_id, snapshot_id)
-         WHERE a.school_id = $1 AND ($2::text IS NULL OR a.snapshot_id = $2)
+         WHERE a.school_id = $1 AND ($2::text IS NULL OR a.snapshot_id = $2) AND ($2::text IS NOT NULL OR {own_sql("s")})
          ORDER BY {newest_first_sql("s")} LIMIT 1
         """,
         school_id,

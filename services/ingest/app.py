@@ -282,17 +282,21 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         return
     path = await asyncio.to_thread(write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256)
     verified = await store.save_backup(manifest, content, str(path))
+    newer = await store.newer_released(school_id, snapshot_id, manifest.taken_at)
+    twin = await store.unchanged_of(manifest) if newer is None else None
+    if twin is not None:
+        # The same file its device sent last (a re-run, a second upload): no new work. Noted
+        # before its audit is stored, so it is never taken for the school's newest audited one.
+        await store.note_unchanged(school_id, snapshot_id, twin)
     summary, findings_json = audited(parsed)
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
-    if (newer := await store.newer_released(school_id, snapshot_id, manifest.taken_at)) is not None:
+    if newer is not None:
         # Taken before a snapshot already released: kept (backup, audit) but not fanned out,
         # or its records would overwrite rows the newer one left alone. The coordinator notes it.
         await store.note_superseded(school_id, snapshot_id, newer)
         log.warning("snapshot %s/%s was taken before %s: superseded, not fanned out", school_id, snapshot_id, newer)
-    elif (twin := await store.unchanged_of(manifest)) is not None:
-        # The same file its device sent last (a re-run, a second upload): no new work.
-        await store.note_unchanged(school_id, snapshot_id, twin)
+    elif twin is not None:
         log.info("snapshot %s/%s is identical to %s, its device's latest: unchanged", school_id, snapshot_id, twin)
     else:
         await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.domains import Domain
-from shared.ledger.snapshots import newest_first_sql
+from shared.ledger.snapshots import newest_first_sql, own_sql
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ async def unaccounted_in_newest(conn: asyncpg.Connection, triples: Iterable[Trip
 _NEWEST_AUDITED = f"""
 SELECT DISTINCT ON (a.school_id) a.school_id, a.snapshot_id
   FROM migration.audits a JOIN migration.snapshots s USING (school_id, snapshot_id)
- WHERE a.school_id = ANY($1::text[])
+ WHERE a.school_id = ANY($1::text[]) AND {own_sql("s")}
  ORDER BY a.school_id, {newest_first_sql("s")}
 """
 

@@ -10,11 +10,18 @@ of its ``taken_at``.
 from __future__ import annotations
 
 
-def adopted_sql(alias: str = "") -> str:
-    """The condition that the snapshot in ``alias``'s row is released and stands for itself:
-    not the same file again as its device's latest (``unchanged_of``: that one stands)."""
+def own_sql(alias: str = "") -> str:
+    """The condition that the snapshot in ``alias``'s row stands for itself: not the same file
+    again as its device's latest (``unchanged_of``: that one stands, and is the newer in every
+    choice of a school's newest)."""
     dot = f"{alias}." if alias else ""
-    return f"({dot}released_at IS NOT NULL AND {dot}unchanged_of IS NULL)"
+    return f"{dot}unchanged_of IS NULL"
+
+
+def adopted_sql(alias: str = "") -> str:
+    """The condition that the snapshot in ``alias``'s row is released and :func:`own_sql`."""
+    dot = f"{alias}." if alias else ""
+    return f"({dot}released_at IS NOT NULL AND {own_sql(alias)})"
 
 
 def rank_sql(alias: str, taken_at: str = "taken_at", snapshot_id: str = "snapshot_id") -> str:

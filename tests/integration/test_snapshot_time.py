@@ -107,6 +107,8 @@ async def test_the_same_file_again_is_the_same_snapshot_and_the_same_content_lat
         "SELECT domain, legacy_id, snapshot_id FROM migration.loaded_records WHERE school_id = $1 ORDER BY 1, 2", school
     )
     assert lines_after == lines_before  # nothing of it was fanned out
+    shown = json.loads(cli(settings, "audit", "--school", school, "--json").stdout)
+    assert shown["snapshot_id"] == reports[0]["snapshot_id"]  # the school's newest audited is the one that stands
 
     # Given a read time, the CLI says so.
     given_time = cli(settings, "publish", str(data), "--school", "it-rerun-given", "--taken-at", "2024-09-04T10:00:00+02:00")
