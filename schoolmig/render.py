@@ -52,13 +52,16 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             console.print(f"  [bold yellow]superseded[/]: {school['superseded']}")
         if school.get("unchanged"):
             console.print(f"  [bold]unchanged[/]: {school['unchanged']}")
-        if elsewhere := school.get("deleted_held_by_other_devices"):
-            devices = sorted({e["held_by"] or "(unnamed)" for e in elsewhere})
+        if disagreed := school.get("device_conflicts"):
             console.print(
-                f"  [bold yellow]review[/]: {len(elsewhere)} deleted record(s) were last held by another device "
-                f"({', '.join(devices)}) than the snapshot that deleted them: devices are not merged, the newest "
-                "snapshot is the school's truth (rows kept; e.g. "
-                + ", ".join(f"{e['domain']}/{e['legacy_id']}" for e in elsewhere[:5])
+                f"  [bold yellow]review[/]: {len(disagreed)} record(s) the school's devices disagree on; the greater "
+                "version stands (e.g. "
+                + "; ".join(
+                    f"{c['domain']}/{c['legacy_id']}: "
+                    + ", ".join(f"{d['device'] or '(unnamed)'} {d['holds']} {d['version']}" for d in c["devices"])
+                    + f" -> {c['winner'] or '(unnamed)'}"
+                    for c in disagreed[:3]
+                )
                 + ")"
             )
         if school.get("blocked"):

@@ -8,7 +8,7 @@ records travel in batches (:func:`fanout_batches`): each entry in exactly one ba
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -45,7 +45,12 @@ def classroom_hints(parsed: ParsedSnapshot) -> dict[str, dict[str, str]]:
     return hints
 
 
-def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outgoing]:
+def plan_fanout(
+    parsed: ParsedSnapshot, manifest: SnapshotManifest, versions: Mapping[tuple[str, str], datetime] | None = None
+) -> list[Outgoing]:
+    """``versions``: the version time of each record whose version is not the snapshot's read
+    time (its device's history says so: ``shared.ledger.devices``)."""
+    versions = versions or {}
     out: list[Outgoing] = []
     hints = classroom_hints(parsed)
     for domain, entries in parsed.entries.items():
@@ -59,7 +64,7 @@ def plan_fanout(parsed: ParsedSnapshot, manifest: SnapshotManifest) -> list[Outg
                     domain=domain,
                     index=entry.index,
                     legacy_id=entry.legacy_id,
-                    source_ts=manifest.taken_at,
+                    source_ts=versions.get((domain.value, entry.legacy_id or ""), manifest.taken_at),
                     record=entry.record,
                     hints=hints.get(entry.legacy_id, {}) if domain is Domain.CLASSES and entry.legacy_id else {},
                 )
@@ -111,7 +116,10 @@ def fanout_batches(
         raw, quarantine = by_domain.setdefault(item.domain, ([], []))
         m = item.message
         if isinstance(m, RawRecord):
-            entry = encode({"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints})
+            fields = {"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints}
+            if m.source_ts != manifest.taken_at:  # its version is older: unchanged on its device, or seen elsewhere first
+                fields["ts"] = m.source_ts.isoformat()
+            entry = encode(fields)
             if len(entry) <= limit:
                 raw.append(entry)
                 continue

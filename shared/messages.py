@@ -296,6 +296,10 @@ class RawEntry(_Model):
     record: Any
     hints: dict[str, str] = Field(default_factory=dict)
     change: ChangeMeta | None = None
+    ts: datetime | None = Field(
+        default=None,
+        description="The record's version time when it is not the batch's source_ts (shared.ledger.devices).",
+    )
 
 
 class _RecordsBatch(_Model):
@@ -322,7 +326,7 @@ class RawBatch(_RecordsBatch):
         common = self._common()
         return [
             RawRecord.model_construct(
-                **{**common, **_as_change(e.change)},
+                **{**common, **_own_time(e.ts), **_as_change(e.change)},
                 index=e.index,
                 legacy_id=e.legacy_id,
                 record=e.record,
@@ -340,6 +344,7 @@ class MappedEntry(_Model):
     legacy_id: str
     rows: list[TargetRow]
     change: ChangeMeta | None = None
+    ts: datetime | None = None
 
 
 class RowsBatch(_RecordsBatch):
@@ -351,9 +356,16 @@ class RowsBatch(_RecordsBatch):
     def records(self) -> list[MappedRecord]:
         common = self._common()
         return [
-            MappedRecord.model_construct(**{**common, **_as_change(e.change)}, index=e.index, legacy_id=e.legacy_id, rows=e.rows)
+            MappedRecord.model_construct(
+                **{**common, **_own_time(e.ts), **_as_change(e.change)}, index=e.index, legacy_id=e.legacy_id, rows=e.rows
+            )
             for e in self.entries
         ]
+
+
+def _own_time(ts: datetime | None) -> dict[str, Any]:
+    """A snapshot's record whose version is older than its batch's time keeps its own."""
+    return {} if ts is None else {"source_ts": ts}
 
 
 def _as_change(change: ChangeMeta | None) -> dict[str, Any]:

@@ -228,8 +228,8 @@ class Operations:
         )
         if deleted := await self.store.deleted_counts(school_id):  # gone from a newer snapshot: rows kept, marked
             report["deleted"] = deleted
-        if elsewhere := await self.store.deleted_from_other_devices(school_id):  # devices are one history (not merged)
-            report["deleted_held_by_other_devices"] = elsewhere
+        if disagreed := await self.store.device_conflicts(school_id):  # devices that disagree: the greater version won
+            report["device_conflicts"] = disagreed
         await self.store.save_report(school_id, snapshot_id, report)
         await publish(
             self.broker,

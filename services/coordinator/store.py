@@ -17,7 +17,7 @@ from shared.db import pg_json
 from shared.domains import Domain
 from shared.ledger import deletions, parking
 from shared.ledger.parking import ParkedSweep
-from shared.ledger.snapshots import later_sql, rank_sql
+from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.messages import (
     AuditSummary,
     Mode,
@@ -496,8 +496,9 @@ class CoordinatorStore:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""
         return await deletions.deleted_counts(self.pool, school_id)
 
-    async def deleted_from_other_devices(self, school_id: str) -> list[dict[str, str]]:
-        return await deletions.deleted_from_other_devices(self.pool, school_id)
+    async def device_conflicts(self, school_id: str) -> list[dict[str, object]]:
+        """The records the school's devices disagree on (``shared.ledger.devices.conflicts``)."""
+        return await deletions.device_conflicts(self.pool, school_id)
 
     async def unchanged_of(self, school_id: str, snapshot_id: str) -> str | None:
         """The snapshot ``snapshot_id`` is the same file as (its device's latest, found by ingest)."""
@@ -512,18 +513,20 @@ class CoordinatorStore:
         return dict(report) if report is not None else None
 
     async def superseded_by(self, school_id: str, snapshot_id: str) -> tuple[str, bool] | None:
-        """The school's current snapshot, if it was taken after ``snapshot_id`` (which then
-        arrived late and must not replace it), and whether the two were read at the same
-        instant (then the snapshot order's second key, the id, decided): noted once in
-        ``migration.superseded_snapshots``."""
+        """A released snapshot of the same device read after ``snapshot_id`` (which then
+        arrived late: that later reading of the browser holds what it still has), and whether
+        the two were read at the same instant (then the snapshot order's second key, the id,
+        decided): noted once in ``migration.superseded_snapshots``. Another device's snapshot
+        never supersedes: every browser's data is kept (``shared.ledger.devices``)."""
         row = await self.pool.fetchrow(
             f"""
             WITH newer AS (
-              SELECT p.snapshot_id, cur.taken_at = late.taken_at AS same_instant FROM migration.school_phase p
-                JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
-                JOIN migration.snapshots late ON late.school_id = p.school_id AND late.snapshot_id = $2
-               WHERE p.school_id = $1 AND p.snapshot_id <> $2
-                 AND {later_sql(rank_sql("cur"), rank_sql("late"))}),
+              SELECT cur.snapshot_id, cur.taken_at = late.taken_at AS same_instant
+                FROM migration.snapshots late
+                JOIN migration.snapshots cur ON cur.school_id = late.school_id AND cur.device_id = late.device_id
+               WHERE late.school_id = $1 AND late.snapshot_id = $2 AND cur.snapshot_id <> $2 AND {adopted_sql("cur")}
+                 AND {later_sql(rank_sql("cur"), rank_sql("late"))}
+               ORDER BY {newest_first_sql("cur")} LIMIT 1),
             noted AS (
               INSERT INTO migration.superseded_snapshots (school_id, snapshot_id, superseded_by)
               SELECT $1, $2, snapshot_id FROM newer ON CONFLICT DO NOTHING)

@@ -30,6 +30,7 @@ from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.leases import Lease, named
+from shared.ledger.devices import held_records
 from shared.logs import setup_logging
 from shared.messages import (
     AuditCompleted,
@@ -282,8 +283,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         return
     path = await asyncio.to_thread(write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256)
     verified = await store.save_backup(manifest, content, str(path))
-    newer = await store.newer_released(school_id, snapshot_id, manifest.taken_at)
-    twin = await store.unchanged_of(manifest) if newer is None else None
+    twin = await store.unchanged_of(manifest)
     if twin is not None:
         # The same file its device sent last (a re-run, a second upload): no new work. Noted
         # before its audit is stored, so it is never taken for the school's newest audited one.
@@ -291,15 +291,23 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     summary, findings_json = audited(parsed)
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
-    if newer is not None:
-        # Taken before a snapshot already released: kept (backup, audit) but not fanned out,
-        # or its records would overwrite rows the newer one left alone. The coordinator notes it.
-        await store.note_superseded(school_id, snapshot_id, newer)
-        log.warning("snapshot %s/%s was taken before %s: superseded, not fanned out", school_id, snapshot_id, newer)
-    elif twin is not None:
+    if twin is not None:
         log.info("snapshot %s/%s is identical to %s, its device's latest: unchanged", school_id, snapshot_id, twin)
     else:
-        await publish_all(plan_fanout(parsed, manifest), manifest, default_ts)
+        # Each record's version from its device's history (shared.ledger.devices), once.
+        derived = await store.derive(manifest, held_records(parsed))
+        if derived.superseded_by is not None:
+            # Read before its device's newest snapshot: that later reading of the same browser
+            # holds what it still has. Kept (backup, audit), not fanned out; the coordinator notes it.
+            await store.note_superseded(school_id, snapshot_id, derived.superseded_by)
+            log.warning(
+                "snapshot %s/%s was read before %s of its device: superseded, not fanned out",
+                school_id,
+                snapshot_id,
+                derived.superseded_by,
+            )
+        else:
+            await publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts)
     await store.mark_released(manifest, summary)
     await announce(manifest, summary, findings_json, verified)
     metrics.snapshots_released.add(1, {"school_id": school_id})
@@ -401,8 +409,9 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
         return
     manifest, content, default_ts, aliases = found
     if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
-        log.warning("re-drive of %s/%s skipped: %s is newer", redrive.school_id, redrive.snapshot_id, newer)
+        log.warning("re-drive of %s/%s skipped: %s of its device is newer", redrive.school_id, redrive.snapshot_id, newer)
         return
+    derived = await store.derivation_of(redrive.school_id, redrive.snapshot_id)
     aliases = aliases | redrive.key_aliases  # as released, and an operator's map-key on top
     parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
     if redrive.key_aliases:
@@ -422,7 +431,8 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
             len(mapped),
             redrive.reason,
         )
-    await publish_all(plan_fanout(parsed, manifest), manifest, default_ts or manifest.taken_at)
+    versions = derived.versions if derived is not None else None  # as its release sent them
+    await publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at)
     if redrive.key_aliases:
         await announce(manifest, summary, findings, verified=True)  # the coordinator's gate sees the new audit
     # The school's changes too: those lost in flight come again, the others are judged equal.

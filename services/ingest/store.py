@@ -13,6 +13,9 @@ from shared.changes import change_digest, record_bytes
 from shared.chunks import sha256_hex
 from shared.db import pg_json
 from shared.domains import Domain
+from shared.ledger import device_store
+from shared.ledger.device_store import Derived
+from shared.ledger.devices import Ref
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
@@ -174,20 +177,36 @@ class IngestStore:
         return value
 
     async def newer_released(self, school_id: str, snapshot_id: str, taken_at: datetime) -> str | None:
-        """A released snapshot of the school taken after this one, if any (this one then is
-        superseded: fanned out, its records would overwrite newer rows older ones had). Two
-        taken at the same instant are ordered by their ids, so one of them is the newest."""
+        """A released snapshot of the same device read after this one, if any (a re-drive of
+        this one is then pointless: its device's later reading took its place). Two read at
+        the same instant are ordered by their ids, so one of them is the newest."""
         return await self.pool.fetchval(
             f"""
-            SELECT snapshot_id FROM migration.snapshots
-             WHERE school_id = $1 AND snapshot_id <> $2 AND {adopted_sql()}
-               AND {later_sql(rank_sql(""), rank_sql("", "$3", "$2"))}
-             ORDER BY {newest_first_sql()} LIMIT 1
+            SELECT n.snapshot_id FROM migration.snapshots n
+              JOIN migration.snapshots me ON me.school_id = n.school_id AND me.snapshot_id = $2
+             WHERE n.school_id = $1 AND n.snapshot_id <> $2 AND n.device_id = me.device_id AND {adopted_sql("n")}
+               AND {later_sql(rank_sql("n"), rank_sql("", "$3", "$2"))}
+             ORDER BY {newest_first_sql("n")} LIMIT 1
             """,
             school_id,
             snapshot_id,
             taken_at,
         )
+
+    async def derive(self, manifest: SnapshotManifest, held: dict[Ref, str]) -> Derived:
+        """Its records' versions from its device's history, derived and stored once
+        (``shared.ledger.device_store``)."""
+        return await device_store.derive_snapshot(
+            self.pool,
+            school_id=manifest.school_id,
+            device_id=manifest.device_id,
+            snapshot_id=manifest.snapshot_id,
+            taken_at=manifest.taken_at,
+            held=held,
+        )
+
+    async def derivation_of(self, school_id: str, snapshot_id: str) -> Derived | None:
+        return await device_store.derivation_of(self.pool, school_id, snapshot_id)
 
     async def unchanged_of(self, manifest: SnapshotManifest) -> str | None:
         """The latest snapshot its device had fanned out, if this one is byte for byte the same

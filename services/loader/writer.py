@@ -35,7 +35,7 @@ from shared.faults import classify
 from shared.ledger import parking
 from shared.ledger import records as ledger
 from shared.ledger.accounting import unaccounted_in_newest
-from shared.ledger.keys import Ref, record_key
+from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.quarantine import store_quarantine
 from shared.ledger.versions import judge, sql_snapshot_rewrites
 from shared.mapping import reverse_record
@@ -133,6 +133,7 @@ class Writer:
             if step
         ]
         batch = [r for step in steps for r in step]
+        outvoted = _outvoted_snapshot_records(records, batch)
         schools = {r.school_id for r in batch}
         refused: list[QuarantinedRecord] = []
         cache: Cache = {}
@@ -146,6 +147,7 @@ class Writer:
                     async with conn.transaction():
                         await conn.execute(_PREPARE)
                         await lock_schools(conn, schools)
+                        await _count_outvoted(conn, outvoted)
                         for step in steps:
                             await _write_steps(conn, step, cache, tally)
                     return
@@ -156,6 +158,7 @@ class Writer:
                 async with conn.transaction():  # refused somewhere: again, isolating with savepoints
                     await conn.execute(_PREPARE)
                     await lock_schools(conn, schools)
+                    await _count_outvoted(conn, outvoted)
                     for step in steps:
                         await _write_isolated(conn, step, refused, cache, tally)
                     await parking.forget(conn, refused)  # a refused record is quarantined: it waits no more
@@ -167,6 +170,24 @@ class Writer:
 
     async def quarantine(self, records: Sequence[QuarantinedRecord]) -> None:
         await store_quarantine(self.pool, records)
+
+
+def _outvoted_snapshot_records(records: Sequence[MappedRecord], kept: Sequence[MappedRecord]) -> list[list[MappedRecord]]:
+    """Snapshot records of the poll that another write of the same record in it outvoted (two
+    devices' snapshots, two snapshots of one device): each still counts as loaded for its
+    snapshot. Grouped per snapshot, each record once (one statement may touch a line once)."""
+    chosen = {id(r) for r in kept}
+    groups: dict[str, dict[RecordKey, MappedRecord]] = {}
+    for r in records:
+        if r.change is None and id(r) not in chosen:
+            groups.setdefault(r.snapshot_id, {})[record_key(r)] = r
+    return [list(group.values()) for group in groups.values()]
+
+
+async def _count_outvoted(conn: asyncpg.Connection, groups: Sequence[Sequence[MappedRecord]]) -> None:
+    """Their ledger lines, before the poll's own writes (a device's newer line then stands)."""
+    for group in groups:
+        await ledger.mark_loaded(conn, group)
 
 
 async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str]) -> None:
@@ -197,7 +218,6 @@ async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: C
     tally.update(judged.tally)
     await parking.forget_stale(conn, judged.stale)
     await ledger.write_tombstones(conn, judged.tombstones)
-    await ledger.delete_late_changes(conn, [r for r in judged.keep if r.change is not None])
     return judged.keep, True
 
 

@@ -11,6 +11,7 @@ does not fit) are left out: they belong in quarantine, not in the tables.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from services.validator.digest import combine, row_digest
 from shared.domains import Domain
 from shared.fanout import classroom_hints
+from shared.ledger.devices import Outcome, Ref
 from shared.ledger.versions import Version, snapshot_version
 from shared.mapping import Mapped, map_record
 from shared.messages import ChangeOp, SnapshotManifest
@@ -115,19 +117,24 @@ def apply_changes(
     taken_at: datetime,
     default_ts: datetime | None,
     skip: frozenset[str] = frozenset(),
+    bounds: Mapping[tuple[Domain, str], Version] | None = None,
 ) -> tuple[dict[Domain, set[str]], dict[Domain, set[str]]]:
     """The snapshot's expectation with the changes after it applied, the greatest version of
     each record winning (``shared.ledger.versions``), as the pipeline applies them. ``skip``: change
     ids in quarantine (the tables never got them). Returns, per domain, (the records left out
     of the comparison: changed after the cut (``late``), so the tables may hold either state;
-    the records a change decides)."""
+    the records a change decides). ``bounds``: per record, the version its expectation
+    already stands at (the school's devices merged, :func:`merged`): a change applies over a
+    record only when it is newer than that, over a record no snapshot holds always; None:
+    every record stands at the snapshot's own version."""
     after = snapshot_version(taken_at)
     default = (default_ts or taken_at).isoformat()
     provenance = {"school_id": school_id}
     latest: dict[tuple[Domain, str], StoredChange] = {}
     unsettled: dict[Domain, set[str]] = {d: set() for d in Domain}
     for change in changes:
-        if change.change_id in skip or change.version <= after:
+        bound = after if bounds is None else bounds.get((change.domain, change.record_id))
+        if change.change_id in skip or (bound is not None and change.version <= bound):
             continue
         if change.late:
             unsettled[change.domain].add(change.record_id)
@@ -162,3 +169,46 @@ def apply_changes(
     for domain, legacy_id in latest:
         decided[domain].add(legacy_id)
     return unsettled, decided
+
+
+@dataclass
+class Merged:
+    """The school's truth from its devices' newest snapshots (``shared.ledger.devices.merge``)."""
+
+    expected: Expected
+    bounds: dict[tuple[Domain, str], Version]
+    """Per record a device held: the version its expectation stands at (its winning content's,
+    or its deletion's when that is newer)."""
+    winner: dict[tuple[Domain, str], str]
+    """Per expected record: the device whose content it is."""
+    unknown: dict[Domain, set[str]]
+    """Records whose winning content its own snapshot could not migrate (quarantined there):
+    the tables may hold an older write of them; not compared."""
+
+
+def merged(by_device: Mapping[str, Expected], outcomes: Mapping[Ref, Outcome]) -> Merged:
+    """Of each record, the expectation of the device whose content wins; nothing of a record
+    whose greatest deletion is newer than every content (soft-deleted: its rows stay, marked)."""
+    keep = all(e.records is not None for e in by_device.values())
+    out = Merged(Expected(records={} if keep else None), {}, {}, {d: set() for d in Domain})
+    for domain in Domain:
+        out.expected.digests[domain] = {}
+        if out.expected.records is not None:
+            out.expected.records[domain] = {}
+    for (domain_name, legacy_id), outcome in outcomes.items():
+        domain = Domain(domain_name)
+        key = (domain, legacy_id)
+        stands = max(t for t in (outcome.content.ts if outcome.content else None, outcome.deletion) if t is not None)
+        out.bounds[key] = snapshot_version(stands)
+        if outcome.deleted or outcome.device is None or outcome.device not in by_device:
+            continue
+        source = by_device[outcome.device]
+        digest = source.digests.get(domain, {}).get(legacy_id)
+        if digest is None:
+            out.unknown[domain].add(legacy_id)
+            continue
+        out.expected.digests[domain][legacy_id] = digest
+        out.winner[key] = outcome.device
+        if out.expected.records is not None and source.records is not None:
+            out.expected.records[domain][legacy_id] = source.records[domain][legacy_id]
+    return out

@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -31,10 +31,11 @@ from services.validator.checks import (
     validate,
 )
 from services.validator.digest import DOMAIN_TABLES, combine
-from services.validator.expected import Expected, apply_changes, expected_state
+from services.validator.expected import Expected, Merged, apply_changes, expected_state, merged
 from shared.domains import ALL_DOMAINS, Domain
-from shared.ledger import deletions, quarantine
+from shared.ledger import deletions, device_store, quarantine
 from shared.ledger.accounting import DomainCounts, record_counts
+from shared.ledger.devices import UNNAMED_DEVICE, merge
 from shared.messages import DomainValidation, ValidationCompleted
 from shared.settings import Settings
 
@@ -78,31 +79,58 @@ async def validate_school(
     source = await queries.load_source(pool, school_id, snapshot_id)
     if source is None or not source.backup_ok:
         why = "no backup of this snapshot" if source is None else "the backup no longer matches its SHA-256"
-        domains = [
-            DomainValidation(domain=d, total_records=0, valid_records=0, issues=[issue("backup_unverified", d, why)])
-            for d in ALL_DOMAINS
-        ]
-        return ValidationCompleted(
-            run_id=run_id,
-            school_id=school_id,
-            snapshot_id=snapshot_id,
-            ok=False,
-            domains=domains,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-        )
+        return _unverified(school_id, snapshot_id, run_id, started, why)
 
     checksums = {d: asyncio.create_task(queries.domain_checksum(pool, school_id, d)) for d in Domain}
-    expected = await in_worker(
-        expected_state,
-        source.content,
-        source.manifest,
-        keep_records=False,
-        max_depth=MAX_DEPTH,
-        default_ts=source.default_ts,
-        aliases=source.aliases,
-    )
-    changes = await queries.changes_after(pool, school_id, source.manifest.taken_at, changes_until or started)
+    # The school's truth: every device's newest snapshot, merged by the devices' rule
+    # (shared.ledger.devices), plus the changes after each record's version. A school whose
+    # snapshots were never derived (older than device histories) has its one snapshot.
+    states = {d: st for d, st in (await device_store.device_states(pool, school_id)).items() if st.snapshot_id}
+    sources = {UNNAMED_DEVICE: source}
+    if states:
+        sources = {}
+        for device, state in states.items():
+            assert state.snapshot_id is not None
+            found = source if state.snapshot_id == snapshot_id else await queries.load_source(pool, school_id, state.snapshot_id)
+            if found is None or not found.backup_ok:
+                why = (
+                    f"the backup of snapshot {state.snapshot_id} (device {device or '(unnamed)'}) is missing or no longer matches"
+                )
+                for task in checksums.values():
+                    task.cancel()
+                return _unverified(school_id, snapshot_id, run_id, started, why)
+            sources[device] = found
+
+    def expect(keep_records: bool) -> Awaitable[list[Expected]]:
+        return asyncio.gather(
+            *(
+                in_worker(
+                    expected_state,
+                    src.content,
+                    src.manifest,
+                    keep_records=keep_records,
+                    max_depth=MAX_DEPTH,
+                    default_ts=src.default_ts,
+                    aliases=src.aliases,
+                )
+                for src in sources.values()
+            )
+        )
+
+    outcomes = merge(states) if states else None
+
+    def combined(found: list[Expected]) -> tuple[Expected, Merged | None]:
+        by_device = dict(zip(sources, found, strict=True))
+        if outcomes is None:
+            return by_device[UNNAMED_DEVICE], None
+        school = merged(by_device, outcomes)
+        own = next((e for d, e in by_device.items() if sources[d].manifest.snapshot_id == snapshot_id), None)
+        school.expected.duplicate_ids = own.duplicate_ids if own is not None else {}
+        return school.expected, school
+
+    expected, school = combined(await expect(False))
+    earliest = source.manifest.taken_at if school is None else _EARLIEST
+    changes = await queries.changes_after(pool, school_id, earliest, changes_until or started)
     skipped = await quarantine.quarantined_changes(pool, school_id) if changes else frozenset()
     overlay = partial(
         apply_changes,
@@ -111,11 +139,15 @@ async def validate_school(
         taken_at=source.manifest.taken_at,
         default_ts=source.default_ts,
         skip=skipped,
+        bounds=school.bounds if school is not None else None,
     )
     unsettled, decided = overlay(expected)
+    if school is not None:
+        for domain, unknown in school.unknown.items():
+            unsettled[domain] |= unknown
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
-    quarantined = await quarantine.quarantined_ids(pool, school_id, snapshot_id)
+    quarantined = await _quarantined(pool, school_id, snapshot_id, sources, school)
     reasons = await quarantine.quarantine_reasons(pool, school_id, snapshot_id)
     deleted = await deletions.deleted_ids(pool, school_id)
 
@@ -140,14 +172,7 @@ async def validate_school(
             f.comparison = compare_digests(digests, actual)
             if f.comparison.differing:
                 if full is None:
-                    full = await in_worker(
-                        expected_state,
-                        source.content,
-                        source.manifest,
-                        max_depth=MAX_DEPTH,
-                        default_ts=source.default_ts,
-                        aliases=source.aliases,
-                    )
+                    full, _ = combined(await expect(True))
                     overlay(full)
                 assert full.records is not None
                 rows = await queries.record_rows(pool, school_id, domain, f.comparison.differing)
@@ -178,6 +203,43 @@ async def validate_school(
         started_at=started,
         finished_at=datetime.now(UTC),
     )
+
+
+#: Every change of the school, when its devices are merged (each record has its own bound).
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _unverified(school_id: str, snapshot_id: str, run_id: str, started: datetime, why: str) -> ValidationCompleted:
+    """A run that could not compare: a backup it needs is missing or no longer verifies."""
+    domains = [
+        DomainValidation(domain=d, total_records=0, valid_records=0, issues=[issue("backup_unverified", d, why)])
+        for d in ALL_DOMAINS
+    ]
+    return ValidationCompleted(
+        run_id=run_id,
+        school_id=school_id,
+        snapshot_id=snapshot_id,
+        ok=False,
+        domains=domains,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+    )
+
+
+async def _quarantined(
+    pool: asyncpg.Pool, school_id: str, snapshot_id: str, sources: dict[str, queries.Source], school: Merged | None
+) -> dict[Domain, set[str]]:
+    """Records not to expect in the tables for being in quarantine: the snapshot's; with the
+    devices merged, each record's winning device's snapshot's."""
+    if school is None:
+        return {d: set(ids) for d, ids in (await quarantine.quarantined_ids(pool, school_id, snapshot_id)).items()}
+    per_device = {d: await quarantine.quarantined_ids(pool, school_id, src.manifest.snapshot_id) for d, src in sources.items()}
+    out: dict[Domain, set[str]] = {d: set() for d in Domain}
+    for domain in Domain:
+        for legacy_id in school.expected.digests[domain]:
+            if legacy_id in per_device[school.winner[(domain, legacy_id)]][domain]:
+                out[domain].add(legacy_id)
+    return out
 
 
 async def validate_all(pool: asyncpg.Pool, snapshots: list[tuple[str, str]], workers: int) -> list[ValidationCompleted]:

@@ -125,8 +125,8 @@ async def record_counts_many(pool: asyncpg.Pool, pairs: list[Pair]) -> dict[Pair
 
 async def unaccounted_in_newest(conn: asyncpg.Connection, triples: Iterable[Triple]) -> set[Triple]:
     """Of these (school, snapshot, domain), those whose records may still be on their way:
-    of the school's newest audited snapshot (a newer one takes its records over, so an older
-    one's counts may never add up), with records missing. A snapshot with no audit (no such
+    of its device's newest audited snapshot (a newer one of the device takes its records
+    over, so an older one's counts may never add up), with records missing. A snapshot with no audit (no such
     snapshot) is no reason to wait."""
     wanted = set(triples)
     if not wanted:
@@ -138,10 +138,10 @@ async def unaccounted_in_newest(conn: asyncpg.Connection, triples: Iterable[Trip
 
 
 _NEWEST_AUDITED = f"""
-SELECT DISTINCT ON (a.school_id) a.school_id, a.snapshot_id
+SELECT DISTINCT ON (a.school_id, s.device_id) a.school_id, a.snapshot_id
   FROM migration.audits a JOIN migration.snapshots s USING (school_id, snapshot_id)
  WHERE a.school_id = ANY($1::text[]) AND {own_sql("s")}
- ORDER BY a.school_id, {newest_first_sql("s")}
+ ORDER BY a.school_id, s.device_id, {newest_first_sql("s")}
 """
 
 

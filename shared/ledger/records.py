@@ -20,7 +20,6 @@ import asyncpg
 
 from shared.domains import Domain
 from shared.ledger.keys import RecordKey
-from shared.ledger.snapshots import newest_per_school_sql
 from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, Version, snapshot_version, sql_snapshot_rewrites, version_of
 from shared.messages import MappedRecord
 
@@ -44,23 +43,28 @@ def version_columns(records: Sequence[MappedRecord]) -> tuple[list[Any], ...]:
 VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
 KEYED = SqlVersion.of("k", "ts", "c", "q")
 
+# A line per device: each device's newest snapshot counts its own records (the device is the
+# snapshot's, looked up by its id), whatever another device's snapshot wrote of them.
 _LEDGER = f"""
-INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
-ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
+INSERT INTO migration.loaded_records AS l (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, device_id)
+SELECT k.s, k.d, k.l, k.snap, k.i, k.ts,
+       coalesce((SELECT device_id FROM migration.snapshots s WHERE s.school_id = k.s AND s.snapshot_id = k.snap), '')
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[]) AS k (s, d, l, snap, i, ts)
+ON CONFLICT (school_id, domain, legacy_id, device_id) DO UPDATE
    SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index,
        source_ts = EXCLUDED.source_ts, loaded_at = now()
- WHERE {sql_snapshot_rewrites("migration.loaded_records.source_ts", "EXCLUDED.source_ts")}
+ WHERE {sql_snapshot_rewrites("l.source_ts", "EXCLUDED.source_ts")}
 """
 # The versions each record holds now: its content's and its deletion's, and its ledger
 # line's snapshot time.
 _CURRENT = """
 SELECT k.s AS school_id, k.d AS domain, k.l AS legacy_id,
-       v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq, l.source_ts AS l_ts
+       v.live_ts, v.live_client, v.live_seq, v.deleted_ts, v.deleted_client, v.deleted_seq, l.l_ts
   FROM unnest($1::text[], $2::text[], $3::text[]) AS k (s, d, l)
   LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = (k.s, k.d, k.l)
-  LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = (k.s, k.d, k.l)
- WHERE v.school_id IS NOT NULL OR l.school_id IS NOT NULL
+  LEFT JOIN LATERAL (SELECT max(x.source_ts) AS l_ts FROM migration.loaded_records x
+                      WHERE (x.school_id, x.domain, x.legacy_id) = (k.s, k.d, k.l)) l ON true
+ WHERE v.school_id IS NOT NULL OR l.l_ts IS NOT NULL
 """
 _HAS_VERSIONS = "SELECT EXISTS (SELECT 1 FROM migration.record_versions WHERE school_id = ANY($1::text[]))"
 _LIVE_V = SqlVersion.of("v", "live_ts", "live_client", "live_seq")
@@ -98,22 +102,6 @@ SELECT s, d, l, ts, c, q, by, now()
   FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
        AS k (s, d, l, ts, c, q, by)
 {TOMBSTONE_UPDATE}
-"""
-# Of these changes, the ones older than their school's newest snapshot whose deletions are
-# marked (``deletions.mark_deleted``), of a record that snapshot does not have: arriving
-# late, they are deleted by it, as they would have been had they come before it.
-_MARKED = newest_per_school_sql("n.school_id IN (SELECT k.s FROM k) AND n.deletions_marked_at IS NOT NULL", alias="n")
-_DELETED_BY_SNAPSHOT = f"""
-WITH k AS (SELECT * FROM {VERSIONED} AS k (s, d, l, ts, c, q)),
-marked AS ({_MARKED})
-SELECT k.s, k.d, k.l, m.taken_at AS ts, {SqlVersion.snapshot("m.taken_at").client} AS c,
-       {SqlVersion.snapshot("m.taken_at").seq} AS q, m.snapshot_id AS by
-  FROM k JOIN marked m ON m.school_id = k.s
- WHERE {KEYED.older(SqlVersion.snapshot("m.taken_at"))}
-   AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
-                    WHERE (l.school_id, l.domain, l.legacy_id, l.snapshot_id) = (k.s, k.d, k.l, m.snapshot_id))
-   AND NOT EXISTS (SELECT 1 FROM migration.quarantine q
-                    WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (k.s, m.snapshot_id, k.d, k.l))
 """
 
 
@@ -178,13 +166,6 @@ async def write_tombstones(conn: asyncpg.Connection, deletes: Sequence[MappedRec
         await conn.execute(_TOMBSTONE, *version_columns(deletes))
 
 
-async def delete_late_changes(conn: asyncpg.Connection, changes: Sequence[MappedRecord]) -> None:
-    """Changes that arrive after a newer snapshot marked its deletions, of records it does
-    not have, are deleted by that snapshot (a tombstone at its version)."""
-    if changes and (late := await conn.fetch(_DELETED_BY_SNAPSHOT, *version_columns(changes)[:6])):
-        await conn.execute(_TOMBSTONE, *map(list, zip(*late, strict=True)))
-
-
 async def mark_written(conn: asyncpg.Connection, records: Sequence[MappedRecord], *, versioned: bool) -> None:
     """After ``records``' rows are written: the snapshot records' ledger lines, the changes'
     content versions, and (``versioned``: their schools have versions at all) the snapshot
@@ -201,7 +182,9 @@ async def mark_written(conn: asyncpg.Connection, records: Sequence[MappedRecord]
 _POSITIONS = """
 SELECT k.legacy_id, l.record_index, coalesce(v.live_ts, l.source_ts) AS ts
   FROM unnest($3::text[]) AS k (legacy_id)
-  LEFT JOIN migration.loaded_records l ON (l.school_id, l.domain, l.legacy_id) = ($1, $2, k.legacy_id)
+  LEFT JOIN LATERAL (SELECT x.record_index, x.source_ts FROM migration.loaded_records x
+                      WHERE (x.school_id, x.domain, x.legacy_id) = ($1, $2, k.legacy_id)
+                      ORDER BY x.source_ts DESC, x.device_id DESC LIMIT 1) l ON true
   LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = ($1, $2, k.legacy_id)
 """
 

@@ -8,6 +8,7 @@ one per source record: its rows for the domain's rows topic, or its quarantine e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from shared.batching import encode
 from shared.mapping import Mapped, map_record
@@ -71,7 +72,7 @@ def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES //
     out = TransformedBatch()
     for raw in batch.records():
         try:
-            mapped, quarantine = _transform_one(raw, max_entry_bytes)
+            mapped, quarantine = _transform_one(raw, max_entry_bytes, batch.source_ts)
         except Exception as exc:  # the mapping met a value nobody foresaw: this record's fault, no one else's
             mapped, quarantine = None, _quarantine(raw, "mapping_failed", f"the mapping raised {type(exc).__name__}")
         if mapped is not None:
@@ -82,14 +83,17 @@ def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES //
     return out
 
 
-def _transform_one(raw: RawRecord, max_entry_bytes: int) -> tuple[bytes | None, QuarantinedRecord | None]:
+def _transform_one(raw: RawRecord, max_entry_bytes: int, batch_ts: datetime) -> tuple[bytes | None, QuarantinedRecord | None]:
     change = raw.change.model_dump(mode="json") if raw.change is not None else None
     if raw.change is not None and raw.change.op is ChangeOp.DELETE:  # no record to map: the loader marks it deleted
         return encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": [], "change": change}), None
     result = _map(raw)
     if isinstance(result, tuple):
         return None, _quarantine(raw, *result)
-    entry = encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": result, **({"change": change} if change else {})})
+    own = {"ts": raw.source_ts.isoformat()} if change is None and raw.source_ts != batch_ts else {}
+    entry = encode(
+        {"index": raw.index, "legacy_id": raw.legacy_id, "rows": result, **own, **({"change": change} if change else {})}
+    )
     if len(entry) <= max_entry_bytes:
         return entry, None
     why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"

@@ -91,6 +91,9 @@ async def stack(settings: Settings, service_logs: ServiceLogs) -> AsyncIterator[
     running = await Stack(settings, sink=service_logs, metrics_ports=True).start()
     yield running
     await running.stop()
+    if dump := os.environ.get("SCHOOLMIG_TEST_SERVICE_LOGS"):  # for a failed run's post-mortem
+        with open(dump, "w", encoding="utf-8") as out:
+            out.writelines(f"{service}: {line}\n" for service, line in service_logs.lines)
 
 
 @pytest.fixture(scope="session")

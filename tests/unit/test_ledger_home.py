@@ -16,7 +16,7 @@ SCANNED = ("services", "schoolmig", "shared")
 LEDGER_HOME = ROOT / "shared" / "ledger"
 
 LOOKS_LIKE_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WITH|FROM|WHERE|JOIN)\b", re.IGNORECASE)
-_LEDGER_TABLES = r"(loaded_records|parked_records|parked_refs|record_versions|quarantine|deleted_records)"
+_LEDGER_TABLES = r"(loaded_records|parked_records|parked_refs|record_versions|quarantine|deleted_records|device_states|school_contents|snapshot_derivations)"
 _OP = r"(<=|>=|<(?!>)|>|\bBETWEEN\b)"
 # A version's or a snapshot's order: its time, client, sequence number (any alias or prefix).
 _VERSION_COLUMN = r"(\w*_ts|ts|taken_at|\w*_client|client_id|\w*_seq|seq)"

@@ -1,0 +1,143 @@
+"""Where each device's history and each snapshot's derivation are kept (``shared.ledger.devices``).
+
+Ingest derives a snapshot once, in one transaction under the school's derivation lock
+(:func:`derive_snapshot`): it reads the device's state and the school's contents, derives,
+and stores the snapshot's derivation, the device's new state and the school's contents
+together. Asked again for the same snapshot (a redelivery, a re-drive, a crash before the
+release was marked) it returns the stored derivation; a snapshot read before the device's
+newest derived one is not derived (superseded: the device's later reading holds what it
+still has). The coordinator marks a snapshot's deletions from its stored derivation; the
+validator and the reports read every device's state.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pydantic_core import from_json, to_json
+
+from shared.ledger.devices import (
+    DeviceState,
+    Ref,
+    derive,
+    pack_contents,
+    pack_state,
+    unpack_contents,
+    unpack_state,
+)
+
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('schoolmig.derive/' || $1, 0))"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A snapshot's records' versions and its deletions (all at its read time)."""
+
+    versions: dict[Ref, datetime]
+    """Records whose version is not the snapshot's read time (unchanged, or first seen
+    elsewhere); every other record it holds is a write at its read time."""
+    deleted: list[Ref]
+    superseded_by: str | None = None
+    """Set (and nothing derived) when the device already has a snapshot read after this one."""
+
+    def version_of(self, ref: Ref, taken_at: datetime) -> datetime:
+        return self.versions.get(ref, taken_at)
+
+
+def _pack(value: object) -> bytes:
+    return zlib.compress(to_json(value), 1)
+
+
+def _unpack(data: bytes) -> object:
+    return from_json(zlib.decompress(data))
+
+
+def _derived(row: asyncpg.Record) -> Derived:
+    versions = {(d, i): datetime.fromisoformat(ts) for d, i, ts in _unpack(row["versions"])}  # type: ignore[attr-defined]
+    return Derived(versions, [(d, i) for d, i in _unpack(row["deleted"])])  # type: ignore[attr-defined]
+
+
+async def derive_snapshot(
+    pool: asyncpg.Pool,
+    *,
+    school_id: str,
+    device_id: str,
+    snapshot_id: str,
+    taken_at: datetime,
+    held: dict[Ref, str],
+) -> Derived:
+    """The snapshot's derivation: stored now (one transaction, under the school's derivation
+    lock), or as stored before."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_LOCK, school_id)
+        row = await conn.fetchrow(
+            "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
+        )
+        if row is not None:
+            return _derived(row)
+        state_row = await conn.fetchrow(
+            "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2",
+            school_id,
+            device_id,
+        )
+        if state_row is not None and (state_row["taken_at"], state_row["snapshot_id"]) > (taken_at, snapshot_id):
+            return Derived({}, [], superseded_by=state_row["snapshot_id"])
+        previous = (
+            unpack_state(state_row["state"], state_row["snapshot_id"], state_row["taken_at"])
+            if state_row is not None
+            else DeviceState()
+        )
+        contents = unpack_contents(
+            await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
+        )
+        done = derive(held, snapshot_id=snapshot_id, read_at=taken_at, previous=previous, contents=contents)
+        sparse = [[d, i, ts.isoformat()] for (d, i), ts in done.versions.items() if ts != taken_at]
+        await conn.execute(
+            "INSERT INTO migration.snapshot_derivations (school_id, snapshot_id, device_id, versions, deleted)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            school_id,
+            snapshot_id,
+            device_id,
+            _pack(sparse),
+            _pack([list(ref) for ref in done.deleted]),
+        )
+        await conn.execute(
+            "INSERT INTO migration.device_states (school_id, device_id, snapshot_id, taken_at, state)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (school_id, device_id) DO UPDATE"
+            " SET snapshot_id = EXCLUDED.snapshot_id, taken_at = EXCLUDED.taken_at, state = EXCLUDED.state, derived_at = now()",
+            school_id,
+            device_id,
+            snapshot_id,
+            taken_at,
+            pack_state(done.state),
+        )
+        await conn.execute(
+            "INSERT INTO migration.school_contents (school_id, contents) VALUES ($1, $2)"
+            " ON CONFLICT (school_id) DO UPDATE SET contents = EXCLUDED.contents",
+            school_id,
+            pack_contents(done.contents),
+        )
+    return Derived({ref: ts for ref, ts in done.versions.items() if ts != taken_at}, sorted(done.deleted))
+
+
+async def derivation_of(db: asyncpg.Pool | asyncpg.Connection, school_id: str, snapshot_id: str) -> Derived | None:
+    """A snapshot's stored derivation (None: never derived, e.g. superseded)."""
+    row = await db.fetchrow(
+        "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+        school_id,
+        snapshot_id,
+    )
+    return _derived(row) if row is not None else None
+
+
+async def device_states(db: asyncpg.Pool | asyncpg.Connection, school_id: str) -> dict[str, DeviceState]:
+    """Every device of the school, its history up to its newest derived snapshot."""
+    rows = await db.fetch(
+        "SELECT device_id, snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1", school_id
+    )
+    return {r["device_id"]: unpack_state(r["state"], r["snapshot_id"], r["taken_at"]) for r in rows}
