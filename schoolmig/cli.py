@@ -374,6 +374,8 @@ async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.stack import StackInfo
     from services.coordinator.store import CoordinatorStore
     from shared.ledger.accounting import progress, record_counts
+    from shared.ledger.device_store import device_states
+    from shared.ledger.devices import conflicts
 
     running = StackInfo.load_running(settings.state_dir)
 
@@ -382,6 +384,9 @@ async def _status(settings: Settings, as_json: bool) -> int:
         for school in schools:
             counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
             school["accounted"], school["source"] = progress(counts)
+            states = await device_states(pool, school["school_id"])
+            school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
+            school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
         if as_json:
             print(json.dumps(schools, indent=2, default=str))  # the schools only, as ever (stack.json has the rest)
         else:

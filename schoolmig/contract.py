@@ -44,9 +44,13 @@ go to the dead-letter topic with a reason.
 app's `mockDataMetadata.lastUpdated`, which only some of its saves touch: send that as
 `app_last_updated` if you want it kept). `device_id` names the browser or installation
 it was read from, the same id its changes carry as `client_id` (omitted: the school's one
-unnamed device). Snapshots are ordered by `(taken_at, snapshot_id)`: one taken before a
-snapshot already released is superseded (kept, not migrated); of two read at the same
-instant the greater id stands. A file byte for byte identical to its device's latest
+unnamed device). Name every browser: a school's data is the union of its devices' copies,
+and each record's version follows from its own device's history (content unchanged since
+the device's previous snapshot keeps its version; a record the device held and no longer
+holds is deleted by it; a record it never held is left alone). A device's snapshots are
+ordered by `(taken_at, snapshot_id)`: one read before that device's newest released one is
+superseded (kept, not migrated); another device's snapshot never supersedes it. Publish a
+school's snapshots oldest reading first. A file byte for byte identical to its device's latest
 snapshot is reported unchanged (its report is that snapshot's, with `unchanged_of`).
 A good `snapshot_id` is the reading's own (the SDK's: `<read time>-<hash of school,
 device, read time and content>`), so a retry is the same snapshot; it never starts

@@ -181,10 +181,11 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
 def print_status(schools: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"{len(schools)} school(s)", title_justify="left")
-    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "since"):
+    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "devices", "conflicts", "since"):
         table.add_column(column)
     for s in schools:
         progress = f"{s['accounted']}/{s['source']}" if s.get("source") else "–"
+        devices = s.get("devices") or []
         table.add_row(
             s["school_id"],
             s["phase"],
@@ -192,6 +193,8 @@ def print_status(schools: list[dict[str, Any]], console: Console | None = None) 
             "yes" if s["maintenance"] else "",
             (s["snapshot_id"] or "")[:12],
             progress,
+            ", ".join(d or "(unnamed)" for d in devices) if devices else "–",
+            str(s["device_conflicts"]) if s.get("device_conflicts") else "",
             f"{s['updated_at']:%Y-%m-%d %H:%M:%S}",
         )
     console.print(table)

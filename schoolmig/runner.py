@@ -105,12 +105,25 @@ def school_from_filename(path: Path) -> str:
 def plan_rounds(
     files: list[Path], school: str | None, taken_at: datetime | None = None, device_id: str = UNNAMED_DEVICE
 ) -> list[list[Job]]:
-    """Round k holds the k-th file of each school; a school's files never share a round."""
+    """Round k holds the k-th file of each school; a school's files never share a round, and
+    go oldest reading first (``taken_at``, else each file's modification time; a file that
+    cannot be read keeps its place after them): each record's version follows from its
+    device's history in the order snapshots are released (``shared.ledger.devices``)."""
     per_school: dict[str, list[Path]] = {}
     for path in files:
         per_school.setdefault(school or school_from_filename(path), []).append(path)
+    per_school = {s: sorted(paths, key=lambda p: _read_at(p, taken_at)) for s, paths in per_school.items()}
     depth = max((len(p) for p in per_school.values()), default=0)
     return [[Job(s, paths[k], taken_at, device_id) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
+
+
+def _read_at(path: Path, taken_at: datetime | None) -> datetime:
+    if taken_at is not None:
+        return taken_at
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:  # reported when it is read
+        return datetime.max.replace(tzinfo=UTC)
 
 
 #: Called while a school migrates: (school id, counts per domain so far, phase).

@@ -411,7 +411,6 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     if (newer := await store.newer_released(redrive.school_id, redrive.snapshot_id, manifest.taken_at)) is not None:
         log.warning("re-drive of %s/%s skipped: %s of its device is newer", redrive.school_id, redrive.snapshot_id, newer)
         return
-    derived = await store.derivation_of(redrive.school_id, redrive.snapshot_id)
     aliases = aliases | redrive.key_aliases  # as released, and an operator's map-key on top
     parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
     if redrive.key_aliases:
@@ -431,7 +430,13 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
             len(mapped),
             redrive.reason,
         )
-    versions = derived.versions if derived is not None else None  # as its release sent them
+    # As its release sent them; with a key mapped, its records join its device's history.
+    derived = await (
+        store.extend_derivation(manifest, held_records(parsed))
+        if redrive.key_aliases
+        else store.derivation_of(redrive.school_id, redrive.snapshot_id)
+    )
+    versions = derived.versions if derived is not None else None
     await publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at)
     if redrive.key_aliases:
         await announce(manifest, summary, findings, verified=True)  # the coordinator's gate sees the new audit

@@ -205,6 +205,17 @@ class IngestStore:
             held=held,
         )
 
+    async def extend_derivation(self, manifest: SnapshotManifest, held: dict[Ref, str]) -> Derived | None:
+        """Its derivation with the records a mapped key adds (``shared.ledger.device_store``)."""
+        return await device_store.extend_derivation(
+            self.pool,
+            school_id=manifest.school_id,
+            device_id=manifest.device_id,
+            snapshot_id=manifest.snapshot_id,
+            taken_at=manifest.taken_at,
+            held=held,
+        )
+
     async def derivation_of(self, school_id: str, snapshot_id: str) -> Derived | None:
         return await device_store.derivation_of(self.pool, school_id, snapshot_id)
 

@@ -35,8 +35,8 @@ from services.validator.expected import Expected, Merged, apply_changes, expecte
 from shared.domains import ALL_DOMAINS, Domain
 from shared.ledger import deletions, device_store, quarantine
 from shared.ledger.accounting import DomainCounts, record_counts
-from shared.ledger.devices import UNNAMED_DEVICE, merge
-from shared.messages import DomainValidation, ValidationCompleted
+from shared.ledger.devices import merge
+from shared.messages import UNNAMED_DEVICE, DomainValidation, ValidationCompleted
 from shared.settings import Settings
 
 log = logging.getLogger("schoolmig.validator")
@@ -237,7 +237,8 @@ async def _quarantined(
     out: dict[Domain, set[str]] = {d: set() for d in Domain}
     for domain in Domain:
         for legacy_id in school.expected.digests[domain]:
-            if legacy_id in per_device[school.winner[(domain, legacy_id)]][domain]:
+            device = school.winner.get((domain, legacy_id))  # (None: a change made it, no snapshot holds it)
+            if device is not None and legacy_id in per_device[device][domain]:
                 out[domain].add(legacy_id)
     return out
 

@@ -13,7 +13,7 @@ import asyncpg
 
 from shared.db import lock_schools
 from shared.domains import Domain
-from shared.ledger.device_store import derivation_of, device_states
+from shared.ledger.device_store import device_states, unmarked_deletions
 from shared.ledger.devices import conflicts
 from shared.ledger.records import TOMBSTONE_UPDATE
 from shared.ledger.versions import SqlVersion
@@ -37,18 +37,21 @@ _MARKED = "UPDATE migration.snapshots SET deletions_marked_at = now() WHERE scho
 
 
 async def mark_deleted(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> int:
-    """Once ``snapshot_id`` is fully accounted for: every record its device held in its
-    previous snapshot and no longer holds (its derivation, ``shared.ledger.devices``) is
-    marked deleted by it: a tombstone at the snapshot's version, which a later write of the
-    record revives and an older one does not. A record its device never held says nothing.
-    Its rows stay, with their history. One transaction, under the school's write lock (no
-    loader writes the school meanwhile). Returns how many tombstones were written now."""
-    derived = await derivation_of(pool, school_id, snapshot_id)
-    gone = derived.deleted if derived is not None else []
+    """Once ``snapshot_id`` is fully accounted for: the deletions of every derived snapshot of
+    the school not marked yet, this one's and those of snapshots replaced while they synced
+    (each record its device held in its previous snapshot and no longer holds:
+    ``shared.ledger.devices``), as tombstones at their snapshot's version, which a later write
+    of the record revives and an older one does not (so when they are written does not
+    matter). A record a device never held says nothing. Rows stay, with their history. One
+    transaction, under the school's write lock. Returns how many tombstones were written now."""
+    marked = 0
     async with pool.acquire() as conn, conn.transaction():
         await lock_schools(conn, [school_id])
-        marked = await conn.fetchval(_MARK_DELETED, school_id, snapshot_id, [d for d, _ in gone], [i for _, i in gone])
-        await conn.execute(_MARKED, school_id, snapshot_id)
+        pending = dict(await unmarked_deletions(conn, school_id))
+        pending.setdefault(snapshot_id, [])  # a snapshot never derived (older than device histories) is marked too
+        for snapshot, gone in sorted(pending.items()):
+            marked += await conn.fetchval(_MARK_DELETED, school_id, snapshot, [d for d, _ in gone], [i for _, i in gone])
+            await conn.execute(_MARKED, school_id, snapshot)
     return int(marked)
 
 

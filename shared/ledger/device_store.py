@@ -125,6 +125,58 @@ async def derive_snapshot(
     return Derived({ref: ts for ref, ts in done.versions.items() if ts != taken_at}, sorted(done.deleted))
 
 
+async def extend_derivation(
+    pool: asyncpg.Pool, *, school_id: str, device_id: str, snapshot_id: str, taken_at: datetime, held: dict[Ref, str]
+) -> Derived | None:
+    """The snapshot read again with more records (an operator mapped a key of it): records
+    its derivation did not hold join it, and its device's state while this is still the
+    device's newest, by the rule for content new to the device (``shared.ledger.devices``).
+    None: never derived (superseded)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_LOCK, school_id)
+        row = await conn.fetchrow(
+            "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
+        )
+        if row is None:
+            return None
+        derived = _derived(row)
+        state_row = await conn.fetchrow(
+            "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2",
+            school_id,
+            device_id,
+        )
+        if state_row is None or state_row["snapshot_id"] != snapshot_id:
+            return derived  # the device has moved on: its later reading decides
+        state = unpack_state(state_row["state"], snapshot_id, taken_at)
+        new = {ref: digest for ref, digest in held.items() if ref not in state.records}
+        if not new:
+            return derived
+        contents = unpack_contents(
+            await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
+        )
+        done = derive(new, snapshot_id=snapshot_id, read_at=taken_at, previous=DeviceState(), contents=contents)
+        state.records |= done.state.records
+        versions = derived.versions | {ref: ts for ref, ts in done.versions.items() if ts != taken_at}
+        await conn.execute(
+            "UPDATE migration.snapshot_derivations SET versions = $3 WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            snapshot_id,
+            _pack([[d, i, ts.isoformat()] for (d, i), ts in versions.items()]),
+        )
+        await conn.execute(
+            "UPDATE migration.device_states SET state = $3, derived_at = now() WHERE school_id = $1 AND device_id = $2",
+            school_id,
+            device_id,
+            pack_state(state),
+        )
+        await conn.execute(
+            "UPDATE migration.school_contents SET contents = $2 WHERE school_id = $1", school_id, pack_contents(done.contents)
+        )
+    return Derived(versions, derived.deleted)
+
+
 async def derivation_of(db: asyncpg.Pool | asyncpg.Connection, school_id: str, snapshot_id: str) -> Derived | None:
     """A snapshot's stored derivation (None: never derived, e.g. superseded)."""
     row = await db.fetchrow(
@@ -141,3 +193,16 @@ async def device_states(db: asyncpg.Pool | asyncpg.Connection, school_id: str) -
         "SELECT device_id, snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1", school_id
     )
     return {r["device_id"]: unpack_state(r["state"], r["snapshot_id"], r["taken_at"]) for r in rows}
+
+
+async def unmarked_deletions(conn: asyncpg.Connection, school_id: str) -> list[tuple[str, list[Ref]]]:
+    """The school's derived snapshots whose deletions are not marked yet: (snapshot, deletions)."""
+    rows = await conn.fetch(
+        """
+        SELECT d.snapshot_id, d.deleted FROM migration.snapshot_derivations d
+          JOIN migration.snapshots s USING (school_id, snapshot_id)
+         WHERE d.school_id = $1 AND s.deletions_marked_at IS NULL
+        """,
+        school_id,
+    )
+    return [(r["snapshot_id"], [(d, i) for d, i in _unpack(r["deleted"])]) for r in rows]  # type: ignore[attr-defined]

@@ -52,9 +52,6 @@ from shared.snapshot import ParsedSnapshot
 Ref = tuple[str, str]
 """A record of a school: (domain, legacy id)."""
 
-UNNAMED_DEVICE = ""
-"""The device of a snapshot sent without one: the school's single unnamed browser."""
-
 
 def content_hash(record: object) -> str:
     """The fingerprint of a record's content: equal for equal JSON (key order aside)."""

@@ -23,7 +23,7 @@ from schoolmig.stack import Stack
 from shared.domains import LOCALSTORAGE_KEYS, Domain
 from shared.export import live_records
 from shared.settings import Settings
-from tests.integration.conftest import migrate
+from tests.integration.conftest import cli, migrate
 from tests.integration.test_live_changes import BASE
 
 pytestmark = pytest.mark.integration
@@ -92,3 +92,10 @@ async def test_two_browsers_are_merged_record_by_record(stack: Stack, settings: 
     held = await live_students(pool, school)
     assert held[s2["id"]] == s2
     assert s3["id"] not in held and held[s1["id"]] == tablet_edit
+
+    # status names the school's devices and how many records they disagree on
+    status = cli(settings, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    mine = next(row for row in json.loads(status.stdout) if row["school_id"] == school)
+    assert mine["devices"] == ["director-laptop", "office-pc", "tablet-2"]
+    assert mine["device_conflicts"] >= 3

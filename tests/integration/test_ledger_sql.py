@@ -72,20 +72,21 @@ async def test_version_comparisons_in_sql_order_versions_as_python_does(pool: as
 
 async def test_the_deleted_records_view_is_the_python_rule(pool: asyncpg.Pool) -> None:
     """A record is deleted while its greatest deletion is greater than its greatest content
-    write (a change's, or its ledger line's snapshot version)."""
+    write (a change's, or any device's ledger line's snapshot version)."""
     loop = asyncio.get_running_loop()
     optional = st.none() | versions
+    lines = st.lists(versions.map(lambda v: v.source_ts), max_size=3)  # one per device
 
     @SETTINGS
-    @given(live=optional, deletion=optional, ledger_ts=st.none() | versions.map(lambda v: v.source_ts))
-    def check(live: Version | None, deletion: Version | None, ledger_ts: datetime | None) -> None:
-        if live is None and deletion is None and ledger_ts is None:
+    @given(live=optional, deletion=optional, ledger=lines)
+    def check(live: Version | None, deletion: Version | None, ledger: list[datetime]) -> None:
+        if live is None and deletion is None and not ledger:
             return
         school = f"it-ledger-sql-{uuid.uuid4().hex[:8]}"
-        content = max([v for v in (live, ledger_ts and snapshot_version(ledger_ts)) if v is not None], default=None)
-        assert _on(loop, deleted(school, live, deletion, ledger_ts)) == is_deleted(content, deletion)
+        content = max([v for v in (live, *map(snapshot_version, ledger)) if v is not None], default=None)
+        assert _on(loop, deleted(school, live, deletion, ledger)) == is_deleted(content, deletion)
 
-    async def deleted(school: str, live: Version | None, deletion: Version | None, ledger_ts: datetime | None) -> bool:
+    async def deleted(school: str, live: Version | None, deletion: Version | None, ledger: list[datetime]) -> bool:
         async with pool.acquire() as conn:
             tx = conn.transaction()
             await tx.start()
@@ -98,12 +99,13 @@ async def test_the_deleted_records_view_is_the_python_rule(pool: asyncpg.Pool) -
                         *(live or (None, None, None)),
                         *(deletion or (None, None, None)),
                     )
-                if ledger_ts is not None:
+                for device, ledger_ts in enumerate(ledger):
                     await conn.execute(
                         "INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index,"
-                        " source_ts) VALUES ($1, 'grades', 'g1', 's', 0, $2)",
+                        " source_ts, device_id) VALUES ($1, 'grades', 'g1', $3, 0, $2, $3)",
                         school,
                         ledger_ts,
+                        f"device-{device}",
                     )
                 return bool(
                     await conn.fetchval("SELECT EXISTS (SELECT 1 FROM migration.deleted_records WHERE school_id = $1)", school)

@@ -102,6 +102,18 @@ def test_run_rounds_keep_one_schools_files_apart() -> None:
     assert school_from_filename(Path("My School (2024).json")) == "My-School--2024"
 
 
+def test_one_schools_files_go_oldest_reading_first(tmp_path: Path) -> None:
+    import os
+
+    tablet, office = tmp_path / "tablet.json", tmp_path / "office.json"
+    for path, day in ((tablet, 3), (office, 1)):
+        path.write_text("{}")
+        moment = datetime(2024, 9, day, tzinfo=UTC).timestamp()
+        os.utime(path, (moment, moment))
+    rounds = plan_rounds([tablet, office], "school-x")
+    assert [job.path for [job] in rounds] == [office, tablet]  # by modification time, not as given
+
+
 def test_nul_is_shown_escaped_wherever_postgres_text_would_refuse_it() -> None:
     from shared.db import pg_json, pg_text
 
