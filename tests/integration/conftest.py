@@ -21,6 +21,7 @@ from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
 from shared.db import apply_migrations, create_pool
 from shared.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.ledger.accounting import record_counts
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -144,7 +145,19 @@ async def migrate(
     report = await wait_for_report(
         pool, school_id, manifest.snapshot_id, time.monotonic() + timeout_s, overridden=bool(override_audit)
     )
-    assert report is not None, f"no report for {school_id} within {timeout_s}s"
+    if report is None:  # where it stands, for the failure's message
+        phase = await pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school_id)
+        released = await pool.fetchrow(
+            "SELECT released_at, unchanged_of FROM migration.snapshots WHERE school_id = $1 AND snapshot_id = $2",
+            school_id,
+            manifest.snapshot_id,
+        )
+        counts = await record_counts(pool, school_id, manifest.snapshot_id)
+        unaccounted = {d.value: c for d, c in (counts or {}).items() if not c.accounted}
+        raise AssertionError(
+            f"no report for {school_id} within {timeout_s}s: phase {dict(phase) if phase else None}, "
+            f"snapshot {dict(released) if released else 'not stored'}, unaccounted {unaccounted}"
+        )
     return report
 
 

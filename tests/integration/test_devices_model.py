@@ -93,7 +93,7 @@ def worlds(draw: st.DrawFn) -> World:
         world.truth[(domain, record_id)] = record
         seq[device] += 1
         change = Change(op=ChangeOp(kind), domain=domain, record_id=record_id, record=record, source_ts=moment, seq=seq[device])
-        world.changes.append(ChangeBatch(school_id="-", client_id=device, changes=[change]))
+        world.changes.append(ChangeBatch(school_id="placeholder", client_id=device, changes=[change]))
         world.snapshots.append((device, moment + timedelta(seconds=1), copy.deepcopy(store)))  # read right after
     return world
 
