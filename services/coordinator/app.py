@@ -199,6 +199,20 @@ async def check_sync(
         if counts is not None:
             await redrive_if_stuck(operations, school_id, snapshot_id, counts)
         return False
+    # Every other device's newest snapshot too (one replaced while it synced is merged, not
+    # dropped): its records are part of what is validated, so they must all stand somewhere.
+    others = await store.device_snapshots(school_id) - {snapshot_id}
+    if others:
+        theirs = await record_counts_many(store.pool, [(school_id, other) for other in sorted(others)])
+        waiting = False
+        for other in sorted(others):
+            found = theirs.get((school_id, other))
+            if found is None or not all(c.accounted for c in found.values()):
+                waiting = True
+                if found is not None:
+                    await redrive_if_stuck(operations, school_id, other, found)
+        if waiting:
+            return False
     cut = None
     if await store.has_changes(school_id):
         # Live changes: counts prove the snapshot, not the changes; a barrier proves both (and
@@ -366,8 +380,9 @@ async def check_syncing(store: CoordinatorStore, operations: Operations) -> None
     for pair in list(_checked_at):
         if pair not in everyone:
             del _checked_at[pair]
-    for pair in list(_progress):
-        if pair not in everyone:
+    schools = {school_id for school_id, _ in everyone}
+    for pair in list(_progress):  # (another device's snapshot of a syncing school is watched too)
+        if pair[0] not in schools:
             del _progress[pair]
     _checked_at.update(dict.fromkeys(syncing, now))
     counts = await record_counts_many(store.pool, syncing)  # these schools in one go

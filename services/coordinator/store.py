@@ -15,7 +15,7 @@ from services.coordinator.cutover import Attempt, LeaseLost
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
 from shared.db import pg_json
 from shared.domains import Domain
-from shared.ledger import deletions, parking
+from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.messages import (
@@ -496,6 +496,12 @@ class CoordinatorStore:
         """Per domain, the school's records marked deleted (by a newer snapshot)."""
         return await deletions.deleted_counts(self.pool, school_id)
 
+    async def device_snapshots(self, school_id: str) -> set[str]:
+        """Each of the school's devices' newest derived snapshot."""
+        return {
+            state.snapshot_id for state in (await device_store.device_states(self.pool, school_id)).values() if state.snapshot_id
+        }
+
     async def device_conflicts(self, school_id: str) -> list[dict[str, object]]:
         """The records the school's devices disagree on (``shared.ledger.devices.conflicts``)."""
         return await deletions.device_conflicts(self.pool, school_id)
@@ -518,6 +524,16 @@ class CoordinatorStore:
         the two were read at the same instant (then the snapshot order's second key, the id,
         decided): noted once in ``migration.superseded_snapshots``. Another device's snapshot
         never supersedes: every browser's data is kept (``shared.ledger.devices``)."""
+        noted = await self.pool.fetchrow(  # ingest found a later reading of its device (maybe not released yet)
+            "SELECT x.superseded_by, s.taken_at = n.taken_at AS same_instant FROM migration.superseded_snapshots x"
+            " JOIN migration.snapshots s ON (s.school_id, s.snapshot_id) = (x.school_id, x.snapshot_id)"
+            " LEFT JOIN migration.snapshots n ON (n.school_id, n.snapshot_id) = (x.school_id, x.superseded_by)"
+            " WHERE x.school_id = $1 AND x.snapshot_id = $2",
+            school_id,
+            snapshot_id,
+        )
+        if noted is not None:
+            return noted["superseded_by"], bool(noted["same_instant"])
         row = await self.pool.fetchrow(
             f"""
             WITH newer AS (

@@ -30,7 +30,7 @@ from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
 from shared.kafka import consumer_options, make_broker, raw_body
 from shared.leases import Lease, named
-from shared.ledger.devices import held_records
+from shared.ledger.devices import held_records, readable_domains
 from shared.logs import setup_logging
 from shared.messages import (
     AuditCompleted,
@@ -295,7 +295,8 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         log.info("snapshot %s/%s is identical to %s, its device's latest: unchanged", school_id, snapshot_id, twin)
     else:
         # Each record's version from its device's history (shared.ledger.devices), once.
-        derived = await store.derive(manifest, held_records(parsed))
+        await derive_history(store, school_id, snapshot_id)
+        derived = await store.derive(manifest, held_records(parsed), readable_domains(parsed))
         if derived.superseded_by is not None:
             # Read before its device's newest snapshot: that later reading of the same browser
             # holds what it still has. Kept (backup, audit), not fanned out; the coordinator notes it.
@@ -318,6 +319,20 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         sum(summary.source_counts.values()),
         len(findings_json),
     )
+
+
+async def derive_history(store: IngestStore, school_id: str, before: str) -> None:
+    """A school migrated before device histories existed: each device's newest released
+    snapshot is derived first (from its verified backup, as released), so the snapshot at hand
+    is judged against what its devices held, not taken as every record's first write."""
+    for older in await store.underived_history(school_id, before):
+        found = await store.backup_of(school_id, older)
+        if found is None:
+            continue
+        manifest, content, _, aliases = found
+        parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
+        await store.derive(manifest, held_records(parsed), readable_domains(parsed))
+        log.info("%s: derived %s (device %r) from its backup: the device's history so far", school_id, older, manifest.device_id)
 
 
 def audited(parsed: ParsedSnapshot, extra: Iterable[Finding] = ()) -> tuple[AuditSummary, list[dict[str, object]]]:
@@ -436,6 +451,18 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
         if redrive.key_aliases
         else store.derivation_of(redrive.school_id, redrive.snapshot_id)
     )
+    if derived is None and await store.has_history(manifest.school_id, manifest.device_id):
+        log.warning(
+            "re-drive of %s/%s skipped: never derived (superseded by its device's later reading, or unchanged)",
+            redrive.school_id,
+            redrive.snapshot_id,
+        )
+        return
+    if derived is not None and derived.superseded_by is not None:
+        log.warning(
+            "re-drive of %s/%s skipped: %s of its device is newer", redrive.school_id, redrive.snapshot_id, derived.superseded_by
+        )
+        return
     versions = derived.versions if derived is not None else None
     await publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at)
     if redrive.key_aliases:

@@ -193,7 +193,7 @@ class IngestStore:
             taken_at,
         )
 
-    async def derive(self, manifest: SnapshotManifest, held: dict[Ref, str]) -> Derived:
+    async def derive(self, manifest: SnapshotManifest, held: dict[Ref, str], readable: frozenset[str]) -> Derived:
         """Its records' versions from its device's history, derived and stored once
         (``shared.ledger.device_store``)."""
         return await device_store.derive_snapshot(
@@ -203,7 +203,14 @@ class IngestStore:
             snapshot_id=manifest.snapshot_id,
             taken_at=manifest.taken_at,
             held=held,
+            readable=readable,
         )
+
+    async def underived_history(self, school_id: str, before: str) -> list[str]:
+        return await device_store.underived_history(self.pool, school_id, before)
+
+    async def has_history(self, school_id: str, device_id: str) -> bool:
+        return await device_store.has_history(self.pool, school_id, device_id)
 
     async def extend_derivation(self, manifest: SnapshotManifest, held: dict[Ref, str]) -> Derived | None:
         """Its derivation with the records a mapped key adds (``shared.ledger.device_store``)."""

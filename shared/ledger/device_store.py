@@ -21,6 +21,7 @@ from pydantic_core import from_json, to_json
 
 from shared.ledger.devices import (
     DeviceState,
+    Held,
     Ref,
     derive,
     pack_contents,
@@ -28,6 +29,7 @@ from shared.ledger.devices import (
     unpack_contents,
     unpack_state,
 )
+from shared.ledger.snapshots import adopted_sql, newest_first_sql
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('schoolmig.derive/' || $1, 0))"
 
@@ -68,9 +70,12 @@ async def derive_snapshot(
     snapshot_id: str,
     taken_at: datetime,
     held: dict[Ref, str],
+    readable: frozenset[str] | None = None,
 ) -> Derived:
     """The snapshot's derivation: stored now (one transaction, under the school's derivation
-    lock), or as stored before."""
+    lock), or as stored before. Either way, when the device already has a snapshot read after
+    this one, it is superseded (``superseded_by``): a redelivery of an older snapshot after a
+    crash never takes the newer one's records back."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_LOCK, school_id)
         row = await conn.fetchrow(
@@ -78,8 +83,6 @@ async def derive_snapshot(
             school_id,
             snapshot_id,
         )
-        if row is not None:
-            return _derived(row)
         state_row = await conn.fetchrow(
             "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2",
             school_id,
@@ -87,6 +90,8 @@ async def derive_snapshot(
         )
         if state_row is not None and (state_row["taken_at"], state_row["snapshot_id"]) > (taken_at, snapshot_id):
             return Derived({}, [], superseded_by=state_row["snapshot_id"])
+        if row is not None:
+            return _derived(row)
         previous = (
             unpack_state(state_row["state"], state_row["snapshot_id"], state_row["taken_at"])
             if state_row is not None
@@ -95,7 +100,7 @@ async def derive_snapshot(
         contents = unpack_contents(
             await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
         )
-        done = derive(held, snapshot_id=snapshot_id, read_at=taken_at, previous=previous, contents=contents)
+        done = derive(held, snapshot_id=snapshot_id, read_at=taken_at, previous=previous, contents=contents, readable=readable)
         sparse = [[d, i, ts.isoformat()] for (d, i), ts in done.versions.items() if ts != taken_at]
         await conn.execute(
             "INSERT INTO migration.snapshot_derivations (school_id, snapshot_id, device_id, versions, deleted)"
@@ -150,20 +155,25 @@ async def extend_derivation(
         if state_row is None or state_row["snapshot_id"] != snapshot_id:
             return derived  # the device has moved on: its later reading decides
         state = unpack_state(state_row["state"], snapshot_id, taken_at)
-        new = {ref: digest for ref, digest in held.items() if ref not in state.records}
+        new = {ref: digest for ref, digest in held.items() if ref not in state.records or state.records[ref].content is None}
         if not new:
             return derived
         contents = unpack_contents(
             await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
         )
-        done = derive(new, snapshot_id=snapshot_id, read_at=taken_at, previous=DeviceState(), contents=contents)
-        state.records |= done.state.records
+        # held before and deleted (by this snapshot, say under a key it did not read): made again now
+        again = {ref: state.records[ref] for ref in new if ref in state.records}
+        fresh = {ref: digest for ref, digest in new.items() if ref not in again}
+        done = derive(fresh, snapshot_id=snapshot_id, read_at=taken_at, previous=DeviceState(), contents=contents)
+        state.records |= done.state.records | {ref: Held(new[ref], taken_at) for ref in again}
         versions = derived.versions | {ref: ts for ref, ts in done.versions.items() if ts != taken_at}
+        deleted = [ref for ref in derived.deleted if ref not in again]
         await conn.execute(
-            "UPDATE migration.snapshot_derivations SET versions = $3 WHERE school_id = $1 AND snapshot_id = $2",
+            "UPDATE migration.snapshot_derivations SET versions = $3, deleted = $4 WHERE school_id = $1 AND snapshot_id = $2",
             school_id,
             snapshot_id,
             _pack([[d, i, ts.isoformat()] for (d, i), ts in versions.items()]),
+            _pack([list(ref) for ref in deleted]),
         )
         await conn.execute(
             "UPDATE migration.device_states SET state = $3, derived_at = now() WHERE school_id = $1 AND device_id = $2",
@@ -174,7 +184,7 @@ async def extend_derivation(
         await conn.execute(
             "UPDATE migration.school_contents SET contents = $2 WHERE school_id = $1", school_id, pack_contents(done.contents)
         )
-    return Derived(versions, derived.deleted)
+    return Derived(versions, deleted)
 
 
 async def derivation_of(db: asyncpg.Pool | asyncpg.Connection, school_id: str, snapshot_id: str) -> Derived | None:
@@ -206,3 +216,35 @@ async def unmarked_deletions(conn: asyncpg.Connection, school_id: str) -> list[t
         school_id,
     )
     return [(r["snapshot_id"], [(d, i) for d, i in _unpack(r["deleted"])]) for r in rows]  # type: ignore[attr-defined]
+
+
+async def has_history(db: asyncpg.Pool | asyncpg.Connection, school_id: str, device_id: str) -> bool:
+    """Whether the device has a derived history (then a snapshot of it that was never
+    derived, superseded or unchanged, is never fanned out on its own)."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM migration.device_states WHERE school_id = $1 AND device_id = $2)",
+            school_id,
+            device_id,
+        )
+    )
+
+
+async def underived_history(db: asyncpg.Pool | asyncpg.Connection, school_id: str, before: str) -> list[str]:
+    """A school migrated before device histories existed (released snapshots, none derived):
+    each device's newest such snapshot, oldest first, to derive before ``before`` (empty for
+    every other school: one index look-up)."""
+    rows = await db.fetch(
+        f"""
+        SELECT DISTINCT ON (s.device_id) s.snapshot_id, s.taken_at
+          FROM migration.snapshots s
+         WHERE s.school_id = $1 AND s.snapshot_id <> $2 AND {adopted_sql("s")}
+           AND NOT EXISTS (SELECT 1 FROM migration.snapshot_derivations d WHERE d.school_id = $1)
+           AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
+                            WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
+         ORDER BY s.device_id, {newest_first_sql("s")}
+        """,
+        school_id,
+        before,
+    )
+    return [r["snapshot_id"] for r in sorted(rows, key=lambda r: (r["taken_at"], r["snapshot_id"]))]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -75,6 +75,14 @@ def held_records(parsed: ParsedSnapshot) -> dict[Ref, str]:
             if entry.legacy_id and (domain.value, entry.legacy_id) not in held:
                 held[(domain.value, entry.legacy_id)] = content_hash(entry.record)
     return held
+
+
+def readable_domains(parsed: ParsedSnapshot) -> frozenset[str]:
+    """The domains whose values the snapshot holds whole: only what they no longer hold is a
+    deletion. A domain whose key is not in the file (a MockDataService export has no grades,
+    attendance or private lessons; another front end's key), or whose value could not be read
+    (cut short, not an array), says nothing of its records."""
+    return frozenset(domain.value for domain, entries in parsed.entries.items() if not any(entry.index < 0 for entry in entries))
 
 
 @dataclass(frozen=True)
@@ -120,10 +128,13 @@ def derive(
     read_at: datetime,
     previous: DeviceState,
     contents: Mapping[tuple[str, str, str], datetime],
+    readable: Collection[str] | None = None,
 ) -> Derivation:
     """The versions of the records of a snapshot (``held``: each record's content hash) read
     at ``read_at`` from a device whose history so far is ``previous``, in a school that had
-    ``contents`` (see the module's rule)."""
+    ``contents`` (see the module's rule). ``readable``: the domains the snapshot holds whole
+    (:func:`readable_domains`; None: all): of any other, what the device held before is kept
+    as it was, not deleted."""
     versions: dict[Ref, datetime] = {}
     deleted: dict[Ref, datetime] = {}
     after: dict[Ref, Held] = {}
@@ -144,7 +155,9 @@ def derive(
     for ref, before in previous.records.items():
         if ref in held:
             continue
-        if before.content is not None:
+        if readable is not None and ref[0] not in readable:
+            after[ref] = before  # a value it could not read, or a key not in this file: nothing known
+        elif before.content is not None:
             deleted[ref] = read_at
             after[ref] = Held(None, read_at)
         else:

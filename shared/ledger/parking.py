@@ -74,11 +74,14 @@ orphans AS (
      AND q.reason = 'orphaned_reference')
 SELECT * FROM unparked
 """
-# What a newer parked write displaces: an older parked snapshot record of the same record.
+# What a newer parked write displaces: an older parked snapshot record of the same record, or
+# one of another snapshot at the same version (two devices holding one content: the seed).
 _DISPLACED = f"""
 SELECT {_GONE}
-  FROM migration.parked_records p JOIN {VERSIONED} AS k (s, d, l, ts, c, q) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
- WHERE {_P.older(KEYED)}
+  FROM migration.parked_records p
+  JOIN unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
+       AS k (s, d, l, ts, c, q, sn) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
+ WHERE {_P.older(KEYED)} OR ({_P.not_newer(KEYED)} AND p.snapshot_id <> k.sn)
 """
 _FORGET_PARKED = """
 DELETE FROM migration.parked_records p
@@ -106,7 +109,7 @@ async def park(conn: asyncpg.Connection, parked: Sequence[tuple[MappedRecord, se
     """Park each record with the references it still waits for (exactly those)."""
     if not parked:
         return
-    await mark_loaded_rows(conn, await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])[:6]))
+    await mark_loaded_rows(conn, await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])))
     kept = await conn.fetch(
         _PARK,
         [r.school_id for r, _ in parked],

@@ -99,3 +99,25 @@ async def test_two_browsers_are_merged_record_by_record(stack: Stack, settings: 
     mine = next(row for row in json.loads(status.stdout) if row["school_id"] == school)
     assert mine["devices"] == ["director-laptop", "office-pc", "tablet-2"]
     assert mine["device_conflicts"] >= 3
+
+
+async def test_a_school_migrated_before_device_histories_gets_them_from_its_backups(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    school = "it-devices-upgraded"
+    seed = BASE[Domain.STUDENTS]
+    office_new = student(seed[0], id="student-office", email="office@example.org")
+    first = await migrate(settings, pool, school, browser([*seed, office_new]), taken_at=READ, device_id="office-pc")
+    assert first["phase"] == "validated"
+    async with pool.acquire() as conn, conn.transaction():  # as an older version left it: no history at all
+        for table in ("device_states", "school_contents", "snapshot_derivations"):
+            await conn.execute(f"DELETE FROM migration.{table} WHERE school_id = $1", school)
+    edited = student(seed[1], address="Tablet Street 9")
+    tablet = await migrate(
+        settings, pool, school, browser([seed[0], edited, *seed[2:]]), taken_at=READ + timedelta(days=1), device_id="tablet-2"
+    )
+    assert tablet["phase"] == "validated", tablet.get("validation")
+    held = await live_students(pool, school)
+    assert "student-office" in held and held[seed[1]["id"]] == edited  # the office's history was derived first
+    devices = await pool.fetch("SELECT device_id FROM migration.device_states WHERE school_id = $1 ORDER BY 1", school)
+    assert [d["device_id"] for d in devices] == ["office-pc", "tablet-2"]

@@ -200,3 +200,35 @@ def test_any_interleaving_of_the_devices_gives_the_world_as_its_last_writes_left
     for ref, record in truth.items():  # a record the devices hold differently is always listed
         holding = {s.records[ref].content for s in school.states.values() if ref in s.records}
         assert (len(holding) > 1) == (ref in {(c.domain, c.legacy_id) for c in conflicts(school.states)}), record
+
+
+def test_a_domain_the_snapshot_does_not_hold_whole_deletes_nothing() -> None:
+    """A MockDataService export has no grades; a value cut short holds no ids: neither is a
+    deletion of what the device held there (only a value read whole that lacks a record is)."""
+    import json
+
+    from shared.ledger.devices import held_records, readable_domains
+    from shared.messages import SnapshotFormat
+    from shared.snapshot import parse_snapshot
+
+    students = [{"id": "student-1", "name": "A"}, {"id": "student-2", "name": "B"}]
+    grades = [{"id": "grade-1", "value": 90}]
+    dump = {"students": json.dumps(students), "grades": json.dumps(grades)}
+    first = parse_snapshot(json.dumps(dump).encode(), SnapshotFormat.LOCALSTORAGE_DUMP)
+    previous = derive(held_records(first), snapshot_id="s1", read_at=at(0), previous=DeviceState(), contents={})
+
+    export = {"students": students[:1], "lastUpdated": "2024-01-01T00:00:00.000Z"}  # no grades key at all
+    cut = {"students": json.dumps(students[:1]), "grades": '[{"id": "grade-1", "va'}  # grades cut short
+    for content, fmt in ((export, SnapshotFormat.MOCKDATA_EXPORT), (cut, SnapshotFormat.LOCALSTORAGE_DUMP)):
+        parsed = parse_snapshot(json.dumps(content).encode(), fmt)
+        assert "grades" not in readable_domains(parsed) and "students" in readable_domains(parsed)
+        done = derive(
+            held_records(parsed),
+            snapshot_id="s2",
+            read_at=at(1),
+            previous=previous.state,
+            contents=previous.contents,
+            readable=readable_domains(parsed),
+        )
+        assert done.deleted == {("students", "student-2"): at(1)}  # read whole, and without it: deleted
+        assert done.state.records[("grades", "grade-1")] == previous.state.records[("grades", "grade-1")]
