@@ -498,9 +498,7 @@ class CoordinatorStore:
 
     async def device_snapshots(self, school_id: str) -> set[str]:
         """Each of the school's devices' newest derived snapshot."""
-        return {
-            state.snapshot_id for state in (await device_store.device_states(self.pool, school_id)).values() if state.snapshot_id
-        }
+        return await device_store.device_snapshots(self.pool, school_id)
 
     async def device_conflicts(self, school_id: str) -> list[dict[str, object]]:
         """The records the school's devices disagree on (``shared.ledger.devices.conflicts``)."""

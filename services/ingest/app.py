@@ -322,16 +322,17 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
 
 
 async def derive_history(store: IngestStore, school_id: str, before: str) -> None:
-    """A school migrated before device histories existed: each device's newest released
-    snapshot is derived first (from its verified backup, as released), so the snapshot at hand
-    is judged against what its devices held, not taken as every record's first write."""
+    """Devices whose snapshots were released before device histories existed: each one's
+    newest released snapshot is derived first (from its verified backup, as it was loaded:
+    every record at its read time), so the snapshot at hand is judged against what its
+    devices held, not taken as every record's first write."""
     for older in await store.underived_history(school_id, before):
         found = await store.backup_of(school_id, older)
         if found is None:
             continue
         manifest, content, _, aliases = found
         parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
-        await store.derive(manifest, held_records(parsed), readable_domains(parsed))
+        await store.derive(manifest, held_records(parsed), readable_domains(parsed), as_released=True)
         log.info("%s: derived %s (device %r) from its backup: the device's history so far", school_id, older, manifest.device_id)
 
 
@@ -456,11 +457,6 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
             "re-drive of %s/%s skipped: never derived (superseded by its device's later reading, or unchanged)",
             redrive.school_id,
             redrive.snapshot_id,
-        )
-        return
-    if derived is not None and derived.superseded_by is not None:
-        log.warning(
-            "re-drive of %s/%s skipped: %s of its device is newer", redrive.school_id, redrive.snapshot_id, derived.superseded_by
         )
         return
     versions = derived.versions if derived is not None else None

@@ -193,7 +193,9 @@ class IngestStore:
             taken_at,
         )
 
-    async def derive(self, manifest: SnapshotManifest, held: dict[Ref, str], readable: frozenset[str]) -> Derived:
+    async def derive(
+        self, manifest: SnapshotManifest, held: dict[Ref, str], readable: frozenset[str], *, as_released: bool = False
+    ) -> Derived:
         """Its records' versions from its device's history, derived and stored once
         (``shared.ledger.device_store``)."""
         return await device_store.derive_snapshot(
@@ -204,6 +206,7 @@ class IngestStore:
             taken_at=manifest.taken_at,
             held=held,
             readable=readable,
+            as_released=as_released,
         )
 
     async def underived_history(self, school_id: str, before: str) -> list[str]:

@@ -71,11 +71,14 @@ async def derive_snapshot(
     taken_at: datetime,
     held: dict[Ref, str],
     readable: frozenset[str] | None = None,
+    as_released: bool = False,
 ) -> Derived:
     """The snapshot's derivation: stored now (one transaction, under the school's derivation
     lock), or as stored before. Either way, when the device already has a snapshot read after
     this one, it is superseded (``superseded_by``): a redelivery of an older snapshot after a
-    crash never takes the newer one's records back."""
+    crash never takes the newer one's records back. ``as_released``: a snapshot released before
+    device histories existed, whose records were all loaded at its read time: derived as that
+    (every version its read time), its contents added to the school's."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_LOCK, school_id)
         row = await conn.fetchrow(
@@ -100,7 +103,17 @@ async def derive_snapshot(
         contents = unpack_contents(
             await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
         )
-        done = derive(held, snapshot_id=snapshot_id, read_at=taken_at, previous=previous, contents=contents, readable=readable)
+        done = derive(
+            held,
+            snapshot_id=snapshot_id,
+            read_at=taken_at,
+            previous=previous,
+            contents={} if as_released else contents,
+            readable=readable,
+        )
+        if as_released:
+            for key, ts in contents.items():
+                done.contents[key] = max(ts, done.contents.get(key, ts))
         sparse = [[d, i, ts.isoformat()] for (d, i), ts in done.versions.items() if ts != taken_at]
         await conn.execute(
             "INSERT INTO migration.snapshot_derivations (school_id, snapshot_id, device_id, versions, deleted)"
@@ -155,18 +168,24 @@ async def extend_derivation(
         if state_row is None or state_row["snapshot_id"] != snapshot_id:
             return derived  # the device has moved on: its later reading decides
         state = unpack_state(state_row["state"], snapshot_id, taken_at)
-        new = {ref: digest for ref, digest in held.items() if ref not in state.records or state.records[ref].content is None}
-        if not new:
+        # Records the state does not hold as this content: never held (new to the device: the
+        # rule's first sight), or held otherwise (deleted by this reading, or carried over from
+        # a key it could not read then): written now.
+        changed = {ref: digest for ref, digest in held.items() if (h := state.records.get(ref)) is None or h.content != digest}
+        if not changed:
             return derived
         contents = unpack_contents(
             await conn.fetchval("SELECT contents FROM migration.school_contents WHERE school_id = $1", school_id)
         )
-        # held before and deleted (by this snapshot, say under a key it did not read): made again now
-        again = {ref: state.records[ref] for ref in new if ref in state.records}
-        fresh = {ref: digest for ref, digest in new.items() if ref not in again}
+        fresh = {ref: digest for ref, digest in changed.items() if ref not in state.records}
         done = derive(fresh, snapshot_id=snapshot_id, read_at=taken_at, previous=DeviceState(), contents=contents)
-        state.records |= done.state.records | {ref: Held(new[ref], taken_at) for ref in again}
-        versions = derived.versions | {ref: ts for ref, ts in done.versions.items() if ts != taken_at}
+        again = {ref: Held(digest, taken_at) for ref, digest in changed.items() if ref in state.records}
+        state.records |= done.state.records | again
+        for ref, held_now in again.items():
+            key = (*ref, held_now.content or "")
+            done.contents[key] = max(done.contents.get(key, taken_at), taken_at)
+        versions = {ref: ts for ref, ts in derived.versions.items() if ref not in again}
+        versions |= {ref: ts for ref, ts in done.versions.items() if ts != taken_at}
         deleted = [ref for ref in derived.deleted if ref not in again]
         await conn.execute(
             "UPDATE migration.snapshot_derivations SET versions = $3, deleted = $4 WHERE school_id = $1 AND snapshot_id = $2",
@@ -195,6 +214,12 @@ async def derivation_of(db: asyncpg.Pool | asyncpg.Connection, school_id: str, s
         snapshot_id,
     )
     return _derived(row) if row is not None else None
+
+
+async def device_snapshots(db: asyncpg.Pool | asyncpg.Connection, school_id: str) -> set[str]:
+    """Each of the school's devices' newest derived snapshot."""
+    rows = await db.fetch("SELECT snapshot_id FROM migration.device_states WHERE school_id = $1", school_id)
+    return {r["snapshot_id"] for r in rows}
 
 
 async def device_states(db: asyncpg.Pool | asyncpg.Connection, school_id: str) -> dict[str, DeviceState]:
@@ -231,15 +256,15 @@ async def has_history(db: asyncpg.Pool | asyncpg.Connection, school_id: str, dev
 
 
 async def underived_history(db: asyncpg.Pool | asyncpg.Connection, school_id: str, before: str) -> list[str]:
-    """A school migrated before device histories existed (released snapshots, none derived):
-    each device's newest such snapshot, oldest first, to derive before ``before`` (empty for
-    every other school: one index look-up)."""
+    """Devices with snapshots released before device histories existed (or whose history was
+    lost) and no history: each one's newest such snapshot, oldest first, to derive before
+    ``before`` (for every other device, nothing: one index look-up per device)."""
     rows = await db.fetch(
         f"""
         SELECT DISTINCT ON (s.device_id) s.snapshot_id, s.taken_at
           FROM migration.snapshots s
          WHERE s.school_id = $1 AND s.snapshot_id <> $2 AND {adopted_sql("s")}
-           AND NOT EXISTS (SELECT 1 FROM migration.snapshot_derivations d WHERE d.school_id = $1)
+           AND NOT EXISTS (SELECT 1 FROM migration.device_states h WHERE (h.school_id, h.device_id) = (s.school_id, s.device_id))
            AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
                             WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
          ORDER BY s.device_id, {newest_first_sql("s")}

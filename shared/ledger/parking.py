@@ -31,8 +31,10 @@ log = logging.getLogger("schoolmig.loader")
 _P = SqlVersion.of("p")  # a parked record's version: (source_ts, client_id, seq)
 _GONE = "p.school_id, p.domain, p.legacy_id, p.snapshot_id, p.record_index, p.source_ts, p.client_id"
 
-# A parked record replaces an older parked version of itself, never a newer one. (An upsert:
-# deleting and re-inserting in one statement would collide, both parts seeing one snapshot.)
+# A parked record replaces an older parked version of itself (or its own parked self), never a
+# newer one, nor another snapshot's at the same version (two devices holding one content: the
+# one parked first stays, the other counts as loaded). (An upsert: deleting and re-inserting in
+# one statement would collide, both parts seeing one snapshot.)
 _PARK = f"""
 INSERT INTO migration.parked_records AS p (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, record,
                                            client_id, seq)
@@ -42,7 +44,7 @@ SELECT s, d, l, sn, i, ts, r::jsonb, c, q
 ON CONFLICT (school_id, domain, legacy_id) DO UPDATE
    SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index, source_ts = EXCLUDED.source_ts,
        record = EXCLUDED.record, client_id = EXCLUDED.client_id, seq = EXCLUDED.seq, parked_at = now()
- WHERE {_P.not_newer(SqlVersion.of("EXCLUDED"))}
+ WHERE {_P.older(SqlVersion.of("EXCLUDED"))} OR p.snapshot_id = EXCLUDED.snapshot_id
 RETURNING school_id, domain, legacy_id
 """
 # A write judged stale is not waiting anywhere either: its parked self (or an older one) goes.
@@ -74,14 +76,11 @@ orphans AS (
      AND q.reason = 'orphaned_reference')
 SELECT * FROM unparked
 """
-# What a newer parked write displaces: an older parked snapshot record of the same record, or
-# one of another snapshot at the same version (two devices holding one content: the seed).
+# What a newer parked write displaces: an older parked snapshot record of the same record.
 _DISPLACED = f"""
 SELECT {_GONE}
-  FROM migration.parked_records p
-  JOIN unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[], $7::text[])
-       AS k (s, d, l, ts, c, q, sn) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
- WHERE {_P.older(KEYED)} OR ({_P.not_newer(KEYED)} AND p.snapshot_id <> k.sn)
+  FROM migration.parked_records p JOIN {VERSIONED} AS k (s, d, l, ts, c, q) ON (p.school_id, p.domain, p.legacy_id) = (k.s, k.d, k.l)
+ WHERE {_P.older(KEYED)}
 """
 _FORGET_PARKED = """
 DELETE FROM migration.parked_records p
@@ -109,7 +108,7 @@ async def park(conn: asyncpg.Connection, parked: Sequence[tuple[MappedRecord, se
     """Park each record with the references it still waits for (exactly those)."""
     if not parked:
         return
-    await mark_loaded_rows(conn, await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])))
+    await mark_loaded_rows(conn, await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])[:6]))
     kept = await conn.fetch(
         _PARK,
         [r.school_id for r, _ in parked],
@@ -123,7 +122,8 @@ async def park(conn: asyncpg.Connection, parked: Sequence[tuple[MappedRecord, se
         [version_of(r).seq for r, _ in parked],
     )
     now_parked = {(k["school_id"], k["domain"], k["legacy_id"]) for k in kept}  # a newer parked version stays
-    # A snapshot's record a newer parked write (a change) stands in front of: superseded, counted.
+    # A snapshot's record a newer parked write (a change, another device's) stands in front of:
+    # superseded, counted.
     await mark_loaded(conn, [r for r, _ in parked if r.change is None and record_key(r) not in now_parked])
     if now_parked:
         await conn.execute(_RESET_REFS, *map(list, zip(*now_parked, strict=True)))

@@ -20,7 +20,8 @@ import asyncpg
 
 from shared.domains import Domain
 from shared.ledger.keys import RecordKey
-from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, Version, snapshot_version, sql_snapshot_rewrites, version_of
+from shared.ledger.snapshots import later_sql, rank_sql
+from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, Version, snapshot_version, version_of
 from shared.messages import MappedRecord
 
 
@@ -43,17 +44,20 @@ def version_columns(records: Sequence[MappedRecord]) -> tuple[list[Any], ...]:
 VERSIONED = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bigint[])"
 KEYED = SqlVersion.of("k", "ts", "c", "q")
 
-# A line per device: each device's newest snapshot counts its own records (the device is the
-# snapshot's, looked up by its id), whatever another device's snapshot wrote of them.
+# A line per device: each device's newest snapshot counts its own records (the device and the
+# read time are the snapshot's, looked up by its id), whatever another device's snapshot wrote
+# of them. Of one device, the newer snapshot (in the snapshot order) takes the line over, with
+# its record's version, even an older one (content unchanged since another device's reading).
 _LEDGER = f"""
-INSERT INTO migration.loaded_records AS l (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, device_id)
-SELECT k.s, k.d, k.l, k.snap, k.i, k.ts,
-       coalesce((SELECT device_id FROM migration.snapshots s WHERE s.school_id = k.s AND s.snapshot_id = k.snap), '')
+INSERT INTO migration.loaded_records AS l
+       (school_id, domain, legacy_id, snapshot_id, record_index, source_ts, device_id, read_at)
+SELECT k.s, k.d, k.l, k.snap, k.i, k.ts, coalesce(sn.device_id, ''), coalesce(sn.taken_at, k.ts)
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[]) AS k (s, d, l, snap, i, ts)
+  LEFT JOIN migration.snapshots sn ON sn.school_id = k.s AND sn.snapshot_id = k.snap
 ON CONFLICT (school_id, domain, legacy_id, device_id) DO UPDATE
    SET snapshot_id = EXCLUDED.snapshot_id, record_index = EXCLUDED.record_index,
-       source_ts = EXCLUDED.source_ts, loaded_at = now()
- WHERE {sql_snapshot_rewrites("l.source_ts", "EXCLUDED.source_ts")}
+       source_ts = EXCLUDED.source_ts, read_at = EXCLUDED.read_at, loaded_at = now()
+ WHERE NOT {later_sql(rank_sql("l", "read_at"), rank_sql("EXCLUDED", "read_at"))}
 """
 # The versions each record holds now: its content's and its deletion's, and its ledger
 # line's snapshot time.

@@ -34,10 +34,15 @@ CREATE TABLE IF NOT EXISTS migration.snapshot_derivations (
 
 -- Ledger lines per device: each device's newest snapshot counts its own records, whatever
 -- another device's snapshot wrote of the same record.
+-- A line names the device's newest snapshot that holds the record (its read time kept beside
+-- it): a newer snapshot of the device takes the line over, whatever the record's version.
 ALTER TABLE migration.loaded_records ADD COLUMN IF NOT EXISTS device_id TEXT NOT NULL DEFAULT '';
-UPDATE migration.loaded_records l SET device_id = s.device_id
+ALTER TABLE migration.loaded_records ADD COLUMN IF NOT EXISTS read_at TIMESTAMPTZ;
+UPDATE migration.loaded_records l SET device_id = s.device_id, read_at = s.taken_at
   FROM migration.snapshots s
- WHERE (s.school_id, s.snapshot_id) = (l.school_id, l.snapshot_id) AND s.device_id <> l.device_id;
+ WHERE (s.school_id, s.snapshot_id) = (l.school_id, l.snapshot_id);
+UPDATE migration.loaded_records SET read_at = source_ts WHERE read_at IS NULL;
+ALTER TABLE migration.loaded_records ALTER COLUMN read_at SET NOT NULL;
 ALTER TABLE migration.loaded_records DROP CONSTRAINT IF EXISTS loaded_records_pkey;
 ALTER TABLE migration.loaded_records ADD PRIMARY KEY (school_id, domain, legacy_id, device_id);
 

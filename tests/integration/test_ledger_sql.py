@@ -102,7 +102,7 @@ async def test_the_deleted_records_view_is_the_python_rule(pool: asyncpg.Pool) -
                 for device, ledger_ts in enumerate(ledger):
                     await conn.execute(
                         "INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index,"
-                        " source_ts, device_id) VALUES ($1, 'grades', 'g1', $3, 0, $2, $3)",
+                        " source_ts, device_id, read_at) VALUES ($1, 'grades', 'g1', $3, 0, $2, $3, $2)",
                         school,
                         ledger_ts,
                         f"device-{device}",
@@ -200,8 +200,8 @@ async def test_ledger_counts_count_each_record_once_where_it_stands(pool: asyncp
                         )
                 for (d, i), s in ledger["loaded"].items():
                     await conn.execute(
-                        "INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts)"
-                        " VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO migration.loaded_records (school_id, domain, legacy_id, snapshot_id, record_index, source_ts,"
+                        " read_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
                         school,
                         d,
                         f"r{i}",
