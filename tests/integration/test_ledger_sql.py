@@ -237,3 +237,54 @@ async def test_ledger_counts_count_each_record_once_where_it_stands(pool: asyncp
                 await tx.rollback()
 
     await asyncio.to_thread(check)
+
+
+# ---------------------------------------------------------------------------- ledger lines per device
+
+
+async def test_a_devices_newer_snapshot_takes_its_ledger_lines_over_whatever_their_versions(pool: asyncpg.Pool) -> None:
+    """Of one device, the line names its newest snapshot holding the record (accounting), even
+    when that snapshot's version of the record is older (unchanged since another device's
+    reading); another device keeps a line of its own. In any order of the writes."""
+    from shared.ledger.records import mark_loaded
+    from shared.messages import MappedRecord
+
+    t1, t2 = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC)
+    reads = {"s1": ("office", t1), "s2": ("office", t2), "t1": ("tablet", t1)}
+    for order in (["s1", "s2", "t1"], ["t1", "s2", "s1"], ["s2", "s1", "t1"]):
+        school = f"it-lines-{uuid.uuid4().hex[:8]}"
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:  # never committed
+                for snapshot, (device, taken_at) in reads.items():
+                    await conn.execute(
+                        "INSERT INTO migration.snapshots (school_id, snapshot_id, format, taken_at, size_bytes, sha256,"
+                        " chunk_count, manifest, device_id) VALUES ($1, $2, 'localstorage_dump', $3, 0, '', 0, '{}', $4)",
+                        school,
+                        snapshot,
+                        taken_at,
+                        device,
+                    )
+                version = {"s1": t1, "s2": t1 - timedelta(days=9), "t1": t1}  # s2's record: an older version
+                for snapshot in order:
+                    record = MappedRecord(
+                        school_id=school,
+                        snapshot_id=snapshot,
+                        domain=Domain.STUDENTS,
+                        index=0,
+                        legacy_id="student-1",
+                        source_ts=version[snapshot],
+                        rows=[],
+                    )
+                    await mark_loaded(conn, [record])
+                lines = await conn.fetch(
+                    "SELECT device_id, snapshot_id, source_ts FROM migration.loaded_records WHERE school_id = $1 ORDER BY 1",
+                    school,
+                )
+                assert [(r["device_id"], r["snapshot_id"], r["source_ts"]) for r in lines] == [
+                    ("office", "s2", version["s2"]),
+                    ("tablet", "t1", t1),
+                ], order
+            finally:
+                await tx.rollback()
