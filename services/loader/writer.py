@@ -177,9 +177,12 @@ def _outvoted_snapshot_records(records: Sequence[MappedRecord], kept: Sequence[M
     devices' snapshots, two snapshots of one device): each still counts as loaded for its
     snapshot. Grouped per snapshot, each record once (one statement may touch a line once)."""
     chosen = {id(r) for r in kept}
+    kept_from = {record_key(r): r.snapshot_id for r in kept if r.change is None}
     groups: dict[str, dict[RecordKey, MappedRecord]] = {}
     for r in records:
-        if r.change is None and id(r) not in chosen:
+        # (a copy of the kept record itself, redelivered in the same poll, is that record: it
+        # is written, parked or judged with it, and counted once, there)
+        if r.change is None and id(r) not in chosen and kept_from.get(record_key(r)) != r.snapshot_id:
             groups.setdefault(r.snapshot_id, {})[record_key(r)] = r
     return [list(group.values()) for group in groups.values()]
 

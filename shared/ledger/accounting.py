@@ -73,7 +73,9 @@ SELECT s.school_id, s.snapshot_id, s.released_at IS NOT NULL AS released,
 """
 # In DomainCounts' field order after source: a ledger line is loaded for its snapshot, a
 # quarantine entry quarantined, a parked record parked unless it is in quarantine too (an
-# orphan stays parked in case its parent comes: counted once, as quarantined).
+# orphan stays parked in case its parent comes: counted once, as quarantined) or has its
+# snapshot's ledger line (another device's copy of it outvoted it, then it came again: counted
+# once, as loaded).
 _COUNTS = {
     "loaded": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.loaded_records {_PAIRS}"
     " GROUP BY school_id, snapshot_id, domain",
@@ -84,6 +86,9 @@ _COUNTS = {
          WHERE NOT EXISTS (SELECT 1 FROM migration.quarantine q
                             WHERE (q.school_id, q.snapshot_id, q.domain, q.record_index)
                                 = (pr.school_id, pr.snapshot_id, pr.domain, pr.record_index))
+           AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
+                            WHERE (l.school_id, l.domain, l.legacy_id, l.snapshot_id, l.record_index)
+                                = (pr.school_id, pr.domain, pr.legacy_id, pr.snapshot_id, pr.record_index))
          GROUP BY pr.school_id, pr.snapshot_id, pr.domain""",
 }
 
