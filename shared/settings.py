@@ -216,7 +216,7 @@ def redact_dsn(dsn: str) -> str:
     status, health, logs): the URL form's ``user:password@`` (cut on the raw text, so a
     password with ``/``, ``?`` or ``#`` in it goes too) and ``?password=``, and the keyword
     form's ``password=…``. What cannot be told apart is hidden whole."""
-    if "://" not in dsn:  # keyword form: host=… user=… password='…'
+    if not _URL_SCHEME.match(dsn):  # keyword form: host=… user=… password='…' (which may hold '://')
         return _KEYWORD_PASSWORD.sub("", dsn).strip()
     scheme, rest = dsn.split("://", 1)
     if "@" in rest:
@@ -230,4 +230,5 @@ def redact_dsn(dsn: str) -> str:
         return f"{scheme}://<hidden>"
 
 
+_URL_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
 _KEYWORD_PASSWORD = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*""", re.IGNORECASE)
