@@ -31,6 +31,9 @@ from shared.ledger.devices import (
 )
 from shared.ledger.snapshots import adopted_sql, newest_first_sql
 
+#: A snapshot's stored derivation, and a device's state: read wherever either is needed.
+_DERIVATION = "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2"
+_STATE = "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('schoolmig.derive/' || $1, 0))"
 
 
@@ -82,12 +85,12 @@ async def derive_snapshot(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_LOCK, school_id)
         row = await conn.fetchrow(
-            "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+            _DERIVATION,
             school_id,
             snapshot_id,
         )
         state_row = await conn.fetchrow(
-            "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2",
+            _STATE,
             school_id,
             device_id,
         )
@@ -153,7 +156,7 @@ async def extend_derivation(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_LOCK, school_id)
         row = await conn.fetchrow(
-            "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+            _DERIVATION,
             school_id,
             snapshot_id,
         )
@@ -161,7 +164,7 @@ async def extend_derivation(
             return None
         derived = _derived(row)
         state_row = await conn.fetchrow(
-            "SELECT snapshot_id, taken_at, state FROM migration.device_states WHERE school_id = $1 AND device_id = $2",
+            _STATE,
             school_id,
             device_id,
         )
@@ -209,7 +212,7 @@ async def extend_derivation(
 async def derivation_of(db: asyncpg.Pool | asyncpg.Connection, school_id: str, snapshot_id: str) -> Derived | None:
     """A snapshot's stored derivation (None: never derived, e.g. superseded)."""
     row = await db.fetchrow(
-        "SELECT versions, deleted FROM migration.snapshot_derivations WHERE school_id = $1 AND snapshot_id = $2",
+        _DERIVATION,
         school_id,
         snapshot_id,
     )
