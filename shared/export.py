@@ -59,15 +59,14 @@ async def live_records(pool: asyncpg.Pool, school_id: str) -> Records:
         rows: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for table, role in tables:
             # Table names come from the fixed catalogue; the school and role are parameters.
-            where = "t.school_id = $1" + (" AND t.role = $3" if role else "")
+            where = "t.school_id = $1" + (" AND t.role = $2" if role else "")
             found = await pool.fetch(
-                f"SELECT t.* FROM {table} t WHERE {where} AND {live_sql('t', '$2')} ORDER BY t.id",
+                f"SELECT t.* FROM {table} t WHERE {where} AND {live_sql('t')} ORDER BY t.id",
                 school_id,
-                domain.value,
                 *([role] if role else []),
             )
             for row in found:
-                rows.setdefault(row["legacy_id"], []).append((table, dict(row)))
+                rows.setdefault(row["legacy_id"], []).append((table, {k: v for k, v in row.items() if k != "deleted_at"}))
         placed = await source_positions(pool, school_id, domain, list(rows))
         position = {legacy_id: (index is None, index or 0, ts or _EPOCH, legacy_id) for legacy_id, (index, ts) in placed.items()}
         out[domain] = [reverse_record(domain, rows[legacy_id]) for legacy_id in sorted(rows, key=position.__getitem__)]

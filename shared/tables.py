@@ -286,3 +286,35 @@ DOMAIN_TABLES: dict[Domain, tuple[tuple[str, str | None], ...]] = {
         ("private_lesson_payments", None),
     ),
 }
+
+
+#: Every unique key of the target schema beside ``id``, per table. Each holds over the live
+#: rows only (``deleted_at IS NULL``: migration 015), and a write that would take a value a
+#: live row of another record holds waits for it (``shared.ledger.uniques``).
+UNIQUE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "users": (("school_id", "email"),),
+    "students": (("user_id",),),
+    "teachers": (("user_id",),),
+    "attendance_records": (("student_id", "class_id", "date"),),
+    "grades": (("assessment_id", "student_id"),),
+    "private_lesson_payment_obligations": (("lesson_id",),),
+}
+
+
+def domain_of_row(table: str, role: str | None = None) -> Domain:
+    """The domain whose records write a row of ``table`` (``users``: by the row's ``role``)."""
+    for domain, tables in DOMAIN_TABLES.items():
+        for name, only in tables:
+            if name == table and (only is None or only == role):
+                return domain
+    raise KeyError(f"no domain writes {table} rows with role {role!r}")
+
+
+#: Tables where a record has as many rows as it has nested children (a session's entries, a
+#: class's slots, a lesson's obligation and payments): a newer write of the record that no
+#: longer has one of them leaves that row not live (``deleted_at``), as a deleted record's.
+CHILD_TABLES: dict[Domain, tuple[str, ...]] = {
+    Domain.CLASSES: ("class_schedules",),
+    Domain.ATTENDANCE: ("attendance_records",),
+    Domain.PRIVATE_LESSONS: ("private_lesson_payment_obligations", "private_lesson_payments"),
+}

@@ -220,14 +220,16 @@ async def check_sync(
         cut = await changes_barrier(store, operations, school_id, snapshot_id)
         if cut is None:
             return False
+    # Deletions first: a record a device no longer holds lets its unique values go, and a
+    # write waiting for one is then re-driven by the sweep, not quarantined.
+    if marked := await store.mark_deleted(school_id, snapshot_id):
+        log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     sweep = await store.sweep_parked(school_id, snapshot_id)
     if sweep.redrive:
         await redrive(sweep.redrive)
-        log.warning("%s: %d parked record(s) whose parents are in the tables re-driven", school_id, len(sweep.redrive))
+        log.warning("%s: %d parked record(s) whose parents or values are free re-driven", school_id, len(sweep.redrive))
     if sweep.redrive or sweep.pending:
         return False  # synced once they are written
-    if marked := await store.mark_deleted(school_id, snapshot_id):
-        log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     orphans = sweep.orphans
     settled = await record_counts(store.pool, school_id, snapshot_id) or counts  # the sweep's orphans quarantined
     loaded = sum(c.loaded for c in settled.values())

@@ -437,9 +437,8 @@ class CoordinatorStore:
         return int(
             await self.pool.fetchval(
                 f"SELECT count(DISTINCT t.legacy_id) FROM {PRIMARY_TABLE[domain]} t"
-                f" WHERE t.school_id = $1 AND {deletions.live_sql('t', '$2')}",
+                f" WHERE t.school_id = $1 AND {deletions.live_sql('t')}",
                 school_id,
-                domain.value,
             )
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -32,7 +33,7 @@ from services.loader.convert import ConversionCache, rows_by_table
 from services.loader.parking import newest_per_record, plan, provides, references
 from shared.db import lock_schools, with_retries
 from shared.faults import classify
-from shared.ledger import parking
+from shared.ledger import liveness, parking, uniques
 from shared.ledger import records as ledger
 from shared.ledger.accounting import unaccounted_in_newest
 from shared.ledger.keys import RecordKey, Ref, record_key
@@ -40,7 +41,7 @@ from shared.ledger.quarantine import store_quarantine
 from shared.ledger.versions import judge, sql_snapshot_rewrites
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
-from shared.tables import LOAD_ORDER, PRIMARY_TABLE, TableSpec
+from shared.tables import LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
@@ -59,9 +60,12 @@ _DEFAULTED = {"created_at", "updated_at"}  # NULL from a record without timestam
 
 def _upsert_sql(spec: TableSpec) -> str:
     # Identifiers come from the fixed table catalogue, never from input; values go via COPY.
-    cols = ", ".join(spec.column_names)
-    selected = ", ".join(f"coalesce({c}, now())" if c in _DEFAULTED else c for c in spec.column_names)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in spec.column_names if c not in ("id", "created_at"))
+    # ``deleted_at`` is the staged row's: NULL (a write makes its rows live), or the deletion's
+    # time for a record the step leaves deleted (``shared.ledger.liveness``).
+    names = (*spec.column_names, "deleted_at")
+    cols = ", ".join(names)
+    selected = ", ".join(f"coalesce({c}, now())" if c in _DEFAULTED else c for c in names)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in ("id", "created_at"))
     return (
         f"INSERT INTO {spec.name} AS t ({cols}) SELECT {selected} FROM _stage_{spec.name} "
         f"ON CONFLICT (id) DO UPDATE SET {updates} WHERE {sql_snapshot_rewrites('t.source_ts', 'EXCLUDED.source_ts')}"
@@ -77,6 +81,12 @@ _STAGING = "; ".join(
     f"CREATE TEMP TABLE IF NOT EXISTS _stage_{s.name} ON COMMIT DELETE ROWS AS SELECT * FROM {s.name} WITH NO DATA"
     for s in LOAD_ORDER
 )
+# The staged rows of records the step leaves deleted are written not live.
+_STAGE_BURIED = {
+    spec.name: f"UPDATE _stage_{spec.name} s SET deleted_at = k.ts"
+    " FROM unnest($1::uuid[], $2::timestamptz[]) AS k (id, ts) WHERE s.id = k.id"
+    for spec in LOAD_ORDER
+}
 # Marks the transaction as the migration's (the updated_at and obligation-status triggers
 # keep the source's values), and makes sure this connection has its staging tables.
 _PREPARE = "SET LOCAL schoolmig.loading = 'on'; " + _STAGING
@@ -193,35 +203,78 @@ async def _count_outvoted(conn: asyncpg.Connection, groups: Sequence[Sequence[Ma
         await ledger.mark_loaded(conn, group)
 
 
+Buried = dict[RecordKey, datetime]  # records a step leaves deleted, with the deletion's time
+
+
 async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str]) -> None:
     """Write ``records``, then whatever was waiting for them, and so on down (no savepoints)."""
     while records:
-        records, versioned = await _judge(conn, records, tally)
-        result = plan(records, await _existing(conn, records))
-        await parking.park(conn, result.parked)
-        await _write_rows(conn, result.ready, cache, direct=True, versioned=versioned)
-        records = await parking.released_by(conn, [ref for r in result.ready for ref in provides(r)])
+        records, versioned, buried = await _judge(conn, records, tally)
+        ready, parked = await _plan(conn, records, buried)
+        await parking.park(conn, parked)
+        freed = await liveness.bury(conn, buried.items())  # first: what they held is free for the step
+        freed += await _write_rows(conn, ready, cache, direct=True, versioned=versioned, buried=buried)
+        records = await parking.released_by(conn, _releases(freed))
 
 
-async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]) -> tuple[list[MappedRecord], bool]:
+async def _judge(
+    conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]
+) -> tuple[list[MappedRecord], bool, Buried]:
     """The records whose content to write: those whose version is greater than the content
     each record holds now (``shared.ledger.versions.judge``). A delete is applied here: its
-    tombstone is kept if it is the greatest deletion, and the rows stay (a soft delete,
-    whichever came first, so that what references them is written the same in any order). A
-    snapshot's record that lost still counts as loaded for its snapshot (its ledger line); a
-    change that lost is dropped. Returns (records, whether their schools have versions at
-    all): a school only ever bulk-loaded from snapshots has none, and pays one query for this."""
+    tombstone is kept if it is the greatest deletion, and the rows stay, not live (a soft
+    delete, whichever came first, so that what references them is written the same in any
+    order). A snapshot's record that lost still counts as loaded for its snapshot (its ledger
+    line); a change that lost is dropped. Returns (records, whether their schools have
+    versions at all: a school only ever bulk-loaded from snapshots has none, and pays one
+    query for this, the records the step leaves deleted)."""
     if not records:
-        return records, False
+        return records, False, {}
     if not any(r.change is not None for r in records):
         if not await ledger.has_versions(conn, {r.school_id for r in records}):
-            return records, False
+            return records, False, {}
     keys = [record_key(r) for r in records]
     judged = judge(records, keys, *await ledger.held_versions(conn, keys))
     tally.update(judged.tally)
     await parking.forget_stale(conn, judged.stale)
     await ledger.write_tombstones(conn, judged.tombstones)
-    return judged.keep, True
+    return judged.keep, True, judged.buried
+
+
+async def _plan(
+    conn: asyncpg.Connection, records: list[MappedRecord], buried: Buried
+) -> tuple[list[MappedRecord], list[tuple[MappedRecord, set[Ref]]]]:
+    """(ready, parked with what each waits for): records whose parent row is missing wait for
+    it (``parking.py``); records claiming a unique value a live row of another record holds
+    wait for that row (``shared.ledger.uniques``), with the holder's own waiting write drawn
+    into the step (a swap, a cycle). Until nothing more waits: a record that waits keeps its
+    current rows, which may hold what another claims, or be a parent another needs."""
+    pool = list(records)
+    existing = await _existing(conn, pool)
+    waiting: dict[RecordKey, tuple[MappedRecord, set[Ref]]] = {}
+    drawn: set[RecordKey] = set()
+    while True:
+        result = plan([r for r in pool if record_key(r) not in waiting], existing)
+        live = [r for r in result.ready if record_key(r) not in buried]
+        held = await liveness.holders(conn, {claim for r in live for claim in uniques.claims(r)})
+        settled = uniques.settle(live, held, gone=buried.keys())
+        holder_of = {uniques.wait_ref(h.table, h.row_id): h.key for h in held}
+        known = {record_key(r) for r in pool}
+        if owed := {k for _, refs in settled.waiting for ref in refs if (k := holder_of.get(ref)) is not None} - drawn - known:
+            drawn |= owed
+            if extra := await parking.waiting_for_values(conn, owed):
+                pool += extra  # a holder that waits to let go: judged with the step
+                existing |= await _existing(conn, extra)
+                continue
+        if not settled.waiting:
+            return result.ready, [*result.parked, *waiting.values()]
+        waiting.update((record_key(r), (r, refs)) for r, refs in settled.waiting)
+
+
+def _releases(refs: Sequence[Ref]) -> list[Ref]:
+    """What rows just written, or no longer live, release: children waiting for them as a
+    parent, and writes waiting for a unique value they held."""
+    return [*refs, *(uniques.wait_ref(table, row) for table, row in refs if table in UNIQUE_KEYS)]
 
 
 async def _write_isolated(
@@ -242,10 +295,11 @@ async def _write_isolated(
     judged: Counter[str] = Counter()
     try:
         async with conn.transaction():  # a savepoint
-            kept, versioned = await _judge(conn, records, judged)
-            result = plan(kept, await _existing(conn, kept))
-            await parking.park(conn, result.parked)
-            await _write_rows(conn, result.ready, cache, versioned=versioned)
+            kept, versioned, buried = await _judge(conn, records, judged)
+            ready, parked = await _plan(conn, kept, buried)
+            await parking.park(conn, parked)
+            freed = await liveness.bury(conn, buried.items())
+            freed += await _write_rows(conn, ready, cache, versioned=versioned, buried=buried)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -257,15 +311,21 @@ async def _write_isolated(
         await _write_isolated(conn, records[half:], refused, cache, tally)
         return
     tally.update(judged)  # counted once its savepoint held
-    await _write_isolated(
-        conn, await parking.released_by(conn, [ref for r in result.ready for ref in provides(r)]), refused, cache, tally
-    )
+    await _write_isolated(conn, await parking.released_by(conn, _releases(freed)), refused, cache, tally)
 
 
 async def _write_rows(
-    conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, *, direct: bool = False, versioned: bool = False
-) -> None:
-    """COPY each table's rows into staging and upsert them, parents first.
+    conn: asyncpg.Connection,
+    records: list[MappedRecord],
+    cache: Cache,
+    *,
+    direct: bool = False,
+    versioned: bool = False,
+    buried: Buried | None = None,
+) -> list[Ref]:
+    """COPY each table's rows into staging and upsert them, parents first; the rows of
+    records the step leaves deleted (``buried``) are written not live, and child rows a
+    newer write no longer has stop being live. Returns the rows written or no longer live.
 
     With ``direct``, a table none of whose rows exist yet (the common case of a first bulk
     load) takes PostgreSQL's fastest path instead: COPY straight into the table, which is
@@ -274,19 +334,27 @@ async def _write_rows(
     with upserts.
     """
     if not records:
-        return
+        return []
     tables = rows_by_table(records, cache)
+    under = {
+        str(row.values["id"]): at for r in records if (at := (buried or {}).get(record_key(r))) is not None for row in r.rows
+    }
     present = [spec for spec in LOAD_ORDER if tables.get(spec.name)]
-    fresh = await _fresh_tables(conn, present, tables) if direct else set()
+    fresh = await _fresh_tables(conn, present, tables) if direct and not under else set()
+    # Before the upserts: a value a dropped child held is free for a row written with them.
+    dropped = await liveness.drop_children(conn, records) if len(fresh) < len(present) else []
     for spec in present:
         rows = tables[spec.name]
         if spec.name in fresh:
             await conn.copy_records_to_table(spec.name, records=rows, columns=spec.column_names)
         else:
             await conn.copy_records_to_table(f"_stage_{spec.name}", records=rows, columns=spec.column_names)
+            if mine := [(str(row[0]), under[str(row[0])]) for row in rows if str(row[0]) in under]:
+                await conn.execute(_STAGE_BURIED[spec.name], [i for i, _ in mine], [at for _, at in mine])
             await conn.execute(_UPSERTS[spec.name])
     await ledger.mark_written(conn, records, versioned=versioned)
     await parking.unpark_written(conn, records)
+    return [*(ref for r in records for ref in provides(r)), *dropped]
 
 
 _TIMESTAMP_POSITIONS = {

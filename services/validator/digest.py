@@ -67,7 +67,7 @@ def rows_sql(domain: Domain) -> str:
     """(legacy_id, row digest) of every row of a domain for the school ``$1``."""
     selects = []
     for table, role in DOMAIN_TABLES[domain]:
-        where = "t.school_id = $1" + (f" AND t.role = '{role}'" if role else "")
+        where = "t.school_id = $1 AND t.deleted_at IS NULL" + (f" AND t.role = '{role}'" if role else "")
         selects.append(f"SELECT t.legacy_id, {row_digest_sql(TABLES[table])} AS d FROM {table} t WHERE {where}")
     return " UNION ALL ".join(selects)
 

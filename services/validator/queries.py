@@ -108,10 +108,10 @@ async def record_rows(pool: asyncpg.Pool, school_id: str, domain: Domain, legacy
     """The rows of the given records, as PostgreSQL holds them, parents first."""
     found: dict[str, list[ActualRow]] = {i: [] for i in legacy_ids}
     for table, role in DOMAIN_TABLES[domain]:
-        where = "school_id = $1 AND legacy_id = ANY($2::text[])" + (" AND role = $3" if role else "")
+        where = "school_id = $1 AND legacy_id = ANY($2::text[]) AND deleted_at IS NULL" + (" AND role = $3" if role else "")
         args: list[Any] = [school_id, legacy_ids] + ([role] if role else [])
         for row in await pool.fetch(f"SELECT * FROM {table} WHERE {where} ORDER BY id", *args):
-            found.setdefault(row["legacy_id"], []).append((table, dict(row)))
+            found.setdefault(row["legacy_id"], []).append((table, {k: v for k, v in row.items() if k != "deleted_at"}))
     return found
 
 
@@ -161,15 +161,17 @@ async def broken_references(pool: asyncpg.Pool, school_id: str, key: ForeignKey)
 
 
 async def unique_keys(pool: asyncpg.Pool) -> list[tuple[str, list[str]]]:
-    """(table, columns) of every unique index on a catalogue table other than the primary key."""
+    """(table, columns) of every unique key on a catalogue table other than the primary key, as
+    the database declares them: unique constraints, and exclusion constraints by equality
+    (the live-row keys of migration 015)."""
     rows = await pool.fetch(
         """
-        SELECT i.indrelid::regclass::text AS t, array_agg(a.attname ORDER BY k.n) AS cols
-          FROM pg_index i
-          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL AND i.indpred IS NULL
-         GROUP BY i.indexrelid, i.indrelid
+        SELECT c.conrelid::regclass::text AS t, array_agg(a.attname ORDER BY k.n) AS cols
+          FROM pg_constraint c
+          CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k (attnum, n)
+          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+         WHERE c.contype IN ('u', 'x') AND c.connamespace = 'public'::regnamespace
+         GROUP BY c.oid, c.conrelid
         """
     )
     return [
@@ -178,11 +180,13 @@ async def unique_keys(pool: asyncpg.Pool) -> list[tuple[str, list[str]]]:
 
 
 async def duplicated_keys(pool: asyncpg.Pool, school_id: str, table: str, columns: list[str]) -> list[list[str]]:
-    """The legacy ids sharing one value of a unique key (none while the index is valid)."""
+    """The legacy ids of live rows sharing one value of a unique key (none while the
+    constraint holds)."""
     cols = ", ".join(columns)
+    present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
     rows = await pool.fetch(
-        f"SELECT array_agg(legacy_id ORDER BY legacy_id) AS ids FROM {table}"
-        f" WHERE school_id = $1 GROUP BY {cols} HAVING count(*) > 1",
+        f'SELECT array_agg(legacy_id ORDER BY legacy_id COLLATE "C") AS ids FROM {table}'
+        f" WHERE school_id = $1 AND deleted_at IS NULL AND {present} GROUP BY {cols} HAVING count(*) > 1",
         school_id,
     )
     return [list(r["ids"]) for r in rows]

@@ -2,7 +2,7 @@
 
 A record is deleted while its greatest deletion is greater than its greatest content write
 (``shared.ledger.versions.is_deleted``); the view ``migration.deleted_records`` lists them.
-Rows stay in the tables (a soft delete). The coordinator marks what a complete snapshot's
+Rows stay in the tables, not live (a soft delete: ``shared.ledger.liveness``). The coordinator marks what a complete snapshot's
 device no longer holds (:func:`mark_deleted`); the loader writes the changes' tombstones
 (``shared.ledger.records``).
 """
@@ -13,6 +13,7 @@ import asyncpg
 
 from shared.db import lock_schools
 from shared.domains import Domain
+from shared.ledger import liveness
 from shared.ledger.device_store import device_states, unmarked_deletions
 from shared.ledger.devices import conflicts
 from shared.ledger.records import TOMBSTONE_UPDATE
@@ -33,6 +34,14 @@ marked AS (
   RETURNING 1)
 SELECT count(*) FROM marked
 """
+# Of the records a snapshot's deletions name, those deleted now, with their deletion's time.
+_NOW_DELETED = """
+SELECT d.domain, d.legacy_id, v.deleted_ts
+  FROM migration.deleted_records d
+  JOIN migration.record_versions v USING (school_id, domain, legacy_id)
+  JOIN unnest($2::text[], $3::text[]) AS g (domain, legacy_id) USING (domain, legacy_id)
+ WHERE d.school_id = $1
+"""
 _MARKED = "UPDATE migration.snapshots SET deletions_marked_at = now() WHERE school_id = $1 AND snapshot_id = $2"
 
 
@@ -42,7 +51,8 @@ async def mark_deleted(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> 
     (each record its device held in its previous snapshot and no longer holds:
     ``shared.ledger.devices``), as tombstones at their snapshot's version, which a later write
     of the record revives and an older one does not (so when they are written does not
-    matter). A record a device never held says nothing. Rows stay, with their history. One
+    matter). A record a device never held says nothing. Rows stay, with their history, not
+    live. One
     transaction, under the school's write lock. Returns how many tombstones were written now."""
     marked = 0
     async with pool.acquire() as conn, conn.transaction():
@@ -51,17 +61,16 @@ async def mark_deleted(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> 
         pending.setdefault(snapshot_id, [])  # a snapshot never derived (older than device histories) is marked too
         for snapshot, gone in sorted(pending.items()):
             marked += await conn.fetchval(_MARK_DELETED, school_id, snapshot, [d for d, _ in gone], [i for _, i in gone])
+            deleted = await conn.fetch(_NOW_DELETED, school_id, [d for d, _ in gone], [i for _, i in gone])
+            await liveness.bury(conn, [((school_id, r["domain"], r["legacy_id"]), r["deleted_ts"]) for r in deleted])
             await conn.execute(_MARKED, school_id, snapshot)
     return int(marked)
 
 
-def live_sql(alias: str, domain: str) -> str:
-    """The condition that the record of row ``alias`` (a target table's, with school_id and
-    legacy_id) in the domain given by the SQL expression ``domain`` is not deleted."""
-    return (
-        "NOT EXISTS (SELECT 1 FROM migration.deleted_records d"
-        f" WHERE (d.school_id, d.domain, d.legacy_id) = ({alias}.school_id, {domain}, {alias}.legacy_id))"
-    )
+def live_sql(alias: str) -> str:
+    """The condition that row ``alias`` of a target table is live: its record not deleted, and
+    the row one its record's newest write has (``shared.ledger.liveness``)."""
+    return f"{alias}.deleted_at IS NULL"
 
 
 async def deleted_counts(pool: asyncpg.Pool, school_id: str) -> dict[str, int]:

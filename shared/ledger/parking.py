@@ -13,15 +13,17 @@ sweep, which is a transaction of its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from shared.db import lock_schools
-from shared.ledger.keys import Ref, record_key
+from shared.ledger import liveness, uniques
+from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.quarantine import insert_quarantine
 from shared.ledger.records import KEYED, VERSIONED, mark_loaded, mark_loaded_rows, version_columns
+from shared.ledger.uniques import WAIT_PREFIX, Held, is_wait
 from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, sql_is_change, sql_text, version_of
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
@@ -63,7 +65,20 @@ INSERT INTO migration.parked_refs (school_id, domain, legacy_id, ref_table, ref_
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[])
 ON CONFLICT DO NOTHING
 """
-# Written records are no longer parked, nor quarantined as orphans.
+# Parked writes that wait only for unique values to be let go (none for a parent).
+_WAITING_FOR_VALUES = f"""
+SELECT p.record::text AS record
+  FROM migration.parked_records p
+  JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (school_id, domain, legacy_id)
+    ON (p.school_id, p.domain, p.legacy_id) = (k.school_id, k.domain, k.legacy_id)
+ WHERE EXISTS (SELECT 1 FROM migration.parked_refs r
+                WHERE (r.school_id, r.domain, r.legacy_id) = (p.school_id, p.domain, p.legacy_id)
+                  AND starts_with(r.ref_table, {sql_text(WAIT_PREFIX)}))
+   AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
+                    WHERE (r.school_id, r.domain, r.legacy_id) = (p.school_id, p.domain, p.legacy_id)
+                      AND NOT starts_with(r.ref_table, {sql_text(WAIT_PREFIX)}))
+"""
+# Written records are no longer parked, nor quarantined for what they waited for.
 _UNPARK = f"""
 WITH k AS (SELECT * FROM {VERSIONED} AS k (s, d, l, ts, c, q)),
 unparked AS (
@@ -73,7 +88,7 @@ unparked AS (
 orphans AS (
   DELETE FROM migration.quarantine q USING unparked u
    WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (u.school_id, u.snapshot_id, u.domain, u.legacy_id)
-     AND q.reason = 'orphaned_reference')
+     AND q.reason IN ('orphaned_reference', 'unique_conflict'))
 SELECT * FROM unparked
 """
 # What a newer parked write displaces: an older parked snapshot record of the same record.
@@ -166,6 +181,14 @@ async def released_by(conn: asyncpg.Connection, written: Sequence[Ref]) -> list[
     return [MappedRecord.model_validate_json(r["record"]) for r in rows]
 
 
+async def waiting_for_values(conn: asyncpg.Connection, keys: Iterable[RecordKey]) -> list[MappedRecord]:
+    """The parked writes of these records that wait only for unique values to be let go."""
+    if not (wanted := sorted(set(keys))):
+        return []
+    rows = await conn.fetch(_WAITING_FOR_VALUES, *map(list, zip(*wanted, strict=True)))
+    return [MappedRecord.model_validate_json(r["record"]) for r in rows]
+
+
 async def forget(conn: asyncpg.Connection, refused: Sequence[QuarantinedRecord]) -> None:
     """Records quarantined (refused by the database) wait no more."""
     if refused:
@@ -234,24 +257,55 @@ async def _sweep(conn: asyncpg.Connection, school_id: str, snapshot_id: str, red
     await conn.execute(_SUPERSEDED_CHANGES, school_id)
     result = ParkedSweep()
     orphans = []
-    for row in await conn.fetch(_SWEPT, school_id, snapshot_id, redrive_after_s):
-        record = MappedRecord.model_validate_json(row["record"])
-        if row["waiting_for"]:
+    swept = [
+        (MappedRecord.model_validate_json(row["record"]), row)
+        for row in await conn.fetch(_SWEPT, school_id, snapshot_id, redrive_after_s)
+    ]
+    standing = await _standing_holders(
+        conn, [r for r, row in swept if row["waiting_for"] and all(map(is_wait, row["waiting_for"]))]
+    )
+    for record, row in swept:
+        parents = [t for t in row["waiting_for"] if not is_wait(t)]
+        if not parents and (holders := standing.get(record_key(record))):
+            orphans.append(
+                quarantined(
+                    record,
+                    stage=Stage.LOADER,
+                    reason="unique_conflict",
+                    message="a unique value it takes is still held when the sync is proven, by "
+                    + ", ".join(f"{h.key[1]}/{h.key[2]} ({h.table} {', '.join(h.claim[1])})" for h in holders),
+                    payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
+                )
+            )
+        elif parents:
             orphans.append(
                 quarantined(
                     record,
                     stage=Stage.LOADER,
                     reason="orphaned_reference",
-                    message=f"its parent row in {', '.join(sorted(set(row['waiting_for'])))} never arrived",
+                    message=f"its parent row in {', '.join(sorted(set(parents)))} never arrived",
                     payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
                 )
             )
-        elif row["redrivable"]:
+        elif row["redrivable"]:  # waiting for nothing, or for values let go since
             result.redrive.append(record)
         else:
             result.pending += 1
     await insert_quarantine(conn, orphans)
+    if free := [
+        r for r, row in swept if row["waiting_for"] and not standing.get(record_key(r)) and all(map(is_wait, row["waiting_for"]))
+    ]:
+        await conn.execute(_RESET_REFS, *map(list, zip(*{record_key(r) for r in free}, strict=True)))
     if result.redrive:
         await conn.execute(_REDRIVEN, school_id, [r.domain.value for r in result.redrive], [r.legacy_id for r in result.redrive])
     result.orphans = len(orphans)
     return result
+
+
+async def _standing_holders(conn: asyncpg.Connection, waiting: Sequence[MappedRecord]) -> dict[RecordKey, list[Held]]:
+    """Per write waiting only for unique values: the live rows of other records holding them now."""
+    if not waiting:
+        return {}
+    wanted = {record_key(r): uniques.claims(r) for r in waiting}
+    held = await liveness.holders(conn, {c for mine in wanted.values() for c in mine})
+    return {key: [h for h in held if h.claim in mine and h.key != key] for key, mine in wanted.items()}

@@ -92,6 +92,34 @@ class Judgement:
     """Deletes that are the greatest deletion of their record: their tombstone is kept."""
     tally: Counter[str] = field(default_factory=Counter)
     """Writes judged, by outcome: applied, deleted, revived, superseded."""
+    buried: dict[RecordKey, datetime] = field(default_factory=dict)
+    """The records the step leaves deleted (their greatest deletion, held or in the step, is
+    greater than their greatest content write, held or in the step), each with that
+    deletion's time: their rows, written now or not, are not live."""
+
+
+def _greatest(*versions: Version | None) -> Version | None:
+    return max((v for v in versions if v is not None), default=None)
+
+
+def _buried(
+    records: Sequence[MappedRecord],
+    keys: Sequence[RecordKey],
+    content: Mapping[RecordKey, Version],
+    deletion: Mapping[RecordKey, Version],
+) -> dict[RecordKey, datetime]:
+    """The records a step leaves deleted, over what they hold and the step's own writes."""
+    written: dict[RecordKey, Version] = {}
+    deleted: dict[RecordKey, Version] = {}
+    for record, key in zip(records, keys, strict=True):
+        into = deleted if is_delete(record) else written
+        into[key] = _greatest(into.get(key), version_of(record)) or version_of(record)
+    out: dict[RecordKey, datetime] = {}
+    for key in written.keys() | deleted.keys():
+        gone = _greatest(deletion.get(key), deleted.get(key))
+        if gone is not None and is_deleted(_greatest(content.get(key), written.get(key)), gone):
+            out[key] = gone.source_ts
+    return out
 
 
 def judge(
@@ -105,6 +133,7 @@ def judge(
     content (a soft delete); a write of content wins by :func:`wins` and revives a deleted
     record when it is newer than the deletion."""
     out = Judgement()
+    out.buried = _buried(records, keys, content, deletion)
     for record, key in zip(records, keys, strict=True):
         mine, has, gone = version_of(record), content.get(key), deletion.get(key)
         beats_deletion = gone is None or mine > gone
@@ -125,8 +154,10 @@ def judge(
 # ---------------------------------------------------------------------------- in SQL
 # Every comparison of versions the database makes is rendered here, from the definitions
 # above: a version is a row ``(source_ts, client_id, seq)``, compared as Python compares the
-# tuple (lexicographically; client ids by the database's collation, which is C on the
-# embedded database: see tests/integration/test_ledger_sql.py).
+# tuple (lexicographically; client ids by bytes, ``COLLATE "C"``, which is how Python
+# compares the ids ingest accepts, whatever the database's default collation; the columns
+# holding client ids are declared ``COLLATE "C"`` too (migration 015): see
+# tests/integration/test_ledger_sql.py).
 
 
 def sql_text(value: str) -> str:
@@ -163,7 +194,8 @@ class SqlVersion:
 
     @property
     def row(self) -> str:
-        return f"({self.ts}, {self.client}, {self.seq})"
+        # Client ids by bytes, as Python compares them, whatever the database's collation.
+        return f'({self.ts}, {self.client} COLLATE "C", {self.seq})'
 
     def older(self, other: SqlVersion) -> str:
         return f"{self.row} < {other.row}"

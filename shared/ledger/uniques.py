@@ -1,0 +1,139 @@
+"""Unique values that change hands: which writes may take their values now, which wait. Pure.
+
+Every unique key of the target schema (``shared.tables.UNIQUE_KEYS``) holds over the live
+rows (a deleted record, a child its record no longer has, holds nothing). A write that
+claims a value a live row of *another* record holds waits for that row, as a child waits
+for its parent: it is parked (``shared.ledger.parking``) and tried again when the holder's
+row is written again or stops being live. So when one record hands a value to another, the
+taking write waits for the giving one, whichever is delivered first, and the tables end as
+the history applied in version order.
+
+:func:`settle` judges a step (the records written together: one statement per table,
+checked at its end) on the state it leaves, not row by row: values that move between the
+step's records (a handover, a swap, a cycle a → b → c → a) are no conflict. The loader
+pulls a holder's own waiting write into the step, so a swap or a cycle whose writes arrive
+one by one is settled when its last write comes. Of two writes of a step that claim a value
+nobody else holds, the record that holds it already keeps it, else the older write takes it
+(its version, then domain and id by bytes: never the order of arrival), and the other waits.
+
+A write still waiting when its school's sync is proven stands in a real conflict of the
+source: the coordinator's sweep quarantines it as ``unique_conflict``, naming the holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shared.ledger.keys import RecordKey, Ref, record_key
+from shared.ledger.versions import version_of
+from shared.messages import MappedRecord
+from shared.tables import UNIQUE_KEYS
+
+#: A unique key's value: (table, columns, values as text).
+Claim = tuple[str, tuple[str, ...], tuple[str, ...]]
+#: What a waiting write's reference is filed under (``parked_refs.ref_table``) for a unique
+#: value held by a row of ``table``: never a table's name, so nothing mistakes it for a parent.
+WAIT_PREFIX = "unique:"
+
+
+def wait_ref(table: str, row_id: str) -> Ref:
+    """The reference a write waiting for the row ``table``/``row_id`` to let go is parked with."""
+    return (f"{WAIT_PREFIX}{table}", row_id)
+
+
+def is_wait(ref_table: str) -> bool:
+    return ref_table.startswith(WAIT_PREFIX)
+
+
+#: Keys whose value is made from the record's own id (``shared.ids``): no other record's row
+#: can claim it, so no write waits for it.
+_OWN: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
+    {("students", ("user_id",)), ("teachers", ("user_id",)), ("private_lesson_payment_obligations", ("lesson_id",))}
+)
+
+
+def claims(record: MappedRecord) -> dict[Claim, tuple[str, str]]:
+    """The unique values the record's rows claim, each with the (table, row id) claiming it.
+    A key with a NULL column claims nothing (NULLs are distinct)."""
+    out: dict[Claim, tuple[str, str]] = {}
+    for row in record.rows:
+        for columns in UNIQUE_KEYS.get(row.table, ()):
+            if (row.table, columns) in _OWN:
+                continue
+            values = [record.school_id if c == "school_id" else row.values.get(c) for c in columns]
+            if any(v is None for v in values):
+                continue
+            out[(row.table, columns, tuple(str(v) for v in values))] = (row.table, str(row.values["id"]))
+    return out
+
+
+@dataclass(frozen=True)
+class Held:
+    """A live row in the tables that holds a claimed value."""
+
+    claim: Claim
+    table: str
+    row_id: str
+    key: RecordKey  # its record
+
+
+@dataclass
+class Settlement:
+    ready: list[MappedRecord] = field(default_factory=list)
+    """Writes that may be written now (their values are theirs once the step is written)."""
+    waiting: list[tuple[MappedRecord, set[Ref]]] = field(default_factory=list)
+    """Writes that wait, each with the rows (:func:`wait_ref`) holding what it claims."""
+
+
+def _precedence(record: MappedRecord, incumbent: bool) -> tuple[object, ...]:
+    return (not incumbent, version_of(record), record.domain.value.encode(), record.legacy_id.encode())
+
+
+def settle(records: Sequence[MappedRecord], held: Iterable[Held], gone: Iterable[RecordKey] = ()) -> Settlement:
+    """Which of a step's ``records`` (at most one write of content per record, each one that
+    will be live) may be written, given the live rows ``held`` that hold values they claim,
+    and the records the step leaves deleted (``gone``: their rows hold nothing).
+
+    A row of a record in the step is replaced by the step (or dropped, or deleted) unless
+    that record waits; a waiting record's row holds what it held. Waits are found until none
+    is added (a write that waits puts its record's current row back among the holders)."""
+    buried = set(gone)
+    holders: dict[Claim, list[Held]] = {}
+    for h in held:
+        if h.key not in buried:
+            holders.setdefault(h.claim, []).append(h)
+    claimed = [(r, claims(r)) for r in records]
+    waits: dict[int, set[Ref]] = {}
+    while True:
+        active = {record_key(r) for i, (r, _) in enumerate(claimed) if i not in waits}
+        owners: dict[Claim, list[tuple[int, tuple[str, str]]]] = {}
+        for i, (_, mine) in enumerate(claimed):
+            if i not in waits:
+                for claim, row in mine.items():
+                    owners.setdefault(claim, []).append((i, row))
+        added: dict[int, set[Ref]] = {}
+        for claim, claimants in owners.items():
+            standing = [h for h in holders.get(claim, ()) if h.key not in active]
+            if standing:
+                for i, _ in claimants:
+                    added.setdefault(i, set()).update(wait_ref(h.table, h.row_id) for h in standing)
+                continue
+            if len({record_key(claimed[i][0]) for i, _ in claimants}) < 2:
+                continue
+            incumbents = {h.key for h in holders.get(claim, ())}
+            first, (table, row_id) = min(
+                claimants, key=lambda c: _precedence(claimed[c[0]][0], record_key(claimed[c[0]][0]) in incumbents)
+            )
+            winner = record_key(claimed[first][0])
+            for i, _ in claimants:
+                if record_key(claimed[i][0]) != winner:
+                    added.setdefault(i, set()).add(wait_ref(table, row_id))
+        if not added:
+            break
+        for i, refs in added.items():
+            waits.setdefault(i, set()).update(refs)
+    return Settlement(
+        ready=[r for i, (r, _) in enumerate(claimed) if i not in waits],
+        waiting=[(r, waits[i]) for i, (r, _) in enumerate(claimed) if i in waits],
+    )
