@@ -89,7 +89,7 @@ _STAGE_BURIED = {
 }
 # Marks the transaction as the migration's (the updated_at and obligation-status triggers
 # keep the source's values), and makes sure this connection has its staging tables.
-_PREPARE = "SET LOCAL schoolmig.loading = 'on'; " + _STAGING
+_PREPARE = f"{liveness.AS_MIGRATION}; {_STAGING}"
 _DOMAIN_OF_TABLE = {table: domain.value for domain, table in PRIMARY_TABLE.items()}
 Awaited = tuple[str, str, str]  # (school, snapshot, parent domain) a child waits for
 

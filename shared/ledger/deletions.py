@@ -56,6 +56,7 @@ async def mark_deleted(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> 
     transaction, under the school's write lock. Returns how many tombstones were written now."""
     marked = 0
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(liveness.AS_MIGRATION)
         await lock_schools(conn, [school_id])
         pending = dict(await unmarked_deletions(conn, school_id))
         pending.setdefault(snapshot_id, [])  # a snapshot never derived (older than device histories) is marked too

@@ -5,7 +5,8 @@ record is deleted (:func:`bury`, at the deletion's time) or when a newer write o
 no longer has it (:func:`drop_children`, at that write's time: a session without one
 student's entry, a class without a slot, a lesson without a payment); a write that has the
 row again makes it live again (the loader's upsert). Rows are never removed. Every function
-runs inside its caller's transaction, under the school's write lock (``shared.db``), and
+runs inside its caller's transaction, under the school's write lock (``shared.db``) and
+:data:`AS_MIGRATION`, and
 returns the rows that stopped being live, so that writes waiting for their unique values
 (``shared.ledger.uniques``) are tried again. Table names come from the fixed catalogue.
 """
@@ -22,6 +23,11 @@ from shared.ledger.keys import RecordKey, Ref
 from shared.ledger.uniques import Claim, Held
 from shared.messages import MappedRecord
 from shared.tables import CHILD_TABLES, DOMAIN_TABLES, TABLES, UNIQUE_KEYS, domain_of_row
+
+
+#: Marks a transaction as the migration's: the ``updated_at`` and obligation-status triggers
+#: keep the source's values (migration 005) when a row is written or stops being live.
+AS_MIGRATION = "SET LOCAL schoolmig.loading = 'on'"
 
 
 def _record_rows(table: str, only: str | None) -> str:

@@ -62,12 +62,8 @@ ALTER TABLE grades ADD CONSTRAINT grades_live_assessment_student
   EXCLUDE USING btree (assessment_id WITH =, student_id WITH =) WHERE (deleted_at IS NULL) DEFERRABLE INITIALLY IMMEDIATE;
 ALTER TABLE private_lesson_payment_obligations ADD CONSTRAINT private_lesson_payment_obligations_live_lesson
   EXCLUDE USING btree (lesson_id WITH =) WHERE (deleted_at IS NULL) DEFERRABLE INITIALLY IMMEDIATE;
--- The rows of a record, found by its legacy id (marking a record's rows, dropping children).
-CREATE INDEX IF NOT EXISTS users_legacy ON users (school_id, legacy_id);
-CREATE INDEX IF NOT EXISTS class_schedules_legacy ON class_schedules (school_id, legacy_id);
-CREATE INDEX IF NOT EXISTS attendance_records_legacy ON attendance_records (school_id, legacy_id);
-CREATE INDEX IF NOT EXISTS private_lesson_payment_obligations_legacy ON private_lesson_payment_obligations (school_id, legacy_id);
-CREATE INDEX IF NOT EXISTS private_lesson_payments_legacy ON private_lesson_payments (school_id, legacy_id);
+-- The rows of a record, found by its legacy id (marking a record's rows; every other table has one).
+CREATE INDEX IF NOT EXISTS users_school_legacy ON users (school_id, legacy_id);
 
 -- One ordering of client ids everywhere: by bytes (what Python's str comparison gives for
 -- the ids ingest accepts), whatever the database's default collation.
@@ -84,3 +80,55 @@ SELECT v.school_id, v.domain, v.legacy_id, v.deleted_by AS snapshot_id, v.delete
    AND NOT EXISTS (SELECT 1 FROM migration.loaded_records l
                     WHERE (l.school_id, l.domain, l.legacy_id) = (v.school_id, v.domain, v.legacy_id)
                       AND (v.deleted_ts, v.deleted_client, v.deleted_seq) <= (l.source_ts, ''::text COLLATE "C", 0::bigint));
+
+-- Rows that are not live count for nothing: an obligation's status is recomputed from its live
+-- payments, and the summaries read live rows only.
+CREATE OR REPLACE FUNCTION recompute_obligation_status() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  touched UUID[];
+BEGIN
+  IF coalesce(current_setting('schoolmig.loading', true), '') = 'on' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_TABLE_NAME = 'payments' THEN
+    touched := ARRAY[CASE WHEN TG_OP = 'DELETE' THEN OLD.obligation_id ELSE NEW.obligation_id END,
+                     CASE WHEN TG_OP = 'UPDATE' THEN OLD.obligation_id END];
+    UPDATE payment_obligations o
+       SET status = obligation_status(o.amount, coalesce((SELECT sum(p.amount) FROM payments p
+                                                          WHERE p.obligation_id = o.id AND p.deleted_at IS NULL), 0), o.due_date)
+     WHERE o.id = ANY (touched);
+  ELSE
+    touched := ARRAY[CASE WHEN TG_OP = 'DELETE' THEN OLD.lesson_id ELSE NEW.lesson_id END,
+                     CASE WHEN TG_OP = 'UPDATE' THEN OLD.lesson_id END];
+    UPDATE private_lesson_payment_obligations o
+       SET status = obligation_status(o.amount, coalesce((SELECT sum(p.amount) FROM private_lesson_payments p
+                                                          WHERE p.lesson_id = o.lesson_id AND p.deleted_at IS NULL), 0), o.due_date)
+     WHERE o.lesson_id = ANY (touched);
+  END IF;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE VIEW student_summary AS
+SELECT s.id AS student_id, s.school_id, s.legacy_id, u.name, u.email, s.status, s.class_id,
+       coalesce(o.total, 0) AS total_due, coalesce(p.total, 0) AS total_paid,
+       coalesce(o.total, 0) - coalesce(p.total, 0) AS balance_due
+  FROM students s
+  JOIN users u ON u.id = s.user_id
+  LEFT JOIN (SELECT student_id, sum(amount) AS total FROM payment_obligations WHERE deleted_at IS NULL
+              GROUP BY student_id) o ON o.student_id = s.id
+  LEFT JOIN (SELECT ob.student_id, sum(pm.amount) AS total FROM payments pm
+               JOIN payment_obligations ob ON ob.id = pm.obligation_id
+              WHERE pm.deleted_at IS NULL AND ob.deleted_at IS NULL GROUP BY ob.student_id) p ON p.student_id = s.id
+ WHERE s.deleted_at IS NULL;
+
+CREATE OR REPLACE VIEW class_summary AS
+SELECT c.id AS class_id, c.school_id, c.legacy_id, c.name, c.level, c.status, c.max_students,
+       tu.name AS teacher_name, r.name AS classroom_name,
+       (SELECT count(*) FROM students st WHERE st.class_id = c.id AND st.deleted_at IS NULL) AS student_count,
+       (SELECT count(*) FROM class_schedules cs WHERE cs.class_id = c.id AND cs.is_active AND cs.deleted_at IS NULL)
+         AS weekly_sessions
+  FROM classes c
+  JOIN teachers t ON t.id = c.teacher_id
+  JOIN users tu ON tu.id = t.user_id
+  JOIN classrooms r ON r.id = c.classroom_id
+ WHERE c.deleted_at IS NULL;

@@ -81,13 +81,31 @@ async def test_a_poison_row_is_quarantined_and_the_rest_of_its_batch_lands(pool:
     writer = Writer(pool)
     ts = datetime(2024, 1, 1, tzinfo=UTC)
     batch = [mapped("it-w2", f"student-{i}", f"Name {i}", ts) for i in range(10)]
-    clash = mapped("it-w2", "student-99", "Clash", ts)
-    clash.rows[0].values["email"] = "student-3@x"  # the same email as another student of the school
-    refused = await writer.load([*batch, clash])
-    assert [(r.legacy_id, r.reason) for r in refused] == [("student-99", "db_uniqueviolation")]
-    assert refused[0].payload["name"] == "Clash" and refused[0].payload["id"] == "student-99"
+    poison = mapped("it-w2", "student-99", "Poison", ts)
+    next(r for r in poison.rows if r.table == "students").values["gpa"] = "42"  # past the column's precision
+    refused = await writer.load([*batch, poison])
+    assert [(r.legacy_id, r.reason) for r in refused] == [("student-99", "db_numericvalueoutofrange")]
+    assert refused[0].payload["name"] == "Poison" and refused[0].payload["id"] == "student-99"
     assert await pool.fetchval("SELECT count(*) FROM students WHERE school_id = 'it-w2'") == 10
     assert await pool.fetchval("SELECT count(*) FROM migration.quarantine WHERE school_id = 'it-w2'") == 1
+
+
+async def test_a_write_taking_a_held_unique_value_waits_for_it_and_lands_when_it_is_let_go(pool: asyncpg.Pool) -> None:
+    writer = Writer(pool)
+    ts = datetime(2024, 1, 1, tzinfo=UTC)
+    await writer.load([mapped("it-w3", f"student-{i}", f"Name {i}", ts) for i in range(3)])
+    taker = mapped("it-w3", "student-7", "Taker", datetime(2024, 1, 2, tzinfo=UTC), "snap-2")
+    taker.rows[0].values["email"] = "student-1@x"  # student-1 still has it
+    assert await writer.load([taker]) == []  # not refused: it waits
+    parked = "SELECT count(*) FROM migration.parked_records WHERE school_id = 'it-w3'"
+    assert await pool.fetchval(parked) == 1
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE school_id = 'it-w3' AND email = 'student-1@x'") == 1
+    giver = mapped("it-w3", "student-1", "Name 1", datetime(2024, 1, 3, tzinfo=UTC), "snap-3")
+    giver.rows[0].values["email"] = "elsewhere@x"
+    assert await writer.load([giver]) == []
+    assert await pool.fetchval(parked) == 0
+    emails = dict(await pool.fetch("SELECT legacy_id, email FROM users WHERE school_id = 'it-w3' AND deleted_at IS NULL"))
+    assert emails == {"student-0": "student-0@x", "student-1": "elsewhere@x", "student-2": "student-2@x", "student-7": "student-1@x"}
 
 
 async def test_migrations_from_several_replicas_at_once_apply_once(postgres: EmbeddedPostgres) -> None:
