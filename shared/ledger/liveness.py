@@ -24,7 +24,6 @@ from shared.ledger.uniques import Claim, Held
 from shared.messages import MappedRecord
 from shared.tables import CHILD_TABLES, DOMAIN_TABLES, TABLES, UNIQUE_KEYS, domain_of_row
 
-
 #: Marks a transaction as the migration's: the ``updated_at`` and obligation-status triggers
 #: keep the source's values (migration 005) when a row is written or stops being live.
 AS_MIGRATION = "SET LOCAL schoolmig.loading = 'on'"

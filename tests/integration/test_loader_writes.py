@@ -105,7 +105,12 @@ async def test_a_write_taking_a_held_unique_value_waits_for_it_and_lands_when_it
     assert await writer.load([giver]) == []
     assert await pool.fetchval(parked) == 0
     emails = dict(await pool.fetch("SELECT legacy_id, email FROM users WHERE school_id = 'it-w3' AND deleted_at IS NULL"))
-    assert emails == {"student-0": "student-0@x", "student-1": "elsewhere@x", "student-2": "student-2@x", "student-7": "student-1@x"}
+    assert emails == {
+        "student-0": "student-0@x",
+        "student-1": "elsewhere@x",
+        "student-2": "student-2@x",
+        "student-7": "student-1@x",
+    }
 
 
 async def test_migrations_from_several_replicas_at_once_apply_once(postgres: EmbeddedPostgres) -> None:
