@@ -376,6 +376,7 @@ async def _status(settings: Settings, as_json: bool) -> int:
     from shared.ledger.accounting import progress, record_counts
     from shared.ledger.device_store import device_states
     from shared.ledger.devices import conflicts
+    from shared.ledger.quarantine import data_conflicts
 
     running = StackInfo.load_running(settings.state_dir)
 
@@ -387,6 +388,16 @@ async def _status(settings: Settings, as_json: bool) -> int:
             states = await device_states(pool, school["school_id"])
             school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
             school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
+            held = await data_conflicts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else []
+            school["data_conflicts"] = [  # writes held in quarantine for a conflict of the data: they block validation
+                {
+                    "record": f"{c['domain']}/{c['legacy_id']}",
+                    "reason": c["reason"],
+                    "message": c["message"],
+                    "accepted_by": c["actor"],
+                }
+                for c in held
+            ]
         if as_json:
             print(json.dumps(schools, indent=2, default=str))  # the schools only, as ever (stack.json has the rest)
         else:
@@ -522,6 +533,28 @@ async def _redrive(settings: Settings, school: str, snapshot: str | None, reason
     return await _answered(
         settings, command, f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup"
     )
+
+
+async def _accept_conflicts(settings: Settings, school: str, records: list[str], reason: str) -> int:
+    from pydantic import ValidationError
+
+    from shared.messages import OperatorCommand
+
+    try:
+        command = OperatorCommand(
+            action="accept_conflict", school_id=school, records=records, actor=settings.operator, reason=reason
+        )
+    except ValidationError as exc:
+        console.print(f"[red]refused: {exc.errors()[0]['msg']} (name each as DOMAIN/ID, e.g. students/student-10)[/]")
+        return 2
+    return await _answered(settings, command, f"acceptance sent for {school}: it is validated again")
+
+
+async def _replay(settings: Settings, school: str, reason: str) -> int:
+    from shared.messages import OperatorCommand
+
+    command = OperatorCommand(action="replay", school_id=school, actor=settings.operator, reason=reason)
+    return await _answered(settings, command, f"replay of {school} sent: held writes are tried again, then it is validated")
 
 
 async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
@@ -673,6 +706,18 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--school", required=True)
     redrive.add_argument("--snapshot", help="default: the school's current snapshot")
     redrive.add_argument("--reason", default="re-drive requested from the command line")
+    accept = commands.add_parser(
+        "accept-conflict",
+        help="accept writes in quarantine for a conflict of the data (a unique value still held), with a reason (signed)",
+    )
+    accept.add_argument("records", nargs="+", metavar="DOMAIN/ID", help="e.g. students/student-10")
+    accept.add_argument("--school", required=True)
+    accept.add_argument("--reason", required=True, help="why: kept with who accepted it, shown by validation")
+    replay = commands.add_parser(
+        "replay", help="check a synced school again: writes held for a conflict are tried again (after a fix), then validated"
+    )
+    replay.add_argument("--school", required=True)
+    replay.add_argument("--reason", default="replay requested from the command line")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
@@ -749,6 +794,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_map_key(settings, args.school, args.snapshot, args.mapping, args.reason))
     if args.command == "redrive":
         return asyncio.run(_redrive(settings, args.school, args.snapshot, args.reason))
+    if args.command == "accept-conflict":
+        return asyncio.run(_accept_conflicts(settings, args.school, args.records, args.reason))
+    if args.command == "replay":
+        return asyncio.run(_replay(settings, args.school, args.reason))
     if args.command == "export":
         return asyncio.run(_export(settings, args.school, args.format, args.out, args.verify, args.json))
     if args.command == "topics":

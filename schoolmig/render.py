@@ -181,7 +181,7 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
 def print_status(schools: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"{len(schools)} school(s)", title_justify="left")
-    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "devices", "conflicts", "since"):
+    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "devices", "conflicts", "held", "since"):
         table.add_column(column)
     for s in schools:
         progress = f"{s['accounted']}/{s['source']}" if s.get("source") else "–"
@@ -195,6 +195,7 @@ def print_status(schools: list[dict[str, Any]], console: Console | None = None) 
             progress,
             ", ".join(d or "(unnamed)" for d in devices) if devices else "–",
             str(s["device_conflicts"]) if s.get("device_conflicts") else "",
+            str(sum(1 for c in held if not c["accepted_by"])) if (held := s.get("data_conflicts")) else "",
             f"{s['updated_at']:%Y-%m-%d %H:%M:%S}",
         )
     console.print(table)

@@ -497,6 +497,11 @@ class DomainValidation(_Model):
     issue_counts: dict[str, int] = Field(default_factory=dict, description="Issues per type, all of them.")
     issues_omitted: int = Field(default=0, description="Issues left out of this message (all are in the stored run).")
 
+    def model_post_init(self, __context: Any) -> None:
+        if self.issues and not self.issue_counts:  # filled whenever issues are listed
+            for i in self.issues:
+                self.issue_counts[i.type] = self.issue_counts.get(i.type, 0) + 1
+
 
 class ValidationCompleted(_Model):
     type: Literal["validation.completed"] = "validation.completed"
@@ -598,9 +603,11 @@ class SchoolMode(_Model):
 
 
 class OperatorCommand(_Model):
-    """Cutover, rollback, or an audit override for one school, from the CLI or the HTTP API."""
+    """An operator's command for one school, from the CLI or the HTTP API: cutover, rollback, an
+    audit override, a re-drive, keys mapped, data conflicts accepted, or its sync checked again
+    (``replay``: writes held for a conflict tried again, then validated)."""
 
-    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key"]
+    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key", "accept_conflict", "replay"]
     school_id: SchoolId
     snapshot_id: SnapshotId | None = Field(
         default=None,
@@ -612,6 +619,12 @@ class OperatorCommand(_Model):
         max_length=100,
         description="map_key: localStorage keys of that snapshot holding records nobody maps, and the domain each "
         "is read as (for this school; SCHOOLMIG_KEY_ALIASES maps keys for all).",
+    )
+    records: list[Annotated[str, Field(pattern=r"^[a-z_]+/.{1,200}$")]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="accept_conflict: the writes in quarantine for a conflict of the data to accept, as DOMAIN/ID "
+        "(e.g. students/student-10).",
     )
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")

@@ -19,6 +19,12 @@ ISSUE_TYPES: dict[str, tuple[Severity, str]] = {
         "quarantined as an orphan, yet every parent it waited for is in the tables (to re-drive)",
     ),
     "unique_violation": (Severity.CRITICAL, "two rows share the value of a unique key"),
+    "data_conflict": (
+        Severity.CRITICAL,
+        "a write in quarantine for a conflict of the data (a unique value another record still holds, a change's "
+        "parent that never came): to replay after a fix (schoolmig replay) or accept (schoolmig accept-conflict)",
+    ),
+    "accepted_conflict": (Severity.WARNING, "a data conflict an operator accepted, with who and why"),
     "backup_unverified": (Severity.CRITICAL, "the backup compared against no longer matches its SHA-256"),
     "quarantined": (Severity.WARNING, "records accounted for in quarantine, not migrated (per reason)"),
     "duplicate_id": (Severity.WARNING, "the source repeats an id: the first record is migrated, the rest quarantined"),

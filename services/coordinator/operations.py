@@ -26,6 +26,7 @@ from services.coordinator.store import CoordinatorStore
 from shared.barrier import expected_acks, partition_counts
 from shared.domains import Domain
 from shared.leases import Lease, named
+from shared.ledger import quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.messages import (
@@ -101,6 +102,10 @@ class Operations:
             return await self.redrive(command.school_id, command.snapshot_id, command.actor, command.reason)
         if command.action == "map_key":
             return await self.map_key(command.school_id, command.snapshot_id, command.key_aliases, command.actor, command.reason)
+        if command.action == "accept_conflict":
+            return await self.accept_conflicts(command.school_id, command.records, command.actor, command.reason)
+        if command.action == "replay":
+            return await self.replay(command.school_id, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
 
     async def advance(self, event: SnapshotReleased) -> None:
@@ -369,6 +374,38 @@ class Operations:
         mapping = ", ".join(f"{k}={d.value}" for k, d in sorted(aliases.items()))
         log.warning("%s: snapshot %s: keys mapped by %s (%s): %s", school_id, snapshot_id, actor, mapping, reason)
         return f"mapping {mapping} sent: snapshot {snapshot_id} is audited and released again with it"
+
+    async def accept_conflicts(self, school_id: str, records: list[str], actor: str, reason: str) -> str:
+        """An operator accepts writes in quarantine for a conflict of the data (DOMAIN/ID each),
+        with a reason: they no longer block the school, which is validated again (:meth:`replay`)."""
+        wanted = [(domain, legacy_id) for domain, _, legacy_id in (r.partition("/") for r in records)]
+        if not wanted:
+            return "refused: name the conflicts to accept, as DOMAIN/ID (schoolmig status --json lists them)"
+        accepted = await quarantine.accept_conflicts(self.store.pool, school_id, wanted, actor, reason)
+        if not accepted:
+            return f"refused: {school_id} has no write in quarantine for a data conflict among {', '.join(records)}"
+        named = ", ".join(f"{d}/{i}" for d, i in accepted)
+        log.warning("%s: data conflicts accepted by %s: %s (%s)", school_id, actor, named, reason)
+        missing = sorted(set(records) - {f"{d}/{i}" for d, i in accepted})
+        again = await self.replay(school_id, actor, f"conflicts accepted: {reason}")
+        return f"accepted {named}" + (f" (no data conflict: {', '.join(missing)})" if missing else "") + f"; {again}"
+
+    async def replay(self, school_id: str, actor: str, reason: str) -> str:
+        """The school's sync is checked again: back to dual write, so the sync check tries the
+        writes held for a conflict again (those whose value or parent is free now are written,
+        their quarantine entries withdrawn), then validates (a fix the client sent, or an
+        acceptance, counts from then on)."""
+        current, snapshot_id = await self.store.phase_of(school_id)
+        if current not in (Phase.SYNCED, Phase.VALIDATED) or snapshot_id is None:
+            return f"refused: the school is {current.value if current else 'unknown'} (a replay checks a synced school again)"
+        try:
+            await self.store.transition(
+                school_id, snapshot_id, Phase.DUAL_WRITE, actor=actor, expect=current, reason=f"replay: {reason}"
+            )
+        except IllegalTransition:
+            return f"refused: {school_id} moved on meanwhile; ask again"
+        await self.phase_changed(school_id, Phase.DUAL_WRITE, "replay")
+        return f"{school_id} checked again: held writes tried, then validated (schoolmig status)"
 
     async def rollback(self, school_id: str, actor: str, reason: str) -> str:
         phase, snapshot_id = await self.store.phase_of(school_id)

@@ -22,7 +22,7 @@ from services.validator.expected import ExpectedRecord
 from shared.domains import ALL_DOMAINS, Domain
 from shared.ledger.accounting import DomainCounts
 from shared.mapping import reverse_record
-from shared.messages import DomainValidation, FieldDifference, Severity, ValidationIssue
+from shared.messages import CHANGE_ID_PREFIX, DomainValidation, FieldDifference, Severity, ValidationIssue
 from shared.severity import SEVERITY
 from shared.tables import TABLES
 
@@ -125,6 +125,7 @@ class DomainFacts:
     duplicated_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # table(columns), legacy ids
     name_mismatches: list[dict[str, Any]] = field(default_factory=list)
     orphans_with_parents: list[str] = field(default_factory=list)  # legacy ids quarantined as orphans wrongly
+    data_conflicts: list[dict[str, Any]] = field(default_factory=list)  # shared.ledger.quarantine.data_conflicts
 
 
 def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
@@ -153,6 +154,17 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
         issues.append(
             issue("orphan_with_parent", domain, "quarantined as an orphan, but its parents are in the tables", legacy_id)
         )
+    for conflict in facts.data_conflicts:
+        where = "change " + conflict["snapshot_id"] if conflict["snapshot_id"].startswith(CHANGE_ID_PREFIX) else "snapshot"
+        if conflict["actor"] is None:
+            issues.append(
+                issue("data_conflict", domain, f"{conflict['reason']} ({where}): {conflict['message']}", conflict["legacy_id"])
+            )
+        else:
+            accepted = f"accepted by {conflict['actor']}: {conflict['accepted_reason']}"
+            issues.append(
+                issue("accepted_conflict", domain, f"{conflict['reason']} ({where}), {accepted}", conflict["legacy_id"])
+            )
     for key, ids in facts.duplicated_keys:
         issues.append(issue("unique_violation", domain, f"{key} shared by {', '.join(ids)}", ids[0]))
     for legacy_id in facts.duplicate_ids:
@@ -170,7 +182,10 @@ def validate_domain(domain: Domain, facts: DomainFacts) -> DomainValidation:
             )
         )
     valid = facts.expected - len(facts.comparison.missing) - wrong
-    return DomainValidation(domain=domain, total_records=c.source, valid_records=max(valid, 0), issues=issues)
+    # The records judged: the snapshot's, or more when changes or other devices add records
+    # the tables are expected to hold (valid never exceeds it).
+    total = max(c.source, facts.expected + c.quarantined)
+    return DomainValidation(domain=domain, total_records=total, valid_records=max(valid, 0), issues=issues)
 
 
 def validate(facts: Mapping[Domain, DomainFacts]) -> tuple[bool, list[DomainValidation]]:

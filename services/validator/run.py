@@ -190,6 +190,8 @@ async def validate_school(
             facts[domain].duplicated_keys.append((f"{table}({', '.join(columns)})", ids))
     for domain, legacy_ids in (await quarantine.orphans_with_parents(pool, school_id, snapshot_id)).items():
         facts[domain].orphans_with_parents = legacy_ids
+    for conflict in await quarantine.data_conflicts(pool, school_id, snapshot_id):
+        facts[Domain(conflict["domain"])].data_conflicts.append(conflict)
     for finding in await queries.name_mismatches(pool, school_id, snapshot_id):
         facts[Domain(finding["domain"])].name_mismatches.append(finding)
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from shared.db import with_retries
 from shared.domains import Domain
 from shared.jsonsafe import printable
-from shared.ledger.versions import sql_is_change
+from shared.ledger.uniques import WAIT_PREFIX
+from shared.ledger.versions import sql_is_change, sql_text
 from shared.messages import QuarantinedRecord
 from shared.tables import ref_exists_sql
 
@@ -137,6 +139,7 @@ async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: 
                         WHERE (p.school_id, p.domain, p.legacy_id) = (q.school_id, q.domain, q.legacy_id))
            AND NOT EXISTS (SELECT 1 FROM migration.parked_refs r
                             WHERE (r.school_id, r.domain, r.legacy_id) = (q.school_id, q.domain, q.legacy_id)
+                              AND NOT starts_with(r.ref_table, {sql_text(WAIT_PREFIX)})
                               AND NOT {ref_exists_sql("r.ref_table", "r.ref_id")})
          ORDER BY q.domain, q.legacy_id
         """,
@@ -147,3 +150,46 @@ async def orphans_with_parents(pool: asyncpg.Pool, school_id: str, snapshot_id: 
     for r in rows:
         found.setdefault(Domain(r["domain"]), []).append(r["legacy_id"])
     return found
+
+
+#: A quarantine entry (alias ``q``) that is a conflict of the data, not of the input: a write
+#: whose unique value another record still held when the sync was proven, or a change whose
+#: parent never came. It blocks the school's validation until the write lands after a fix
+#: (the entry is withdrawn then) or an operator accepts it (``migration.accepted_conflicts``).
+#: Input refused as such (unreadable, hostile, a snapshot's own orphans the audit reported)
+#: is counted and reported, and blocks nothing.
+DATA_CONFLICT_SQL = f"(q.reason = 'unique_conflict' OR (q.reason = 'orphaned_reference' AND {sql_is_change('q.snapshot_id')}))"
+
+_DATA_CONFLICTS = f"""
+SELECT q.domain, q.legacy_id, q.snapshot_id, q.reason, q.message, a.actor, a.reason AS accepted_reason
+  FROM migration.quarantine q
+  LEFT JOIN migration.accepted_conflicts a USING (school_id, domain, legacy_id)
+ WHERE q.school_id = $1 AND (q.snapshot_id = $2 OR {sql_is_change("q.snapshot_id")}) AND {DATA_CONFLICT_SQL}
+ ORDER BY q.domain, q.legacy_id COLLATE "C", q.snapshot_id COLLATE "C"
+"""
+
+
+async def data_conflicts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> list[dict[str, Any]]:
+    """The school's writes in quarantine for a conflict of the data (:data:`DATA_CONFLICT_SQL`),
+    of this snapshot and of its changes, each with who accepted it and why (or None)."""
+    return [dict(r) for r in await pool.fetch(_DATA_CONFLICTS, school_id, snapshot_id)]
+
+
+_ACCEPT = f"""
+INSERT INTO migration.accepted_conflicts AS a (school_id, domain, legacy_id, actor, reason)
+SELECT DISTINCT q.school_id, q.domain, q.legacy_id, $4, $5
+  FROM migration.quarantine q JOIN unnest($2::text[], $3::text[]) AS k (domain, legacy_id) USING (domain, legacy_id)
+ WHERE q.school_id = $1 AND {DATA_CONFLICT_SQL}
+ON CONFLICT (school_id, domain, legacy_id) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason, accepted_at = now()
+RETURNING domain, legacy_id
+"""
+
+
+async def accept_conflicts(
+    pool: asyncpg.Pool, school_id: str, records: Sequence[tuple[str, str]], actor: str, reason: str
+) -> list[tuple[str, str]]:
+    """An operator accepts these (domain, legacy id) writes in quarantine for a conflict of the
+    data, with a reason: they no longer block the school. Returns those accepted (a record with
+    no such entry is not)."""
+    rows = await pool.fetch(_ACCEPT, school_id, [d for d, _ in records], [i for _, i in records], actor, reason)
+    return sorted((r["domain"], r["legacy_id"]) for r in rows)

@@ -132,3 +132,15 @@ SELECT c.id AS class_id, c.school_id, c.legacy_id, c.name, c.level, c.status, c.
   JOIN users tu ON tu.id = t.user_id
   JOIN classrooms r ON r.id = c.classroom_id
  WHERE c.deleted_at IS NULL;
+
+-- A write in quarantine for a conflict of the data (shared.ledger.quarantine.DATA_CONFLICT_SQL)
+-- blocks the school's validation until it is written after a fix, or an operator accepts it.
+CREATE TABLE IF NOT EXISTS migration.accepted_conflicts (
+  school_id   TEXT NOT NULL,
+  domain      TEXT NOT NULL,
+  legacy_id   TEXT NOT NULL,
+  actor       TEXT NOT NULL,
+  reason      TEXT NOT NULL,
+  accepted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, domain, legacy_id)
+);
