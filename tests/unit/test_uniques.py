@@ -1,0 +1,100 @@
+"""Unique values that change hands (``shared.ledger.uniques``): a step's writes never leave two
+live rows with one value, never wait when the state they leave is free of conflicts, and
+which of them wait does not depend on their order."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.domains import Domain
+from shared.ledger.keys import record_key
+from shared.ledger.uniques import Held, claims, settle, wait_ref
+from shared.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
+
+SCHOOL = "s1"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+EMAILS = ["a@x", "b@x", "c@x", "d@x"]
+
+
+def user(legacy_id: str, email: str, at: int = 0) -> MappedRecord:
+    """A student's write: its users row, with ``email``, made ``at`` seconds after T0."""
+    ts = T0 + timedelta(seconds=at)
+    return MappedRecord(
+        school_id=SCHOOL,
+        snapshot_id=f"chg.c.{at}",
+        domain=Domain.STUDENTS,
+        index=0,
+        legacy_id=legacy_id,
+        source_ts=ts,
+        rows=[TargetRow(table="users", values={"id": f"00000000-0000-0000-0000-{int(legacy_id[1:]):012d}", "email": email})],
+        change=ChangeMeta(op=ChangeOp.UPDATE, client_id="c", seq=at, source_ts=ts),
+    )
+
+
+def holders_of(table: dict[str, str], step: list[MappedRecord]) -> list[Held]:
+    """What the database returns: the live rows holding a value the step claims."""
+    wanted = {claim for r in step for claim in claims(r)}
+    rows = [user(legacy_id, email) for legacy_id, email in table.items()]
+    return [
+        Held(claim, table_name, row_id, record_key(r))
+        for r in rows
+        for claim, (table_name, row_id) in claims(r).items()
+        if claim in wanted
+    ]
+
+
+ids = st.sampled_from([f"s{i}" for i in range(5)])
+tables = st.dictionaries(ids, st.sampled_from(EMAILS), max_size=5).filter(lambda t: len(set(t.values())) == len(t))
+steps = st.dictionaries(ids, st.tuples(st.sampled_from(EMAILS), st.integers(0, 3)), max_size=5)
+
+
+@given(table=tables, step=steps, seed=st.integers(0, 2**16))
+def test_a_step_never_leaves_a_value_twice_and_never_waits_without_a_conflict(
+    table: dict[str, str], step: dict[str, tuple[str, int]], seed: int
+) -> None:
+    writes = [user(legacy_id, email, at) for legacy_id, (email, at) in step.items()]
+    out = settle(writes, holders_of(table, writes))
+    ready = {r.legacy_id for r in out.ready}
+    after = {**table, **{r.legacy_id: step[r.legacy_id][0] for r in out.ready}}
+    assert len(set(after.values())) == len(after), "two live rows hold one value"
+    naive = {**table, **{legacy_id: email for legacy_id, (email, _) in step.items()}}
+    if len(set(naive.values())) == len(naive):  # the state the step leaves has no conflict
+        assert not out.waiting, "a handover, swap or cycle waited"
+    for record, refs in out.waiting:  # each waits for a row holding or claiming what it claims
+        mine = step[record.legacy_id][0]
+        named = {row for _, row in refs}
+        holding = {r.rows[0].values["id"] for r in map(lambda kv: user(*kv), after.items()) if after[r.legacy_id] == mine}
+        assert named and named <= holding | {w.rows[0].values["id"] for w in writes if step[w.legacy_id][0] == mine}
+    shuffled = list(writes)
+    random.Random(seed).shuffle(shuffled)
+    again = settle(shuffled, holders_of(table, shuffled))
+    assert {r.legacy_id for r in again.ready} == ready, "which write waits depends on the order"
+
+
+def test_a_swap_and_a_cycle_go_together_and_a_taker_waits_for_a_holder_outside_the_step() -> None:
+    table = {"s1": "a@x", "s2": "b@x", "s3": "c@x"}
+    swap = [user("s1", "b@x", 1), user("s2", "a@x", 1)]
+    assert [r.legacy_id for r in settle(swap, holders_of(table, swap)).ready] == ["s1", "s2"]
+    cycle = [user("s1", "b@x", 1), user("s2", "c@x", 2), user("s3", "a@x", 3)]
+    assert not settle(cycle, holders_of(table, cycle)).waiting
+    taker = [user("s4", "b@x", 5)]
+    out = settle(taker, holders_of(table, taker))
+    assert not out.ready and out.waiting[0][1] == {wait_ref("users", "00000000-0000-0000-0000-000000000002")}
+
+
+def test_of_two_new_claims_the_holder_keeps_it_then_the_older_write_takes_it() -> None:
+    table = {"s1": "a@x"}
+    both = [user("s2", "a@x", 1), user("s1", "a@x", 9)]  # s1 already holds it: it keeps it
+    assert [r.legacy_id for r in settle(both, holders_of(table, both)).ready] == ["s1"]
+    fresh = [user("s3", "d@x", 7), user("s2", "d@x", 4)]  # nobody holds it: the older write takes it
+    assert [r.legacy_id for r in settle(fresh, holders_of({}, fresh)).ready] == ["s2"]
+
+
+def test_a_record_the_step_deletes_holds_nothing() -> None:
+    table = {"s1": "a@x"}
+    taker = [user("s2", "a@x", 3)]
+    assert settle(taker, holders_of(table, taker), gone={(SCHOOL, "students", "s1")}).ready == taker
