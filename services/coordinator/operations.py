@@ -493,6 +493,12 @@ class Operations:
                     f"after {self.settings.barrier_timeout_s:.0f}s"
                 )
             await asyncio.sleep(self.settings.sync_poll_interval_s)
+        # Every change before the barrier is written, or waits: a write still waiting for a
+        # unique value another record holds (or a change's parent) is a conflict of the data,
+        # quarantined naming the holder, for the final validation to report.
+        _, snapshot_id = await self.store.phase_of(school_id)
+        if snapshot_id is not None and (swept := await self.store.sweep_parked(school_id, snapshot_id)).orphans:
+            log.warning("%s: final sync: %d write(s) held for a conflict of the data", school_id, swept.orphans)
         return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
 
     async def final_validation(self, school_id: str, snapshot_id: str) -> str:

@@ -145,6 +145,13 @@ async def validate_school(
     if school is not None:
         for domain, unknown in school.unknown.items():
             unsettled[domain] |= unknown
+    # A record whose write is held for a conflict of the data keeps what it held before it: its
+    # fate is the conflict's (reported below, critical until accepted), not compared here.
+    conflicts = await quarantine.data_conflicts(pool, school_id, snapshot_id)
+    conflicted: dict[Domain, set[str]] = {d: set() for d in Domain}
+    for conflict in conflicts:
+        conflicted[Domain(conflict["domain"])].add(conflict["legacy_id"])
+        unsettled[Domain(conflict["domain"])].add(conflict["legacy_id"])
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
     quarantined = await _quarantined(pool, school_id, snapshot_id, sources, school)
@@ -154,7 +161,11 @@ async def validate_school(
     facts: dict[Domain, DomainFacts] = {}
     for domain in Domain:
         # (a record the snapshot quarantined that a change made whole again is compared)
-        digests = {k: d for k, d in expected.digests[domain].items() if k not in quarantined[domain] or k in decided[domain]}
+        digests = {
+            k: d
+            for k, d in expected.digests[domain].items()
+            if (k not in quarantined[domain] or k in decided[domain]) and k not in conflicted[domain]
+        }
         checksum, records = await checksums[domain]
         f = DomainFacts(
             counts.get(domain, DomainCounts()),
@@ -190,7 +201,7 @@ async def validate_school(
             facts[domain].duplicated_keys.append((f"{table}({', '.join(columns)})", ids))
     for domain, legacy_ids in (await quarantine.orphans_with_parents(pool, school_id, snapshot_id)).items():
         facts[domain].orphans_with_parents = legacy_ids
-    for conflict in await quarantine.data_conflicts(pool, school_id, snapshot_id):
+    for conflict in conflicts:
         facts[Domain(conflict["domain"])].data_conflicts.append(conflict)
     for finding in await queries.name_mismatches(pool, school_id, snapshot_id):
         facts[Domain(finding["domain"])].name_mismatches.append(finding)
