@@ -5,7 +5,10 @@ published as its first snapshot; then a random history of creates, updates and d
 two clients (some at the same instant, so the version's tie-break decides) and of newer
 snapshots of the school is delivered **shuffled, with duplicates**. Changes move records
 under other ones (a student to a class, a class to a classroom), some created by changes
-that may arrive later, so records wait parked for their parents too. When everything is
+that may arrive later, so records wait parked for their parents too. Emails change hands
+(handovers, swaps, cycles a -> b -> c -> a at one instant, a student re-created with a deleted
+one's email), so writes wait for a unique value another record still holds; classes lose
+schedule slots and get them back (children that go and come back). When everything is
 through, the database must hold exactly what applying the history in version order gives
 (``shared.ledger.versions``): every live record, read back through the reverse mapping
 (``shared.export``), equal to the model's; every record the history deleted soft-deleted
@@ -97,7 +100,8 @@ class History:
 
 def mutate(domain: Domain, record: dict[str, Any], n: int, parent: str | None = None) -> dict[str, Any]:
     """A valid new version of ``record``; ``parent``: a record it is moved under (a student's
-    class, a class's classroom), maybe one a change created, maybe not delivered yet."""
+    class, a class's classroom), maybe one a change created, maybe not delivered yet. A class
+    loses its schedule's later slots, or has them all again (children that go and come back)."""
     record = copy.deepcopy(record)
     if domain is Domain.PAYMENTS:
         record["amount"] = 10 + n
@@ -105,6 +109,8 @@ def mutate(domain: Domain, record: dict[str, Any], n: int, parent: str | None = 
         record["capacity"] = 5 + n
     elif domain is Domain.CLASSES:
         record["maxStudents"] = 5 + n
+        slots = SLOTS.get(record["id"], SLOTS[BASE[Domain.CLASSES][0]["id"]])
+        record["schedule"] = copy.deepcopy(slots[:1] if n % 2 else slots)
         if parent is not None:
             record["roomId"] = parent
     else:
@@ -115,26 +121,66 @@ def mutate(domain: Domain, record: dict[str, Any], n: int, parent: str | None = 
 
 
 PARENT = {Domain.STUDENTS: Domain.CLASSES, Domain.CLASSES: Domain.CLASSROOMS}
+SLOTS = {c["id"]: c.get("schedule") or [] for c in BASE[Domain.CLASSES]}
+#: Unique values changing hands (users' emails): a handover (a gives its email up, b takes it),
+#: a swap, a cycle a -> b -> c -> a, all at one instant (in version order, one of them takes a
+#: value still held); a student re-created with a deleted one's email.
+EMAIL_MOVES = ("handover", "swap", "cycle", "recreate")
 
 
 @st.composite
 def histories(draw: st.DrawFn) -> History:
     """Events in the order they happened (non-decreasing time; two clients may share an
     instant). Records are drawn from what has existed, so updates of deleted records (which
-    revive them) and deletes of deleted ones happen too."""
+    revive them) and deletes of deleted ones happen too.
+
+    Emails stay unique in every state the history passes through between instants (what a
+    browser's app keeps): an event touching students has an instant of its own, the moves of
+    ``EMAIL_MOVES`` share one, and a student revived while another holds its email gets a new
+    one. So the state the history leaves has no conflict, and the tables must end in it."""
     history = History()
     seq = dict.fromkeys(CLIENTS, 0)
     ever: dict[Domain, list[str]] = {d: [r["id"] for r in BASE[d]] for d in MUTABLE}  # (references: to any of these)
     latest: dict[tuple[Domain, str], dict[str, Any]] = {(d, r["id"]): r for d in MUTABLE for r in BASE[d]}
+    alive = {r["id"] for r in BASE[Domain.STUDENTS]}
     moment = T0
+
+    def emit(domain: Domain, record_id: str, record: dict[str, Any] | None, op: ChangeOp) -> None:
+        client = draw(st.sampled_from(CLIENTS))
+        seq[client] += 1
+        if record is not None:
+            latest[(domain, record_id)] = record
+        change = Change(op=op, domain=domain, record_id=record_id, record=record, source_ts=moment, seq=seq[client])
+        history.events.append(Event(Version(moment, client, seq[client]), change, client))
+
+    def email(student: str) -> str:
+        return str(latest[(Domain.STUDENTS, student)]["email"])
+
     for n in range(draw(st.integers(3, 14))):
         moment += timedelta(seconds=draw(st.sampled_from([0, 1, 1, 5])))
-        kind = draw(st.sampled_from(["update", "update", "create", "delete", "snapshot"]))
+        kind = draw(st.sampled_from(["update", "update", "create", "delete", "snapshot", *EMAIL_MOVES]))
         if kind == "snapshot":
             history.events.append(Event(snapshot_version(moment)))
             continue
-        client = draw(st.sampled_from(CLIENTS))
-        seq[client] += 1
+        if kind in EMAIL_MOVES:
+            moment += timedelta(seconds=1)  # an instant of its own
+            living = sorted(alive)
+            gone = sorted(s for s in ever[Domain.STUDENTS] if s not in alive and email(s) not in {email(a) for a in alive})
+            if kind == "recreate" and gone:
+                template = latest[(Domain.STUDENTS, draw(st.sampled_from(gone)))]
+                emit(Domain.STUDENTS, f"student-new-{n}", dict(template, id=f"student-new-{n}"), ChangeOp.CREATE)
+                ever[Domain.STUDENTS].append(f"student-new-{n}")
+                alive.add(f"student-new-{n}")
+            elif kind != "recreate" and len(living) >= (3 if kind == "cycle" else 2):
+                ring = draw(st.permutations(living))[: 3 if kind == "cycle" else 2]
+                wanted = {a: email(b) for a, b in zip(ring, [*ring[1:], ring[0]], strict=True)}
+                if kind == "handover":
+                    wanted = {ring[0]: f"moved-{n}@school.example", ring[1]: email(ring[0])}
+                for student in draw(st.permutations(sorted(wanted))):
+                    emit(
+                        Domain.STUDENTS, student, dict(latest[(Domain.STUDENTS, student)], email=wanted[student]), ChangeOp.UPDATE
+                    )
+            continue
         if kind == "create":
             domain = draw(st.sampled_from(CREATABLE))
             template = BASE[domain][0]
@@ -152,11 +198,15 @@ def histories(draw: st.DrawFn) -> History:
             record_id = draw(st.sampled_from(ever[domain]))
             parent = draw(st.none() | st.sampled_from(ever[PARENT[domain]])) if domain in PARENT else None
             record = mutate(domain, latest[(domain, record_id)], n, parent) if kind == "update" else None
-        if record is not None:
-            latest[(domain, record_id)] = record
-        op = ChangeOp(kind)
-        change = Change(op=op, domain=domain, record_id=record_id, record=record, source_ts=moment, seq=seq[client])
-        history.events.append(Event(Version(moment, client, seq[client]), change, client))
+        if domain is Domain.STUDENTS:
+            moment += timedelta(seconds=1)  # an instant of its own
+            if record is None:
+                alive.discard(record_id)
+            else:
+                if record_id not in alive and record["email"] in {email(a) for a in alive}:
+                    record["email"] = f"revived-{n}@school.example"  # revived: its email went to another
+                alive.add(record_id)
+        emit(domain, record_id, record, ChangeOp(kind))
     return history
 
 
