@@ -4,8 +4,8 @@ Every version comparison the services' SQL makes is rendered by ``shared.ledger.
 (``tests/unit/test_ledger_home.py`` fails on one written anywhere else); here generated
 versions are compared by PostgreSQL through those renderings and by Python's ``Version``,
 and the view ``migration.deleted_records`` is checked against ``is_deleted``. Client ids are
-compared by the database's collation: the embedded database's is C, which orders text by
-code point as Python does.
+compared by bytes (``COLLATE "C"``), as Python orders them, whatever the database's default
+collation.
 """
 
 from __future__ import annotations
@@ -68,6 +68,21 @@ async def test_version_comparisons_in_sql_order_versions_as_python_does(pool: as
         )
 
     await asyncio.to_thread(check)
+
+
+async def test_every_column_holding_a_client_id_orders_it_by_bytes(pool: asyncpg.Pool) -> None:
+    """One ordering of client ids everywhere: the columns the ledger keeps client ids in are
+    declared ``COLLATE "C"`` (and every rendered comparison says ``COLLATE "C"``), so a
+    database created with another default collation orders them as Python does. (This
+    machine's PostgreSQL has no ICU and the OS no other locale: a linguistic collation cannot
+    be exercised here.)"""
+    declared = await pool.fetch(
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+        " WHERE table_schema = 'migration' AND (column_name LIKE '%client' OR column_name = 'client_id')"
+        " AND table_name IN ('changes', 'record_versions', 'parked_records')"
+    )
+    assert len(declared) == 4 and {r["collation_name"] for r in declared} == {"C"}, [tuple(r) for r in declared]
+    assert 'COLLATE "C"' in SqlVersion.of("v").older(SqlVersion.of("w"))
 
 
 async def test_the_deleted_records_view_is_the_python_rule(pool: asyncpg.Pool) -> None:

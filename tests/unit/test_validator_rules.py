@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from services.validator.checks import diff_record, record_issues
 from services.validator.digest import canonical_text, combine, row_digest
 from services.validator.expected import ExpectedRecord
@@ -105,3 +108,47 @@ def test_the_published_result_is_bounded_and_names_fields_without_values() -> No
     assert grades.issue_counts == {"name_mismatch": 500, "data_mismatch": 1}
     assert "a@x" not in published.model_dump_json() and "comments" in published.model_dump_json()
     assert len(published.model_dump_json()) < 20_000
+
+
+@given(
+    source=st.integers(0, 20),
+    created=st.integers(0, 10),
+    quarantined=st.integers(0, 5),
+    missing=st.integers(0, 5),
+    conflicts=st.lists(st.booleans(), max_size=3),
+)
+def test_valid_never_exceeds_total_and_every_listed_issue_is_counted(
+    source: int, created: int, quarantined: int, missing: int, conflicts: list[bool]
+) -> None:
+    """Records changes created count in the total; issue_counts is filled whenever issues are
+    listed; a held data conflict is critical until accepted, then a warning."""
+    from services.validator.checks import DigestComparison, DomainFacts, validate_domain
+    from shared.ledger.accounting import DomainCounts
+
+    expected = max(source - quarantined, 0) + created
+    facts = DomainFacts(
+        DomainCounts(source=source, loaded=max(source - quarantined, 0), quarantined=min(quarantined, source)),
+        expected=expected,
+        comparison=DigestComparison([f"m{i}" for i in range(min(missing, expected))], [], []),
+        data_conflicts=[
+            {
+                "domain": "students",
+                "legacy_id": f"s{i}",
+                "snapshot_id": f"chg.web.{i}",
+                "reason": "unique_conflict",
+                "message": "held by students/s9",
+                "actor": "ops" if accepted else None,
+                "accepted_reason": "typo" if accepted else None,
+            }
+            for i, accepted in enumerate(conflicts)
+        ],
+    )
+    result = validate_domain(Domain.STUDENTS, facts)
+    assert result.valid_records <= result.total_records
+    assert result.total_records >= source
+    counted: dict[str, int] = {}
+    for i in result.issues:
+        counted[i.type] = counted.get(i.type, 0) + 1
+    assert result.issue_counts == counted
+    severities = [i.severity.value for i in result.issues if "conflict" in i.type]
+    assert severities == ["warning" if accepted else "critical" for accepted in conflicts]
