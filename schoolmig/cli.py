@@ -374,7 +374,7 @@ async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.stack import StackInfo
     from services.coordinator.store import CoordinatorStore
     from shared.ledger.accounting import progress, record_counts
-    from shared.ledger.device_store import device_states
+    from shared.ledger.device_store import device_snapshots, device_states
     from shared.ledger.devices import conflicts
     from shared.ledger.quarantine import data_conflicts
 
@@ -388,7 +388,8 @@ async def _status(settings: Settings, as_json: bool) -> int:
             states = await device_states(pool, school["school_id"])
             school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
             school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
-            held = await data_conflicts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else []
+            newest = await device_snapshots(pool, school["school_id"])
+            held = await data_conflicts(pool, school["school_id"], [*newest, *filter(None, [school["snapshot_id"]])])
             school["data_conflicts"] = [  # writes held in quarantine for a conflict of the data: they block validation
                 {
                     "record": f"{c['domain']}/{c['legacy_id']}",

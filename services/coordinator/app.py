@@ -27,7 +27,7 @@ from services.coordinator.http import make_api, serve
 from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.batching import Unusable, encode, header, pack, signed_by
+from shared.batching import Unusable, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.domains import Domain
 from shared.kafka import consumer_options, make_broker, raw_body
@@ -37,7 +37,6 @@ from shared.ledger.accounting import DomainCounts, progress, record_counts, reco
 from shared.logs import setup_logging
 from shared.messages import (
     Event,
-    MappedRecord,
     OperatorCommand,
     SnapshotReleased,
     ValidationCompleted,
@@ -45,9 +44,9 @@ from shared.messages import (
 )
 from shared.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.settings import Settings
-from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, publish, stale_age
+from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, stale_age
 from shared.telemetry import setup_telemetry
-from shared.topics import Topics, batch_key
+from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
@@ -226,7 +225,7 @@ async def check_sync(
         log.info("%s: %d record(s) gone from snapshot %s marked deleted", school_id, marked, snapshot_id)
     sweep = await store.sweep_parked(school_id, snapshot_id)
     if sweep.redrive:
-        await redrive(sweep.redrive)
+        await operations.hand_back(sweep.redrive)
         log.warning("%s: %d parked record(s) whose parents or values are free re-driven", school_id, len(sweep.redrive))
     if sweep.redrive or sweep.pending:
         return False  # synced once they are written
@@ -313,29 +312,6 @@ async def changes_barrier(store: CoordinatorStore, operations: Operations, schoo
         barrier_id, _ = await operations.send_barrier(school_id, snapshot_id)
         log.info("%s: every record of %s accounted for; barrier %s sent to prove the changes", school_id, snapshot_id, barrier_id)
     return None
-
-
-async def redrive(records: list[MappedRecord]) -> None:
-    """Hand records back to the loader (it writes them and un-parks them), as rows batches
-    within the usual bounds."""
-    groups: dict[tuple[str, str, Domain, datetime], list[MappedRecord]] = {}
-    for r in records:
-        groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
-    for (school_id, snapshot_id, domain, source_ts), group in groups.items():
-        head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
-        entries = [
-            encode(
-                {
-                    "index": r.index,
-                    "legacy_id": r.legacy_id,
-                    "rows": [row.model_dump() for row in r.rows],
-                    **({"change": r.change.model_dump(mode="json")} if r.change else {}),
-                }
-            )
-            for r in group
-        ]
-        for body, _ in pack(head, entries, max_records=settings.batch_records, max_bytes=settings.batch_bytes):
-            await publish(broker, keyring, body, topics.rows(domain), key=batch_key(school_id, domain))
 
 
 #: Schools whose counts one sync round reads at most (the least recently checked first):

@@ -24,6 +24,7 @@ from services.coordinator.phases import (
 )
 from services.coordinator.store import CoordinatorStore
 from shared.barrier import expected_acks, partition_counts
+from shared.batching import encode, header, pack
 from shared.domains import Domain
 from shared.leases import Lease, named
 from shared.ledger import quarantine
@@ -31,6 +32,7 @@ from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.messages import (
     Barrier,
+    MappedRecord,
     Mode,
     OperatorCommand,
     Redrive,
@@ -43,7 +45,7 @@ from shared.report import school_report
 from shared.settings import Settings
 from shared.signing import Keyring, publish
 from shared.telemetry import PipelineMetrics
-from shared.topics import Topics
+from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
 
@@ -375,6 +377,29 @@ class Operations:
         log.warning("%s: snapshot %s: keys mapped by %s (%s): %s", school_id, snapshot_id, actor, mapping, reason)
         return f"mapping {mapping} sent: snapshot {snapshot_id} is audited and released again with it"
 
+    async def hand_back(self, records: list[MappedRecord]) -> None:
+        """Hand parked records back to the loader (it writes them and un-parks them), as rows
+        batches within the usual bounds."""
+        groups: dict[tuple[str, str, Domain, datetime], list[MappedRecord]] = {}
+        for r in records:
+            groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
+        for (school_id, snapshot_id, domain, source_ts), group in groups.items():
+            head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
+            entries = [
+                encode(
+                    {
+                        "index": r.index,
+                        "legacy_id": r.legacy_id,
+                        "rows": [row.model_dump() for row in r.rows],
+                        **({"change": r.change.model_dump(mode="json")} if r.change else {}),
+                    }
+                )
+                for r in group
+            ]
+            limits = {"max_records": self.settings.batch_records, "max_bytes": self.settings.batch_bytes}
+            for body, _ in pack(head, entries, **limits):
+                await publish(self.broker, self.keyring, body, self.topics.rows(domain), key=batch_key(school_id, domain))
+
     async def accept_conflicts(self, school_id: str, records: list[str], actor: str, reason: str) -> str:
         """An operator accepts writes in quarantine for a conflict of the data (DOMAIN/ID each),
         with a reason: they no longer block the school, which is validated again (:meth:`replay`)."""
@@ -497,8 +522,13 @@ class Operations:
         # unique value another record holds (or a change's parent) is a conflict of the data,
         # quarantined naming the holder, for the final validation to report.
         _, snapshot_id = await self.store.phase_of(school_id)
-        if snapshot_id is not None and (swept := await self.store.sweep_parked(school_id, snapshot_id)).orphans:
-            log.warning("%s: final sync: %d write(s) held for a conflict of the data", school_id, swept.orphans)
+        if snapshot_id is not None:
+            swept = await self.store.sweep_parked(school_id, snapshot_id, redrive_after_s=0.0)
+            if swept.orphans:
+                log.warning("%s: final sync: %d write(s) held for a conflict of the data", school_id, swept.orphans)
+            if swept.redrive:  # free now (their holder let go): written before the final validation's cut
+                await self.hand_back(swept.redrive)
+                log.warning("%s: final sync: %d held write(s) whose values are free re-driven", school_id, len(swept.redrive))
         return f"barrier {barrier_id} acknowledged on all {expected} paths in {time.monotonic() - started:.1f}s"
 
     async def final_validation(self, school_id: str, snapshot_id: str) -> str:

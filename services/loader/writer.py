@@ -41,7 +41,7 @@ from shared.ledger.quarantine import store_quarantine
 from shared.ledger.versions import judge, sql_snapshot_rewrites
 from shared.mapping import reverse_record
 from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
-from shared.tables import LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
+from shared.tables import CHILD_TABLES, LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
@@ -230,13 +230,15 @@ async def _judge(
     query for this, the records the step leaves deleted)."""
     if not records:
         return records, False, {}
-    if not any(r.change is not None for r in records):
+    # A record with nested children is judged even in a school only snapshots wrote: a row
+    # guard cannot keep an older write's child out that a newer one no longer has.
+    if not any(r.change is not None or r.domain in CHILD_TABLES for r in records):
         if not await ledger.has_versions(conn, {r.school_id for r in records}):
             return records, False, {}
     keys = [record_key(r) for r in records]
     judged = judge(records, keys, *await ledger.held_versions(conn, keys))
     tally.update(judged.tally)
-    await parking.forget_stale(conn, judged.stale)
+    await parking.forget_stale(conn, [*judged.stale, *judged.tombstones])  # a parked write a deletion outdates too
     await ledger.write_tombstones(conn, judged.tombstones)
     return judged.keep, True, judged.buried
 
@@ -342,7 +344,8 @@ async def _write_rows(
     present = [spec for spec in LOAD_ORDER if tables.get(spec.name)]
     fresh = await _fresh_tables(conn, present, tables) if direct and not under else set()
     # Before the upserts: a value a dropped child held is free for a row written with them.
-    dropped = await liveness.drop_children(conn, records) if len(fresh) < len(present) else []
+    # (Always: a record's new children can all be new ids, its old ones still live.)
+    dropped = await liveness.drop_children(conn, records)
     for spec in present:
         rows = tables[spec.name]
         if spec.name in fresh:

@@ -36,7 +36,7 @@ from shared.domains import ALL_DOMAINS, Domain
 from shared.ledger import deletions, device_store, quarantine
 from shared.ledger.accounting import DomainCounts, record_counts
 from shared.ledger.devices import merge
-from shared.messages import UNNAMED_DEVICE, DomainValidation, ValidationCompleted
+from shared.messages import CHANGE_ID_PREFIX, UNNAMED_DEVICE, DomainValidation, ValidationCompleted
 from shared.settings import Settings
 
 log = logging.getLogger("schoolmig.validator")
@@ -145,13 +145,18 @@ async def validate_school(
     if school is not None:
         for domain, unknown in school.unknown.items():
             unsettled[domain] |= unknown
-    # A record whose write is held for a conflict of the data keeps what it held before it: its
-    # fate is the conflict's (reported below, critical until accepted), not compared here.
-    conflicts = await quarantine.data_conflicts(pool, school_id, snapshot_id)
+    # A record whose snapshot write is held for a conflict of the data keeps what it held
+    # before it, which the snapshot's expectation does not know: its fate is the conflict's
+    # (reported below, critical until accepted), not compared here. (A held change is not
+    # replayed: its record is compared as it stands without it.)
+    conflicts = await quarantine.data_conflicts(
+        pool, school_id, [snapshot_id, *(src.manifest.snapshot_id for src in sources.values())]
+    )
     conflicted: dict[Domain, set[str]] = {d: set() for d in Domain}
     for conflict in conflicts:
-        conflicted[Domain(conflict["domain"])].add(conflict["legacy_id"])
-        unsettled[Domain(conflict["domain"])].add(conflict["legacy_id"])
+        if not conflict["snapshot_id"].startswith(CHANGE_ID_PREFIX):
+            conflicted[Domain(conflict["domain"])].add(conflict["legacy_id"])
+            unsettled[Domain(conflict["domain"])].add(conflict["legacy_id"])
     full: Expected | None = None  # the records themselves, only if a difference needs them
     counts = await record_counts(pool, school_id, snapshot_id) or {}
     quarantined = await _quarantined(pool, school_id, snapshot_id, sources, school)

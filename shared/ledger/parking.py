@@ -91,6 +91,14 @@ orphans AS (
      AND q.reason IN ('orphaned_reference', 'unique_conflict'))
 SELECT * FROM unparked
 """
+# Writes that wait no more (displaced by a newer one of their record, judged stale, refused)
+# are no conflict of the data either: their orphan or unique-conflict entries go.
+_WITHDRAW = """
+DELETE FROM migration.quarantine q
+ USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS w (school_id, snapshot_id, domain, legacy_id)
+ WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (w.school_id, w.snapshot_id, w.domain, w.legacy_id)
+   AND q.reason IN ('orphaned_reference', 'unique_conflict')
+"""
 # What a newer parked write displaces: an older parked snapshot record of the same record.
 _DISPLACED = f"""
 SELECT {_GONE}
@@ -123,7 +131,9 @@ async def park(conn: asyncpg.Connection, parked: Sequence[tuple[MappedRecord, se
     """Park each record with the references it still waits for (exactly those)."""
     if not parked:
         return
-    await mark_loaded_rows(conn, await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])[:6]))
+    displaced = await conn.fetch(_DISPLACED, *version_columns([r for r, _ in parked])[:6])
+    await _withdraw(conn, displaced)
+    await mark_loaded_rows(conn, displaced)
     kept = await conn.fetch(
         _PARK,
         [r.school_id for r, _ in parked],
@@ -159,7 +169,20 @@ async def forget_stale(conn: asyncpg.Connection, stale: Sequence[MappedRecord]) 
     older ones, go), and a snapshot's record still counts as loaded for its snapshot."""
     if stale:
         await mark_loaded(conn, [r for r in stale if r.change is None])
-        await mark_loaded_rows(conn, await conn.fetch(_FORGET_STALE, *version_columns(stale)[:6]))
+        forgotten = await conn.fetch(_FORGET_STALE, *version_columns(stale)[:6])
+        await _withdraw(conn, forgotten)
+        await mark_loaded_rows(conn, forgotten)
+
+
+async def _withdraw(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> None:
+    if rows:
+        await conn.execute(
+            _WITHDRAW,
+            [r["school_id"] for r in rows],
+            [r["snapshot_id"] for r in rows],
+            [r["domain"] for r in rows],
+            [r["legacy_id"] for r in rows],
+        )
 
 
 async def unpark_written(conn: asyncpg.Connection, written: Sequence[MappedRecord]) -> None:
@@ -214,12 +237,14 @@ class ParkedSweep:
 
 
 _SATISFIED_NOW = f"DELETE FROM migration.parked_refs r WHERE r.school_id = $1 AND {ref_exists_sql('r.ref_table', 'r.ref_id')}"
-# A parked change a newer write of its record superseded waits for nothing.
+# A parked change a newer write or deletion of its record superseded waits for nothing.
 _SUPERSEDED_CHANGES = f"""
 DELETE FROM migration.parked_records p USING migration.record_versions v
  WHERE p.school_id = $1 AND (v.school_id, v.domain, v.legacy_id) = (p.school_id, p.domain, p.legacy_id)
-   AND p.client_id <> {sql_text(SNAPSHOT_CLIENT)} AND v.live_ts IS NOT NULL
-   AND {_P.not_newer(SqlVersion.of("v", "live_ts", "live_client", "live_seq"))}
+   AND p.client_id <> {sql_text(SNAPSHOT_CLIENT)}
+   AND ((v.live_ts IS NOT NULL AND {_P.not_newer(SqlVersion.of("v", "live_ts", "live_client", "live_seq"))})
+        OR (v.deleted_ts IS NOT NULL AND {_P.not_newer(SqlVersion.of("v", "deleted_ts", "deleted_client", "deleted_seq"))}))
+RETURNING {_GONE}
 """
 _SWEPT = f"""
 SELECT p.domain, p.legacy_id, p.record::text AS record,
@@ -254,7 +279,7 @@ async def sweep(pool: asyncpg.Pool, school_id: str, snapshot_id: str, redrive_af
 
 async def _sweep(conn: asyncpg.Connection, school_id: str, snapshot_id: str, redrive_after_s: float) -> ParkedSweep:
     await conn.execute(_SATISFIED_NOW, school_id)
-    await conn.execute(_SUPERSEDED_CHANGES, school_id)
+    await _withdraw(conn, await conn.fetch(_SUPERSEDED_CHANGES, school_id))
     result = ParkedSweep()
     orphans = []
     swept = [

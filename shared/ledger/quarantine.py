@@ -163,24 +163,26 @@ DATA_CONFLICT_SQL = f"(q.reason = 'unique_conflict' OR (q.reason = 'orphaned_ref
 _DATA_CONFLICTS = f"""
 SELECT q.domain, q.legacy_id, q.snapshot_id, q.reason, q.message, a.actor, a.reason AS accepted_reason
   FROM migration.quarantine q
-  LEFT JOIN migration.accepted_conflicts a USING (school_id, domain, legacy_id)
- WHERE q.school_id = $1 AND (q.snapshot_id = $2 OR {sql_is_change("q.snapshot_id")}) AND {DATA_CONFLICT_SQL}
+  LEFT JOIN migration.accepted_conflicts a USING (school_id, snapshot_id, domain, record_index)
+ WHERE q.school_id = $1 AND (q.snapshot_id = ANY($2::text[]) OR {sql_is_change("q.snapshot_id")}) AND {DATA_CONFLICT_SQL}
  ORDER BY q.domain, q.legacy_id COLLATE "C", q.snapshot_id COLLATE "C"
 """
 
 
-async def data_conflicts(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> list[dict[str, Any]]:
+async def data_conflicts(pool: asyncpg.Pool, school_id: str, snapshot_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The school's writes in quarantine for a conflict of the data (:data:`DATA_CONFLICT_SQL`),
-    of this snapshot and of its changes, each with who accepted it and why (or None)."""
-    return [dict(r) for r in await pool.fetch(_DATA_CONFLICTS, school_id, snapshot_id)]
+    of these snapshots (each device's newest) and of its changes, each with who accepted it
+    and why (or None)."""
+    return [dict(r) for r in await pool.fetch(_DATA_CONFLICTS, school_id, sorted(set(snapshot_ids)))]
 
 
 _ACCEPT = f"""
-INSERT INTO migration.accepted_conflicts AS a (school_id, domain, legacy_id, actor, reason)
-SELECT DISTINCT q.school_id, q.domain, q.legacy_id, $4, $5
+INSERT INTO migration.accepted_conflicts AS a (school_id, snapshot_id, domain, record_index, legacy_id, actor, reason)
+SELECT q.school_id, q.snapshot_id, q.domain, q.record_index, q.legacy_id, $4, $5
   FROM migration.quarantine q JOIN unnest($2::text[], $3::text[]) AS k (domain, legacy_id) USING (domain, legacy_id)
  WHERE q.school_id = $1 AND {DATA_CONFLICT_SQL}
-ON CONFLICT (school_id, domain, legacy_id) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason, accepted_at = now()
+ON CONFLICT (school_id, snapshot_id, domain, record_index)
+   DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason, accepted_at = now()
 RETURNING domain, legacy_id
 """
 
@@ -188,8 +190,9 @@ RETURNING domain, legacy_id
 async def accept_conflicts(
     pool: asyncpg.Pool, school_id: str, records: Sequence[tuple[str, str]], actor: str, reason: str
 ) -> list[tuple[str, str]]:
-    """An operator accepts these (domain, legacy id) writes in quarantine for a conflict of the
-    data, with a reason: they no longer block the school. Returns those accepted (a record with
-    no such entry is not)."""
+    """An operator accepts the entries in quarantine for a conflict of the data of these
+    (domain, legacy id) records, with a reason: they no longer block the school (a later,
+    different conflict of the same record does). Returns the records accepted (one with no
+    such entry is not)."""
     rows = await pool.fetch(_ACCEPT, school_id, [d for d, _ in records], [i for _, i in records], actor, reason)
-    return sorted((r["domain"], r["legacy_id"]) for r in rows)
+    return sorted({(r["domain"], r["legacy_id"]) for r in rows})

@@ -188,7 +188,7 @@ SELECT k.legacy_id, l.record_index, coalesce(v.live_ts, l.source_ts) AS ts
   FROM unnest($3::text[]) AS k (legacy_id)
   LEFT JOIN LATERAL (SELECT x.record_index, x.source_ts FROM migration.loaded_records x
                       WHERE (x.school_id, x.domain, x.legacy_id) = ($1, $2, k.legacy_id)
-                      ORDER BY x.source_ts DESC, x.device_id DESC LIMIT 1) l ON true
+                      ORDER BY x.source_ts DESC, x.device_id COLLATE "C" DESC LIMIT 1) l ON true
   LEFT JOIN migration.record_versions v ON (v.school_id, v.domain, v.legacy_id) = ($1, $2, k.legacy_id)
 """
 

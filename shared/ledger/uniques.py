@@ -86,8 +86,8 @@ class Settlement:
     """Writes that wait, each with the rows (:func:`wait_ref`) holding what it claims."""
 
 
-def _precedence(record: MappedRecord, incumbent: bool) -> tuple[object, ...]:
-    return (not incumbent, version_of(record), record.domain.value.encode(), record.legacy_id.encode())
+def _precedence(record: MappedRecord) -> tuple[object, ...]:
+    return (version_of(record), record.domain.value.encode(), record.legacy_id.encode())
 
 
 def settle(records: Sequence[MappedRecord], held: Iterable[Held], gone: Iterable[RecordKey] = ()) -> Settlement:
@@ -95,45 +95,52 @@ def settle(records: Sequence[MappedRecord], held: Iterable[Held], gone: Iterable
     will be live) may be written, given the live rows ``held`` that hold values they claim,
     and the records the step leaves deleted (``gone``: their rows hold nothing).
 
-    A row of a record in the step is replaced by the step (or dropped, or deleted) unless
-    that record waits; a waiting record's row holds what it held. Waits are found until none
-    is added (a write that waits puts its record's current row back among the holders)."""
+    Found as a fixpoint over sets, so the answer is the same in any order of ``records``:
+    of the writes not yet found blocked, the ties are settled first (a record whose row
+    holds a value keeps it; then each write in precedence order takes what no earlier one
+    took, and a write that finds a value taken waits for the row taking it); then each
+    remaining write that claims a value a row of a record outside them holds (one not in
+    the step, or one that waits: its current row stays) is blocked, waiting for that row.
+    Until no write is newly blocked. A write blocked stays so; the ties are settled again
+    each round among the rest (a write that lost to one now blocked may take the value)."""
     buried = set(gone)
     holders: dict[Claim, list[Held]] = {}
     for h in held:
         if h.key not in buried:
             holders.setdefault(h.claim, []).append(h)
-    claimed = [(r, claims(r)) for r in records]
-    waits: dict[int, set[Ref]] = {}
+    claimed = [(r, record_key(r), claims(r)) for r in records]
+    blocked: dict[int, set[Ref]] = {}
     while True:
-        active = {record_key(r) for i, (r, _) in enumerate(claimed) if i not in waits}
-        owners: dict[Claim, list[tuple[int, tuple[str, str]]]] = {}
-        for i, (_, mine) in enumerate(claimed):
-            if i not in waits:
+        active = [i for i in range(len(claimed)) if i not in blocked]
+        taken: dict[Claim, tuple[RecordKey, tuple[str, str]]] = {}
+        for i in active:  # a record whose row holds a value it claims again keeps it
+            _, key, mine = claimed[i]
+            for claim, row in mine.items():
+                if any(h.key == key for h in holders.get(claim, ())):
+                    taken[claim] = (key, row)
+        losers: dict[int, set[Ref]] = {}
+        for i in sorted(active, key=lambda i: _precedence(claimed[i][0])):
+            _, key, mine = claimed[i]
+            lost = {wait_ref(*taken[c][1]) for c in mine if c in taken and taken[c][0] != key}
+            if lost:
+                losers[i] = lost
+            else:
                 for claim, row in mine.items():
-                    owners.setdefault(claim, []).append((i, row))
+                    taken.setdefault(claim, (key, row))
+        writing = {claimed[i][1] for i in active if i not in losers}
         added: dict[int, set[Ref]] = {}
-        for claim, claimants in owners.items():
-            standing = [h for h in holders.get(claim, ()) if h.key not in active]
-            if standing:
-                for i, _ in claimants:
+        for i in active:
+            if i in losers:
+                continue
+            for claim in claimed[i][2]:
+                standing = [h for h in holders.get(claim, ()) if h.key not in writing]
+                if standing:
                     added.setdefault(i, set()).update(wait_ref(h.table, h.row_id) for h in standing)
-                continue
-            if len({record_key(claimed[i][0]) for i, _ in claimants}) < 2:
-                continue
-            incumbents = {h.key for h in holders.get(claim, ())}
-            first, (table, row_id) = min(
-                claimants, key=lambda c: _precedence(claimed[c[0]][0], record_key(claimed[c[0]][0]) in incumbents)
-            )
-            winner = record_key(claimed[first][0])
-            for i, _ in claimants:
-                if record_key(claimed[i][0]) != winner:
-                    added.setdefault(i, set()).add(wait_ref(table, row_id))
         if not added:
             break
-        for i, refs in added.items():
-            waits.setdefault(i, set()).update(refs)
+        blocked.update(added)
+    waits = {**losers, **blocked}
     return Settlement(
-        ready=[r for i, (r, _) in enumerate(claimed) if i not in waits],
-        waiting=[(r, waits[i]) for i, (r, _) in enumerate(claimed) if i in waits],
+        ready=[r for i, (r, _, _) in enumerate(claimed) if i not in waits],
+        waiting=[(r, waits[i]) for i, (r, _, _) in enumerate(claimed) if i in waits],
     )

@@ -36,6 +36,20 @@ BEGIN
   END LOOP;
 END $$;
 
+-- Child rows a newer write of their record no longer has (older than the record's newest
+-- row in the table) were left live before this migration: they stop being live now.
+DO $$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['class_schedules', 'attendance_records', 'private_lesson_payment_obligations',
+                           'private_lesson_payments'] LOOP
+    EXECUTE format('UPDATE %I t SET deleted_at = m.newest FROM (SELECT school_id, legacy_id, max(source_ts) AS newest'
+                   ' FROM %I GROUP BY school_id, legacy_id) m'
+                   ' WHERE (t.school_id, t.legacy_id) = (m.school_id, m.legacy_id) AND t.source_ts < m.newest'
+                   ' AND t.deleted_at IS NULL', t, t);
+  END LOOP;
+END $$;
+
 -- Every unique key of the target schema holds over the live rows (a deleted record holds no
 -- value against a live one), checked at the end of each statement (a swap of values inside
 -- one write is no violation). The loader never lets a write reach a held value: it waits
@@ -72,6 +86,9 @@ ALTER TABLE migration.changes ALTER COLUMN client_id TYPE TEXT COLLATE "C";
 ALTER TABLE migration.record_versions ALTER COLUMN live_client TYPE TEXT COLLATE "C";
 ALTER TABLE migration.record_versions ALTER COLUMN deleted_client TYPE TEXT COLLATE "C";
 ALTER TABLE migration.parked_records ALTER COLUMN client_id TYPE TEXT COLLATE "C";
+ALTER TABLE migration.loaded_records ALTER COLUMN device_id TYPE TEXT COLLATE "C";
+ALTER TABLE migration.snapshots ALTER COLUMN device_id TYPE TEXT COLLATE "C";
+ALTER TABLE migration.device_states ALTER COLUMN device_id TYPE TEXT COLLATE "C";
 CREATE VIEW migration.deleted_records AS
 SELECT v.school_id, v.domain, v.legacy_id, v.deleted_by AS snapshot_id, v.deleted_at
   FROM migration.record_versions v
@@ -135,12 +152,15 @@ SELECT c.id AS class_id, c.school_id, c.legacy_id, c.name, c.level, c.status, c.
 
 -- A write in quarantine for a conflict of the data (shared.ledger.quarantine.DATA_CONFLICT_SQL)
 -- blocks the school's validation until it is written after a fix, or an operator accepts it.
+-- Accepted per quarantine entry: a later, different conflict of the same record is not.
 CREATE TABLE IF NOT EXISTS migration.accepted_conflicts (
-  school_id   TEXT NOT NULL,
-  domain      TEXT NOT NULL,
-  legacy_id   TEXT NOT NULL,
-  actor       TEXT NOT NULL,
-  reason      TEXT NOT NULL,
-  accepted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-  PRIMARY KEY (school_id, domain, legacy_id)
+  school_id    TEXT NOT NULL,
+  snapshot_id  TEXT NOT NULL,
+  domain       TEXT NOT NULL,
+  record_index INT NOT NULL,
+  legacy_id    TEXT,
+  actor        TEXT NOT NULL,
+  reason       TEXT NOT NULL,
+  accepted_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, snapshot_id, domain, record_index)
 );

@@ -71,17 +71,17 @@ async def test_version_comparisons_in_sql_order_versions_as_python_does(pool: as
 
 
 async def test_every_column_holding_a_client_id_orders_it_by_bytes(pool: asyncpg.Pool) -> None:
-    """One ordering of client ids everywhere: the columns the ledger keeps client ids in are
-    declared ``COLLATE "C"`` (and every rendered comparison says ``COLLATE "C"``), so a
+    """One ordering of client ids everywhere: the columns the ledger keeps client (and device)
+    ids in are declared ``COLLATE "C"`` (and every rendered comparison says ``COLLATE "C"``), so a
     database created with another default collation orders them as Python does. (This
     machine's PostgreSQL has no ICU and the OS no other locale: a linguistic collation cannot
     be exercised here.)"""
     declared = await pool.fetch(
         "SELECT table_name, column_name, collation_name FROM information_schema.columns"
-        " WHERE table_schema = 'migration' AND (column_name LIKE '%client' OR column_name = 'client_id')"
-        " AND table_name IN ('changes', 'record_versions', 'parked_records')"
+        " WHERE table_schema = 'migration' AND (column_name IN ('live_client', 'deleted_client', 'client_id', 'device_id'))"
+        " AND table_name IN ('changes', 'record_versions', 'parked_records', 'loaded_records', 'snapshots', 'device_states')"
     )
-    assert len(declared) == 4 and {r["collation_name"] for r in declared} == {"C"}, [tuple(r) for r in declared]
+    assert len(declared) == 7 and {r["collation_name"] for r in declared} == {"C"}, [tuple(r) for r in declared]
     assert 'COLLATE "C"' in SqlVersion.of("v").older(SqlVersion.of("w"))
 
 

@@ -398,3 +398,50 @@ async def test_two_loaders_racing_on_parent_and_child_leave_no_child_parked(post
     finally:
         for p in pools:
             await p.close()
+
+
+def _raw(school: str, domain: Domain, record: dict, ts: datetime, snapshot: str) -> MappedRecord:
+    out = transform(
+        RawRecord(
+            school_id=school, snapshot_id=snapshot, domain=domain, index=0, legacy_id=record["id"], source_ts=ts, record=record
+        )
+    )
+    assert isinstance(out, MappedRecord), out
+    return out
+
+
+async def test_a_child_an_older_write_has_and_a_newer_one_dropped_stays_dropped_in_either_order(pool: asyncpg.Pool) -> None:
+    """Two snapshots (a school no change ever touched) of one class: the newer has one slot,
+    the older two. Whichever is written first, the older's second slot is not live, and
+    the newer's slot is."""
+    t_old, t_new = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC)
+    slots = [
+        {"day": "Monday", "startTime": "9:00", "endTime": "10:00"},
+        {"day": "Friday", "startTime": "9:00", "endTime": "10:00"},
+    ]
+    cls = {"id": "class-1", "name": "Maths", "level": "A1", "teacher": {"id": "teacher-1"}, "roomId": "room-1", "maxStudents": 9}
+    outcomes = []
+    for n, order in enumerate(("old-first", "new-first")):
+        school = f"it-w-slots-{n}"
+        writer = Writer(pool)
+        parents = [
+            _raw(
+                school,
+                Domain.TEACHERS,
+                {"id": "teacher-1", "name": "T", "email": "t@x", "subject": "Maths", "joinDate": "2024-01-01"},
+                t_old,
+                "s-old",
+            ),
+            _raw(school, Domain.CLASSROOMS, {"id": "room-1", "name": "Room 1", "capacity": 10}, t_old, "s-old"),
+        ]
+        assert await writer.load(parents) == []
+        old = _raw(school, Domain.CLASSES, {**cls, "schedule": slots}, t_old, "s-old")
+        new = _raw(school, Domain.CLASSES, {**cls, "schedule": slots[:1]}, t_new, "s-new")
+        for write in ([old], [new]) if order == "old-first" else ([new], [old]):
+            assert await writer.load(write) == []
+        live = await pool.fetch(
+            "SELECT day_of_week, deleted_at IS NULL AS live FROM class_schedules WHERE school_id = $1 ORDER BY day_of_week",
+            school,
+        )
+        outcomes.append([(r["day_of_week"], r["live"]) for r in live if r["live"]])
+    assert outcomes[0] == outcomes[1] == [(1, True)]

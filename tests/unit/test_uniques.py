@@ -20,9 +20,18 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 EMAILS = ["a@x", "b@x", "c@x", "d@x"]
 
 
-def user(legacy_id: str, email: str, at: int = 0) -> MappedRecord:
-    """A student's write: its users row, with ``email``, made ``at`` seconds after T0."""
+def user(legacy_id: str, email: str, at: int = 0, slot: str | None = None) -> MappedRecord:
+    """A write of a record: a users row with ``email`` and, with ``slot``, a grades row whose
+    (assessment, student) is ``slot`` (a second unique key), made ``at`` seconds after T0."""
     ts = T0 + timedelta(seconds=at)
+    n = int(legacy_id[1:])
+    rows = [TargetRow(table="users", values={"id": f"00000000-0000-0000-0000-{n:012d}", "email": email})]
+    if slot is not None:
+        rows.append(
+            TargetRow(
+                table="grades", values={"id": f"00000000-0000-0000-0001-{n:012d}", "assessment_id": slot, "student_id": "x"}
+            )
+        )
     return MappedRecord(
         school_id=SCHOOL,
         snapshot_id=f"chg.c.{at}",
@@ -30,15 +39,15 @@ def user(legacy_id: str, email: str, at: int = 0) -> MappedRecord:
         index=0,
         legacy_id=legacy_id,
         source_ts=ts,
-        rows=[TargetRow(table="users", values={"id": f"00000000-0000-0000-0000-{int(legacy_id[1:]):012d}", "email": email})],
+        rows=rows,
         change=ChangeMeta(op=ChangeOp.UPDATE, client_id="c", seq=at, source_ts=ts),
     )
 
 
-def holders_of(table: dict[str, str], step: list[MappedRecord]) -> list[Held]:
+def holders_of(table: dict[str, str], step: list[MappedRecord], slots: dict[str, str] | None = None) -> list[Held]:
     """What the database returns: the live rows holding a value the step claims."""
     wanted = {claim for r in step for claim in claims(r)}
-    rows = [user(legacy_id, email) for legacy_id, email in table.items()]
+    rows = [user(legacy_id, email, slot=(slots or {}).get(legacy_id)) for legacy_id, email in table.items()]
     return [
         Held(claim, table_name, row_id, record_key(r))
         for r in rows
@@ -98,3 +107,46 @@ def test_a_record_the_step_deletes_holds_nothing() -> None:
     table = {"s1": "a@x"}
     taker = [user("s2", "a@x", 3)]
     assert settle(taker, holders_of(table, taker), gone={(SCHOOL, "students", "s1")}).ready == taker
+
+
+SLOTS = ["g1", "g2", "g3"]
+people = st.dictionaries(ids, st.tuples(st.sampled_from(EMAILS), st.sampled_from(SLOTS)), max_size=5).filter(
+    lambda t: len({e for e, _ in t.values()}) == len(t) and len({g for _, g in t.values()}) == len(t)
+)
+writes_of_two_keys = st.dictionaries(
+    ids, st.tuples(st.sampled_from(EMAILS), st.sampled_from(SLOTS), st.integers(0, 3)), max_size=5
+)
+
+
+@given(table=people, step=writes_of_two_keys, seed=st.integers(0, 2**16))
+def test_with_two_keys_per_record_the_rule_is_safe_complete_and_order_free(
+    table: dict[str, tuple[str, str]], step: dict[str, tuple[str, str, int]], seed: int
+) -> None:
+    """A record claims two values (an email, a grade's slot); a write that loses one waits
+    whole, and one that lost to it may take the other. Never a value twice, no wait when the
+    state the step leaves is free of conflicts, and the same writes wait in any order."""
+    writes = [user(i, email, at, slot) for i, (email, slot, at) in step.items()]
+    emails = {i: e for i, (e, _) in table.items()}
+    slots = {i: g for i, (_, g) in table.items()}
+    out = settle(writes, holders_of(emails, writes, slots))
+    ready = {r.legacy_id for r in out.ready}
+    after = {**table, **{i: (step[i][0], step[i][1]) for i in ready}}
+    for k in (0, 1):
+        values = [v[k] for v in after.values()]
+        assert len(set(values)) == len(values), "two live rows hold one value"
+    naive = {**table, **{i: (e, g) for i, (e, g, _) in step.items()}}
+    if all(len({v[k] for v in naive.values()}) == len(naive) for k in (0, 1)):
+        assert not out.waiting
+    shuffled = list(writes)
+    random.Random(seed).shuffle(shuffled)
+    assert {r.legacy_id for r in settle(shuffled, holders_of(emails, shuffled, slots)).ready} == ready
+
+
+def test_a_write_that_lost_to_one_now_waiting_takes_the_value() -> None:
+    """x beats y to a value, but x waits for another value held outside the step: y takes it
+    (as it would alone)."""
+    held = {"s3": "b@x"}
+    x, y = user("s1", "b@x", 1, slot="g1"), user("s2", "c@x", 2, slot="g1")
+    alone = settle([y], holders_of(held, [y]))
+    both = settle([x, y], holders_of(held, [x, y]))
+    assert [r.legacy_id for r in alone.ready] == [r.legacy_id for r in both.ready] == ["s2"]
