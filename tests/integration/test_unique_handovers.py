@@ -222,3 +222,22 @@ async def test_a_value_two_devices_give_two_records_is_a_conflict_until_an_opera
 
 async def _phase(pool: asyncpg.Pool, school_id: str) -> str:
     return await pool.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
+
+
+async def test_two_students_swapping_emails_inside_one_snapshot_validate(
+    stack: Stack, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    school_id = "it-unique-swap"
+    base = school()
+    assert (await migrate(settings, pool, school_id, content(base, T0), taken_at=T0, timeout_s=120))["phase"] == "validated"
+    swapped = copy.deepcopy(base)
+    a, b = swapped[Domain.STUDENTS]["student-9"], swapped[Domain.STUDENTS]["student-10"]
+    a["email"], b["email"] = b["email"], a["email"]
+    later = T0 + timedelta(days=1)
+    report = await migrate(settings, pool, school_id, content(swapped, later), taken_at=later, timeout_s=120)
+    assert report["phase"] == "validated", [
+        (d["domain"], d["issues"][:3]) for d in report["validation"]["domains"] if d["issues"]
+    ]
+    emails = dict(await pool.fetch("SELECT legacy_id, email FROM users WHERE school_id = $1 AND deleted_at IS NULL", school_id))
+    assert (emails["student-9"], emails["student-10"]) == (a["email"], b["email"])
+    assert not await pool.fetchval("SELECT count(*) FROM migration.quarantine WHERE school_id = $1", school_id)
