@@ -26,6 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -209,17 +210,27 @@ Buried = dict[RecordKey, datetime]  # records a step leaves deleted, with the de
 async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str]) -> None:
     """Write ``records``, then whatever was waiting for them, and so on down (no savepoints)."""
     while records:
-        records, versioned, buried = await _judge(conn, records, tally)
-        ready, parked = await _plan(conn, records, buried)
+        step = await _judge(conn, records, tally)
+        ready, parked = await _plan(conn, step.keep, step.buried)
         await parking.park(conn, parked)
-        freed = await liveness.bury(conn, buried.items())  # first: what they held is free for the step
-        freed += await _write_rows(conn, ready, cache, direct=True, versioned=versioned, buried=buried)
+        freed = await liveness.bury(conn, step.buried.items())  # first: what they held is free for the step
+        freed += await _write_rows(conn, ready, cache, direct=True, step=step)
         records = await parking.released_by(conn, _releases(freed))
 
 
-async def _judge(
-    conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]
-) -> tuple[list[MappedRecord], bool, Buried]:
+class Step(NamedTuple):
+    """What :func:`_judge` found for a step's records."""
+
+    keep: list[MappedRecord]
+    versioned: bool = False
+    """Their schools have versions at all (a change or a deletion touched some record)."""
+    buried: Buried = {}
+    """The records the step leaves deleted, with the deletion's time."""
+    new: frozenset[RecordKey] = frozenset()
+    """Records that hold nothing yet (no content, no deletion): no child of theirs to drop."""
+
+
+async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: Counter[str]) -> Step:
     """The records whose content to write: those whose version is greater than the content
     each record holds now (``shared.ledger.versions.judge``). A delete is applied here: its
     tombstone is kept if it is the greatest deletion, and the rows stay, not live (a soft
@@ -229,18 +240,19 @@ async def _judge(
     versions at all: a school only ever bulk-loaded from snapshots has none, and pays one
     query for this, the records the step leaves deleted)."""
     if not records:
-        return records, False, {}
+        return Step(records)
     # A record with nested children is judged even in a school only snapshots wrote: a row
     # guard cannot keep an older write's child out that a newer one no longer has.
     if not any(r.change is not None or r.domain in CHILD_TABLES for r in records):
         if not await ledger.has_versions(conn, {r.school_id for r in records}):
-            return records, False, {}
+            return Step(records)
     keys = [record_key(r) for r in records]
-    judged = judge(records, keys, *await ledger.held_versions(conn, keys))
+    content, deletion = await ledger.held_versions(conn, keys)
+    judged = judge(records, keys, content, deletion)
     tally.update(judged.tally)
     await parking.forget_stale(conn, [*judged.stale, *judged.tombstones])  # a parked write a deletion outdates too
     await ledger.write_tombstones(conn, judged.tombstones)
-    return judged.keep, True, judged.buried
+    return Step(judged.keep, True, judged.buried, frozenset(keys) - content.keys() - deletion.keys())
 
 
 async def _plan(
@@ -297,11 +309,11 @@ async def _write_isolated(
     judged: Counter[str] = Counter()
     try:
         async with conn.transaction():  # a savepoint
-            kept, versioned, buried = await _judge(conn, records, judged)
-            ready, parked = await _plan(conn, kept, buried)
+            step = await _judge(conn, records, judged)
+            ready, parked = await _plan(conn, step.keep, step.buried)
             await parking.park(conn, parked)
-            freed = await liveness.bury(conn, buried.items())
-            freed += await _write_rows(conn, ready, cache, versioned=versioned, buried=buried)
+            freed = await liveness.bury(conn, step.buried.items())
+            freed += await _write_rows(conn, ready, cache, step=step)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -322,8 +334,7 @@ async def _write_rows(
     cache: Cache,
     *,
     direct: bool = False,
-    versioned: bool = False,
-    buried: Buried | None = None,
+    step: Step | None = None,
 ) -> list[Ref]:
     """COPY each table's rows into staging and upsert them, parents first; the rows of
     records the step leaves deleted (``buried``) are written not live, and child rows a
@@ -337,15 +348,14 @@ async def _write_rows(
     """
     if not records:
         return []
+    step = step or Step(records)
     tables = rows_by_table(records, cache)
-    under = {
-        str(row.values["id"]): at for r in records if (at := (buried or {}).get(record_key(r))) is not None for row in r.rows
-    }
+    under = {str(row.values["id"]): at for r in records if (at := step.buried.get(record_key(r))) is not None for row in r.rows}
     present = [spec for spec in LOAD_ORDER if tables.get(spec.name)]
     fresh = await _fresh_tables(conn, present, tables) if direct and not under else set()
     # Before the upserts: a value a dropped child held is free for a row written with them.
     # (Always: a record's new children can all be new ids, its old ones still live.)
-    dropped = await liveness.drop_children(conn, records)
+    dropped = await liveness.drop_children(conn, [r for r in records if record_key(r) not in step.new])
     for spec in present:
         rows = tables[spec.name]
         if spec.name in fresh:
@@ -355,7 +365,7 @@ async def _write_rows(
             if mine := [(str(row[0]), under[str(row[0])]) for row in rows if str(row[0]) in under]:
                 await conn.execute(_STAGE_BURIED[spec.name], [i for i, _ in mine], [at for _, at in mine])
             await conn.execute(_UPSERTS[spec.name])
-    await ledger.mark_written(conn, records, versioned=versioned)
+    await ledger.mark_written(conn, records, versioned=step.versioned)
     await parking.unpark_written(conn, records)
     return [*(ref for r in records for ref in provides(r)), *dropped]
 

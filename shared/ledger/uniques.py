@@ -109,6 +109,14 @@ def settle(records: Sequence[MappedRecord], held: Iterable[Held], gone: Iterable
         if h.key not in buried:
             holders.setdefault(h.claim, []).append(h)
     claimed = [(r, record_key(r), claims(r)) for r in records]
+    # The common case (a bulk load: each value claimed once, held by nobody else) at once.
+    owner: dict[Claim, RecordKey] = {}
+    if all(
+        owner.setdefault(c, key) == key and all(h.key == key for h in holders.get(c, ()))
+        for _, key, mine in claimed
+        for c in mine
+    ):
+        return Settlement(ready=list(records))
     blocked: dict[int, set[Ref]] = {}
     while True:
         active = [i for i in range(len(claimed)) if i not in blocked]

@@ -139,13 +139,19 @@ async def test_values_that_change_hands_recreations_and_children_end_as_the_hist
     history.put("web-a", t1, Domain.CLASSES, with_(two_slots[0], schedule=two_slots[0]["schedule"][:1]))
     history.put("web-b", t1, Domain.CLASSES, with_(two_slots[1], schedule=two_slots[1]["schedule"][:1]))
     history.put("web-a", t2, Domain.CLASSES, copy.deepcopy(two_slots[1]))
+    # A session loses one student's entry; another is deleted and entered again under a new id
+    # (the same class, date and students: the attendance key the deleted one held).
+    sessions = [a for a in base[Domain.ATTENDANCE].values() if len(a["studentRecords"]) >= 2][:2]
+    history.put("web-b", t1, Domain.ATTENDANCE, with_(sessions[0], studentRecords=sessions[0]["studentRecords"][:-1]))
+    history.delete("web-a", t1, Domain.ATTENDANCE, sessions[1]["id"])
+    history.put("web-b", t2, Domain.ATTENDANCE, with_(sessions[1], id="attendance-900"), ChangeOp.CREATE)
 
     await deliver(settings, school_id, history.changes, seed)
     await settle(settings, pool, school_id, len(history.changes), timeout_s=120)
 
     want = history.model()
     held = await live_records(pool, school_id)
-    for domain in (Domain.STUDENTS, Domain.GRADES, Domain.CLASSES):
+    for domain in (Domain.STUDENTS, Domain.GRADES, Domain.CLASSES, Domain.ATTENDANCE):
         got = {str(r["id"]): r for r in held.get(domain, [])}
         assert got.keys() == want[domain].keys(), (domain, sorted(got.keys() ^ want[domain].keys()))
         differing = sorted(k for k in got if got[k] != want[domain][k])
@@ -156,6 +162,12 @@ async def test_values_that_change_hands_recreations_and_children_end_as_the_hist
         "SELECT count(*) FROM class_schedules WHERE school_id = $1 AND deleted_at IS NOT NULL", school_id
     )
     assert dropped == len(two_slots[0]["schedule"]) - 1  # the other class's slot is live again
+    gone_entries = await pool.fetch(
+        "SELECT legacy_id FROM attendance_records WHERE school_id = $1 AND deleted_at IS NOT NULL", school_id
+    )
+    assert sorted(r["legacy_id"] for r in gone_entries) == sorted(
+        [sessions[0]["id"], *[sessions[1]["id"]] * len(sessions[1]["studentRecords"])]
+    )
     assert not await pool.fetchval("SELECT count(*) FROM migration.quarantine WHERE school_id = $1", school_id)
     assert not await pool.fetchval("SELECT count(*) FROM migration.parked_records WHERE school_id = $1", school_id)
 
