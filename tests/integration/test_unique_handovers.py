@@ -129,10 +129,10 @@ async def test_values_that_change_hands_recreations_and_children_end_as_the_hist
     # Re-created under a deleted record's unique key: a person re-added with a deleted
     # student's email, a grade entered again for the same assessment and student.
     history.delete("web-a", t1, Domain.STUDENTS, "student-20")
-    history.put("web-b", t2, Domain.STUDENTS, with_(students["student-20"], id="student-900"), ChangeOp.CREATE)
+    history.put("web-b", t2, Domain.STUDENTS, with_(students["student-20"], id="student-new-1"), ChangeOp.CREATE)
     first_grade = next(iter(grades.values()))
     history.delete("web-b", t1, Domain.GRADES, first_grade["id"])
-    history.put("web-a", t2, Domain.GRADES, with_(first_grade, id="grade-900", value=55), ChangeOp.CREATE)
+    history.put("web-a", t2, Domain.GRADES, with_(first_grade, id="grade-new-1", value=55), ChangeOp.CREATE)
     # Children that go, and come back: a class loses a slot; another loses one, then has it again.
     two_slots = [c for c in base[Domain.CLASSES].values() if len(c.get("schedule") or []) >= 2][:2]
     assert len(two_slots) == 2
@@ -144,7 +144,7 @@ async def test_values_that_change_hands_recreations_and_children_end_as_the_hist
     sessions = [a for a in base[Domain.ATTENDANCE].values() if len(a["studentRecords"]) >= 2][:2]
     history.put("web-b", t1, Domain.ATTENDANCE, with_(sessions[0], studentRecords=sessions[0]["studentRecords"][:-1]))
     history.delete("web-a", t1, Domain.ATTENDANCE, sessions[1]["id"])
-    history.put("web-b", t2, Domain.ATTENDANCE, with_(sessions[1], id="attendance-900"), ChangeOp.CREATE)
+    history.put("web-b", t2, Domain.ATTENDANCE, with_(sessions[1], id="attendance-new-1"), ChangeOp.CREATE)
 
     await deliver(settings, school_id, history.changes, seed)
     await settle(settings, pool, school_id, len(history.changes), timeout_s=120)
