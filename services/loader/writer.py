@@ -236,9 +236,9 @@ async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: C
     tombstone is kept if it is the greatest deletion, and the rows stay, not live (a soft
     delete, whichever came first, so that what references them is written the same in any
     order). A snapshot's record that lost still counts as loaded for its snapshot (its ledger
-    line); a change that lost is dropped. Returns (records, whether their schools have
-    versions at all: a school only ever bulk-loaded from snapshots has none, and pays one
-    query for this, the records the step leaves deleted)."""
+    line); a change that lost is dropped. Returns the :class:`Step` (a school only ever
+    bulk-loaded from snapshots has no versions, and pays one query for this, unless a record
+    has children: those are always judged)."""
     if not records:
         return Step(records)
     # A record with nested children is judged even in a school only snapshots wrote: a row
