@@ -243,11 +243,14 @@ async def _judge(conn: asyncpg.Connection, records: list[MappedRecord], tally: C
         return Step(records)
     # A record with nested children is judged even in a school only snapshots wrote: a row
     # guard cannot keep an older write's child out that a newer one no longer has.
-    if not any(r.change is not None or r.domain in CHILD_TABLES for r in records):
+    changes = any(r.change is not None for r in records)
+    if not changes and not any(r.domain in CHILD_TABLES for r in records):
         if not await ledger.has_versions(conn, {r.school_id for r in records}):
             return Step(records)
     keys = [record_key(r) for r in records]
     content, deletion = await ledger.held_versions(conn, keys)
+    if not changes and not content and not deletion:  # a first load: every write is new, and wins
+        return Step(records, new=frozenset(keys))
     judged = judge(records, keys, content, deletion)
     tally.update(judged.tally)
     await parking.forget_stale(conn, [*judged.stale, *judged.tombstones])  # a parked write a deletion outdates too
