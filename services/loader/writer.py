@@ -210,12 +210,21 @@ Buried = dict[RecordKey, datetime]  # records a step leaves deleted, with the de
 async def _write_steps(conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str]) -> None:
     """Write ``records``, then whatever was waiting for them, and so on down (no savepoints)."""
     while records:
-        step = await _judge(conn, records, tally)
-        ready, parked = await _plan(conn, step.keep, step.buried)
-        await parking.park(conn, parked)
-        freed = await liveness.bury(conn, step.buried.items())  # first: what they held is free for the step
-        freed += await _write_rows(conn, ready, cache, direct=True, step=step)
+        freed = await _write_step(conn, records, cache, tally, direct=True)
         records = await parking.released_by(conn, _releases(freed))
+
+
+async def _write_step(
+    conn: asyncpg.Connection, records: list[MappedRecord], cache: Cache, tally: Counter[str], *, direct: bool = False
+) -> list[Ref]:
+    """One step, in this order: judge the writes, plan what waits (parents, unique values) and
+    park it, take the rows of records the step deletes out of the live set (what they held is
+    free for the step), write the rest. Returns the rows written or no longer live."""
+    step = await _judge(conn, records, tally)
+    ready, parked = await _plan(conn, step.keep, step.buried)
+    await parking.park(conn, parked)
+    freed = await liveness.bury(conn, step.buried.items())
+    return freed + await _write_rows(conn, ready, cache, step, direct=direct)
 
 
 class Step(NamedTuple):
@@ -312,11 +321,7 @@ async def _write_isolated(
     judged: Counter[str] = Counter()
     try:
         async with conn.transaction():  # a savepoint
-            step = await _judge(conn, records, judged)
-            ready, parked = await _plan(conn, step.keep, step.buried)
-            await parking.park(conn, parked)
-            freed = await liveness.bury(conn, step.buried.items())
-            freed += await _write_rows(conn, ready, cache, step=step)
+            freed = await _write_step(conn, records, cache, judged)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -335,9 +340,9 @@ async def _write_rows(
     conn: asyncpg.Connection,
     records: list[MappedRecord],
     cache: Cache,
+    step: Step,
     *,
     direct: bool = False,
-    step: Step | None = None,
 ) -> list[Ref]:
     """COPY each table's rows into staging and upsert them, parents first; the rows of
     records the step leaves deleted (``buried``) are written not live, and child rows a
@@ -351,7 +356,6 @@ async def _write_rows(
     """
     if not records:
         return []
-    step = step or Step(records)
     tables = rows_by_table(records, cache)
     under = {str(row.values["id"]): at for r in records if (at := step.buried.get(record_key(r))) is not None for row in r.rows}
     present = [spec for spec in LOAD_ORDER if tables.get(spec.name)]

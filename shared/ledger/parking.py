@@ -286,41 +286,29 @@ async def _sweep(conn: asyncpg.Connection, school_id: str, snapshot_id: str, red
         (MappedRecord.model_validate_json(row["record"]), row)
         for row in await conn.fetch(_SWEPT, school_id, snapshot_id, redrive_after_s)
     ]
-    standing = await _standing_holders(
-        conn, [r for r, row in swept if row["waiting_for"] and all(map(is_wait, row["waiting_for"]))]
-    )
+    # Writes waiting only for unique values: quarantined if a holder still holds one, else free.
+    for_values = [r for r, row in swept if row["waiting_for"] and all(map(is_wait, row["waiting_for"]))]
+    standing = await _standing_holders(conn, for_values)
     for record, row in swept:
         parents = [t for t in row["waiting_for"] if not is_wait(t)]
-        if not parents and (holders := standing.get(record_key(record))):
-            orphans.append(
-                quarantined(
-                    record,
-                    stage=Stage.LOADER,
-                    reason="unique_conflict",
-                    message="a unique value it takes is still held when the sync is proven, by "
-                    + ", ".join(f"{h.key[1]}/{h.key[2]} ({h.table} {', '.join(h.claim[1])})" for h in holders),
-                    payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
-                )
-            )
-        elif parents:
-            orphans.append(
-                quarantined(
-                    record,
-                    stage=Stage.LOADER,
-                    reason="orphaned_reference",
-                    message=f"its parent row in {', '.join(sorted(set(parents)))} never arrived",
-                    payload=reverse_record(record.domain, [(r.table, r.values) for r in record.rows]),
-                )
+        if parents:
+            reason, message = "orphaned_reference", f"its parent row in {', '.join(sorted(set(parents)))} never arrived"
+        elif holders := standing.get(record_key(record)):
+            reason = "unique_conflict"
+            message = "a unique value it takes is still held when the sync is proven, by " + ", ".join(
+                f"{h.key[1]}/{h.key[2]} ({h.table} {', '.join(h.claim[1])})" for h in holders
             )
         elif row["redrivable"]:  # waiting for nothing, or for values let go since
             result.redrive.append(record)
+            continue
         else:
             result.pending += 1
+            continue
+        payload = reverse_record(record.domain, [(r.table, r.values) for r in record.rows])
+        orphans.append(quarantined(record, stage=Stage.LOADER, reason=reason, message=message, payload=payload))
     await insert_quarantine(conn, orphans)
-    if free := [
-        r for r, row in swept if row["waiting_for"] and not standing.get(record_key(r)) and all(map(is_wait, row["waiting_for"]))
-    ]:
-        await conn.execute(_RESET_REFS, *map(list, zip(*{record_key(r) for r in free}, strict=True)))
+    if free := {record_key(r) for r in for_values if not standing.get(record_key(r))}:
+        await conn.execute(_RESET_REFS, *map(list, zip(*free, strict=True)))
     if result.redrive:
         await conn.execute(_REDRIVEN, school_id, [r.domain.value for r in result.redrive], [r.legacy_id for r in result.redrive])
     result.orphans = len(orphans)
