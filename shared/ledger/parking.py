@@ -65,6 +65,9 @@ INSERT INTO migration.parked_refs (school_id, domain, legacy_id, ref_table, ref_
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[])
 ON CONFLICT DO NOTHING
 """
+#: What a parked write is quarantined for while it still waits (the sweep's reasons): the
+#: entry goes when the write lands, or no longer waits.
+_HELD_REASONS = "('orphaned_reference', 'unique_conflict')"
 # Parked writes that wait only for unique values to be let go (none for a parent).
 _WAITING_FOR_VALUES = f"""
 SELECT p.record::text AS record
@@ -88,16 +91,16 @@ unparked AS (
 orphans AS (
   DELETE FROM migration.quarantine q USING unparked u
    WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (u.school_id, u.snapshot_id, u.domain, u.legacy_id)
-     AND q.reason IN ('orphaned_reference', 'unique_conflict'))
+     AND q.reason IN {_HELD_REASONS})
 SELECT * FROM unparked
 """
 # Writes that wait no more (displaced by a newer one of their record, judged stale, refused)
 # are no conflict of the data either: their orphan or unique-conflict entries go.
-_WITHDRAW = """
+_WITHDRAW = f"""
 DELETE FROM migration.quarantine q
  USING unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS w (school_id, snapshot_id, domain, legacy_id)
  WHERE (q.school_id, q.snapshot_id, q.domain, q.legacy_id) = (w.school_id, w.snapshot_id, w.domain, w.legacy_id)
-   AND q.reason IN ('orphaned_reference', 'unique_conflict')
+   AND q.reason IN {_HELD_REASONS}
 """
 # What a newer parked write displaces: an older parked snapshot record of the same record.
 _DISPLACED = f"""
