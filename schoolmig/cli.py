@@ -20,6 +20,7 @@ from rich.console import Console
 
 from shared.messages import UNNAMED_DEVICE
 from shared.settings import Settings
+from shared.timezones import UnknownZone, check_zone
 
 if TYPE_CHECKING:
     import asyncpg
@@ -237,6 +238,7 @@ async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None)
             snapshot_id=snapshot_id,
             taken_at=taken_at,
             device_id=job.device_id,
+            timezone=job.timezone,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     out = {"school_id": job.school_id, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}
@@ -607,6 +609,13 @@ def _instant(text: str) -> datetime:
     return moment
 
 
+def _zone(text: str) -> str:
+    try:
+        return check_zone(text)
+    except UnknownZone as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _device(text: str) -> str:
     """A device id (empty: the unnamed device; argparse passes the default through here too)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", text):
@@ -663,6 +672,14 @@ def build_parser() -> argparse.ArgumentParser:
             type=_device,
             default=UNNAMED_DEVICE,
             help="the browser or installation the file was read from (default: the school's one unnamed device)",
+        )
+        command.add_argument(
+            "--timezone",
+            type=_zone,
+            metavar="ZONE",
+            help="the browser's IANA time zone (Intl.DateTimeFormat().resolvedOptions().timeZone), e.g. Europe/Skopje: "
+            "the school's, unless an operator set one (set-timezone) or an earlier write fixed it; "
+            "default: not reported (then SCHOOLMIG_DEFAULT_TIMEZONE)",
         )
     migrate.add_argument("--cutover", action="store_true", help="cut the school over once it is validated")
     migrate.add_argument("--override-audit", metavar="REASON", help="let it past critical audit findings, for this reason")
@@ -765,16 +782,18 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             console.print(f"[red]no such file: {', '.join(missing)}[/]")
             return 2
-        rounds = plan_rounds(args.files, args.school, args.taken_at, args.device)
+        rounds = plan_rounds(args.files, args.school, args.taken_at, args.device, args.timezone)
         return asyncio.run(_run(settings, rounds, args.report, args.override_audit, args.replicas, args.cutover))
     if args.command == "migrate":
         if not args.file.is_file():
             console.print(f"[red]no such file: {args.file}[/]")
             return 2
-        job = Job(args.school, args.file, args.taken_at, args.device)
+        job = Job(args.school, args.file, args.taken_at, args.device, args.timezone)
         return asyncio.run(_migrate(settings, job, args.cutover, args.override_audit, args.json))
     if args.command == "publish":
-        return asyncio.run(_publish(settings, Job(args.school, args.file, args.taken_at, args.device), args.snapshot_id))
+        return asyncio.run(
+            _publish(settings, Job(args.school, args.file, args.taken_at, args.device, args.timezone), args.snapshot_id)
+        )
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
     if args.command == "status":

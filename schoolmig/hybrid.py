@@ -55,6 +55,7 @@ from shared.messages import (
     SnapshotManifest,
 )
 from shared.settings import Settings
+from shared.timezones import local_zone
 
 log = logging.getLogger("schoolmig.hybrid")
 MAX_DEPTH = Settings.model_fields["max_nesting_depth"].default  # as ingest reads records
@@ -173,8 +174,12 @@ class HybridClient:
         mode: ModeSource,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_s: tuple[float, float] = (0.5, 30.0),
+        timezone: str | None = None,
     ) -> None:
+        """``timezone``: the browser's (``Intl.DateTimeFormat().resolvedOptions().timeZone``),
+        reported with every snapshot and change; default: this machine's (``local_zone``)."""
         self.school_id, self.client_id = school_id, client_id
+        self.timezone = timezone if timezone is not None else local_zone()
         self.local, self.outbox, self.publisher, self.mode, self.clock = local, outbox, publisher, mode, clock
         self.retry_s = retry_s
         self._flushing = asyncio.Lock()
@@ -218,7 +223,12 @@ class HybridClient:
         if content is None:
             content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
         return build_envelopes(
-            content, self.school_id, fmt=SnapshotFormat.MOCKDATA_EXPORT, taken_at=self.clock(), device_id=self.client_id
+            content,
+            self.school_id,
+            fmt=SnapshotFormat.MOCKDATA_EXPORT,
+            taken_at=self.clock(),
+            device_id=self.client_id,
+            timezone=self.timezone,
         )
 
     async def publish_snapshot(self, bootstrap_servers: str, topic: str) -> SnapshotManifest:
@@ -234,6 +244,7 @@ class HybridClient:
             snapshot_id=manifest.snapshot_id,
             taken_at=manifest.taken_at,
             device_id=self.client_id,
+            timezone=self.timezone,
         )
 
     async def _writable(self) -> SchoolMode | None:
@@ -258,7 +269,9 @@ class HybridClient:
                     "before the cutover are still in the outbox (kept; ingest would refuse them)"
                 )
             while pending := _one_message(self.outbox.pending()):
-                await self.publisher(ChangeBatch(school_id=self.school_id, client_id=self.client_id, changes=pending))
+                await self.publisher(
+                    ChangeBatch(school_id=self.school_id, client_id=self.client_id, changes=pending, timezone=self.timezone)
+                )
                 self.outbox.remove_first(len(pending))
                 sent += len(pending)
         return sent

@@ -44,6 +44,8 @@ class Job:
     path: Path
     taken_at: datetime | None = None
     device_id: str = UNNAMED_DEVICE
+    timezone: str | None = None
+    """The reading browser's IANA zone (``--timezone``; None: not reported, see ``shared.timezones``)."""
 
     def read_time(self) -> tuple[datetime, str]:
         """When the file's data was read, and what says so."""
@@ -103,7 +105,11 @@ def school_from_filename(path: Path) -> str:
 
 
 def plan_rounds(
-    files: list[Path], school: str | None, taken_at: datetime | None = None, device_id: str = UNNAMED_DEVICE
+    files: list[Path],
+    school: str | None,
+    taken_at: datetime | None = None,
+    device_id: str = UNNAMED_DEVICE,
+    timezone: str | None = None,
 ) -> list[list[Job]]:
     """Round k holds the k-th file of each school; a school's files never share a round, and
     go oldest reading first (``taken_at``, else each file's modification time; a file that
@@ -114,7 +120,10 @@ def plan_rounds(
         per_school.setdefault(school or school_from_filename(path), []).append(path)
     per_school = {s: sorted(paths, key=lambda p: _read_at(p, taken_at)) for s, paths in per_school.items()}
     depth = max((len(p) for p in per_school.values()), default=0)
-    return [[Job(s, paths[k], taken_at, device_id) for s, paths in per_school.items() if k < len(paths)] for k in range(depth)]
+    return [
+        [Job(s, paths[k], taken_at, device_id, timezone) for s, paths in per_school.items() if k < len(paths)]
+        for k in range(depth)
+    ]
 
 
 def _read_at(path: Path, taken_at: datetime | None) -> datetime:
@@ -363,6 +372,7 @@ async def run_jobs(
                     snapshot_id=planned.snapshot_id,
                     taken_at=planned.taken_at,
                     device_id=job.device_id,
+                    timezone=job.timezone,
                 )
                 del content
                 on_status(job.describe(manifest))
@@ -381,6 +391,7 @@ async def run_jobs(
                         snapshot_id=snapshot_id,
                         taken_at=manifest.taken_at,
                         device_id=manifest.device_id,
+                        timezone=manifest.timezone,
                     )
                     on_status(f"published {school_id}/{snapshot_id} again (not released yet)")
 

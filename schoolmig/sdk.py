@@ -82,9 +82,11 @@ def build_envelopes(
     taken_at: datetime | None = None,
     device_id: str = UNNAMED_DEVICE,
     chunk_bytes: int = MAX_CHUNK_BYTES,
+    timezone: str | None = None,
 ) -> tuple[SnapshotManifest, list[SnapshotChunk]]:
     """Manifest and chunks for one file read at ``taken_at`` (default: now, by this clock)
-    from ``device_id``. Raises ValueError when the file is not a JSON object."""
+    from ``device_id``, whose browser runs in ``timezone`` (an IANA name; None: not reported).
+    Raises ValueError when the file is not a JSON object or the zone is unknown."""
     document = load_document(content)
     digest = chunks.sha256_hex(content)
     parts = chunks.split(content, chunk_bytes)
@@ -99,6 +101,7 @@ def build_envelopes(
         taken_at=taken_at,
         device_id=device_id,
         app_last_updated=app_last_updated(document),
+        timezone=timezone,
         size_bytes=len(content),
         sha256=digest,
         chunk_count=len(parts),
@@ -122,12 +125,13 @@ async def publish_snapshot(
     taken_at: datetime | None = None,
     device_id: str = UNNAMED_DEVICE,
     on_progress: Callable[[int, int], None] | None = None,
+    timezone: str | None = None,
 ) -> SnapshotManifest:
     """Publish one file as a snapshot of ``school_id`` read at ``taken_at`` (default now)
-    from ``device_id``; return its manifest once Kafka has it all."""
+    from ``device_id`` in ``timezone``; return its manifest once Kafka has it all."""
     content = source.read_bytes() if isinstance(source, Path) else source
     manifest, parts = build_envelopes(
-        content, school_id, fmt=fmt, snapshot_id=snapshot_id, taken_at=taken_at, device_id=device_id
+        content, school_id, fmt=fmt, snapshot_id=snapshot_id, taken_at=taken_at, device_id=device_id, timezone=timezone
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", compression_type="gzip", max_request_size=1024 * 1024
@@ -146,12 +150,14 @@ async def publish_snapshot(
     return manifest
 
 
-async def publish_change(bootstrap_servers: str, topic: str, school_id: str, client_id: str, *changes: Change) -> ChangeBatch:
+async def publish_change(
+    bootstrap_servers: str, topic: str, school_id: str, client_id: str, *changes: Change, timezone: str | None = None
+) -> ChangeBatch:
     """Publish one or more changes of one client (``shared.messages.Change``) as one message,
     keyed by school; return it once Kafka has it. For a client that keeps working while the
     broker is away, use ``schoolmig.hybrid.HybridClient`` (a durable outbox in front of this)."""
     from schoolmig.hybrid import kafka_publisher
 
-    batch = ChangeBatch(school_id=school_id, client_id=client_id, changes=list(changes))
+    batch = ChangeBatch(school_id=school_id, client_id=client_id, changes=list(changes), timezone=timezone)
     await kafka_publisher(bootstrap_servers, topic)(batch)
     return batch

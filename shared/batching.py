@@ -40,10 +40,17 @@ def encode(value: Any) -> bytes:
 
 
 def header(
-    kind: str, school_id: str, snapshot_id: str, domain: Domain, source_ts: datetime, default_ts: datetime | None = None
+    kind: str,
+    school_id: str,
+    snapshot_id: str,
+    domain: Domain,
+    source_ts: datetime,
+    default_ts: datetime | None = None,
+    timezone: str | None = None,
 ) -> dict[str, Any]:
     """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in
-    common (``default_ts``: a raw batch's stable time for records without timestamps)."""
+    common (a raw batch's ``default_ts``, the stable time for records without timestamps, and
+    ``timezone``, the school's, see ``shared.timezones``)."""
     head = {
         "kind": kind,
         "school_id": school_id,
@@ -53,6 +60,8 @@ def header(
     }
     if default_ts is not None:
         head["default_ts"] = default_ts.isoformat()
+    if timezone is not None:
+        head["timezone"] = timezone
     return head
 
 

@@ -96,7 +96,7 @@ def without(plan: ChangePlan, positions: set[int]) -> ChangePlan:
 
 
 def change_batches(
-    batch: ChangeBatch, plan: ChangePlan, *, default_ts: datetime | None, max_records: int, max_bytes: int
+    batch: ChangeBatch, plan: ChangePlan, *, default_ts: datetime | None, timezone: str, max_records: int, max_bytes: int
 ) -> Iterator[WireBatch]:
     """The accepted changes as ``raw.batch`` messages per domain (parents first), then the
     quarantined ones; each change in exactly one message."""
@@ -106,7 +106,9 @@ def change_batches(
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):
         group = by_domain[domain]
         first = meta(batch, group[0][1])
-        head = header("raw.batch", batch.school_id, first.change_id, domain, max(c.source_ts for _, c in group), default_ts)
+        head = header(
+            "raw.batch", batch.school_id, first.change_id, domain, max(c.source_ts for _, c in group), default_ts, timezone
+        )
         entries = [
             encode(
                 {

@@ -103,12 +103,14 @@ def fanout_batches(
     max_bytes: int,
     max_record_bytes: int | None = None,
     default_ts: datetime | None = None,
+    timezone: str,
 ) -> Iterator[WireBatch]:
     """The fan-out as batch messages: domains parents first (``DOMAIN_LOAD_ORDER``), per
     domain its raw records then its quarantined ones, in snapshot order, each in exactly
     one message, keyed ``school/domain``. A record larger than ``max_record_bytes`` could
     not travel in one message: it is quarantined as ``record_too_large`` (without its
-    payload, which would not fit either; it stays in the verified backup)."""
+    payload, which would not fit either; it stays in the verified backup). ``timezone``: the
+    school's (``shared.timezones``), which the transform reads date-only fields in."""
     limit = max_record_bytes or max_bytes
     school_id = manifest.school_id
     by_domain: dict[Domain, tuple[list[bytes], list[bytes]]] = {}
@@ -146,7 +148,7 @@ def fanout_batches(
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)
-        head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at, default_ts)
+        head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at, default_ts, timezone)
         for body, n in pack(head, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)
         for body, n in pack(

@@ -231,6 +231,23 @@ def _header_value(value: Any) -> bytes:
     return bytes(value).decode("utf-8", "replace").encode("utf-8")
 
 
+def make_client_publisher(settings: Settings, *, client_id: str) -> KafkaBroker:
+    """A producer for the topics clients read (``Topics.client_read``), compressed the way
+    every stock client reads (``SCHOOLMIG_CLIENT_COMPRESSION``: none or gzip). Started at
+    start-up (``connect()``), stopped at shutdown."""
+    if not settings.kafka_bootstrap_servers:
+        raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"schoolmig-{client_id}-clients",
+        acks="all",
+        enable_idempotence=False,
+        compression_type=None if settings.client_compression == "none" else settings.client_compression,
+        max_request_size=MAX_MESSAGE_BYTES,
+        logger=logging.getLogger("faststream.access.kafka"),
+    )
+
+
 def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
     if not settings.kafka_bootstrap_servers:
         raise RuntimeError(

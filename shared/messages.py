@@ -16,11 +16,27 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from shared.domains import Domain
 from shared.tables import TABLES
+from shared.timezones import ZONE_PATTERN, check_zone
 
 SCHOOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SchoolId = Annotated[str, Field(pattern=SCHOOL_ID_PATTERN)]
 SnapshotId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 CHANGE_ID_PREFIX = "chg."  # a change stands where a snapshot id does: a client's snapshot never starts so
+
+
+Zone = Annotated[
+    str,
+    Field(
+        pattern=ZONE_PATTERN,
+        description="An IANA time zone (Europe/Skopje): the browser's "
+        "Intl.DateTimeFormat().resolvedOptions().timeZone. The school's zone reads a moment written into a "
+        "date-only field (toISOString()) as that zone's calendar date.",
+    ),
+]
+
+
+def _known_zone(zone: str | None) -> str | None:
+    return zone if zone is None else check_zone(zone)
 
 
 def _client_snapshot_id(snapshot_id: str) -> str:
@@ -90,12 +106,18 @@ class SnapshotManifest(_Model):
     app_last_updated: SourceTime | None = Field(
         default=None, description="The app's own mockDataMetadata.lastUpdated, if the file has one: kept, never the order."
     )
+    timezone: Zone | None = Field(
+        default=None,
+        description="The reading browser's time zone (Intl.DateTimeFormat().resolvedOptions().timeZone). The school's "
+        "zone, unless an operator set one or an earlier write of the school fixed it; another zone is an audit note.",
+    )
     size_bytes: int = Field(ge=0, le=2**62)
     sha256: Sha256Hex = Field(description="SHA-256 of the whole file.")
     chunk_count: int = Field(ge=1, le=2**31 - 1)
     chunk_sha256: list[Sha256Hex] = Field(description="SHA-256 of each chunk's bytes, in order.")
 
     _snapshot_id = field_validator("snapshot_id")(_client_snapshot_id)
+    _timezone = field_validator("timezone")(_known_zone)
 
 
 class SnapshotChunk(_Model):
@@ -156,6 +178,11 @@ class ChangeBatch(_Model):
     school_id: SchoolId
     client_id: ClientId
     changes: list[Change] = Field(min_length=1, max_length=MAX_CHANGES_PER_MESSAGE)
+    timezone: Zone | None = Field(
+        default=None, description="The client's time zone, as for a manifest (HybridClient: the browser's)."
+    )
+
+    _timezone = field_validator("timezone")(_known_zone)
 
     @model_validator(mode="after")
     def _one_change_per_seq(self) -> ChangeBatch:
@@ -186,8 +213,20 @@ def change_id(client_id: str, seq: int) -> str:
     return f"{CHANGE_ID_PREFIX}{client_id}.{seq}"
 
 
+class FieldError(_Model):
+    """One rule a message broke: where, which rule, and what would have been accepted."""
+
+    field: str = Field(description="Where in the message, dotted (changes.0.record.id); '(message)' for the whole.")
+    rule: str = Field(description="The rule's code (pydantic's error type, e.g. missing, enum, string_pattern_mismatch, "
+    "or one of schoolmig's: record_required_for_create_and_update, record_id_mismatch, delete_carries_no_record, "
+    "seq_repeated, snapshot_id_reserved, unknown_timezone).")
+    message: str = Field(description="The rule in words; never the value sent (it may be personal data).")
+    allowed: list[str] | None = Field(default=None, description="The values the field may take, when they are a list.")
+
+
 class DeadLetter(_Model):
-    """A message that could not be handled, kept whole with the reason."""
+    """A message that could not be handled, kept whole with the reason (as Kafka Connect's
+    error reporters keep theirs: where it was read, which stage, what failed)."""
 
     reason: str
     message: str
@@ -199,6 +238,12 @@ class DeadLetter(_Model):
         default=None, description="Where the payload is when it was too large to travel here (then payload_b64 is empty)."
     )
     error_class: str | None = Field(default=None, description="The exception a handler failed with, if one did.")
+    stage: str | None = Field(default=None, description="The service that refused it (ingest, transform, loader, …).")
+    school_id: str | None = Field(default=None, description="The school the message names, when it could be read.")
+    correlation_id: str | None = Field(
+        default=None, description="The refused message's own correlation_id header, as its producer sent it."
+    )
+    errors: list[FieldError] = Field(default_factory=list, description="Each rule the message broke, field by field.")
 
 
 # --------------------------------------------------------------------------- records
@@ -223,6 +268,7 @@ class RawRecord(_Model):
         default_factory=dict,
         description="What ingest resolved over the whole snapshot, e.g. classroom_id for a class without roomId.",
     )
+    timezone: str = Field(default="UTC", description="The school's time zone (shared.timezones).")
     change: ChangeMeta | None = Field(default=None, description="Set when this is a change, not a snapshot's record.")
 
 
@@ -319,6 +365,7 @@ class RawBatch(_RecordsBatch):
 
     kind: Literal["raw.batch"] = "raw.batch"
     default_ts: datetime | None = None
+    timezone: str = Field(default="UTC", description="The school's time zone (a batch without one: mapped before zones, in UTC).")
     entries: list[RawEntry]
 
     def records(self) -> list[RawRecord]:
@@ -332,6 +379,7 @@ class RawBatch(_RecordsBatch):
                 record=e.record,
                 hints=e.hints,
                 default_ts=self.default_ts,
+                timezone=self.timezone,
             )
             for e in self.entries
         ]
@@ -415,6 +463,10 @@ class AuditSummary(_Model):
     corrupted: dict[Domain, int]
     findings: dict[str, int] = Field(default_factory=dict, description="Audit findings per type.")
     critical_findings: int = 0
+    timezone: str | None = Field(default=None, description="The school's time zone its records were mapped in.")
+    timezone_source: Literal["operator", "client", "default"] | None = Field(
+        default=None, description="Which rule gave it (shared.timezones): an operator's, a client's report, the default."
+    )
 
 
 class SnapshotReleased(_Model):
@@ -538,10 +590,77 @@ class ValidationCompleted(_Model):
 
 
 class ReportReady(_Model):
+    """A snapshot's report is written (``migration.reports``; ``schoolmig report``): one for every
+    snapshot a client published, whatever became of it. ``phase`` is where the school stands,
+    or the snapshot's own end: ``superseded`` (read before its device's newer snapshot),
+    ``unchanged`` (identical to its device's latest), ``refused`` (not taken: ``reason``),
+    ``incomplete`` (parts missing after the timeout)."""
+
     type: Literal["report.ready"] = "report.ready"
     school_id: SchoolId
     snapshot_id: SnapshotId
     phase: str
+    reason: str | None = Field(default=None, description="Why the snapshot was not migrated, as a code, when it was not.")
+    message: str | None = Field(default=None, description="The same in words (ids only).")
+    device_id: str | None = Field(default=None, description="The device the snapshot was read from, when known.")
+
+
+class SnapshotWithheld(_Model):
+    """Ingest has the snapshot whole, verified and backed up, and did not fan it out: it was
+    read before its device's newest released snapshot (``superseded``), or is byte for byte
+    that device's latest (``unchanged``). Instead of ``snapshot.released``."""
+
+    type: Literal["snapshot.withheld"] = "snapshot.withheld"
+    school_id: SchoolId
+    snapshot_id: SnapshotId
+    withheld: Literal["superseded", "unchanged"]
+    because_of: SnapshotId = Field(description="The device's newer snapshot, or the identical one.")
+    device_id: str = UNNAMED_DEVICE
+
+
+class ChangeOutcome(_Model):
+    """Where one change a client sent stands (``shared.ledger.outcomes``), on the clients'
+    outcomes topic: published when it first settles and whenever an open one (pending,
+    waiting, quarantined) moves. ``GET /schools/{id}/changes/{client_id}/{seq}`` answers the same."""
+
+    type: Literal["change.outcome"] = "change.outcome"
+    school_id: SchoolId
+    client_id: str
+    seq: int
+    change_id: str
+    domain: Domain
+    record_id: str
+    op: ChangeOp
+    source_ts: datetime
+    outcome: Literal["pending", "applied", "waiting", "superseded", "deleted", "quarantined"]
+    by: str | None = Field(default=None, description="superseded, deleted: the newer write (chg.<client>.<seq>, or a snapshot).")
+    waiting_for: list[str] = Field(default_factory=list, description="waiting: the parent rows or unique values it waits for.")
+    reason: str | None = Field(default=None, description="quarantined: why, as a code.")
+    message: str | None = Field(default=None, description="quarantined: why, in words (ids only).")
+
+
+class MessageRefused(_Model):
+    """A message a client published to the ingest topic that was not taken, on the clients'
+    outcomes topic (the dead letter keeps it whole for operators): the rule it broke, field
+    by field, with the client's correlation id."""
+
+    type: Literal["message.refused"] = "message.refused"
+    school_id: str | None = Field(description="The school the message names, when it could be read.")
+    kind: str | None = Field(default=None, description="snapshot.manifest, snapshot.chunk or changes, when it could be read.")
+    snapshot_id: str | None = None
+    client_id: str | None = None
+    seqs: list[int] = Field(default_factory=list, description="changes: the seqs of the message.")
+    correlation_id: str | None = Field(default=None, description="The message's own correlation_id header.")
+    reason: str
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)
+    topic: str
+    partition: int
+    offset: int
+
+
+#: What the clients' outcomes topic carries (``Topics.outcomes``).
+ClientOutcome = Annotated[ReportReady | ChangeOutcome | MessageRefused, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- coordination
@@ -650,6 +769,13 @@ class SchoolRejected(_Model):
 
 
 Event = Annotated[
-    SnapshotReleased | AuditCompleted | SnapshotIncomplete | ValidationCompleted | ReportReady | SchoolMode | SchoolRejected,
+    SnapshotReleased
+    | SnapshotWithheld
+    | AuditCompleted
+    | SnapshotIncomplete
+    | ValidationCompleted
+    | ReportReady
+    | SchoolMode
+    | SchoolRejected,
     Field(discriminator="type"),
 ]

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.domains import DEFAULT_KEY_ALIASES, Domain
+from shared.timezones import ZONE_PATTERN, check_zone
 
 
 class Settings(BaseSettings):
@@ -80,10 +81,23 @@ class Settings(BaseSettings):
         ge=1024,
         description="Max bytes a batch consumer fetches from one partition at a time (fairness across domains).",
     )
+    default_timezone: str = Field(
+        default="UTC",
+        pattern=ZONE_PATTERN,
+        description="The time zone of a school no operator set one for and whose clients report none "
+        "(shared.timezones): a moment written into a date-only field is read as its calendar date there.",
+    )
+    _default_timezone = field_validator("default_timezone")(check_zone)
+
     compression: str = Field(
         default="zstd",
         pattern="^(none|gzip|snappy|lz4|zstd)$",
-        description="Producer compression on every topic (measured: `make bench`).",
+        description="Producer compression on the services' own topics (measured: `make bench`).",
+    )
+    client_compression: Literal["none", "gzip"] = Field(
+        default="gzip",
+        description="Producer compression on the topics clients read (control.modes, outcomes): one every stock "
+        "client reads (kafkajs has no zstd, snappy or lz4 of its own).",
     )
     parent_wait_s: float = Field(
         default=15.0,

@@ -71,6 +71,18 @@ class Topics:
         return f"{self.prefix}.control.modes"
 
     @property
+    def outcomes(self) -> str:
+        """What clients may read back, keyed by school: every snapshot's report, every change's
+        outcome, every message of theirs that was refused. Written uncompressed or gzip (any
+        stock client reads it: ``SCHOOLMIG_CLIENT_COMPRESSION``)."""
+        return f"{self.prefix}.outcomes"
+
+    @property
+    def client_read(self) -> list[str]:
+        """The topics clients read: written with ``SCHOOLMIG_CLIENT_COMPRESSION``."""
+        return [self.control, self.outcomes]
+
+    @property
     def raw_topics(self) -> list[str]:
         return [self.raw(d) for d in ALL_DOMAINS]
 
@@ -89,4 +101,5 @@ class Topics:
             self.validate_commands,
             self.operator_commands,
             self.control,
+            self.outcomes,
         ]

@@ -30,15 +30,19 @@ from services.coordinator.store import CoordinatorStore
 from shared.batching import Unusable, signed_by
 from shared.deadletter import dead_letter, reject
 from shared.domains import Domain
-from shared.kafka import consumer_options, make_broker, raw_body
+from shared.kafka import consumer_options, make_broker, make_client_publisher, raw_body
 from shared.lag import consumer_groups, consumer_lag
 from shared.leases import Lease, named
 from shared.ledger.accounting import DomainCounts, progress, record_counts, record_counts_many
 from shared.logs import setup_logging
 from shared.messages import (
+    CHANGE_ID_PREFIX,
     Event,
     OperatorCommand,
+    SchoolRejected,
+    SnapshotIncomplete,
     SnapshotReleased,
+    SnapshotWithheld,
     ValidationCompleted,
     error_summary,
 )
@@ -72,7 +76,9 @@ async def start() -> None:
     keyring.require()
     store = CoordinatorStore(await prepare(settings, "coordinator"))
     app.context.set_global("store", store)
-    app.context.set_global("operations", Operations(store, broker, settings, metrics, actor=ACTOR))
+    clients = make_client_publisher(settings, client_id="coordinator")
+    await clients.connect()
+    app.context.set_global("operations", Operations(store, broker, settings, metrics, actor=ACTOR, clients=clients))
 
 
 # Consumers may still be joining their groups when a SIGTERM comes: then the stop hook runs
@@ -127,6 +133,8 @@ async def stop(
         await leader.release()
     for cutover in list(operations.running.values()):  # resumed from their last step at the next start
         cutover.cancel()
+    if operations.clients is not None:
+        await operations.clients.stop()
     await store.pool.close()
 
 
@@ -166,6 +174,14 @@ async def on_event(body: bytes, message: KafkaMessage, store: Store, operations:
         await on_snapshot(event, store, operations)
     elif isinstance(event, ValidationCompleted):
         await on_validation(event, store, operations)
+    elif isinstance(event, SnapshotWithheld):
+        await operations.withheld(event)
+    elif isinstance(event, SchoolRejected) and not event.snapshot_id.startswith(CHANGE_ID_PREFIX):
+        await operations.not_taken(event.school_id, event.snapshot_id, "refused", event.reason, event.message)
+    elif isinstance(event, SnapshotIncomplete):
+        missing = "its manifest" if not event.manifest_received else f"chunks {event.missing_chunks}"
+        why = f"still missing {missing} after {event.waited_s:.0f}s: not released (publish the missing parts again)"
+        await operations.not_taken(event.school_id, event.snapshot_id, "incomplete", "incomplete_snapshot", why)
 
 
 async def accepted(message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any], *, allowed: tuple[str, ...]) -> Any:

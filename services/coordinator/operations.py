@@ -32,6 +32,7 @@ from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.messages import (
     Barrier,
+    ChangeOutcome,
     MappedRecord,
     Mode,
     OperatorCommand,
@@ -39,6 +40,7 @@ from shared.messages import (
     ReportReady,
     SchoolMode,
     SnapshotReleased,
+    SnapshotWithheld,
     ValidationRequested,
 )
 from shared.report import school_report
@@ -83,6 +85,8 @@ class Operations:
     resume_after: dict[str, float] = field(default_factory=dict)
     """Not before then: a cutover that stopped on an error is taken up again after a pause."""
     _launching: set[str] = field(default_factory=set)
+    clients: KafkaBroker | None = None
+    """The producer for the topics clients read (``shared.kafka.make_client_publisher``); None: ``broker``."""
 
     @cached_property
     def keyring(self) -> Keyring:
@@ -183,6 +187,38 @@ class Operations:
         )
         report |= {"superseded_by": newer, "superseded": why}
         await self.store.save_report(school_id, snapshot_id, report)
+        await self.report_ready(
+            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase="superseded", reason="superseded", message=why)
+        )
+
+    async def withheld(self, event: SnapshotWithheld) -> None:
+        """A snapshot ingest kept and did not fan out: its own last word."""
+        if event.withheld == "unchanged":
+            await self.unchanged(event.school_id, event.snapshot_id, event.because_of)
+        else:
+            why = f"read before snapshot {event.because_of} of its device, released already: kept (backup, audit), not migrated"
+            await self.superseded(event.school_id, event.snapshot_id, event.because_of, why)
+
+    async def not_taken(self, school_id: str, snapshot_id: str, phase: str, reason: str, message: str) -> None:
+        """A snapshot ingest refused (``refused``: its mode, its size) or that never came whole
+        (``incomplete``): a report of its own, and its ``report.ready``."""
+        report = school_report(
+            school_id=school_id, snapshot_id=snapshot_id, phase=phase, counts={}, quarantine=[], validation=None
+        ) | {"reason": reason, phase: message}
+        await self.store.save_report(school_id, snapshot_id, report)
+        await self.report_ready(
+            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase, reason=reason, message=message)
+        )
+        log.warning("%s: snapshot %s %s: %s", school_id, snapshot_id, phase, reason)
+
+    async def report_ready(self, event: ReportReady) -> None:
+        """``report.ready`` for operators (events) and for the school's clients (outcomes)."""
+        key = event.school_id.encode()
+        await publish(self.broker, self.keyring, event, self.topics.events, key=key)
+        await self.tell_clients(event, event.school_id)
+
+    async def tell_clients(self, message: ReportReady | ChangeOutcome, school_id: str) -> None:
+        await publish(self.clients or self.broker, self.keyring, message, self.topics.outcomes, key=school_id.encode())
 
     async def unchanged(self, school_id: str, snapshot_id: str, twin: str) -> None:
         """The last word of an upload identical to its device's latest snapshot ``twin``: that
@@ -201,12 +237,8 @@ class Operations:
         why = f"identical to snapshot {twin}, its device's latest: nothing new to migrate"
         report |= {"snapshot_id": snapshot_id, "unchanged_of": twin, "unchanged": why}
         await self.store.save_report(school_id, snapshot_id, report)
-        await publish(
-            self.broker,
-            self.keyring,
-            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=str(report["phase"])),
-            self.topics.events,
-            key=school_id.encode(),
+        await self.report_ready(
+            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=str(report["phase"]), reason="unchanged", message=why)
         )
         log.info("%s: snapshot %s unchanged (as %s)", school_id, snapshot_id, twin)
 
@@ -245,12 +277,14 @@ class Operations:
         if disagreed := await self.store.device_conflicts(school_id):  # devices that disagree: the greater version won
             report["device_conflicts"] = disagreed
         await self.store.save_report(school_id, snapshot_id, report)
-        await publish(
-            self.broker,
-            self.keyring,
-            ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase.value),
-            self.topics.events,
-            key=school_id.encode(),
+        await self.report_ready(
+            ReportReady(
+                school_id=school_id,
+                snapshot_id=snapshot_id,
+                phase=phase.value,
+                reason="audit_blocked" if blocked else None,
+                message=blocked,
+            )
         )
         log.info("%s: report ready (%s)", school_id, phase.value)
 
@@ -488,7 +522,7 @@ class Operations:
         undoes the write (the step is tried again)."""
 
         async def announce(record: SchoolMode) -> None:
-            await publish(self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
+            await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
             await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
 
         await self.store.set_mode(school_id, mode, maintenance, reason, attempt, announce=announce)

@@ -18,7 +18,7 @@ from typing import Annotated
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 
-from services.ingest.audit import Finding, audit_snapshot, summarise
+from services.ingest.audit import Finding, audit_snapshot, summarise, zone_findings
 from services.ingest.backup_files import write_backup_file
 from services.ingest.envelope import Rejection, read_envelope
 from services.ingest.store import IngestStore
@@ -51,6 +51,7 @@ from shared.settings import Settings
 from shared.signing import Keyring, publish, stale_age
 from shared.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
 from shared.telemetry import count_refused, setup_telemetry
+from shared.timezones import SchoolZone
 from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.ingest")
@@ -257,8 +258,16 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
         )
     plan = without(plan, reused)
     default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
+    zone = await store.school_zone(batch.school_id, batch.timezone, batch.client_id, settings.default_timezone)
     await publish_wires(
-        change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records, max_bytes=settings.batch_bytes)
+        change_batches(
+            batch,
+            plan,
+            default_ts=default_ts,
+            timezone=zone.name,
+            max_records=settings.batch_records,
+            max_bytes=settings.batch_bytes,
+        )
     )
     for change in batch.changes:
         metrics.changes_received.add(1, {"op": change.op.value, "domain": change.domain.value})
@@ -288,7 +297,8 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         # The same file its device sent last (a re-run, a second upload): no new work. Noted
         # before its audit is stored, so it is never taken for the school's newest audited one.
         await store.note_unchanged(school_id, snapshot_id, twin)
-    summary, findings_json = audited(parsed)
+    zone = await store.school_zone(school_id, manifest.timezone, manifest.device_id, settings.default_timezone)
+    summary, findings_json = audited(parsed, zone_findings(zone, await store.device_zones(school_id)), zone=zone)
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
     if twin is not None:
@@ -308,7 +318,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
                 derived.superseded_by,
             )
         else:
-            await publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts)
+            await publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts, zone.name)
     await store.mark_released(manifest, summary)
     await announce(manifest, summary, findings_json, verified)
     metrics.snapshots_released.add(1, {"school_id": school_id})
@@ -336,13 +346,18 @@ async def derive_history(store: IngestStore, school_id: str, before: str) -> Non
         log.info("%s: derived %s (device %r) from its backup: the device's history so far", school_id, older, manifest.device_id)
 
 
-def audited(parsed: ParsedSnapshot, extra: Iterable[Finding] = ()) -> tuple[AuditSummary, list[dict[str, object]]]:
-    """The snapshot's audit: its summary (with the findings' counts) and every finding."""
+def audited(
+    parsed: ParsedSnapshot, extra: Iterable[Finding] = (), *, zone: SchoolZone
+) -> tuple[AuditSummary, list[dict[str, object]]]:
+    """The snapshot's audit: its summary (with the findings' counts and the zone its records
+    are read in) and every finding."""
     findings = [*audit_snapshot(parsed), *extra]
     summary = audit_summary(parsed).model_copy(
         update={
             "findings": summarise(findings),
             "critical_findings": sum(f.severity is Severity.CRITICAL for f in findings),
+            "timezone": zone.name,
+            "timezone_source": zone.source.value,
         }
     )
     return summary, [f.as_json() for f in findings]
@@ -429,6 +444,7 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
         return
     aliases = aliases | redrive.key_aliases  # as released, and an operator's map-key on top
     parsed = parse_snapshot(content, manifest.format, aliases=aliases, max_depth=settings.max_nesting_depth)
+    zone = await store.school_zone(redrive.school_id, None, manifest.device_id, settings.default_timezone)  # fixed by now
     if redrive.key_aliases:
         # Audited again with the mapping (recorded, with who and why): the release's audit is
         # the one accounting and the validator read from now on, so it is stored first.
@@ -436,7 +452,9 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
             Finding("operator_key_mapping", Severity.INFO, domain, field=key, detail=redrive.reason)
             for key, domain in sorted(redrive.key_aliases.items())
         ]
-        summary, findings = audited(parsed, mapped)
+        summary, findings = audited(
+            parsed, [*mapped, *zone_findings(zone, await store.device_zones(redrive.school_id))], zone=zone
+        )
         await store.save_audit(manifest, summary, findings)
         await store.reaudit(manifest, summary)
         log.warning(
@@ -460,7 +478,7 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
         )
         return
     versions = derived.versions if derived is not None else None
-    await publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at)
+    await publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at, zone.name)
     if redrive.key_aliases:
         await announce(manifest, summary, findings, verified=True)  # the coordinator's gate sees the new audit
     # The school's changes too: those lost in flight come again, the others are judged equal.
@@ -468,7 +486,14 @@ async def fan_out_again(store: IngestStore, redrive: Redrive) -> None:
     for batch in await store.stored_changes(redrive.school_id):
         plan = plan_changes(batch, max_depth=settings.max_nesting_depth)
         await publish_wires(
-            change_batches(batch, plan, default_ts=default_ts, max_records=settings.batch_records, max_bytes=settings.batch_bytes)
+            change_batches(
+                batch,
+                plan,
+                default_ts=default_ts,
+                timezone=zone.name,
+                max_records=settings.batch_records,
+                max_bytes=settings.batch_bytes,
+            )
         )
         resent += len(batch.changes)
     log.warning(
@@ -494,7 +519,7 @@ async def forward_barrier(barrier: Barrier) -> None:
     await forward(broker, keyring, barrier, targets, await partition_counts(settings.kafka_bootstrap_servers, targets))
 
 
-async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime) -> None:
+async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime, timezone: str) -> None:
     """Send every record, in batch messages, pipelined; return only when the broker has them all."""
     headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
     await publish_wires(
@@ -505,6 +530,7 @@ async def publish_all(outgoing: list[Outgoing], manifest: SnapshotManifest, defa
             max_bytes=settings.batch_bytes,
             max_record_bytes=settings.max_record_bytes,
             default_ts=default_ts,
+            timezone=timezone,
         ),
         headers,
     )

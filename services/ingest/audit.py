@@ -15,6 +15,7 @@ from typing import Any
 from shared.domains import Domain
 from shared.messages import Severity
 from shared.snapshot import ParsedSnapshot, fold
+from shared.timezones import SchoolZone
 
 D = Domain
 
@@ -47,6 +48,9 @@ FINDING_SEVERITY: dict[str, Severity] = {
     "duplicate_id": Severity.WARNING,
     "orphaned_reference": Severity.WARNING,
     "shared_email": Severity.WARNING,
+    # A device reporting another time zone than the school's (shared.timezones): its dates are
+    # read in the school's zone; an operator sets the zone if the school's is the wrong one.
+    "device_timezone": Severity.WARNING,
     "name_mismatch": Severity.INFO,
     "count_mismatch": Severity.INFO,
     "membership_mismatch": Severity.INFO,
@@ -252,3 +256,18 @@ def audit_snapshot(parsed: ParsedSnapshot) -> list[Finding]:
 
 def summarise(findings: list[Finding]) -> dict[str, int]:
     return dict(sorted(Counter(f.type for f in findings).items()))
+
+
+def zone_findings(school_zone: SchoolZone, reported: dict[str, str]) -> list[Finding]:
+    """A note for each device whose reported zone is not the school's."""
+    return [
+        Finding(
+            "device_timezone",
+            FINDING_SEVERITY["device_timezone"],
+            None,
+            field=device or "(unnamed device)",
+            detail=f"reports {zone}; the school's records are read in {school_zone.name} ({school_zone.source.value})",
+        )
+        for device, zone in sorted(reported.items())
+        if zone != school_zone.name
+    ]

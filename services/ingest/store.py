@@ -18,6 +18,7 @@ from shared.ledger.device_store import Derived
 from shared.ledger.devices import Ref
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
+from shared.timezones import SchoolZone, ZoneSource, choose
 
 
 @dataclass(frozen=True)
@@ -393,6 +394,43 @@ class IngestStore:
             value = await self.pool.fetchval("SELECT default_ts FROM migration.school_defaults WHERE school_id = $1", school_id)
         assert value is not None
         return value
+
+    async def school_zone(self, school_id: str, reported: str | None, device_id: str, default: str) -> SchoolZone:
+        """The school's one time zone (``shared.timezones``), fixed from the first write mapped
+        on: an operator's if one was set, else ``reported`` (by ``device_id``), else ``default``.
+        By arrival, like :meth:`school_default_ts`: one statement, the same for every replica.
+        What ``device_id`` reports is kept for the audit's notes."""
+        candidate = choose(None, reported, device_id if reported is not None else None, default)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if reported is not None:
+                await conn.execute(
+                    """
+                    INSERT INTO migration.device_zones (school_id, device_id, zone) VALUES ($1, $2, $3)
+                    ON CONFLICT (school_id, device_id) DO UPDATE SET zone = EXCLUDED.zone, reported_at = now()
+                    """,
+                    school_id,
+                    device_id,
+                    reported,
+                )
+            row = await conn.fetchrow(
+                """
+                INSERT INTO migration.school_zones (school_id, zone, source, reported_by, pinned_at)
+                VALUES ($1, $2, $3, $4, now())
+                ON CONFLICT (school_id) DO UPDATE SET pinned_at = coalesce(migration.school_zones.pinned_at, now())
+                RETURNING zone, source, reported_by
+                """,
+                school_id,
+                candidate.name,
+                candidate.source.value,
+                candidate.reported_by,
+            )
+        assert row is not None
+        return SchoolZone(row["zone"], ZoneSource(row["source"]), row["reported_by"])
+
+    async def device_zones(self, school_id: str) -> dict[str, str]:
+        """The zone each of the school's devices last reported."""
+        rows = await self.pool.fetch("SELECT device_id, zone FROM migration.device_zones WHERE school_id = $1", school_id)
+        return {r["device_id"]: r["zone"] for r in rows}
 
     async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)

@@ -38,14 +38,18 @@ class Source:
     """What records without timestamps were given (``migration.snapshots.default_ts``)."""
     aliases: dict[str, Domain] = field(default_factory=dict)
     """The key aliases its release read it with (``AuditSummary.aliased_keys``)."""
+    timezone: str = "UTC"
+    """The school's time zone its records were mapped in (``migration.school_zones``)."""
 
 
 async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> Source | None:
     """The verified backup of a snapshot and its manifest (None if there is none)."""
     row = await pool.fetchrow(
         """
-        SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256 FROM migration.snapshots s
+        SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256, coalesce(z.zone, 'UTC') AS zone
+          FROM migration.snapshots s
           JOIN migration.backups b USING (school_id, snapshot_id)
+          LEFT JOIN migration.school_zones z USING (school_id)
          WHERE s.school_id = $1 AND s.snapshot_id = $2
         """,
         school_id,
@@ -60,6 +64,7 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
         hashlib.sha256(content).hexdigest() == row["sha256"],
         row["default_ts"],
         AuditSummary.model_validate(row["audit"]).aliased_keys if row["audit"] else {},
+        row["zone"],
     )
 
 

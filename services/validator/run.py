@@ -112,6 +112,7 @@ async def validate_school(
                     max_depth=MAX_DEPTH,
                     default_ts=src.default_ts,
                     aliases=src.aliases,
+                    timezone=src.timezone,
                 )
                 for src in sources.values()
             )
@@ -138,6 +139,7 @@ async def validate_school(
         school_id=school_id,
         taken_at=source.manifest.taken_at,
         default_ts=source.default_ts,
+        timezone=source.timezone,
         skip=skipped,
         bounds=school.bounds if school is not None else None,
     )

@@ -12,6 +12,7 @@ from them exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from shared.domains import Domain
@@ -27,7 +28,7 @@ from shared.mapping import (
     students,
     teachers,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import Reject
 
 MAPPINGS: dict[Domain, DomainMapping] = {
@@ -62,9 +63,13 @@ def map_record(
     record: dict[str, Any],
     hints: dict[str, str] | None = None,
     default_ts: str | None = None,
+    *,
+    zone: tzinfo,
 ) -> Mapped | Rejected:
+    """``zone``: the school's time zone (``shared.timezones``), in which a moment written into
+    a date-only field is read."""
     try:
-        return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, hints, default_ts))
+        return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, Context(zone, hints or {}), default_ts))
     except Reject as rejection:
         return Rejected(rejection.reason, rejection.message)
 

@@ -19,13 +19,13 @@ from shared.mapping.common import (
     ref,
     rid,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import parse_date, parse_decimal, text
 
 TYPES = frozenset({"homework", "test", "quiz", "project", "participation"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     raw_type = text(record.get("type"), "type")
     points = parse_decimal(
         record.get("totalPoints"), "totalPoints", minimum=Decimal(0), exclusive_minimum=True, maximum=Decimal("9999.99"), scale=2
@@ -40,7 +40,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                 "title": text(record.get("title"), "title", max_len=255, required=True),
                 "type": raw_type.lower() if raw_type and raw_type.lower() in TYPES else None,
                 "total_points": str(points) if points is not None else None,
-                "date": str(parse_date(record.get("date"), "date", required=True)),
+                "date": str(parse_date(record.get("date"), "date", zone=ctx.zone, required=True)),
                 "description": text(record.get("description"), "description"),
                 "created_at": parse_timestamp(record.get("createdAt")),
                 "updated_at": parse_timestamp(record.get("updatedAt")),

@@ -19,18 +19,18 @@ from shared.mapping.common import (
     ref,
     rid,
 )
-from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.engine import Child, Context, DomainMapping, Row
 from shared.mapping.parsing import Reject, blank, enum, parse_bool, parse_date, text
 
 STATUSES = frozenset({"present", "absent", "late", "excused"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     entries = object_list(record.get("studentRecords"), "studentRecords")
     if not entries:
         raise Reject("empty_session", "the session lists no students, so it has no row to live in")
     class_id = ref(school_id, "classes", record.get("classId"), "classId", required=True)
-    day = str(parse_date(record.get("sessionDate"), "sessionDate", required=True))
+    day = str(parse_date(record.get("sessionDate"), "sessionDate", zone=ctx.zone, required=True))
     created, updated = parse_timestamp(record.get("createdAt")), parse_timestamp(record.get("updatedAt"))
     rows: list[Row] = []
     seen: set[str] = set()

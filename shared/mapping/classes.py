@@ -22,17 +22,17 @@ from shared.mapping.common import (
     rid,
     sub_object,
 )
-from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.engine import Child, Context, DomainMapping, Row
 from shared.mapping.parsing import Reject, enum, parse_decimal, text
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 STATUSES = frozenset({"active", "inactive", "completed"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     class_id = rid(school_id, "classes", legacy_id)
     teacher = sub_object(record.get("teacher"), "teacher")
-    room_legacy = record.get("roomId") if record.get("roomId") not in (None, "") else hints.get("classroom_id")
+    room_legacy = record.get("roomId") if record.get("roomId") not in (None, "") else ctx.hints.get("classroom_id")
     if room_legacy in (None, ""):
         raise Reject("unresolved_classroom", "no roomId, and no classroom of this school is named like 'room'")
     max_students = parse_decimal(record.get("maxStudents"), "maxStudents", minimum=Decimal(0), exclusive_minimum=True, scale=0)

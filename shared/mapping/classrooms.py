@@ -6,11 +6,11 @@ from decimal import Decimal
 from typing import Any
 
 from shared.mapping.common import out_timestamp, parse_timestamp, present, rid
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import parse_decimal, text
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     capacity = parse_decimal(record.get("capacity"), "capacity", minimum=Decimal(0), exclusive_minimum=True, scale=0)
     status = record.get("status")
     return [

@@ -21,8 +21,9 @@ Record-level extras live on the primary row under ``extras.record``; an entry's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 
 from shared.tables import TABLES
@@ -31,6 +32,16 @@ TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at"})
 _TIMESTAMPED = {name: TIMESTAMP_COLUMNS & set(spec.column_names) for name, spec in TABLES.items()}
 
 Row = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a record's mapping knows beyond the record: ``hints`` ingest resolved over the whole
+    snapshot (e.g. ``classroom_id`` for a class without ``roomId``) and the school's time zone,
+    in which a moment written into a date-only field is read (``parsing.parse_date``)."""
+
+    zone: tzinfo
+    hints: Mapping[str, str] = field(default_factory=dict)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -95,7 +106,7 @@ class Child:
 class DomainMapping:
     primary_table: str
     handled: frozenset[str]
-    forward: Callable[[str, str, dict[str, Any], dict[str, str]], list[Row]]
+    forward: Callable[[str, str, dict[str, Any], Context], list[Row]]
     render: Callable[[list[Row]], dict[str, Any]]
     children: tuple[Child, ...] = field(default_factory=tuple)
 
@@ -120,7 +131,7 @@ class DomainMapping:
         school_id: str,
         legacy_id: str,
         record: dict[str, Any],
-        hints: dict[str, str] | None = None,
+        context: Context,
         default_ts: str | None = None,
     ) -> list[Row]:
         """Rows for one record (parents first), each with its ``extras``; raises ``Reject``.
@@ -128,7 +139,7 @@ class DomainMapping:
         ``default_ts`` (the snapshot's time) fills ``created_at``/``updated_at`` where the
         record has none, before the bookkeeping, so the reverse knows the record lacked them.
         """
-        rows = self.forward(school_id, legacy_id, record, hints or {})
+        rows = self.forward(school_id, legacy_id, record, context)
         if default_ts is not None:
             for table, values in rows:
                 for column in _TIMESTAMPED[table]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from shared.mapping.common import out_date, put, ref, rid
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import parse_date, text
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     return [
         (
             "grades",
@@ -21,7 +21,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                 "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
                 "value": text(record.get("value"), "value", max_len=10, required=True),
                 "comments": text(record.get("comments"), "comments"),
-                "date_recorded": str(d) if (d := parse_date(record.get("dateRecorded"), "dateRecorded")) else None,
+                "date_recorded": str(d) if (d := parse_date(record.get("dateRecorded"), "dateRecorded", zone=ctx.zone)) else None,
             },
         )
     ]

@@ -9,7 +9,7 @@ quarantines the record. Nothing is truncated, clamped or guessed.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -53,10 +53,16 @@ def _make_date(year: str, month: str, day: str, field: str, raw: str) -> date:
         raise Reject("invalid_date", f"'{field}' is not a calendar date: {raw!r}") from None
 
 
-def parse_date(value: Any, field: str, *, required: bool = False) -> date | None:
-    """A day, from ``YYYY-MM-DD``, an ISO datetime (its calendar date as written, not
-    shifted to UTC), ``DD.MM.YYYY``, ``YYYY/MM/DD``, or ``DD/MM/YYYY`` when the day/month
-    order is unambiguous. ``03/04/2024`` is ambiguous and refused, never guessed."""
+def parse_date(value: Any, field: str, *, zone: tzinfo, required: bool = False) -> date | None:
+    """A day, from ``YYYY-MM-DD`` (as written), an ISO datetime, ``DD.MM.YYYY``, ``YYYY/MM/DD``,
+    or ``DD/MM/YYYY`` when the day/month order is unambiguous. ``03/04/2024`` is ambiguous and
+    refused, never guessed.
+
+    A datetime with an offset (the app's ``toISOString()``) is a moment: its day is the
+    calendar date in ``zone``, the school's (:func:`local_day`). A datetime without an offset
+    is a local time already: its date as written. A date-only string is taken as written: the
+    app may already have shifted it with ``toISOString().split('T')[0]``, which no value can show.
+    """
     if blank(value):
         if required:
             raise Reject("missing_required", f"'{field}' is required")
@@ -68,9 +74,16 @@ def parse_date(value: Any, field: str, *, required: bool = False) -> date | None
         return _make_date(m[1], m[2], m[3], field, raw)
     if "T" in raw or " " in raw:
         try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).date()
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             pass
+        else:
+            if moment.tzinfo is None:
+                return moment.date()
+            try:
+                return local_day(moment, zone)
+            except OverflowError:  # year 1 or 9999 pushed out of range by the offset
+                raise Reject("invalid_date", f"'{field}' is out of range in the school's time zone: {raw[:40]!r}") from None
     if m := _DOTTED.match(raw):
         return _make_date(m[3], m[2], m[1], field, raw)
     if m := _YMD_SLASHED.match(raw):
@@ -83,6 +96,37 @@ def parse_date(value: Any, field: str, *, required: bool = False) -> date | None
             return _make_date(m[3], m[1], m[2], field, raw)
         raise Reject("ambiguous_date", f"'{field}' could be day/month or month/day: {raw!r}")
     raise Reject("invalid_date", f"'{field}' is not a date: {raw[:40]!r}")
+
+
+_DAY = timedelta(days=1)
+
+
+def _midnight(moment: datetime) -> bool:
+    return moment.hour == moment.minute == moment.second == moment.microsecond == 0
+
+
+def local_day(moment: datetime, zone: tzinfo) -> date:
+    """The school's calendar day of a moment written into a date-only field.
+
+    Forms store a local date as its midnight (``new Date(y, m, d).toISOString()``): in
+    Europe/Skopje a local 31 March 2024 is ``2024-03-30T23:00:00.000Z`` (+01:00 until the DST
+    change at 02:00 that day). A moment that is midnight under the offset ``zone`` has then is
+    that day. One that is midnight under the zone's *other* offset within a day of it (a
+    browser that applied summer time to the whole DST day: ``2024-03-30T22:00:00.000Z``) is
+    that midnight's day too, not 23:00 the evening before. Any other moment (a ``dateRecorded``
+    made by ``new Date()``) is its calendar date in ``zone``. Only a moment at exactly
+    00:00:00.000 under an offset the zone has within a day is read the second way.
+    """
+    local = moment.astimezone(zone)
+    if _midnight(local):
+        return local.date()
+    for near in (moment - _DAY, moment + _DAY):
+        offset = near.astimezone(zone).utcoffset()
+        if offset is not None and offset != local.utcoffset():
+            shifted = moment.astimezone(timezone(offset))
+            if _midnight(shifted):
+                return shifted.date()
+    return local.date()
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)$")

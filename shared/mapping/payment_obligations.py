@@ -16,14 +16,14 @@ from shared.mapping.common import (
     ref,
     rid,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import enum, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"pending", "partial", "paid", "overdue"})
 POSITIVE: dict[str, Any] = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": Decimal("99999999.99")}
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     return [
         (
             "payment_obligations",
@@ -33,7 +33,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                 "student_id": ref(school_id, "students", record.get("studentId"), "studentId", required=True),
                 "type": text(record.get("type"), "type", max_len=100, required=True),
                 "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
-                "due_date": str(parse_date(record.get("dueDate"), "dueDate", required=True)),
+                "due_date": str(parse_date(record.get("dueDate"), "dueDate", zone=ctx.zone, required=True)),
                 "period": text(record.get("period"), "period", max_len=50),
                 "status": enum(record.get("status"), "status", STATUSES, required=True),
                 "notes": text(record.get("notes"), "notes"),

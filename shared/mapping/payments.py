@@ -14,14 +14,14 @@ from shared.mapping.common import (
     ref,
     rid,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import enum, parse_date, parse_decimal, text
 from shared.mapping.payment_obligations import POSITIVE
 
 METHODS = frozenset({"cash", "card", "transfer", "other"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     return [
         (
             "payments",
@@ -30,7 +30,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                 "legacy_id": legacy_id,
                 "obligation_id": ref(school_id, "payment_obligations", record.get("obligationId"), "obligationId", required=True),
                 "amount": str(parse_decimal(record.get("amount"), "amount", required=True, **POSITIVE)),
-                "payment_date": str(parse_date(record.get("date"), "date", required=True)),
+                "payment_date": str(parse_date(record.get("date"), "date", zone=ctx.zone, required=True)),
                 "method": enum(record.get("method"), "method", METHODS, required=True),
                 "notes": text(record.get("notes"), "notes"),
                 "created_at": parse_timestamp(record.get("createdAt")),

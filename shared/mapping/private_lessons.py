@@ -20,7 +20,7 @@ from shared.mapping.common import (
     rid,
     sub_object,
 )
-from shared.mapping.engine import Child, DomainMapping, Row
+from shared.mapping.engine import Child, Context, DomainMapping, Row
 from shared.mapping.parsing import Reject, enum, parse_date, parse_decimal, text
 from shared.mapping.payment_obligations import POSITIVE
 from shared.mapping.payment_obligations import STATUSES as OBLIGATION_STATUSES
@@ -29,7 +29,7 @@ from shared.mapping.payments import METHODS
 STATUSES = frozenset({"scheduled", "completed", "cancelled"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     lesson_id = rid(school_id, "private_lessons", legacy_id)
     start = parse_time(record.get("startTime"), "startTime", required=True)
     end = parse_time(record.get("endTime"), "endTime", required=True)
@@ -46,7 +46,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                 "teacher_id": ref(school_id, "teachers", record.get("teacherId"), "teacherId", required=True),
                 "classroom_id": ref(school_id, "classrooms", record.get("classroomId"), "classroomId", required=True),
                 "subject": text(record.get("subject"), "subject", max_len=100, required=True),
-                "lesson_date": str(parse_date(record.get("date"), "date", required=True)),
+                "lesson_date": str(parse_date(record.get("date"), "date", zone=ctx.zone, required=True)),
                 "start_time": start,
                 "end_time": end,
                 "status": enum(record.get("status"), "status", STATUSES, required=True),
@@ -58,7 +58,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
     ]
     obligation = sub_object(record.get("paymentObligation"), "paymentObligation")
     if obligation:
-        due = parse_date(obligation.get("dueDate"), "paymentObligation.dueDate")
+        due = parse_date(obligation.get("dueDate"), "paymentObligation.dueDate", zone=ctx.zone)
         rows.append(
             (
                 "private_lesson_payment_obligations",
@@ -86,7 +86,9 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
                         parse_decimal(payment.get("amount"), f"paymentRecords[{index}].amount", required=True, **POSITIVE)
                     ),
                     "payment_date": str(
-                        parse_date(payment.get("paymentDate"), f"paymentRecords[{index}].paymentDate", required=True)
+                        parse_date(
+                            payment.get("paymentDate"), f"paymentRecords[{index}].paymentDate", zone=ctx.zone, required=True
+                        )
                     ),
                     "method": enum(payment.get("method"), f"paymentRecords[{index}].method", METHODS, required=True),
                     "notes": text(payment.get("notes"), f"paymentRecords[{index}].notes"),

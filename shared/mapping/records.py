@@ -23,6 +23,7 @@ from shared.messages import (
     TargetRow,
     quarantined,
 )
+from shared.timezones import UnknownZone, zone_of
 
 
 def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
@@ -31,7 +32,11 @@ def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
         # Ingest quarantines these itself; a raw record like this means a foreign producer.
         return "not_mappable", "record has no id or is not an object"
     default_ts = (raw.default_ts or raw.source_ts).isoformat()  # stable across a school's snapshots
-    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, default_ts)
+    try:
+        zone = zone_of(raw.timezone)
+    except UnknownZone as exc:  # ingest checked it; a raw batch like this means a foreign producer
+        return "unknown_timezone", str(exc)
+    result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, default_ts, zone=zone)
     if isinstance(result, Mapped):
         provenance = {"school_id": raw.school_id, "legacy_id": raw.legacy_id}
         return [{"table": table, "values": {**values, **provenance}} for table, values in result.rows]

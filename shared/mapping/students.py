@@ -18,7 +18,7 @@ from shared.mapping.common import (
     rid,
     sub_object,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import (
     Reject,
     enum,
@@ -33,11 +33,11 @@ STATUSES = frozenset({"active", "inactive"})
 DISCOUNT_TYPES = frozenset({"relatives", "social_case", "single_parent", "free_of_charge"})
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     user_id = rid(school_id, "users", f"student:{legacy_id}")
     status = enum(record.get("status"), "status", STATUSES, required=True)
-    join_date = parse_date(record.get("joinDate"), "joinDate", required=True)
-    date_of_birth = parse_date(record.get("dateOfBirth"), "dateOfBirth", required=True)
+    join_date = parse_date(record.get("joinDate"), "joinDate", zone=ctx.zone, required=True)
+    date_of_birth = parse_date(record.get("dateOfBirth"), "dateOfBirth", zone=ctx.zone, required=True)
     assert join_date is not None and date_of_birth is not None
     parent_name, parent_phone = split_contact(record.get("parentContact"), "parentContact")
     if parent_name and len(parent_name) > 255:
@@ -47,7 +47,7 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[
     emergency = sub_object(record.get("emergencyContact"), "emergencyContact")
     academic = sub_object(record.get("academicInfo"), "academicInfo")
     gpa = parse_decimal(academic.get("gpa"), "academicInfo.gpa", minimum=Decimal(0), maximum=Decimal(4), scale=2)
-    enrollment = parse_date(academic.get("enrollmentDate"), "academicInfo.enrollmentDate") or join_date
+    enrollment = parse_date(academic.get("enrollmentDate"), "academicInfo.enrollmentDate", zone=ctx.zone) or join_date
     discount_amount = parse_decimal(record.get("discountAmount"), "discountAmount", minimum=Decimal(0), scale=2)
     user = {
         "id": user_id,

@@ -15,15 +15,15 @@ from shared.mapping.common import (
     present,
     rid,
 )
-from shared.mapping.engine import DomainMapping, Row
+from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import parse_date, text
 
 ACTIVE = {"active": True, "inactive": False}
 
 
-def forward(school_id: str, legacy_id: str, record: dict[str, Any], hints: dict[str, str]) -> list[Row]:
+def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     user_id = rid(school_id, "users", f"teacher:{legacy_id}")
-    join_date = parse_date(record.get("joinDate"), "joinDate", required=True)
+    join_date = parse_date(record.get("joinDate"), "joinDate", zone=ctx.zone, required=True)
     assert join_date is not None
     status = record.get("status")
     is_active = ACTIVE.get(status.strip().lower(), True) if isinstance(status, str) else True

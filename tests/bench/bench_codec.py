@@ -50,7 +50,7 @@ def dataset(schools: int) -> tuple[list[RawRecord], list[MappedRecord], list[byt
                 raw_records.append(item.message)
                 if isinstance(out := transform(item.message), MappedRecord):
                     mapped.append(out)
-        for batch in fanout_batches(outgoing, manifest, max_records=500, max_bytes=512 * 1024):
+        for batch in fanout_batches(outgoing, manifest, max_records=500, max_bytes=512 * 1024, timezone="UTC"):
             if batch.kind != "raw":
                 continue
             raw_bodies.append(batch.body)

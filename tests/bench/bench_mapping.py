@@ -14,6 +14,7 @@ import argparse
 import gc
 import json
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,15 @@ def main() -> None:
     def mapping() -> None:
         row_id_text.cache_clear()  # every run starts cold: no ids remembered from the last one
         for school, domain, legacy_id, record in records:
-            map_record(domain, school, legacy_id, record, {}, "2024-06-01T00:00:00+00:00")
+            map_record(domain, school, legacy_id, record, {}, "2024-06-01T00:00:00+00:00", zone=UTC)
 
-    mapped = sum(isinstance(map_record(d, s, i, r), Mapped) for s, d, i, r in records)
+    mapped = sum(isinstance(map_record(d, s, i, r, zone=UTC), Mapped) for s, d, i, r in records)
     base_s = best_of(args.repeats, baseline)
     map_s = best_of(args.repeats, mapping)
     per_domain = {}
     for domain in Domain:
         subset = [r for r in records if r[1] is domain]
-        seconds = best_of(1, lambda subset=subset: [map_record(d, s, i, r, {}, None) for s, d, i, r in subset])
+        seconds = best_of(1, lambda subset=subset: [map_record(d, s, i, r, {}, None, zone=UTC) for s, d, i, r in subset])
         per_domain[domain.value] = {"records": len(subset), "records_per_s": round(len(subset) / seconds)}
     result = {
         "schools": args.schools,

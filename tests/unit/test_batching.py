@@ -82,7 +82,7 @@ def test_the_fanout_batches_carry_each_record_once_parents_first() -> None:
     )
     manifest, _ = build_envelopes(content, "school-a")
     outgoing = plan_fanout(parse_snapshot(content, manifest.format), manifest)
-    batches = list(fanout_batches(outgoing, manifest, max_records=10, max_bytes=100_000))
+    batches = list(fanout_batches(outgoing, manifest, max_records=10, max_bytes=100_000, timezone="UTC"))
     domains = [b.domain for b in batches if b.kind == "raw"]
     assert domains == sorted(domains, key=DOMAIN_LOAD_ORDER.index)  # classrooms, students, then grades
     assert all(b.key == f"school-a/{b.domain.value}".encode() for b in batches)
@@ -159,7 +159,7 @@ def test_a_record_too_large_to_travel_is_quarantined_with_its_reason_not_sent() 
     content = _snapshot(grades=[{"id": "g-1", "comments": big}, {"id": "g-2"}], students=[big])  # the 2nd: not an object
     manifest, _ = build_envelopes(content, "school-a")
     outgoing = plan_fanout(parse_snapshot(content, manifest.format), manifest)
-    batches = list(fanout_batches(outgoing, manifest, max_records=10, max_bytes=100_000, max_record_bytes=2_000))
+    batches = list(fanout_batches(outgoing, manifest, max_records=10, max_bytes=100_000, max_record_bytes=2_000, timezone="UTC"))
     raw = [r.legacy_id for b in batches if b.kind == "raw" for r in decode(b.body).records()]  # type: ignore[union-attr]
     quarantined = [q for b in batches if b.kind == "quarantine" for q in decode(b.body).entries]  # type: ignore[union-attr]
     assert raw == ["g-2"]

@@ -68,7 +68,7 @@ def test_every_change_is_sent_on_or_quarantined_once_and_maps_without_raising(me
     plan = plan_changes(envelope, max_depth=32)
     sent: list[int] = []
     quarantined: list[int] = []
-    for wire in change_batches(envelope, plan, default_ts=T, max_records=3, max_bytes=64 * 1024):
+    for wire in change_batches(envelope, plan, default_ts=T, timezone="UTC", max_records=3, max_bytes=64 * 1024):
         message = decode(wire.body)
         if isinstance(message, RawBatch):
             for record in message.records():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from shared.domains import Domain
@@ -17,13 +18,13 @@ def uid(table: str, key: str) -> str:
 
 
 def rows(domain: Domain, record: dict[str, Any], hints: dict[str, str] | None = None) -> list[tuple[str, dict[str, Any]]]:
-    result = map_record(domain, "school-a", record["id"], record, hints)
+    result = map_record(domain, "school-a", record["id"], record, hints, zone=UTC)
     assert isinstance(result, Mapped), result
     return result.rows
 
 
 def reason(domain: Domain, record: dict[str, Any], hints: dict[str, str] | None = None) -> str:
-    result = map_record(domain, "school-a", record["id"], record, hints)
+    result = map_record(domain, "school-a", record["id"], record, hints, zone=UTC)
     assert isinstance(result, Rejected), result
     return result.reason
 

@@ -57,7 +57,9 @@ def test_any_snapshot_is_released_or_refused_and_every_record_is_accounted_for(
     assert len(outgoing) == sum(parsed.counts().values())  # one message per source entry
 
     travelled = 0
-    for batch in fanout_batches(outgoing, manifest, max_records=50, max_bytes=64 * 1024, max_record_bytes=32 * 1024):
+    for batch in fanout_batches(
+        outgoing, manifest, max_records=50, max_bytes=64 * 1024, max_record_bytes=32 * 1024, timezone="UTC"
+    ):
         message = read(batch.body, RawBatch, QuarantineBatch)
         assert not isinstance(message, Unusable), message  # what ingest sends, the next stage can read
         travelled += len(message.entries)  # type: ignore[union-attr]

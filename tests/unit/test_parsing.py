@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal
 
 import pytest
@@ -30,27 +30,27 @@ from shared.mapping.parsing import (
     ],
 )
 def test_dates_in_common_formats(raw: str, expected: date) -> None:
-    assert parse_date(raw, "d") == expected
+    assert parse_date(raw, "d", zone=UTC) == expected
 
 
 def test_ambiguous_day_month_is_refused_not_guessed() -> None:
     with pytest.raises(Reject) as caught:
-        parse_date("03/04/2024", "d")
+        parse_date("03/04/2024", "d", zone=UTC)
     assert caught.value.reason == "ambiguous_date"
 
 
 @pytest.mark.parametrize("raw", ["2024-02-30", "31.13.2024", "yesterday", "2024-01-15T25:00"])
 def test_impossible_dates_are_refused(raw: str) -> None:
     with pytest.raises(Reject) as caught:
-        parse_date(raw, "d")
+        parse_date(raw, "d", zone=UTC)
     assert caught.value.reason == "invalid_date"
 
 
 def test_missing_dates() -> None:
-    assert parse_date("", "d") is None
-    assert parse_date(None, "d") is None
+    assert parse_date("", "d", zone=UTC) is None
+    assert parse_date(None, "d", zone=UTC) is None
     with pytest.raises(Reject) as caught:
-        parse_date("  ", "joinDate", required=True)
+        parse_date("  ", "joinDate", zone=UTC, required=True)
     assert caught.value.reason == "missing_required"
 
 

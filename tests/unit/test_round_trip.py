@@ -5,7 +5,7 @@ any length, values in odd forms."""
 from __future__ import annotations
 
 import json
-from datetime import date, time
+from datetime import UTC, date, time
 from decimal import Decimal
 from typing import Any
 
@@ -234,7 +234,7 @@ WELL_FORMED: dict[Domain, st.SearchStrategy[dict[str, Any]]] = {
 
 def round_trip(domain: Domain, source: dict[str, Any]) -> Any:
     legacy_id = str(source.get("id", "x")).strip() or "x"
-    result = map_record(domain, "school-a", legacy_id, source, {}, default_ts="2024-06-01T12:00:00+00:00")
+    result = map_record(domain, "school-a", legacy_id, source, {}, default_ts="2024-06-01T12:00:00+00:00", zone=UTC)
     if not isinstance(result, Mapped):
         return result
     on_the_wire = json.loads(json.dumps(result.rows))  # rows travel as JSON between services

@@ -1,4 +1,5 @@
 import uuid
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -26,13 +27,13 @@ def student(**overrides: Any) -> dict[str, Any]:
 
 
 def rows(record: dict[str, Any], school: str = "school-a") -> dict[str, dict[str, Any]]:
-    result = map_record(Domain.STUDENTS, school, record["id"], record)
+    result = map_record(Domain.STUDENTS, school, record["id"], record, zone=UTC)
     assert isinstance(result, Mapped), result
     return dict(result.rows)
 
 
 def rejected(record: dict[str, Any]) -> Rejected:
-    result = map_record(Domain.STUDENTS, "school-a", record["id"], record)
+    result = map_record(Domain.STUDENTS, "school-a", record["id"], record, zone=UTC)
     assert isinstance(result, Rejected), result
     return result
 
@@ -57,7 +58,7 @@ def test_users_then_students_with_flattened_fields() -> None:
         discountType="social_case",
         discountAmount="150.5",
     )
-    result = map_record(Domain.STUDENTS, "school-a", "student-1", record)
+    result = map_record(Domain.STUDENTS, "school-a", "student-1", record, zone=UTC)
     assert isinstance(result, Mapped)
     assert [table for table, _ in result.rows] == ["users", "students"]
     user, s = dict(result.rows)["users"], dict(result.rows)["students"]
@@ -85,7 +86,7 @@ def test_nothing_lost_unmapped_fields_and_original_forms_go_to_extras() -> None:
     assert extras["source"]["classId"] == "class-3"  # a reference's source id cannot be rebuilt from its uuid
     assert "parentContact" not in extras["source"]  # rebuilt exactly from the two columns
     assert "hasDiscount" in extras["absent"]  # the column says False; the record never said
-    result = map_record(Domain.STUDENTS, "school-a", "student-1", record)
+    result = map_record(Domain.STUDENTS, "school-a", "student-1", record, zone=UTC)
     assert isinstance(result, Mapped)
     from shared.mapping import reverse_record
 

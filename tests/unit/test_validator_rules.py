@@ -58,7 +58,7 @@ def _student() -> ExpectedRecord:
         "joinDate": "2024-01-01",
         "dateOfBirth": "2010-01-01",
     }
-    mapped = map_record(Domain.STUDENTS, "s", "student-1", source, {}, "2024-06-01T00:00:00+00:00")
+    mapped = map_record(Domain.STUDENTS, "s", "student-1", source, {}, "2024-06-01T00:00:00+00:00", zone=UTC)
     rows = [(table, {**values, "school_id": "s", "legacy_id": "student-1"}) for table, values in mapped.rows]  # type: ignore[union-attr]
     return ExpectedRecord("student-1", source, rows)
 
