@@ -7,12 +7,14 @@ filter and account per school.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from shared.domains import Domain
 from shared.tables import TABLES
@@ -36,12 +38,23 @@ Zone = Annotated[
 
 
 def _known_zone(zone: str | None) -> str | None:
-    return zone if zone is None else check_zone(zone)
+    if zone is None:
+        return None
+    try:
+        return check_zone(zone)
+    except ValueError:
+        raise PydanticCustomError(
+            "unknown_timezone", "not an IANA time zone the time-zone database knows (e.g. Europe/Skopje, UTC)"
+        ) from None
 
 
 def _client_snapshot_id(snapshot_id: str) -> str:
     if snapshot_id.startswith(CHANGE_ID_PREFIX):
-        raise ValueError(f"a snapshot id must not start with {CHANGE_ID_PREFIX!r} (it names changes)")
+        raise PydanticCustomError(
+            "snapshot_id_reserved",
+            "a snapshot id must not start with the prefix {prefix} (ids that do name changes)",
+            {"prefix": CHANGE_ID_PREFIX},
+        )
     return snapshot_id
 
 
@@ -70,9 +83,40 @@ DeviceId = Annotated[
 ]
 
 
-def error_summary(exc: ValidationError, empty: str = "invalid") -> str:
-    """Field locations and error kinds only: the input may hold personal data."""
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['type']}" for e in exc.errors()[:5]]
+#: schoolmig's own rules broken by a whole object, and the field each is about.
+_RULE_FIELD = {
+    "record_required_for_create_and_update": "record",
+    "delete_carries_no_record": "record",
+    "record_id_mismatch": "record.id",
+    "seq_repeated": "seq",
+}
+
+
+def field_errors(exc: ValidationError, limit: int = 20, *, kinds: list[str] | None = None) -> list[FieldError]:
+    """Each rule a message broke: the field (dotted), the rule, the rule in words and the
+    allowed values where they are a list. Never the value sent: it may be personal data.
+    ``kinds``: the tags of a union read by its ``kind`` (their names lead no field's path)."""
+    out = []
+    for e in exc.errors(include_url=False, include_input=False)[:limit]:
+        path = [str(p) for p in e["loc"]]
+        if kinds and path and path[0] in kinds:
+            path = path[1:]
+        if (suffix := _RULE_FIELD.get(e["type"])) is not None:
+            path.append(suffix)
+        ctx = e.get("ctx") or {}
+        expected = ctx.get("expected") or ctx.get("expected_tags")
+        allowed = re.findall(r"'([^']*)'", str(expected)) if expected else None
+        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            path.append(str(ctx.get("discriminator", "kind")).strip("'"))
+            allowed = allowed or kinds
+        out.append(FieldError(field=".".join(path) or "(message)", rule=e["type"], message=e["msg"], allowed=allowed or None))
+    return out
+
+
+def error_summary(exc: ValidationError | list[FieldError], empty: str = "invalid") -> str:
+    """Each broken rule in one line: field, rule, the rule in words (never the value sent)."""
+    errors = exc if isinstance(exc, list) else field_errors(exc, limit=5)
+    parts = [f"{f.field}: {f.rule} ({f.message}{'; allowed: ' + ', '.join(f.allowed) if f.allowed else ''})" for f in errors[:5]]
     return "; ".join(parts) or empty
 
 
@@ -160,13 +204,15 @@ class Change(_Model):
     def _record_matches(self) -> Change:
         if self.op is ChangeOp.DELETE:
             if self.record is not None:
-                raise ValueError("a delete carries no record")
+                raise PydanticCustomError("delete_carries_no_record", "a delete carries no record: leave record out")
         elif self.record is None:
-            raise ValueError(f"a {self.op.value} carries the whole record")
+            raise PydanticCustomError(
+                "record_required_for_create_and_update", "a create or an update carries the whole record after it"
+            )
         else:
             raw = self.record.get("id")
             if isinstance(raw, bool) or not isinstance(raw, (str, int)) or str(raw).strip() != self.record_id:
-                raise ValueError("the record's id must be record_id")
+                raise PydanticCustomError("record_id_mismatch", "the record's id must equal record_id (as text)")
         return self
 
 
@@ -187,11 +233,12 @@ class ChangeBatch(_Model):
     @model_validator(mode="after")
     def _one_change_per_seq(self) -> ChangeBatch:
         if len({c.seq for c in self.changes}) != len(self.changes):
-            raise ValueError("each change of a client has its own seq")
+            raise PydanticCustomError("seq_repeated", "each change of a client has its own seq: a message repeats one")
         return self
 
 
 IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk | ChangeBatch, Field(discriminator="kind")]
+INGEST_KINDS = ["snapshot.manifest", "snapshot.chunk", "changes"]
 INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk | ChangeBatch] = TypeAdapter(IngestEnvelope)
 
 
@@ -217,9 +264,11 @@ class FieldError(_Model):
     """One rule a message broke: where, which rule, and what would have been accepted."""
 
     field: str = Field(description="Where in the message, dotted (changes.0.record.id); '(message)' for the whole.")
-    rule: str = Field(description="The rule's code (pydantic's error type, e.g. missing, enum, string_pattern_mismatch, "
-    "or one of schoolmig's: record_required_for_create_and_update, record_id_mismatch, delete_carries_no_record, "
-    "seq_repeated, snapshot_id_reserved, unknown_timezone).")
+    rule: str = Field(
+        description="The rule's code (pydantic's error type, e.g. missing, enum, string_pattern_mismatch, "
+        "or one of schoolmig's: record_required_for_create_and_update, record_id_mismatch, delete_carries_no_record, "
+        "seq_repeated, snapshot_id_reserved, unknown_timezone)."
+    )
     message: str = Field(description="The rule in words; never the value sent (it may be personal data).")
     allowed: list[str] | None = Field(default=None, description="The values the field may take, when they are a list.")
 

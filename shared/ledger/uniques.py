@@ -148,6 +148,21 @@ def settle(records: Sequence[MappedRecord], held: Iterable[Held], gone: Iterable
             break
         blocked.update(added)
     waits = {**losers, **blocked}
+    # Each waits for the rows that hold its values once the step is written (a write blocked
+    # in an early round may have named a row that moves away in a later one).
+    final: dict[Claim, set[Ref]] = {}
+    ready_keys = {claimed[i][1] for i in range(len(claimed)) if i not in waits}
+    for i in range(len(claimed)):
+        if i not in waits:
+            for claim, row in claimed[i][2].items():
+                final.setdefault(claim, set()).add(wait_ref(*row))
+    for claim, held_by in holders.items():
+        if claim not in final:
+            final[claim] = {wait_ref(h.table, h.row_id) for h in held_by if h.key not in ready_keys}
+    for i in waits:
+        own = {wait_ref(*row) for row in claimed[i][2].values()}
+        now = {ref for claim in claimed[i][2] for ref in final.get(claim, ()) if ref not in own}
+        waits[i] = now or waits[i]
     return Settlement(
         ready=[r for i, (r, _, _) in enumerate(claimed) if i not in waits],
         waiting=[(r, waits[i]) for i, (r, _, _) in enumerate(claimed) if i in waits],

@@ -58,5 +58,7 @@ def test_a_manifest_must_hash_every_chunk() -> None:
 def test_messages_name_fields_never_values() -> None:
     result = read_envelope(chunk(snapshot_id="Ана Петровска ана@example.mk"))
     assert isinstance(result, Rejection)
-    assert result.message == "snapshot.chunk.snapshot_id: string_pattern_mismatch"
+    assert result.message == "snapshot_id: string_pattern_mismatch (String should match pattern '^[A-Za-z0-9_.-]{1,64}$')"
+    assert [(e.field, e.rule) for e in result.errors] == [("snapshot_id", "string_pattern_mismatch")]
+    assert "Ана" not in result.errors[0].model_dump_json() and "example" not in result.message
     assert isinstance(read_envelope(build_envelopes(b"{}", "s")[0].model_dump_json().encode()), SnapshotManifest)
