@@ -560,6 +560,13 @@ async def _replay(settings: Settings, school: str, reason: str) -> int:
     return await _answered(settings, command, f"replay of {school} sent: held writes are tried again, then it is validated")
 
 
+async def _set_timezone(settings: Settings, school: str, zone: str, reason: str) -> int:
+    from shared.messages import OperatorCommand
+
+    command = OperatorCommand(action="set_timezone", school_id=school, timezone=zone, actor=settings.operator, reason=reason)
+    return await _answered(settings, command, f"time zone {zone} sent for {school}")
+
+
 async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
     """The pipeline's topics as they are on the broker (and created first with ``--create``:
     what is missing, with ``SCHOOLMIG_PARTITIONS`` partitions; existing ones are left as they
@@ -736,6 +743,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--school", required=True)
     replay.add_argument("--reason", default="replay requested from the command line")
+    set_zone = commands.add_parser(
+        "set-timezone",
+        help="set a school's time zone (before its first snapshot): dates the app wrote through toISOString() are "
+        "read as that zone's calendar dates",
+    )
+    set_zone.add_argument("zone", type=_zone, metavar="ZONE", help="an IANA name, e.g. Europe/Skopje")
+    set_zone.add_argument("--school", required=True)
+    set_zone.add_argument("--reason", default="time zone set from the command line")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
@@ -818,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_accept_conflicts(settings, args.school, args.records, args.reason))
     if args.command == "replay":
         return asyncio.run(_replay(settings, args.school, args.reason))
+    if args.command == "set-timezone":
+        return asyncio.run(_set_timezone(settings, args.school, args.zone, args.reason))
     if args.command == "export":
         return asyncio.run(_export(settings, args.school, args.format, args.out, args.verify, args.json))
     if args.command == "topics":

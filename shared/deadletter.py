@@ -21,7 +21,7 @@ from faststream.kafka import KafkaBroker
 from shared import chunks
 from shared.batching import Unusable
 from shared.db import with_retries
-from shared.messages import DeadLetter
+from shared.messages import DeadLetter, FieldError
 from shared.settings import Settings
 from shared.signing import Keyring, publish
 from shared.telemetry import count_dead_letter, count_error, count_refused
@@ -51,8 +51,20 @@ class DeadLetters:
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
-    async def send(self, source: Located | Any, body: bytes, reason: str, detail: str, *, error_class: str | None = None) -> None:
-        """Publish ``body`` (read at ``source``) to the dead-letter topic with the reason."""
+    async def send(
+        self,
+        source: Located | Any,
+        body: bytes,
+        reason: str,
+        detail: str,
+        *,
+        error_class: str | None = None,
+        school_id: str | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> None:
+        """Publish ``body`` (read at ``source``) to the dead-letter topic with the reason, the
+        stage (this service), the school it names and the rules it broke; under the
+        correlation id it came with."""
         ref = None
         if len(body) > MAX_PAYLOAD_BYTES:
             ref = await self._store(source, body)
@@ -74,9 +86,14 @@ class DeadLetters:
                 payload_b64=chunks.encode(body),
                 payload_ref=ref,
                 error_class=error_class,
+                stage=self.service or None,
+                school_id=school_id,
+                correlation_id=(correlation := correlation_of(source)),
+                errors=errors or [],
             ),
             self.topic,
             key=key,  # one sender's dead letters stay in order on one partition
+            correlation_id=correlation,
         )
         count_dead_letter(self.service, reason)
         log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
@@ -112,6 +129,14 @@ class DeadLetters:
             await self._pool.close()
 
 
+def correlation_of(source: Located | Any) -> str | None:
+    """The ``correlation_id`` header a message came with (FastStream's, or any producer's)."""
+    for name, value in getattr(source, "headers", None) or ():
+        if name in ("correlation_id", "correlation-id") and isinstance(value, (bytes, bytearray)) and len(value) <= 200:
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
 _registry: dict[int, DeadLetters] = {}
 
 
@@ -143,9 +168,11 @@ async def dead_letter(
     detail: str,
     *,
     error_class: str | None = None,
+    school_id: str | None = None,
+    errors: list[FieldError] | None = None,
 ) -> None:
     """Publish ``body`` (read at ``source``) to the dead-letter ``topic`` with the reason."""
     letters = _registry.get(id(broker))
     if letters is None or letters.topic != topic:
         letters = for_broker(broker, topic, Settings())
-    await letters.send(source, body, reason, detail, error_class=error_class)
+    await letters.send(source, body, reason, detail, error_class=error_class, school_id=school_id, errors=errors)

@@ -772,10 +772,10 @@ class SchoolMode(_Model):
 
 class OperatorCommand(_Model):
     """An operator's command for one school, from the CLI or the HTTP API: cutover, rollback, an
-    audit override, a re-drive, keys mapped, data conflicts accepted, or its sync checked again
-    (``replay``: writes held for a conflict tried again, then validated)."""
+    audit override, a re-drive, keys mapped, data conflicts accepted, its sync checked again
+    (``replay``: writes held for a conflict tried again, then validated), or its time zone set."""
 
-    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key", "accept_conflict", "replay"]
+    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key", "accept_conflict", "replay", "set_timezone"]
     school_id: SchoolId
     snapshot_id: SnapshotId | None = Field(
         default=None,
@@ -794,6 +794,11 @@ class OperatorCommand(_Model):
         description="accept_conflict: the writes in quarantine for a conflict of the data to accept, as DOMAIN/ID "
         "(e.g. students/student-10).",
     )
+    timezone: Zone | None = Field(
+        default=None,
+        description="set_timezone: the school's IANA time zone (shared.timezones); refused once its records were "
+        "mapped in another.",
+    )
     actor: str = Field(description="Who asked (an operator's name or a service), for the audit trail.")
     reason: str = Field(min_length=1, description="Written reason, kept in the audit trail.")
     command_id: str = Field(
@@ -806,9 +811,12 @@ class OperatorCommand(_Model):
         description="When it was signed: one older than SCHOOLMIG_COMMAND_TTL_S is refused as stale.",
     )
 
+    _timezone = field_validator("timezone")(_known_zone)
+
 
 class SchoolRejected(_Model):
-    """Ingest refused a school's snapshot because of its mode (maintenance, or already cut over)."""
+    """Ingest refused a school's snapshot (its mode: maintenance or cut over; its size; parts that do not
+    assemble), or a change once the school is cut over (``snapshot_id``: the change's id)."""
 
     type: Literal["school.rejected"] = "school.rejected"
     school_id: SchoolId

@@ -149,11 +149,15 @@ async def publish(
     partition: int | None = None,
     headers: dict[str, str] | None = None,
     no_confirm: bool = False,
+    correlation_id: str | None = None,
 ) -> Any:
-    """Publish ``message`` signed: the one way schoolmig's processes write to Kafka."""
+    """Publish ``message`` signed: the one way schoolmig's processes write to Kafka
+    (``correlation_id``: an answer's, the one of the message it answers)."""
     body = body_of(message)
     signed = {"content-type": "application/json", **(headers or {}), **keyring.sign(topic, body)}
-    return await broker.publish(body, topic, key=key, partition=partition, headers=signed, no_confirm=no_confirm)
+    return await broker.publish(
+        body, topic, key=key, partition=partition, headers=signed, no_confirm=no_confirm, correlation_id=correlation_id
+    )
 
 
 def stale_age(issued_at: datetime, ttl_s: float, ahead_s: float) -> float | None:

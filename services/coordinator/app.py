@@ -345,6 +345,13 @@ async def lead(leader: Lease, store: CoordinatorStore, operations: Operations) -
         await catch_up(store, operations)
         await check_syncing(store, operations)
         await operations.resume()
+        if time.monotonic() >= _next_outcomes[0]:  # a scan of the changes: not every poll
+            _next_outcomes[0] = time.monotonic() + OUTCOMES_INTERVAL_S
+            await operations.announce_outcomes()
+
+
+OUTCOMES_INTERVAL_S = 1.0  # how often clients hear where their changes stand
+_next_outcomes = [0.0]
 
 
 async def catch_up(store: CoordinatorStore, operations: Operations) -> None:

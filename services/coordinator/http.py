@@ -6,6 +6,13 @@
 - ``POST /schools/{id}/cutover`` and ``POST /schools/{id}/rollback`` — with
   ``Authorization: Bearer <SCHOOLMIG_API_TOKEN>``; body ``{"actor": …, "reason": …}``.
   Without a configured token these calls are refused (503): no lever is ever open.
+- ``GET /schools/{id}/changes/{client_id}/{seq}`` — where one change stands
+  (``shared.ledger.outcomes``: pending, applied, waiting and for what, superseded, deleted,
+  quarantined and why); ``GET /schools/{id}/changes?client_id=…&seq=…&seq=…`` — several
+  (at most 1000; without ``client_id``, the school's first 1000). Open like the mode: ids only.
+- ``POST /schools/{id}/timezone`` — the school's time zone (``{"timezone": "Europe/Skopje",
+  "actor": …, "reason": …}``), with the bearer token; refused (409) once records were mapped
+  in another zone.
 - ``GET /health`` — the database answers.
 """
 
@@ -13,13 +20,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from services.coordinator.store import CoordinatorStore
-from shared.messages import SCHOOL_ID_PATTERN, OperatorCommand
+from shared.ledger import outcomes
+from shared.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
 
 Handle = Callable[[OperatorCommand], Awaitable[str]]
 
@@ -44,6 +54,30 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
             return web.json_response({"error": "unknown school"}, status=404)
         return web.Response(text=found.model_dump_json(), content_type="application/json")
 
+    @routes.get(school_path + "/changes/{client_id:[A-Za-z0-9_-]{1,40}}/{seq:[0-9]{1,18}}")
+    async def change(request: web.Request) -> web.Response:
+        found = await outcomes.change_outcomes(
+            store.pool,
+            request.match_info["school_id"],
+            client_id=request.match_info["client_id"],
+            seqs=[int(request.match_info["seq"])],
+        )
+        if not found:
+            return web.json_response({"error": "no such change: never received (or refused: see the outcomes topic)"}, status=404)
+        return web.json_response(found[0].as_json())
+
+    @routes.get(school_path + "/changes")
+    async def changes(request: web.Request) -> web.Response:
+        client_id = request.query.get("client_id")
+        try:
+            seqs = [int(v) for v in request.query.getall("seq", [])][:1000] or None
+        except ValueError:
+            return web.json_response({"error": "seq must be a number"}, status=400)
+        if client_id is not None and not re.match(r"^[A-Za-z0-9_-]{1,40}$", client_id):
+            return web.json_response({"error": "client_id is 1-40 letters, digits, '_' or '-'"}, status=400)
+        found = await outcomes.change_outcomes(store.pool, request.match_info["school_id"], client_id=client_id, seqs=seqs)
+        return web.json_response({"changes": [f.as_json() for f in found]})
+
     async def lever(request: web.Request, action: str) -> web.Response:
         if not token:
             return web.json_response({"error": "mutating calls are disabled: SCHOOLMIG_API_TOKEN is not set"}, status=503)
@@ -56,13 +90,18 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
             body = await request.json() if request.can_read_body else {}
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            command = OperatorCommand(
-                action=action,  # type: ignore[arg-type]
-                school_id=request.match_info["school_id"],
-                actor=str(body.get("actor") or "http"),
-                reason=str(body.get("reason") or f"{action} requested over HTTP"),
+            command = OperatorCommand.model_validate(
+                {
+                    "action": action,
+                    "school_id": request.match_info["school_id"],
+                    "actor": str(body.get("actor") or "http"),
+                    "reason": str(body.get("reason") or f"{action} requested over HTTP"),
+                    **({"timezone": body.get("timezone")} if action == "set_timezone" else {}),
+                }
             )
-        except ValueError as exc:  # not JSON, or not a valid command (pydantic's errors are ValueErrors)
+        except ValidationError as exc:
+            return web.json_response({"error": f"bad request: {error_summary(exc)}"}, status=400)
+        except ValueError as exc:  # not JSON
             return web.json_response({"error": f"bad request: {type(exc).__name__}"}, status=400)
         outcome = await handle(command)
         status = 409 if outcome.startswith("refused") or "already" in outcome else 202
@@ -75,6 +114,10 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
     @routes.post(school_path + "/rollback")
     async def rollback(request: web.Request) -> web.Response:
         return await lever(request, "rollback")
+
+    @routes.post(school_path + "/timezone")
+    async def timezone(request: web.Request) -> web.Response:
+        return await lever(request, "set_timezone")
 
     app = web.Application()
     app.add_routes(routes)

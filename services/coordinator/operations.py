@@ -27,7 +27,7 @@ from shared.barrier import expected_acks, partition_counts
 from shared.batching import encode, header, pack
 from shared.domains import Domain
 from shared.leases import Lease, named
-from shared.ledger import quarantine
+from shared.ledger import outcomes, quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.messages import (
@@ -112,6 +112,8 @@ class Operations:
             return await self.accept_conflicts(command.school_id, command.records, command.actor, command.reason)
         if command.action == "replay":
             return await self.replay(command.school_id, command.actor, command.reason)
+        if command.action == "set_timezone":
+            return await self.set_timezone(command.school_id, command.timezone, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
 
     async def advance(self, event: SnapshotReleased) -> None:
@@ -216,6 +218,20 @@ class Operations:
         key = event.school_id.encode()
         await publish(self.broker, self.keyring, event, self.topics.events, key=key)
         await self.tell_clients(event, event.school_id)
+
+    async def announce_outcomes(self, limit: int = 2000) -> int:
+        """Each change whose outcome was never announced, or was open and has moved, to its
+        client (``change.outcome`` on the outcomes topic); recorded once published (a crash in
+        between announces it again: the same answer twice, never none). Returns how many."""
+        told = 0
+        for (school_id, client_id), last in (await outcomes.unsettled(self.store.pool, limit)).items():
+            found = await outcomes.change_outcomes(self.store.pool, school_id, client_id=client_id, seqs=sorted(last))
+            moved = [f for f in found if last.get(f.seq) != f.standing.outcome]
+            for f in moved:
+                await self.tell_clients(ChangeOutcome.model_validate(f.as_json()), school_id)
+            await outcomes.announced(self.store.pool, moved)
+            told += len(moved)
+        return told
 
     async def tell_clients(self, message: ReportReady | ChangeOutcome, school_id: str) -> None:
         await publish(self.clients or self.broker, self.keyring, message, self.topics.outcomes, key=school_id.encode())
@@ -448,6 +464,20 @@ class Operations:
         missing = sorted(set(records) - {f"{d}/{i}" for d, i in accepted})
         again = await self.replay(school_id, actor, f"conflicts accepted: {reason}")
         return f"accepted {named}" + (f" (no data conflict: {', '.join(missing)})" if missing else "") + f"; {again}"
+
+    async def set_timezone(self, school_id: str, zone: str | None, actor: str, reason: str) -> str:
+        """The school's time zone, set by an operator (``shared.timezones``): before any of its
+        records were mapped, or again to the zone they were mapped in."""
+        if zone is None:
+            return "refused: name the zone (an IANA name, e.g. Europe/Skopje)"
+        held = await self.store.set_zone(school_id, zone, actor, reason)
+        if held is not None:
+            return (
+                f"refused: {school_id}'s records were mapped in {held} already; another zone would need them mapped "
+                f"again, which schoolmig does not do (the zone of a school is set before its first snapshot)"
+            )
+        log.warning("%s: time zone set to %s by %s (%s)", school_id, zone, actor, reason)
+        return f"{school_id}'s time zone is {zone}: its dates are read in it"
 
     async def replay(self, school_id: str, actor: str, reason: str) -> str:
         """The school's sync is checked again: back to dual write, so the sync check tries the

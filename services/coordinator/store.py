@@ -581,6 +581,30 @@ class CoordinatorStore:
         )
         return SnapshotReleased.model_validate(event) if event else None
 
+    async def set_zone(self, school_id: str, zone: str, actor: str, reason: str) -> str | None:
+        """An operator's zone for the school (``shared.timezones``): None when it is set; the
+        zone its records were mapped in when that is another (then nothing changes)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                INSERT INTO migration.school_zones AS z (school_id, zone, source, set_by, reason)
+                VALUES ($1, $2, 'operator', $3, $4)
+                ON CONFLICT (school_id) DO UPDATE
+                   SET zone = EXCLUDED.zone, source = 'operator', set_by = EXCLUDED.set_by, reason = EXCLUDED.reason,
+                       set_at = now()
+                 WHERE z.pinned_at IS NULL OR z.zone = EXCLUDED.zone
+                RETURNING zone
+                """,
+                school_id,
+                zone,
+                actor,
+                reason,
+            )
+            if row is not None:
+                return None
+            held = await conn.fetchval("SELECT zone FROM migration.school_zones WHERE school_id = $1", school_id)
+            return str(held)
+
 
 async def _fenced(conn: asyncpg.Connection, attempt: Attempt) -> None:
     """Within the caller's transaction: hold the attempt's row (a newer claim waits for this

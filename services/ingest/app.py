@@ -13,22 +13,23 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
 
 from services.ingest.audit import Finding, audit_snapshot, summarise, zone_findings
 from services.ingest.backup_files import write_backup_file
-from services.ingest.envelope import Rejection, read_envelope
+from services.ingest.envelope import Rejection, Sender, read_envelope, sender_of
 from services.ingest.store import IngestStore
 from shared import chunks
 from shared.barrier import forward, partition_counts
 from shared.batching import Unusable, encode, signed_by, unreadable
 from shared.changes import change_batches, plan_changes, without
+from shared.deadletter import correlation_of
 from shared.deadletter import dead_letter as shared_dead_letter
 from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
-from shared.kafka import consumer_options, make_broker, raw_body
+from shared.kafka import consumer_options, make_broker, make_client_publisher, raw_body
 from shared.leases import Lease, named
 from shared.ledger.devices import held_records, readable_domains
 from shared.logs import setup_logging
@@ -37,6 +38,8 @@ from shared.messages import (
     AuditSummary,
     Barrier,
     ChangeBatch,
+    FieldError,
+    MessageRefused,
     Mode,
     Redrive,
     SchoolRejected,
@@ -44,6 +47,7 @@ from shared.messages import (
     SnapshotIncomplete,
     SnapshotManifest,
     SnapshotReleased,
+    SnapshotWithheld,
     change_id,
 )
 from shared.service import prepare, report_readiness, start_periodic, stop_periodic
@@ -65,6 +69,7 @@ setup_logging("ingest", settings.log_level, settings.log_format)  # first: FastS
 topics = Topics.from_settings(settings)
 keyring = Keyring.for_service(settings)
 broker = make_broker(settings, client_id="ingest")
+clients = make_client_publisher(settings, client_id="ingest")  # the outcomes topic: stock clients read it
 app = FastStream(broker)
 metrics = setup_telemetry("ingest", settings.metrics_port, settings.metrics_host)
 
@@ -75,6 +80,7 @@ Store = Annotated[IngestStore, Context("store")]
 async def start() -> None:
     keyring.require()
     app.context.set_global("store", IngestStore(await prepare(settings, "ingest")))
+    await clients.connect()
 
 
 @app.after_startup
@@ -96,6 +102,7 @@ async def stop(
         await stop_periodic(monitor)
     if lease is not None:
         await lease.release()
+    await clients.stop()
     await store.pool.close()
 
 
@@ -114,7 +121,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         # Only the coordinator's (signed) barriers count: a forged one would prove a sync
         # that did not happen.
         if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
-            await dead_letter(message, body, unusable.reason, unusable.detail)
+            await dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
             count_refused(unusable.reason, topic_of(message))
             return
         await forward_barrier(barrier)
@@ -122,7 +129,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
     if b'"redrive"' in body[:64] and (redrive := _redrive(body)) is not None:
         # Only the coordinator's (signed) requests: a forged one would make ingest do work.
         if isinstance(unusable := signed_by(message.raw_message, body, keyring), Unusable):
-            await dead_letter(message, body, unusable.reason, unusable.detail)
+            await dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
             count_refused(unusable.reason, topic_of(message))
             return
         if (age := stale_age(redrive.issued_at, settings.command_ttl_s, settings.max_clock_ahead_s)) is not None:
@@ -133,6 +140,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
                 f"a re-drive request asked {age:.0f}s ago (it must be "
                 f"within SCHOOLMIG_COMMAND_TTL_S, {settings.command_ttl_s:.0f}s, and not ahead of this "
                 f"clock by more than SCHOOLMIG_MAX_CLOCK_AHEAD_S)",
+                tell=False,
             )
             count_refused("stale_command", topic_of(message))
             return
@@ -140,7 +148,7 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         return
     envelope = read_envelope(body)
     if isinstance(envelope, Rejection):
-        await dead_letter(message, body, envelope.reason, envelope.message)
+        await dead_letter(message, body, envelope.reason, envelope.message, errors=envelope.errors)
         return
     if isinstance(envelope, ChangeBatch):
         await on_changes(envelope, body, message, store)
@@ -255,6 +263,7 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
             encode(change.model_dump(mode="json")),
             "conflicting_change",
             f"change {change_id(batch.client_id, change.seq)} was received before with other content",
+            about=Sender(batch.school_id, "changes", None, batch.client_id, [change.seq]),
         )
     plan = without(plan, reused)
     default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
@@ -288,7 +297,15 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         parsed = parse_snapshot(content, manifest.format, aliases=settings.key_aliases, max_depth=settings.max_nesting_depth)
     except (chunks.AssemblyError, UnreadableSnapshot) as exc:
         reason = getattr(exc, "reason", "unreadable_snapshot")
-        await dead_letter(message, b"", reason, f"snapshot {school_id}/{snapshot_id} not released: {exc}")
+        why = f"snapshot {school_id}/{snapshot_id} not released: {exc}"
+        await dead_letter(message, b"", reason, why, about=Sender(school_id, "snapshot.manifest", snapshot_id))
+        await publish(
+            broker,
+            keyring,
+            SchoolRejected(school_id=school_id, snapshot_id=snapshot_id, reason=reason, message=why),
+            topics.events,
+            key=school_id.encode(),
+        )
         return
     path = await asyncio.to_thread(write_backup_file, settings.backup_dir, school_id, snapshot_id, content, manifest.sha256)
     verified = await store.save_backup(manifest, content, str(path))
@@ -320,7 +337,12 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         else:
             await publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts, zone.name)
     await store.mark_released(manifest, summary)
-    await announce(manifest, summary, findings_json, verified)
+    if twin is not None:
+        await announce(manifest, summary, findings_json, verified, withheld=("unchanged", twin))
+    elif derived.superseded_by is not None:
+        await announce(manifest, summary, findings_json, verified, withheld=("superseded", derived.superseded_by))
+    else:
+        await announce(manifest, summary, findings_json, verified)
     metrics.snapshots_released.add(1, {"school_id": school_id})
     log.info(
         "released snapshot %s/%s: %d records, %d audit findings",
@@ -363,8 +385,16 @@ def audited(
     return summary, [f.as_json() for f in findings]
 
 
-async def announce(manifest: SnapshotManifest, summary: AuditSummary, findings: list[dict[str, object]], verified: bool) -> None:
-    """The release's two events: the audit, then the snapshot released (what the coordinator acts on)."""
+async def announce(
+    manifest: SnapshotManifest,
+    summary: AuditSummary,
+    findings: list[dict[str, object]],
+    verified: bool,
+    *,
+    withheld: tuple[Literal["superseded", "unchanged"], str] | None = None,
+) -> None:
+    """The release's two events: the audit, then what the coordinator acts on: the snapshot
+    released (fanned out), or ``withheld`` (superseded by, or unchanged as, another of its device)."""
     key = manifest.school_id.encode()
     await publish(
         broker,
@@ -379,6 +409,21 @@ async def announce(manifest: SnapshotManifest, summary: AuditSummary, findings: 
         topics.events,
         key=key,
     )
+    if withheld is not None:
+        await publish(
+            broker,
+            keyring,
+            SnapshotWithheld(
+                school_id=manifest.school_id,
+                snapshot_id=manifest.snapshot_id,
+                withheld=withheld[0],
+                because_of=withheld[1],
+                device_id=manifest.device_id,
+            ),
+            topics.events,
+            key=key,
+        )
+        return
     await publish(
         broker,
         keyring,
@@ -579,9 +624,47 @@ async def report_overdue(store: IngestStore) -> None:
         )
 
 
-async def dead_letter(message: KafkaMessage, body: bytes, reason: str, detail: str) -> None:
-    await shared_dead_letter(broker, topics.deadletter, message.raw_message, body, reason, detail)
+async def dead_letter(
+    message: KafkaMessage,
+    body: bytes,
+    reason: str,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    about: Sender | None = None,
+    tell: bool = True,
+) -> None:
+    """Keep a message not taken in the dead letter (whole, for operators) and, when it is a
+    client's (``tell``), answer its client on the outcomes topic: the rule it broke, field by
+    field, under its own correlation id."""
+    record = message.raw_message
+    source = record[0] if isinstance(record, tuple) else record
+    sender = about or sender_of(body, source.key)
+    await shared_dead_letter(broker, topics.deadletter, record, body, reason, detail, school_id=sender.school_id, errors=errors)
     metrics.ingest_rejected.add(1, {"reason": reason})
+    if tell:
+        correlation = correlation_of(source)
+        await publish(
+            clients,
+            keyring,
+            MessageRefused(
+                school_id=sender.school_id,
+                kind=sender.kind,
+                snapshot_id=sender.snapshot_id,
+                client_id=sender.client_id,
+                seqs=sender.seqs,
+                correlation_id=correlation,
+                reason=reason,
+                message=detail,
+                errors=errors or [],
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+            ),
+            topics.outcomes,
+            key=(sender.school_id or "").encode() or None,
+            correlation_id=correlation,
+        )
 
 
 report_readiness(app)  # last: ready once every start-up hook above has run

@@ -195,19 +195,20 @@ async def change_outcomes(
 
 
 _UNSENT = """
-SELECT c.client_id, c.seq FROM migration.changes c
+SELECT c.school_id, c.client_id, c.seq, o.outcome FROM migration.changes c
   LEFT JOIN migration.change_outcomes o USING (school_id, client_id, seq)
- WHERE c.school_id = $1 AND (o.outcome IS NULL OR o.outcome = ANY($2::text[]))
- ORDER BY c.client_id COLLATE "C", c.seq
- LIMIT $3
+ WHERE o.outcome IS NULL OR o.outcome = ANY($1::text[])
+ ORDER BY o.outcome NULLS FIRST, c.received_at
+ LIMIT $2
 """
 
 
-async def unsettled(conn: asyncpg.Pool | asyncpg.Connection, school_id: str, limit: int) -> dict[str, list[int]]:
-    """The school's changes whose last announced outcome is missing or open, per client."""
-    out: dict[str, list[int]] = {}
-    for r in await conn.fetch(_UNSENT, school_id, list(OPEN), limit):
-        out.setdefault(r["client_id"], []).append(r["seq"])
+async def unsettled(conn: asyncpg.Pool | asyncpg.Connection, limit: int) -> dict[tuple[str, str], dict[int, str | None]]:
+    """Changes whose outcome was never announced or is open, per (school, client): each seq
+    with the outcome announced last (never announced first)."""
+    out: dict[tuple[str, str], dict[int, str | None]] = {}
+    for r in await conn.fetch(_UNSENT, list(OPEN), limit):
+        out.setdefault((r["school_id"], r["client_id"]), {})[r["seq"]] = r["outcome"]
     return out
 
 
@@ -225,12 +226,3 @@ async def announced(conn: asyncpg.Pool | asyncpg.Connection, found: list[ChangeS
             [f.seq for f in found],
             [f.standing.outcome for f in found],
         )
-
-
-async def last_announced(conn: asyncpg.Pool | asyncpg.Connection, school_id: str) -> dict[tuple[str, int], str]:
-    rows = await conn.fetch(
-        "SELECT client_id, seq, outcome FROM migration.change_outcomes WHERE school_id = $1 AND outcome = ANY($2::text[])",
-        school_id,
-        list(OPEN),
-    )
-    return {(r["client_id"], r["seq"]): r["outcome"] for r in rows}
