@@ -71,6 +71,7 @@ bench: install
 ## Regenerate the AsyncAPI document of the public contract (a test checks it is current).
 docs: install
 	$(BIN)/faststream docs gen schoolmig.contract:app --yaml --out docs/asyncapi.yaml
+	$(BIN)/python -m schoolmig.contract docs/schemas/records
 
 clean:
 	rm -rf $(VENV) .schoolmig .demo .pytest_cache

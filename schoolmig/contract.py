@@ -2,24 +2,35 @@
 
 ``make docs`` renders it to ``docs/asyncapi.yaml`` (``faststream docs gen``), so a Java,
 Node or kcat client can publish without reading Python; a test keeps the file current.
-It declares what a *client* sees: what to publish to the ingest topic, and the events
-and dead letters it may read back. Nothing here connects to a broker.
+It declares what a *client* sees: what to publish to the ingest topic, what it reads back
+(its school's mode, the outcome of each of its writes), and what operators read (events,
+dead letters). Nothing here connects to a broker. ``python -m schoolmig.contract DIR``
+writes the record schemas (``shared.mapping.schemas``) to ``DIR`` (``make docs``).
 """
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from shared.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
+from shared.mapping.schemas import record_schema
 from shared.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_CHUNK_BYTES,
     MAX_INGEST_MESSAGE_BYTES,
+    Change,
     ChangeBatch,
+    ClientOutcome,
     DeadLetter,
     Event,
+    SchoolMode,
     SnapshotChunk,
     SnapshotManifest,
 )
@@ -27,6 +38,43 @@ from shared.settings import Settings
 from shared.topics import Topics
 
 topics = Topics.from_settings(Settings(topic_prefix="schoolmig", ingest_topic=None))
+
+WIRE = """\
+**On the wire.** Every message is one JSON object (UTF-8), Kafka key `<school_id>`.
+Headers a client sends: `content-type: application/json` (optional) and `correlation_id`
+(optional, any text up to 200 characters): an answer to the message (a `message.refused` on
+the outcomes topic, its dead letter) carries it back. Headers schoolmig sends: `content-type`,
+`correlation_id` (on an answer, the client's), and `schoolmig-auth` (the services' signature,
+`v1;<principal>;<hmac>`: clients can ignore it). Compression: clients may publish
+uncompressed, gzip, snappy, lz4 or zstd; the topics clients read (`schoolmig.control.modes`,
+`schoolmig.outcomes`) are written uncompressed or gzip (`SCHOOLMIG_CLIENT_COMPRESSION`), which
+the standard clients of JavaScript (kafkajs), Python and Java read without plug-ins; the
+services' own topics use `SCHOOLMIG_COMPRESSION` (zstd by default).
+
+**Every rule a message must follow** (a message that breaks one is dead-lettered and answered
+with a `message.refused` naming the field, the rule and the allowed values):
+- `kind` is required: `snapshot.manifest`, `snapshot.chunk` or `changes`; `schema_version` is 1 (or absent);
+- `school_id`: 1-64 of `A-Za-z0-9_.-`, starting with a letter or digit;
+- `snapshot_id`: 1-64 of `A-Za-z0-9_.-`, never starting with `chg.` (rule `snapshot_id_reserved`);
+- a message is at most 524,288 bytes (`oversized`); JSON nested at most 4 levels outside a change's `record`;
+- a manifest's `chunk_sha256` lists `chunk_count` hashes; chunks carry valid base64;
+- `timezone` (manifest, changes) is an IANA zone the time-zone database knows (`unknown_timezone`);
+- changes: 1-500 per message, one client each; no `seq` twice in one message (`seq_repeated`);
+  a create or update carries `record` (`record_required_for_create_and_update`) whose `id` equals
+  `record_id` (`record_id_mismatch`); a delete carries none (`delete_carries_no_record`);
+  `domain` is one of the ten; `source_ts` has an offset, between 1900 and 9000, and is not
+  ahead of the broker's clock by more than SCHOOLMIG_MAX_CLOCK_AHEAD_S (else it is quarantined);
+- a record's fields: `docs/schemas/records/<domain>.json` (a value they refuse quarantines the
+  record with the field and the rule; nothing is truncated or guessed).
+
+**Dates.** The app writes dates through `toISOString()`. Each school has one time zone: an
+operator's (`schoolmig set-timezone`, `POST /schools/{id}/timezone`), else the one its clients
+report (`timezone` in a manifest or a changes message: the browser's
+`Intl.DateTimeFormat().resolvedOptions().timeZone`), else SCHOOLMIG_DEFAULT_TIMEZONE. It is fixed
+when the school's first records are mapped. A moment in a date-only field is that zone's
+calendar date; a date-only string stays as written. The exact string is kept: export gives
+it back byte for byte.
+"""
 broker = KafkaBroker("kafka:9092", description="Any Kafka cluster; the topic names use the default prefix.")
 
 HOW_TO_PUBLISH = f"""\
@@ -80,7 +128,7 @@ broker.publisher(
     topics.ingest,
     schema=SnapshotManifest,
     title=f"{topics.ingest}:Manifest",
-    description="First message of a snapshot.\n\n" + HOW_TO_PUBLISH,
+    description="First message of a snapshot.\n\n" + HOW_TO_PUBLISH + "\n\n" + WIRE,
 )
 broker.publisher(
     topics.ingest,
@@ -104,7 +152,8 @@ A record the pipeline cannot carry is quarantined with its change id `chg.<clien
 a `seq` published again with other content is dead-lettered (`conflicting_change`). Once the
 school runs on the API, changes are dead-lettered (`school_cut_over`) and a `school.rejected`
 event says so. The SDK's `schoolmig.hybrid.HybridClient` does all of this, with a durable
-outbox that keeps changes while the broker is away."""
+outbox that keeps changes while the broker is away. Where each change stands is on the
+outcomes topic (`change.outcome`) and at `GET /schools/<id>/changes/<client_id>/<seq>`."""
 
 broker.publisher(
     topics.ingest,
@@ -113,21 +162,66 @@ broker.publisher(
     description="Live changes of a school's records (the plan's HybridDataAdapter).\n\n" + HOW_TO_CHANGE,
 )
 broker.publisher(
+    topics.control,
+    schema=SchoolMode,
+    title=f"{topics.control}:Mode",
+    description="What a school's clients must do now (compacted: the latest per school_id key). Clients read it "
+    "(or poll GET /schools/<id>/mode): `localStorage` (before the hybrid phase), `hybrid` (publish every change), "
+    "`api` (cut over: write through the API; changes are refused); `maintenance` true: hold writes. "
+    "Uncompressed or gzip (SCHOOLMIG_CLIENT_COMPRESSION); headers content-type, schoolmig-auth.",
+)
+broker.publisher(
+    topics.outcomes,
+    schema=ClientOutcome,
+    title=f"{topics.outcomes}:Outcome",
+    description="What became of a client's writes, keyed by school_id (the client principal may read it): "
+    "`report.ready` for every snapshot (validated, synced, blocked at the audit gate, superseded, unchanged, "
+    "refused with its reason, incomplete); `change.outcome` for every change, per (client_id, seq): pending, "
+    "applied, waiting (and for what), superseded or deleted (by which write), quarantined (and why), published "
+    "when it settles and whenever an open one moves; `message.refused` for every message of theirs that was "
+    "not taken, with the field, rule and allowed values, under the message's own correlation_id. "
+    "Uncompressed or gzip (SCHOOLMIG_CLIENT_COMPRESSION); headers content-type, correlation_id, schoolmig-auth.",
+)
+broker.publisher(
     topics.events,
     schema=Event,
     title=f"{topics.events}:Event",
-    description="Lifecycle events per school (key: school_id): audit.completed, snapshot.released, "
-    "snapshot.incomplete, validation.completed, report.ready. Ids only, never personal data.",
+    description="Lifecycle events per school (key: school_id), for operators: audit.completed, snapshot.released "
+    "(fanned out), snapshot.withheld (kept, not fanned out: superseded or unchanged), snapshot.incomplete, "
+    "school.rejected, validation.completed, report.ready, school.mode. Ids only, never personal data.",
 )
 broker.publisher(
     topics.deadletter,
     schema=DeadLetter,
     title=f"{topics.deadletter}:DeadLetter",
-    description="An ingest message that was not handled, kept whole (base64) with the reason: oversized, "
-    "invalid_json, unknown_schema_version, invalid_school_id, invalid_envelope, invalid_chunk, "
-    "snapshot_too_large (the manifest's size_bytes is over the limit; its chunks are dropped), chunk_count_mismatch, "
-    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change, school_cut_over.",
+    description="A message that was not handled, for operators, kept whole (base64) with where it was read "
+    "(topic, partition, offset), the stage that refused it, the school, the sender's correlation_id and each "
+    "rule it broke. Reasons for ingest messages: oversized, invalid_json, too_deep, unknown_schema_version, "
+    "invalid_school_id, invalid_envelope, invalid_chunk, chunk_hash_mismatch, too_many_candidates, "
+    "snapshot_too_large (its chunks are dropped), school_in_maintenance, school_cut_over, chunk_count_mismatch, "
+    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change. "
+    "Each is also answered to the client on the outcomes topic (message.refused).",
 )
+
+
+def _record_schemas(schema: dict[str, Any]) -> None:
+    """A change's ``record`` per ``domain``: the record schemas (``shared.mapping.schemas``) inline."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"domain": {"const": d.value}}, "required": ["domain"]},
+            "then": {"properties": {"record": {"anyOf": [_inline(record_schema(d)), {"type": "null"}]}}},
+        }
+        for d in Domain
+    ]
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+
+
+# The document only: the wire model stays a plain object (each record is mapped, or quarantined, on its own).
+Change.model_config["json_schema_extra"] = _record_schemas
+Change.model_rebuild(force=True)
 
 app = FastStream(
     broker,
@@ -137,3 +231,18 @@ app = FastStream(
         description="How any Kafka client hands a school's browser data to schoolmig, and what it hears back.",
     ),
 )
+
+
+def write_record_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for domain in Domain:
+        path = directory / f"{domain.value}.json"
+        path.write_text(json.dumps(record_schema(domain), indent=2, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_record_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas/records")):
+        print(written_path)

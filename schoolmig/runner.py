@@ -304,7 +304,8 @@ async def _poll_reports(
     )
     for row in rows:
         pair = (row["school_id"], row["snapshot_id"])
-        if row["report"] is not None and not (overridden and row["report"].get("blocked")):
+        refused = row["report"] is not None and row["report"].get("phase") == "refused"  # never released: as below
+        if row["report"] is not None and not refused and not (overridden and row["report"].get("blocked")):
             reports[pair] = row["report"]
         elif row["incomplete"] and incomplete_is_final:
             reports[pair] = None

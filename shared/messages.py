@@ -124,6 +124,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _kind_required(schema: dict[str, Any]) -> None:
+    """``kind`` (the envelope's tag) is required on the wire: a message without it is refused."""
+    schema["required"] = ["kind", *[r for r in schema.get("required", []) if r != "kind"]]
+
+
+class _Envelope(_Model):
+    """A message a client publishes to the ingest topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
+
+
 # --------------------------------------------------------------------------- ingest (public)
 
 
@@ -134,13 +145,23 @@ class SnapshotFormat(StrEnum):
     """MockDataService ``exportData()``: a JSON object of arrays."""
 
 
-class SnapshotManifest(_Model):
+ClientSnapshotId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The snapshot's id, the same in its manifest and every chunk: 1-64 letters, digits, '_', '.' or '-'; "
+        "never starting with 'chg.' (those name changes).",
+    ),
+]
+
+
+class SnapshotManifest(_Envelope):
     """Announces a snapshot: what file, how big, how it was cut into chunks."""
 
     kind: Literal["snapshot.manifest"] = "snapshot.manifest"
     schema_version: Literal[1] = 1
     school_id: SchoolId
-    snapshot_id: SnapshotId
+    snapshot_id: ClientSnapshotId
     format: SnapshotFormat
     taken_at: SourceTime = Field(
         description="When the browser data was read, by the reading client's clock (the CLI: --taken-at, else the "
@@ -164,13 +185,13 @@ class SnapshotManifest(_Model):
     _timezone = field_validator("timezone")(_known_zone)
 
 
-class SnapshotChunk(_Model):
+class SnapshotChunk(_Envelope):
     """One slice of the file's bytes, base64-encoded."""
 
     kind: Literal["snapshot.chunk"] = "snapshot.chunk"
     schema_version: Literal[1] = 1
     school_id: SchoolId
-    snapshot_id: SnapshotId
+    snapshot_id: ClientSnapshotId
     index: int = Field(ge=0, le=2**31 - 2)
     data_b64: str
 
@@ -196,9 +217,18 @@ class Change(_Model):
     op: ChangeOp
     domain: Domain
     record_id: str = Field(min_length=1, max_length=200, description="The record's ``id``, as the app holds it.")
-    record: dict[str, Any] | None = Field(default=None, description="create, update: the whole record; delete: absent.")
+    record: dict[str, Any] | None = Field(
+        default=None,
+        description="create, update: the whole record after it (required), its id equal to record_id; delete: absent. "
+        "Its fields per domain: docs/schemas/records/<domain>.json (JSON Schema).",
+    )
     source_ts: SourceTime = Field(description="When it was made: the record's ``updatedAt``, or the client's clock.")
-    seq: int = Field(ge=0, le=2**62, description="The client's own counter: every change of one client has its own.")
+    seq: int = Field(
+        ge=0,
+        le=2**62,
+        description="The client's own counter: every change of one client has its own, never reused (one message "
+        "never repeats a seq; a seq sent again with other content is refused as conflicting_change).",
+    )
 
     @model_validator(mode="after")
     def _record_matches(self) -> Change:
@@ -216,7 +246,7 @@ class Change(_Model):
         return self
 
 
-class ChangeBatch(_Model):
+class ChangeBatch(_Envelope):
     """One or more changes of one school by one client, on the ingest topic (public)."""
 
     kind: Literal["changes"] = "changes"
@@ -643,7 +673,8 @@ class ReportReady(_Model):
     snapshot a client published, whatever became of it. ``phase`` is where the school stands,
     or the snapshot's own end: ``superseded`` (read before its device's newer snapshot),
     ``unchanged`` (identical to its device's latest), ``refused`` (not taken: ``reason``),
-    ``incomplete`` (parts missing after the timeout)."""
+    ``incomplete`` (parts missing after the timeout: no report is kept, a late part completes
+    the snapshot and its own report follows)."""
 
     type: Literal["report.ready"] = "report.ready"
     school_id: SchoolId

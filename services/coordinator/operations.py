@@ -202,12 +202,15 @@ class Operations:
             await self.superseded(event.school_id, event.snapshot_id, event.because_of, why)
 
     async def not_taken(self, school_id: str, snapshot_id: str, phase: str, reason: str, message: str) -> None:
-        """A snapshot ingest refused (``refused``: its mode, its size) or that never came whole
-        (``incomplete``): a report of its own, and its ``report.ready``."""
-        report = school_report(
-            school_id=school_id, snapshot_id=snapshot_id, phase=phase, counts={}, quarantine=[], validation=None
-        ) | {"reason": reason, phase: message}
-        await self.store.save_report(school_id, snapshot_id, report)
+        """A snapshot ingest refused (``refused``: its mode, its size, parts that do not assemble):
+        a report of its own; or one still missing parts after the timeout (``incomplete``: a
+        late part completes it, so no report is kept, ``migration.incomplete_snapshots`` says
+        so). Either way its ``report.ready``, with the reason."""
+        if phase == "refused":
+            report = school_report(
+                school_id=school_id, snapshot_id=snapshot_id, phase=phase, counts={}, quarantine=[], validation=None
+            ) | {"reason": reason, phase: message}
+            await self.store.save_report(school_id, snapshot_id, report)
         await self.report_ready(
             ReportReady(school_id=school_id, snapshot_id=snapshot_id, phase=phase, reason=reason, message=message)
         )

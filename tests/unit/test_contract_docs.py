@@ -4,6 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from shared.domains import Domain
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,4 +49,23 @@ def test_the_document_describes_both_envelopes_with_every_field() -> None:
     }
     assert set(schemas["ChangeBatch"]["properties"]) >= {"kind", "schema_version", "school_id", "client_id", "changes"}
     assert set(schemas["Change"]["properties"]) >= {"op", "domain", "record_id", "record", "source_ts", "seq"}
-    assert {c["address"] for c in spec["channels"].values()} == {"schoolmig.ingest", "schoolmig.events", "schoolmig.deadletter"}
+    assert {c["address"] for c in spec["channels"].values()} == {
+        "schoolmig.ingest",
+        "schoolmig.control.modes",
+        "schoolmig.outcomes",
+        "schoolmig.events",
+        "schoolmig.deadletter",
+    }
+    for envelope in ("SnapshotManifest", "SnapshotChunk", "ChangeBatch"):
+        assert schemas[envelope]["required"][0] == "kind"  # a message without it is refused
+    record_rules = {rule["if"]["properties"]["domain"]["const"] for rule in schemas["Change"]["allOf"]}
+    assert record_rules == {d.value for d in Domain}
+
+
+def test_the_record_schemas_in_docs_are_current(tmp_path: Path) -> None:
+    """docs/schemas/records/ is what `make docs` writes from shared.mapping.schemas today."""
+    from schoolmig.contract import write_record_schemas
+
+    for path in write_record_schemas(tmp_path):
+        committed = ROOT / "docs" / "schemas" / "records" / path.name
+        assert committed.exists() and committed.read_text() == path.read_text(), "run `make docs` and commit the result"
