@@ -150,7 +150,7 @@ ClientSnapshotId = Annotated[
     Field(
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="The snapshot's id, the same in its manifest and every chunk: 1-64 letters, digits, '_', '.' or '-'; "
-        "never starting with 'chg.' (those name changes).",
+        f"never starting with {CHANGE_ID_PREFIX} (those name changes).",
     ),
 ]
 
