@@ -107,7 +107,11 @@ async def export_school(
         return result
     assert settings.kafka_bootstrap_servers
     scratch = scratch_school(school_id)
-    manifest = await publish_snapshot(settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, scratch, content, fmt=fmt)
+    # Read in the school's own zone, as its records were (the scratch school has no other).
+    zone = await pool.fetchval("SELECT zone FROM migration.school_zones WHERE school_id = $1", school_id)
+    manifest = await publish_snapshot(
+        settings.kafka_bootstrap_servers, settings.resolved_ingest_topic, scratch, content, fmt=fmt, timezone=zone
+    )
     report = await wait_for_report(pool, scratch, manifest.snapshot_id, time.monotonic() + timeout_s)
     result.verified_with = f"{scratch}/{manifest.snapshot_id}"
     if report is None or report.get("phase") != "validated":

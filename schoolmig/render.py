@@ -93,6 +93,10 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
         )
     for key, domain in (summary.get("aliased_keys") or {}).items():
         console.print(f"  read through an alias: {key} as {domain}")
+    if summary.get("timezone"):
+        why = {"operator": "set by an operator", "client": "reported by its clients", "default": "SCHOOLMIG_DEFAULT_TIMEZONE"}
+        source = summary.get("timezone_source") or ""
+        console.print(f"  dates read in the school's time zone: {summary['timezone']} ({why.get(source, source)})")
     findings = Table(title="findings", title_justify="left")
     for column in ("type", "severity", "count"):
         findings.add_column(column)

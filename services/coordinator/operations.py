@@ -72,6 +72,15 @@ def gauge_phase(metrics: PipelineMetrics, school_id: str, current: Phase) -> Non
             metrics.schools.phase[(school_id, phase.value)] = int(phase is current)
 
 
+def _superseded_why(newer: str, same_instant: bool) -> str:
+    if same_instant:
+        return (
+            f"read at the same instant as snapshot {newer}, which the school is on; of two snapshots read at "
+            f"one instant the one with the greater id stands: not migrated"
+        )
+    return f"taken before snapshot {newer}, which the school is on: not migrated"
+
+
 @dataclass
 class Operations:
     store: CoordinatorStore
@@ -132,13 +141,7 @@ class Operations:
                 event.snapshot_id,
                 newer,
             )
-            why = (
-                f"read at the same instant as snapshot {newer}, which the school is on; of two snapshots read at "
-                f"one instant the one with the greater id stands: not migrated"
-                if same_instant
-                else f"taken before snapshot {newer}, which the school is on: not migrated"
-            )
-            await self.superseded(school_id, event.snapshot_id, newer, why)
+            await self.superseded(school_id, event.snapshot_id, newer, _superseded_why(newer, same_instant))
             return
         current, syncing = await self.store.phase_of(school_id)
         override = await self.store.override_of(school_id, event.snapshot_id)
@@ -198,8 +201,9 @@ class Operations:
         if event.withheld == "unchanged":
             await self.unchanged(event.school_id, event.snapshot_id, event.because_of)
         else:
-            why = f"read before snapshot {event.because_of} of its device, released already: kept (backup, audit), not migrated"
-            await self.superseded(event.school_id, event.snapshot_id, event.because_of, why)
+            found = await self.store.superseded_by(event.school_id, event.snapshot_id)
+            newer, same_instant = found if found is not None else (event.because_of, False)
+            await self.superseded(event.school_id, event.snapshot_id, newer, _superseded_why(newer, same_instant))
 
     async def not_taken(self, school_id: str, snapshot_id: str, phase: str, reason: str, message: str) -> None:
         """A snapshot ingest refused (``refused``: its mode, its size, parts that do not assemble):
