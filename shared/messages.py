@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.domains import Domain
 from shared.tables import TABLES
-from shared.timezones import ZONE_PATTERN, check_zone
+from shared.timezones import AS_WRITTEN, ZONE_PATTERN, check_zone
 
 SCHOOL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SchoolId = Annotated[str, Field(pattern=SCHOOL_ID_PATTERN)]
@@ -106,18 +106,32 @@ def field_errors(exc: ValidationError, limit: int = 20, *, kinds: list[str] | No
         ctx = e.get("ctx") or {}
         expected = ctx.get("expected") or ctx.get("expected_tags")
         allowed = re.findall(r"'([^']*)'", str(expected)) if expected else None
-        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            path.append(str(ctx.get("discriminator", "kind")).strip("'"))
+        message = str(e["msg"])
+        if e["type"] in ("union_tag_not_found", "union_tag_invalid"):  # pydantic's own words quote the tag sent
+            path.append(str(ctx.get("discriminator", "kind")).strip("'")[:40])
             allowed = allowed or kinds
-        out.append(FieldError(field=".".join(path) or "(message)", rule=e["type"], message=e["msg"], allowed=allowed or None))
+            message = "the message's kind is missing or not one of the allowed"
+        out.append(
+            FieldError(
+                field=_bounded(".".join(path) or "(message)", 200),
+                rule=e["type"],
+                message=_bounded(message, 300),
+                allowed=[_bounded(a, 80) for a in allowed[:50]] if allowed else None,
+            )
+        )
     return out
+
+
+def _bounded(text: str, limit: int) -> str:
+    """At most ``limit`` characters: a client's key or tag can be as long as its message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def error_summary(exc: ValidationError | list[FieldError], empty: str = "invalid") -> str:
     """Each broken rule in one line: field, rule, the rule in words (never the value sent)."""
     errors = exc if isinstance(exc, list) else field_errors(exc, limit=5)
     parts = [f"{f.field}: {f.rule} ({f.message}{'; allowed: ' + ', '.join(f.allowed) if f.allowed else ''})" for f in errors[:5]]
-    return "; ".join(parts) or empty
+    return _bounded("; ".join(parts), 1500) or empty
 
 
 class _Model(BaseModel):
@@ -347,7 +361,7 @@ class RawRecord(_Model):
         default_factory=dict,
         description="What ingest resolved over the whole snapshot, e.g. classroom_id for a class without roomId.",
     )
-    timezone: str = Field(default="UTC", description="The school's time zone (shared.timezones).")
+    timezone: str = Field(default=AS_WRITTEN, description="The school's time zone (shared.timezones).")
     change: ChangeMeta | None = Field(default=None, description="Set when this is a change, not a snapshot's record.")
 
 
@@ -444,7 +458,9 @@ class RawBatch(_RecordsBatch):
 
     kind: Literal["raw.batch"] = "raw.batch"
     default_ts: datetime | None = None
-    timezone: str = Field(default="UTC", description="The school's time zone (a batch without one: mapped before zones, in UTC).")
+    timezone: str = Field(
+        default=AS_WRITTEN, description="The school's time zone (a batch without one: from before zones, dates as written)."
+    )
     entries: list[RawEntry]
 
     def records(self) -> list[RawRecord]:
@@ -543,7 +559,7 @@ class AuditSummary(_Model):
     findings: dict[str, int] = Field(default_factory=dict, description="Audit findings per type.")
     critical_findings: int = 0
     timezone: str | None = Field(default=None, description="The school's time zone its records were mapped in.")
-    timezone_source: Literal["operator", "client", "default"] | None = Field(
+    timezone_source: Literal["operator", "client", "default", "legacy"] | None = Field(
         default=None, description="Which rule gave it (shared.timezones): an operator's, a client's report, the default."
     )
 
@@ -843,6 +859,12 @@ class OperatorCommand(_Model):
     )
 
     _timezone = field_validator("timezone")(_known_zone)
+
+    @model_validator(mode="after")
+    def _zone_given(self) -> OperatorCommand:
+        if self.action == "set_timezone" and self.timezone is None:
+            raise PydanticCustomError("missing", "set_timezone names the zone (an IANA name, e.g. Europe/Skopje)")
+        return self
 
 
 class SchoolRejected(_Model):

@@ -39,6 +39,13 @@ class ZoneSource(StrEnum):
     OPERATOR = "operator"
     CLIENT = "client"
     DEFAULT = "default"
+    LEGACY = "legacy"
+    """Mapped before zones existed: a moment's date as written (:data:`AS_WRITTEN`)."""
+
+
+#: The rule of schools (and raw batches) from before zones: a moment's calendar date as written
+#: in its own offset. Never a client's or an operator's choice.
+AS_WRITTEN = "as-written"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,32 @@ def zone_of(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise UnknownZone(f"{name[:64]!r} is not an IANA time zone (e.g. Europe/Skopje, America/New_York, UTC)") from None
+
+
+def mapping_zone(name: str) -> ZoneInfo | None:
+    """The zone the mapping reads moments in (None: :data:`AS_WRITTEN`)."""
+    return None if name == AS_WRITTEN else zone_of(name)
+
+
+def same_zone(a: str, b: str) -> bool:
+    """Two names of one zone: equal, or both UTC under another name (``Etc/UTC``, ``Zulu``)."""
+    utc = {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "Etc/GMT",
+        "GMT",
+        "Etc/GMT0",
+        "GMT0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
+    return a == b or (a in utc and b in utc)
 
 
 def check_zone(name: str) -> str:

@@ -347,7 +347,7 @@ async def lead(leader: Lease, store: CoordinatorStore, operations: Operations) -
         await operations.resume()
         if time.monotonic() >= _next_outcomes[0]:  # a scan of the changes: not every poll
             _next_outcomes[0] = time.monotonic() + OUTCOMES_INTERVAL_S
-            await operations.announce_outcomes()
+            await operations.announce_outcomes(leader.held)
 
 
 OUTCOMES_INTERVAL_S = 1.0  # how often clients hear where their changes stand

@@ -71,8 +71,10 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
         client_id = request.query.get("client_id")
         try:
             seqs = [int(v) for v in request.query.getall("seq", [])][:1000] or None
+            if seqs and not all(0 <= n <= 2**62 for n in seqs):
+                raise ValueError
         except ValueError:
-            return web.json_response({"error": "seq must be a number"}, status=400)
+            return web.json_response({"error": "seq must be a whole number from 0 to 2**62"}, status=400)
         if client_id is not None and not re.match(r"^[A-Za-z0-9_-]{1,40}$", client_id):
             return web.json_response({"error": "client_id is 1-40 letters, digits, '_' or '-'"}, status=400)
         found = await outcomes.change_outcomes(store.pool, request.match_info["school_id"], client_id=client_id, seqs=seqs)

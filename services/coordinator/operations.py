@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -226,17 +227,26 @@ class Operations:
         await publish(self.broker, self.keyring, event, self.topics.events, key=key)
         await self.tell_clients(event, event.school_id)
 
-    async def announce_outcomes(self, limit: int = 2000) -> int:
-        """Each change whose outcome was never announced, or was open and has moved, to its
-        client (``change.outcome`` on the outcomes topic); recorded once published (a crash in
-        between announces it again: the same answer twice, never none). Returns how many."""
+    async def announce_outcomes(self, still_leading: Callable[[], Awaitable[bool]] | None = None, limit: int = 500) -> int:
+        """Up to ``limit`` changes whose outcome was never announced, or was open (pending,
+        waiting, quarantined), the least recently checked first: each whose outcome is new or
+        has moved is published to its client (``change.outcome`` on the outcomes topic), then
+        recorded (a crash in between announces it again: the same answer twice, never none).
+        ``still_leading``: asked before each client's group (one coordinator announces)."""
         told = 0
-        for (school_id, client_id), last in (await outcomes.unsettled(self.store.pool, limit)).items():
-            found = await outcomes.change_outcomes(self.store.pool, school_id, client_id=client_id, seqs=sorted(last))
+        groups: dict[tuple[str, str], dict[int, str | None]] = {}
+        for d in await outcomes.due(self.store.pool, limit):
+            groups.setdefault((d.school_id, d.client_id), {})[d.seq] = d.last
+        for (school_id, client_id), last in groups.items():
+            if still_leading is not None and not await still_leading():
+                break
+            found = await outcomes.change_outcomes(
+                self.store.pool, school_id, client_id=client_id, seqs=sorted(last), limit=len(last)
+            )
             moved = [f for f in found if last.get(f.seq) != f.standing.outcome]
             for f in moved:
                 await self.tell_clients(ChangeOutcome.model_validate(f.as_json()), school_id)
-            await outcomes.announced(self.store.pool, moved)
+            await outcomes.checked(self.store.pool, found, moved)
             told += len(moved)
         return told
 

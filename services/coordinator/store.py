@@ -369,8 +369,10 @@ class CoordinatorStore:
 
     async def unheard_releases(self, older_than_s: float = 10.0) -> list[SnapshotReleased]:
         """Snapshots ingest released that the coordinator never acted on (their event was lost,
-        e.g. with a broker): released a while ago, newer than the school's current snapshot
-        (or the school unknown), with no report and not superseded. Rebuilt from the database."""
+        e.g. with a broker, or ingest stopped between marking and announcing): released a while
+        ago, with no report, and newer than the school's current snapshot (or the school
+        unknown) and not superseded, or withheld (superseded, unchanged): those get their own
+        last word. Rebuilt from the database."""
         rows = await self.pool.fetch(
             f"""
             SELECT s.school_id, s.snapshot_id, s.format, s.taken_at, s.sha256, s.audit,
@@ -380,11 +382,16 @@ class CoordinatorStore:
               LEFT JOIN migration.school_phase p USING (school_id)
               LEFT JOIN migration.snapshots cur ON cur.school_id = p.school_id AND cur.snapshot_id = p.snapshot_id
              WHERE s.released_at IS NOT NULL AND s.released_at < now() - make_interval(secs => $1)
-               AND (p.school_id IS NULL OR (cur.snapshot_id IS NOT NULL
-                    AND {later_sql(rank_sql("s"), rank_sql("cur"))}))
                AND NOT EXISTS (SELECT 1 FROM migration.reports r WHERE (r.school_id, r.snapshot_id) = (s.school_id, s.snapshot_id))
-               AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
-                                WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id))
+               AND ((p.school_id IS NULL OR (cur.snapshot_id IS NOT NULL
+                     AND {later_sql(rank_sql("s"), rank_sql("cur"))})
+                     AND NOT EXISTS (SELECT 1 FROM migration.superseded_snapshots x
+                                      WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id)))
+                    -- withheld by ingest (a later reading of its device, or the same file again) and
+                    -- never answered: advance() gives it its own last word
+                    OR s.unchanged_of IS NOT NULL
+                    OR EXISTS (SELECT 1 FROM migration.superseded_snapshots x
+                                WHERE (x.school_id, x.snapshot_id) = (s.school_id, s.snapshot_id)))
              ORDER BY s.released_at LIMIT 50
             """,
             older_than_s,

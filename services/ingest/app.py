@@ -173,8 +173,14 @@ async def on_ingest(body: bytes, message: KafkaMessage, store: Store) -> None:
         if isinstance(envelope, SnapshotManifest):  # within the limit now (it was raised): taken after all
             await store.unrefuse(envelope.school_id, envelope.snapshot_id)
         else:  # its manifest was dead-lettered with the reason; its chunks are not kept
-            metrics.ingest_rejected.add(1, {"reason": "chunk_of_refused_snapshot"})
             log.warning("chunk of refused snapshot %s/%s dropped", envelope.school_id, envelope.snapshot_id)
+            metrics.ingest_rejected.add(1, {"reason": "chunk_of_refused_snapshot"})
+            await tell_refused(  # answered, not kept: a refused snapshot's chunks would flood the dead letter
+                message,
+                "chunk_of_refused_snapshot",
+                f"snapshot {envelope.snapshot_id} was refused (see its report.ready): its chunks are not kept",
+                sender_of(body, None),
+            )
             return
     if (refusal := _refusal(*await store.mode_of(envelope.school_id))) is not None:
         await dead_letter(message, body, *refusal)  # kept, never half-applied
@@ -267,13 +273,19 @@ async def on_changes(batch: ChangeBatch, body: bytes, message: KafkaMessage, sto
         )
     plan = without(plan, reused)
     default_ts = await store.school_default_ts(batch.school_id, min(c.source_ts for c in batch.changes))
-    zone = await store.school_zone(batch.school_id, batch.timezone, batch.client_id, settings.default_timezone)
+    # The school's zone is fixed by the first write mapped: a message whose changes all went
+    # elsewhere (reused, refused) maps nothing and fixes nothing.
+    zone = (
+        await store.school_zone(batch.school_id, batch.timezone, batch.client_id, settings.default_timezone)
+        if plan.accepted
+        else None
+    )
     await publish_wires(
         change_batches(
             batch,
             plan,
             default_ts=default_ts,
-            timezone=zone.name,
+            timezone=zone.name if zone is not None else settings.default_timezone,
             max_records=settings.batch_records,
             max_bytes=settings.batch_bytes,
         )
@@ -299,6 +311,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         reason = getattr(exc, "reason", "unreadable_snapshot")
         why = f"snapshot {school_id}/{snapshot_id} not released: {exc}"
         await dead_letter(message, b"", reason, why, about=Sender(school_id, "snapshot.manifest", snapshot_id))
+        await store.refuse(school_id, snapshot_id, reason)  # never released: not reported incomplete later either
         await publish(
             broker,
             keyring,
@@ -643,28 +656,37 @@ async def dead_letter(
     await shared_dead_letter(broker, topics.deadletter, record, body, reason, detail, school_id=sender.school_id, errors=errors)
     metrics.ingest_rejected.add(1, {"reason": reason})
     if tell:
-        correlation = correlation_of(source)
-        await publish(
-            clients,
-            keyring,
-            MessageRefused(
-                school_id=sender.school_id,
-                kind=sender.kind,
-                snapshot_id=sender.snapshot_id,
-                client_id=sender.client_id,
-                seqs=sender.seqs,
-                correlation_id=correlation,
-                reason=reason,
-                message=detail,
-                errors=errors or [],
-                topic=source.topic,
-                partition=source.partition,
-                offset=source.offset,
-            ),
-            topics.outcomes,
-            key=(sender.school_id or "").encode() or None,
+        await tell_refused(message, reason, detail, sender, errors)
+
+
+async def tell_refused(
+    message: KafkaMessage, reason: str, detail: str, sender: Sender, errors: list[FieldError] | None = None
+) -> None:
+    """Answer a client's message that was not taken, on the outcomes topic it may read."""
+    record = message.raw_message
+    source = record[0] if isinstance(record, tuple) else record
+    correlation = correlation_of(source)
+    await publish(
+        clients,
+        keyring,
+        MessageRefused(
+            school_id=sender.school_id,
+            kind=sender.kind,
+            snapshot_id=sender.snapshot_id,
+            client_id=sender.client_id,
+            seqs=sender.seqs,
             correlation_id=correlation,
-        )
+            reason=reason,
+            message=detail,
+            errors=errors or [],
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+        ),
+        topics.outcomes,
+        key=(sender.school_id or "").encode() or None,
+        correlation_id=correlation,
+    )
 
 
 report_readiness(app)  # last: ready once every start-up hook above has run

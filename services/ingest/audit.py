@@ -15,7 +15,7 @@ from typing import Any
 from shared.domains import Domain
 from shared.messages import Severity
 from shared.snapshot import ParsedSnapshot, fold
-from shared.timezones import SchoolZone
+from shared.timezones import SchoolZone, same_zone
 
 D = Domain
 
@@ -49,7 +49,7 @@ FINDING_SEVERITY: dict[str, Severity] = {
     "orphaned_reference": Severity.WARNING,
     "shared_email": Severity.WARNING,
     # A device reporting another time zone than the school's (shared.timezones): its dates are
-    # read in the school's zone; an operator sets the zone if the school's is the wrong one.
+    # read in the school's zone all the same.
     "device_timezone": Severity.WARNING,
     "name_mismatch": Severity.INFO,
     "count_mismatch": Severity.INFO,
@@ -266,8 +266,10 @@ def zone_findings(school_zone: SchoolZone, reported: dict[str, str]) -> list[Fin
             FINDING_SEVERITY["device_timezone"],
             None,
             field=device or "(unnamed device)",
-            detail=f"reports {zone}; the school's records are read in {school_zone.name} ({school_zone.source.value})",
+            detail=f"reports {zone}; the school's dates are read in {school_zone.name} ({school_zone.source.value}). "
+            "If that zone is wrong, the school's records need mapping again in the right one: schoolmig does not "
+            "do that (set the zone before a school's first snapshot: schoolmig set-timezone)",
         )
         for device, zone in sorted(reported.items())
-        if zone != school_zone.name
+        if not same_zone(zone, school_zone.name)
     ]

@@ -154,6 +154,8 @@ class IngestStore:
              WHERE released_at IS NULL AND first_at < now() - make_interval(secs => $1)
                AND NOT EXISTS (SELECT 1 FROM migration.incomplete_snapshots i
                                 WHERE i.school_id = pending.school_id AND i.snapshot_id = pending.snapshot_id)
+               AND NOT EXISTS (SELECT 1 FROM migration.refused_snapshots f  -- answered already, with its reason
+                                WHERE f.school_id = pending.school_id AND f.snapshot_id = pending.snapshot_id)
             """,
             older_than_s,
         )
@@ -398,25 +400,31 @@ class IngestStore:
     async def school_zone(self, school_id: str, reported: str | None, device_id: str, default: str) -> SchoolZone:
         """The school's one time zone (``shared.timezones``), fixed from the first write mapped
         on: an operator's if one was set, else ``reported`` (by ``device_id``), else ``default``.
-        By arrival, like :meth:`school_default_ts`: one statement, the same for every replica.
-        What ``device_id`` reports is kept for the audit's notes."""
-        candidate = choose(None, reported, device_id if reported is not None else None, default)
-        async with self.pool.acquire() as conn, conn.transaction():
-            if reported is not None:
-                await conn.execute(
-                    """
-                    INSERT INTO migration.device_zones (school_id, device_id, zone) VALUES ($1, $2, $3)
-                    ON CONFLICT (school_id, device_id) DO UPDATE SET zone = EXCLUDED.zone, reported_at = now()
-                    """,
-                    school_id,
-                    device_id,
-                    reported,
-                )
-            row = await conn.fetchrow(
+        By arrival, like :meth:`school_default_ts`: one statement, the same for every replica;
+        a school's row is written once (the first time) and read after. What ``device_id``
+        reports is kept for the audit's notes (written when it changes)."""
+        if reported is not None:
+            await self.pool.execute(
                 """
-                INSERT INTO migration.school_zones (school_id, zone, source, reported_by, pinned_at)
+                INSERT INTO migration.device_zones AS d (school_id, device_id, zone) VALUES ($1, $2, $3)
+                ON CONFLICT (school_id, device_id) DO UPDATE SET zone = EXCLUDED.zone, reported_at = now()
+                 WHERE d.zone <> EXCLUDED.zone
+                """,
+                school_id,
+                device_id,
+                reported,
+            )
+        row = await self.pool.fetchrow(
+            "SELECT zone, source, reported_by FROM migration.school_zones WHERE school_id = $1 AND pinned_at IS NOT NULL",
+            school_id,
+        )
+        if row is None:
+            candidate = choose(None, reported, device_id if reported is not None else None, default)
+            row = await self.pool.fetchrow(
+                """
+                INSERT INTO migration.school_zones AS z (school_id, zone, source, reported_by, pinned_at)
                 VALUES ($1, $2, $3, $4, now())
-                ON CONFLICT (school_id) DO UPDATE SET pinned_at = coalesce(migration.school_zones.pinned_at, now())
+                ON CONFLICT (school_id) DO UPDATE SET pinned_at = coalesce(z.pinned_at, now())
                 RETURNING zone, source, reported_by
                 """,
                 school_id,

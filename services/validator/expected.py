@@ -24,7 +24,7 @@ from shared.ledger.versions import Version, snapshot_version
 from shared.mapping import Mapped, map_record
 from shared.messages import ChangeOp, SnapshotManifest
 from shared.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
-from shared.timezones import zone_of
+from shared.timezones import AS_WRITTEN, mapping_zone
 
 Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
@@ -55,7 +55,7 @@ def expected_state(
     max_depth: int = MAX_RECORD_DEPTH,
     default_ts: datetime | None = None,
     aliases: dict[str, Domain] | None = None,
-    timezone: str = "UTC",
+    timezone: str = AS_WRITTEN,
 ) -> Expected:
     """``keep_records=False`` returns digests only: small enough to come back cheaply from
     a worker process, which is where the validator computes them. ``max_depth``: as ingest
@@ -70,12 +70,12 @@ def expected_from(
     *,
     keep_records: bool = True,
     default_ts: datetime | None = None,
-    timezone: str = "UTC",
+    timezone: str = AS_WRITTEN,
 ) -> Expected:
     """``default_ts``: what ingest gave records without timestamps (the school's first
     snapshot's time, stored with the snapshot); None: the snapshot's own time. ``timezone``:
     the school's (``shared.timezones``), as the transform read date-only fields."""
-    zone = zone_of(timezone)
+    zone = mapping_zone(timezone)
     out = Expected(records={} if keep_records else None)
     hints = classroom_hints(parsed)
     default = (default_ts or manifest.taken_at).isoformat()  # what the transform gives records without timestamps
@@ -125,7 +125,7 @@ def apply_changes(
     school_id: str,
     taken_at: datetime,
     default_ts: datetime | None,
-    timezone: str = "UTC",
+    timezone: str = AS_WRITTEN,
     skip: frozenset[str] = frozenset(),
     bounds: Mapping[tuple[Domain, str], Version] | None = None,
 ) -> tuple[dict[Domain, set[str]], dict[Domain, set[str]]]:
@@ -162,7 +162,7 @@ def apply_changes(
             records.pop(legacy_id, None)
         if change.op is ChangeOp.DELETE or change.record is None:
             continue  # soft-deleted: its rows stay, marked, and are not compared
-        result = map_record(domain, school_id, legacy_id, change.record, {}, default, zone=zone_of(timezone))
+        result = map_record(domain, school_id, legacy_id, change.record, {}, default, zone=mapping_zone(timezone))
         if not isinstance(result, Mapped):  # the transform quarantined it: the tables may hold its last good state
             unsettled[domain].add(legacy_id)
             continue

@@ -25,6 +25,7 @@ from shared.domains import Domain
 from shared.ledger.versions import SqlVersion, Version
 from shared.messages import AuditSummary, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
 from shared.tables import TABLES
+from shared.timezones import AS_WRITTEN
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 
@@ -38,7 +39,7 @@ class Source:
     """What records without timestamps were given (``migration.snapshots.default_ts``)."""
     aliases: dict[str, Domain] = field(default_factory=dict)
     """The key aliases its release read it with (``AuditSummary.aliased_keys``)."""
-    timezone: str = "UTC"
+    timezone: str = AS_WRITTEN
     """The school's time zone its records were mapped in (``migration.school_zones``)."""
 
 
@@ -46,7 +47,7 @@ async def load_source(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> S
     """The verified backup of a snapshot and its manifest (None if there is none)."""
     row = await pool.fetchrow(
         """
-        SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256, coalesce(z.zone, 'UTC') AS zone
+        SELECT s.manifest, s.default_ts, s.audit, b.content, b.sha256, coalesce(z.zone, 'as-written') AS zone
           FROM migration.snapshots s
           JOIN migration.backups b USING (school_id, snapshot_id)
           LEFT JOIN migration.school_zones z USING (school_id)

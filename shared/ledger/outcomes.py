@@ -17,6 +17,7 @@ arrived in (it follows from the versions, ``shared.ledger.versions``):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -56,10 +57,13 @@ def standing(
     snapshot: Write | None,
     waiting_for: list[str],
     quarantine: tuple[str, str] | None,
+    held: Write | None = None,
 ) -> Standing:
     """Where a change of version ``version`` stands, given its record's greatest content write
     by a change (``content``), greatest deletion (``deletion``) and greatest snapshot write
-    (``snapshot``), what it is parked for, and its quarantine entry (reason, message)."""
+    (``snapshot``), what it is parked for, its quarantine entry (reason, message), and the
+    greatest write of its record held back (``held``: parked, or quarantined for a conflict
+    or a missing parent), which displaced it from the parking if newer."""
     if quarantine is not None:
         return Standing("quarantined", reason=quarantine[0], message=quarantine[1])
     if waiting_for:
@@ -68,6 +72,8 @@ def standing(
     newest_content = max(writes, key=lambda w: w.version, default=None)
     greatest = max([w for w in (newest_content, deletion) if w is not None], key=lambda w: w.version, default=None)
     if greatest is None or greatest.version < version:
+        if held is not None and held.version > version:  # displaced by a newer write of its record
+            return Standing("superseded", by=held.by)
         return Standing("pending")
     if op is ChangeOp.DELETE:
         if deletion is not None and deletion.version == version and greatest is deletion:
@@ -110,8 +116,28 @@ class ChangeStanding:
             "outcome": s.outcome,
             **({"by": s.by} if s.by else {}),
             **({"waiting_for": s.waiting_for} if s.waiting_for else {}),
-            **({"reason": s.reason, "message": s.message} if s.reason else {}),
+            **({"reason": s.reason, "message": public_message(s.message or "")} if s.reason else {}),
         }
+
+
+_QUOTED_OR_LIST = re.compile(r"\[[^\]]*\]|'[^']*'")
+
+
+def public_message(message: str) -> str:
+    """A quarantine message as a client may read it (the outcomes topic, the HTTP API): the
+    field it names and the rule, the value it quotes left out (it may be personal data: a
+    birth date that is not a date). Allowed values in ``[...]`` stay."""
+    seen_field = False
+
+    def keep(match: re.Match[str]) -> str:
+        nonlocal seen_field
+        token = match.group(0)
+        if token.startswith("[") or not seen_field:
+            seen_field = seen_field or token.startswith("'")
+            return token
+        return "…"
+
+    return _QUOTED_OR_LIST.sub(keep, message)
 
 
 _CHANGES = """
@@ -126,7 +152,8 @@ SELECT c.school_id, c.client_id, c.seq, c.domain, c.record_id, c.op, c.source_ts
           JOIN migration.parked_refs r USING (school_id, domain, legacy_id)
          WHERE p.school_id = c.school_id AND p.domain = c.domain AND p.legacy_id = c.record_id
            AND p.snapshot_id = 'chg.' || c.client_id || '.' || c.seq) AS waiting_for,
-       q.reason AS q_reason, q.message AS q_message
+       q.reason AS q_reason, q.message AS q_message,
+       held.source_ts AS held_ts, held.client_id AS held_client, held.seq AS held_seq, held.by AS held_by
   FROM migration.changes c
   LEFT JOIN migration.record_versions v
     ON v.school_id = c.school_id AND v.domain = c.domain AND v.legacy_id = c.record_id
@@ -140,10 +167,22 @@ SELECT c.school_id, c.client_id, c.seq, c.domain, c.record_id, c.op, c.source_ts
          WHERE q.school_id = c.school_id AND q.snapshot_id = 'chg.' || c.client_id || '.' || c.seq
            AND q.domain = c.domain
          LIMIT 1) q ON true
+  LEFT JOIN LATERAL (
+        SELECT o.source_ts, o.client_id, o.seq, x.by FROM (
+               SELECT p.snapshot_id AS by FROM migration.parked_records p
+                WHERE p.school_id = c.school_id AND p.domain = c.domain AND p.legacy_id = c.record_id
+               UNION ALL
+               SELECT hq.snapshot_id FROM migration.quarantine hq
+                WHERE hq.school_id = c.school_id AND hq.domain = c.domain AND hq.legacy_id = c.record_id
+                  AND hq.reason = ANY($2::text[])) x
+          JOIN migration.changes o ON o.school_id = c.school_id AND 'chg.' || o.client_id || '.' || o.seq = x.by
+         ORDER BY o.source_ts DESC, o.client_id COLLATE "C" DESC, o.seq DESC LIMIT 1) held ON true
  WHERE c.school_id = $1 {where}
  ORDER BY c.client_id COLLATE "C", c.seq
  LIMIT {limit}
 """
+#: Quarantine reasons of a write held back by the parking (``shared.ledger.parking``).
+_HELD_BACK = ["orphaned_reference", "unique_conflict"]
 
 
 def _write(ts: datetime | None, client: str | None, seq: int | None, by: str | None) -> Write | None:
@@ -160,6 +199,7 @@ def _standing_of(row: asyncpg.Record) -> ChangeStanding:
         snapshot=_write(row["snap_ts"], SNAPSHOT_CLIENT, SNAPSHOT_SEQ, row["snap_by"]),
         waiting_for=list(row["waiting_for"] or ()),
         quarantine=(row["q_reason"], row["q_message"]) if row["q_reason"] is not None else None,
+        held=_write(row["held_ts"], row["held_client"], row["held_seq"], row["held_by"]),
     )
     return ChangeStanding(
         row["school_id"],
@@ -183,46 +223,59 @@ async def change_outcomes(
     limit: int = 1000,
 ) -> list[ChangeStanding]:
     """Where each change of a school stands (of one client, and of given seqs, if asked)."""
-    where, args = [], [school_id]
+    where: list[str] = []
+    args: list[object] = [school_id, _HELD_BACK]
     if client_id is not None:
         args.append(client_id)
         where.append(f"AND c.client_id = ${len(args)}")
     if seqs is not None:
-        args.append(seqs)  # type: ignore[arg-type]
+        args.append(seqs)
         where.append(f"AND c.seq = ANY(${len(args)}::bigint[])")
     sql = _CHANGES.format(where=" ".join(where), limit=int(limit)).replace("%%", "%")
     return [_standing_of(r) for r in await conn.fetch(sql, *args)]
 
 
-_UNSENT = """
-SELECT c.school_id, c.client_id, c.seq, o.outcome FROM migration.changes c
-  LEFT JOIN migration.change_outcomes o USING (school_id, client_id, seq)
- WHERE o.outcome IS NULL OR o.outcome = ANY($1::text[])
- ORDER BY o.outcome NULLS FIRST, c.received_at
- LIMIT $2
+@dataclass(frozen=True)
+class Due:
+    """A change whose outcome is to be checked: ``last`` announced (None: never)."""
+
+    school_id: str
+    client_id: str
+    seq: int
+    last: str | None
+
+
+_DUE = f"""
+SELECT school_id, client_id, seq, CASE WHEN announced_at IS NULL THEN NULL ELSE outcome END AS last
+  FROM migration.change_outcomes
+ WHERE outcome IN ({", ".join(f"'{o}'" for o in OPEN)}) OR announced_at IS NULL
+ ORDER BY checked_at NULLS FIRST
+ LIMIT $1
 """
 
 
-async def unsettled(conn: asyncpg.Pool | asyncpg.Connection, limit: int) -> dict[tuple[str, str], dict[int, str | None]]:
-    """Changes whose outcome was never announced or is open, per (school, client): each seq
-    with the outcome announced last (never announced first)."""
-    out: dict[tuple[str, str], dict[int, str | None]] = {}
-    for r in await conn.fetch(_UNSENT, list(OPEN), limit):
-        out.setdefault((r["school_id"], r["client_id"]), {})[r["seq"]] = r["outcome"]
-    return out
+async def due(conn: asyncpg.Pool | asyncpg.Connection, limit: int) -> list[Due]:
+    """Changes never announced or whose announced outcome is open, the least recently checked
+    first (a change is not skipped for ever behind others)."""
+    return [Due(r["school_id"], r["client_id"], r["seq"], r["last"]) for r in await conn.fetch(_DUE, limit)]
 
 
-async def announced(conn: asyncpg.Pool | asyncpg.Connection, found: list[ChangeStanding]) -> None:
-    """Record the outcomes just published (so each is published again only when it moves)."""
+async def checked(conn: asyncpg.Pool | asyncpg.Connection, found: list[ChangeStanding], announced: list[ChangeStanding]) -> None:
+    """Record that ``found`` were checked now, and ``announced`` published with their outcome."""
+    told = {(f.school_id, f.client_id, f.seq) for f in announced}
     if found:
         await conn.execute(
             """
-            INSERT INTO migration.change_outcomes (school_id, client_id, seq, outcome, announced_at)
-            SELECT * , now() FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-            ON CONFLICT (school_id, client_id, seq) DO UPDATE SET outcome = EXCLUDED.outcome, announced_at = now()
+            UPDATE migration.change_outcomes o
+               SET checked_at = now(),
+                   outcome = CASE WHEN u.told THEN u.outcome ELSE o.outcome END,
+                   announced_at = CASE WHEN u.told THEN now() ELSE o.announced_at END
+              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bool[]) AS u (school_id, client_id, seq, outcome, told)
+             WHERE (o.school_id, o.client_id, o.seq) = (u.school_id, u.client_id, u.seq)
             """,
             [f.school_id for f in found],
             [f.client_id for f in found],
             [f.seq for f in found],
             [f.standing.outcome for f in found],
+            [(f.school_id, f.client_id, f.seq) in told for f in found],
         )

@@ -64,7 +64,7 @@ def map_record(
     hints: dict[str, str] | None = None,
     default_ts: str | None = None,
     *,
-    zone: tzinfo,
+    zone: tzinfo | None,
 ) -> Mapped | Rejected:
     """``zone``: the school's time zone (``shared.timezones``), in which a moment written into
     a date-only field is read."""

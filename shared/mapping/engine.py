@@ -40,7 +40,8 @@ class Context:
     snapshot (e.g. ``classroom_id`` for a class without ``roomId``) and the school's time zone,
     in which a moment written into a date-only field is read (``parsing.parse_date``)."""
 
-    zone: tzinfo
+    zone: tzinfo | None
+    """None: a moment's date as written (a school mapped before zones, ``timezones.AS_WRITTEN``)."""
     hints: Mapping[str, str] = field(default_factory=dict)
 
 

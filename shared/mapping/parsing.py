@@ -9,7 +9,7 @@ quarantines the record. Nothing is truncated, clamped or guessed.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -53,13 +53,14 @@ def _make_date(year: str, month: str, day: str, field: str, raw: str) -> date:
         raise Reject("invalid_date", f"'{field}' is not a calendar date: {raw!r}") from None
 
 
-def parse_date(value: Any, field: str, *, zone: tzinfo, required: bool = False) -> date | None:
+def parse_date(value: Any, field: str, *, zone: tzinfo | None, required: bool = False) -> date | None:
     """A day, from ``YYYY-MM-DD`` (as written), an ISO datetime, ``DD.MM.YYYY``, ``YYYY/MM/DD``,
     or ``DD/MM/YYYY`` when the day/month order is unambiguous. ``03/04/2024`` is ambiguous and
     refused, never guessed.
 
     A datetime with an offset (the app's ``toISOString()``) is a moment: its day is the
-    calendar date in ``zone``, the school's (:func:`local_day`). A datetime without an offset
+    calendar date in ``zone``, the school's (:func:`local_day`); ``zone`` None (a school mapped
+    before zones existed, ``shared.timezones.AS_WRITTEN``): its date as written. A datetime without an offset
     is a local time already: its date as written. A date-only string is taken as written: the
     app may already have shifted it with ``toISOString().split('T')[0]``, which no value can show.
     """
@@ -78,7 +79,7 @@ def parse_date(value: Any, field: str, *, zone: tzinfo, required: bool = False) 
         except ValueError:
             pass
         else:
-            if moment.tzinfo is None:
+            if moment.tzinfo is None or zone is None:
                 return moment.date()
             try:
                 return local_day(moment, zone)
@@ -111,22 +112,31 @@ def local_day(moment: datetime, zone: tzinfo) -> date:
     Forms store a local date as its midnight (``new Date(y, m, d).toISOString()``): in
     Europe/Skopje a local 31 March 2024 is ``2024-03-30T23:00:00.000Z`` (+01:00 until the DST
     change at 02:00 that day). A moment that is midnight under the offset ``zone`` has then is
-    that day. One that is midnight under the zone's *other* offset within a day of it (a
-    browser that applied summer time to the whole DST day: ``2024-03-30T22:00:00.000Z``) is
-    that midnight's day too, not 23:00 the evening before. Any other moment (a ``dateRecorded``
-    made by ``new Date()``) is its calendar date in ``zone``. Only a moment at exactly
-    00:00:00.000 under an offset the zone has within a day is read the second way.
+    that day. One that is midnight under the *other* offset of a DST day, starting that day
+    (a browser that gave the whole day its summer time: ``2024-03-30T22:00:00.000Z``), is that
+    day too, not 23:00 the evening before. Any other moment (a ``dateRecorded`` made by
+    ``new Date()``) is its calendar date in ``zone``. Only a moment at exactly 00:00:00.000
+    under an offset the zone has on the day it starts is read the second way.
     """
     local = moment.astimezone(zone)
     if _midnight(local):
         return local.date()
-    for near in (moment - _DAY, moment + _DAY):
-        offset = near.astimezone(zone).utcoffset()
-        if offset is not None and offset != local.utcoffset():
-            shifted = moment.astimezone(timezone(offset))
-            if _midnight(shifted):
-                return shifted.date()
+    for step in (-_DAY, _DAY):
+        try:
+            offset = (moment + step).astimezone(zone).utcoffset()
+        except OverflowError:  # at the ends of the calendar: no neighbour
+            continue
+        if offset is None or offset == local.utcoffset():
+            continue
+        shifted = moment.astimezone(timezone(offset))
+        if _midnight(shifted) and offset in _offsets_on(shifted.date(), zone):
+            return shifted.date()
     return local.date()
+
+
+def _offsets_on(day: date, zone: tzinfo) -> set[Any]:
+    """The offsets ``zone`` has during ``day`` (two on a DST day)."""
+    return {datetime.combine(day, at, tzinfo=zone).utcoffset() for at in (time(0, 0), time(23, 59))}
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)$")

@@ -23,7 +23,7 @@ from shared.messages import (
     TargetRow,
     quarantined,
 )
-from shared.timezones import UnknownZone, zone_of
+from shared.timezones import UnknownZone, mapping_zone
 
 
 def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
@@ -33,7 +33,7 @@ def _map(raw: RawRecord) -> list[dict[str, object]] | tuple[str, str]:
         return "not_mappable", "record has no id or is not an object"
     default_ts = (raw.default_ts or raw.source_ts).isoformat()  # stable across a school's snapshots
     try:
-        zone = zone_of(raw.timezone)
+        zone = mapping_zone(raw.timezone)
     except UnknownZone as exc:  # ingest checked it; a raw batch like this means a foreign producer
         return "unknown_timezone", str(exc)
     result = map_record(raw.domain, raw.school_id, raw.legacy_id, raw.record, raw.hints, default_ts, zone=zone)

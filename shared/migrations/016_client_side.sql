@@ -7,7 +7,7 @@
 CREATE TABLE IF NOT EXISTS migration.school_zones (
   school_id    TEXT PRIMARY KEY,
   zone         TEXT NOT NULL,
-  source       TEXT NOT NULL CHECK (source IN ('operator', 'client', 'default')),
+  source       TEXT NOT NULL CHECK (source IN ('operator', 'client', 'default', 'legacy')),
   reported_by  TEXT COLLATE "C",      -- client: the device whose report fixed it
   set_by       TEXT,                  -- operator: who, and why
   reason       TEXT,
@@ -25,22 +25,36 @@ CREATE TABLE IF NOT EXISTS migration.device_zones (
   PRIMARY KEY (school_id, device_id)
 );
 
--- Schools mapped before zones existed were read in UTC (a moment's UTC date): that stays
--- their zone, so what is loaded and what the validator expects agree.
+-- Schools mapped before zones existed had a moment's date read as written (its own offset's
+-- calendar date): they keep that rule (shared.timezones.AS_WRITTEN), so what is loaded and
+-- what the validator expects agree.
 INSERT INTO migration.school_zones (school_id, zone, source, pinned_at)
-SELECT school_id, 'UTC', 'default', min(set_at) FROM migration.school_defaults GROUP BY school_id
+SELECT school_id, 'as-written', 'legacy', min(set_at) FROM migration.school_defaults GROUP BY school_id
 ON CONFLICT DO NOTHING;
 
--- The outcome of each change last announced to its client (shared/ledger/outcomes.py): the
--- coordinator publishes a change's outcome when it first settles and whenever an open one
--- (pending, waiting, quarantined) moves.
+-- Each change's outcome as last announced to its client (shared/ledger/outcomes.py): a row for
+-- every change from its arrival (the trigger below: pending, never announced). The coordinator
+-- checks the open ones (pending, waiting, quarantined) and the never announced, the least
+-- recently checked first, and announces an outcome when it first settles and whenever it moves.
 CREATE TABLE IF NOT EXISTS migration.change_outcomes (
   school_id     TEXT NOT NULL,
   client_id     TEXT COLLATE "C" NOT NULL,
   seq           BIGINT NOT NULL,
-  outcome       TEXT NOT NULL,
-  announced_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  outcome       TEXT NOT NULL DEFAULT 'pending',
+  announced_at  TIMESTAMPTZ,             -- NULL: never announced
+  checked_at    TIMESTAMPTZ,             -- NULL: never checked
   PRIMARY KEY (school_id, client_id, seq)
 );
-CREATE INDEX IF NOT EXISTS change_outcomes_open ON migration.change_outcomes (school_id)
-  WHERE outcome IN ('pending', 'waiting', 'quarantined');
+CREATE INDEX IF NOT EXISTS change_outcomes_due ON migration.change_outcomes (checked_at NULLS FIRST)
+  WHERE outcome IN ('pending', 'waiting', 'quarantined') OR announced_at IS NULL;
+
+CREATE OR REPLACE FUNCTION migration.change_received() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO migration.change_outcomes (school_id, client_id, seq) VALUES (NEW.school_id, NEW.client_id, NEW.seq)
+  ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS change_received ON migration.changes;
+CREATE TRIGGER change_received AFTER INSERT ON migration.changes FOR EACH ROW EXECUTE FUNCTION migration.change_received();
+INSERT INTO migration.change_outcomes (school_id, client_id, seq)
+SELECT school_id, client_id, seq FROM migration.changes ON CONFLICT DO NOTHING;

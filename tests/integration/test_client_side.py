@@ -330,7 +330,7 @@ async def test_each_change_gets_its_outcome_from_the_api_and_on_the_outcomes_top
         await asyncio.sleep(0.5)
     assert {s: a["outcome"] for s, a in answers.items()} == want
     assert answers[2]["by"] == f"chg.{client}.1" and answers[3]["by"] == f"chg.{client}.7"
-    assert answers[5]["reason"] == "invalid_enum" and "status" in answers[5]["message"]
+    assert answers[5]["reason"] == "invalid_enum" and answers[5]["message"].startswith("'status' is …")  # never the value
     assert answers[6]["waiting_for"] and "payment_obligations" in answers[6]["waiting_for"][0]
     status, one = await http("GET", f"{stack.api_url}/schools/{school}/changes/{client}/2")
     assert status == 200 and one["outcome"] == "superseded"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ledger.outcomes import Write, standing
+from shared.ledger.outcomes import Standing, Write, standing
 from shared.ledger.versions import Version
 from shared.messages import ChangeOp
 
@@ -93,3 +93,28 @@ def test_quarantine_and_waiting_come_first() -> None:
         quarantine=None,
     )
     assert (held.outcome, held.waiting_for) == ("waiting", ["its parent in classes (row x)"])
+
+
+def test_a_clients_answer_names_the_field_and_the_rule_never_the_value() -> None:
+    from shared.ledger.outcomes import public_message
+
+    assert public_message("'dateOfBirth' is not a calendar date: '1990-02-31'") == "'dateOfBirth' is not a calendar date: …"
+    assert (
+        public_message("'status' is 'graduated', expected one of ['active', 'inactive']")
+        == "'status' is …, expected one of ['active', 'inactive']"
+    )
+
+
+def test_a_write_displaced_from_the_parking_by_a_newer_one_is_superseded_not_pending() -> None:
+    mine = Version(T0, "a", 1)
+    newer = Write(Version(T0 + timedelta(seconds=1), "a", 2), "chg.a.2")
+    older = Write(Version(T0 - timedelta(seconds=1), "a", 0), "chg.a.0")
+    assert standing(
+        ChangeOp.UPDATE, mine, content=None, deletion=None, snapshot=None, waiting_for=[], quarantine=None, held=newer
+    ) == Standing("superseded", by="chg.a.2")
+    assert (
+        standing(
+            ChangeOp.UPDATE, mine, content=None, deletion=None, snapshot=None, waiting_for=[], quarantine=None, held=older
+        ).outcome
+        == "pending"
+    )

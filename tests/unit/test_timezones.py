@@ -125,3 +125,28 @@ def test_the_rule_that_gives_a_school_its_zone() -> None:
 def test_a_name_that_is_not_a_zone_is_refused(name: str) -> None:
     with pytest.raises(UnknownZone):
         zone_of(name)
+
+
+def test_the_machines_zone_is_what_tz_names_else_where_localtime_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.timezones import local_zone
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    assert local_zone() == "Asia/Kolkata"
+    monkeypatch.setenv("TZ", "not/a-zone")
+    found = local_zone()  # /etc/localtime's, or none
+    assert found is None or zone_of(found) is not None
+
+
+def test_the_day_after_the_autumn_change_is_not_read_with_summer_time() -> None:
+    """23:00 local on 27 October 2024 in Skopje (+01:00) is 27 October: summer time (+02:00)
+    does not apply on the 28th, so the midnight it would make is not a midnight the app wrote."""
+    skopje = zone_of("Europe/Skopje")
+    assert parse_date("2024-10-27T22:00:00.000Z", "date", zone=skopje) == date(2024, 10, 27)
+    assert parse_date("2024-10-27T23:00:00.000Z", "date", zone=skopje) == date(2024, 10, 28)
+
+
+def test_a_school_from_before_zones_keeps_dates_as_written() -> None:
+    """Its records were loaded reading a moment's date as written; they are read so still."""
+    assert parse_date("2024-03-31T00:00:00+02:00", "date", zone=None) == date(2024, 3, 31)
+    assert parse_date("2024-03-30T22:00:00.000Z", "date", zone=None) == date(2024, 3, 30)
+    assert parse_date("9999-12-31T12:00:00Z", "date", zone=UTC) == date(9999, 12, 31)  # no neighbour past the calendar
