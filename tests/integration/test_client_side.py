@@ -13,7 +13,6 @@ from datetime import time as clock
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -26,6 +25,7 @@ from shared.messages import Change, ChangeOp
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.integration.conftest import API_TOKEN, localstorage_dump, read_topic
+from tests.integration.test_coordinator import http
 
 pytestmark = pytest.mark.integration
 
@@ -145,12 +145,6 @@ async def report_of(pool: asyncpg.Pool, school: str, snapshot: str, phases: set[
     raise AssertionError(f"{school}/{snapshot}: no report in {phases} within {timeout_s}s (last: {report})")
 
 
-async def http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session, session.request(method, url, json=body, headers=headers) as response:
-        return response.status, await response.json()
-
-
 async def outcomes(settings: Settings, school: str, want: int, timeout_s: float = 30) -> list[dict[str, Any]]:
     """The school's messages on the outcomes topic (what its clients may read)."""
     assert settings.kafka_bootstrap_servers
@@ -228,10 +222,10 @@ async def test_an_operators_zone_wins_over_the_clients_and_is_fixed_once_records
 ) -> None:
     school = "it-zone-set"
     base = f"{stack.api_url}/schools/{school}/timezone"
-    status, answer = await http("POST", base, {"timezone": "Mars/Olympus"}, token=API_TOKEN)
+    status, answer = await http("POST", base, token=API_TOKEN, body={"timezone": "Mars/Olympus"})
     assert status == 400 and "unknown_timezone" in answer["error"]
     status, answer = await http(
-        "POST", base, {"timezone": SKOPJE, "actor": "ana", "reason": "the school is in Skopje"}, token=API_TOKEN
+        "POST", base, token=API_TOKEN, body={"timezone": SKOPJE, "actor": "ana", "reason": "the school is in Skopje"}
     )
     assert status == 202, answer
     data, expected = school_data(SKOPJE, n=2)
@@ -243,10 +237,10 @@ async def test_an_operators_zone_wins_over_the_clients_and_is_fixed_once_records
     )
     assert (audit["timezone"], audit["timezone_source"]) == (SKOPJE, "operator")
 
-    status, answer = await http("POST", base, {"timezone": "America/New_York"}, token=API_TOKEN)
+    status, answer = await http("POST", base, token=API_TOKEN, body={"timezone": "America/New_York"})
     assert status == 409 and f"mapped in {SKOPJE} already" in answer["outcome"]
     assert await pool.fetchval("SELECT zone FROM migration.school_zones WHERE school_id = $1", school) == SKOPJE
-    status, _ = await http("POST", base, {"timezone": SKOPJE}, token=API_TOKEN)
+    status, _ = await http("POST", base, token=API_TOKEN, body={"timezone": SKOPJE})
     assert status == 202
 
 
@@ -266,7 +260,7 @@ async def test_every_snapshot_gets_a_report_ready_a_client_can_read(stack: Stack
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        body = huge.model_copy(update={"size_bytes": settings.max_snapshot_bytes + 1}).model_dump_json().encode()
+        body = huge.model_copy(update={"size_bytes": settings.max_snapshot_bytes + 7}).model_dump_json().encode()
         await producer.send_and_wait(settings.resolved_ingest_topic, body, key=school.encode())
     finally:
         await producer.stop()

@@ -33,16 +33,46 @@ SPEC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 
 
 def address(payload_schema: str, settings: Settings) -> str:
-    """The topic whose channel carries ``payload_schema``, from the document, in the test's prefix."""
+    """The topic of the channel whose messages are ``payload_schema`` (else one of a union of
+    which it is a part), from the document, in the test's prefix."""
+    exact, among = [], []
     for channel in SPEC["channels"].values():
         for message in channel["messages"].values():
-            ref = message["$ref"].split("/")[-1]
-            payload = SPEC["components"]["messages"][ref]["payload"]
+            payload = SPEC["components"]["messages"][message["$ref"].split("/")[-1]]["payload"]
             target = SPEC["components"]["schemas"][payload["$ref"].split("/")[-1]]
-            names = [payload["$ref"]] + [o.get("$ref", "") for o in target.get("oneOf", [])]
-            if any(n.endswith(f"/{payload_schema}") for n in names):
-                return str(channel["address"]).replace("schoolmig.", f"{settings.topic_prefix}.", 1)
-    raise AssertionError(f"no channel carries {payload_schema}")
+            topic = str(channel["address"]).replace("schoolmig.", f"{settings.topic_prefix}.", 1)
+            if payload["$ref"].endswith(f"/{payload_schema}"):
+                exact.append(topic)
+            elif any(o.get("$ref", "").endswith(f"/{payload_schema}") for o in target.get("oneOf", [])):
+                among.append(topic)
+    if len(exact) == 1:
+        return exact[0]
+    assert not exact and len(among) == 1, f"{payload_schema}: on {exact or among}"
+    return among[0]
+
+
+def snapshot_messages(school: str, snapshot_id: str, content: bytes, **manifest_fields: Any) -> list[dict[str, Any]]:
+    """A one-chunk snapshot, manifest and chunk, as the document describes them."""
+    digest = hashlib.sha256(content).hexdigest()
+    manifest = {
+        "kind": "snapshot.manifest",
+        "school_id": school,
+        "snapshot_id": snapshot_id,
+        "format": "localstorage_dump",
+        "size_bytes": len(content),
+        "sha256": digest,
+        "chunk_count": 1,
+        "chunk_sha256": [digest],
+        **manifest_fields,
+    }
+    chunk = {
+        "kind": "snapshot.chunk",
+        "school_id": school,
+        "snapshot_id": snapshot_id,
+        "index": 0,
+        "data_b64": base64.b64encode(content).decode(),
+    }
+    return [manifest, chunk]
 
 
 def validator(schema_name: str) -> jsonschema.Draft202012Validator:
@@ -93,26 +123,9 @@ async def test_a_client_built_from_the_document_publishes_and_reads_its_outcomes
         "dateOfBirth": "2012-04-01T22:00:00.000Z",
     }
     content = json.dumps({"students": json.dumps([student])}).encode()
-    manifest = {
-        "kind": "snapshot.manifest",
-        "school_id": school,
-        "snapshot_id": "kiosk-7-reading-1",
-        "format": "localstorage_dump",
-        "taken_at": "2024-10-01T08:00:00Z",
-        "device_id": client,
-        "timezone": "Europe/Skopje",
-        "size_bytes": len(content),
-        "sha256": hashlib.sha256(content).hexdigest(),
-        "chunk_count": 1,
-        "chunk_sha256": [hashlib.sha256(content).hexdigest()],
-    }
-    chunk = {
-        "kind": "snapshot.chunk",
-        "school_id": school,
-        "snapshot_id": "kiosk-7-reading-1",
-        "index": 0,
-        "data_b64": base64.b64encode(content).decode(),
-    }
+    manifest, chunk = snapshot_messages(
+        school, "kiosk-7-reading-1", content, taken_at="2024-10-01T08:00:00Z", device_id=client, timezone="Europe/Skopje"
+    )
     changes = {
         "kind": "changes",
         "school_id": school,
@@ -216,25 +229,7 @@ async def test_the_topics_clients_read_are_uncompressed_or_gzip(stack: Stack, se
     assert settings.kafka_bootstrap_servers
     student = {"id": "s1", "name": "A", "email": "c@x", "status": "active", "joinDate": "2024-09-01", "dateOfBirth": "2012-04-01"}
     school, content = "it-codecs", json.dumps({"students": json.dumps([student])}).encode()
-    digest = hashlib.sha256(content).hexdigest()
-    manifest = {
-        "kind": "snapshot.manifest",
-        "school_id": school,
-        "snapshot_id": "codecs-1",
-        "format": "localstorage_dump",
-        "taken_at": datetime.now(UTC).isoformat(),
-        "size_bytes": len(content),
-        "sha256": digest,
-        "chunk_count": 1,
-        "chunk_sha256": [digest],
-    }
-    chunk = {
-        "kind": "snapshot.chunk",
-        "school_id": school,
-        "snapshot_id": "codecs-1",
-        "index": 0,
-        "data_b64": base64.b64encode(content).decode(),
-    }
+    manifest, chunk = snapshot_messages(school, "codecs-1", content, taken_at=datetime.now(UTC).isoformat())
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for message in (manifest, chunk):
         producer.produce(address("SnapshotManifest", settings), json.dumps(message).encode(), key=school.encode())
