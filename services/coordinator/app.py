@@ -345,7 +345,7 @@ async def lead(leader: Lease, store: CoordinatorStore, operations: Operations) -
         await catch_up(store, operations)
         await check_syncing(store, operations)
         await operations.resume()
-        if time.monotonic() >= _next_outcomes[0]:  # a scan of the changes: not every poll
+        if time.monotonic() >= _next_outcomes[0]:  # a bounded round of outcome checks: not every poll
             _next_outcomes[0] = time.monotonic() + OUTCOMES_INTERVAL_S
             await operations.announce_outcomes(leader.held)
 

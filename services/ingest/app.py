@@ -331,7 +331,9 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
     summary, findings_json = audited(parsed, zone_findings(zone, await store.device_zones(school_id)), zone=zone)
     await store.save_audit(manifest, summary, findings_json)
     default_ts = await store.default_ts(school_id, snapshot_id, manifest.taken_at)
+    withheld: tuple[Literal["superseded", "unchanged"], str] | None = None  # not fanned out, and why
     if twin is not None:
+        withheld = ("unchanged", twin)
         log.info("snapshot %s/%s is identical to %s, its device's latest: unchanged", school_id, snapshot_id, twin)
     else:
         # Each record's version from its device's history (shared.ledger.devices), once.
@@ -341,6 +343,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
             # Read before its device's newest snapshot: that later reading of the same browser
             # holds what it still has. Kept (backup, audit), not fanned out; the coordinator notes it.
             await store.note_superseded(school_id, snapshot_id, derived.superseded_by)
+            withheld = ("superseded", derived.superseded_by)
             log.warning(
                 "snapshot %s/%s was read before %s of its device: superseded, not fanned out",
                 school_id,
@@ -350,12 +353,7 @@ async def release_if_complete(store: IngestStore, school_id: str, snapshot_id: s
         else:
             await publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts, zone.name)
     await store.mark_released(manifest, summary)
-    if twin is not None:
-        await announce(manifest, summary, findings_json, verified, withheld=("unchanged", twin))
-    elif derived.superseded_by is not None:
-        await announce(manifest, summary, findings_json, verified, withheld=("superseded", derived.superseded_by))
-    else:
-        await announce(manifest, summary, findings_json, verified)
+    await announce(manifest, summary, findings_json, verified, withheld=withheld)
     metrics.snapshots_released.add(1, {"school_id": school_id})
     log.info(
         "released snapshot %s/%s: %d records, %d audit findings",
