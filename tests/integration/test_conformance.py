@@ -83,12 +83,11 @@ def validator(schema_name: str) -> jsonschema.Draft202012Validator:
 
 def read_all(bootstrap: str, topic: str, *, until: Any, timeout_s: float = 45) -> list[dict[str, Any]]:
     """Messages of ``topic`` from its start, read with librdkafka, until ``until(messages)``."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"conformance-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"conformance-{uuid.uuid4()}", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])  # no group to join: read it all
     found: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
