@@ -248,7 +248,7 @@ class Due:
 _DUE = f"""
 SELECT school_id, client_id, seq, CASE WHEN announced_at IS NULL THEN NULL ELSE outcome END AS last
   FROM migration.change_outcomes
- WHERE outcome IN ({", ".join(f"'{o}'" for o in OPEN)}) OR announced_at IS NULL
+ WHERE outcome IN ({", ".join(f"'{o}'" for o in OPEN)}) OR announced_at IS NULL OR recheck
  ORDER BY checked_at NULLS FIRST
  LIMIT $1
 """
@@ -261,13 +261,16 @@ async def due(conn: asyncpg.Pool | asyncpg.Connection, limit: int) -> list[Due]:
 
 
 async def checked(conn: asyncpg.Pool | asyncpg.Connection, found: list[ChangeStanding], announced: list[ChangeStanding]) -> None:
-    """Record that ``found`` were checked now, and ``announced`` published with their outcome."""
+    """Record that ``found`` were checked now, and ``announced`` published with their outcome; a
+    change announced as applied sends the earlier applied changes of its record to be checked
+    again (they are superseded or deleted now: announced so)."""
     told = {(f.school_id, f.client_id, f.seq) for f in announced}
     if found:
         await conn.execute(
             """
             UPDATE migration.change_outcomes o
                SET checked_at = now(),
+                   recheck = false,
                    outcome = CASE WHEN u.told THEN u.outcome ELSE o.outcome END,
                    announced_at = CASE WHEN u.told THEN now() ELSE o.announced_at END
               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bool[]) AS u (school_id, client_id, seq, outcome, told)
@@ -278,4 +281,22 @@ async def checked(conn: asyncpg.Pool | asyncpg.Connection, found: list[ChangeSta
             [f.seq for f in found],
             [f.standing.outcome for f in found],
             [(f.school_id, f.client_id, f.seq) in told for f in found],
+        )
+    overtaking = [f for f in announced if f.standing.outcome == "applied"]
+    if overtaking:  # the applied changes of those records before them stand elsewhere now
+        await conn.execute(
+            """
+            UPDATE migration.change_outcomes o SET recheck = true
+              FROM migration.changes c,
+                   unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS n (school_id, domain, record_id, client_id, seq)
+             WHERE c.school_id = n.school_id AND c.domain = n.domain AND c.record_id = n.record_id
+               AND (c.client_id, c.seq) IS DISTINCT FROM (n.client_id, n.seq)
+               AND o.school_id = c.school_id AND o.client_id = c.client_id AND o.seq = c.seq
+               AND o.outcome = 'applied' AND NOT o.recheck
+            """,
+            [f.school_id for f in overtaking],
+            [f.domain for f in overtaking],
+            [f.record_id for f in overtaking],
+            [f.client_id for f in overtaking],
+            [f.seq for f in overtaking],
         )

@@ -34,8 +34,9 @@ ON CONFLICT DO NOTHING;
 
 -- Each change's outcome as last announced to its client (shared/ledger/outcomes.py): a row for
 -- every change from its arrival (the trigger below: pending, never announced). The coordinator
--- checks the open ones (pending, waiting, quarantined) and the never announced, the least
--- recently checked first, and announces an outcome when it first settles and whenever it moves.
+-- checks the open ones (pending, waiting, quarantined), the never announced, and the applied
+-- ones a newer change of their record has overtaken since, the least recently checked first,
+-- and announces an outcome when it first settles and whenever it moves.
 CREATE TABLE IF NOT EXISTS migration.change_outcomes (
   school_id     TEXT NOT NULL,
   client_id     TEXT COLLATE "C" NOT NULL,
@@ -43,10 +44,13 @@ CREATE TABLE IF NOT EXISTS migration.change_outcomes (
   outcome       TEXT NOT NULL DEFAULT 'pending',
   announced_at  TIMESTAMPTZ,             -- NULL: never announced
   checked_at    TIMESTAMPTZ,             -- NULL: never checked
+  recheck       BOOLEAN NOT NULL DEFAULT false,  -- applied, and a newer change of its record was applied since
   PRIMARY KEY (school_id, client_id, seq)
 );
 CREATE INDEX IF NOT EXISTS change_outcomes_due ON migration.change_outcomes (checked_at NULLS FIRST)
-  WHERE outcome IN ('pending', 'waiting', 'quarantined') OR announced_at IS NULL;
+  WHERE outcome IN ('pending', 'waiting', 'quarantined') OR announced_at IS NULL OR recheck;
+-- A record's changes, for the outcomes of the older ones a newer change overtakes.
+CREATE INDEX IF NOT EXISTS changes_by_record ON migration.changes (school_id, domain, record_id);
 
 CREATE OR REPLACE FUNCTION migration.change_received() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
