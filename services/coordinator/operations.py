@@ -123,6 +123,7 @@ class Operations:
         if command.action == "replay":
             return await self.replay(command.school_id, command.actor, command.reason)
         if command.action == "set_timezone":
+            assert command.timezone is not None  # OperatorCommand refuses a set_timezone without one
             return await self.set_timezone(command.school_id, command.timezone, command.actor, command.reason)
         return await self.rollback(command.school_id, command.actor, command.reason)
 
@@ -482,11 +483,9 @@ class Operations:
         again = await self.replay(school_id, actor, f"conflicts accepted: {reason}")
         return f"accepted {named}" + (f" (no data conflict: {', '.join(missing)})" if missing else "") + f"; {again}"
 
-    async def set_timezone(self, school_id: str, zone: str | None, actor: str, reason: str) -> str:
+    async def set_timezone(self, school_id: str, zone: str, actor: str, reason: str) -> str:
         """The school's time zone, set by an operator (``shared.timezones``): before any of its
         records were mapped, or again to the zone they were mapped in."""
-        if zone is None:
-            return "refused: name the zone (an IANA name, e.g. Europe/Skopje)"
         held = await self.store.set_zone(school_id, zone, actor, reason)
         if held is not None:
             return (

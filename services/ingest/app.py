@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage
@@ -469,10 +469,15 @@ def _refusal(mode: Mode | None, maintenance: bool) -> tuple[str, str] | None:
     return None
 
 
+def record_of(message: KafkaMessage) -> Any:
+    """The Kafka record of a message of this (single-message) subscriber."""
+    record = message.raw_message
+    return record[0] if isinstance(record, tuple) else record
+
+
 def topic_of(message: KafkaMessage) -> str:
     """The topic of a message of this (single-message) subscriber."""
-    record = message.raw_message
-    return str(record[0].topic if isinstance(record, tuple) else record.topic)
+    return str(record_of(message).topic)
 
 
 def _redrive(body: bytes) -> Redrive | None:
@@ -648,10 +653,10 @@ async def dead_letter(
     """Keep a message not taken in the dead letter (whole, for operators) and, when it is a
     client's (``tell``), answer its client on the outcomes topic: the rule it broke, field by
     field, under its own correlation id."""
-    record = message.raw_message
-    source = record[0] if isinstance(record, tuple) else record
-    sender = about or sender_of(body, source.key)
-    await shared_dead_letter(broker, topics.deadletter, record, body, reason, detail, school_id=sender.school_id, errors=errors)
+    sender = about or sender_of(body, record_of(message).key)
+    await shared_dead_letter(
+        broker, topics.deadletter, message.raw_message, body, reason, detail, school_id=sender.school_id, errors=errors
+    )
     metrics.ingest_rejected.add(1, {"reason": reason})
     if tell:
         await tell_refused(message, reason, detail, sender, errors)
@@ -661,8 +666,7 @@ async def tell_refused(
     message: KafkaMessage, reason: str, detail: str, sender: Sender, errors: list[FieldError] | None = None
 ) -> None:
     """Answer a client's message that was not taken, on the outcomes topic it may read."""
-    record = message.raw_message
-    source = record[0] if isinstance(record, tuple) else record
+    source = record_of(message)
     correlation = correlation_of(source)
     await publish(
         clients,

@@ -139,6 +139,7 @@ def apply_changes(
     every record stands at the snapshot's own version."""
     after = snapshot_version(taken_at)
     default = (default_ts or taken_at).isoformat()
+    zone = mapping_zone(timezone)  # the school's, as the transform read its changes
     provenance = {"school_id": school_id}
     latest: dict[tuple[Domain, str], StoredChange] = {}
     unsettled: dict[Domain, set[str]] = {d: set() for d in Domain}
@@ -162,7 +163,7 @@ def apply_changes(
             records.pop(legacy_id, None)
         if change.op is ChangeOp.DELETE or change.record is None:
             continue  # soft-deleted: its rows stay, marked, and are not compared
-        result = map_record(domain, school_id, legacy_id, change.record, {}, default, zone=mapping_zone(timezone))
+        result = map_record(domain, school_id, legacy_id, change.record, {}, default, zone=zone)
         if not isinstance(result, Mapped):  # the transform quarantined it: the tables may hold its last good state
             unsettled[domain].add(legacy_id)
             continue

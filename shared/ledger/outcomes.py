@@ -145,7 +145,7 @@ SELECT c.school_id, c.client_id, c.seq, c.domain, c.record_id, c.op, c.source_ts
        v.live_ts, v.live_client, v.live_seq, v.live_by,
        v.deleted_ts, v.deleted_client, v.deleted_seq, v.deleted_by,
        snap.source_ts AS snap_ts, snap.snapshot_id AS snap_by,
-       (SELECT array_agg(CASE WHEN r.ref_table LIKE 'unique:%%' THEN 'a unique value of ' || substr(r.ref_table, 8)
+       (SELECT array_agg(CASE WHEN r.ref_table LIKE 'unique:%' THEN 'a unique value of ' || substr(r.ref_table, 8)
                               ELSE 'its parent in ' || r.ref_table END || ' (row ' || r.ref_id || ')'
                          ORDER BY r.ref_table, r.ref_id)
           FROM migration.parked_records p
@@ -160,7 +160,7 @@ SELECT c.school_id, c.client_id, c.seq, c.domain, c.record_id, c.op, c.source_ts
   LEFT JOIN LATERAL (
         SELECT l.source_ts, l.snapshot_id FROM migration.loaded_records l
          WHERE l.school_id = c.school_id AND l.domain = c.domain AND l.legacy_id = c.record_id
-           AND l.snapshot_id NOT LIKE 'chg.%%'
+           AND l.snapshot_id NOT LIKE 'chg.%'
          ORDER BY l.source_ts DESC LIMIT 1) snap ON true
   LEFT JOIN LATERAL (
         SELECT q.reason, q.message FROM migration.quarantine q
@@ -231,7 +231,7 @@ async def change_outcomes(
     if seqs is not None:
         args.append(seqs)
         where.append(f"AND c.seq = ANY(${len(args)}::bigint[])")
-    sql = _CHANGES.format(where=" ".join(where), limit=int(limit)).replace("%%", "%")
+    sql = _CHANGES.format(where=" ".join(where), limit=int(limit))
     return [_standing_of(r) for r in await conn.fetch(sql, *args)]
 
 
