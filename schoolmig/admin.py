@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from services.ingest.backup_files import verify_backup_file
-from shared.chunks import sha256_hex
 from shared.ledger.snapshots import adopted_sql, newest_first_sql, newest_per_school_sql, own_sql
+from shared.wire.chunks import sha256_hex
 
 
 async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | None = None) -> dict[str, Any] | None:

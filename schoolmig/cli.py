@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from shared.messages import UNNAMED_DEVICE
-from shared.settings import Settings
-from shared.timezones import UnknownZone, check_zone
+from shared.catalog.timezones import UnknownZone, check_zone
+from shared.platform.settings import Settings
+from shared.wire.messages import UNNAMED_DEVICE
 
 if TYPE_CHECKING:
     import asyncpg
 
     from schoolmig.runner import Job
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
 console = Console(stderr=True)
 
@@ -160,7 +160,7 @@ async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: 
 
     from schoolmig.render import print_report
     from schoolmig.runner import run_jobs
-    from shared.domains import ALL_DOMAINS
+    from shared.catalog.domains import ALL_DOMAINS
 
     school = job.school_id
 
@@ -247,7 +247,7 @@ async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None)
 
 
 async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
-    from shared.db import create_pool
+    from shared.platform.db import create_pool
 
     if not (dsn := _endpoint(settings, "database")):
         return 2
@@ -303,7 +303,7 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
     from datetime import UTC, datetime
 
     from schoolmig.exporting import export_school
-    from shared.messages import SnapshotFormat
+    from shared.wire.messages import SnapshotFormat
 
     if verify and not _endpoint(settings, "kafka"):
         return 2
@@ -421,7 +421,7 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
 
     from schoolmig.runner import send_command
     from services.coordinator.store import CoordinatorStore
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
@@ -464,7 +464,7 @@ async def _answered(settings: Settings, command: OperatorCommand, sent: str, wai
 
     from schoolmig.admin import command_outcome
     from schoolmig.runner import send_command
-    from shared.db import create_pool
+    from shared.platform.db import create_pool
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
@@ -490,7 +490,7 @@ async def _answered(settings: Settings, command: OperatorCommand, sent: str, wai
 
 
 async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
     return await _answered(
@@ -503,7 +503,7 @@ async def _override(settings: Settings, school: str, snapshot: str | None, actor
 async def _map_key(settings: Settings, school: str, snapshot: str | None, mapping: list[str], reason: str) -> int:
     from pydantic import ValidationError
 
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     aliases: dict[str, str] = {}
     for pair in mapping:
@@ -517,7 +517,7 @@ async def _map_key(settings: Settings, school: str, snapshot: str | None, mappin
             action="map_key", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason, key_aliases=aliases
         )
     except ValidationError as exc:
-        from shared.domains import Domain
+        from shared.catalog.domains import Domain
 
         console.print(f"[red]refused: {exc.errors()[0]['msg']} (domains: {', '.join(d.value for d in Domain)})[/]")
         return 2
@@ -530,7 +530,7 @@ async def _map_key(settings: Settings, school: str, snapshot: str | None, mappin
 
 
 async def _redrive(settings: Settings, school: str, snapshot: str | None, reason: str) -> int:
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="redrive", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason)
     return await _answered(
@@ -541,7 +541,7 @@ async def _redrive(settings: Settings, school: str, snapshot: str | None, reason
 async def _accept_conflicts(settings: Settings, school: str, records: list[str], reason: str) -> int:
     from pydantic import ValidationError
 
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     try:
         command = OperatorCommand(
@@ -554,14 +554,14 @@ async def _accept_conflicts(settings: Settings, school: str, records: list[str],
 
 
 async def _replay(settings: Settings, school: str, reason: str) -> int:
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="replay", school_id=school, actor=settings.operator, reason=reason)
     return await _answered(settings, command, f"replay of {school} sent: held writes are tried again, then it is validated")
 
 
 async def _set_timezone(settings: Settings, school: str, zone: str, reason: str) -> int:
-    from shared.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="set_timezone", school_id=school, timezone=zone, actor=settings.operator, reason=reason)
     return await _answered(settings, command, f"time zone {zone} sent for {school}")
@@ -571,7 +571,7 @@ async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
     """The pipeline's topics as they are on the broker (and created first with ``--create``:
     what is missing, with ``SCHOOLMIG_PARTITIONS`` partitions; existing ones are left as they
     are, since Kafka can only add partitions, which would move keys between them)."""
-    from shared.kafka import describe_topics, ensure_topics
+    from shared.platform.kafka import describe_topics, ensure_topics
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2

@@ -19,9 +19,11 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from shared.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
+from shared.catalog.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
 from shared.mapping.schemas import record_schema
-from shared.messages import (
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
+from shared.wire.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_CHUNK_BYTES,
     MAX_INGEST_MESSAGE_BYTES,
@@ -34,8 +36,6 @@ from shared.messages import (
     SnapshotChunk,
     SnapshotManifest,
 )
-from shared.settings import Settings
-from shared.topics import Topics
 
 topics = Topics.from_settings(Settings(topic_prefix="schoolmig", ingest_topic=None))
 

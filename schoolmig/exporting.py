@@ -1,7 +1,7 @@
 """``schoolmig export``: a school's data out of PostgreSQL as a file its app can load, and
 the proof that it is whole.
 
-The file is rebuilt from the tables (``shared.export``). With ``verify``, it is published
+The file is rebuilt from the tables (``schoolmig.export``). With ``verify``, it is published
 as a snapshot of a scratch school (``<school>.verify-<random>``) through the real pipeline;
 once that school validates, its records are read back and must equal the file's, record by
 record. The export, and its verification, are recorded in ``migration.exports``: a rollback
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import asyncpg
 
+from schoolmig.export import Records, export_document, live_records
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import publish_snapshot
-from shared.db import pg_json
-from shared.domains import Domain
-from shared.export import Records, export_document, live_records
-from shared.messages import SnapshotFormat
-from shared.settings import Settings
+from shared.catalog.domains import Domain
+from shared.platform.db import pg_json
+from shared.platform.settings import Settings
+from shared.wire.messages import SnapshotFormat
 
 
 @dataclass

@@ -23,7 +23,7 @@ import urllib.request
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.settings import Settings, redact_dsn
+from shared.platform.settings import Settings, redact_dsn
 
 _READY = re.compile(r"^schoolmig_service_ready\{[^}]*\} 1(?:\.0)?$", re.MULTILINE)
 

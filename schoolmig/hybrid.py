@@ -5,7 +5,7 @@ what mode the school is in (the coordinator's ``GET /schools/{id}/mode``, throug
 :data:`ModeSource`):
 
 - ``hybrid`` (and ``localStorage``, or a school the coordinator does not know yet): it writes
-  locally **and** publishes the change (``shared.messages.Change``). Before the school is
+  locally **and** publishes the change (``shared.wire.messages.Change``). Before the school is
   ``hybrid`` too: a write made after its snapshot was read but before the hybrid phase began
   would otherwise be in neither (a change older than the snapshot just loses to it). The
   change goes to a durable local :class:`Outbox` first (an fsynced file), and leaves it
@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
-from shared import jsonsafe
-from shared.domains import Domain
-from shared.messages import (
+from shared.catalog.domains import Domain
+from shared.catalog.timezones import local_zone
+from shared.platform.settings import Settings
+from shared.source import jsonsafe
+from shared.wire.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_INGEST_MESSAGE_BYTES,
     Change,
@@ -54,8 +56,6 @@ from shared.messages import (
     SnapshotFormat,
     SnapshotManifest,
 )
-from shared.settings import Settings
-from shared.timezones import local_zone
 
 log = logging.getLogger("schoolmig.hybrid")
 MAX_DEPTH = Settings.model_fields["max_nesting_depth"].default  # as ingest reads records

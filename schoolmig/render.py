@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared.domains import ALL_DOMAINS
+from shared.catalog.domains import ALL_DOMAINS
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:

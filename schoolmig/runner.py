@@ -21,16 +21,16 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.sdk import build_envelopes, publish_snapshot
-from shared.db import create_pool
-from shared.domains import Domain
-from shared.faults import classify
+from shared.catalog.domains import Domain
+from shared.failures.policy import classify
 from shared.ledger.accounting import LEDGER_WRITES, DomainCounts, Pair, record_counts, record_counts_many
 from shared.ledger.quarantine import quarantine_entries
-from shared.messages import UNNAMED_DEVICE, OperatorCommand, SnapshotManifest
-from shared.report import run_report, school_report
-from shared.settings import Settings
-from shared.signing import Keyring
-from shared.topics import Topics
+from shared.ledger.report import run_report, school_report
+from shared.platform.db import create_pool
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring
+from shared.platform.topics import Topics
+from shared.wire.messages import UNNAMED_DEVICE, OperatorCommand, SnapshotManifest
 
 log = logging.getLogger("schoolmig.runner")
 
@@ -45,7 +45,7 @@ class Job:
     taken_at: datetime | None = None
     device_id: str = UNNAMED_DEVICE
     timezone: str | None = None
-    """The reading browser's IANA zone (``--timezone``; None: not reported, see ``shared.timezones``)."""
+    """The reading browser's IANA zone (``--timezone``; None: not reported, see ``shared.catalog.timezones``)."""
 
     def read_time(self) -> tuple[datetime, str]:
         """When the file's data was read, and what says so."""

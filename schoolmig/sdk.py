@@ -24,8 +24,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from shared import chunks
-from shared.messages import (
+from shared.source.source_files import detect_format, load_document
+from shared.wire import chunks
+from shared.wire.messages import (
     MAX_CHUNK_BYTES,
     UNNAMED_DEVICE,
     Change,
@@ -34,7 +35,6 @@ from shared.messages import (
     SnapshotFormat,
     SnapshotManifest,
 )
-from shared.source_files import detect_format, load_document
 
 
 def app_last_updated(document: dict[str, Any]) -> datetime | None:
@@ -153,7 +153,7 @@ async def publish_snapshot(
 async def publish_change(
     bootstrap_servers: str, topic: str, school_id: str, client_id: str, *changes: Change, timezone: str | None = None
 ) -> ChangeBatch:
-    """Publish one or more changes of one client (``shared.messages.Change``) as one message,
+    """Publish one or more changes of one client (``shared.wire.messages.Change``) as one message,
     keyed by school; return it once Kafka has it. For a client that keeps working while the
     broker is away, use ``schoolmig.hybrid.HybridClient`` (a durable outbox in front of this)."""
     from schoolmig.hybrid import kafka_publisher

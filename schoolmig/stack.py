@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from shared.db import apply_migrations
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
-from shared.kafka import ensure_topics
-from shared.settings import Settings, redact_dsn
+from shared.platform.db import apply_migrations
+from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from shared.platform.kafka import ensure_topics
+from shared.platform.settings import Settings, redact_dsn
 
 log = logging.getLogger("schoolmig.stack")
 
@@ -107,7 +107,7 @@ class StackInfo:
 
 def with_stack_keys(settings: Settings) -> Settings:
     """The settings, with signing keys made up for this stack where none are given
-    (``shared.signing``): a service key for the services, and a key for the operator running
+    (``shared.platform.signing``): a service key for the services, and a key for the operator running
     the tool, which the coordinator trusts. They live in memory and in the children's
     environment only; production sets its own."""
     update: dict[str, SecretStr] = {}

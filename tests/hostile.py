@@ -25,8 +25,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schoolmig.demo import school_dump
-from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS
-from shared.messages import SnapshotFormat
+from shared.catalog.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS
+from shared.wire.messages import SnapshotFormat
 
 BIGINT = "\u2063BIGINT\u2063"
 DEEP = "\u2063DEEP{}\u2063"

@@ -24,18 +24,23 @@ from faststream.kafka import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
 from services.coordinator.http import make_api, serve
+from services.coordinator.lag import consumer_groups, consumer_lag
 from services.coordinator.operations import Operations, gauge_phase
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
-from shared.batching import Unusable, signed_by
-from shared.deadletter import dead_letter, reject
-from shared.domains import Domain
-from shared.kafka import consumer_options, make_broker, make_client_publisher, raw_body
-from shared.lag import consumer_groups, consumer_lag
-from shared.leases import Lease, named
+from shared.catalog.domains import Domain
+from shared.failures.deadletters import dead_letter, reject
 from shared.ledger.accounting import DomainCounts, progress, record_counts, record_counts_many
-from shared.logs import setup_logging
-from shared.messages import (
+from shared.platform.kafka import consumer_options, make_broker, make_client_publisher, raw_body
+from shared.platform.leases import Lease, named
+from shared.platform.logs import setup_logging
+from shared.platform.service import prepare, report_readiness, start_periodic, stop_periodic
+from shared.platform.settings import Settings
+from shared.platform.signing import OPERATOR_PREFIX, SERVICE, Keyring, stale_age
+from shared.platform.telemetry import setup_telemetry
+from shared.platform.topics import Topics
+from shared.wire.batching import Unusable, signed_by
+from shared.wire.messages import (
     CHANGE_ID_PREFIX,
     Event,
     OperatorCommand,
@@ -46,11 +51,6 @@ from shared.messages import (
     ValidationCompleted,
     error_summary,
 )
-from shared.service import prepare, report_readiness, start_periodic, stop_periodic
-from shared.settings import Settings
-from shared.signing import OPERATOR_PREFIX, SERVICE, Keyring, stale_age
-from shared.telemetry import setup_telemetry
-from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
@@ -140,7 +140,7 @@ async def stop(
 
 @broker.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"), decoder=raw_body)
 async def on_command(body: bytes, message: KafkaMessage, store: Store, operations: Ops) -> None:
-    """Acted on only when an operator the coordinator knows signed it (``shared.signing``);
+    """Acted on only when an operator the coordinator knows signed it (``shared.platform.signing``);
     the actor recorded is that operator, whatever the body says."""
     command = await accepted(message, body, OPERATOR_COMMAND, allowed=(OPERATOR_PREFIX,))
     if command is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.messages import Mode
+from shared.wire.messages import Mode
 
 STEPS: tuple[str, ...] = (
     "maintenance_on",

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from services.coordinator.store import CoordinatorStore
 from shared.ledger import outcomes
-from shared.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
+from shared.wire.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
 
 Handle = Callable[[OperatorCommand], Awaitable[str]]
 

@@ -24,14 +24,19 @@ from services.coordinator.phases import (
     steps_for_snapshot,
 )
 from services.coordinator.store import CoordinatorStore
-from shared.barrier import expected_acks, partition_counts
-from shared.batching import encode, header, pack
-from shared.domains import Domain
-from shared.leases import Lease, named
+from shared.catalog.domains import Domain
 from shared.ledger import outcomes, quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
-from shared.messages import (
+from shared.ledger.report import school_report
+from shared.platform.leases import Lease, named
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring, publish
+from shared.platform.telemetry import PipelineMetrics
+from shared.platform.topics import Topics, batch_key
+from shared.wire.barrier import expected_acks, partition_counts
+from shared.wire.batching import encode, header, pack
+from shared.wire.messages import (
     Barrier,
     ChangeOutcome,
     MappedRecord,
@@ -44,11 +49,6 @@ from shared.messages import (
     SnapshotWithheld,
     ValidationRequested,
 )
-from shared.report import school_report
-from shared.settings import Settings
-from shared.signing import Keyring, publish
-from shared.telemetry import PipelineMetrics
-from shared.topics import Topics, batch_key
 
 log = logging.getLogger("schoolmig.coordinator")
 
@@ -96,7 +96,7 @@ class Operations:
     """Not before then: a cutover that stopped on an error is taken up again after a pause."""
     _launching: set[str] = field(default_factory=set)
     clients: KafkaBroker | None = None
-    """The producer for the topics clients read (``shared.kafka.make_client_publisher``); None: ``broker``."""
+    """The producer for the topics clients read (``shared.platform.kafka.make_client_publisher``); None: ``broker``."""
 
     @cached_property
     def keyring(self) -> Keyring:
@@ -484,7 +484,7 @@ class Operations:
         return f"accepted {named}" + (f" (no data conflict: {', '.join(missing)})" if missing else "") + f"; {again}"
 
     async def set_timezone(self, school_id: str, zone: str, actor: str, reason: str) -> str:
-        """The school's time zone, set by an operator (``shared.timezones``): before any of its
+        """The school's time zone, set by an operator (``shared.catalog.timezones``): before any of its
         records were mapped, or again to the zone they were mapped in."""
         held = await self.store.set_zone(school_id, zone, actor, reason)
         if held is not None:
@@ -575,7 +575,7 @@ class Operations:
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
 
     async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:
-        """A barrier to every ingest partition (``shared.barrier``); returns (its id, the acks it needs)."""
+        """A barrier to every ingest partition (``shared.wire.barrier``); returns (its id, the acks it needs)."""
         assert self.settings.kafka_bootstrap_servers
         topics = self.topics
         names = [topics.ingest, *topics.raw_topics, *topics.rows_topics, topics.quarantine]

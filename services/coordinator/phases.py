@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from shared.messages import SnapshotReleased
+from shared.wire.messages import SnapshotReleased
 
 
 class Phase(StrEnum):

@@ -13,19 +13,19 @@ import asyncpg
 
 from services.coordinator.cutover import Attempt, LeaseLost
 from services.coordinator.phases import IllegalTransition, Phase, check_transition
-from shared.db import pg_json
-from shared.domains import Domain
+from shared.catalog.domains import Domain
+from shared.catalog.tables import PRIMARY_TABLE
 from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
-from shared.messages import (
+from shared.platform.db import pg_json
+from shared.wire.messages import (
     AuditSummary,
     Mode,
     OperatorCommand,
     SchoolMode,
     SnapshotReleased,
 )
-from shared.tables import PRIMARY_TABLE
 
 
 @dataclass(frozen=True)
@@ -589,7 +589,7 @@ class CoordinatorStore:
         return SnapshotReleased.model_validate(event) if event else None
 
     async def set_zone(self, school_id: str, zone: str, actor: str, reason: str) -> str | None:
-        """An operator's zone for the school (``shared.timezones``): None when it is set; the
+        """An operator's zone for the school (``shared.catalog.timezones``): None when it is set; the
         zone its records were mapped in when that is another (then nothing changes)."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(

@@ -20,20 +20,27 @@ from faststream.kafka import KafkaMessage
 
 from services.ingest.audit import Finding, audit_snapshot, summarise, zone_findings
 from services.ingest.backup_files import write_backup_file
+from services.ingest.changes import change_batches, plan_changes, without
 from services.ingest.envelope import Rejection, Sender, read_envelope, sender_of
 from services.ingest.store import IngestStore
-from shared import chunks
-from shared.barrier import forward, partition_counts
-from shared.batching import Unusable, encode, signed_by, unreadable
-from shared.changes import change_batches, plan_changes, without
-from shared.deadletter import correlation_of
-from shared.deadletter import dead_letter as shared_dead_letter
-from shared.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
-from shared.kafka import consumer_options, make_broker, make_client_publisher, raw_body
-from shared.leases import Lease, named
+from shared.catalog.timezones import SchoolZone
+from shared.failures.deadletters import correlation_of
+from shared.failures.deadletters import dead_letter as shared_dead_letter
 from shared.ledger.devices import held_records, readable_domains
-from shared.logs import setup_logging
-from shared.messages import (
+from shared.platform.kafka import consumer_options, make_broker, make_client_publisher, raw_body
+from shared.platform.leases import Lease, named
+from shared.platform.logs import setup_logging
+from shared.platform.service import prepare, report_readiness, start_periodic, stop_periodic
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring, publish, stale_age
+from shared.platform.telemetry import count_refused, setup_telemetry
+from shared.platform.topics import Topics
+from shared.source.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
+from shared.wire import chunks
+from shared.wire.barrier import forward, partition_counts
+from shared.wire.batching import Unusable, encode, signed_by, unreadable
+from shared.wire.fanout import Outgoing, WireBatch, audit_summary, fanout_batches, plan_fanout
+from shared.wire.messages import (
     AuditCompleted,
     AuditSummary,
     Barrier,
@@ -50,13 +57,6 @@ from shared.messages import (
     SnapshotWithheld,
     change_id,
 )
-from shared.service import prepare, report_readiness, start_periodic, stop_periodic
-from shared.settings import Settings
-from shared.signing import Keyring, publish, stale_age
-from shared.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
-from shared.telemetry import count_refused, setup_telemetry
-from shared.timezones import SchoolZone
-from shared.topics import Topics
 
 log = logging.getLogger("schoolmig.ingest")
 AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migration.audits

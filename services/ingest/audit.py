@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared.domains import Domain
-from shared.messages import Severity
-from shared.snapshot import ParsedSnapshot, fold
-from shared.timezones import SchoolZone, same_zone
+from shared.catalog.domains import Domain
+from shared.catalog.timezones import SchoolZone, same_zone
+from shared.source.snapshot import ParsedSnapshot, fold
+from shared.wire.messages import Severity
 
 D = Domain
 
@@ -48,7 +48,7 @@ FINDING_SEVERITY: dict[str, Severity] = {
     "duplicate_id": Severity.WARNING,
     "orphaned_reference": Severity.WARNING,
     "shared_email": Severity.WARNING,
-    # A device reporting another time zone than the school's (shared.timezones): its dates are
+    # A device reporting another time zone than the school's (shared.catalog.timezones): its dates are
     # read in the school's zone all the same.
     "device_timezone": Severity.WARNING,
     "name_mismatch": Severity.INFO,

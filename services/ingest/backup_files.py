@@ -11,7 +11,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.chunks import sha256_hex
+from shared.wire.chunks import sha256_hex
 
 
 def write_backup_file(backup_dir: Path, school_id: str, snapshot_id: str, content: bytes, sha256: str) -> Path:

@@ -1,6 +1,6 @@
 """Reading one ingest message into an envelope, or a precise reason it cannot be one. Pure.
 
-Everything a client may send is read defensively (``shared.jsonsafe``): whatever the
+Everything a client may send is read defensively (``shared.source.jsonsafe``): whatever the
 bytes, the answer is an envelope or a rejection, never an exception.
 The reasons are what a client's developer needs to fix their producer: ``oversized``,
 ``invalid_json``, ``too_deep``, ``unknown_schema_version``, ``invalid_school_id``, ``invalid_envelope``
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from shared import jsonsafe
-from shared.messages import (
+from shared.source import jsonsafe
+from shared.wire.messages import (
     INGEST_ENVELOPE,
     INGEST_KINDS,
     MAX_CHANGES_PER_MESSAGE,
@@ -45,7 +45,7 @@ class Rejection:
 
 def _skeleton(document: object) -> object:
     """The envelope without the records a change message carries: those are checked one by
-    one (``shared.changes``), so one bad record is quarantined, not the whole message."""
+    one (``services.ingest.changes``), so one bad record is quarantined, not the whole message."""
     if isinstance(document, dict) and document.get("kind") == "changes" and isinstance(document.get("changes"), list):
         changes = [{**c, "record": None} if isinstance(c, dict) else c for c in document["changes"]]
         return {**document, "changes": changes}

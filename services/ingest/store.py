@@ -8,17 +8,17 @@ from typing import Any
 
 import asyncpg
 
-from shared import jsonsafe
-from shared.changes import change_digest, record_bytes
-from shared.chunks import sha256_hex
-from shared.db import pg_json
-from shared.domains import Domain
+from services.ingest.changes import change_digest, record_bytes
+from shared.catalog.domains import Domain
+from shared.catalog.timezones import SchoolZone, ZoneSource, choose
 from shared.ledger import device_store
 from shared.ledger.device_store import Derived
 from shared.ledger.devices import Ref
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
-from shared.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
-from shared.timezones import SchoolZone, ZoneSource, choose
+from shared.platform.db import pg_json
+from shared.source import jsonsafe
+from shared.wire.chunks import sha256_hex
+from shared.wire.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,7 @@ class IngestStore:
         return value
 
     async def school_zone(self, school_id: str, reported: str | None, device_id: str, default: str) -> SchoolZone:
-        """The school's one time zone (``shared.timezones``), fixed from the first write mapped
+        """The school's one time zone (``shared.catalog.timezones``), fixed from the first write mapped
         on: an operator's if one was set, else ``reported`` (by ``device_id``), else ``default``.
         By arrival, like :meth:`school_default_ts`: one statement, the same for every replica;
         a school's row is written once (the first time) and read after. What ``device_id``

@@ -20,17 +20,17 @@ from faststream.kafka import KafkaMessage
 
 from services.loader.deferral import Position, Split, WaitClock, split
 from services.loader.writer import Writer
-from shared.barrier import acknowledge
-from shared.batching import Unusable, read_signed
-from shared.deadletter import reject
-from shared.kafka import consumer_options, hold, make_broker, raw_bodies
-from shared.logs import setup_logging
-from shared.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
-from shared.service import prepare, report_readiness
-from shared.settings import Settings
-from shared.signing import Keyring
-from shared.telemetry import setup_telemetry
-from shared.topics import Topics
+from shared.failures.deadletters import reject
+from shared.platform.kafka import consumer_options, hold, make_broker, raw_bodies
+from shared.platform.logs import setup_logging
+from shared.platform.service import prepare, report_readiness
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring
+from shared.platform.telemetry import setup_telemetry
+from shared.platform.topics import Topics
+from shared.wire.barrier import acknowledge
+from shared.wire.batching import Unusable, read_signed
+from shared.wire.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
 
 log = logging.getLogger("schoolmig.loader")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from shared.messages import MappedRecord
-from shared.tables import TABLES
-from shared.typed import to_record
+from services.loader.typed import to_record
+from shared.catalog.tables import TABLES
+from shared.wire.messages import MappedRecord
 
 Converted = list[tuple[str, Any, tuple[Any, ...]]]  # (table, id, COPY-ready row) per row of a record
 ConversionCache = dict[int, tuple[MappedRecord, Converted]]

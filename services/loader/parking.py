@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.catalog.tables import TABLES
 from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.versions import is_delete, version_of, wins
-from shared.messages import MappedRecord
-from shared.tables import TABLES
+from shared.wire.messages import MappedRecord
 
 _REFERENCES = {name: spec.references for name, spec in TABLES.items()}
 

@@ -9,7 +9,7 @@ the same transaction: a record counts as loaded exactly when its rows are commit
 A record whose parent row (in another record, on another topic) is not there yet is
 parked (``shared.ledger.parking``; which records wait: ``parking.py`` here), in the same
 transaction, and written by the transaction that brings its parent. Foreign-key errors never loop. Each
-transaction holds its schools' write locks (``shared.db.lock_schools``) before it looks at
+transaction holds its schools' write locks (``shared.platform.db.lock_schools``) before it looks at
 parents or parked records, so with several loaders a child is never parked in a snapshot
 that misses its parent's commit (which would leave it parked for good).
 
@@ -32,8 +32,8 @@ import asyncpg
 
 from services.loader.convert import ConversionCache, rows_by_table
 from services.loader.parking import newest_per_record, plan, provides, references
-from shared.db import lock_schools, with_retries
-from shared.faults import classify
+from shared.catalog.tables import CHILD_TABLES, LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
+from shared.failures.policy import classify
 from shared.ledger import liveness, parking, uniques
 from shared.ledger import records as ledger
 from shared.ledger.accounting import unaccounted_in_newest
@@ -41,15 +41,15 @@ from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.quarantine import store_quarantine
 from shared.ledger.versions import judge, sql_snapshot_rewrites
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
-from shared.tables import CHILD_TABLES, LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
+from shared.platform.db import lock_schools, with_retries
+from shared.wire.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 
 log = logging.getLogger("schoolmig.loader")
 Cache = ConversionCache  # converted rows per record, for one load
 
 
 def _refused(exc: Exception) -> bool:
-    """Whatever a batch fails with that is not the infrastructure's fault (``shared.faults``)
+    """Whatever a batch fails with that is not the infrastructure's fault (``shared.failures.policy``)
     is some record's (the database or the client refusing a value, a conversion meeting one
     nobody foresaw): the batch is bisected until that record stands alone and is quarantined.
     The infrastructure's faults are raised, and retried."""

@@ -1,8 +1,8 @@
 """Transform service wiring: raw.<domain> batches in; rows.<domain> and quarantine batches out.
 
-Each raw batch maps record by record (``shared.mapping.records.transform_batch``) into one
+Each raw batch maps record by record (``services.transform.records.transform_batch``) into one
 rows message and, where records cannot be migrated, one quarantine message (more only when
-a bound of ``shared.batching`` is reached). Offsets are committed only after every output
+a bound of ``shared.wire.batching`` is reached). Offsets are committed only after every output
 of the consumer batch is acknowledged by Kafka.
 """
 
@@ -15,19 +15,19 @@ from typing import Any
 from faststream import FastStream
 from faststream.kafka import KafkaMessage
 
-from shared.barrier import forward, partition_counts
-from shared.batching import Unusable, header, pack, read_signed
-from shared.deadletter import dead_letter, reject
-from shared.domains import Domain
-from shared.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
-from shared.logs import setup_logging
-from shared.mapping.records import transform_batch
-from shared.messages import Barrier, RawBatch
-from shared.service import report_readiness, watch_topics
-from shared.settings import Settings
-from shared.signing import Keyring, publish
-from shared.telemetry import count_error, setup_telemetry
-from shared.topics import Topics, batch_key
+from services.transform.records import transform_batch
+from shared.catalog.domains import Domain
+from shared.failures.deadletters import dead_letter, reject
+from shared.platform.kafka import consumer_options, ensure_topics, make_broker, raw_bodies
+from shared.platform.logs import setup_logging
+from shared.platform.service import report_readiness, watch_topics
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring, publish
+from shared.platform.telemetry import count_error, setup_telemetry
+from shared.platform.topics import Topics, batch_key
+from shared.wire.barrier import forward, partition_counts
+from shared.wire.batching import Unusable, header, pack, read_signed
+from shared.wire.messages import Barrier, RawBatch
 
 log = logging.getLogger("schoolmig.transform")
 

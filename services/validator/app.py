@@ -15,17 +15,17 @@ from pydantic import ValidationError
 
 from services.validator.queries import store_result
 from services.validator.run import validate_school
-from shared.batching import Unusable, signed_by
-from shared.deadletter import dead_letter, reject
-from shared.faults import classify
-from shared.kafka import consumer_options, make_broker, raw_bodies
-from shared.logs import setup_logging
-from shared.messages import ValidationRequested, error_summary
-from shared.service import prepare, report_readiness
-from shared.settings import Settings
-from shared.signing import Keyring, publish
-from shared.telemetry import setup_telemetry
-from shared.topics import Topics
+from shared.failures.deadletters import dead_letter, reject
+from shared.failures.policy import classify
+from shared.platform.kafka import consumer_options, make_broker, raw_bodies
+from shared.platform.logs import setup_logging
+from shared.platform.service import prepare, report_readiness
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring, publish
+from shared.platform.telemetry import setup_telemetry
+from shared.platform.topics import Topics
+from shared.wire.batching import Unusable, signed_by
+from shared.wire.messages import ValidationRequested, error_summary
 
 log = logging.getLogger("schoolmig.validator")
 
@@ -55,7 +55,7 @@ async def stop(pool: Pool) -> None:
 async def on_validate(bodies: list[bytes], message: KafkaMessage, pool: Pool) -> None:
     """Schools that sync together are validated together (their backups mapped in the worker
     processes side by side), not one after another; the offsets are committed once all are stored.
-    Only the coordinator's signed commands are acted on (``shared.signing``)."""
+    Only the coordinator's signed commands are acted on (``shared.platform.signing``)."""
     commands = []
     for record, body in zip(message.raw_message, bodies, strict=True):
         command = await accepted(record, body)

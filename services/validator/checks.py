@@ -2,7 +2,7 @@
 
 Per domain, the plan's ``DataValidationResult``: ``total_records`` (the source's),
 ``valid_records`` (in the tables exactly as the source maps to) and the ``issues``, each
-typed and graded by the one table in ``shared.severity``.
+typed and graded by the one table in ``services.validator.severity``.
 
 A record is compared in two steps: digests first (``digest.py``, computed where the rows
 are), then, only for records whose digests differ, field by field: in the school's terms
@@ -19,12 +19,12 @@ from typing import Any
 
 from services.validator.digest import canonical_text, compared_columns
 from services.validator.expected import ExpectedRecord
-from shared.domains import ALL_DOMAINS, Domain
+from services.validator.severity import SEVERITY
+from shared.catalog.domains import ALL_DOMAINS, Domain
+from shared.catalog.tables import TABLES
 from shared.ledger.accounting import DomainCounts
 from shared.mapping import reverse_record
-from shared.messages import CHANGE_ID_PREFIX, DomainValidation, FieldDifference, Severity, ValidationIssue
-from shared.severity import SEVERITY
-from shared.tables import TABLES
+from shared.wire.messages import CHANGE_ID_PREFIX, DomainValidation, FieldDifference, Severity, ValidationIssue
 
 ActualRow = tuple[str, dict[str, Any]]
 OBLIGATION_TABLES = frozenset({"payment_obligations", "private_lesson_payment_obligations"})

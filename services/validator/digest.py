@@ -26,8 +26,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from shared.domains import Domain
-from shared.tables import DOMAIN_TABLES, TABLES, TableSpec
+from shared.catalog.domains import Domain
+from shared.catalog.tables import DOMAIN_TABLES, TABLES, TableSpec
 
 #: The write's provenance is not the source's data: a newer snapshot that says the same
 #: thing leaves the digest unchanged.

@@ -1,6 +1,6 @@
 """What the database should hold for a snapshot, from the verified backup alone. Pure.
 
-The backup is parsed exactly as ingest parsed it (``shared.snapshot``, with the same
+The backup is parsed exactly as ingest parsed it (``shared.source.snapshot``, with the same
 hints over the whole snapshot), and every record is mapped by the same pure rules the
 transform uses (``shared.mapping``). What comes out is, per domain, each record the
 source says should be in PostgreSQL: its source record (to compare in the school's terms
@@ -17,14 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from services.validator.digest import combine, row_digest
-from shared.domains import Domain
-from shared.fanout import classroom_hints
+from shared.catalog.domains import Domain
+from shared.catalog.timezones import AS_WRITTEN, mapping_zone
 from shared.ledger.devices import Outcome, Ref
 from shared.ledger.versions import Version, snapshot_version
 from shared.mapping import Mapped, map_record
-from shared.messages import ChangeOp, SnapshotManifest
-from shared.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
-from shared.timezones import AS_WRITTEN, mapping_zone
+from shared.source.snapshot import MAX_RECORD_DEPTH, ParsedSnapshot, parse_snapshot
+from shared.wire.fanout import classroom_hints
+from shared.wire.messages import ChangeOp, SnapshotManifest
 
 Row = tuple[str, dict[str, Any]]  # (table, JSON-ready values by column), as the transform maps it
 
@@ -74,7 +74,7 @@ def expected_from(
 ) -> Expected:
     """``default_ts``: what ingest gave records without timestamps (the school's first
     snapshot's time, stored with the snapshot); None: the snapshot's own time. ``timezone``:
-    the school's (``shared.timezones``), as the transform read date-only fields."""
+    the school's (``shared.catalog.timezones``), as the transform read date-only fields."""
     zone = mapping_zone(timezone)
     out = Expected(records={} if keep_records else None)
     hints = classroom_hints(parsed)

@@ -1,7 +1,7 @@
 """The validator's reads and writes in PostgreSQL.
 
 Every identifier in the SQL built here comes from the fixed table catalogue
-(``shared.tables``) or from PostgreSQL's own catalogue checked against it; every value
+(``shared.catalog.tables``) or from PostgreSQL's own catalogue checked against it; every value
 is a parameter.
 """
 
@@ -20,12 +20,12 @@ from services.validator.digest import (
     record_digests_sql,
 )
 from services.validator.expected import StoredChange
-from shared import jsonsafe
-from shared.domains import Domain
+from shared.catalog.domains import Domain
+from shared.catalog.tables import TABLES
+from shared.catalog.timezones import AS_WRITTEN
 from shared.ledger.versions import SqlVersion, Version
-from shared.messages import AuditSummary, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
-from shared.tables import TABLES
-from shared.timezones import AS_WRITTEN
+from shared.source import jsonsafe
+from shared.wire.messages import AuditSummary, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 

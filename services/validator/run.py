@@ -32,12 +32,12 @@ from services.validator.checks import (
 )
 from services.validator.digest import DOMAIN_TABLES, combine
 from services.validator.expected import Expected, Merged, apply_changes, expected_state, merged
-from shared.domains import ALL_DOMAINS, Domain
+from shared.catalog.domains import ALL_DOMAINS, Domain
 from shared.ledger import deletions, device_store, quarantine
 from shared.ledger.accounting import DomainCounts, record_counts
 from shared.ledger.devices import merge
-from shared.messages import CHANGE_ID_PREFIX, UNNAMED_DEVICE, DomainValidation, ValidationCompleted
-from shared.settings import Settings
+from shared.platform.settings import Settings
+from shared.wire.messages import CHANGE_ID_PREFIX, UNNAMED_DEVICE, DomainValidation, ValidationCompleted
 
 log = logging.getLogger("schoolmig.validator")
 MAX_DEPTH = Settings().max_nesting_depth  # as ingest reads records

@@ -20,7 +20,7 @@ from pieces that each look harmless can still slip past it.
 - ``quarantine``: records that did not migrate, with their reasons (``migration.quarantine``).
 
 The loader and the coordinator call these operations. Writes of ledger lines, versions and
-parking are made under the school's write lock (``shared.db.lock_schools``), inside the
+parking are made under the school's write lock (``shared.platform.db.lock_schools``), inside the
 caller's transaction or, for a whole operation (the sweep, marking deletions), in one of
 its own. Quarantine entries are stored after the loader's transaction commits, without the
 lock (``quarantine.store_quarantine``, idempotent, retried): a crash in between leaves the

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger.snapshots import newest_first_sql, own_sql
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.db import lock_schools
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger import liveness
 from shared.ledger.device_store import device_states, unmarked_deletions
 from shared.ledger.devices import conflicts
 from shared.ledger.records import TOMBSTONE_UPDATE
 from shared.ledger.versions import SqlVersion
+from shared.platform.db import lock_schools
 
 _SNAPSHOT = SqlVersion.snapshot("snap.taken_at")
 

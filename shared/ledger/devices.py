@@ -46,8 +46,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic_core import from_json, to_json
 
-from shared.domains import Domain
-from shared.snapshot import ParsedSnapshot
+from shared.catalog.domains import Domain
+from shared.source.snapshot import ParsedSnapshot
 
 Ref = tuple[str, str]
 """A record of a school: (domain, legacy id)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.messages import MappedRecord
+from shared.wire.messages import MappedRecord
 
 RecordKey = tuple[str, str, str]  # (school_id, domain, legacy_id)
 Ref = tuple[str, str]  # (table, row id as text)

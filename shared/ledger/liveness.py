@@ -5,7 +5,7 @@ record is deleted (:func:`bury`, at the deletion's time) or when a newer write o
 no longer has it (:func:`drop_children`, at that write's time: a session without one
 student's entry, a class without a slot, a lesson without a payment); a write that has the
 row again makes it live again (the loader's upsert). Rows are never removed. Every function
-runs inside its caller's transaction, under the school's write lock (``shared.db``) and
+runs inside its caller's transaction, under the school's write lock (``shared.platform.db``) and
 :data:`AS_MIGRATION`, and
 returns the rows that stopped being live, so that writes waiting for their unique values
 (``shared.ledger.uniques``) are tried again. Table names come from the fixed catalogue.
@@ -18,11 +18,11 @@ from datetime import datetime
 
 import asyncpg
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
+from shared.catalog.tables import CHILD_TABLES, DOMAIN_TABLES, TABLES, UNIQUE_KEYS, domain_of_row
 from shared.ledger.keys import RecordKey, Ref
 from shared.ledger.uniques import Claim, Held
-from shared.messages import MappedRecord
-from shared.tables import CHILD_TABLES, DOMAIN_TABLES, TABLES, UNIQUE_KEYS, domain_of_row
+from shared.wire.messages import MappedRecord
 
 #: Marks a transaction as the migration's: the ``updated_at`` and obligation-status triggers
 #: keep the source's values (migration 005) when a row is written or stops being live.
@@ -71,7 +71,7 @@ async def bury(conn: asyncpg.Connection, deleted: Iterable[tuple[RecordKey, date
 
 
 async def drop_children(conn: asyncpg.Connection, writing: Sequence[MappedRecord]) -> list[Ref]:
-    """Child rows (``shared.tables.CHILD_TABLES``) of these records that their write (about to
+    """Child rows (``shared.catalog.tables.CHILD_TABLES``) of these records that their write (about to
     be written, in the same transaction) does not have stop being live, at the write's time."""
     gone: list[Ref] = []
     for domain, tables in CHILD_TABLES.items():

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import asyncpg
 
 from shared.ledger.versions import SNAPSHOT_CLIENT, SNAPSHOT_SEQ, Version
-from shared.messages import ChangeOp, change_id
+from shared.wire.messages import ChangeOp, change_id
 
 Outcome = Literal["pending", "applied", "waiting", "superseded", "deleted", "quarantined"]
 #: Outcomes that can still move without a new write of the record (the coordinator publishes

@@ -6,7 +6,7 @@ parked whole in ``migration.parked_records``, with the references it waits for i
 parked writes of one record the greater version stays (``shared.ledger.versions``); a
 parked snapshot record a newer write takes the place of counts as loaded for its snapshot.
 The loader parks and un-parks; the coordinator sweeps (:func:`sweep`). Every call is made
-inside the caller's transaction, under the school's write lock (``shared.db``), but the
+inside the caller's transaction, under the school's write lock (``shared.platform.db``), but the
 sweep, which is a transaction of its own.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from shared.db import lock_schools
+from shared.catalog.tables import ref_exists_sql
 from shared.ledger import liveness, uniques
 from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.quarantine import insert_quarantine
@@ -26,8 +26,8 @@ from shared.ledger.records import KEYED, VERSIONED, mark_loaded, mark_loaded_row
 from shared.ledger.uniques import WAIT_PREFIX, Held, is_wait
 from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, sql_is_change, sql_text, version_of
 from shared.mapping import reverse_record
-from shared.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
-from shared.tables import ref_exists_sql
+from shared.platform.db import lock_schools
+from shared.wire.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 
 log = logging.getLogger("schoolmig.loader")
 _P = SqlVersion.of("p")  # a parked record's version: (source_ts, client_id, seq)

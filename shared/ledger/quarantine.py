@@ -12,13 +12,13 @@ from typing import Any
 
 import asyncpg
 
-from shared.db import with_retries
-from shared.domains import Domain
-from shared.jsonsafe import printable
+from shared.catalog.domains import Domain
+from shared.catalog.tables import ref_exists_sql
 from shared.ledger.uniques import WAIT_PREFIX
 from shared.ledger.versions import sql_is_change, sql_text
-from shared.messages import QuarantinedRecord
-from shared.tables import ref_exists_sql
+from shared.platform.db import with_retries
+from shared.source.jsonsafe import printable
+from shared.wire.messages import QuarantinedRecord
 
 _QUARANTINE = """
 INSERT INTO migration.quarantine

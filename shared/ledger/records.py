@@ -7,7 +7,7 @@
   write of their content and their greatest deletion (``shared.ledger.versions``).
 
 The writes are called inside the loader's transaction, under the school's write lock
-(``shared.db``); :func:`source_positions` is a read, for the export.
+(``shared.platform.db``); :func:`source_positions` is a read, for the export.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger.keys import RecordKey
 from shared.ledger.snapshots import later_sql, rank_sql
 from shared.ledger.versions import SNAPSHOT_CLIENT, SqlVersion, Version, snapshot_version, version_of
-from shared.messages import MappedRecord
+from shared.wire.messages import MappedRecord
 
 
 def version_columns(records: Sequence[MappedRecord]) -> tuple[list[Any], ...]:

@@ -1,6 +1,6 @@
 """Unique values that change hands: which writes may take their values now, which wait. Pure.
 
-Every unique key of the target schema (``shared.tables.UNIQUE_KEYS``) holds over the live
+Every unique key of the target schema (``shared.catalog.tables.UNIQUE_KEYS``) holds over the live
 rows (a deleted record, a child its record no longer has, holds nothing). A write that
 claims a value a live row of *another* record holds waits for that row, as a child waits
 for its parent: it is parked (``shared.ledger.parking``) and tried again when the holder's
@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from shared.catalog.tables import UNIQUE_KEYS
 from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.versions import version_of
-from shared.messages import MappedRecord
-from shared.tables import UNIQUE_KEYS
+from shared.wire.messages import MappedRecord
 
 #: A unique key's value: (table, columns, values as text).
 Claim = tuple[str, tuple[str, ...], tuple[str, ...]]
@@ -46,7 +46,7 @@ def is_wait(ref_table: str) -> bool:
     return ref_table.startswith(WAIT_PREFIX)
 
 
-#: Keys whose value is made from the record's own id (``shared.ids``): no other record's row
+#: Keys whose value is made from the record's own id (``shared.catalog.ids``): no other record's row
 #: can claim it, so no write waits for it.
 _OWN: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
     {("students", ("user_id",)), ("teachers", ("user_id",)), ("private_lesson_payment_obligations", ("lesson_id",))}

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from shared.ledger.keys import RecordKey
-from shared.messages import CHANGE_ID_PREFIX, ChangeOp, MappedRecord
+from shared.wire.messages import CHANGE_ID_PREFIX, ChangeOp, MappedRecord
 
 SNAPSHOT_CLIENT = ""
 SNAPSHOT_SEQ = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import (
     assessments,
     attendance,
@@ -66,7 +66,7 @@ def map_record(
     *,
     zone: tzinfo | None,
 ) -> Mapped | Rejected:
-    """``zone``: the school's time zone (``shared.timezones``), in which a moment written into
+    """``zone``: the school's time zone (``shared.catalog.timezones``), in which a moment written into
     a date-only field is read."""
     try:
         return Mapped(MAPPINGS[domain].map(school_id, legacy_id, record, Context(zone, hints or {}), default_ts))

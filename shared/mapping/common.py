@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from shared.ids import row_id_text
+from shared.catalog.ids import row_id_text
 from shared.mapping.parsing import Reject, blank
 
 rid = row_id_text  # rows carry ids as text

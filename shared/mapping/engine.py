@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from shared.tables import TABLES
+from shared.catalog.tables import TABLES
 
 TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at"})
 _TIMESTAMPED = {name: TIMESTAMP_COLUMNS & set(spec.column_names) for name, spec in TABLES.items()}

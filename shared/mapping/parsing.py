@@ -60,7 +60,7 @@ def parse_date(value: Any, field: str, *, zone: tzinfo | None, required: bool = 
 
     A datetime with an offset (the app's ``toISOString()``) is a moment: its day is the
     calendar date in ``zone``, the school's (:func:`local_day`); ``zone`` None (a school mapped
-    before zones existed, ``shared.timezones.AS_WRITTEN``): its date as written. A datetime without an offset
+    before zones existed, ``shared.catalog.timezones.AS_WRITTEN``): its date as written. A datetime without an offset
     is a local time already: its date as written. A date-only string is taken as written: the
     app may already have shifted it with ``toISOString().split('T')[0]``, which no value can show.
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import assessments, attendance, classes, payment_obligations, payments, private_lessons, students
 from shared.mapping.classes import DAYS
 

@@ -31,11 +31,11 @@ from schoolmig.demo import school_dump
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
-from shared.db import apply_migrations, create_pool
-from shared.domains import Domain
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres
-from shared.messages import Change, ChangeBatch, ChangeOp
-from shared.settings import Settings
+from shared.catalog.domains import Domain
+from shared.platform.db import apply_migrations, create_pool
+from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.platform.settings import Settings
+from shared.wire.messages import Change, ChangeBatch, ChangeOp
 from tests.bench import write_figures
 
 UPDATED = {"payments": Domain.PAYMENTS, "grades": Domain.GRADES}

@@ -3,7 +3,7 @@
 The same demo schools' records, as they travel raw (ingest -> transform) and mapped
 (transform -> loader), encoded and decoded:
 - **per record** with the pydantic models (the old design: one message per record);
-- **batches, pydantic-core** (``shared.batching``: entries encoded once, decoded and
+- **batches, pydantic-core** (``shared.wire.batching``: entries encoded once, decoded and
   validated in one pass) - the codec in use;
 - **batches, msgspec** and **batches, stdlib json** (decode only parses: no validation).
 Then each batch body through every producer compression aiokafka offers: bytes on the wire
@@ -27,11 +27,11 @@ from aiokafka import codec
 
 from schoolmig.demo import school_dump
 from schoolmig.sdk import build_envelopes
-from shared.batching import decode, encode, header, pack
-from shared.fanout import fanout_batches, plan_fanout
-from shared.mapping.records import transform, transform_batch
-from shared.messages import MappedRecord, RawBatch, RawRecord
-from shared.snapshot import parse_snapshot
+from services.transform.records import transform, transform_batch
+from shared.source.snapshot import parse_snapshot
+from shared.wire.batching import decode, encode, header, pack
+from shared.wire.fanout import fanout_batches, plan_fanout
+from shared.wire.messages import MappedRecord, RawBatch, RawRecord
 from tests.bench import write_figures
 from tests.bench.bench_mapping import best_of
 

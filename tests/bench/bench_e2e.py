@@ -42,13 +42,13 @@ import psutil
 from schoolmig.demo import school_dump
 from services.loader.convert import rows_by_table
 from services.loader.parking import newest_per_record, plan
-from shared.db import _init_connection, apply_migrations
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres
-from shared.fanout import plan_fanout
-from shared.mapping.records import transform
-from shared.messages import MappedRecord, RawRecord, SnapshotFormat, SnapshotManifest
-from shared.snapshot import parse_snapshot
-from shared.tables import LOAD_ORDER
+from services.transform.records import transform
+from shared.catalog.tables import LOAD_ORDER
+from shared.platform.db import _init_connection, apply_migrations
+from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.source.snapshot import parse_snapshot
+from shared.wire.fanout import plan_fanout
+from shared.wire.messages import MappedRecord, RawRecord, SnapshotFormat, SnapshotManifest
 from tests.bench import write_figures
 
 ROOT = Path(__file__).resolve().parents[2]

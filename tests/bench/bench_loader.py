@@ -31,13 +31,13 @@ from schoolmig.sdk import build_envelopes
 from services.loader.convert import rows_by_table
 from services.loader.parking import newest_per_record, plan
 from services.loader.writer import Writer
-from shared.db import apply_migrations, create_pool
-from shared.embedded import EmbeddedPostgres
-from shared.fanout import plan_fanout
-from shared.mapping.records import transform
-from shared.messages import MappedRecord, RawRecord
-from shared.snapshot import parse_snapshot
-from shared.tables import LOAD_ORDER
+from services.transform.records import transform
+from shared.catalog.tables import LOAD_ORDER
+from shared.platform.db import apply_migrations, create_pool
+from shared.platform.embedded import EmbeddedPostgres
+from shared.source.snapshot import parse_snapshot
+from shared.wire.fanout import plan_fanout
+from shared.wire.messages import MappedRecord, RawRecord
 from tests.bench import write_figures
 
 
@@ -60,7 +60,7 @@ async def plain_copy(dsn: str, records: list[MappedRecord]) -> tuple[int, float]
     try:
         for spec in LOAD_ORDER:
             await conn.execute(f"CREATE TABLE bare_{spec.name} AS SELECT * FROM {spec.name} WITH NO DATA")
-        from shared.db import _init_connection
+        from shared.platform.db import _init_connection
 
         await _init_connection(conn)
         tables = rows_by_table(records)  # conversion is not what this side measures
@@ -83,7 +83,7 @@ async def schema_ceiling(dsn: str, records: list[MappedRecord]) -> tuple[int, fl
     tables = rows_by_table(plan(newest_per_record(records), set()).ready)  # orphans would fail a key
     conn = await asyncpg.connect(ceiling_dsn)
     try:
-        from shared.db import _init_connection
+        from shared.platform.db import _init_connection
 
         await _init_connection(conn)
         started = time.perf_counter()

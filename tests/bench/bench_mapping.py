@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from schoolmig.demo import school_dump
-from shared.domains import LOCALSTORAGE_KEYS, Domain
-from shared.ids import row_id_text
+from shared.catalog.domains import LOCALSTORAGE_KEYS, Domain
+from shared.catalog.ids import row_id_text
 from shared.mapping import Mapped, map_record
 from tests.bench import write_figures
 

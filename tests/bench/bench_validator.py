@@ -31,20 +31,20 @@ from schoolmig.sdk import build_envelopes
 from services.coordinator.store import CoordinatorStore
 from services.ingest.store import IngestStore
 from services.loader.writer import Writer
+from services.transform.records import transform
 from services.validator.digest import DOMAIN_TABLES
 from services.validator.run import validate_all, validate_school, worker_pool
-from shared.db import apply_migrations, create_pool
-from shared.embedded import EmbeddedPostgres
-from shared.fanout import audit_summary, plan_fanout
 from shared.ledger.quarantine import store_quarantine
-from shared.mapping.records import transform
-from shared.messages import (
+from shared.platform.db import apply_migrations, create_pool
+from shared.platform.embedded import EmbeddedPostgres
+from shared.source.snapshot import parse_snapshot
+from shared.wire.fanout import audit_summary, plan_fanout
+from shared.wire.messages import (
     MappedRecord,
     QuarantinedRecord,
     RawRecord,
     ValidationCompleted,
 )
-from shared.snapshot import parse_snapshot
 from tests.bench import write_figures
 
 

@@ -48,9 +48,9 @@ import asyncpg
 import psutil
 
 from services.validator.digest import domain_checksum_sql
-from shared.domains import Domain
-from shared.embedded import EmbeddedPostgres
-from shared.tables import LOAD_ORDER
+from shared.catalog.domains import Domain
+from shared.catalog.tables import LOAD_ORDER
+from shared.platform.embedded import EmbeddedPostgres
 from tests.bench import write_figures
 from tests.bench.bench_e2e import create_database, generate
 from tests.chaos.faults import (

@@ -21,10 +21,10 @@ import asyncpg
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.embedded import EmbeddedPostgres
-from shared.leases import lock_key, named
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.embedded import EmbeddedPostgres
+from shared.platform.leases import lock_key, named
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 
 SERVICES = ("ingest", "transform", "loader", "coordinator", "validator")
 

@@ -19,10 +19,10 @@ from pydantic import SecretStr
 from schoolmig.runner import send_override, wait_for_report
 from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
-from shared.db import apply_migrations, create_pool
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres
 from shared.ledger.accounting import record_counts
-from shared.settings import Settings
+from shared.platform.db import apply_migrations, create_pool
+from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def postgres() -> Iterator[EmbeddedPostgres]:
 
 
 API_TOKEN = "it-operator-token"
-SERVICE_KEY = "it-service-key"  # signing keys (shared.signing): the stack's and one operator's
+SERVICE_KEY = "it-service-key"  # signing keys (shared.platform.signing): the stack's and one operator's
 OPERATOR = "it-operator"
 OPERATOR_KEY = "it-operator-key"
 

@@ -13,9 +13,9 @@ import pytest
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from shared.domains import LOCALSTORAGE_KEYS, Domain
+from shared.catalog.domains import LOCALSTORAGE_KEYS, Domain
 from shared.mapping import MAPPINGS, reverse_record
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import migrate
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,11 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.stack import Stack
-from shared.domains import Domain
-from shared.messages import Barrier, OperatorCommand, Redrive
-from shared.settings import Settings
-from shared.signing import HEADER, Keyring
-from shared.topics import Topics
+from shared.catalog.domains import Domain
+from shared.platform.settings import Settings
+from shared.platform.signing import HEADER, Keyring
+from shared.platform.topics import Topics
+from shared.wire.messages import Barrier, OperatorCommand, Redrive
 from tests.integration.conftest import OPERATOR, OPERATOR_KEY, localstorage_dump, migrate, read_topic
 
 

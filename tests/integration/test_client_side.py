@@ -19,11 +19,11 @@ import pytest
 from schoolmig.exporting import live_records
 from schoolmig.sdk import build_envelopes, publish_change, publish_snapshot
 from schoolmig.stack import Stack
-from shared.domains import Domain
-from shared.ids import row_id_text
-from shared.messages import Change, ChangeOp
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.catalog.domains import Domain
+from shared.catalog.ids import row_id_text
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
+from shared.wire.messages import Change, ChangeOp
 from tests.integration.conftest import API_TOKEN, localstorage_dump, read_topic
 from tests.integration.test_coordinator import http
 

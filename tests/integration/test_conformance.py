@@ -23,8 +23,8 @@ import yaml
 
 from schoolmig.runner import wait_for_report
 from schoolmig.stack import Stack
-from shared.ids import row_id_text
-from shared.settings import Settings
+from shared.catalog.ids import row_id_text
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 

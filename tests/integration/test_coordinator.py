@@ -18,9 +18,9 @@ import pytest
 from schoolmig.demo import school_dump
 from schoolmig.sdk import publish_snapshot
 from schoolmig.stack import Stack
-from shared.domains import Domain
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.catalog.domains import Domain
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 from tests.integration.conftest import API_TOKEN, cli, migrate, read_topic
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ import pytest
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from shared.db import apply_migrations, create_pool
-from shared.embedded import EmbeddedPostgres
-from shared.settings import Settings
+from shared.platform.db import apply_migrations, create_pool
+from shared.platform.embedded import EmbeddedPostgres
+from shared.platform.settings import Settings
 from tests.integration.conftest import API_TOKEN, ServiceLogs, migrate
 from tests.integration.test_coordinator import http, wait_for_phase
 

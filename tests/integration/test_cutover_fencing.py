@@ -18,9 +18,9 @@ import pytest
 from services.coordinator.cutover import LeaseLost
 from services.coordinator.phases import Phase
 from services.coordinator.store import CoordinatorStore
-from shared.db import apply_migrations
-from shared.embedded import EmbeddedPostgres
-from shared.messages import Mode
+from shared.platform.db import apply_migrations
+from shared.platform.embedded import EmbeddedPostgres
+from shared.wire.messages import Mode
 
 
 @pytest.fixture

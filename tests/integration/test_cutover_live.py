@@ -19,8 +19,8 @@ import asyncpg
 
 from schoolmig.hybrid import HybridClient, LocalData, Outbox, UseTheApi, WritesHeld, http_mode_source, kafka_publisher
 from schoolmig.stack import Stack
-from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
-from shared.settings import Settings
+from shared.catalog.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
+from shared.platform.settings import Settings
 from tests.integration.conftest import API_TOKEN, cli, migrate
 from tests.integration.test_coordinator import http, wait_for_phase
 from tests.integration.test_live_changes import BASE, T0, dump_of

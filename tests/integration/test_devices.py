@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from schoolmig.export import live_records
 from schoolmig.stack import Stack
-from shared.domains import LOCALSTORAGE_KEYS, Domain
-from shared.export import live_records
-from shared.settings import Settings
+from shared.catalog.domains import LOCALSTORAGE_KEYS, Domain
+from shared.platform.settings import Settings
 from tests.integration.conftest import cli, migrate
 from tests.integration.test_live_changes import BASE
 

@@ -6,7 +6,7 @@ its own creates, updates and deletes, publishes each as a live change (``client_
 device id) and then a snapshot of its own store, under its ``device_id``. Everything is
 delivered with duplicates and the changes shuffled; the devices' snapshots are interleaved
 at random, each device's in its own order (what ``shared.ledger.devices`` guarantees:
-see its docstring). When everything is through, the live records (``shared.export``, what
+see its docstring). When everything is through, the live records (``schoolmig.export``, what
 ``schoolmig export`` rebuilds) are the world's: every record as its last write left it; the
 records whose last write was a delete are soft-deleted; and the validator, merging every
 device's newest snapshot, finds no issue.
@@ -30,14 +30,14 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from schoolmig.export import live_records
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
 from services.validator.run import validate_school
-from shared.domains import Domain
-from shared.export import live_records
-from shared.messages import Change, ChangeBatch, ChangeOp, Severity
-from shared.settings import Settings
+from shared.catalog.domains import Domain
+from shared.platform.settings import Settings
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Severity
 from tests.integration.test_live_changes import BASE, CREATABLE, MUTABLE, PARENT, dump_of, mutate, settle
 
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The consumer's error handling (``shared.kafka.Guard``) on a real broker, with a handler that fails.
+"""The consumer's error handling (``shared.platform.kafka.Guard``) on a real broker, with a handler that fails.
 
 A handler that raises through a message's own fault is tried ``max_attempts`` times, then
 the message is in the dead letter as ``handler_failed`` with the exception's class, and
@@ -20,10 +20,10 @@ from faststream.kafka import KafkaMessage
 
 from schoolmig.runner import wait_for_report
 from schoolmig.stack import Stack
-from shared.embedded import EmbeddedKafka
-from shared.kafka import consumer_options, make_broker, raw_body
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.embedded import EmbeddedKafka
+from shared.platform.kafka import consumer_options, make_broker, raw_body
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 from tests.integration.conftest import localstorage_dump, read_topic
 
 

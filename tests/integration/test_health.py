@@ -12,8 +12,8 @@ import time
 from urllib.parse import urlsplit
 
 from schoolmig.stack import Stack
-from shared.embedded import free_port
-from shared.settings import Settings
+from shared.platform.embedded import free_port
+from shared.platform.settings import Settings
 from tests.integration.conftest import SERVICE_KEY
 
 
@@ -59,8 +59,8 @@ async def test_json_logs_are_json_every_line(settings: Settings) -> None:
 
     from aiokafka import AIOKafkaProducer
 
-    from shared.domains import Domain
-    from shared.topics import Topics
+    from shared.catalog.domains import Domain
+    from shared.platform.topics import Topics
 
     port = free_port()
     env = {

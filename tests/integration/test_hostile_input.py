@@ -39,10 +39,10 @@ from schoolmig.runner import send_override, wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
 from services.ingest.envelope import Rejection, read_envelope
-from shared import chunks
-from shared.messages import SnapshotChunk, SnapshotFormat, SnapshotManifest
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
+from shared.wire import chunks
+from shared.wire.messages import SnapshotChunk, SnapshotFormat, SnapshotManifest
 from tests.hostile import RAW_GARBAGE, hostile_headers, hostile_snapshots, spoiled_envelopes
 from tests.integration.conftest import ServiceLogs, localstorage_dump, read_topic
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import asyncpg
 
+from schoolmig.export import live_records
 from schoolmig.hybrid import HybridClient, LocalData, Outbox, http_mode_source, kafka_publisher
 from schoolmig.stack import Stack
-from shared.domains import Domain
-from shared.embedded import EmbeddedKafka
-from shared.export import live_records
-from shared.lag import consumer_groups, consumer_lag
-from shared.settings import Settings
-from shared.topics import Topics
+from services.coordinator.lag import consumer_groups, consumer_lag
+from shared.catalog.domains import Domain
+from shared.platform.embedded import EmbeddedKafka
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 from tests.integration.conftest import migrate
 from tests.integration.test_live_changes import BASE, T0, dump_of
 

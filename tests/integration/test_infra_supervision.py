@@ -21,8 +21,8 @@ from pydantic import SecretStr
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from shared.db import create_pool
-from shared.settings import Settings
+from shared.platform.db import create_pool
+from shared.platform.settings import Settings
 from tests.integration.conftest import OPERATOR, OPERATOR_KEY, SERVICE_KEY, ServiceLogs, migrate
 
 

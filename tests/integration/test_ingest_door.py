@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.stack import Stack
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 from tests.integration.conftest import localstorage_dump, migrate, read_topic
 
 pytestmark = pytest.mark.integration
@@ -173,8 +173,8 @@ async def test_a_message_larger_than_the_fetch_limit_is_still_delivered_whole(se
 async def test_garbage_on_an_internal_topic_is_dead_lettered_and_loading_goes_on(
     stack: Stack, settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    from shared.domains import Domain
-    from shared.signing import Keyring
+    from shared.catalog.domains import Domain
+    from shared.platform.signing import Keyring
 
     assert settings.kafka_bootstrap_servers
     topics = Topics.from_settings(settings)

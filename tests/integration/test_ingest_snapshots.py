@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 from tests.integration.conftest import OPERATOR, cli, localstorage_dump, migrate, read_topic
 
 pytestmark = pytest.mark.integration

@@ -1,12 +1,12 @@
-"""Leases (``shared.leases``) on the real PostgreSQL: one holder at a time, and a holder that
+"""Leases (``shared.platform.leases``) on the real PostgreSQL: one holder at a time, and a holder that
 dies or loses its database lets go, so another replica takes over without anyone's help."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from shared.leases import Lease
-from shared.settings import Settings
+from shared.platform.leases import Lease
+from shared.platform.settings import Settings
 
 
 async def test_one_holder_at_a_time_and_a_dead_holder_lets_go(settings: Settings, pool: asyncpg.Pool) -> None:

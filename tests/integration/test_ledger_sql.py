@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger.accounting import DomainCounts, counts_of
 from shared.ledger.snapshots import later_sql, rank_sql
 from shared.ledger.versions import SqlVersion, Version, is_deleted, snapshot_version
@@ -265,7 +265,7 @@ async def test_a_devices_newer_snapshot_takes_its_ledger_lines_over_whatever_the
     when that snapshot's version of the record is older (unchanged since another device's
     reading); another device keeps a line of its own. In any order of the writes."""
     from shared.ledger.records import mark_loaded
-    from shared.messages import MappedRecord
+    from shared.wire.messages import MappedRecord
 
     t1, t2 = datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC)
     reads = {"s1": ("office", t1), "s2": ("office", t2), "t1": ("tablet", t1)}

@@ -11,7 +11,7 @@ one's email), so writes wait for a unique value another record still holds; clas
 schedule slots and get them back (children that go and come back). When everything is
 through, the database must hold exactly what applying the history in version order gives
 (``shared.ledger.versions``): every live record, read back through the reverse mapping
-(``shared.export``), equal to the model's; every record the history deleted soft-deleted
+(``schoolmig.export``), equal to the model's; every record the history deleted soft-deleted
 (its rows kept); and the validator, replaying the newest snapshot plus the changes after
 it, must find no issue at all.
 """
@@ -36,18 +36,18 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from schoolmig.demo import school_dump
+from schoolmig.export import live_records
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
+from services.coordinator.lag import consumer_groups, consumer_lag
 from services.validator.run import validate_school
-from shared.domains import LOCALSTORAGE_KEYS, Domain
-from shared.export import live_records
-from shared.lag import consumer_groups, consumer_lag
+from shared.catalog.domains import LOCALSTORAGE_KEYS, Domain
 from shared.ledger.accounting import record_counts
 from shared.ledger.versions import Version, snapshot_version
-from shared.messages import Change, ChangeBatch, ChangeOp, Severity
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Severity
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 KEY_OF = {domain: key for key, domain in LOCALSTORAGE_KEYS.items()}

@@ -10,11 +10,11 @@ import asyncpg
 import pytest
 
 from services.loader.writer import Writer
-from shared.db import apply_migrations, migration_files
-from shared.domains import Domain
-from shared.embedded import EmbeddedPostgres
-from shared.mapping.records import transform
-from shared.messages import MappedRecord, RawRecord
+from services.transform.records import transform
+from shared.catalog.domains import Domain
+from shared.platform.db import apply_migrations, migration_files
+from shared.platform.embedded import EmbeddedPostgres
+from shared.wire.messages import MappedRecord, RawRecord
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ async def test_migrations_from_several_replicas_at_once_apply_once(postgres: Emb
 async def test_a_payload_jsonb_cannot_hold_is_quarantined_exactly_as_bytes(pool: asyncpg.Pool) -> None:
     import json
 
-    from shared.messages import QuarantinedRecord, Stage
+    from shared.wire.messages import QuarantinedRecord, Stage
 
     payload = {"id": "student-\x00", "notes": "nul \x00 inside", "list": [1, "ж"]}
     record = QuarantinedRecord(
@@ -159,8 +159,8 @@ def demo_records(school: str, seed: int = 5) -> list[MappedRecord]:
 
     from schoolmig.demo import school_dump
     from schoolmig.sdk import build_envelopes
-    from shared.fanout import plan_fanout
-    from shared.snapshot import parse_snapshot
+    from shared.source.snapshot import parse_snapshot
+    from shared.wire.fanout import plan_fanout
 
     content = _json.dumps(school_dump(1, seed=seed)).encode()
     manifest, _ = build_envelopes(content, school)
@@ -173,7 +173,7 @@ def demo_records(school: str, seed: int = 5) -> list[MappedRecord]:
 
 async def database_checksums(dsn: str) -> dict[str, str]:
     """A checksum of every target table and of the pipeline's ledger, parking and quarantine."""
-    from shared.tables import LOAD_ORDER
+    from shared.catalog.tables import LOAD_ORDER
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -212,7 +212,7 @@ async def fresh_database(postgres: EmbeddedPostgres, name: str) -> str:
 
 
 async def load_in_batches(dsn: str, records: list[MappedRecord], size: int) -> None:
-    from shared.db import create_pool
+    from shared.platform.db import create_pool
 
     pool = await create_pool(dsn)
     try:
@@ -226,7 +226,7 @@ async def load_in_batches(dsn: str, records: list[MappedRecord], size: int) -> N
 async def test_reordered_and_redelivered_batches_give_the_same_database_as_an_in_order_run(postgres: EmbeddedPostgres) -> None:
     import random
 
-    from shared.tables import LOAD_ORDER
+    from shared.catalog.tables import LOAD_ORDER
 
     records = demo_records("it-order")
     order = {spec.name: i for i, spec in enumerate(LOAD_ORDER)}
@@ -310,7 +310,7 @@ async def test_migrated_obligation_statuses_survive_loading_their_payments(pool:
 async def test_a_postgres_crash_mid_load_loses_nothing(tmp_path: Path) -> None:
     """SIGKILL the server in the middle of a load, start it again: the writer's retries
     (1 s, 5 s, 15 s) carry the load through, and the result equals a clean run."""
-    from shared.db import create_pool
+    from shared.platform.db import create_pool
 
     # Durable like any production server: the demo server's synchronous_commit=off would
     # acknowledge commits a crash then forgets (this test caught exactly that).
@@ -352,7 +352,7 @@ async def test_two_loaders_racing_on_parent_and_child_leave_no_child_parked(post
     """One loader parks children while another commits their parents, over and over: each
     writer takes the school's write lock before it looks, so a park and the write that
     releases it never miss each other (without the lock, children stayed parked for good)."""
-    from shared.db import create_pool
+    from shared.platform.db import create_pool
 
     dsn = await fresh_database(postgres, "it_race")
     pools = [await create_pool(dsn, max_size=2) for _ in range(2)]

@@ -35,12 +35,12 @@ from aiokafka import AIOKafkaProducer
 from schoolmig.demo import school_dump
 from schoolmig.sdk import publish_change
 from schoolmig.stack import Stack
-from shared.db import apply_migrations
-from shared.domains import Domain
-from shared.embedded import EmbeddedPostgres, free_port
-from shared.messages import Change, ChangeOp
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.catalog.domains import Domain
+from shared.platform.db import apply_migrations
+from shared.platform.embedded import EmbeddedPostgres, free_port
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
+from shared.wire.messages import Change, ChangeOp
 from tests.integration.conftest import SERVICE_KEY, cli, migrate
 
 ROOT = Path(__file__).resolve().parents[2]

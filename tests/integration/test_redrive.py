@@ -17,7 +17,7 @@ import asyncpg
 
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import cli, migrate
 from tests.integration.test_successive_snapshots import school_rows
 

@@ -23,11 +23,11 @@ from schoolmig.demo import school_dump
 from schoolmig.runner import report_so_far, wait_for_reports
 from schoolmig.sdk import build_envelopes, publish_snapshot
 from schoolmig.stack import Stack
-from shared.db import create_pool
-from shared.embedded import EmbeddedPostgres
-from shared.messages import SnapshotManifest
-from shared.settings import Settings
-from shared.tables import LOAD_ORDER
+from shared.catalog.tables import LOAD_ORDER
+from shared.platform.db import create_pool
+from shared.platform.embedded import EmbeddedPostgres
+from shared.platform.settings import Settings
+from shared.wire.messages import SnapshotManifest
 from tests.integration.conftest import ServiceLogs
 
 pytestmark = pytest.mark.integration

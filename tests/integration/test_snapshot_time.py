@@ -24,7 +24,7 @@ from schoolmig.demo import school_dump
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import cli, migrate
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from schoolmig.stack import SERVICES, Stack
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import ServiceLogs, localstorage_dump, migrate
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from schoolmig.stack import Stack
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import localstorage_dump, migrate
 
 pytestmark = pytest.mark.integration

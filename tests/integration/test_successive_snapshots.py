@@ -24,10 +24,10 @@ from schoolmig.demo import school_dump
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import build_envelopes
 from schoolmig.stack import Stack
-from shared.lag import consumer_groups, consumer_lag
-from shared.settings import Settings
-from shared.tables import LOAD_ORDER
-from shared.topics import Topics
+from services.coordinator.lag import consumer_groups, consumer_lag
+from shared.catalog.tables import LOAD_ORDER
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 
 SCHOOL = "it-successive"
 PROVENANCE = {"source_snapshot_id", "source_ts"}  # the write's, not the school's data

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka import ensure_topics, keep_topics
-from shared.settings import Settings
-from shared.topics import Topics
+from shared.platform.kafka import ensure_topics, keep_topics
+from shared.platform.settings import Settings
+from shared.platform.topics import Topics
 
 
 async def test_vanished_topics_are_created_again(settings: Settings) -> None:

@@ -21,12 +21,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schoolmig.demo import school_dump
+from schoolmig.export import live_records
 from schoolmig.stack import Stack
 from services.validator.run import validate_school
-from shared.domains import LOCALSTORAGE_KEYS, Domain
-from shared.export import live_records
-from shared.messages import Change, ChangeBatch, ChangeOp, Severity
-from shared.settings import Settings
+from shared.catalog.domains import LOCALSTORAGE_KEYS, Domain
+from shared.platform.settings import Settings
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Severity
 from tests.integration.conftest import cli, migrate
 from tests.integration.test_live_changes import settle
 

@@ -14,7 +14,7 @@ import pytest
 from schoolmig.demo import school_dump
 from schoolmig.runner import wait_for_report
 from schoolmig.stack import Stack
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.integration.conftest import cli, migrate
 
 pytestmark = pytest.mark.integration

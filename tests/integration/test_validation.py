@@ -15,8 +15,8 @@ import pytest
 from schoolmig.demo import school_dump
 from schoolmig.stack import Stack
 from services.validator.run import validate_school
-from shared.messages import Severity, ValidationCompleted
-from shared.settings import Settings
+from shared.platform.settings import Settings
+from shared.wire.messages import Severity, ValidationCompleted
 from tests.integration.conftest import cli, migrate
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from shared.telemetry import setup_telemetry
+from shared.platform.telemetry import setup_telemetry
 
 RULES = Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml"
 

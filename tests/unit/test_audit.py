@@ -1,9 +1,9 @@
 import json
 
 from services.ingest.audit import audit_snapshot, summarise
-from shared.domains import Domain
-from shared.messages import Severity, SnapshotFormat
-from shared.snapshot import parse_snapshot
+from shared.catalog.domains import Domain
+from shared.source.snapshot import parse_snapshot
+from shared.wire.messages import Severity, SnapshotFormat
 
 D = Domain
 

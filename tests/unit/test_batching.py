@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schoolmig.sdk import build_envelopes
-from shared.batching import decode, encode, header, pack
-from shared.domains import Domain
-from shared.fanout import fanout_batches, plan_fanout
-from shared.mapping.records import transform, transform_batch
-from shared.messages import MappedRecord, QuarantineBatch, QuarantinedRecord, RawBatch, RawRecord, RowsBatch
-from shared.snapshot import parse_snapshot
-from shared.tables import DOMAIN_LOAD_ORDER
+from services.transform.records import transform, transform_batch
+from shared.catalog.domains import Domain
+from shared.catalog.tables import DOMAIN_LOAD_ORDER
+from shared.source.snapshot import parse_snapshot
+from shared.wire.batching import decode, encode, header, pack
+from shared.wire.fanout import fanout_batches, plan_fanout
+from shared.wire.messages import MappedRecord, QuarantineBatch, QuarantinedRecord, RawBatch, RawRecord, RowsBatch
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -136,7 +136,7 @@ def test_decode_tells_the_kinds_apart_and_refuses_what_is_none() -> None:
 
 
 def test_what_a_topic_does_not_carry_is_unusable_with_a_reason_that_names_no_value() -> None:
-    from shared.batching import Unusable, read
+    from shared.wire.batching import Unusable, read
 
     rows = b'{"kind":"rows.batch","school_id":"s","snapshot_id":"n","domain":"grades","source_ts":"2024-01-01T00:00:00Z",'
     cases = {

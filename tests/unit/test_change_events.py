@@ -1,5 +1,5 @@
 """Change events on the pure path: the envelope (``services.ingest.envelope``), what ingest
-sends on (``shared.changes``), what the transform makes of it, and what the validator expects
+sends on (``services.ingest.changes``), what the transform makes of it, and what the validator expects
 from it (``services.validator.expected.apply_changes``)."""
 
 from __future__ import annotations
@@ -13,17 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from schoolmig.export import export_document
+from services.ingest.changes import change_batches, plan_changes
 from services.ingest.envelope import Rejection, read_envelope
+from services.transform.records import transform_batch
 from services.validator.expected import Expected, StoredChange, apply_changes
-from shared.batching import decode
-from shared.changes import change_batches, plan_changes
-from shared.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
-from shared.export import export_document
-from shared.jsonsafe import unrepresentable
+from shared.catalog.domains import EXPORT_KEYS, LOCALSTORAGE_KEYS, Domain
 from shared.ledger.versions import Version
-from shared.mapping.records import transform_batch
-from shared.messages import Change, ChangeBatch, ChangeOp, QuarantineBatch, RawBatch, RowsBatch, SnapshotChunk, SnapshotFormat
-from shared.snapshot import parse_snapshot
+from shared.source.jsonsafe import unrepresentable
+from shared.source.snapshot import parse_snapshot
+from shared.wire.batching import decode
+from shared.wire.messages import (
+    Change,
+    ChangeBatch,
+    ChangeOp,
+    QuarantineBatch,
+    RawBatch,
+    RowsBatch,
+    SnapshotChunk,
+    SnapshotFormat,
+)
 from tests.hostile import render, spoiled_records, templates
 
 T = datetime(2025, 3, 1, 9, tzinfo=UTC)
@@ -176,7 +185,7 @@ def test_the_validator_replays_the_changes_after_the_snapshot_greatest_version_f
 
 @given(st.sampled_from(list(SnapshotFormat)))
 def test_an_export_reads_back_as_the_records_it_was_made_of(fmt: SnapshotFormat) -> None:
-    """``shared.export.export_document`` writes what ``shared.snapshot`` reads: the same records,
+    """``schoolmig.export.export_document`` writes what ``shared.source.snapshot`` reads: the same records,
     in order, in either format (the other domains reported left out of ``mockdata_export``)."""
     records = {domain: [dict(r) for r in templates()[key]] for domain, key in KEYS.items()}
     content, left_out = export_document(records, fmt, T)

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schoolmig.sdk import build_envelopes, new_snapshot_id
-from shared import chunks
-from shared.messages import (
+from shared.wire import chunks
+from shared.wire.messages import (
     INGEST_ENVELOPE,
     MAX_INGEST_MESSAGE_BYTES,
     SnapshotChunk,

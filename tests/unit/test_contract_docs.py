@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from services.coordinator.cutover import (
     remaining_steps,
     run_cutover,
 )
-from shared.messages import Mode
+from shared.wire.messages import Mode
 
 
 @dataclass

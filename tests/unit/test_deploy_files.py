@@ -4,7 +4,7 @@ the services, the CLI, the settings model and the telemetry really are:
 
 - every command is a service module (``services/<name>/__main__.py``) or a ``schoolmig``
   subcommand, every health check a module that exists;
-- every variable set on a schoolmig container is one ``shared.settings.Settings`` reads
+- every variable set on a schoolmig container is one ``shared.platform.settings.Settings`` reads
   (``SCHOOLMIG_<field>``, a field's alias such as ``DATABASE_URL``, a ``*_FILE`` secret) or
   an OpenTelemetry one (``OTEL_*``); secrets come from the environment, never literals;
 - every third-party image is pinned to one release (rule in ``_pin_problem``);
@@ -33,8 +33,8 @@ import yaml
 from prometheus_client import generate_latest
 from pydantic import AliasChoices, SecretStr
 
-import shared.settings
-from shared.settings import Settings
+import shared.platform.settings
+from shared.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -45,7 +45,7 @@ PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "schoolmig.json"
-TELEMETRY = ROOT / "shared" / "telemetry.py"
+TELEMETRY = ROOT / "shared" / "platform" / "telemetry.py"
 
 SERVICES = {"ingest", "transform", "loader", "validator", "coordinator"}
 SCALED = SERVICES  # each must work with `docker compose up --scale <name>=N`
@@ -228,7 +228,7 @@ def settings_env_names() -> frozenset[str]:
             aliases = [field.alias]
         strings = [a for a in aliases if isinstance(a, str)]
         names |= {a.upper() for a in strings} if strings else {prefix + name.upper()}
-    names |= {v.upper() for v in getattr(shared.settings, "SECRET_FILES", {}).values()}
+    names |= {v.upper() for v in getattr(shared.platform.settings, "SECRET_FILES", {}).values()}
     return frozenset(names)
 
 
@@ -260,7 +260,7 @@ def telemetry_source() -> str:
 
 @cache
 def instruments() -> dict[str, dict[str, Any]]:
-    """OpenTelemetry instruments of shared/telemetry.py: name -> kind, unit, field, labels."""
+    """OpenTelemetry instruments of shared/platform/telemetry.py: name -> kind, unit, field, labels."""
     src = telemetry_source()
     found: dict[str, dict[str, Any]] = {}
     calls = list(
@@ -290,7 +290,7 @@ def instruments() -> dict[str, dict[str, Any]]:
 def exported() -> dict[str, str]:
     """Prometheus name -> instrument name, as the services' own /metrics endpoint writes them
     (every instrument recorded once with zero, every gauge observed once)."""
-    from shared.telemetry import PipelineMetrics, setup_telemetry
+    from shared.platform.telemetry import PipelineMetrics, setup_telemetry
 
     metrics = setup_telemetry("deploy-files-test")
     for field in PipelineMetrics.__dataclass_fields__:
@@ -324,7 +324,7 @@ def exported() -> dict[str, str]:
 
 
 def known_metric_names() -> set[str]:
-    """What the alert rules' test accepts (exported by shared/telemetry.py), plus `up`."""
+    """What the alert rules' test accepts (exported by shared/platform/telemetry.py), plus `up`."""
     return set(exported()) | {"up"}
 
 
@@ -346,11 +346,11 @@ def test_every_variable_on_a_schoolmig_container_is_read_by_the_settings() -> No
     for name, service in schoolmig_services().items():
         for variable in environment(service):
             assert variable.startswith("OTEL_") or variable.upper() in known, (
-                f"{name}: {variable} is not read by shared.settings.Settings (nor an OTEL_* variable): a typo, or a setting that does not exist"
+                f"{name}: {variable} is not read by shared.platform.settings.Settings (nor an OTEL_* variable): a typo, or a setting that does not exist"
             )
     for variable in image_env():
         if variable.startswith("SCHOOLMIG_"):
-            assert variable in known, f"deploy/Dockerfile: ENV {variable} is not read by shared.settings.Settings"
+            assert variable in known, f"deploy/Dockerfile: ENV {variable} is not read by shared.platform.settings.Settings"
 
 
 def test_secrets_come_from_the_environment() -> None:

@@ -208,8 +208,8 @@ def test_a_domain_the_snapshot_does_not_hold_whole_deletes_nothing() -> None:
     import json
 
     from shared.ledger.devices import held_records, readable_domains
-    from shared.messages import SnapshotFormat
-    from shared.snapshot import parse_snapshot
+    from shared.source.snapshot import parse_snapshot
+    from shared.wire.messages import SnapshotFormat
 
     students = [{"id": "student-1", "name": "A"}, {"id": "student-2", "name": "B"}]
     grades = [{"id": "grade-1", "value": 90}]

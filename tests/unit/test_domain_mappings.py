@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC
 from typing import Any
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import Mapped, Rejected, map_record
 
 NS = uuid.UUID("18acb45e-3f32-5ccf-96fe-d0fc35c83e7a")

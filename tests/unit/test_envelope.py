@@ -4,7 +4,7 @@ import pytest
 
 from schoolmig.sdk import build_envelopes
 from services.ingest.envelope import Rejection, read_envelope
-from shared.messages import MAX_INGEST_MESSAGE_BYTES, SnapshotChunk, SnapshotManifest
+from shared.wire.messages import MAX_INGEST_MESSAGE_BYTES, SnapshotChunk, SnapshotManifest
 
 
 def test_the_sdk_envelopes_are_accepted() -> None:

@@ -1,4 +1,4 @@
-"""Whose fault a failure is (``shared.faults``): the infrastructure's is retried for as long as
+"""Whose fault a failure is (``shared.failures.policy``): the infrastructure's is retried for as long as
 it lasts, anything else is the message's and is tried a bounded number of times."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.faults import MAX_BACKOFF_S, Attempts, classify, transient_delay
+from shared.failures.policy import MAX_BACKOFF_S, Attempts, classify, transient_delay
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from services.ingest.audit import audit_snapshot
 from services.ingest.envelope import Rejection, read_envelope
 from services.loader.convert import rows_by_table
+from services.transform.records import transform_batch
 from services.validator.expected import expected_state
-from shared import jsonsafe
-from shared.batching import Unusable, header, pack, read
-from shared.domains import Domain
-from shared.fanout import audit_summary, fanout_batches, plan_fanout
-from shared.mapping.records import transform_batch
-from shared.messages import QuarantineBatch, RawBatch, RowsBatch, SnapshotFormat, SnapshotManifest
-from shared.snapshot import UnreadableSnapshot, parse_snapshot
+from shared.catalog.domains import Domain
+from shared.source import jsonsafe
+from shared.source.snapshot import UnreadableSnapshot, parse_snapshot
+from shared.wire.batching import Unusable, header, pack, read
+from shared.wire.fanout import audit_summary, fanout_batches, plan_fanout
+from shared.wire.messages import QuarantineBatch, RawBatch, RowsBatch, SnapshotFormat, SnapshotManifest
 from tests.hostile import RAW_GARBAGE, hostile_snapshots, render, spoiled_envelopes
 
 MANIFEST = SnapshotManifest(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from schoolmig.hybrid import HybridClient, LocalData, Outbox, UseTheApi, WritesHeld
-from shared.domains import Domain
-from shared.messages import MAX_INGEST_MESSAGE_BYTES, ChangeBatch, ChangeOp, Mode, SchoolMode
+from shared.catalog.domains import Domain
+from shared.wire.messages import MAX_INGEST_MESSAGE_BYTES, ChangeBatch, ChangeOp, Mode, SchoolMode
 
 
 class Broker:
@@ -148,8 +148,8 @@ async def test_changes_still_waiting_at_the_cutover_are_kept_not_sent(tmp_path: 
 
 
 async def test_its_snapshot_is_its_own_store_read_now_from_the_device_its_changes_name(tmp_path: Path) -> None:
-    from shared import chunks
-    from shared.messages import SnapshotFormat
+    from shared.wire import chunks
+    from shared.wire.messages import SnapshotFormat
 
     broker = Broker()
     c = client(tmp_path, broker, [mode_of(Mode.HYBRID)])

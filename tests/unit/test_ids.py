@@ -3,7 +3,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.ids import NAMESPACE, row_id, row_id_text
+from shared.catalog.ids import NAMESPACE, row_id, row_id_text
 
 
 @settings(max_examples=500)

@@ -8,7 +8,7 @@ import logging
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.logs import RepeatLimit
+from shared.platform.logs import RepeatLimit
 
 
 def _record(msg: str, name: str = "aiokafka") -> logging.LogRecord:
@@ -48,7 +48,7 @@ def test_each_kind_at_most_once_per_window_and_none_lost_from_the_count(lines: l
 def test_json_lines_carry_ids_and_never_more() -> None:
     import json
 
-    from shared.logs import JsonFormatter
+    from shared.platform.logs import JsonFormatter
 
     formatter = JsonFormatter("coordinator")
     record = logging.LogRecord(

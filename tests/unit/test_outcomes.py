@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from shared.ledger.outcomes import Standing, Write, standing
 from shared.ledger.versions import Version
-from shared.messages import ChangeOp
+from shared.wire.messages import ChangeOp
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

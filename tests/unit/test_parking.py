@@ -1,9 +1,9 @@
 from datetime import UTC, datetime
 
 from services.loader.parking import newest_per_record, plan, references
-from shared.domains import Domain
-from shared.ids import row_id_text
-from shared.messages import MappedRecord, TargetRow
+from shared.catalog.domains import Domain
+from shared.catalog.ids import row_id_text
+from shared.wire.messages import MappedRecord, TargetRow
 
 TS = datetime(2024, 1, 1, tzinfo=UTC)
 

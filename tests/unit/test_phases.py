@@ -9,8 +9,8 @@ from services.coordinator.phases import (
     check_transition,
     steps_for_snapshot,
 )
-from shared.domains import Domain
-from shared.messages import AuditSummary, SnapshotFormat, SnapshotReleased
+from shared.catalog.domains import Domain
+from shared.wire.messages import AuditSummary, SnapshotFormat, SnapshotReleased
 
 
 def released(verified: bool = True) -> SnapshotReleased:

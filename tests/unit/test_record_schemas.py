@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import MAPPINGS, Mapped, Rejected, map_record
 from shared.mapping.schemas import RECORDS, record_schema
 from tests.unit.test_round_trip import WELL_FORMED

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import MAPPINGS, Mapped, map_record, reverse_record
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from shared.settings import Settings, redact_dsn
+from shared.platform.settings import Settings, redact_dsn
 
 PASSWORDS = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters="'\\"), min_size=4, max_size=20)
 RAW_PASSWORDS = st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="@'\\ "), min_size=4, max_size=20)

@@ -3,11 +3,11 @@ import json
 import pytest
 
 from schoolmig.sdk import build_envelopes
-from shared.domains import Domain
-from shared.fanout import audit_summary, plan_fanout
-from shared.messages import QuarantinedRecord, RawRecord, SnapshotFormat
-from shared.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
-from shared.source_files import UnreadableSnapshot, detect_format, load_document
+from shared.catalog.domains import Domain
+from shared.source.snapshot import WHOLE_VALUE_INDEX, parse_snapshot
+from shared.source.source_files import UnreadableSnapshot, detect_format, load_document
+from shared.wire.fanout import audit_summary, plan_fanout
+from shared.wire.messages import QuarantinedRecord, RawRecord, SnapshotFormat
 
 
 def dump(**keys: object) -> bytes:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from shared.catalog.timezones import SchoolZone, UnknownZone, ZoneSource, choose, zone_of
 from shared.mapping.parsing import parse_date
-from shared.timezones import SchoolZone, UnknownZone, ZoneSource, choose, zone_of
 
 ZONES = [
     "Europe/Skopje",  # UTC+1, +2 in summer: the school
@@ -128,7 +128,7 @@ def test_a_name_that_is_not_a_zone_is_refused(name: str) -> None:
 
 
 def test_the_machines_zone_is_what_tz_names_else_where_localtime_links(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.timezones import local_zone
+    from shared.catalog.timezones import local_zone
 
     monkeypatch.setenv("TZ", "Asia/Kolkata")
     assert local_zone() == "Asia/Kolkata"

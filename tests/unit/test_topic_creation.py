@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared import kafka
-from shared.settings import Settings
+from shared.platform import kafka
+from shared.platform.settings import Settings
 
 
 class _Admin:

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger.keys import record_key
 from shared.ledger.uniques import Held, claims, settle, wait_ref
-from shared.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
+from shared.wire.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
 
 SCHOOL = "s1"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ingest.audit import audit_snapshot
-from shared.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
-from shared.fanout import audit_summary
-from shared.messages import Severity, SnapshotFormat
-from shared.snapshot import parse_snapshot, records_in
+from shared.catalog.domains import DEFAULT_KEY_ALIASES, EXPORT_KEYS, LOCALSTORAGE_KEYS, METADATA_KEYS, Domain
+from shared.source.snapshot import parse_snapshot, records_in
+from shared.wire.fanout import audit_summary
+from shared.wire.messages import Severity, SnapshotFormat
 
 KNOWN = set(LOCALSTORAGE_KEYS) | set(EXPORT_KEYS) | set(DEFAULT_KEY_ALIASES) | METADATA_KEYS
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))

@@ -5,11 +5,11 @@ from pathlib import Path
 from schoolmig.runner import Job, plan_rounds, school_from_filename
 from services.loader.convert import rows_by_table
 from services.validator.checks import DomainFacts, compare_digests, validate
-from shared.domains import ALL_DOMAINS, Domain
+from services.validator.severity import ISSUE_TYPES, SEVERITY
+from shared.catalog.domains import ALL_DOMAINS, Domain
 from shared.ledger.accounting import DomainCounts
-from shared.messages import MappedRecord, Severity, TargetRow
-from shared.report import run_report, school_report
-from shared.severity import ISSUE_TYPES, SEVERITY
+from shared.ledger.report import run_report, school_report
+from shared.wire.messages import MappedRecord, Severity, TargetRow
 
 
 def test_clean_facts_validate_ok_with_quarantine_as_a_warning() -> None:
@@ -115,7 +115,7 @@ def test_one_schools_files_go_oldest_reading_first(tmp_path: Path) -> None:
 
 
 def test_nul_is_shown_escaped_wherever_postgres_text_would_refuse_it() -> None:
-    from shared.db import pg_json, pg_text
+    from shared.platform.db import pg_json, pg_text
 
     assert pg_text("a\x00b") == "a\\u0000b" and pg_text("plain") == "plain" and pg_text(None) is None
     assert pg_json({"k\x00": ["v\x00", 1, None, {"x": "\x00"}]}) == {"k\\u0000": ["v\\u0000", 1, None, {"x": "\\u0000"}]}

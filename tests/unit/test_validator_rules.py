@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from services.validator.checks import diff_record, record_issues
 from services.validator.digest import canonical_text, combine, row_digest
 from services.validator.expected import ExpectedRecord
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.mapping import map_record
-from shared.messages import DomainValidation
+from shared.wire.messages import DomainValidation
 
 
 def test_jsonb_text_follows_postgresql_key_order_and_spacing() -> None:
@@ -88,7 +88,7 @@ def test_equal_rows_that_only_print_differently_are_not_an_issue() -> None:
 
 def test_the_published_result_is_bounded_and_names_fields_without_values() -> None:
     from services.validator.checks import issue
-    from shared.messages import FieldDifference, ValidationCompleted
+    from shared.wire.messages import FieldDifference, ValidationCompleted
 
     many = [issue("name_mismatch", Domain.GRADES, "differs", f"grade-{n}") for n in range(500)]
     secret = issue(

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.loader.parking import newest_per_record
-from shared.domains import Domain
+from shared.catalog.domains import Domain
 from shared.ledger.keys import record_key
 from shared.ledger.versions import Version, is_delete, is_deleted, judge, snapshot_version, version_of, wins
-from shared.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
+from shared.wire.messages import ChangeMeta, ChangeOp, MappedRecord, TargetRow
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -1,0 +1,1 @@
+"""The domains, the target tables, time-zone rules and deterministic ids. Pure."""

@@ -1,0 +1,114 @@
+"""Whose fault a failure is, and what to do about it. Pure: no Kafka, no database.
+
+Every consumer meets two kinds of failure and must never confuse them:
+
+- **transient**: the infrastructure (the database restarting, the broker unreachable, a
+  deadlock). The message is fine; it is tried again after a back-off, for as long as it
+  takes, and only its own partitions wait (see ``shared.platform.kafka.Guard``).
+- **the message's own** (anything else: a value the database refuses, a parser's limit, a
+  bug meeting an input nobody foresaw). Trying again cannot help for long: after
+  :data:`MAX_ATTEMPTS` the message goes to the dead letter with its reason and the
+  exception's class, and the partition moves on.
+
+That is Spring Kafka's ``DefaultErrorHandler`` with a dead-letter recoverer, or Kafka
+Connect's ``errors.tolerance=all`` with a DLQ, with the retry kept off the consumer's
+thread: a failing partition is paused, never slept on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from shared.platform.db import TRANSIENT_ERRORS
+
+Fault = Literal["transient", "message"]
+
+#: Tries of one message before it is the message's fault for good (the first included).
+MAX_ATTEMPTS = 3
+MAX_BACKOFF_S = 30.0
+
+
+#: SQLSTATE classes and codes that say the server is in trouble, not the data: connection
+#: (08), transaction rollback (40: serialization, deadlock), insufficient resources (53:
+#: disk full, out of memory, too many connections), operator intervention (57: shutdown),
+#: system error (58: I/O), read-only after a failover (25006), lock timeout (55P03). Except
+#: what one batch's size or shape can cause, which bisecting cures and retrying never would:
+#: a statement timeout (57014) and a configuration limit (53400).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+TRANSIENT_SQLSTATES = frozenset({"25006", "55P03"})
+BATCH_SHAPED_SQLSTATES = frozenset({"57014", "53400"})
+
+
+def classify(exc: BaseException) -> Fault:
+    """``transient`` when the infrastructure failed, ``message`` when the input did."""
+    if isinstance(exc, asyncpg.DataError):  # asyncpg could not encode a value: the data's
+        return "message"
+    if isinstance(exc, KafkaTimeoutError):  # a broker or leader away longer than the request timeout
+        return "transient"
+    if isinstance(exc, KafkaError):  # a broker error says itself whether retrying helps
+        return "transient" if exc.retriable else "message"
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        if state in BATCH_SHAPED_SQLSTATES:
+            return "message"
+        if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
+            return "transient"
+    if isinstance(exc, (*TRANSIENT_ERRORS, TimeoutError, BrokenExecutor)):  # BrokenExecutor: a worker process died
+        return "transient"
+    return "message"
+
+
+def transient_delay(failures: int) -> float:
+    """Back-off before the ``failures``-th retry of an infrastructure failure: 0.5 s doubling to 30 s."""
+    return min(MAX_BACKOFF_S, 0.5 * 2 ** min(max(0, failures - 1), 16))  # a long outage must not overflow it
+
+
+def retry_delay(attempt: int) -> float:
+    """Pause before trying a failing message again (it is most likely its own fault: briefly)."""
+    return 0.2 * attempt
+
+
+@dataclass
+class Attempts:
+    """Failures so far, per message position and per partition (in memory: a restarted
+    consumer grants a message another :data:`MAX_ATTEMPTS`; that is still bounded)."""
+
+    max_attempts: int = MAX_ATTEMPTS
+    by_position: dict[Hashable, int] = field(default_factory=dict)
+    transient_by_partition: dict[Hashable, int] = field(default_factory=dict)
+
+    def failed(self, positions: Iterable[Hashable]) -> int:
+        """Count one more failed try of these messages; the most any of them has had."""
+        most = 0
+        for position in positions:
+            self.by_position[position] = n = self.by_position.get(position, 0) + 1
+            most = max(most, n)
+        return most
+
+    def exhausted(self, tries: int) -> bool:
+        return tries >= self.max_attempts
+
+    def failed_transiently(self, partitions: Iterable[Hashable]) -> float:
+        """Count an infrastructure failure on these partitions; the back-off to wait."""
+        worst = 0
+        for partition in partitions:
+            self.transient_by_partition[partition] = n = self.transient_by_partition.get(partition, 0) + 1
+            worst = max(worst, n)
+        return transient_delay(worst)
+
+    def succeeded(self, positions: Iterable[Hashable], partitions: Iterable[Hashable]) -> None:
+        for position in positions:
+            self.by_position.pop(position, None)
+        for partition in partitions:
+            self.transient_by_partition.pop(partition, None)
+
+    def forget(self, positions: Iterable[Hashable]) -> None:
+        """These messages are settled (dead-lettered): their counts are no longer needed."""
+        for position in positions:
+            self.by_position.pop(position, None)

@@ -1,0 +1,1 @@
+"""Reading what a browser holds: snapshot files and the limits on untrusted JSON. Pure."""

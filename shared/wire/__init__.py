@@ -1,0 +1,1 @@
+"""What travels on the topics: message models, batch encoding, chunks, barriers, fan-out."""

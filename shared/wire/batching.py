@@ -1,0 +1,138 @@
+"""Packing records into batch messages, bounded by count and bytes, and reading them back. Pure.
+
+The unit on the internal topics is a batch of one (school, snapshot, domain)'s records
+(see ``shared.wire.messages``, *batches on the wire*). Each entry is encoded once, its size is
+then known exactly, and a message is the header's JSON with the entries spliced in:
+nothing is encoded twice, and no message grows past ``max_bytes`` unless a single entry
+does (that one goes alone; what may enter a batch at all is bounded upstream by the
+record-size limit).
+
+The codec is pydantic-core's JSON, chosen by measurement (``tests/bench/bench_codec.py``,
+``.bench/codec.json``): it reads and writes integers of any size exactly (orjson reads
+them as floats, losing digits, and refuses to write them), and its validating parser
+checks a batch's shape in the same pass that decodes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_core import to_json
+
+from shared.catalog.domains import Domain
+from shared.platform.signing import SERVICE, Keyring, Refused
+from shared.wire.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch, error_summary
+
+Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
+_INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
+
+_ENTRIES = b',"entries":['
+UNREADABLE = "schoolmig-unreadable"  # the placeholder's header (shared.platform.kafka): no Kafka import here
+
+
+def encode(value: Any) -> bytes:
+    """One value as JSON; non-finite floats as ``null`` (what the pydantic models write)."""
+    return to_json(value, inf_nan_mode="null")
+
+
+def header(
+    kind: str,
+    school_id: str,
+    snapshot_id: str,
+    domain: Domain,
+    source_ts: datetime,
+    default_ts: datetime | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """The shared part of a ``raw.batch`` or ``rows.batch``: what every entry's record has in
+    common (a raw batch's ``default_ts``, the stable time for records without timestamps, and
+    ``timezone``, the school's, see ``shared.catalog.timezones``)."""
+    head = {
+        "kind": kind,
+        "school_id": school_id,
+        "snapshot_id": snapshot_id,
+        "domain": domain.value,
+        "source_ts": source_ts.isoformat(),
+    }
+    if default_ts is not None:
+        head["default_ts"] = default_ts.isoformat()
+    if timezone is not None:
+        head["timezone"] = timezone
+    return head
+
+
+def pack(header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """Messages ``{**header, "entries": [...]}`` (with how many entries each holds) of at most
+    ``max_records`` entries and, unless one entry alone is larger, ``max_bytes`` bytes; in
+    order, every entry exactly once."""
+    head = encode(header)[:-1] + _ENTRIES  # '{"kind":…,"domain":…' + ',"entries":['
+    fixed = len(head) + 2  # ']}'
+    chunk: list[bytes] = []
+    size = fixed
+    for entry in entries:
+        grown = size + len(entry) + (1 if chunk else 0)
+        if chunk and (len(chunk) >= max_records or grown > max_bytes):
+            yield head + b",".join(chunk) + b"]}", len(chunk)
+            chunk, grown = [], fixed + len(entry)
+        chunk.append(entry)
+        size = grown
+    if chunk:
+        yield head + b",".join(chunk) + b"]}", len(chunk)
+
+
+def decode(body: bytes) -> Internal:
+    """An internal message, validated (raises ``pydantic.ValidationError`` when it is none)."""
+    return _INTERNAL.validate_json(body)
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A message on an internal topic that is not what the topic carries: why (fields and error
+    kinds only, never values: the input may hold personal data)."""
+
+    reason: str
+    detail: str
+    refused: bool = False
+    """True when the signature is what failed (``shared.platform.signing``): counted and alerted on."""
+
+
+def unreadable(record: Any) -> str | None:
+    """Why ``record`` is a placeholder for one the Kafka client could not parse (see
+    ``shared.platform.kafka``), or None."""
+    for key, value in record.headers or ():
+        if key == UNREADABLE:
+            return bytes(value or b"").decode("utf-8", "replace")
+    return None
+
+
+def signed_by(record: Any, body: bytes, keyring: Keyring, *, allowed: tuple[str, ...] = (SERVICE,)) -> str | Unusable:
+    """Who signed ``body`` (read at ``record``, with its headers), if an ``allowed`` principal
+    did; else why it is :class:`Unusable` (a placeholder, or a signature refused)."""
+    if (why := unreadable(record)) is not None:
+        return Unusable("unreadable_record", why)
+    principal = keyring.verify(record.topic, body, record.headers, allowed=allowed)
+    if isinstance(principal, Refused):
+        return Unusable(principal.reason, principal.detail, refused=True)
+    return principal
+
+
+def read_signed(record: Any, body: bytes, keyring: Keyring, *kinds: type[Internal]) -> Internal | Unusable:
+    """:func:`read`, for a message a service signed (``record``: where it was read, with its
+    headers); an unsigned or forged one is :class:`Unusable`, never acted on."""
+    principal = signed_by(record, body, keyring)
+    return principal if isinstance(principal, Unusable) else read(body, *kinds)
+
+
+def read(body: bytes, *kinds: type[Internal]) -> Barrier | RawBatch | RowsBatch | QuarantineBatch | Unusable:
+    """The message, if it is a barrier or one of ``kinds``; else why not (for the dead letter)."""
+    try:
+        message = decode(body)
+    except ValidationError as exc:
+        return Unusable("invalid_internal_message", error_summary(exc, empty="not a message of this pipeline"))
+    if not isinstance(message, (Barrier, *kinds)):
+        return Unusable("unexpected_kind", f"a {message.kind} on a topic that carries {', '.join(k.__name__ for k in kinds)}")
+    return message
