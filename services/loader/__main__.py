@@ -1,6 +1,6 @@
 import asyncio
 
-from services.loader.app import app
+from services.loader.app import create_app
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    asyncio.run(create_app().run())

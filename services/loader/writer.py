@@ -33,7 +33,7 @@ import asyncpg
 from services.loader.convert import ConversionCache, rows_by_table
 from services.loader.parking import newest_per_record, plan, provides, references
 from shared.catalog.tables import CHILD_TABLES, LOAD_ORDER, PRIMARY_TABLE, UNIQUE_KEYS, TableSpec
-from shared.failures.policy import classify
+from shared.failures.policy import classify, with_retries
 from shared.ledger import liveness, parking, uniques
 from shared.ledger import records as ledger
 from shared.ledger.accounting import unaccounted_in_newest
@@ -41,7 +41,7 @@ from shared.ledger.keys import RecordKey, Ref, record_key
 from shared.ledger.quarantine import store_quarantine
 from shared.ledger.versions import judge, sql_snapshot_rewrites
 from shared.mapping import reverse_record
-from shared.platform.db import lock_schools, with_retries
+from shared.platform.db import lock_schools
 from shared.wire.messages import MappedRecord, QuarantinedRecord, Stage, quarantined
 
 log = logging.getLogger("schoolmig.loader")

@@ -1,7 +1,8 @@
 """Dead letters: a message a consumer cannot use, kept whole with its reason, so that the
-partition moves on and nothing is dropped without a trace. Every consumer sends its own
-(ingest for the public door, transform and loader for what is not a batch they read, and
-``shared.platform.kafka.Guard`` for a message a handler failed on for good).
+partition moves on and nothing is dropped without a trace. Each stage has one
+:class:`DeadLetters` (made with its broker by ``shared.failures.guard.guarded_broker``);
+every letter carries the topic, partition and offset it was read at, the stage, the reason,
+and the exception's class when one was raised (as Kafka Connect's error reporters do).
 
 A dead letter must fit in one Kafka message, and base64 adds a third: a payload larger than
 :data:`MAX_PAYLOAD_BYTES` is stored in PostgreSQL (``migration.dead_letter_payloads``, by
@@ -18,12 +19,11 @@ from typing import Any, Protocol
 import asyncpg
 from faststream.kafka import KafkaBroker
 
-from shared.platform.db import with_retries
+from shared.failures.policy import Stage, Unusable, classify, with_retries
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import count_dead_letter, count_error, count_refused
 from shared.wire import chunks
-from shared.wire.batching import Unusable
 from shared.wire.messages import DeadLetter, FieldError
 
 log = logging.getLogger("schoolmig.deadletter")
@@ -42,12 +42,12 @@ class Located(Protocol):
 class DeadLetters:
     """Where one process sends its dead letters; the database only when a payload is large."""
 
-    def __init__(self, broker: KafkaBroker, topic: str, settings: Settings, service: str = "") -> None:
+    def __init__(self, broker: KafkaBroker, topic: str, settings: Settings, stage: Stage) -> None:
         self.broker = broker
         self.topic = topic
         self.settings = settings
         self.keyring = Keyring.for_service(settings)
-        self.service = service
+        self.stage = stage
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
@@ -86,7 +86,7 @@ class DeadLetters:
                 payload_b64=chunks.encode(body),
                 payload_ref=ref,
                 error_class=error_class,
-                stage=self.service or None,
+                stage=self.stage.value,
                 school_id=school_id,
                 correlation_id=(correlation := correlation_of(source)),
                 errors=errors or [],
@@ -95,8 +95,28 @@ class DeadLetters:
             key=key,  # one sender's dead letters stay in order on one partition
             correlation_id=correlation,
         )
-        count_dead_letter(self.service, reason)
+        count_dead_letter(self.stage.value, reason)
         log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
+
+    async def reject(self, source: Located | Any, body: bytes, unusable: Unusable, *, counted: bool = False) -> None:
+        """Dead-letter a message the stage will not act on, counted: a refused signature as
+        ``schoolmig.messages.refused``; anything else, when ``counted``, as a consistency
+        error of this stage."""
+        await self.send(source, body, unusable.reason, unusable.detail)
+        if unusable.refused:
+            count_refused(unusable.reason, source.topic)
+        elif counted:
+            count_error("consistency", f"{self.stage}: unusable message")
+
+    async def isolate(self, source: Located | Any, body: bytes, exc: Exception, what: str) -> None:
+        """One message's failure inside a handler that goes on with the others: the
+        infrastructure's is raised again (the guard retries the whole poll), the message's own
+        is dead-lettered as ``handler_failed`` with the exception's class."""
+        if classify(exc) == "transient":
+            raise exc
+        name = type(exc).__name__
+        await self.send(source, body, "handler_failed", f"{what} raised {name}", error_class=name)
+        count_error("input", f"{self.stage}: handler_failed")
 
     async def _store(self, source: Located, body: bytes) -> str:
         pool = await self._connect()
@@ -135,44 +155,3 @@ def correlation_of(source: Located | Any) -> str | None:
         if name in ("correlation_id", "correlation-id") and isinstance(value, (bytes, bytearray)) and len(value) <= 200:
             return bytes(value).decode("utf-8", "replace")
     return None
-
-
-_registry: dict[int, DeadLetters] = {}
-
-
-def for_broker(broker: KafkaBroker, topic: str, settings: Settings, service: str = "") -> DeadLetters:
-    """The one :class:`DeadLetters` of this broker (made by ``shared.platform.kafka.make_broker``)."""
-    letters = _registry[id(broker)] = DeadLetters(broker, topic, settings, service)
-    return letters
-
-
-async def reject(
-    broker: KafkaBroker, topic: str, source: Located | Any, body: bytes, unusable: Unusable, *, where: str | None = None
-) -> None:
-    """Dead-letter a message a consumer will not act on, counted: a refused signature as
-    ``schoolmig.messages.refused``; anything else, when ``where`` names the consumer, as a
-    consistency error there."""
-    await dead_letter(broker, topic, source, body, unusable.reason, unusable.detail)
-    if unusable.refused:
-        count_refused(unusable.reason, source.topic)
-    elif where is not None:
-        count_error("consistency", f"{where}: unusable message")
-
-
-async def dead_letter(
-    broker: KafkaBroker,
-    topic: str,
-    source: Located | Any,
-    body: bytes,
-    reason: str,
-    detail: str,
-    *,
-    error_class: str | None = None,
-    school_id: str | None = None,
-    errors: list[FieldError] | None = None,
-) -> None:
-    """Publish ``body`` (read at ``source``) to the dead-letter ``topic`` with the reason."""
-    letters = _registry.get(id(broker))
-    if letters is None or letters.topic != topic:
-        letters = for_broker(broker, topic, Settings())
-    await letters.send(source, body, reason, detail, error_class=error_class, school_id=school_id, errors=errors)

@@ -17,21 +17,43 @@ thread: a failing partition is paused, never slept on.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from shared.platform.db import TRANSIENT_ERRORS
+from shared.platform.telemetry import count_error
 
+log = logging.getLogger("schoolmig.failures")
+T = TypeVar("T")
 Fault = Literal["transient", "message"]
 
 #: Tries of one message before it is the message's fault for good (the first included).
 MAX_ATTEMPTS = 3
 MAX_BACKOFF_S = 30.0
+
+
+#: Errors worth retrying: the server or the network, not the data.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # the protocol's state after a connection died mid-COPY
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 #: SQLSTATE classes and codes that say the server is in trouble, not the data: connection
@@ -64,14 +86,63 @@ def classify(exc: BaseException) -> Fault:
     return "message"
 
 
+class Stage(enum.StrEnum):
+    """Where a failure happened: the service whose consumer, or the command line, met it.
+    Every dead letter and every error count carries one (Kafka Connect's ``Stage``)."""
+
+    INGEST = "ingest"
+    TRANSFORM = "transform"
+    LOADER = "loader"
+    VALIDATOR = "validator"
+    COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A message a consumer will not act on: why (fields and error kinds only, never values:
+    the input may hold personal data). It goes to the dead letter, never looped on."""
+
+    reason: str
+    detail: str
+    refused: bool = False
+    """True when the signature is what failed (``shared.platform.signing``): counted and alerted on."""
+
+
+def backoff(failures: int, *, base: float, cap: float = float("inf")) -> float:
+    """The one back-off: ``base`` doubling with each failure (the first waits ``base``), never
+    past ``cap``. Every wait before trying again is this formula with its own base and cap."""
+    return min(cap, base * 2 ** min(max(0, failures - 1), 32))  # a long outage must not overflow it
+
+
 def transient_delay(failures: int) -> float:
     """Back-off before the ``failures``-th retry of an infrastructure failure: 0.5 s doubling to 30 s."""
-    return min(MAX_BACKOFF_S, 0.5 * 2 ** min(max(0, failures - 1), 16))  # a long outage must not overflow it
+    return backoff(failures, base=0.5, cap=MAX_BACKOFF_S)
 
 
 def retry_delay(attempt: int) -> float:
     """Pause before trying a failing message again (it is most likely its own fault: briefly)."""
-    return 0.2 * attempt
+    return backoff(attempt, base=0.2, cap=1.0)
+
+
+#: Tries of one database operation (:func:`with_retries`) before the error is raised.
+DB_ATTEMPTS = 5
+
+
+async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``operation``; on a transient error (:func:`classify`) wait 1, 2, 4, 8 s (±20%
+    jitter) and try again, then give up by raising (the caller's consumer rewinds through
+    the guard; nothing is lost). A message's own error is raised at once."""
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return await operation()
+        except Exception as exc:
+            if classify(exc) != "transient" or attempt == DB_ATTEMPTS:
+                raise
+            count_error("transient", what)
+            wait = backoff(attempt, base=1.0) * random.uniform(0.8, 1.2)
+            log.warning("%s: transient %s (attempt %d), retrying in %.1fs", what, type(exc).__name__, attempt, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -14,9 +14,9 @@ import asyncpg
 
 from shared.catalog.domains import Domain
 from shared.catalog.tables import ref_exists_sql
+from shared.failures.policy import with_retries
 from shared.ledger.uniques import WAIT_PREFIX
 from shared.ledger.versions import sql_is_change, sql_text
-from shared.platform.db import with_retries
 from shared.source.jsonsafe import printable
 from shared.wire.messages import QuarantinedRecord
 

@@ -8,20 +8,13 @@ others wait and then find nothing to do.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
-from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TypeVar
 
 import asyncpg
 
-from shared.platform.telemetry import count_error
-
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _MIGRATION_LOCK_KEY = 0x5C400_1  # arbitrary, fixed: "schoolmig migrations"
 
@@ -104,25 +97,6 @@ async def apply_migrations(dsn: str) -> list[str]:
     return applied
 
 
-#: Errors worth retrying: the server or the network, not the data.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # the protocol's state after a connection died mid-COPY
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
-
-#: The plan's AutoRecoveryManager delays: 1 s, 5 s, 15 s.
-RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 15.0)
-
-
 # PostgreSQL text and jsonb cannot hold NUL (U+0000). What is only shown (ids in reports,
 # audit findings, messages) shows it as the visible escape; what must be kept exactly
 # (a quarantined payload) is stored as bytes instead (see the writer).
@@ -142,21 +116,3 @@ def pg_json(value: object) -> object:
     if isinstance(value, dict):
         return {pg_text(k): pg_json(v) for k, v in value.items()}
     return value
-
-
-async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run ``operation``; on a transient error wait 1 s, 5 s, 15 s (±20% jitter) and try
-    again, then give up by raising (the caller's consumer rewinds; nothing is lost)."""
-    for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-        try:
-            return await operation()
-        except TRANSIENT_ERRORS as exc:
-            if isinstance(exc, asyncpg.DataError):  # a value the client cannot encode: it will not get better
-                raise
-            count_error("transient", what)
-            if delay is None:
-                raise
-            wait = delay * random.uniform(0.8, 1.2)
-            log.warning("%s: transient %s (attempt %d), retrying in %.1fs", what, type(exc).__name__, attempt + 1, wait)
-            await asyncio.sleep(wait)
-    raise AssertionError("unreachable")

@@ -1,4 +1,5 @@
-"""Kafka wiring shared by the services and the CLI: broker factory and topic creation.
+"""Kafka wiring shared by the services and the CLI: broker factory, topic creation, and the
+pause-and-rewind of partitions (:func:`hold`) the failure policy and the loader use.
 
 Nothing here depends on the embedded broker: it is plain Kafka protocol (no idempotent
 producer or transactions, which not every Kafka-compatible broker supports; at-least-once
@@ -10,129 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from shared.failures import deadletters as deadletter
-from shared.failures.deadletters import DeadLetters
-from shared.failures.policy import Attempts, classify, retry_delay, transient_delay
-from shared.platform.logs import RepeatLimit
+from shared.platform.logs import log_limited
 from shared.platform.settings import Settings
-from shared.platform.telemetry import count_error
 from shared.platform.topics import Topics
 from shared.wire.batching import UNREADABLE
 from shared.wire.messages import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
-
-
-class Guard(BaseMiddleware):
-    """Every failure of a handler is classified (``shared.failures.policy``), never looped on.
-
-    - transient (the infrastructure): the message's partitions are sought back to it and
-      paused for a growing back-off; the other partitions go on; it is tried again for as
-      long as it takes. The commit that follows stops at the message.
-    - the message's own: tried again (briefly paused) up to ``MAX_ATTEMPTS``, then sent to
-      the dead letter with ``handler_failed`` and the exception's class, and committed past.
-      For a batch subscriber that is every message of the batch; its handler isolates one
-      message's or record's trouble itself, so this is the last resort, not the rule.
-
-    The exception is swallowed either way, so the acknowledgement that follows commits the
-    consumer's positions, which the seek put back where they must be. Bound per broker by
-    :func:`make_broker` (``dead_letters``).
-    """
-
-    dead_letters: DeadLetters
-    attempts: Attempts
-    service: str
-
-    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        records = _records(msg)
-        positions = [(r.topic, r.partition, r.offset) for r in records]
-        partitions = {(r.topic, r.partition) for r in records}
-        try:
-            result = await call_next(msg)
-        except Exception as exc:
-            await self._failed(exc, msg, records, positions)
-            return None
-        self.attempts.succeeded(positions, partitions)
-        return result
-
-    async def _failed(self, exc: Exception, msg: Any, records: list[Any], positions: list[Any]) -> None:
-        where = f"{self.service}: {records[0].topic}[{records[0].partition}]@{records[0].offset}" if records else self.service
-        if classify(exc) == "transient":
-            delay = self.attempts.failed_transiently({(r.topic, r.partition) for r in records})
-            count_error("transient", f"{self.service} handler")
-            log_limited(logging.WARNING, "%s: transient %s; its partition(s) wait %.1fs", where, type(exc).__name__, delay)
-            hold(msg.consumer, _earliest(records), delay)
-            return
-        tries = self.attempts.failed(positions)
-        if not self.attempts.exhausted(tries):
-            log.warning(
-                "%s: %s (attempt %d of %d); trying again",
-                where,
-                type(exc).__name__,
-                tries,
-                self.attempts.max_attempts,
-                exc_info=exc if tries == 1 else None,
-            )
-            hold(msg.consumer, _earliest(records), retry_delay(tries))
-            return
-        bodies = msg.body if isinstance(msg.body, list) else [msg.body]
-        detail = f"the {self.service} handler failed {tries} times on it ({type(exc).__name__})"
-        for record, body in zip(records, bodies, strict=False):
-            try:
-                await self.dead_letters.send(record, bytes(body), "handler_failed", detail, error_class=type(exc).__name__)
-            except Exception as failure:
-                if classify(failure) == "transient":  # the broker or database is away: all of it again later
-                    log_limited(
-                        logging.ERROR, "%s: cannot dead-letter (%s); its partition(s) wait", where, type(failure).__name__
-                    )
-                    hold(msg.consumer, _earliest(records), transient_delay(self.attempts.max_attempts))
-                    return  # (those already dead-lettered will be again: a duplicate letter, never a loss)
-                # It can never be written (refused for good): looping would stall the partition
-                # forever. The trace is this line, the metric, and the message at its offset.
-                log.error(
-                    "%s[%d]@%d: cannot dead-letter it (%s): committed past it; it stays readable at its offset "
-                    "until the topic's retention ends",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    type(failure).__name__,
-                )
-                count_error("critical", f"{self.service}: dead letter failed")
-        self.attempts.forget(positions)
-        count_error("input", f"{self.service}: handler_failed")
-
-
-_repeats = RepeatLimit()
-
-
-def log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
-    """One line per ``every_s`` per kind of trouble (``shared.platform.logs.RepeatLimit``, the one the
-    Kafka client's lines go through): a lost broker must not flood the logs."""
-    kind = (template, args[0] if args else "")  # the first argument names the trouble's owner (a task, a partition)
-    if (suffix := _repeats.passes(kind, every_s)) is not None:
-        log.log(level, template + suffix, *args)
-
-
-def _records(msg: Any) -> list[Any]:
-    raw = msg.raw_message
-    return list(raw) if isinstance(raw, (tuple, list)) else [raw]
-
-
-def _earliest(records: list[Any]) -> dict[tuple[str, int], int]:
-    earliest: dict[tuple[str, int], int] = {}
-    for r in records:
-        key = (r.topic, r.partition)
-        earliest[key] = min(earliest.get(key, r.offset), r.offset)
-    return earliest
 
 
 def hold(consumer: Any, rewind: dict[tuple[str, int], int], delay_s: float) -> None:
@@ -212,9 +106,6 @@ def _guard_record_parsing() -> None:
     PartitionRecords._schoolmig_guarded = True
 
 
-_guard_record_parsing()
-
-
 async def safe_parser(msg: Any, original: Any) -> Any:
     """FastStream's parser, after making every header readable: a value that is not UTF-8
     (or null) is replaced, never raised on (the message would vanish: neither handled nor
@@ -248,13 +139,15 @@ def make_client_publisher(settings: Settings, *, client_id: str) -> KafkaBroker:
     )
 
 
-def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
+def make_broker(settings: Settings, *, client_id: str, middlewares: Sequence[Any] = ()) -> KafkaBroker:
+    """The service's broker (``shared.failures.guard.guarded_broker`` adds the guard). Its
+    consumers hand a record the Kafka client cannot parse over as a placeholder."""
+    _guard_record_parsing()
     if not settings.kafka_bootstrap_servers:
         raise RuntimeError(
             "KAFKA_BOOTSTRAP_SERVERS is not set; run services through `schoolmig up`, "
             "which starts an embedded broker, or point them at a Kafka cluster."
         )
-    guard: Any = type("Guard", (Guard,), {"attempts": Attempts(settings.max_attempts), "service": client_id})
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"schoolmig-{client_id}",
@@ -266,13 +159,12 @@ def make_broker(settings: Settings, *, client_id: str) -> KafkaBroker:
         # Consumers see a topic created again (``keep_topics``) within one check, not the
         # client's default of five minutes.
         metadata_max_age_ms=int(settings.topic_check_s * 1000),
-        middlewares=[guard],
+        middlewares=list(middlewares),
         log_level=logging.DEBUG,  # FastStream's per-message "Received/Processed" lines
         # Ours, so FastStream adds no handler of its own: its lines go through the process's
         # one handler, in its format (``shared.platform.logs``: text or JSON).
         logger=logging.getLogger("faststream.access.kafka"),
     )
-    guard.dead_letters = deadletter.for_broker(broker, Topics.from_settings(settings).deadletter, settings, client_id)
     return broker
 
 

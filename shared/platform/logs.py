@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from opentelemetry import trace
 
@@ -135,3 +136,15 @@ class _KafkaRepeats(RepeatLimit):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith("aiokafka") or super().filter(record)
+
+
+_repeats = RepeatLimit()
+_limited = logging.getLogger("schoolmig")
+
+
+def log_limited(level: int, template: str, *args: Any, every_s: float = 10.0) -> None:
+    """One line per ``every_s`` per kind of trouble (:class:`RepeatLimit`, the one the Kafka
+    client's lines go through): a lost broker must not flood the logs."""
+    kind = (template, args[0] if args else "")  # the first argument names the trouble's owner (a task, a partition)
+    if (suffix := _repeats.passes(kind, every_s)) is not None:
+        _limited.log(level, template + suffix, *args)

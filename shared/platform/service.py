@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 
 from shared.platform.db import apply_migrations, create_pool
-from shared.platform.kafka import ensure_topics, keep_topics, log_limited
+from shared.platform.kafka import ensure_topics, keep_topics
+from shared.platform.logs import log_limited
 from shared.platform.settings import Settings
 from shared.platform.telemetry import set_ready
 

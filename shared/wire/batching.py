@@ -16,7 +16,6 @@ checks a batch's shape in the same pass that decodes it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from shared.catalog.domains import Domain
+from shared.failures.policy import Unusable
 from shared.platform.signing import SERVICE, Keyring, Refused
 from shared.wire.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch, error_summary
 
@@ -87,17 +87,6 @@ def pack(header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, 
 def decode(body: bytes) -> Internal:
     """An internal message, validated (raises ``pydantic.ValidationError`` when it is none)."""
     return _INTERNAL.validate_json(body)
-
-
-@dataclass(frozen=True)
-class Unusable:
-    """A message on an internal topic that is not what the topic carries: why (fields and error
-    kinds only, never values: the input may hold personal data)."""
-
-    reason: str
-    detail: str
-    refused: bool = False
-    """True when the signature is what failed (``shared.platform.signing``): counted and alerted on."""
 
 
 def unreadable(record: Any) -> str | None:

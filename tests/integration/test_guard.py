@@ -1,4 +1,4 @@
-"""The consumer's error handling (``shared.platform.kafka.Guard``) on a real broker, with a handler that fails.
+"""The consumer's error handling (``shared.failures.guard.Guard``) on a real broker, with a handler that fails.
 
 A handler that raises through a message's own fault is tried ``max_attempts`` times, then
 the message is in the dead letter as ``handler_failed`` with the exception's class, and
@@ -20,8 +20,10 @@ from faststream.kafka import KafkaMessage
 
 from schoolmig.runner import wait_for_report
 from schoolmig.stack import Stack
+from shared.failures.guard import guarded_broker
+from shared.failures.policy import Stage
 from shared.platform.embedded import EmbeddedKafka
-from shared.platform.kafka import consumer_options, make_broker, raw_body
+from shared.platform.kafka import consumer_options, raw_body
 from shared.platform.settings import Settings
 from shared.platform.topics import Topics
 from tests.integration.conftest import localstorage_dump, read_topic
@@ -40,7 +42,7 @@ async def test_a_failing_message_is_dead_lettered_after_bounded_tries_and_a_flak
 
     tries: dict[bytes, int] = {}
     handled: list[tuple[bytes, float]] = []
-    broker = make_broker(settings.model_copy(update={"max_attempts": 3}), client_id="guard-test")
+    broker, _ = guarded_broker(settings.model_copy(update={"max_attempts": 3}), Stage.TRANSFORM)
 
     @broker.subscriber(topic, **consumer_options(settings, f"it-guard-{uuid.uuid4().hex[:6]}"), decoder=raw_body)
     async def handle(body: bytes, message: KafkaMessage) -> None:

@@ -136,7 +136,8 @@ def test_decode_tells_the_kinds_apart_and_refuses_what_is_none() -> None:
 
 
 def test_what_a_topic_does_not_carry_is_unusable_with_a_reason_that_names_no_value() -> None:
-    from shared.wire.batching import Unusable, read
+    from shared.failures.policy import Unusable
+    from shared.wire.batching import read
 
     rows = b'{"kind":"rows.batch","school_id":"s","snapshot_id":"n","domain":"grades","source_ts":"2024-01-01T00:00:00Z",'
     cases = {

@@ -19,9 +19,10 @@ from services.loader.convert import rows_by_table
 from services.transform.records import transform_batch
 from services.validator.expected import expected_state
 from shared.catalog.domains import Domain
+from shared.failures.policy import Unusable
 from shared.source import jsonsafe
 from shared.source.snapshot import UnreadableSnapshot, parse_snapshot
-from shared.wire.batching import Unusable, header, pack, read
+from shared.wire.batching import header, pack, read
 from shared.wire.fanout import audit_summary, fanout_batches, plan_fanout
 from shared.wire.messages import QuarantineBatch, RawBatch, RowsBatch, SnapshotFormat, SnapshotManifest
 from tests.hostile import RAW_GARBAGE, hostile_snapshots, render, spoiled_envelopes
