@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from services.ingest.backup_files import verify_backup_file
 from shared.ledger.snapshots import adopted_sql, newest_first_sql, newest_per_school_sql, own_sql
+from shared.source.backup_files import verify_backup_file
 from shared.wire.chunks import sha256_hex
 
 
@@ -27,11 +27,6 @@ async def latest_audit(pool: asyncpg.Pool, school_id: str, snapshot_id: str | No
         snapshot_id,
     )
     return dict(row) if row else None
-
-
-async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:
-    """What the coordinator answered an operator command (None: not acted on yet)."""
-    return await pool.fetchval("SELECT outcome FROM migration.operator_commands WHERE command_id = $1", command_id)
 
 
 async def latest_released_snapshots(pool: asyncpg.Pool, school_id: str | None = None) -> dict[str, str]:

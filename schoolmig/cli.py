@@ -339,11 +339,19 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
 
 
 async def _validate(settings: Settings, school: str | None, snapshot: str | None, as_json: bool) -> int:
-    """One school (``--school``), or every school's latest released snapshot (``--all``)."""
+    """One school (``--school``), or every school's latest released snapshot (``--all``): the
+    validator service compares each (asked through the coordinator, signed), and the results
+    it stores are shown as they come."""
+    import time
+
     from schoolmig.admin import latest_released_snapshots
     from schoolmig.render import print_validation, print_validation_summary
-    from services.validator.queries import store_result
-    from services.validator.run import validate_all
+    from schoolmig.runner import send_command
+    from shared.ledger.schools import command_outcome, validation
+    from shared.wire.messages import OperatorCommand
+
+    if not (bootstrap := _endpoint(settings, "kafka")):
+        return 2
 
     async def work(pool: asyncpg.Pool) -> int:
         latest = await latest_released_snapshots(pool, school)
@@ -351,22 +359,40 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
         if not targets:
             console.print(f"[red]no released snapshot{f' for school {school}' if school else ''}[/]")
             return 1
-        results = await validate_all(pool, targets, workers=os.cpu_count() or 1)
-        for result in results:
-            await store_result(pool, result)
+        asked = [
+            OperatorCommand(action="validate", school_id=s, snapshot_id=n, actor="cli", reason="schoolmig validate")
+            for s, n in targets
+        ]
+        for command in asked:
+            await send_command(bootstrap, settings, command)
+        results, deadline = {}, time.monotonic() + settings.validation_timeout_s
+        while len(results) < len(asked) and time.monotonic() < deadline:
+            for command in asked:
+                if command.command_id in results:
+                    continue
+                if (outcome := await command_outcome(pool, command.command_id)) and outcome.startswith("refused"):
+                    console.print(f"[red]{command.school_id}: {outcome}[/]")
+                    return 1
+                if (found := await validation(pool, command.command_id)) is not None:
+                    results[command.command_id] = found
+            await asyncio.sleep(0.25)
+        if len(results) < len(asked):
+            console.print(f"[red]no result from the validator in {settings.validation_timeout_s:.0f}s (is the stack up?)[/]")
+            return 1
+        done = [results[c.command_id] for c in asked]
         if as_json:
             print(
                 json.dumps(
-                    [r.model_dump(mode="json") for r in results] if school is None else results[0].model_dump(mode="json"),
+                    [r.model_dump(mode="json") for r in done] if school is None else done[0].model_dump(mode="json"),
                     indent=2,
                     ensure_ascii=False,
                 )
             )
         elif school is None:
-            print_validation_summary([r.model_dump(mode="json") for r in results], Console())
+            print_validation_summary([r.model_dump(mode="json") for r in done], Console())
         else:
-            print_validation(results[0].model_dump(mode="json"), Console())
-        return 0 if all(r.ok for r in results) else 1
+            print_validation(done[0].model_dump(mode="json"), Console())
+        return 0 if all(r.ok for r in done) else 1
 
     return await _with_pool(settings, work)
 
@@ -374,16 +400,16 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
 async def _status(settings: Settings, as_json: bool) -> int:
     from schoolmig.render import print_status
     from schoolmig.stack import StackInfo
-    from services.coordinator.store import CoordinatorStore
     from shared.ledger.accounting import progress, record_counts
     from shared.ledger.device_store import device_snapshots, device_states
     from shared.ledger.devices import conflicts
     from shared.ledger.quarantine import data_conflicts
+    from shared.ledger.schools import schools as all_schools
 
     running = StackInfo.load_running(settings.state_dir)
 
     async def work(pool: asyncpg.Pool) -> int:
-        schools = await CoordinatorStore(pool).schools()
+        schools = await all_schools(pool)
         for school in schools:
             counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
             school["accounted"], school["source"] = progress(counts)
@@ -420,7 +446,7 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
     import time
 
     from schoolmig.runner import send_command
-    from services.coordinator.store import CoordinatorStore
+    from shared.ledger.schools import phase_of, transitions
     from shared.wire.messages import OperatorCommand
 
     if not (bootstrap := _endpoint(settings, "kafka")):
@@ -428,23 +454,22 @@ async def _operate(settings: Settings, action: str, school: str, actor: str, rea
     command = OperatorCommand(action=action, school_id=school, actor=actor, reason=reason)  # type: ignore[arg-type]
 
     async def work(pool: asyncpg.Pool) -> int:
-        store = CoordinatorStore(pool)
-        phase, _ = await store.phase_of(school)
-        if action == "cutover" and (phase is None or phase.value != "validated"):
-            console.print(f"[red]refused: {school} is {phase.value if phase else 'unknown'}; cutover needs validated[/]")
+        phase, _ = await phase_of(pool, school)
+        if action == "cutover" and phase != "validated":
+            console.print(f"[red]refused: {school} is {phase or 'unknown'}; cutover needs validated[/]")
             return 1
-        before = len(await store.transitions(school))
+        before = len(await transitions(pool, school))
         await send_command(bootstrap, settings, command)
         if not wait:
             return 0
         deadline = time.monotonic() + settings.run_stall_timeout_s
         ended = {"completed", "rolled_back"}
         while time.monotonic() < deadline:
-            moves = (await store.transitions(school))[before:]
+            moves = (await transitions(pool, school))[before:]
             if moves and moves[-1]["to_phase"] in ended or (action == "rollback" and moves):
                 break
             await asyncio.sleep(0.5)
-        moves = (await store.transitions(school))[before:]
+        moves = (await transitions(pool, school))[before:]
         if as_json:
             print(json.dumps(moves, indent=2, default=str))
         else:
@@ -462,8 +487,8 @@ async def _answered(settings: Settings, command: OperatorCommand, sent: str, wai
     (exit 1 when it refused); otherwise, or if no answer came within ``wait_s``, ``sent``."""
     import time
 
-    from schoolmig.admin import command_outcome
     from schoolmig.runner import send_command
+    from shared.ledger.schools import command_outcome
     from shared.platform.db import create_pool
 
     if not (bootstrap := _endpoint(settings, "kafka")):

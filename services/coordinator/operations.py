@@ -122,6 +122,8 @@ class Operations:
             return await self.accept_conflicts(command.school_id, command.records, command.actor, command.reason)
         if command.action == "replay":
             return await self.replay(command.school_id, command.actor, command.reason)
+        if command.action == "validate":
+            return await self.validate(command.school_id, command.snapshot_id, command.command_id)
         if command.action == "set_timezone":
             assert command.timezone is not None  # OperatorCommand refuses a set_timezone without one
             return await self.set_timezone(command.school_id, command.timezone, command.actor, command.reason)
@@ -547,11 +549,22 @@ class Operations:
         self.metrics.phase_transitions.add(1, {"phase": phase.value})
         gauge_phase(self.metrics, school_id, phase)
 
-    async def request_validation(self, school_id: str, snapshot_id: str, changes_until: datetime | None = None) -> str:
+    async def validate(self, school_id: str, snapshot_id: str | None, run_id: str) -> str:
+        """An operator's validation run (``schoolmig validate``), of the school's snapshot unless
+        one is named; its result is stored under ``run_id``, and counts like any other."""
+        snapshot_id = snapshot_id or (await self.store.phase_of(school_id))[1]
+        if snapshot_id is None:
+            return f"refused: {school_id} has no snapshot to validate"
+        await self.request_validation(school_id, snapshot_id, run_id=run_id)
+        return f"validation {run_id} of {snapshot_id} requested"
+
+    async def request_validation(
+        self, school_id: str, snapshot_id: str, changes_until: datetime | None = None, *, run_id: str | None = None
+    ) -> str:
         """Ask the validator for a run; its result lands in ``migration.validation_runs``.
         ``changes_until``: when the barrier that proved the sync was sent (changes after it are
         not compared)."""
-        run_id = str(uuid.uuid4())
+        run_id = run_id or str(uuid.uuid4())
         await self.store.new_validation_run(run_id, school_id, snapshot_id)
         command = ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, changes_until=changes_until)
         await publish(self.broker, self.keyring, command, self.topics.validate_commands, key=school_id.encode())

@@ -17,6 +17,7 @@ from shared.catalog.domains import Domain
 from shared.catalog.tables import PRIMARY_TABLE
 from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
+from shared.ledger.schools import phase_of, schools, transitions
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.platform.db import pg_json
 from shared.wire.messages import (
@@ -42,8 +43,8 @@ class CoordinatorStore:
         self.pool = pool
 
     async def phase_of(self, school_id: str) -> tuple[Phase | None, str | None]:
-        row = await self.pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school_id)
-        return (Phase(row["phase"]), row["snapshot_id"]) if row else (None, None)
+        phase, snapshot_id = await phase_of(self.pool, school_id)
+        return (Phase(phase) if phase else None), snapshot_id
 
     async def transition(
         self,
@@ -256,16 +257,8 @@ class CoordinatorStore:
         )
 
     async def schools(self) -> list[dict[str, Any]]:
-        """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics)."""
-        rows = await self.pool.fetch(
-            """
-            SELECT p.school_id, p.phase, p.snapshot_id, p.updated_at,
-                   coalesce(m.mode, 'localStorage') AS mode, coalesce(m.maintenance, false) AS maintenance
-              FROM migration.school_phase p LEFT JOIN migration.school_modes m USING (school_id)
-             ORDER BY p.school_id
-            """
-        )
-        return [dict(r) for r in rows]
+        """Every school's phase, snapshot and mode (``shared.ledger.schools``)."""
+        return await schools(self.pool)
 
     # ------------------------------------------------------------------ cutover attempts
 
@@ -462,11 +455,7 @@ class CoordinatorStore:
         return {r["domain"]: int(r["n"]) for r in rows}
 
     async def transitions(self, school_id: str) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT from_phase, to_phase, actor, reason, at FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id",
-            school_id,
-        )
-        return [dict(r) for r in rows]
+        return await transitions(self.pool, school_id)
 
     async def entered_at(self, school_id: str, phase: Phase) -> Any:
         return await self.pool.fetchval(

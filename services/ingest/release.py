@@ -18,13 +18,13 @@ from typing import Literal
 from faststream.kafka import KafkaMessage
 
 from services.ingest.audit import Finding, audit_snapshot, summarise, zone_findings
-from services.ingest.backup_files import write_backup_file
 from services.ingest.changes import change_batches, plan_changes
 from services.ingest.envelope import Sender
 from services.ingest.ports import Ports
 from shared.catalog.timezones import SchoolZone
 from shared.ledger.devices import held_records, readable_domains
 from shared.platform.signing import publish
+from shared.source.backup_files import write_backup_file
 from shared.source.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
 from shared.wire import chunks
 from shared.wire.fanout import audit_summary, plan_fanout

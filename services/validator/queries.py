@@ -25,7 +25,7 @@ from shared.catalog.tables import TABLES
 from shared.catalog.timezones import AS_WRITTEN
 from shared.ledger.versions import SqlVersion, Version
 from shared.source import jsonsafe
-from shared.wire.messages import AuditSummary, ChangeOp, SnapshotManifest, ValidationCompleted, change_id
+from shared.wire.messages import AuditSummary, ChangeOp, SnapshotManifest, change_id
 
 ActualRow = tuple[str, dict[str, Any]]  # (table, the row as PostgreSQL returns it)
 
@@ -204,20 +204,3 @@ async def name_mismatches(pool: asyncpg.Pool, school_id: str, snapshot_id: str) 
         "SELECT findings FROM migration.audits WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
     )
     return [f for f in findings or [] if f.get("type") == "name_mismatch"]
-
-
-async def store_result(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
-    await pool.execute(
-        """
-        INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id, ok, result, requested_at, finished_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at
-        """,
-        result.run_id,
-        result.school_id,
-        result.snapshot_id,
-        result.ok,
-        result.model_dump(mode="json"),
-        result.started_at,
-        result.finished_at,
-    )

@@ -18,10 +18,10 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
-from services.validator.queries import store_result
 from services.validator.run import validate_school
 from shared.failures.deadletters import DeadLetters
 from shared.failures.policy import Unusable
+from shared.ledger.schools import store_validation
 from shared.platform.signing import Keyring, publish
 from shared.platform.topics import Topics
 from shared.wire.batching import signed_by
@@ -79,7 +79,7 @@ class Validating:
         result = await validate_school(
             self.pool, command.school_id, command.snapshot_id, command.run_id, changes_until=command.changes_until
         )
-        await store_result(self.pool, result)
+        await store_validation(self.pool, result)
         await publish(self.broker, self.keyring, result.for_publishing(), self.topics.events, key=command.school_id.encode())
         issues = Counter(i.type for d in result.domains for i in d.issues)
         log.info("validated %s/%s: %s %s", command.school_id, command.snapshot_id, "ok" if result.ok else "FAILED", dict(issues))

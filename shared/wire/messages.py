@@ -820,14 +820,17 @@ class SchoolMode(_Model):
 class OperatorCommand(_Model):
     """An operator's command for one school, from the CLI or the HTTP API: cutover, rollback, an
     audit override, a re-drive, keys mapped, data conflicts accepted, its sync checked again
-    (``replay``: writes held for a conflict tried again, then validated), or its time zone set."""
+    (``replay``: writes held for a conflict tried again, then validated), its time zone set,
+    or a validation run (``validate``: its result is stored under the command's id)."""
 
-    action: Literal["cutover", "rollback", "override_audit", "redrive", "map_key", "accept_conflict", "replay", "set_timezone"]
+    action: Literal[
+        "cutover", "rollback", "override_audit", "redrive", "map_key", "accept_conflict", "replay", "set_timezone", "validate"
+    ]
     school_id: SchoolId
     snapshot_id: SnapshotId | None = Field(
         default=None,
         description="override_audit: the snapshot whose audit is overridden; redrive: the one to fan out again; "
-        "map_key: the one waiting at the audit gate (default: the school's).",
+        "map_key: the one waiting at the audit gate; validate: the one compared (default: the school's).",
     )
     key_aliases: dict[Annotated[str, Field(min_length=1, max_length=200)], Domain] = Field(
         default_factory=dict,

@@ -1,0 +1,70 @@
+"""Each school's phase and history, the operators' commands and the validation runs, as
+stored: written by the coordinator and the validator, read by them and by the command line
+(which asks the services for everything it changes, and reads here what came of it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shared.wire.messages import ValidationCompleted
+
+
+async def schools(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics)."""
+    rows = await pool.fetch(
+        """
+        SELECT p.school_id, p.phase, p.snapshot_id, p.updated_at,
+               coalesce(m.mode, 'localStorage') AS mode, coalesce(m.maintenance, false) AS maintenance
+          FROM migration.school_phase p LEFT JOIN migration.school_modes m USING (school_id)
+         ORDER BY p.school_id
+        """
+    )
+    return [dict(r) for r in rows]
+
+
+async def phase_of(pool: asyncpg.Pool, school_id: str) -> tuple[str | None, str | None]:
+    """The school's phase and the snapshot it is on; (None, None) for a school nobody knows."""
+    row = await pool.fetchrow("SELECT phase, snapshot_id FROM migration.school_phase WHERE school_id = $1", school_id)
+    return (row["phase"], row["snapshot_id"]) if row else (None, None)
+
+
+async def transitions(pool: asyncpg.Pool, school_id: str) -> list[dict[str, Any]]:
+    """The school's phase moves, oldest first, with who and why."""
+    rows = await pool.fetch(
+        "SELECT from_phase, to_phase, actor, reason, at FROM migration.phase_transitions WHERE school_id = $1 ORDER BY id",
+        school_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:
+    """What the coordinator made of an operator's command; None until it acted on it."""
+    return await pool.fetchval("SELECT outcome FROM migration.operator_commands WHERE command_id = $1", command_id)
+
+
+async def store_validation(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
+    """A validation run's result, with the differing values (the database may hold them)."""
+    await pool.execute(
+        """
+        INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id, ok, result, requested_at, finished_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at
+        """,
+        result.run_id,
+        result.school_id,
+        result.snapshot_id,
+        result.ok,
+        result.model_dump(mode="json"),
+        result.started_at,
+        result.finished_at,
+    )
+
+
+async def validation(pool: asyncpg.Pool, run_id: str) -> ValidationCompleted | None:
+    """A finished validation run's result; None while it runs (or was never asked for)."""
+    result = await pool.fetchval(
+        "SELECT result FROM migration.validation_runs WHERE run_id = $1 AND finished_at IS NOT NULL", run_id
+    )
+    return None if result is None else ValidationCompleted.model_validate(result)
