@@ -1,0 +1,314 @@
+"""The services' policies, in-process: each handler's policy object run with fakes for its
+store and its broker (no stack). The same code runs for real in the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from services.coordinator import sync as sync_module
+from services.coordinator.phases import IllegalTransition, Phase
+from services.coordinator.sync import MAX_REDRIVES, SyncMonitor
+from services.ingest.intake import Intake
+from services.ingest.release import Release
+from services.loader.deferral import Position
+from services.loader.loading import Loading
+from shared.catalog.domains import Domain
+from shared.ledger.accounting import DomainCounts
+from shared.platform.settings import Settings
+from shared.platform.signing import Keyring
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Metric:
+    def __init__(self) -> None:
+        self.added: list[tuple[int, dict[str, Any]]] = []
+
+    def add(self, n: int, labels: dict[str, Any] | None = None) -> None:
+        self.added.append((n, labels or {}))
+
+    def record(self, *_: Any) -> None:
+        pass
+
+
+def metrics() -> Any:
+    names = ["errors", "records_loaded", "changes_applied", "records_quarantined", "changes_received", "ingest_rejected"]
+    fake = SimpleNamespace(**{n: Metric() for n in names}, sync_duration=Metric())
+    fake.schools = SimpleNamespace(lag={}, progress={}, phase={}, speed={})
+    return fake
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+class Writer:
+    """Says which messages' records await parents still on their way, given what is written now."""
+
+    def __init__(self, parents: dict[int, int]) -> None:
+        self.parents = parents  # message -> the message holding its parent
+        self.pool, self.tally = None, Counter[str]()
+
+    async def parents_on_their_way(self, view: list[list[int]]) -> dict[int, set[tuple[str, str, str]]]:
+        return {
+            i: {("s", "n", f"parent-of-{i}")}
+            for i, parent in self.parents.items()
+            if view[i] and (parent < 0 or not view[parent])  # -1: a parent no message of the poll holds
+        }
+
+
+def loading(parents: dict[int, int], wait_s: float = 30.0) -> Loading:
+    settings = Settings(parent_wait_s=wait_s)
+    return Loading(Writer(parents), settings, Keyring.for_service(settings), None, metrics())  # type: ignore[arg-type]
+
+
+def test_a_child_whose_parent_waits_waits_too_and_its_partition_keeps_its_order() -> None:
+    positions = [Position("rows.a", 0, 10), Position("rows.b", 0, 5), Position("rows.b", 0, 6), Position("rows.c", 0, 1)]
+    # 0 awaits a parent on its way; 1 holds a child of 0; 2 follows 1 in its partition; 3 is free.
+    plan = run(loading({0: -1, 1: 0}).plan_poll(positions, [[0], [1], [2], [3]]))
+    assert plan.now == [3]
+    assert plan.rewind == {("rows.a", 0): 10, ("rows.b", 0): 5}
+
+
+def test_once_the_wait_budget_is_spent_nothing_waits() -> None:
+    positions = [Position("rows.a", 0, 10), Position("rows.b", 0, 5)]
+    plan = run(loading({0: -1, 1: 0}, wait_s=0.0).plan_poll(positions, [[0], [1]]))
+    assert plan.now == [0, 1] and plan.rewind == {}
+
+
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=8), st.data())
+@hsettings(max_examples=60, deadline=None)
+def test_the_plan_never_writes_a_message_after_one_that_waits_in_its_partition(partitions: list[int], data: Any) -> None:
+    positions = [Position("rows", p, i) for i, p in enumerate(partitions)]
+    parents = data.draw(st.dictionaries(st.integers(0, len(partitions) - 1), st.integers(-1, len(partitions) - 1)))
+    plan = run(loading(parents).plan_poll(positions, [[i] for i in range(len(partitions))]))
+    for i in plan.now:
+        p = positions[i]
+        assert p.tp not in plan.rewind or p.offset < plan.rewind[p.tp]
+    waiting = set(range(len(positions))) - set(plan.now)
+    for i in waiting:  # a waiting message is in a rewound partition, at or after its rewind point
+        assert positions[i].offset >= plan.rewind[positions[i].tp]
+    for child, parent in parents.items():  # no child written now whose parent's message waits
+        if child in plan.now and parent >= 0 and parent != child:
+            assert parent in plan.now
+
+
+# --------------------------------------------------------------------------- the coordinator's sync
+
+
+@dataclass
+class Operations:
+    redrives: list[tuple[str, str]] = field(default_factory=list)
+    handed_back: list[Any] = field(default_factory=list)
+    validations: list[tuple[str, str]] = field(default_factory=list)
+    moved: list[tuple[str, Phase]] = field(default_factory=list)
+
+    async def redrive(self, school_id: str, snapshot_id: str, actor: str, reason: str) -> str:
+        self.redrives.append((school_id, snapshot_id))
+        return "re-driven"
+
+    async def hand_back(self, records: Any) -> None:
+        self.handed_back.append(records)
+
+    async def phase_changed(self, school_id: str, phase: Phase, why: str) -> None:
+        self.moved.append((school_id, phase))
+
+    async def request_validation(self, school_id: str, snapshot_id: str, cut: Any = None) -> str:
+        self.validations.append((school_id, snapshot_id))
+        return "run-1"
+
+
+@dataclass
+class CoordinatorStore:
+    sweep: Any = field(default_factory=lambda: SimpleNamespace(redrive=[], pending=0, orphans=0))
+    illegal: bool = False
+    transitions: list[tuple[str, Phase]] = field(default_factory=list)
+    pool: Any = None
+
+    async def device_snapshots(self, school_id: str) -> set[str]:
+        return set()
+
+    async def has_changes(self, school_id: str) -> bool:
+        return False
+
+    async def mark_deleted(self, school_id: str, snapshot_id: str) -> int:
+        return 0
+
+    async def sweep_parked(self, school_id: str, snapshot_id: str) -> Any:
+        return self.sweep
+
+    async def transition(self, school_id: str, snapshot_id: str, target: Phase, **_: Any) -> Phase:
+        if self.illegal:
+            raise IllegalTransition("moved meanwhile")
+        self.transitions.append((school_id, target))
+        return Phase.DUAL_WRITE
+
+    async def entered_at(self, school_id: str, phase: Phase) -> Any:
+        return datetime.now(UTC)
+
+
+def monitor(store: CoordinatorStore | None = None, redrive_after_s: float = 10.0) -> tuple[SyncMonitor, Operations]:
+    operations = Operations()
+    settings = Settings(redrive_after_s=redrive_after_s)
+    return SyncMonitor(store or CoordinatorStore(), operations, settings, metrics()), operations  # type: ignore[arg-type]
+
+
+COUNTS = {Domain.STUDENTS: DomainCounts(source=3, loaded=1)}
+DONE = {Domain.STUDENTS: DomainCounts(source=3, loaded=2, quarantined=1)}
+
+
+def test_a_school_whose_counts_stand_still_is_re_driven_with_a_doubling_wait_then_left_to_an_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(sync_module.time, "monotonic", lambda: clock[0])
+    sync, operations = monitor(redrive_after_s=10.0)
+    rounds = []
+    for step in [0, 5, 11, 20, 31, 50, 71, 110, 151, 230, 311, 470, 631, 950, 2000, 5000]:
+        clock[0] = 1000.0 + step
+        run(sync.redrive_if_stuck("s", "n", COUNTS))
+        rounds.append(len(operations.redrives))
+    assert rounds == [0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5, 5]  # after more than 10, 20, 40, 80, 160 s
+    assert len(operations.redrives) == MAX_REDRIVES
+    assert sync.metrics.errors.added == [(1, {"category": "critical", "where": "redrive"})]
+
+
+def test_counts_that_move_reset_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(sync_module.time, "monotonic", lambda: clock[0])
+    sync, operations = monitor(redrive_after_s=10.0)
+    for step, loaded in [(0, 1), (8, 2), (16, 3), (24, 4)]:  # progress every 8 s: never stuck
+        clock[0] = step
+        run(sync.redrive_if_stuck("s", "n", {Domain.STUDENTS: DomainCounts(source=9, loaded=loaded)}))
+    assert operations.redrives == []
+
+
+def test_a_school_with_records_missing_is_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = CoordinatorStore()
+    sync, operations = monitor(store)
+    assert run(sync.check_sync("s", "n", COUNTS)) is False
+    assert run(sync.check_sync("s", "n", None)) is False
+    assert store.transitions == [] and operations.validations == []
+
+
+def test_parked_records_whose_parents_arrived_are_handed_back_before_the_school_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = CoordinatorStore(sweep=SimpleNamespace(redrive=["students/x"], pending=0, orphans=0))
+    sync, operations = monitor(store)
+    assert run(sync.check_sync("s", "n", DONE)) is False
+    assert operations.handed_back == [["students/x"]] and store.transitions == []
+
+
+def test_a_school_accounted_for_moves_to_synced_and_asks_for_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def counts(pool: Any, school_id: str, snapshot_id: str) -> Any:
+        return DONE
+
+    monkeypatch.setattr(sync_module, "record_counts", counts)
+    store = CoordinatorStore()
+    sync, operations = monitor(store)
+    assert run(sync.check_sync("s", "n", DONE)) is True
+    assert store.transitions == [("s", Phase.SYNCED)]
+    assert operations.validations == [("s", "n")] and operations.moved == [("s", Phase.SYNCED)]
+    moved_meanwhile = CoordinatorStore(illegal=True)
+    sync, operations = monitor(moved_meanwhile)
+    assert run(sync.check_sync("s", "n", DONE)) is False and operations.validations == []
+
+
+# --------------------------------------------------------------------------- ingest's changes
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, body: bytes, topic: str, **_: Any) -> Any:
+        self.sent.append((topic, body))
+        return asyncio.sleep(0)
+
+
+class Letters:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, source: Any, body: bytes, reason: str, detail: str, **_: Any) -> None:
+        self.sent.append(reason)
+
+
+@dataclass
+class IngestStore:
+    mode: Mode = Mode.HYBRID
+    reused: set[int] = field(default_factory=set)
+    saved: list[int] = field(default_factory=list)
+
+    async def mode_of(self, school_id: str) -> tuple[Mode, bool]:
+        return self.mode, False
+
+    async def save_changes(self, batch: ChangeBatch, accepted: Any) -> set[int]:
+        self.saved += [c.seq for c in batch.changes]
+        return self.reused
+
+    async def school_default_ts(self, school_id: str, first: datetime) -> datetime:
+        return first
+
+    async def school_zone(self, school_id: str, *_: Any) -> Any:
+        return SimpleNamespace(name="Europe/Skopje")
+
+
+def intake(store: IngestStore) -> tuple[Intake, Broker, Letters]:
+    settings = Settings(service_key="k" * 32, kafka_bootstrap_servers="unused:9092")
+    broker, letters = Broker(), Letters()
+    keyring = Keyring.for_service(settings)
+    release = Release(store, settings, keyring, broker, broker, letters, metrics())  # type: ignore[arg-type]
+    return Intake(release), broker, letters
+
+
+def changes(*seqs: int) -> ChangeBatch:
+    return ChangeBatch(
+        school_id="s",
+        client_id="web",
+        changes=[
+            Change(
+                op=ChangeOp.UPDATE,
+                domain=Domain.CLASSROOMS,
+                record_id=f"r{seq}",
+                record={"id": f"r{seq}", "name": "Room"},
+                source_ts=datetime(2024, 3, 1, tzinfo=UTC),
+                seq=seq,
+            )
+            for seq in seqs
+        ],
+    )
+
+
+MESSAGE = SimpleNamespace(raw_message=SimpleNamespace(topic="schoolmig.ingest", partition=0, offset=7, key=b"s", headers=[]))
+
+
+def test_a_change_for_a_school_on_the_api_is_refused_with_an_answer_and_kept_nowhere() -> None:
+    store = IngestStore(mode=Mode.API)
+    door, broker, letters = intake(store)
+    run(door.changes(changes(1), b"{}", MESSAGE))  # type: ignore[arg-type]
+    assert letters.sent == ["school_cut_over"] and store.saved == []
+    topics = [topic for topic, _ in broker.sent]
+    assert "schoolmig.events" in topics and "schoolmig.outcomes" in topics and not any(".raw." in t for t in topics)
+
+
+def test_changes_are_kept_and_sent_on_and_one_received_before_with_other_content_is_dead_lettered() -> None:
+    store = IngestStore(reused={0})  # the first change's position
+    door, broker, letters = intake(store)
+    run(door.changes(changes(1, 2), b"{}", MESSAGE))  # type: ignore[arg-type]
+    assert store.saved == [1, 2]
+    assert letters.sent == ["conflicting_change"]
+    raw = [body for topic, body in broker.sent if topic == "schoolmig.raw.classrooms"]
+    assert raw and b'"r2"' in b"".join(raw) and b'"r1"' not in b"".join(raw)
+    assert all(b"Europe/Skopje" in body for body in raw)  # read in the school's zone
