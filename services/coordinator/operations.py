@@ -35,7 +35,7 @@ from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import PipelineMetrics
 from shared.platform.topics import Topics, batch_key
 from shared.wire.barrier import expected_acks, partition_counts
-from shared.wire.batching import encode, header, pack
+from shared.wire.batching import header, pack, rows_entry
 from shared.wire.messages import (
     Barrier,
     ChangeOutcome,
@@ -455,17 +455,7 @@ class Operations:
             groups.setdefault((r.school_id, r.snapshot_id, r.domain, r.source_ts), []).append(r)
         for (school_id, snapshot_id, domain, source_ts), group in groups.items():
             head = header("rows.batch", school_id, snapshot_id, domain, source_ts)
-            entries = [
-                encode(
-                    {
-                        "index": r.index,
-                        "legacy_id": r.legacy_id,
-                        "rows": [row.model_dump() for row in r.rows],
-                        **({"change": r.change.model_dump(mode="json")} if r.change else {}),
-                    }
-                )
-                for r in group
-            ]
+            entries = [rows_entry(r.index, r.legacy_id, r.rows, change=r.change) for r in group]
             limits = {"max_records": self.settings.batch_records, "max_bytes": self.settings.batch_bytes}
             for body, _ in pack(head, entries, **limits):
                 await publish(self.broker, self.keyring, body, self.topics.rows(domain), key=batch_key(school_id, domain))

@@ -18,7 +18,7 @@ from shared.catalog.domains import Domain
 from shared.catalog.tables import DOMAIN_LOAD_ORDER
 from shared.platform.topics import batch_key
 from shared.source import jsonsafe
-from shared.wire.batching import encode, header, pack
+from shared.wire.batching import encode, header, pack, quarantine_entry, quarantine_header, raw_entry
 from shared.wire.fanout import WireBatch
 from shared.wire.messages import Change, ChangeBatch, ChangeMeta, ChangeOp, QuarantinedRecord, Stage
 
@@ -109,27 +109,14 @@ def change_batches(
         head = header(
             "raw.batch", batch.school_id, first.change_id, domain, max(c.source_ts for _, c in group), default_ts, timezone
         )
-        entries = [
-            encode(
-                {
-                    "index": index,
-                    "legacy_id": change.record_id,
-                    "record": change.record,
-                    "hints": {},
-                    "change": meta(batch, change).model_dump(mode="json"),
-                }
-            )
-            for index, change in group
-        ]
+        entries = [raw_entry(index, change.record_id, change.record, {}, change=meta(batch, change)) for index, change in group]
         for body, n in pack(head, entries, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, batch_key(batch.school_id, domain), body, n)
     by_quarantine: dict[Domain, list[bytes]] = {}
     for record in plan.quarantined:
-        by_quarantine.setdefault(record.domain, []).append(encode(record))
+        by_quarantine.setdefault(record.domain, []).append(quarantine_entry(record))
     for domain, entries in by_quarantine.items():
-        for body, n in pack(
-            {"kind": "quarantine.batch", "school_id": batch.school_id}, entries, max_records=max_records, max_bytes=max_bytes
-        ):
+        for body, n in pack(quarantine_header(batch.school_id), entries, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("quarantine", domain, batch_key(batch.school_id, domain), body, n)
 
 

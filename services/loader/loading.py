@@ -70,8 +70,9 @@ class Loading:
 
     async def plan_poll(self, positions: list[Position], groups: list[list[MappedRecord]]) -> Split:
         """Which messages wait for parents on their way (``deferral.py``). Judged again with only
-        what is written now as given, until nothing changes: a child whose parent sits in a
-        message that waits must wait too, or it would be parked."""
+        what is written now as given, for at most three rounds: a child whose parent sits in a
+        message that waits must wait too, or it would be parked. A longer chain is cut there:
+        its last children are parked for their parents (correct, only slower)."""
         now = time.monotonic()
         self.clock.expire(now)
         waiting: set[int] = set()

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from shared.catalog.timezones import UnknownZone, mapping_zone
 from shared.mapping import Mapped, map_record
-from shared.wire.batching import encode
+from shared.wire.batching import quarantine_entry, rows_entry
 from shared.wire.messages import (
     MAX_MESSAGE_BYTES,
     ChangeOp,
@@ -84,34 +84,23 @@ def transform_batch(batch: RawBatch, max_entry_bytes: int = MAX_MESSAGE_BYTES //
             out.mapped.append(mapped)
         else:
             assert quarantine is not None
-            out.quarantined.append(_encode_quarantine(quarantine))
+            out.quarantined.append(quarantine_entry(quarantine))
     return out
 
 
 def _transform_one(raw: RawRecord, max_entry_bytes: int, batch_ts: datetime) -> tuple[bytes | None, QuarantinedRecord | None]:
-    change = raw.change.model_dump(mode="json") if raw.change is not None else None
-    if raw.change is not None and raw.change.op is ChangeOp.DELETE:  # no record to map: the loader marks it deleted
-        return encode({"index": raw.index, "legacy_id": raw.legacy_id, "rows": [], "change": change}), None
+    if raw.change is not None and raw.change.op is ChangeOp.DELETE and raw.legacy_id is not None:
+        return rows_entry(raw.index, raw.legacy_id, [], change=raw.change), None  # no record to map: marked deleted
     result = _map(raw)
     if isinstance(result, tuple):
         return None, _quarantine(raw, *result)
-    own = {"ts": raw.source_ts.isoformat()} if change is None and raw.source_ts != batch_ts else {}
-    entry = encode(
-        {"index": raw.index, "legacy_id": raw.legacy_id, "rows": result, **own, **({"change": change} if change else {})}
-    )
+    assert raw.legacy_id is not None  # _map quarantines a record without one
+    own = raw.source_ts if raw.change is None and raw.source_ts != batch_ts else None
+    entry = rows_entry(raw.index, raw.legacy_id, result, ts=own, change=raw.change)
     if len(entry) <= max_entry_bytes:
         return entry, None
     why = f"its rows are {len(entry)} bytes as JSON, over the {max_entry_bytes} one message can carry"
     return None, _quarantine(raw, "record_too_large", why)
-
-
-def _encode_quarantine(record: QuarantinedRecord) -> bytes:
-    """Its wire entry; without the payload if the payload cannot travel (the backup keeps it)."""
-    try:
-        return encode(record)
-    except ValueError:  # pydantic-core's serialization error: a lone surrogate, too deep
-        note = f"{record.message}; the payload could not travel (the verified backup holds it)"
-        return encode(record.model_copy(update={"payload": None, "message": note}))
 
 
 def _quarantine(raw: RawRecord, reason: str, message: str) -> QuarantinedRecord:

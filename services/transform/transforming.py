@@ -24,7 +24,7 @@ from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import PipelineMetrics
 from shared.platform.topics import Topics, batch_key
 from shared.wire.barrier import forward, partition_counts
-from shared.wire.batching import header, pack, read_signed
+from shared.wire.batching import header, pack, quarantine_header, read_signed
 from shared.wire.messages import Barrier, RawBatch
 
 
@@ -71,7 +71,7 @@ class Transforming:
         limits = {"max_records": self.settings.batch_records, "max_bytes": self.settings.batch_bytes}
         rows_head = header("rows.batch", batch.school_id, batch.snapshot_id, batch.domain, batch.source_ts)
         out = [(body, self.topics.rows(batch.domain), key) for body, _ in pack(rows_head, done.mapped, **limits)]
-        quarantine_head = {"kind": "quarantine.batch", "school_id": batch.school_id}
+        quarantine_head = quarantine_header(batch.school_id)
         out += [(body, self.topics.quarantine, key) for body, _ in pack(quarantine_head, done.quarantined, **limits)]
         if done.mapped:  # counted where they are stored (loaded, or quarantined by the loader)
             self.metrics.records_mapped.add(len(done.mapped), {"school_id": batch.school_id, "domain": batch.domain.value})

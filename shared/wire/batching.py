@@ -15,7 +15,7 @@ checks a batch's shape in the same pass that decodes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -25,7 +25,16 @@ from pydantic_core import to_json
 from shared.catalog.domains import Domain
 from shared.failures.policy import Unusable
 from shared.platform.signing import SERVICE, Keyring, Refused
-from shared.wire.messages import Barrier, QuarantineBatch, RawBatch, RowsBatch, error_summary
+from shared.wire.messages import (
+    Barrier,
+    ChangeMeta,
+    QuarantineBatch,
+    QuarantinedRecord,
+    RawBatch,
+    RowsBatch,
+    TargetRow,
+    error_summary,
+)
 
 Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
 _INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
@@ -63,6 +72,72 @@ def header(
     if timezone is not None:
         head["timezone"] = timezone
     return head
+
+
+def quarantine_header(school_id: str) -> dict[str, Any]:
+    """The shared part of a ``quarantine.batch``."""
+    return {"kind": "quarantine.batch", "school_id": school_id}
+
+
+# One encoder per entry kind, used by every producer of it (ingest's fan-out and changes,
+# transform, the coordinator's hand-back): the entries the models of ``shared.wire.messages``
+# read back (``RawEntry``, ``MappedEntry``, ``QuarantinedRecord``).
+
+
+def raw_entry(
+    index: int,
+    legacy_id: str | None,
+    record: Any,
+    hints: Mapping[str, str],
+    *,
+    ts: datetime | None = None,
+    change: ChangeMeta | None = None,
+) -> bytes:
+    """A ``RawEntry``: one source record in a ``raw.batch`` (``ts``: its own version time
+    when it is not the batch's; ``change``: what makes it a change)."""
+    fields: dict[str, Any] = {"index": index, "legacy_id": legacy_id, "record": record, "hints": hints}
+    if ts is not None:
+        fields["ts"] = ts.isoformat()
+    if change is not None:
+        fields["change"] = change.model_dump(mode="json")
+    return encode(fields)
+
+
+def rows_entry(
+    index: int,
+    legacy_id: str,
+    rows: Sequence[Mapping[str, Any] | TargetRow],
+    *,
+    ts: datetime | None = None,
+    change: ChangeMeta | None = None,
+) -> bytes:
+    """A ``MappedEntry``: one record's target rows in a ``rows.batch`` (a delete has none)."""
+    fields: dict[str, Any] = {
+        "index": index,
+        "legacy_id": legacy_id,
+        "rows": [row.model_dump() if isinstance(row, TargetRow) else row for row in rows],
+    }
+    if ts is not None:
+        fields["ts"] = ts.isoformat()
+    if change is not None:
+        fields["change"] = change.model_dump(mode="json")
+    return encode(fields)
+
+
+def quarantine_entry(record: QuarantinedRecord, limit: int | None = None) -> bytes:
+    """A ``QuarantinedRecord`` in a ``quarantine.batch``; without its payload when the payload
+    cannot travel (it cannot be encoded: a lone surrogate, too deep; or the entry would be
+    larger than ``limit``). The verified backup, or the stored change, keeps it."""
+    try:
+        entry = encode(record)
+    except ValueError:  # pydantic-core's serialization error
+        why = "it cannot be encoded as JSON"
+    else:
+        if limit is None or len(entry) <= limit:
+            return entry
+        why = f"{len(entry)} bytes, over SCHOOLMIG_MAX_RECORD_BYTES"
+    note = f"{record.message} (payload left out: {why}; the verified backup or the stored change keeps it)"
+    return encode(record.model_copy(update={"payload": None, "message": note}))
 
 
 def pack(header: dict[str, Any], entries: Iterable[bytes], *, max_records: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:

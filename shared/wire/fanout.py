@@ -17,7 +17,7 @@ from shared.catalog.domains import Domain
 from shared.catalog.tables import DOMAIN_LOAD_ORDER
 from shared.platform.topics import batch_key, record_key
 from shared.source.snapshot import ParsedSnapshot, fold
-from shared.wire.batching import encode, header, pack
+from shared.wire.batching import header, pack, quarantine_entry, quarantine_header, raw_entry
 from shared.wire.messages import (
     AuditSummary,
     QuarantinedRecord,
@@ -118,10 +118,10 @@ def fanout_batches(
         raw, quarantine = by_domain.setdefault(item.domain, ([], []))
         m = item.message
         if isinstance(m, RawRecord):
-            fields = {"index": m.index, "legacy_id": m.legacy_id, "record": m.record, "hints": m.hints}
-            if m.source_ts != manifest.taken_at:  # its version is older: unchanged on its device, or seen elsewhere first
-                fields["ts"] = m.source_ts.isoformat()
-            entry = encode(fields)
+            # A version older than the snapshot (unchanged on its device, or seen elsewhere first) travels with it.
+            entry = raw_entry(
+                m.index, m.legacy_id, m.record, m.hints, ts=None if m.source_ts == manifest.taken_at else m.source_ts
+            )
             if len(entry) <= limit:
                 raw.append(entry)
                 continue
@@ -133,27 +133,14 @@ def fanout_batches(
                 message=f"the record is {len(entry)} bytes as JSON, over the limit of {limit} "
                 "(SCHOOLMIG_MAX_RECORD_BYTES); it is kept in the verified backup",
             )
-        entry = encode(m)
-        if len(entry) > limit:  # a payload too large to travel (a 10 MB string where a record belongs)
-            entry = encode(
-                m.model_copy(
-                    update={
-                        "payload": None,
-                        "message": f"{m.message} (payload of {len(entry)} "
-                        "bytes left out: over SCHOOLMIG_MAX_RECORD_BYTES; it is kept in the verified backup)",
-                    }
-                )
-            )
-        quarantine.append(entry)
+        quarantine.append(quarantine_entry(m, limit))  # a payload too large to travel is left out
     for domain in sorted(by_domain, key=DOMAIN_LOAD_ORDER.index):  # parents first
         raw, quarantine = by_domain[domain]
         key = batch_key(school_id, domain)
         head = header("raw.batch", school_id, manifest.snapshot_id, domain, manifest.taken_at, default_ts, timezone)
         for body, n in pack(head, raw, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("raw", domain, key, body, n)
-        for body, n in pack(
-            {"kind": "quarantine.batch", "school_id": school_id}, quarantine, max_records=max_records, max_bytes=max_bytes
-        ):
+        for body, n in pack(quarantine_header(school_id), quarantine, max_records=max_records, max_bytes=max_bytes):
             yield WireBatch("quarantine", domain, key, body, n)
 
 
