@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from shared.failures.policy import transient_delay
 from shared.platform.db import apply_migrations
 from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared.platform.kafka import ensure_topics
@@ -288,7 +289,7 @@ class Stack:
             self._infra_failures = 0
         except Exception as exc:  # tried again after a pause that grows
             self._infra_failures += 1
-            delay = min(30.0, 0.5 * 2**self._infra_failures)
+            delay = transient_delay(self._infra_failures + 1)
             self._infra_retry_at = time.monotonic() + delay
             self.sink("stack", f"restarting infrastructure failed ({type(exc).__name__}); again in {delay:.0f}s")
         if self._stopping:  # stop() began meanwhile: what was just started goes too

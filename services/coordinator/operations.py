@@ -25,6 +25,7 @@ from services.coordinator.phases import (
 )
 from services.coordinator.store import CoordinatorStore
 from shared.catalog.domains import Domain
+from shared.failures.policy import transient_delay
 from shared.ledger import outcomes, quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
@@ -651,7 +652,7 @@ class Operations:
             raise LeaseLost(f"{attempt.school_id}: this coordinator no longer holds the cutover lease")
 
     async def pause(self, tries: int) -> None:
-        await asyncio.sleep(min(30.0, 0.5 * 2**tries))
+        await asyncio.sleep(transient_delay(tries + 1))
 
     async def set_attempt_mode(self, attempt: Attempt, mode: Mode, maintenance: bool, reason: str) -> None:
         await self.set_mode(attempt.school_id, mode, maintenance, reason, attempt)

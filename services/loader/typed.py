@@ -1,7 +1,6 @@
 """From a mapped row's JSON-ready values to the Python values PostgreSQL holds. Pure.
 
-Shared: the loader COPYs these; the validator canonicalises them to compare them with
-what the database holds.
+The loader COPYs these (``services.loader.convert``).
 """
 
 from __future__ import annotations

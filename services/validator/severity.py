@@ -1,6 +1,6 @@
-"""Validation issue types and their severity: one table, read by the validator (to
-grade), the coordinator (to gate: a critical issue blocks ``validated`` and cutover) and
-the README (to document)."""
+"""Validation issue types and their severity: one table, read by the validator's checks
+to grade each issue (the coordinator then gates on the result's ``ok``: a critical issue
+blocks ``validated`` and cutover)."""
 
 from __future__ import annotations
 

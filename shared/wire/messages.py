@@ -565,7 +565,9 @@ class AuditSummary(_Model):
 
 
 class SnapshotReleased(_Model):
-    """Ingest has every chunk, verified and backed up the snapshot, and fanned it out."""
+    """Ingest has every chunk, assembled them to the announced SHA-256, stored the backups
+    (``backup_verified`` says whether both copies read back equal), audited the snapshot and
+    fanned its records out. A snapshot not fanned out gets :class:`SnapshotWithheld` instead."""
 
     type: Literal["snapshot.released"] = "snapshot.released"
     school_id: SchoolId
