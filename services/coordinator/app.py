@@ -34,6 +34,7 @@ from shared.platform.signing import Keyring
 from shared.platform.telemetry import setup_telemetry
 from shared.platform.topics import Topics
 
+OUTBOX_INTERVAL_S = 1.0
 GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on the database
 InboxDep = Annotated[Inbox, Context("inbox")]
 
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         leader = running["leader"] = Lease(settings.database_url, named(settings.topic_prefix, "coordinator.leader"))
         running["monitor"] = start_periodic("sync monitor", settings.sync_poll_interval_s, lambda: sync.lead(leader))
         running["gauges"] = start_periodic("gauges", GAUGE_INTERVAL_S, lambda: sync.observe_if_leader(leader))
+        running["outbox"] = start_periodic("outbox", OUTBOX_INTERVAL_S, operations.drain)  # what a stopped replica left
         try:
             await operations.resume()  # a cutover interrupted by a restart goes on from its next step
         except asyncpg.InterfaceError:
@@ -105,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         stopping.set()
         if (api := running.get("api")) is not None:
             await api.cleanup()
-        for name in ("monitor", "gauges"):
+        for name in ("monitor", "gauges", "outbox"):
             if (task := running.get(name)) is not None:
                 await stop_periodic(task)
         if (leader := running.get("leader")) is not None:

@@ -30,7 +30,9 @@ from shared.ledger import outcomes, quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.ledger.report import school_report
+from shared.platform import outbox
 from shared.platform.leases import Lease, named
+from shared.platform.outbox import Outbound
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import PipelineMetrics
@@ -552,14 +554,25 @@ class Operations:
     async def request_validation(
         self, school_id: str, snapshot_id: str, changes_until: datetime | None = None, *, run_id: str | None = None
     ) -> str:
-        """Ask the validator for a run; its result lands in ``migration.validation_runs``.
-        ``changes_until``: when the barrier that proved the sync was sent (changes after it are
-        not compared)."""
+        """Ask the validator for a run; its result lands in ``migration.validation_runs``."""
+        request = self.validation_request(school_id, snapshot_id, changes_until, run_id=run_id)
+        await self.store.new_validation_run(run_id_of(request), school_id, snapshot_id)
+        await publish(self.broker, self.keyring, request.message, request.topic, key=request.key)
+        return run_id_of(request)
+
+    def validation_request(
+        self, school_id: str, snapshot_id: str, changes_until: datetime | None = None, *, run_id: str | None = None
+    ) -> Outbound:
+        """The command that asks for a validation run (to publish, or to write to the outbox with
+        the step that needs it). ``changes_until``: when the barrier that proved the sync was
+        sent (changes after it are not compared)."""
         run_id = run_id or str(uuid.uuid4())
-        await self.store.new_validation_run(run_id, school_id, snapshot_id)
         command = ValidationRequested(run_id=run_id, school_id=school_id, snapshot_id=snapshot_id, changes_until=changes_until)
-        await publish(self.broker, self.keyring, command, self.topics.validate_commands, key=school_id.encode())
-        return run_id
+        return Outbound(self.topics.validate_commands, school_id.encode(), command)
+
+    async def drain(self) -> None:
+        """Publish what a step (this one's, or one a stopped coordinator reached) left in the outbox."""
+        await outbox.drain(self.store.pool, self.broker, self.keyring)
 
     # ------------------------------------------------------------------ CutoverPorts
 
@@ -681,3 +694,8 @@ class Operations:
             self.metrics.errors.add(1, {"category": "critical", "where": f"cutover {error.split(':', 1)[0]}"})
             self.moved(attempt.school_id, Phase.ROLLED_BACK)
             log.warning("%s: cutover rolled back at %s", attempt.school_id, error)
+
+
+def run_id_of(request: Outbound) -> str:
+    assert isinstance(request.message, ValidationRequested)
+    return request.message.run_id

@@ -4,7 +4,7 @@ transition, validation runs and reports. A restarted coordinator resumes from he
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from shared.ledger.parking import ParkedSweep
 from shared.ledger.schools import phase_of, schools, transitions
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.platform.db import pg_json
+from shared.platform.outbox import Outbound, enqueue
 from shared.wire.messages import (
     AuditSummary,
     Mode,
@@ -55,14 +56,18 @@ class CoordinatorStore:
         actor: str,
         reason: str,
         expect: Phase | None = ...,  # type: ignore[assignment]
+        then: Sequence[Outbound] = (),
     ) -> Phase | None:
         """Move a school to ``target`` if legal, recording who and why; return the old phase.
 
         The row lock makes the check-and-move atomic; ``expect`` (when given) refuses the
-        move if someone else moved the school meanwhile.
+        move if someone else moved the school meanwhile. ``then``: what the move announces,
+        written to the outbox in the same transaction (``shared.platform.outbox``).
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            return await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
+            moved = await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
+            await enqueue(conn, then)
+            return moved
 
     async def _move(
         self,

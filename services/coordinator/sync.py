@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 
 from services.coordinator.lag import consumer_groups, consumer_lag
-from services.coordinator.operations import Operations, gauge_phase
+from services.coordinator.operations import Operations, gauge_phase, run_id_of
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
 from shared.catalog.domains import Domain
@@ -98,6 +98,9 @@ class SyncMonitor:
         settled = await record_counts(self.store.pool, school_id, snapshot_id) or counts  # the sweep's orphans quarantined
         loaded = sum(c.loaded for c in settled.values())
         quarantined = sum(c.quarantined for c in settled.values())
+        # The move and the validation it asks for, in one transaction (the request through the
+        # outbox): a coordinator stopped in between leaves no synced school without its run.
+        request = self.operations.validation_request(school_id, snapshot_id, cut)
         try:
             await self.store.transition(
                 school_id,
@@ -107,16 +110,18 @@ class SyncMonitor:
                 expect=Phase.DUAL_WRITE,
                 reason=f"every source record accounted for: {loaded} loaded, {quarantined} quarantined "
                 f"({orphans} of them orphans whose parent never arrived)",
+                then=[request],
             )
         except IllegalTransition:
             return False
+        await self.store.new_validation_run(run_id_of(request), school_id, snapshot_id)  # shown as requested
+        await self.operations.drain()
         await self.operations.phase_changed(school_id, Phase.SYNCED, "synced")
         if (began := await self.store.entered_at(school_id, Phase.DUAL_WRITE)) is not None:
             seconds = (datetime.now(UTC) - began).total_seconds()
             self.metrics.sync_duration.record(seconds, {"school_id": school_id})
             self.metrics.schools.speed[school_id] = round(loaded / max(seconds, 1e-3) * 60, 1)
-        run_id = await self.operations.request_validation(school_id, snapshot_id, cut)
-        log.info("%s: synced; validation %s requested", school_id, run_id)
+        log.info("%s: synced; validation %s requested", school_id, run_id_of(request))
         return True
 
     async def redrive_if_stuck(self, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts]) -> None:

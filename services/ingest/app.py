@@ -30,6 +30,7 @@ from shared.platform.telemetry import setup_telemetry
 from shared.platform.topics import Topics
 
 IntakeDep = Annotated[Intake, Context("intake")]
+OUTBOX_INTERVAL_S = 1.0
 
 
 def routes(settings: Settings) -> KafkaRouter:
@@ -73,9 +74,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
         interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
         monitor = start_periodic("overdue snapshots", interval, report_if_held)
+        drainer = start_periodic("outbox", OUTBOX_INTERVAL_S, release.drain)  # what a stopped replica left
         try:
             yield
         finally:
+            await stop_periodic(drainer)
             await stop_periodic(monitor)
             await lease.release()
             await clients.stop()

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from services.ingest.envelope import Sender, sender_of
 from services.ingest.store import IngestStore
 from shared.failures.deadletters import DeadLetters, correlation_of
+from shared.platform import outbox
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import PipelineMetrics
@@ -54,6 +55,10 @@ class Ports:
         self.clients = clients
         self.letters = letters
         self.metrics = metrics
+
+    async def drain(self) -> None:
+        """Publish what this step (or one a stopped process reached) left in the outbox."""
+        await outbox.drain(self.store.pool, self.broker, self.keyring)
 
     async def event(self, event: BaseModel, school_id: str) -> None:
         """One lifecycle event on the events topic, keyed by its school."""

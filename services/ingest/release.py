@@ -2,10 +2,12 @@
 
 Its steps: assemble and parse → backup (PostgreSQL and a file) → audit → the school's
 default time and zone → unchanged or superseded? → fan-out → marked released (its chunks
-dropped) → the audit's event and the release's (or the withholding's). Releasing is
-idempotent: a snapshot already marked released is not released again, and a release cut
-short by a crash is done again from the start when its last message is delivered again
-(every step before the mark writes what it would write again the same way).
+dropped) with the audit's event and the release's (or the withholding's) written to the
+outbox in the same transaction → published. Releasing is idempotent: a snapshot already
+marked released is not released again; a release cut short before the mark is done again
+from the start when its last message is delivered again (every step before the mark writes
+what it would write again the same way); one cut short after it has its events sent by the
+next drain of the outbox (``shared.platform.outbox``), whichever replica runs it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from services.ingest.envelope import Sender
 from services.ingest.ports import Ports
 from shared.catalog.timezones import SchoolZone
 from shared.ledger.devices import held_records, readable_domains
+from shared.platform.outbox import Outbound
 from shared.platform.signing import publish
 from shared.source.backup_files import write_backup_file
 from shared.source.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
@@ -103,8 +106,11 @@ class Release(Ports):
                 )
             else:
                 await self.publish_all(plan_fanout(parsed, manifest, derived.versions), manifest, default_ts, zone.name)
-        await self.store.mark_released(manifest, summary)
-        await self.announce(manifest, summary, findings_json, verified, withheld=withheld)
+        # Marked released and its events written in one transaction, then published (the outbox).
+        await self.store.mark_released(
+            manifest, summary, self.announcement(manifest, summary, findings_json, verified, withheld=withheld)
+        )
+        await self.drain()
         self.metrics.snapshots_released.add(1, {"school_id": school_id})
         log.info(
             "released snapshot %s/%s: %d records, %d audit findings",
@@ -130,7 +136,7 @@ class Release(Ports):
                 "%s: derived %s (device %r) from its backup: the device's history so far", school_id, older, manifest.device_id
             )
 
-    async def announce(
+    def announcement(
         self,
         manifest: SnapshotManifest,
         summary: AuditSummary,
@@ -138,33 +144,28 @@ class Release(Ports):
         verified: bool,
         *,
         withheld: tuple[Literal["superseded", "unchanged"], str] | None = None,
-    ) -> None:
+    ) -> list[Outbound]:
         """The release's two events: the audit, then what the coordinator acts on: the snapshot
-        released (fanned out), or ``withheld`` (superseded by, or unchanged as, another of its device)."""
-        await self.event(
-            AuditCompleted(
+        released (fanned out), or ``withheld`` (superseded by, or unchanged as, another of its
+        device). Written to the outbox with the step that makes them true."""
+        audit = AuditCompleted(
+            school_id=manifest.school_id,
+            snapshot_id=manifest.snapshot_id,
+            summary=summary,
+            findings=findings[:AUDIT_EVENT_FINDINGS],
+            findings_total=len(findings),
+        )
+        outcome: SnapshotWithheld | SnapshotReleased
+        if withheld is not None:
+            outcome = SnapshotWithheld(
                 school_id=manifest.school_id,
                 snapshot_id=manifest.snapshot_id,
-                summary=summary,
-                findings=findings[:AUDIT_EVENT_FINDINGS],
-                findings_total=len(findings),
-            ),
-            manifest.school_id,
-        )
-        if withheld is not None:
-            await self.event(
-                SnapshotWithheld(
-                    school_id=manifest.school_id,
-                    snapshot_id=manifest.snapshot_id,
-                    withheld=withheld[0],
-                    because_of=withheld[1],
-                    device_id=manifest.device_id,
-                ),
-                manifest.school_id,
+                withheld=withheld[0],
+                because_of=withheld[1],
+                device_id=manifest.device_id,
             )
-            return
-        await self.event(
-            SnapshotReleased(
+        else:
+            outcome = SnapshotReleased(
                 school_id=manifest.school_id,
                 snapshot_id=manifest.snapshot_id,
                 format=manifest.format,
@@ -172,9 +173,9 @@ class Release(Ports):
                 sha256=manifest.sha256,
                 backup_verified=verified,
                 audit=summary,
-            ),
-            manifest.school_id,
-        )
+            )
+        key = manifest.school_id.encode()
+        return [Outbound(self.topics.events, key, audit), Outbound(self.topics.events, key, outcome)]
 
     async def again(self, redrive: Redrive) -> None:
         """The snapshot's records again, from its verified backup, unless a newer snapshot of the
@@ -231,8 +232,9 @@ class Release(Ports):
             return
         versions = derived.versions if derived is not None else None
         await self.publish_all(plan_fanout(parsed, manifest, versions), manifest, default_ts or manifest.taken_at, zone.name)
-        if redrive.key_aliases:
-            await self.announce(manifest, summary, findings, verified=True)  # the coordinator's gate sees the new audit
+        if redrive.key_aliases:  # the coordinator's gate sees the new audit
+            await self.store.enqueue(self.announcement(manifest, summary, findings, verified=True))
+            await self.drain()
         # The school's changes too: those lost in flight come again, the others are judged equal.
         resent = 0
         for batch in await self.store.stored_changes(redrive.school_id):

@@ -16,6 +16,7 @@ from shared.ledger.device_store import Derived
 from shared.ledger.devices import Ref
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.platform.db import pg_json
+from shared.platform.outbox import Outbound, enqueue
 from shared.source import jsonsafe
 from shared.wire.chunks import sha256_hex
 from shared.wire.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
@@ -276,9 +277,11 @@ class IngestStore:
             missing,
         )
 
-    async def mark_released(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
-        await self.pool.execute(
-            """
+    async def mark_released(self, manifest: SnapshotManifest, audit: AuditSummary, events: list[Outbound]) -> None:
+        """Released (its chunks dropped), and the events that say so written, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
             WITH released AS (
               UPDATE migration.snapshots SET released_at = now(), audit = $3
                WHERE school_id = $1 AND snapshot_id = $2),
@@ -286,10 +289,16 @@ class IngestStore:
               DELETE FROM migration.incomplete_snapshots WHERE school_id = $1 AND snapshot_id = $2)
             DELETE FROM migration.snapshot_chunks WHERE school_id = $1 AND snapshot_id = $2
             """,
-            manifest.school_id,
-            manifest.snapshot_id,
-            pg_json(audit.model_dump(mode="json")),
-        )
+                manifest.school_id,
+                manifest.snapshot_id,
+                pg_json(audit.model_dump(mode="json")),
+            )
+            await enqueue(conn, events)
+
+    async def enqueue(self, events: list[Outbound]) -> None:
+        """Events to publish, written on their own (published by the next drain)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, events)
 
     async def reaudit(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
         """A released snapshot's audit, again (an operator mapped keys): what its counts read."""

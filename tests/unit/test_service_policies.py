@@ -24,9 +24,10 @@ from services.loader.deferral import Position
 from services.loader.loading import Loading
 from shared.catalog.domains import Domain
 from shared.ledger.accounting import DomainCounts
+from shared.platform.outbox import Outbound
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring
-from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode, ValidationRequested
 
 
 def run(coro: Any) -> Any:
@@ -114,7 +115,6 @@ def test_the_plan_never_writes_a_message_after_one_that_waits_in_its_partition(p
 class Operations:
     redrives: list[tuple[str, str]] = field(default_factory=list)
     handed_back: list[Any] = field(default_factory=list)
-    validations: list[tuple[str, str]] = field(default_factory=list)
     moved: list[tuple[str, Phase]] = field(default_factory=list)
 
     async def redrive(self, school_id: str, snapshot_id: str, actor: str, reason: str) -> str:
@@ -127,9 +127,14 @@ class Operations:
     async def phase_changed(self, school_id: str, phase: Phase, why: str) -> None:
         self.moved.append((school_id, phase))
 
-    async def request_validation(self, school_id: str, snapshot_id: str, cut: Any = None) -> str:
-        self.validations.append((school_id, snapshot_id))
-        return "run-1"
+    drained: int = 0
+
+    def validation_request(self, school_id: str, snapshot_id: str, cut: Any = None) -> Outbound:
+        command = ValidationRequested(run_id=f"run-{school_id}", school_id=school_id, snapshot_id=snapshot_id)
+        return Outbound("schoolmig.commands.validate", school_id.encode(), command)
+
+    async def drain(self) -> None:
+        self.drained += 1
 
 
 @dataclass
@@ -137,7 +142,12 @@ class CoordinatorStore:
     sweep: Any = field(default_factory=lambda: SimpleNamespace(redrive=[], pending=0, orphans=0))
     illegal: bool = False
     transitions: list[tuple[str, Phase]] = field(default_factory=list)
+    announced: list[Any] = field(default_factory=list)  # what each move wrote to the outbox, in its transaction
+    runs: list[str] = field(default_factory=list)
     pool: Any = None
+
+    async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
+        self.runs.append(run_id)
 
     async def device_snapshots(self, school_id: str) -> set[str]:
         return set()
@@ -151,10 +161,11 @@ class CoordinatorStore:
     async def sweep_parked(self, school_id: str, snapshot_id: str) -> Any:
         return self.sweep
 
-    async def transition(self, school_id: str, snapshot_id: str, target: Phase, **_: Any) -> Phase:
+    async def transition(self, school_id: str, snapshot_id: str, target: Phase, then: Any = (), **_: Any) -> Phase:
         if self.illegal:
             raise IllegalTransition("moved meanwhile")
         self.transitions.append((school_id, target))
+        self.announced.append([(o.topic, o.message) for o in then])
         return Phase.DUAL_WRITE
 
     async def entered_at(self, school_id: str, phase: Phase) -> Any:
@@ -202,7 +213,7 @@ def test_a_school_with_records_missing_is_not_synced(monkeypatch: pytest.MonkeyP
     sync, operations = monitor(store)
     assert run(sync.check_sync("s", "n", COUNTS)) is False
     assert run(sync.check_sync("s", "n", None)) is False
-    assert store.transitions == [] and operations.validations == []
+    assert store.transitions == [] and store.announced == []
 
 
 def test_parked_records_whose_parents_arrived_are_handed_back_before_the_school_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,11 +231,16 @@ def test_a_school_accounted_for_moves_to_synced_and_asks_for_validation(monkeypa
     store = CoordinatorStore()
     sync, operations = monitor(store)
     assert run(sync.check_sync("s", "n", DONE)) is True
-    assert store.transitions == [("s", Phase.SYNCED)]
-    assert operations.validations == [("s", "n")] and operations.moved == [("s", Phase.SYNCED)]
+    assert store.transitions == [("s", Phase.SYNCED)] and operations.moved == [("s", Phase.SYNCED)]
+    # The validation it asks for is written with the move, in its transaction, then published.
+    [[(topic, command)]] = store.announced
+    assert topic == "schoolmig.commands.validate" and isinstance(command, ValidationRequested)
+    assert (command.school_id, command.snapshot_id) == ("s", "n") and store.runs == [command.run_id]
+    assert operations.drained == 1
     moved_meanwhile = CoordinatorStore(illegal=True)
     sync, operations = monitor(moved_meanwhile)
-    assert run(sync.check_sync("s", "n", DONE)) is False and operations.validations == []
+    assert run(sync.check_sync("s", "n", DONE)) is False
+    assert moved_meanwhile.announced == [] and moved_meanwhile.runs == [] and operations.drained == 0
 
 
 # --------------------------------------------------------------------------- ingest's changes
