@@ -12,9 +12,9 @@ from datetime import datetime
 
 from shared.catalog.timezones import UnknownZone, mapping_zone
 from shared.mapping import Mapped, map_record
+from shared.platform.kafka import MAX_MESSAGE_BYTES
 from shared.wire.batching import quarantine_entry, rows_entry
 from shared.wire.messages import (
-    MAX_MESSAGE_BYTES,
     ChangeOp,
     MappedRecord,
     QuarantinedRecord,

@@ -23,10 +23,12 @@ from faststream.middlewares import AckPolicy
 from shared.platform.logs import log_limited
 from shared.platform.settings import Settings
 from shared.platform.topics import Topics
-from shared.wire.batching import UNREADABLE
-from shared.wire.messages import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
+#: Every producer's limit for one message (Kafka's default ``message.max.bytes`` is about this).
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: The header of a placeholder for a record the Kafka client could not parse (see below).
+UNREADABLE = "schoolmig-unreadable"
 
 
 def hold(consumer: Any, rewind: dict[tuple[str, int], int], delay_s: float) -> None:

@@ -24,6 +24,7 @@ from pydantic_core import to_json
 
 from shared.catalog.domains import Domain
 from shared.failures.policy import Unusable
+from shared.platform.kafka import UNREADABLE
 from shared.platform.signing import SERVICE, Keyring, Refused
 from shared.wire.messages import (
     Barrier,
@@ -40,7 +41,6 @@ Internal = Barrier | RawBatch | RowsBatch | QuarantineBatch
 _INTERNAL: TypeAdapter[Internal] = TypeAdapter(Annotated[Internal, Field(discriminator="kind")])
 
 _ENTRIES = b',"entries":['
-UNREADABLE = "schoolmig-unreadable"  # the placeholder's header (shared.platform.kafka): no Kafka import here
 
 
 def encode(value: Any) -> bytes:

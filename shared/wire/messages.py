@@ -64,8 +64,6 @@ Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 #: below 512 KiB (base64 adds a third) and below Kafka's default 1 MB limit.
 MAX_CHUNK_BYTES = 360 * 1024
 MAX_INGEST_MESSAGE_BYTES = 512 * 1024
-#: Every producer's limit for one message (Kafka's default ``message.max.bytes`` is about this).
-MAX_MESSAGE_BYTES = 1024 * 1024
 #: A record's position in its domain's array (-1: a whole localStorage value); an int4 in PostgreSQL.
 RecordIndex = Annotated[int, Field(ge=-1, le=2**31 - 1)]
 #: A moment from outside, within what PostgreSQL's timestamptz and Python's datetime can
