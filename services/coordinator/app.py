@@ -1,10 +1,12 @@
 """Coordinator service wiring: lifecycle events and operator commands in; phase moves,
 validation commands, modes, outcomes and reports out; the HTTP API beside them.
 
-Built at start-up by :func:`create_app`. What comes in is ``services.coordinator.inbox``;
-the leader's rounds (sync checks, re-drives, outcomes) are ``services.coordinator.sync``;
-what the coordinator does to a school (advance, cutover, rollback, …) is
-``services.coordinator.operations``, the cutover's steps ``services.coordinator.cutover``.
+Built at start-up by :func:`create_app` (``shared.service.service_app``). What comes in is
+``services.coordinator.inbox``; the leader's rounds (sync checks, re-drives, outcomes) are
+``services.coordinator.sync``; what the coordinator does to a school (advance, cutover,
+rollback, …) is ``services.coordinator.operations``, the cutover's steps
+``services.coordinator.cutover``. Once the consumers run: the rounds, the gauges and the
+outbox drain start, cutovers a restart interrupted resume, and the API serves.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
-from faststream import Context, ContextRepo, FastStream
+from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.coordinator.http import make_api, serve
@@ -23,64 +25,50 @@ from services.coordinator.inbox import Inbox
 from services.coordinator.operations import Operations
 from services.coordinator.store import CoordinatorStore
 from services.coordinator.sync import ACTOR, SyncMonitor
-from shared.failures.guard import guarded_broker
 from shared.failures.policy import Stage
 from shared.platform.kafka import consumer_options, make_client_publisher, raw_body
 from shared.platform.leases import Lease, named
-from shared.platform.logs import setup_logging
-from shared.platform.service import prepare, report_readiness, start_periodic, stop_periodic
 from shared.platform.settings import Settings
-from shared.platform.signing import Keyring
-from shared.platform.telemetry import setup_telemetry
 from shared.platform.topics import Topics
+from shared.service import Wiring, report_readiness, service_app, start_periodic, stop_periodic
 
 OUTBOX_INTERVAL_S = 1.0
 GAUGE_INTERVAL_S = 5.0  # progress and lag: a scrape-friendly cadence, light on the database
-InboxDep = Annotated[Inbox, Context("inbox")]
+Policy = Annotated[Inbox, Context("policy")]
 
 
 def routes(settings: Settings) -> KafkaRouter:
-    topics = Topics.from_settings(settings)
-    router = KafkaRouter()
+    topics, router = Topics.from_settings(settings), KafkaRouter()
 
     @router.subscriber(topics.operator_commands, **consumer_options(settings, "schoolmig-coordinator-commands"), decoder=raw_body)
-    async def on_command(body: bytes, message: KafkaMessage, inbox: InboxDep) -> None:
+    async def on_command(body: bytes, message: KafkaMessage, inbox: Policy) -> None:
         await inbox.on_command(body, message)
 
     @router.subscriber(topics.events, **consumer_options(settings, "schoolmig-coordinator"), decoder=raw_body)
-    async def on_event(body: bytes, message: KafkaMessage, inbox: InboxDep) -> None:
+    async def on_event(body: bytes, message: KafkaMessage, inbox: Policy) -> None:
         await inbox.on_event(body, message)
 
     return router
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
-    settings = settings or Settings()
-    setup_logging("coordinator", settings.log_level, settings.log_format)  # first: FastStream logs from its start
-    keyring = Keyring.for_service(settings)
-    broker, letters = guarded_broker(settings, Stage.COORDINATOR)
-    broker.include_router(routes(settings))
-    clients = make_client_publisher(settings, client_id="coordinator")
-    metrics = setup_telemetry("coordinator", settings.metrics_port, settings.metrics_host)
     running: dict[str, Any] = {}  # what start-up began, for the stop to end
     stopping = asyncio.Event()  # a SIGTERM while consumers still join runs the stop first
 
     @asynccontextmanager
-    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        keyring.require()
-        store = CoordinatorStore(await prepare(settings, "coordinator"))
+    async def policy(w: Wiring) -> AsyncIterator[Inbox]:
+        clients = make_client_publisher(w.settings, client_id="coordinator")
         await clients.connect()
-        operations = Operations(store, broker, settings, metrics, actor=ACTOR, clients=clients)
-        running.update(store=store, operations=operations, sync=SyncMonitor(store, operations, settings, metrics))
-        context.set_global("inbox", Inbox(store, operations, settings, keyring, letters, metrics))
+        store = CoordinatorStore(w.pool)
+        operations = Operations(store, w.broker, w.settings, w.metrics, actor=ACTOR, clients=clients)
+        running.update(store=store, operations=operations, sync=SyncMonitor(store, operations, w.settings, w.metrics))
         try:
-            yield
+            yield Inbox(store, operations, w.settings, w.keyring, w.letters, w.metrics)
         finally:
             await clients.stop()
-            await letters.close()
-            await store.pool.close()
 
-    app = FastStream(broker, lifespan=lifespan)
+    app, wiring = service_app(Stage.COORDINATOR, routes, policy, settings=settings)
+    settings = wiring.settings
 
     @app.after_startup
     async def start_rounds() -> None:
@@ -99,8 +87,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
                 return
             raise
         if settings.api_port:
-            api = make_api(store, operations.handle, settings.api_token)
-            running["api"] = await serve(api, settings.api_host, settings.api_port)
+            running["api"] = await serve(
+                make_api(store, operations.handle, settings.api_token), settings.api_host, settings.api_port
+            )
 
     @app.on_shutdown
     async def stop_rounds() -> None:
@@ -112,9 +101,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
                 await stop_periodic(task)
         if (leader := running.get("leader")) is not None:
             await leader.release()
-        if (operations := running.get("operations")) is not None:
-            for cutover in list(operations.running.values()):  # resumed from their last step at the next start
-                cutover.cancel()
+        for cutover in list(running["operations"].running.values()) if "operations" in running else []:
+            cutover.cancel()  # resumed from its last step at the next start
 
     report_readiness(app)  # last: ready once every start-up hook above has run
     return app

@@ -1,6 +1,7 @@
 """Validator service wiring: validation commands in; results stored and published as events.
 
-Built at start-up by :func:`create_app`; what the handler does is ``services.validator.validating``.
+Built at start-up by :func:`create_app` (``shared.service.service_app``); what the handler
+does is ``services.validator.validating``.
 """
 
 from __future__ import annotations
@@ -9,56 +10,36 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from faststream import Context, ContextRepo, FastStream
+from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.validator.validating import Validating
-from shared.failures.guard import guarded_broker
 from shared.failures.policy import Stage
 from shared.platform.kafka import consumer_options, raw_bodies
-from shared.platform.logs import setup_logging
-from shared.platform.service import prepare, report_readiness
 from shared.platform.settings import Settings
-from shared.platform.signing import Keyring
-from shared.platform.telemetry import setup_telemetry
 from shared.platform.topics import Topics
+from shared.service import Wiring, report_readiness, service_app
 
-ValidatingDep = Annotated[Validating, Context("validating")]
+Policy = Annotated[Validating, Context("policy")]
 
 
 def routes(settings: Settings) -> KafkaRouter:
     router = KafkaRouter()
+    commands = Topics.from_settings(settings).validate_commands
 
-    @router.subscriber(
-        Topics.from_settings(settings).validate_commands,
-        **consumer_options(settings, "schoolmig-validator", batch=True),
-        decoder=raw_bodies,
-    )
-    async def on_validate(bodies: list[bytes], message: KafkaMessage, validating: ValidatingDep) -> None:
+    @router.subscriber(commands, **consumer_options(settings, "schoolmig-validator", batch=True), decoder=raw_bodies)
+    async def on_validate(bodies: list[bytes], message: KafkaMessage, validating: Policy) -> None:
         await validating.commands(message.raw_message, bodies)
 
     return router
 
 
+@asynccontextmanager
+async def policy(w: Wiring) -> AsyncIterator[Validating]:
+    yield Validating(w.pool, w.broker, w.topics, w.keyring, w.letters)
+
+
 def create_app(settings: Settings | None = None) -> FastStream:
-    settings = settings or Settings()
-    setup_logging("validator", settings.log_level, settings.log_format)  # first: FastStream logs from its start
-    keyring = Keyring.for_service(settings)
-    broker, letters = guarded_broker(settings, Stage.VALIDATOR)
-    broker.include_router(routes(settings))
-    setup_telemetry("validator", settings.metrics_port, settings.metrics_host)
-
-    @asynccontextmanager
-    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        keyring.require()
-        pool = await prepare(settings, "validator")
-        context.set_global("validating", Validating(pool, broker, Topics.from_settings(settings), keyring, letters))
-        try:
-            yield
-        finally:
-            await pool.close()
-            await letters.close()
-
-    app = FastStream(broker, lifespan=lifespan)
-    report_readiness(app)  # last: ready once every start-up hook above has run
+    app, _ = service_app(Stage.VALIDATOR, routes, policy, settings=settings)
+    report_readiness(app)  # last: ready once every start-up hook has run
     return app

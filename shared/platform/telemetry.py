@@ -69,7 +69,7 @@ _ready = {"ready": 0}  # read by the readiness gauge's callback
 
 
 def set_ready(ready: bool) -> None:
-    """Whether this process serves: started, its consumers subscribed (``shared.platform.service``),
+    """Whether this process serves: started, its consumers subscribed (``shared.service``),
     and not stopping. What ``python -m schoolmig.health`` reads from the scrape."""
     _ready["ready"] = int(ready)
 

@@ -563,9 +563,7 @@ class AuditSummary(_Model):
 
 
 class SnapshotReleased(_Model):
-    """Ingest has every chunk, assembled them to the announced SHA-256, stored the backups
-    (``backup_verified`` says whether both copies read back equal), audited the snapshot and
-    fanned its records out. A snapshot not fanned out gets :class:`SnapshotWithheld` instead."""
+    """Ingest assembled every chunk to the announced SHA-256, stored both backups, audited and fanned it out."""
 
     type: Literal["snapshot.released"] = "snapshot.released"
     school_id: SchoolId

@@ -20,6 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("shared.wire.fanout",),  # a parsed snapshot's records planned as raw batches
     ("shared.failures",),  # the guard and the dead letters
     ("shared.ledger",),  # each record's state in PostgreSQL
+    ("shared.service",),  # how every service is made (the guarded broker, the lifespan, the rounds)
     ("services", "schoolmig"),  # the services, and the command line beside them
 ]
 
