@@ -301,10 +301,6 @@ class Stack:
         process = self._children[name].process
         return process.pid if process else None
 
-    def pids(self) -> dict[str, int]:
-        """Every running instance's process id, by instance name."""
-        return {name: c.process.pid for name, c in self._children.items() if c.process and c.process.returncode is None}
-
     async def stop(self) -> None:
         self._stopping = True
         if self._watch:  # it ends its round (a restart under way included) and sees the flag

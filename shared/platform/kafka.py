@@ -125,7 +125,7 @@ def _header_value(value: Any) -> bytes:
 
 
 def make_client_publisher(settings: Settings, *, client_id: str) -> KafkaBroker:
-    """A producer for the topics clients read (``Topics.client_read``), compressed the way
+    """A producer for the topics clients read (``Topics.control`` and ``Topics.outcomes``), compressed the way
     every stock client reads (``SCHOOLMIG_CLIENT_COMPRESSION``: none or gzip). Started at
     start-up (``connect()``), stopped at shutdown."""
     if not settings.kafka_bootstrap_servers:

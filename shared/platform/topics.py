@@ -78,11 +78,6 @@ class Topics:
         return f"{self.prefix}.outcomes"
 
     @property
-    def client_read(self) -> list[str]:
-        """The topics clients read: written with ``SCHOOLMIG_CLIENT_COMPRESSION``."""
-        return [self.control, self.outcomes]
-
-    @property
     def raw_topics(self) -> list[str]:
         return [self.raw(d) for d in ALL_DOMAINS]
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +23,3 @@ def wait_for_port(port: int, timeout_s: float, *, is_alive: Callable[[], bool]) 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listened on port {port} within {timeout_s}s")
-
-
-async def async_wait_for_port(port: int, timeout_s: float, *, is_alive: Callable[[], bool]) -> None:
-    await asyncio.to_thread(wait_for_port, port, timeout_s, is_alive=is_alive)
