@@ -348,7 +348,7 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
     from schoolmig.render import print_validation, print_validation_summary
     from schoolmig.runner import send_command
     from shared.ledger.schools import command_outcome, validation
-    from shared.wire.messages import OperatorCommand
+    from shared.wire.messages import OperatorCommand, operator_run_id
 
     if not (bootstrap := _endpoint(settings, "kafka")):
         return 2
@@ -363,21 +363,23 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
             OperatorCommand(action="validate", school_id=s, snapshot_id=n, actor="cli", reason="schoolmig validate")
             for s, n in targets
         ]
-        for command in asked:
-            await send_command(bootstrap, settings, command)
-        results, deadline = {}, time.monotonic() + settings.validation_timeout_s
+        await send_command(bootstrap, settings, *asked)
+        results: dict[str, Any] = {}
+        deadline = time.monotonic() + settings.validation_timeout_s  # from the last result: --all takes its time
         while len(results) < len(asked) and time.monotonic() < deadline:
-            for command in asked:
-                if command.command_id in results:
-                    continue
+            for command in (c for c in asked if c.command_id not in results):
                 if (outcome := await command_outcome(pool, command.command_id)) and outcome.startswith("refused"):
                     console.print(f"[red]{command.school_id}: {outcome}[/]")
                     return 1
-                if (found := await validation(pool, command.command_id)) is not None:
+                if (found := await validation(pool, operator_run_id(command.command_id))) is not None:
                     results[command.command_id] = found
-            await asyncio.sleep(0.25)
+                    deadline = time.monotonic() + settings.validation_timeout_s
+            await asyncio.sleep(0.5)
         if len(results) < len(asked):
-            console.print(f"[red]no result from the validator in {settings.validation_timeout_s:.0f}s (is the stack up?)[/]")
+            console.print(
+                f"[red]no result from the validator in {settings.validation_timeout_s:.0f}s: is the stack up, and does the "
+                "coordinator know SCHOOLMIG_OPERATOR's key? (a command it refuses unheard is in schoolmig.deadletter)[/]"
+            )
             return 1
         done = [results[c.command_id] for c in asked]
         if as_json:

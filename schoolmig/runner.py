@@ -62,18 +62,19 @@ class Job:
         )
 
 
-async def send_command(bootstrap_servers: str, settings: Settings, command: OperatorCommand) -> None:
-    """An operator's command (cutover, rollback, audit override) to the coordinator, signed
+async def send_command(bootstrap_servers: str, settings: Settings, *commands: OperatorCommand) -> None:
+    """Operators' commands (cutover, rollback, audit override, …) to the coordinator, signed
     with the operator's key (``SCHOOLMIG_OPERATOR_KEY``): the actor recorded is that operator."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
     await producer.start()
     try:
-        topic = Topics.from_settings(settings).operator_commands
-        body = command.model_dump_json().encode()
-        signed = Keyring.for_operator(settings).sign(topic, body)  # the coordinator acts on nothing else
-        await producer.send_and_wait(
-            topic, body, key=command.school_id.encode(), headers=[(k, v.encode()) for k, v in signed.items()]
-        )
+        topic, keyring = Topics.from_settings(settings).operator_commands, Keyring.for_operator(settings)
+        for command in commands:
+            body = command.model_dump_json().encode()
+            signed = keyring.sign(topic, body)  # the coordinator acts on nothing else
+            await producer.send_and_wait(
+                topic, body, key=command.school_id.encode(), headers=[(k, v.encode()) for k, v in signed.items()]
+            )
     finally:
         await producer.stop()
 

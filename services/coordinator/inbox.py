@@ -25,6 +25,7 @@ from shared.platform.telemetry import PipelineMetrics
 from shared.wire.batching import signed_by
 from shared.wire.messages import (
     CHANGE_ID_PREFIX,
+    OPERATOR_RUN_PREFIX,
     Event,
     OperatorCommand,
     SchoolRejected,
@@ -121,6 +122,9 @@ class Inbox:
         return parsed
 
     async def on_validation(self, event: ValidationCompleted) -> None:
+        if event.run_id.startswith(OPERATOR_RUN_PREFIX):  # an operator's look (schoolmig validate): stored, that is all
+            log.info("%s: operator's validation %s: %s", event.school_id, event.run_id, "ok" if event.ok else "issues")
+            return
         if event.started_at and event.finished_at:
             self.metrics.validation_duration.record(
                 (event.finished_at - event.started_at).total_seconds(), {"school_id": event.school_id}

@@ -51,6 +51,7 @@ from shared.wire.messages import (
     SnapshotReleased,
     SnapshotWithheld,
     ValidationRequested,
+    operator_run_id,
 )
 
 log = logging.getLogger("schoolmig.coordinator")
@@ -544,12 +545,13 @@ class Operations:
 
     async def validate(self, school_id: str, snapshot_id: str | None, run_id: str) -> str:
         """An operator's validation run (``schoolmig validate``), of the school's snapshot unless
-        one is named; its result is stored under ``run_id``, and counts like any other."""
+        one is named; its result is stored under ``operator_run_id(run_id)`` and only stored:
+        the school's phase, report and alerts go by its own sync's runs."""
         snapshot_id = snapshot_id or (await self.store.phase_of(school_id))[1]
         if snapshot_id is None:
             return f"refused: {school_id} has no snapshot to validate"
-        await self.request_validation(school_id, snapshot_id, run_id=run_id)
-        return f"validation {run_id} of {snapshot_id} requested"
+        await self.request_validation(school_id, snapshot_id, run_id=operator_run_id(run_id))
+        return f"validation {operator_run_id(run_id)} of {snapshot_id} requested"
 
     async def request_validation(
         self, school_id: str, snapshot_id: str, changes_until: datetime | None = None, *, run_id: str | None = None
@@ -572,7 +574,7 @@ class Operations:
 
     async def drain(self) -> None:
         """Publish what a step (this one's, or one a stopped coordinator reached) left in the outbox."""
-        await outbox.drain(self.store.pool, self.broker, self.keyring)
+        await outbox.flush(self.store.pool, self.broker, self.keyring, "coordinator")
 
     # ------------------------------------------------------------------ CutoverPorts
 

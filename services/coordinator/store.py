@@ -66,7 +66,7 @@ class CoordinatorStore:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             moved = await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
-            await enqueue(conn, then)
+            await enqueue(conn, then, "coordinator")
             return moved
 
     async def _move(

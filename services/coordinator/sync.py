@@ -101,6 +101,7 @@ class SyncMonitor:
         # The move and the validation it asks for, in one transaction (the request through the
         # outbox): a coordinator stopped in between leaves no synced school without its run.
         request = self.operations.validation_request(school_id, snapshot_id, cut)
+        await self.store.new_validation_run(run_id_of(request), school_id, snapshot_id)  # shown as requested
         try:
             await self.store.transition(
                 school_id,
@@ -114,8 +115,7 @@ class SyncMonitor:
             )
         except IllegalTransition:
             return False
-        await self.store.new_validation_run(run_id_of(request), school_id, snapshot_id)  # shown as requested
-        await self.operations.drain()
+        await self.operations.drain()  # a failure here is the next round's (the outbox keeps it)
         await self.operations.phase_changed(school_id, Phase.SYNCED, "synced")
         if (began := await self.store.entered_at(school_id, Phase.DUAL_WRITE)) is not None:
             seconds = (datetime.now(UTC) - began).total_seconds()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from faststream import Context, FastStream
 from faststream.kafka import KafkaMessage, KafkaRouter
@@ -47,33 +47,44 @@ def routes(settings: Settings) -> KafkaRouter:
     return router
 
 
-@asynccontextmanager
-async def policy(w: Wiring) -> AsyncIterator[Intake]:
-    clients = make_client_publisher(w.settings, client_id="ingest")  # the outcomes topic: stock clients read it
-    await clients.connect()
-    release = Release(IngestStore(w.pool), w.settings, w.keyring, w.broker, clients, w.letters, w.metrics)
-    assert w.settings.database_url
-    lease = Lease(w.settings.database_url, named(w.settings.topic_prefix, "ingest.overdue"))  # once, whoever holds it
-
-    async def report_if_held() -> None:
-        if await lease.held():
-            await release.report_overdue()
-
-    interval = min(30.0, max(0.5, w.settings.incomplete_snapshot_timeout_s / 4))
-    rounds = [
-        start_periodic("overdue snapshots", interval, report_if_held),
-        start_periodic("outbox", OUTBOX_INTERVAL_S, release.drain),
-    ]
-    try:
-        yield Intake(release)
-    finally:
-        for task in rounds:
-            await stop_periodic(task)
-        await lease.release()
-        await clients.stop()
-
-
 def create_app(settings: Settings | None = None) -> FastStream:
-    app, _ = service_app(Stage.INGEST, routes, policy, settings=settings)
-    report_readiness(app)  # last: ready once every start-up hook has run
+    running: dict[str, Any] = {}  # what start-up began, for the stop to end
+
+    @asynccontextmanager
+    async def policy(w: Wiring) -> AsyncIterator[Intake]:
+        clients = make_client_publisher(w.settings, client_id="ingest")  # the outcomes topic: stock clients read it
+        await clients.connect()
+        running["release"] = Release(IngestStore(w.pool), w.settings, w.keyring, w.broker, clients, w.letters, w.metrics)
+        try:
+            yield Intake(running["release"])
+        finally:
+            await clients.stop()
+
+    app, wiring = service_app(Stage.INGEST, routes, policy, settings=settings)
+    settings = wiring.settings
+
+    @app.after_startup
+    async def start_rounds() -> None:  # once the broker runs: they publish
+        release = running["release"]
+        assert settings.database_url
+        lease = running["lease"] = Lease(settings.database_url, named(settings.topic_prefix, "ingest.overdue"))
+
+        async def report_if_held() -> None:  # once, whoever holds the lease
+            if await lease.held():
+                await release.report_overdue()
+
+        interval = min(30.0, max(0.5, settings.incomplete_snapshot_timeout_s / 4))
+        running["rounds"] = [
+            start_periodic("overdue snapshots", interval, report_if_held),
+            start_periodic("outbox", OUTBOX_INTERVAL_S, release.drain),  # what a stopped replica left
+        ]
+
+    @app.on_shutdown
+    async def stop_rounds() -> None:  # before the broker stops
+        for task in running.get("rounds", []):
+            await stop_periodic(task)
+        if (lease := running.get("lease")) is not None:
+            await lease.release()
+
+    report_readiness(app)  # last: ready once every start-up hook above has run
     return app

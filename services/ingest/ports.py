@@ -58,7 +58,7 @@ class Ports:
 
     async def drain(self) -> None:
         """Publish what this step (or one a stopped process reached) left in the outbox."""
-        await outbox.drain(self.store.pool, self.broker, self.keyring)
+        await outbox.flush(self.store.pool, self.broker, self.keyring, "ingest")
 
     async def event(self, event: BaseModel, school_id: str) -> None:
         """One lifecycle event on the events topic, keyed by its school."""
@@ -115,7 +115,7 @@ class Ports:
     async def publish_all(
         self, outgoing: list[Outgoing], manifest: SnapshotManifest, default_ts: datetime, timezone: str
     ) -> None:
-        """Send every record, in batch messages, pipelined; return only when the self.broker has them all."""
+        """Send every record, in batch messages, pipelined; return only when the broker has them all."""
         headers = {"snapshot_id": manifest.snapshot_id, "schema_version": str(manifest.schema_version)}
         await self.publish_wires(
             fanout_batches(
@@ -132,7 +132,7 @@ class Ports:
 
     async def publish_wires(self, wires: Iterable[WireBatch], headers: dict[str, str] | None = None) -> None:
         """Each batch to its domain's raw topic or the quarantine topic, pipelined; return only
-        when the self.broker has them all."""
+        when the broker has them all."""
         pending = []
         for wire in wires:
             topic = self.topics.quarantine if wire.kind == "quarantine" else self.topics.raw(wire.domain)

@@ -26,7 +26,6 @@ from services.ingest.ports import Ports
 from shared.catalog.timezones import SchoolZone
 from shared.ledger.devices import held_records, readable_domains
 from shared.platform.outbox import Outbound
-from shared.platform.signing import publish
 from shared.source.backup_files import write_backup_file
 from shared.source.snapshot import ParsedSnapshot, UnreadableSnapshot, parse_snapshot
 from shared.wire import chunks
@@ -258,16 +257,12 @@ class Release(Ports):
             redrive.reason,
         )
 
-    async def report_overdue(
-        self,
-    ) -> None:
+    async def report_overdue(self) -> None:
         """Report, once each, snapshots still missing parts after the timeout."""
         for school_id, snapshot_id, expected, missing, age in await self.store.overdue(
             self.settings.incomplete_snapshot_timeout_s
         ):
-            await publish(
-                self.broker,
-                self.keyring,
+            await self.event(
                 SnapshotIncomplete(
                     school_id=school_id,
                     snapshot_id=snapshot_id,

@@ -293,12 +293,12 @@ class IngestStore:
                 manifest.snapshot_id,
                 pg_json(audit.model_dump(mode="json")),
             )
-            await enqueue(conn, events)
+            await enqueue(conn, events, "ingest")
 
     async def enqueue(self, events: list[Outbound]) -> None:
         """Events to publish, written on their own (published by the next drain)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, events)
+            await enqueue(conn, events, "ingest")
 
     async def reaudit(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
         """A released snapshot's audit, again (an operator mapped keys): what its counts read."""

@@ -16,7 +16,7 @@ that misses its parent's commit (which would leave it parked for good).
 A step the database rejects for good is split in halves, each in a savepoint, until the
 records it rejects are alone; those go to quarantine with the database's message, the
 rest land in the same transaction. Transient
-failures (connection lost, restart, deadlock) are retried after 1 s, 5 s, 15 s (with
+failures (connection lost, restart, deadlock) are retried after 1, 2 and 4 s (with
 jitter), then raised so the consumer rewinds and the batch is delivered again.
 """
 

@@ -57,7 +57,7 @@ class Transforming:
                 try:
                     produced = self.outputs(batch)
                 except Exception as exc:  # pure code, so this message's own fault: the others go on
-                    await self.letters.isolate(source, body, exc, "transform")
+                    await self.letters.isolate(source, body, exc, "transform", pure=True)
                     continue
                 pending += [
                     await publish(self.broker, self.keyring, out, topic, key=key, no_confirm=True) for out, topic, key in produced

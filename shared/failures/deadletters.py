@@ -108,11 +108,12 @@ class DeadLetters:
         elif counted:
             count_error("consistency", f"{self.stage}: unusable message")
 
-    async def isolate(self, source: Located | Any, body: bytes, exc: Exception, what: str) -> None:
+    async def isolate(self, source: Located | Any, body: bytes, exc: Exception, what: str, *, pure: bool = False) -> None:
         """One message's failure inside a handler that goes on with the others: the
         infrastructure's is raised again (the guard retries the whole poll), the message's own
-        is dead-lettered as ``handler_failed`` with the exception's class."""
-        if classify(exc) == "transient":
+        is dead-lettered as ``handler_failed`` with the exception's class. ``pure``: the
+        failing code does no I/O, so whatever it raised is the message's."""
+        if not pure and classify(exc) == "transient":
             raise exc
         name = type(exc).__name__
         await self.send(source, body, "handler_failed", f"{what} raised {name}", error_class=name)

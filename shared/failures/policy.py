@@ -1,10 +1,11 @@
-"""Whose fault a failure is, and what to do about it. Pure: no Kafka, no database.
+"""Whose fault a failure is, and what to do about it: the classification, the one back-off,
+the bounded attempts, and the quick retry of a database operation (no consumer, no broker here).
 
 Every consumer meets two kinds of failure and must never confuse them:
 
 - **transient**: the infrastructure (the database restarting, the broker unreachable, a
   deadlock). The message is fine; it is tried again after a back-off, for as long as it
-  takes, and only its own partitions wait (see ``shared.platform.kafka.Guard``).
+  takes, and only its own partitions wait (see ``shared.failures.guard.Guard``).
 - **the message's own** (anything else: a value the database refuses, a parser's limit, a
   bug meeting an input nobody foresaw). Trying again cannot help for long: after
   :data:`MAX_ATTEMPTS` the message goes to the dead letter with its reason and the
@@ -125,20 +126,24 @@ def retry_delay(attempt: int) -> float:
 
 
 #: Tries of one database operation (:func:`with_retries`) before the error is raised.
-DB_ATTEMPTS = 5
+DB_ATTEMPTS = 4
 
 
 async def with_retries(operation: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run ``operation``; on a transient error (:func:`classify`) wait 1, 2, 4, 8 s (±20%
-    jitter) and try again, then give up by raising (the caller's consumer rewinds through
-    the guard; nothing is lost). A message's own error is raised at once."""
+    """Run ``operation``; when the connection or the server failed (:data:`TRANSIENT_ERRORS`:
+    a lost connection, a restart, a deadlock) wait 1, 2, 4 s (the back-off, ±20% jitter) and
+    try again, then give up by raising (the caller's consumer rewinds through the guard;
+    nothing is lost). Anything else, a read-only server after a failover included, is raised
+    at once: the guard's per-partition back-off takes it from there."""
     for attempt in range(1, DB_ATTEMPTS + 1):
         try:
             return await operation()
-        except Exception as exc:
-            if classify(exc) != "transient" or attempt == DB_ATTEMPTS:
+        except TRANSIENT_ERRORS as exc:
+            if isinstance(exc, asyncpg.DataError):  # a value the client cannot encode: it will not get better
                 raise
             count_error("transient", what)
+            if attempt == DB_ATTEMPTS:
+                raise
             wait = backoff(attempt, base=1.0) * random.uniform(0.8, 1.2)
             log.warning("%s: transient %s (attempt %d), retrying in %.1fs", what, type(exc).__name__, attempt, wait)
             await asyncio.sleep(wait)

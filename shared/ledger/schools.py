@@ -51,6 +51,7 @@ async def store_validation(pool: asyncpg.Pool, result: ValidationCompleted) -> N
         INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id, ok, result, requested_at, finished_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (run_id) DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at
+         WHERE (validation_runs.school_id, validation_runs.snapshot_id) = (EXCLUDED.school_id, EXCLUDED.snapshot_id)
         """,
         result.run_id,
         result.school_id,

@@ -127,7 +127,8 @@ def rows_entry(
 def quarantine_entry(record: QuarantinedRecord, limit: int | None = None) -> bytes:
     """A ``QuarantinedRecord`` in a ``quarantine.batch``; without its payload when the payload
     cannot travel (it cannot be encoded: a lone surrogate, too deep; or the entry would be
-    larger than ``limit``). The verified backup, or the stored change, keeps it."""
+    larger than ``limit``). The verified backup, or the stored change, keeps it. What is left
+    (ids, reason, message) is not checked against ``limit`` again: ingest bounds ids."""
     try:
         entry = encode(record)
     except ValueError:  # pydantic-core's serialization error

@@ -563,7 +563,7 @@ class AuditSummary(_Model):
 
 
 class SnapshotReleased(_Model):
-    """Ingest assembled every chunk to the announced SHA-256, stored both backups, audited and fanned it out."""
+    """Ingest assembled every chunk to the announced SHA-256, stored its backups, audited and fanned it out."""
 
     type: Literal["snapshot.released"] = "snapshot.released"
     school_id: SchoolId
@@ -596,6 +596,15 @@ class SnapshotIncomplete(_Model):
     chunks_expected: int | None
     missing_chunks: list[int]
     waited_s: float
+
+
+def operator_run_id(command_id: str) -> str:
+    """The run an operator's ``validate`` command asks for: stored and shown, never taken as a
+    school's sync validation (its phase does not move on it; automatic runs are UUIDs)."""
+    return f"{OPERATOR_RUN_PREFIX}{command_id}"
+
+
+OPERATOR_RUN_PREFIX = "op-"
 
 
 class ValidationRequested(_Model):

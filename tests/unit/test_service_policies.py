@@ -240,7 +240,7 @@ def test_a_school_accounted_for_moves_to_synced_and_asks_for_validation(monkeypa
     moved_meanwhile = CoordinatorStore(illegal=True)
     sync, operations = monitor(moved_meanwhile)
     assert run(sync.check_sync("s", "n", DONE)) is False
-    assert moved_meanwhile.announced == [] and moved_meanwhile.runs == [] and operations.drained == 0
+    assert moved_meanwhile.transitions == [] and moved_meanwhile.announced == [] and operations.drained == 0
 
 
 # --------------------------------------------------------------------------- ingest's changes
