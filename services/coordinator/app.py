@@ -61,9 +61,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
         await clients.connect()
         store = CoordinatorStore(w.pool)
         operations = Operations(store, w.broker, w.settings, w.metrics, actor=ACTOR, clients=clients)
-        running.update(store=store, operations=operations, sync=SyncMonitor(store, operations, w.settings, w.metrics))
+        running.update(store=store, operations=operations, sync=SyncMonitor(**vars(w), store=store, operations=operations))
         try:
-            yield Inbox(store, operations, w.settings, w.keyring, w.letters, w.metrics)
+            yield Inbox(**vars(w), store=store, operations=operations)
         finally:
             await clients.stop()
 

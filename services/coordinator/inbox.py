@@ -8,6 +8,7 @@ in the dead letter with its reason, never acted on.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from faststream.kafka import KafkaMessage
@@ -17,11 +18,9 @@ from services.coordinator.operations import Operations
 from services.coordinator.phases import Phase
 from services.coordinator.store import CoordinatorStore
 from services.coordinator.sync import ACTOR
-from shared.failures.deadletters import DeadLetters
 from shared.failures.policy import Unusable
-from shared.platform.settings import Settings
-from shared.platform.signing import OPERATOR_PREFIX, SERVICE, Keyring, stale_age
-from shared.platform.telemetry import PipelineMetrics
+from shared.platform.signing import OPERATOR_PREFIX, SERVICE, stale_age
+from shared.service import Wiring
 from shared.wire.batching import signed_by
 from shared.wire.messages import (
     CHANGE_ID_PREFIX,
@@ -42,24 +41,12 @@ OPERATOR_COMMAND: TypeAdapter[OperatorCommand] = TypeAdapter(OperatorCommand)
 EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-class Inbox:
+@dataclass(kw_only=True)
+class Inbox(Wiring):
     """The coordinator's two handlers' policy."""
 
-    def __init__(
-        self,
-        store: CoordinatorStore,
-        operations: Operations,
-        settings: Settings,
-        keyring: Keyring,
-        letters: DeadLetters,
-        metrics: PipelineMetrics,
-    ) -> None:
-        self.store = store
-        self.operations = operations
-        self.settings = settings
-        self.keyring = keyring
-        self.letters = letters
-        self.metrics = metrics
+    store: CoordinatorStore
+    operations: Operations
 
     async def on_command(self, body: bytes, message: KafkaMessage) -> None:
         """Acted on only when an operator the coordinator knows signed it (``shared.platform.signing``);

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.coordinator.lag import consumer_groups, consumer_lag
@@ -27,9 +28,7 @@ from shared.catalog.domains import Domain
 from shared.failures.policy import backoff
 from shared.ledger.accounting import DomainCounts, progress, record_counts, record_counts_many
 from shared.platform.leases import Lease
-from shared.platform.settings import Settings
-from shared.platform.telemetry import PipelineMetrics
-from shared.platform.topics import Topics
+from shared.service import Wiring
 
 log = logging.getLogger("schoolmig.coordinator")
 ACTOR = "coordinator"
@@ -42,20 +41,17 @@ OUTCOMES_INTERVAL_S = 1.0  # how often clients hear where their changes stand
 SYNC_CHECKS_PER_ROUND = 20
 
 
-class SyncMonitor:
+@dataclass(kw_only=True)
+class SyncMonitor(Wiring):
     """The leader's rounds, and the pacing they keep between rounds."""
 
-    def __init__(self, store: CoordinatorStore, operations: Operations, settings: Settings, metrics: PipelineMetrics) -> None:
-        self.store = store
-        self.operations = operations
-        self.settings = settings
-        self.topics = Topics.from_settings(settings)
-        self.metrics = metrics
-        #: Per (school, snapshot) syncing: its counts when they last moved, when, and re-drives since.
-        self._progress: dict[tuple[str, str], tuple[tuple[int, ...], float, int]] = {}
-        self._checked_at: dict[tuple[str, str], float] = {}
-        self._lag_moved: list[float] = [0.0, -1.0]  # [when the consumers' total lag last changed, that total]
-        self._next_outcomes = [0.0]
+    store: CoordinatorStore
+    operations: Operations
+    #: Per (school, snapshot) syncing: its counts when they last moved, when, and re-drives since.
+    _progress: dict[tuple[str, str], tuple[tuple[int, ...], float, int]] = field(default_factory=dict)
+    _checked_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    _lag_moved: list[float] = field(default_factory=lambda: [0.0, -1.0])  # [when the total lag last changed, that total]
+    _next_outcomes: list[float] = field(default_factory=lambda: [0.0])
 
     async def check_sync(self, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts] | None) -> bool:
         """Move a school to ``synced`` and ask for validation when every record is accounted for."""

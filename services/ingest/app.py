@@ -54,9 +54,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def policy(w: Wiring) -> AsyncIterator[Intake]:
         clients = make_client_publisher(w.settings, client_id="ingest")  # the outcomes topic: stock clients read it
         await clients.connect()
-        running["release"] = Release(IngestStore(w.pool), w.settings, w.keyring, w.broker, clients, w.letters, w.metrics)
+        release = running["release"] = Release(**vars(w), store=IngestStore(w.pool), clients=clients)
         try:
-            yield Intake(running["release"])
+            yield Intake(**vars(release), release=release)
         finally:
             await clients.stop()
 

@@ -10,6 +10,7 @@ refused.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from faststream.kafka import KafkaMessage
@@ -40,14 +41,11 @@ log = logging.getLogger("schoolmig.ingest")
 MAX_CHUNK_CANDIDATES = 3
 
 
+@dataclass(kw_only=True)
 class Intake(Ports):
     """What comes in on the ingest topic, message by message."""
 
-    def __init__(self, release: Release) -> None:
-        super().__init__(
-            release.store, release.settings, release.keyring, release.broker, release.clients, release.letters, release.metrics
-        )
-        self.release = release
+    release: Release
 
     async def take(self, body: bytes, message: KafkaMessage) -> None:
         if (why := unreadable(message.raw_message)) is not None:

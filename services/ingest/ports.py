@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +19,10 @@ from pydantic import BaseModel
 
 from services.ingest.envelope import Sender, sender_of
 from services.ingest.store import IngestStore
-from shared.failures.deadletters import DeadLetters, correlation_of
+from shared.failures.deadletters import correlation_of
 from shared.platform import outbox
-from shared.platform.settings import Settings
-from shared.platform.signing import Keyring, publish
-from shared.platform.telemetry import PipelineMetrics
-from shared.platform.topics import Topics
+from shared.platform.signing import publish
+from shared.service import Wiring
 from shared.wire.fanout import Outgoing, WireBatch, fanout_batches
 from shared.wire.messages import (
     FieldError,
@@ -34,27 +33,12 @@ from shared.wire.messages import (
 log = logging.getLogger("schoolmig.ingest")
 
 
-class Ports:
+@dataclass(kw_only=True)
+class Ports(Wiring):
     """Ingest's state: made once at start-up (``services.ingest.app``), shared by its steps."""
 
-    def __init__(
-        self,
-        store: IngestStore,
-        settings: Settings,
-        keyring: Keyring,
-        broker: KafkaBroker,
-        clients: KafkaBroker,
-        letters: DeadLetters,
-        metrics: PipelineMetrics,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.topics = Topics.from_settings(settings)
-        self.keyring = keyring
-        self.broker = broker
-        self.clients = clients
-        self.letters = letters
-        self.metrics = metrics
+    store: IngestStore
+    clients: KafkaBroker  # the outcomes topic: stock clients read it
 
     async def drain(self) -> None:
         """Publish what this step (or one a stopped process reached) left in the outbox."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from faststream.kafka import KafkaMessage
@@ -46,6 +47,7 @@ log = logging.getLogger("schoolmig.ingest")
 AUDIT_EVENT_FINDINGS = 500  # the event carries the first ones; all are in migration.audits
 
 
+@dataclass(kw_only=True)
 class Release(Ports):
     """The release steps, and a snapshot's re-drive from its verified backup."""
 

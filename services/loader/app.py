@@ -44,7 +44,7 @@ def routes(settings: Settings) -> KafkaRouter:
 
 @asynccontextmanager
 async def policy(w: Wiring) -> AsyncIterator[Loading]:
-    yield Loading(Writer(w.pool), w.settings, w.keyring, w.letters, w.metrics)
+    yield Loading(**vars(w), writer=Writer(w.pool))
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

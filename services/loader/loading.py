@@ -13,16 +13,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.loader.deferral import Position, Split, WaitClock, split
 from services.loader.writer import Writer
-from shared.failures.deadletters import DeadLetters
 from shared.failures.policy import Unusable
 from shared.platform.kafka import hold
-from shared.platform.settings import Settings
-from shared.platform.signing import Keyring
-from shared.platform.telemetry import PipelineMetrics
+from shared.service import Wiring
 from shared.wire.barrier import acknowledge
 from shared.wire.batching import read_signed
 from shared.wire.messages import Barrier, MappedRecord, QuarantineBatch, QuarantinedRecord, RowsBatch
@@ -30,18 +28,14 @@ from shared.wire.messages import Barrier, MappedRecord, QuarantineBatch, Quarant
 log = logging.getLogger("schoolmig.loader")
 
 
-class Loading:
+@dataclass(kw_only=True)
+class Loading(Wiring):
     """The loader's state (its store, its wait clock) and its steps, one method per handler."""
 
-    def __init__(
-        self, writer: Writer, settings: Settings, keyring: Keyring, letters: DeadLetters, metrics: PipelineMetrics
-    ) -> None:
-        self.writer = writer
-        self.settings = settings
-        self.keyring = keyring
-        self.letters = letters
-        self.metrics = metrics
-        self.clock = WaitClock(settings.parent_wait_s)
+    writer: Writer
+
+    def __post_init__(self) -> None:
+        self.clock = WaitClock(self.settings.parent_wait_s)
 
     async def rows(self, sources: Sequence[Any], bodies: list[bytes], consumer: Any) -> None:
         """One poll of rows batches: written now, or left to wait for parents on their way."""

@@ -36,7 +36,7 @@ def routes(settings: Settings) -> KafkaRouter:
 
 @asynccontextmanager
 async def policy(w: Wiring) -> AsyncIterator[Transforming]:
-    yield Transforming(w.broker, w.settings, w.keyring, w.letters, w.metrics)
+    yield Transforming(**vars(w))
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

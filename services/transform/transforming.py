@@ -13,33 +13,19 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from services.transform.records import transform_batch
 from shared.catalog.domains import Domain
-from shared.failures.deadletters import DeadLetters
 from shared.failures.policy import Unusable
-from shared.platform.settings import Settings
-from shared.platform.signing import Keyring, publish
-from shared.platform.telemetry import PipelineMetrics
-from shared.platform.topics import Topics, batch_key
+from shared.platform.signing import publish
+from shared.platform.topics import batch_key
+from shared.service import Wiring
 from shared.wire.barrier import forward, partition_counts
 from shared.wire.batching import header, pack, quarantine_header, read_signed
 from shared.wire.messages import Barrier, RawBatch
 
 
-class Transforming:
+class Transforming(Wiring):
     """Transform's state (where it publishes, its limits) and its steps."""
-
-    def __init__(
-        self, broker: KafkaBroker, settings: Settings, keyring: Keyring, letters: DeadLetters, metrics: PipelineMetrics
-    ) -> None:
-        self.broker = broker
-        self.settings = settings
-        self.topics = Topics.from_settings(settings)
-        self.keyring = keyring
-        self.letters = letters
-        self.metrics = metrics
 
     async def raw(self, sources: Sequence[Any], bodies: list[bytes]) -> None:
         """One poll: each batch's outputs published (pipelined), barriers passed on in order."""

@@ -36,7 +36,7 @@ def routes(settings: Settings) -> KafkaRouter:
 
 @asynccontextmanager
 async def policy(w: Wiring) -> AsyncIterator[Validating]:
-    yield Validating(w.pool, w.broker, w.topics, w.keyring, w.letters)
+    yield Validating(**vars(w))
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

@@ -14,31 +14,21 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
-from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
 from services.validator.run import validate_school
-from shared.failures.deadletters import DeadLetters
 from shared.failures.policy import Unusable
 from shared.ledger.schools import store_validation
-from shared.platform.signing import Keyring, publish
-from shared.platform.topics import Topics
+from shared.platform.signing import publish
+from shared.service import Wiring
 from shared.wire.batching import signed_by
 from shared.wire.messages import ValidationRequested, error_summary
 
 log = logging.getLogger("schoolmig.validator")
 
 
-class Validating:
+class Validating(Wiring):
     """The validator's state (its pool, where it publishes) and its steps."""
-
-    def __init__(self, pool: asyncpg.Pool, broker: KafkaBroker, topics: Topics, keyring: Keyring, letters: DeadLetters) -> None:
-        self.pool = pool
-        self.broker = broker
-        self.topics = topics
-        self.keyring = keyring
-        self.letters = letters
 
     async def commands(self, sources: Sequence[Any], bodies: list[bytes]) -> None:
         """Every accepted command of the poll validated, side by side; one school's failure

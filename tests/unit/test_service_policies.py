@@ -27,11 +27,19 @@ from shared.ledger.accounting import DomainCounts
 from shared.platform.outbox import Outbound
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring
+from shared.platform.topics import Topics
+from shared.service import Wiring
 from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode, ValidationRequested
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def wiring(settings: Settings, broker: Any = None, letters: Any = None) -> dict[str, Any]:
+    """What a service's policy object is made from (``shared.service.Wiring``), with fakes."""
+    keyring = Keyring.for_service(settings)
+    return vars(Wiring(settings, Topics.from_settings(settings), keyring, broker, letters, metrics()))
 
 
 class Metric:
@@ -72,7 +80,7 @@ class Writer:
 
 def loading(parents: dict[int, int], wait_s: float = 30.0) -> Loading:
     settings = Settings(parent_wait_s=wait_s)
-    return Loading(Writer(parents), settings, Keyring.for_service(settings), None, metrics())  # type: ignore[arg-type]
+    return Loading(**wiring(settings), writer=Writer(parents))
 
 
 def test_a_child_whose_parent_waits_waits_too_and_its_partition_keeps_its_order() -> None:
@@ -175,7 +183,7 @@ class CoordinatorStore:
 def monitor(store: CoordinatorStore | None = None, redrive_after_s: float = 10.0) -> tuple[SyncMonitor, Operations]:
     operations = Operations()
     settings = Settings(redrive_after_s=redrive_after_s)
-    return SyncMonitor(store or CoordinatorStore(), operations, settings, metrics()), operations  # type: ignore[arg-type]
+    return SyncMonitor(**wiring(settings), store=store or CoordinatorStore(), operations=operations), operations
 
 
 COUNTS = {Domain.STUDENTS: DomainCounts(source=3, loaded=1)}
@@ -286,9 +294,8 @@ class IngestStore:
 def intake(store: IngestStore) -> tuple[Intake, Broker, Letters]:
     settings = Settings(service_key="k" * 32, kafka_bootstrap_servers="unused:9092")
     broker, letters = Broker(), Letters()
-    keyring = Keyring.for_service(settings)
-    release = Release(store, settings, keyring, broker, broker, letters, metrics())  # type: ignore[arg-type]
-    return Intake(release), broker, letters
+    release = Release(**wiring(settings, broker, letters), store=store, clients=broker)
+    return Intake(**vars(release), release=release), broker, letters
 
 
 def changes(*seqs: int) -> ChangeBatch:
