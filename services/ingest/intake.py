@@ -51,21 +51,18 @@ class Intake(Ports):
         if (why := unreadable(message.raw_message)) is not None:
             await self.dead_letter(message, body, "unreadable_record", why)
             return
-        if b'"barrier"' in body[:64] and (barrier := _barrier(body)) is not None:
-            # Only the coordinator's (signed) barriers count: a forged one would prove a sync
-            # that did not happen.
-            if isinstance(unusable := signed_by(message.raw_message, body, self.keyring), Unusable):
-                await self.dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
-                count_refused(unusable.reason, topic_of(message))
-                return
+        # Only the coordinator's (signed) barriers and re-drive requests count: a forged barrier
+        # would prove a sync that did not happen, a forged request would make ingest do work.
+        barrier = _barrier(body) if b'"barrier"' in body[:64] else None
+        redrive = _redrive(body) if barrier is None and b'"redrive"' in body[:64] else None
+        if (barrier or redrive) and isinstance(unusable := signed_by(message.raw_message, body, self.keyring), Unusable):
+            await self.dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
+            count_refused(unusable.reason, topic_of(message))
+            return
+        if barrier is not None:
             await self.forward_barrier(barrier)
             return
-        if b'"redrive"' in body[:64] and (redrive := _redrive(body)) is not None:
-            # Only the coordinator's (signed) requests: a forged one would make ingest do work.
-            if isinstance(unusable := signed_by(message.raw_message, body, self.keyring), Unusable):
-                await self.dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
-                count_refused(unusable.reason, topic_of(message))
-                return
+        if redrive is not None:
             if (age := stale_age(redrive.issued_at, self.settings.command_ttl_s, self.settings.max_clock_ahead_s)) is not None:
                 await self.dead_letter(
                     message,
