@@ -30,6 +30,7 @@ from shared.ledger import outcomes, quarantine
 from shared.ledger.accounting import record_counts
 from shared.ledger.quarantine import quarantine_entries
 from shared.ledger.report import school_report
+from shared.ledger.schools import latest_passing, validation
 from shared.platform import outbox
 from shared.platform.leases import Lease, named
 from shared.platform.outbox import Outbound
@@ -634,19 +635,19 @@ class Operations:
         # The final sync's barrier is the cut: every change before it is written.
         run_id = await self.request_validation(school_id, snapshot_id, await self.store.last_passed_barrier(school_id))
         started = time.monotonic()
-        while (row := await self.store.validation_result(run_id)) is None:
+        while (result := await validation(self.store.pool, run_id)) is None:
             if time.monotonic() - started > self.settings.validation_timeout_s:
                 raise CutoverFailed(f"final validation {run_id} gave no result in {self.settings.validation_timeout_s:.0f}s")
             await asyncio.sleep(self.settings.sync_poll_interval_s)
-        ok, critical = row
-        if not ok:
+        critical = sum(1 for d in result.domains for i in d.issues if i.severity == "critical")
+        if not result.ok:
             self.metrics.errors.add(critical or 1, {"category": "consistency", "where": "final validation"})
             raise CutoverFailed(f"final validation {run_id} found {critical} critical issue(s)")
         return f"final validation {run_id}: no critical issue"
 
     async def health_check(self, school_id: str, snapshot_id: str) -> str:
         """The database answers, and holds as many live records per domain as the validation saw valid."""
-        run = await self.store.latest_validation(school_id, snapshot_id)
+        run = await latest_passing(self.store.pool, school_id, snapshot_id)
         if run is None:
             raise CutoverFailed("health check: no validation on record")
         # A change that reached ingest after the final sync's barrier (sent before the client

@@ -17,7 +17,7 @@ from shared.catalog.domains import Domain
 from shared.catalog.tables import PRIMARY_TABLE
 from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
-from shared.ledger.schools import phase_of, schools, transitions
+from shared.ledger.schools import phase_of, request_run, schools, transitions
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.platform.db import pg_json
 from shared.platform.outbox import Outbound, enqueue
@@ -178,15 +178,6 @@ class CoordinatorStore:
     async def sweep_parked(self, school_id: str, snapshot_id: str, redrive_after_s: float = 10.0) -> ParkedSweep:
         """Settle the records of a complete snapshot still parked (``shared.ledger.parking.sweep``)."""
         return await parking.sweep(self.pool, school_id, snapshot_id, redrive_after_s)
-
-    async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id) VALUES ($1, $2, $3)"
-            " ON CONFLICT (run_id) DO NOTHING",
-            run_id,
-            school_id,
-            snapshot_id,
-        )
 
     async def save_report(self, school_id: str, snapshot_id: str, report: dict[str, Any]) -> None:
         await self.pool.execute(
@@ -416,26 +407,6 @@ class CoordinatorStore:
 
     # ------------------------------------------------------------------ evidence for the cutover
 
-    async def validation_result(self, run_id: str) -> tuple[bool, int] | None:
-        """(ok, critical issues) of a finished run; None while it runs."""
-        row = await self.pool.fetchrow(
-            "SELECT ok, result FROM migration.validation_runs WHERE run_id = $1 AND finished_at IS NOT NULL", run_id
-        )
-        if row is None:
-            return None
-        critical = sum(1 for d in row["result"]["domains"] for i in d["issues"] if i["severity"] == "critical")
-        return bool(row["ok"]), critical
-
-    async def latest_validation(self, school_id: str, snapshot_id: str) -> dict[str, int] | None:
-        """Valid records per domain of the school's latest passing validation of a snapshot."""
-        result = await self.pool.fetchval(
-            "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND snapshot_id = $2 AND ok"
-            " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
-            school_id,
-            snapshot_id,
-        )
-        return {d["domain"]: int(d["valid_records"]) for d in result["domains"]} if result else None
-
     async def records_held(self, school_id: str, domain: Domain) -> int:
         """The school's live records of a domain (soft-deleted ones are not)."""
         # The table name comes from the fixed catalogue.
@@ -458,6 +429,9 @@ class CoordinatorStore:
             since,
         )
         return {r["domain"]: int(r["n"]) for r in rows}
+
+    async def new_validation_run(self, run_id: str, school_id: str, snapshot_id: str) -> None:
+        await request_run(self.pool, run_id, school_id, snapshot_id)
 
     async def transitions(self, school_id: str) -> list[dict[str, Any]]:
         return await transitions(self.pool, school_id)

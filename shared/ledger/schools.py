@@ -44,6 +44,16 @@ async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:
     return await pool.fetchval("SELECT outcome FROM migration.operator_commands WHERE command_id = $1", command_id)
 
 
+async def request_run(pool: asyncpg.Pool, run_id: str, school_id: str, snapshot_id: str) -> None:
+    """A validation run, shown as requested until its result is stored."""
+    await pool.execute(
+        "INSERT INTO migration.validation_runs (run_id, school_id, snapshot_id) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO NOTHING",
+        run_id,
+        school_id,
+        snapshot_id,
+    )
+
+
 async def store_validation(pool: asyncpg.Pool, result: ValidationCompleted) -> None:
     """A validation run's result, with the differing values (the database may hold them)."""
     await pool.execute(
@@ -69,3 +79,14 @@ async def validation(pool: asyncpg.Pool, run_id: str) -> ValidationCompleted | N
         "SELECT result FROM migration.validation_runs WHERE run_id = $1 AND finished_at IS NOT NULL", run_id
     )
     return None if result is None else ValidationCompleted.model_validate(result)
+
+
+async def latest_passing(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[str, int] | None:
+    """Valid records per domain of the school's latest passing validation of a snapshot."""
+    result = await pool.fetchval(
+        "SELECT result FROM migration.validation_runs WHERE school_id = $1 AND snapshot_id = $2 AND ok"
+        " ORDER BY finished_at DESC NULLS LAST LIMIT 1",
+        school_id,
+        snapshot_id,
+    )
+    return {d["domain"]: int(d["valid_records"]) for d in result["domains"]} if result else None
