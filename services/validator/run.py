@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
@@ -261,14 +260,3 @@ async def _quarantined(
             if device is not None and legacy_id in per_device[device][domain]:
                 out[domain].add(legacy_id)
     return out
-
-
-async def validate_all(pool: asyncpg.Pool, snapshots: list[tuple[str, str]], workers: int) -> list[ValidationCompleted]:
-    """Several schools at once, one per worker process."""
-    gate = asyncio.Semaphore(workers)
-
-    async def one(school_id: str, snapshot_id: str) -> ValidationCompleted:
-        async with gate:
-            return await validate_school(pool, school_id, snapshot_id, f"all-{uuid.uuid4()}")
-
-    return list(await asyncio.gather(*(one(s, n) for s, n in snapshots)))

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from services.ingest.store import IngestStore
 from services.loader.writer import Writer
 from services.transform.records import transform
 from services.validator.digest import DOMAIN_TABLES
-from services.validator.run import validate_all, validate_school, worker_pool
+from services.validator.run import validate_school, worker_pool
 from shared.ledger.quarantine import store_quarantine
 from shared.platform.db import apply_migrations, create_pool
 from shared.platform.embedded import EmbeddedPostgres
@@ -46,6 +47,17 @@ from shared.wire.messages import (
     ValidationCompleted,
 )
 from tests.bench import write_figures
+
+
+async def validate_all(pool: asyncpg.Pool, snapshots: list[tuple[str, str]], workers: int) -> list[ValidationCompleted]:
+    """Several schools at once, one per worker process (as the validator service does)."""
+    gate = asyncio.Semaphore(workers)
+
+    async def one(school_id: str, snapshot_id: str) -> ValidationCompleted:
+        async with gate:
+            return await validate_school(pool, school_id, snapshot_id, f"all-{uuid.uuid4()}")
+
+    return list(await asyncio.gather(*(one(s, n) for s, n in snapshots)))
 
 
 async def migrate_school(pool: asyncpg.Pool, index: int) -> tuple[str, str, int]:
