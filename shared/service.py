@@ -85,8 +85,8 @@ def service_app(
 
 
 async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> asyncpg.Pool:
-    """Create missing topics, bring the schema up to date, open a pool (logging is set up by
-    each service's module, before FastStream's first line).
+    """Create missing topics, bring the schema up to date, open a pool (logging is already set
+    up by :func:`service_app`, before FastStream's first line).
 
     Safe when several replicas start at once: topic creation tolerates a concurrent
     creator and migrations take an advisory lock.

@@ -4,6 +4,7 @@ store and its broker (no stack). The same code runs for real in the integration 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from schoolmig.demo import school_dump
+from schoolmig.sdk import build_envelopes
 from services.coordinator import sync as sync_module
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.sync import MAX_REDRIVES, SyncMonitor
@@ -23,13 +26,15 @@ from services.ingest.release import Release
 from services.loader.deferral import Position
 from services.loader.loading import Loading
 from shared.catalog.domains import Domain
+from shared.catalog.timezones import SchoolZone, ZoneSource
 from shared.ledger.accounting import DomainCounts
 from shared.platform.outbox import Outbound
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring
 from shared.platform.topics import Topics
 from shared.service import Wiring
-from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode, ValidationRequested
+from shared.wire import chunks as chunk_codec
+from shared.wire.messages import Change, ChangeBatch, ChangeOp, Mode, SnapshotWithheld, ValidationRequested
 
 
 def run(coro: Any) -> Any:
@@ -54,7 +59,15 @@ class Metric:
 
 
 def metrics() -> Any:
-    names = ["errors", "records_loaded", "changes_applied", "records_quarantined", "changes_received", "ingest_rejected"]
+    names = [
+        "errors",
+        "records_loaded",
+        "changes_applied",
+        "records_quarantined",
+        "changes_received",
+        "ingest_rejected",
+        "snapshots_released",
+    ]
     fake = SimpleNamespace(**{n: Metric() for n in names}, sync_duration=Metric())
     fake.schools = SimpleNamespace(lag={}, progress={}, phase={}, speed={})
     return fake
@@ -337,3 +350,118 @@ def test_changes_are_kept_and_sent_on_and_one_received_before_with_other_content
     raw = [body for topic, body in broker.sent if topic == "schoolmig.raw.classrooms"]
     assert raw and b'"r2"' in b"".join(raw) and b'"r1"' not in b"".join(raw)
     assert all(b"Europe/Skopje" in body for body in raw)  # read in the school's zone
+
+
+# --------------------------------------------------------------------------- ingest's release
+
+
+@dataclass
+class ReleaseStore:
+    """Holds one snapshot's manifest and chunks; records what the release did, in order."""
+
+    manifest: Any
+    stored: list[bytes]
+    twin: str | None = None
+    superseded_by: str | None = None
+    done: list[str] = field(default_factory=list)
+    marked: list[Any] = field(default_factory=list)  # the events written with the mark, in its transaction
+    pool: Any = None
+
+    async def release_state(self, school_id: str, snapshot_id: str) -> Any:
+        return SimpleNamespace(manifest=self.manifest, released=bool(self.marked), chunks_received=len(self.stored))
+
+    async def chunks(self, school_id: str, snapshot_id: str) -> list[bytes]:
+        return self.stored
+
+    async def save_backup(self, manifest: Any, content: bytes, path: str) -> bool:
+        self.done.append("backup")
+        return True
+
+    async def unchanged_of(self, manifest: Any) -> str | None:
+        return self.twin
+
+    async def note_unchanged(self, *_: Any) -> None:
+        self.done.append("unchanged")
+
+    async def school_zone(self, *_: Any) -> SchoolZone:
+        return SchoolZone("Europe/Skopje", ZoneSource.CLIENT)
+
+    async def device_zones(self, school_id: str) -> dict[str, str]:
+        return {}
+
+    async def save_audit(self, *_: Any) -> None:
+        self.done.append("audit")
+
+    async def default_ts(self, school_id: str, snapshot_id: str, taken_at: datetime) -> datetime:
+        return taken_at
+
+    async def underived_history(self, *_: Any) -> list[str]:
+        return []
+
+    async def derive(self, *_: Any, **__: Any) -> Any:
+        return SimpleNamespace(superseded_by=self.superseded_by, versions=None)
+
+    async def note_superseded(self, *_: Any) -> None:
+        self.done.append("superseded")
+
+    async def refuse(self, school_id: str, snapshot_id: str, reason: str) -> None:
+        self.done.append(f"refused: {reason}")
+
+    async def mark_released(self, manifest: Any, audit: Any, events: list[Outbound]) -> None:
+        self.done.append("marked")
+        self.marked += [e.message for e in events]
+
+
+def releasing(store: ReleaseStore, tmp_path: Any) -> tuple[Release, Broker, Letters]:
+    settings = Settings(service_key="k" * 32, kafka_bootstrap_servers="unused:9092", backup_dir=tmp_path)
+    broker, letters = Broker(), Letters()
+    release = Release(**wiring(settings, broker, letters), store=store, clients=broker)
+
+    async def drain() -> None:  # the outbox's publish (tested for real in tests/integration/test_outbox.py)
+        store.done.append("drained")
+
+    release.drain = drain  # type: ignore[method-assign]
+    return release, broker, letters
+
+
+def snapshot(school: str) -> tuple[Any, list[bytes]]:
+    content = json.dumps(school_dump(1, seed=3, messy=False)).encode()
+    manifest, parts = build_envelopes(content, school, taken_at=datetime(2024, 3, 1, tzinfo=UTC), chunk_bytes=4096)
+    return manifest, [chunk_codec.decode(p.data_b64) for p in parts]
+
+
+def test_a_complete_snapshot_is_fanned_out_then_marked_released_with_its_events_in_one_step(tmp_path: Any) -> None:
+    manifest, parts = snapshot("s")
+    store = ReleaseStore(manifest, parts[:-1])
+    release, broker, _ = releasing(store, tmp_path)
+    run(release.if_complete("s", manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
+    assert store.done == [] and broker.sent == []  # a chunk missing: nothing happens yet
+    store.stored = parts
+    run(release.if_complete("s", manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
+    assert store.done == ["backup", "audit", "marked", "drained"]
+    assert [type(e).__name__ for e in store.marked] == ["AuditCompleted", "SnapshotReleased"]
+    assert {topic for topic, _ in broker.sent} >= {"schoolmig.raw.students"}  # fanned out before the mark
+    assert not any(topic == "schoolmig.events" for topic, _ in broker.sent)  # events leave through the outbox only
+    run(release.if_complete("s", manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
+    assert store.done.count("marked") == 1  # released once
+
+
+def test_the_same_file_again_or_an_older_reading_is_withheld_not_fanned_out(tmp_path: Any) -> None:
+    for store, why in [
+        (ReleaseStore(*snapshot("s"), twin="earlier"), "unchanged"),
+        (ReleaseStore(*snapshot("s"), superseded_by="newer"), "superseded"),
+    ]:
+        release, broker, _ = releasing(store, tmp_path)
+        run(release.if_complete("s", store.manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
+        assert broker.sent == [] and why in store.done
+        audit, outcome = store.marked
+        assert isinstance(outcome, SnapshotWithheld) and outcome.withheld == why
+
+
+def test_chunks_that_do_not_assemble_are_refused_with_an_answer_and_never_released(tmp_path: Any) -> None:
+    manifest, parts = snapshot("s")
+    store = ReleaseStore(manifest, [parts[0][::-1], *parts[1:]])  # the same sizes, another hash
+    release, broker, letters = releasing(store, tmp_path)
+    run(release.if_complete("s", manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
+    assert store.marked == [] and len(letters.sent) == 1 and store.done == [f"refused: {letters.sent[0]}"]
+    assert sorted(topic for topic, _ in broker.sent) == ["schoolmig.events", "schoolmig.outcomes"]  # school.rejected; told
