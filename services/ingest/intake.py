@@ -55,7 +55,8 @@ class Intake(Ports):
         # would prove a sync that did not happen, a forged request would make ingest do work.
         barrier = _barrier(body) if b'"barrier"' in body[:64] else None
         redrive = _redrive(body) if barrier is None and b'"redrive"' in body[:64] else None
-        if (barrier or redrive) and isinstance(unusable := signed_by(message.raw_message, body, self.keyring), Unusable):
+        asked = barrier is not None or redrive is not None
+        if asked and isinstance(unusable := signed_by(message.raw_message, body, self.keyring), Unusable):
             await self.dead_letter(message, body, unusable.reason, unusable.detail, tell=False)
             count_refused(unusable.reason, topic_of(message))
             return
