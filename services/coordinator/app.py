@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def policy(w: Wiring) -> AsyncIterator[Inbox]:
         clients = make_client_publisher(w.settings, client_id="coordinator")
         await clients.connect()
-        store = CoordinatorStore(w.pool)
+        store = CoordinatorStore(w.pool, f"{w.settings.topic_prefix}.coordinator")
         operations = Operations(store, w.broker, w.settings, w.metrics, actor=ACTOR, clients=clients)
         running.update(store=store, operations=operations, sync=SyncMonitor(**vars(w), store=store, operations=operations))
         try:

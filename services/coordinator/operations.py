@@ -575,7 +575,7 @@ class Operations:
 
     async def drain(self) -> None:
         """Publish what a step (this one's, or one a stopped coordinator reached) left in the outbox."""
-        await outbox.flush(self.store.pool, self.broker, self.keyring, "coordinator")
+        await outbox.flush(self.store.pool, self.broker, self.keyring, self.store.outbox)
 
     # ------------------------------------------------------------------ CutoverPorts
 

@@ -40,8 +40,9 @@ class SentBarrier:
 
 
 class CoordinatorStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: str = "coordinator") -> None:
         self.pool = pool
+        self.outbox = outbox  # the outbox rows this service writes and drains (its topic prefix and name)
 
     async def phase_of(self, school_id: str) -> tuple[Phase | None, str | None]:
         phase, snapshot_id = await phase_of(self.pool, school_id)
@@ -66,7 +67,7 @@ class CoordinatorStore:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             moved = await self._move(conn, school_id, snapshot_id, target, actor=actor, reason=reason, expect=expect)
-            await enqueue(conn, then, "coordinator")
+            await enqueue(conn, then, self.outbox)
             return moved
 
     async def _move(

@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def policy(w: Wiring) -> AsyncIterator[Intake]:
         clients = make_client_publisher(w.settings, client_id="ingest")  # the outcomes topic: stock clients read it
         await clients.connect()
-        release = running["release"] = Release(**vars(w), store=IngestStore(w.pool), clients=clients)
+        release = running["release"] = Release(
+            **vars(w), store=IngestStore(w.pool, f"{w.settings.topic_prefix}.ingest"), clients=clients
+        )
         try:
             yield Intake(**vars(release), release=release)
         finally:

@@ -42,7 +42,7 @@ class Ports(Wiring):
 
     async def drain(self) -> None:
         """Publish what this step (or one a stopped process reached) left in the outbox."""
-        await outbox.flush(self.store.pool, self.broker, self.keyring, "ingest")
+        await outbox.flush(self.store.pool, self.broker, self.keyring, self.store.outbox)
 
     async def event(self, event: BaseModel, school_id: str) -> None:
         """One lifecycle event on the events topic, keyed by its school."""

@@ -30,8 +30,9 @@ class ReleaseState:
 
 
 class IngestStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: str = "ingest") -> None:
         self.pool = pool
+        self.outbox = outbox  # the outbox rows this service writes and drains (its topic prefix and name)
 
     async def save_manifest(self, manifest: SnapshotManifest) -> None:
         await self.pool.execute(
@@ -293,12 +294,12 @@ class IngestStore:
                 manifest.snapshot_id,
                 pg_json(audit.model_dump(mode="json")),
             )
-            await enqueue(conn, events, "ingest")
+            await enqueue(conn, events, self.outbox)
 
     async def enqueue(self, events: list[Outbound]) -> None:
         """Events to publish, written on their own (published by the next drain)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, events, "ingest")
+            await enqueue(conn, events, self.outbox)
 
     async def reaudit(self, manifest: SnapshotManifest, audit: AuditSummary) -> None:
         """A released snapshot's audit, again (an operator mapped keys): what its counts read."""

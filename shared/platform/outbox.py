@@ -2,7 +2,8 @@
 transaction plus a publish that can always be done again.
 
 The messages a step announces are written (:func:`enqueue`) in the transaction that
-records the step, under the service that writes them (``origin``); :func:`drain` publishes
+records the step, under the service that writes them (``origin``: its topic prefix and
+name, so that deployments sharing a database never send each other's); :func:`drain` publishes
 that service's messages, signed, oldest first (one transaction's in the order written),
 and deletes them once the broker has them. A process that stops after the commit leaves
 them in ``migration.outbox``; the next drain (the service drains every second, any
