@@ -67,11 +67,7 @@ def service_app(
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         wiring.keyring.require()
-        if pool_size is None:
-            await ensure_topics(settings)
-            watch_topics(settings)
-        else:
-            wiring.pool = await prepare(settings, stage.value, pool_size=pool_size)
+        wiring.pool = await prepare(settings, pool_size)
         try:
             async with policy(wiring) as made:
                 context.set_global("policy", made)
@@ -84,17 +80,21 @@ def service_app(
     return FastStream(broker, lifespan=lifespan), wiring
 
 
-async def prepare(settings: Settings, service: str, *, pool_size: int = 5) -> asyncpg.Pool:
-    """Create missing topics, bring the schema up to date, open a pool (logging is already set
-    up by :func:`service_app`, before FastStream's first line).
+async def prepare(settings: Settings, pool_size: int | None) -> asyncpg.Pool | None:
+    """Create missing topics and keep them; for a service with a database (``pool_size``), bring
+    the schema up to date and open a pool (logging is already set up by :func:`service_app`,
+    before FastStream's first line).
 
     Safe when several replicas start at once: topic creation tolerates a concurrent
     creator and migrations take an advisory lock.
     """
-    if not settings.database_url:
+    if pool_size is not None and not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set; run services through `schoolmig up` or set it")
     await ensure_topics(settings)
     watch_topics(settings)
+    if pool_size is None:
+        return None
+    assert settings.database_url  # checked above
     await apply_migrations(settings.database_url)
     return await create_pool(settings.database_url, max_size=pool_size)
 

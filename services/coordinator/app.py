@@ -101,8 +101,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
                 await stop_periodic(task)
         if (leader := running.get("leader")) is not None:
             await leader.release()
-        for cutover in list(running["operations"].running.values()) if "operations" in running else []:
-            cutover.cancel()  # resumed from its last step at the next start
+        if (operations := running.get("operations")) is not None:
+            for cutover in list(operations.running.values()):  # resumed from their last step at the next start
+                cutover.cancel()
 
     report_readiness(app)  # last: ready once every start-up hook above has run
     return app

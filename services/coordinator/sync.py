@@ -50,8 +50,9 @@ class SyncMonitor(Wiring):
     #: Per (school, snapshot) syncing: its counts when they last moved, when, and re-drives since.
     _progress: dict[tuple[str, str], tuple[tuple[int, ...], float, int]] = field(default_factory=dict)
     _checked_at: dict[tuple[str, str], float] = field(default_factory=dict)
-    _lag_moved: list[float] = field(default_factory=lambda: [0.0, -1.0])  # [when the total lag last changed, that total]
-    _next_outcomes: list[float] = field(default_factory=lambda: [0.0])
+    _lag_total: float = -1.0  # the consumers' total lag when last seen,
+    _lag_moved_at: float = 0.0  # and when it last changed
+    _next_outcomes: float = 0.0
 
     async def check_sync(self, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts] | None) -> bool:
         """Move a school to ``synced`` and ask for validation when every record is accounted for."""
@@ -170,9 +171,9 @@ class SyncMonitor(Wiring):
         a school may only be slow. A lag that stays put (a consumer group lost with its broker)
         is no reason to wait."""
         total = float(sum(self.metrics.schools.lag.values()))
-        if total != self._lag_moved[1]:
-            self._lag_moved[:] = [now, total]
-        return total > 0 and now - self._lag_moved[0] < self.settings.redrive_after_s
+        if total != self._lag_total:
+            self._lag_total, self._lag_moved_at = total, now
+        return total > 0 and now - self._lag_moved_at < self.settings.redrive_after_s
 
     async def lead(self, leader: Lease) -> None:
         """What one coordinator does for all, whichever holds the lease: the sync checks, and
@@ -181,8 +182,8 @@ class SyncMonitor(Wiring):
             await self.catch_up()
             await self.check_syncing()
             await self.operations.resume()
-            if time.monotonic() >= self._next_outcomes[0]:  # a bounded round of outcome checks: not every poll
-                self._next_outcomes[0] = time.monotonic() + OUTCOMES_INTERVAL_S
+            if time.monotonic() >= self._next_outcomes:  # a bounded round of outcome checks: not every poll
+                self._next_outcomes = time.monotonic() + OUTCOMES_INTERVAL_S
                 await self.operations.announce_outcomes(leader.held)
 
     async def catch_up(
