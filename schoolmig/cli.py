@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from schoolmig.output import iso, print_json, to_json
 from shared.catalog.timezones import UnknownZone, check_zone
 from shared.platform.settings import Settings
 from shared.wire.messages import UNNAMED_DEVICE
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from schoolmig.runner import Job
     from shared.wire.messages import OperatorCommand
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the width
 
 
 def _settings() -> Settings:
@@ -41,7 +42,11 @@ def _settings() -> Settings:
 async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     from schoolmig.stack import Stack, StackInfo
 
-    stack = await Stack(settings, metrics_ports=True, replicas=replicas).start()
+    if running := StackInfo.load_running(settings.state_dir):
+        console.print(f"[red]a stack already runs from {settings.state_dir} (pid {running.pid}): `schoolmig status` shows it[/]")
+        return 2
+    made_up = settings.operator_key is None
+    stack = await Stack(settings, metrics_ports=True, replicas=replicas, durable=True).start()
     info = StackInfo.of(stack, os.getpid())
     info.save(settings.state_dir)
     targets = settings.state_dir / "prometheus-targets.json"  # for a Prometheus' file_sd_configs
@@ -49,11 +54,16 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     console.print("stack up (Ctrl-C stops); `schoolmig status` shows this again:")
     for line in info.lines():
         print(f"  {line}", flush=True)
-    print(f"  prometheus   file_sd targets in {targets}", flush=True)
-    if settings.operator_keys is None and settings.operator_key is None and stack.settings.operator_key is not None:
-        # Made up for this stack (never written to disk): commands from another terminal need it.
+    print(f"  backups      {settings.backups.resolve()}", flush=True)
+    print(f"  prometheus   file_sd targets in {targets}; a scrape config to paste:", flush=True)
+    for line in info.scrape_config(targets).splitlines():
+        print(f"    {line}", flush=True)
+    if made_up and stack.settings.operator_key is not None:
+        # Made up for this run only (never written): commands from another terminal need it.
         console.print(
-            "operator commands (cutover, rollback, override-audit) from another terminal need this stack's key:", soft_wrap=True
+            "no operator key (`schoolmig init` makes one that lasts); for this run only, commands from another "
+            "terminal (cutover, rollback, override-audit) need:",
+            soft_wrap=True,
         )
         print(
             f"  export SCHOOLMIG_OPERATOR={stack.settings.operator} "  # one line, as it must be pasted
@@ -70,6 +80,19 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     for path in (StackInfo.path(settings.state_dir), targets):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+    return 0
+
+
+def _init(settings: Settings) -> int:
+    from schoolmig.keys import init_secrets
+
+    for made in init_secrets(settings.state_dir):
+        print(f"{made.name:<13} {made.path}  ({'created, mode 0600' if made.created else 'kept: it exists'})")
+    console.print(
+        "`schoolmig up` and every command run with this state dir read them; elsewhere, give the same values "
+        "through SCHOOLMIG_<NAME>_FILE (e.g. SCHOOLMIG_OPERATOR_KEY_FILE)",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -148,7 +171,7 @@ async def _run(
     print_report(report, Console())
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        report_path.write_text(to_json(report))
         console.print(f"report written to {report_path}")
     return 0 if report["ok"] else 1
 
@@ -164,8 +187,7 @@ async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: 
 
     school = job.school_id
 
-    if not (bootstrap := _endpoint(settings, "kafka")) or not (dsn := _endpoint(settings, "database")):
-        return 2
+    bootstrap, dsn = _bootstrap(settings), _dsn(settings)
     columns = (TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[phase]}"))
     with Progress(*columns, console=console, transient=as_json) as bars:
         tasks = {d: bars.add_task(d.value, total=None, phase="") for d in ALL_DOMAINS}
@@ -188,36 +210,26 @@ async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: 
             override_audit=override_audit,
         )
     if as_json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        print_json(report)
     else:
         print_report(report, Console())
     if not report["ok"]:
         return 1
     if cutover:
-        return await _operate(
-            settings, "cutover", school, os.environ.get("USER", "operator"), "schoolmig migrate --cutover", True, False
-        )  # the trail goes to stderr
+        return await _operate(settings, "cutover", school, "schoolmig migrate --cutover", True, False)
     return 0
 
 
 # --------------------------------------------------------------------------- publish, demo
 
 
-def _endpoint(settings: Settings, which: str) -> str | None:
-    """KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL from the environment, else a running `up` stack's."""
-    from schoolmig.stack import StackInfo
+def _bootstrap(settings: Settings) -> str:
+    """The broker :func:`schoolmig.endpoints.located` found (``main`` locates before a command runs)."""
+    return settings.kafka_bootstrap_servers or ""
 
-    configured = settings.kafka_bootstrap_servers if which == "kafka" else settings.database_url
-    if configured:
-        return configured
-    running = StackInfo.load_running(settings.state_dir)
-    if running:
-        return running.kafka_bootstrap_servers if which == "kafka" else running.database_url
-    console.print(
-        f"[red]no {'broker' if which == 'kafka' else 'database'}: set "
-        f"{'KAFKA_BOOTSTRAP_SERVERS' if which == 'kafka' else 'DATABASE_URL'} or start `schoolmig up`[/]"
-    )
-    return None
+
+def _dsn(settings: Settings) -> str:
+    return settings.database_url or ""
 
 
 async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None) -> int:
@@ -225,8 +237,7 @@ async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None)
 
     from schoolmig.sdk import publish_snapshot
 
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
+    bootstrap = _bootstrap(settings)
     taken_at, source = job.read_time()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"publishing {job.path.name}", total=None)
@@ -242,16 +253,14 @@ async def _publish(settings: Settings, job: Job, snapshot_id: str | None = None)
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     out = {"school_id": job.school_id, "snapshot_id": manifest.snapshot_id, "chunks": manifest.chunk_count}
-    print(json.dumps(out | {"taken_at": manifest.taken_at.isoformat(), "taken_at_from": source, "device_id": job.device_id}))
+    print_json(out | {"taken_at": manifest.taken_at, "taken_at_from": source, "device_id": job.device_id})
     return 0
 
 
 async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
     from shared.platform.db import create_pool
 
-    if not (dsn := _endpoint(settings, "database")):
-        return 2
-    pool = await create_pool(dsn)
+    pool = await create_pool(_dsn(settings))
     try:
         return await work(pool)
     finally:
@@ -268,7 +277,7 @@ async def _audit(settings: Settings, school: str, snapshot: str | None, as_json:
             console.print(f"[red]no audit for school {school}[/]")
             return 1
         if as_json:
-            print(json.dumps(audit, indent=2, ensure_ascii=False, default=str))
+            print_json(audit)
         else:
             print_audit(school, audit, Console())
         return 0
@@ -305,8 +314,6 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
     from schoolmig.exporting import export_school
     from shared.wire.messages import SnapshotFormat
 
-    if verify and not _endpoint(settings, "kafka"):
-        return 2
     target = out or settings.state_dir / "exports" / f"{school}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
 
     async def work(pool: asyncpg.Pool) -> int:
@@ -318,7 +325,7 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
             console.print(f"[red]{exc}[/]")
             return 1
         if as_json:
-            print(json.dumps({**result.__dict__, "path": str(result.path), "verified": result.verified}, indent=2))
+            print_json({**result.__dict__, "path": str(result.path), "verified": result.verified})
         else:
             console.print(
                 f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256[:12]})"
@@ -350,8 +357,7 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
     from shared.ledger.schools import command_outcome, validation
     from shared.wire.messages import OperatorCommand, operator_run_id
 
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
+    bootstrap = _bootstrap(settings)
 
     async def work(pool: asyncpg.Pool) -> int:
         latest = await latest_released_snapshots(pool, school)
@@ -383,13 +389,7 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
             return 1
         done = [results[c.command_id] for c in asked]
         if as_json:
-            print(
-                json.dumps(
-                    [r.model_dump(mode="json") for r in done] if school is None else done[0].model_dump(mode="json"),
-                    indent=2,
-                    ensure_ascii=False,
-                )
-            )
+            print_json([r.model_dump(mode="json") for r in done] if school is None else done[0].model_dump(mode="json"))
         elif school is None:
             print_validation_summary([r.model_dump(mode="json") for r in done], Console())
         else:
@@ -399,27 +399,30 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
     return await _with_pool(settings, work)
 
 
-async def _status(settings: Settings, as_json: bool) -> int:
+async def _status(settings: Settings, as_json: bool, watch: float | None) -> int:
+    from schoolmig.guidance import next_step
     from schoolmig.render import print_status
     from schoolmig.stack import StackInfo
     from shared.ledger.accounting import progress, record_counts
     from shared.ledger.device_store import device_snapshots, device_states
     from shared.ledger.devices import conflicts
     from shared.ledger.quarantine import data_conflicts
+    from shared.ledger.schools import audit_block, last_validation_ok
     from shared.ledger.schools import schools as all_schools
 
     running = StackInfo.load_running(settings.state_dir)
 
-    async def work(pool: asyncpg.Pool) -> int:
+    async def gather(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         schools = await all_schools(pool)
         for school in schools:
-            counts = await record_counts(pool, school["school_id"], school["snapshot_id"]) if school["snapshot_id"] else None
+            sid, snapshot = school["school_id"], school["snapshot_id"]
+            counts = await record_counts(pool, sid, snapshot) if snapshot else None
             school["accounted"], school["source"] = progress(counts)
-            states = await device_states(pool, school["school_id"])
+            states = await device_states(pool, sid)
             school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
             school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
-            newest = await device_snapshots(pool, school["school_id"])
-            held = await data_conflicts(pool, school["school_id"], [*newest, *filter(None, [school["snapshot_id"]])])
+            newest = await device_snapshots(pool, sid)
+            held = await data_conflicts(pool, sid, [*newest, *filter(None, [snapshot])])
             school["data_conflicts"] = [  # writes held in quarantine for a conflict of the data: they block validation
                 {
                     "record": f"{c['domain']}/{c['legacy_id']}",
@@ -429,102 +432,87 @@ async def _status(settings: Settings, as_json: bool) -> int:
                 }
                 for c in held
             ]
-        if as_json:
-            print(json.dumps(schools, indent=2, default=str))  # the schools only, as ever (stack.json has the rest)
-        else:
-            if running:
-                console.print(f"stack (pid {running.pid}):")
-                for line in running.lines():
-                    print(f"  {line}")
-            print_status(schools, Console())
-        return 0
-
-    return await _with_pool(settings, work)
-
-
-async def _operate(settings: Settings, action: str, school: str, actor: str, reason: str, wait: bool, as_json: bool) -> int:
-    """Ask the coordinator (over its command topic) to cut a school over or roll it back,
-    then follow the phase until the cutover ends (``--no-wait``: just ask)."""
-    import time
-
-    from schoolmig.runner import send_command
-    from shared.ledger.schools import phase_of, transitions
-    from shared.wire.messages import OperatorCommand
-
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
-    command = OperatorCommand(action=action, school_id=school, actor=actor, reason=reason)  # type: ignore[arg-type]
+            school["blocked"] = await audit_block(pool, sid, snapshot) if snapshot else None
+            school["validation_ok"] = await last_validation_ok(pool, sid, snapshot) if snapshot else None
+            step = next_step(school)
+            school["waits_for"], school["next"] = step.waits_for, step.command
+        return schools
 
     async def work(pool: asyncpg.Pool) -> int:
-        phase, _ = await phase_of(pool, school)
-        if action == "cutover" and phase != "validated":
-            console.print(f"[red]refused: {school} is {phase or 'unknown'}; cutover needs validated[/]")
-            return 1
-        before = len(await transitions(pool, school))
-        await send_command(bootstrap, settings, command)
-        if not wait:
-            return 0
-        deadline = time.monotonic() + settings.run_stall_timeout_s
-        ended = {"completed", "rolled_back"}
-        while time.monotonic() < deadline:
-            moves = (await transitions(pool, school))[before:]
-            if moves and moves[-1]["to_phase"] in ended or (action == "rollback" and moves):
-                break
-            await asyncio.sleep(0.5)
-        moves = (await transitions(pool, school))[before:]
-        if as_json:
-            print(json.dumps(moves, indent=2, default=str))
-        else:
-            for m in moves:
-                console.print(f"{m['at']:%H:%M:%S} {m['from_phase']} → [bold]{m['to_phase']}[/] by {m['actor']}: {m['reason']}")
-            if not moves:
-                console.print("[yellow]the coordinator did not move the school (see its log: refused?)[/]")
-        return 0 if moves and moves[-1]["to_phase"] == ("completed" if action == "cutover" else "rolled_back") else 1
+        while True:
+            schools = await gather(pool)
+            if as_json:
+                print_json(schools)  # the schools only, as ever (stack.json has the rest)
+            else:
+                if watch:
+                    Console().clear()
+                if running:
+                    console.print(f"stack (pid {running.pid}):")
+                    for line in running.lines():
+                        print(f"  {line}")
+                print_status(schools, Console())
+            if not watch:
+                return 0
+            await asyncio.sleep(watch)
 
     return await _with_pool(settings, work)
 
 
-async def _answered(settings: Settings, command: OperatorCommand, sent: str, wait_s: float = 30.0) -> int:
-    """Send ``command``, then show the coordinator's answer when the database is reachable
-    (exit 1 when it refused); otherwise, or if no answer came within ``wait_s``, ``sent``."""
+async def _operate(settings: Settings, action: str, school: str, reason: str, wait: bool, as_json: bool) -> int:
+    """Ask the coordinator to cut a school over or roll it back: its decision comes back at
+    once (a refusal with its reason, exit 1); then, unless ``--no-wait``, the phase moves are
+    followed until the cutover or rollback ends."""
     import time
 
-    from schoolmig.runner import send_command
-    from shared.ledger.schools import command_outcome
+    from schoolmig.decisions import ask
+    from shared.ledger.schools import transitions
     from shared.platform.db import create_pool
+    from shared.wire.messages import OperatorCommand
 
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
-    await send_command(bootstrap, settings, command)
-    from schoolmig.stack import StackInfo
+    command = OperatorCommand(action=action, school_id=school, actor=settings.operator, reason=reason)  # type: ignore[arg-type]
+    pool = await create_pool(_dsn(settings))
+    try:
+        before = len(await transitions(pool, school))
+        decision = await ask(settings, command)
+        moves: list[dict[str, Any]] = []
+        if wait and decision.answered and not decision.refused:
+            deadline = time.monotonic() + settings.run_stall_timeout_s
+            ended = {"completed", "rolled_back"}
+            while time.monotonic() < deadline:
+                moves = (await transitions(pool, school))[before:]
+                if moves and moves[-1]["to_phase"] in ended or (action == "rollback" and moves):
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        await pool.close()
+    goal = "completed" if action == "cutover" else "rolled_back"
+    done = decision.answered and not decision.refused and (not wait or bool(moves) and moves[-1]["to_phase"] == goal)
+    if as_json:
+        print_json({**decision.as_json(), "transitions": moves, "ok": done})
+    else:
+        console.print(decision.line(), soft_wrap=True, style="red" if decision.refused else None, markup=False)
+        for m in moves:
+            console.print(f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}", markup=False)
+        if wait and decision.answered and not decision.refused and not done:
+            console.print(f"[yellow]{school} has not ended the {action} yet: `schoolmig history --school {school}`[/]")
+    return 0 if done else 1
 
-    running = StackInfo.load_running(settings.state_dir)
-    dsn = settings.database_url or (running.database_url if running else None)
-    outcome = None
-    if dsn:
-        pool = await create_pool(dsn)
-        try:
-            deadline = time.monotonic() + wait_s
-            while (outcome := await command_outcome(pool, command.command_id)) is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-        finally:
-            await pool.close()
-    if outcome is None:
-        console.print(sent + " (no answer yet: see `schoolmig status` and the coordinator's log)", soft_wrap=True)
-        return 0
-    console.print(f"{command.school_id}: {outcome}", soft_wrap=True)
-    return 1 if outcome.startswith("refused") else 0
+
+async def _answered(settings: Settings, command: OperatorCommand) -> int:
+    """Send ``command`` and print the coordinator's decision: exit 1 when it refused, or
+    when no answer came (then the command may still be acted on: `schoolmig history`)."""
+    from schoolmig.decisions import ask
+
+    decision = await ask(settings, command)
+    console.print(decision.line(), soft_wrap=True, style="red" if decision.refused else None, markup=False)
+    return 0 if decision.answered and not decision.refused else 1
 
 
 async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
     from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="override_audit", school_id=school, snapshot_id=snapshot, actor=actor, reason=reason)
-    return await _answered(
-        settings,
-        command,
-        f"override sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator records it and lets the snapshot go on",
-    )
+    return await _answered(settings, command)
 
 
 async def _map_key(settings: Settings, school: str, snapshot: str | None, mapping: list[str], reason: str) -> int:
@@ -548,21 +536,14 @@ async def _map_key(settings: Settings, school: str, snapshot: str | None, mappin
 
         console.print(f"[red]refused: {exc.errors()[0]['msg']} (domains: {', '.join(d.value for d in Domain)})[/]")
         return 2
-    return await _answered(
-        settings,
-        command,
-        f"mapping sent for {school}{f'/{snapshot}' if snapshot else ''}: the coordinator has the snapshot waiting at the "
-        "audit gate audited and released again with it (`schoolmig audit` shows the mapping)",
-    )
+    return await _answered(settings, command)
 
 
 async def _redrive(settings: Settings, school: str, snapshot: str | None, reason: str) -> int:
     from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="redrive", school_id=school, snapshot_id=snapshot, actor=settings.operator, reason=reason)
-    return await _answered(
-        settings, command, f"re-drive of {school} sent: ingest fans its snapshot out again from the verified backup"
-    )
+    return await _answered(settings, command)
 
 
 async def _accept_conflicts(settings: Settings, school: str, records: list[str], reason: str) -> int:
@@ -577,21 +558,21 @@ async def _accept_conflicts(settings: Settings, school: str, records: list[str],
     except ValidationError as exc:
         console.print(f"[red]refused: {exc.errors()[0]['msg']} (name each as DOMAIN/ID, e.g. students/student-10)[/]")
         return 2
-    return await _answered(settings, command, f"acceptance sent for {school}: it is validated again")
+    return await _answered(settings, command)
 
 
 async def _replay(settings: Settings, school: str, reason: str) -> int:
     from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="replay", school_id=school, actor=settings.operator, reason=reason)
-    return await _answered(settings, command, f"replay of {school} sent: held writes are tried again, then it is validated")
+    return await _answered(settings, command)
 
 
 async def _set_timezone(settings: Settings, school: str, zone: str, reason: str) -> int:
     from shared.wire.messages import OperatorCommand
 
     command = OperatorCommand(action="set_timezone", school_id=school, timezone=zone, actor=settings.operator, reason=reason)
-    return await _answered(settings, command, f"time zone {zone} sent for {school}")
+    return await _answered(settings, command)
 
 
 async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
@@ -600,13 +581,10 @@ async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
     are, since Kafka can only add partitions, which would move keys between them)."""
     from shared.platform.kafka import describe_topics, ensure_topics
 
-    if not (bootstrap := _endpoint(settings, "kafka")):
-        return 2
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
     created = await ensure_topics(settings) if create else []
     described = await describe_topics(settings)
     if as_json:
-        print(json.dumps({"created": created, "topics": described}, indent=2))
+        print_json({"created": created, "topics": described})
     else:
         for t in described:
             state = "created" if t["topic"] in created else ("ok" if t["exists"] else "MISSING")
@@ -615,10 +593,51 @@ async def _topics(settings: Settings, create: bool, as_json: bool) -> int:
                 if not t["exists"] or t["partitions"] == settings.partitions
                 else f"  (SCHOOLMIG_PARTITIONS is {settings.partitions})"
             )
-            console.print(
-                f"{t['topic']:<40} {state:<8} {t['partitions']:>3} partition(s){'  compacted' if t['compacted'] else ''}{note}"
-            )
+            print(f"{t['topic']:<40} {state:<8} {t['partitions']:>3} partition(s){'  compacted' if t['compacted'] else ''}{note}")
     return 0 if all(t["exists"] for t in described) else 1
+
+
+async def _deadletters(
+    settings: Settings, school: str | None, reason: str | None, since: datetime | None, follow: bool, as_json: bool
+) -> int:
+    """The dead letters, oldest first (``--follow``: then new ones as they come, until Ctrl-C):
+    one line each, or one JSON object per line; never a payload (it may hold personal data)."""
+    import json
+
+    from schoolmig.letters import LetterFilter, LetterReader
+    from shared.platform.topics import Topics
+
+    reader = await LetterReader(_bootstrap(settings), Topics.from_settings(settings).deadletter).start()
+    shown = 0
+    try:
+        async for letter in reader.letters(LetterFilter(school, reason, since), follow=follow):
+            print(json.dumps(letter.as_json(), ensure_ascii=False) if as_json else letter.line(), flush=True)
+            shown += 1
+    finally:
+        await reader.stop()
+    if not as_json and not follow:
+        console.print(f"{shown} dead letter(s)")
+    return 0
+
+
+async def _history(settings: Settings, school: str, as_json: bool) -> int:
+    from shared.ledger.schools import history
+
+    async def work(pool: asyncpg.Pool) -> int:
+        rows = await history(pool, school)
+        if not rows:
+            console.print(f"[red]nothing is known of school {school}[/]")
+            return 1
+        if as_json:
+            print_json(rows)
+            return 0
+        for r in rows:
+            why = f" — {r['reason']}" if r["reason"] else ""
+            outcome = f" → {r['outcome']}" if r["outcome"] else ""
+            print(f"{iso(r['at'])}  {r['kind']:<7} {r['what']}  by {r['actor']}{why}{outcome}")
+        return 0
+
+    return await _with_pool(settings, work)
 
 
 def _demo(out: Path, schools: int, seed: int) -> int:
@@ -669,7 +688,8 @@ def _replicas(text: str) -> dict[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="schoolmig", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"schoolmig {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start (embedded infra if needed and) the five services; Ctrl-C stops")
     run = commands.add_parser("run", help="bring a stack up if none runs, migrate the files, report, stop")
     for command in (up, run):
@@ -689,11 +709,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cutover", action="store_true", help="then cut every validated school over to the API, and wait for each")
     migrate = commands.add_parser("migrate", help="one school through every phase on a running stack, with progress bars")
     migrate.add_argument("file", type=Path, metavar="FILE")
-    migrate.add_argument("--school", required=True)
+    migrate.add_argument("--school", required=True, help=SCHOOL_HELP)
     publish = commands.add_parser("publish", help="publish one file to the ingest topic")
     publish.add_argument("file", type=Path)
-    publish.add_argument("--school", required=True)
-    publish.add_argument("--snapshot-id", help="publish an interrupted upload again (released once); default: its own id")
+    publish.add_argument("--school", required=True, help=SCHOOL_HELP)
+    publish.add_argument(
+        "--snapshot",
+        "--snapshot-id",
+        dest="snapshot_id",
+        help="publish an interrupted upload again under its id (released once); default: the reading's own id",
+    )
     for command in (run, migrate, publish):
         command.add_argument(
             "--taken-at",
@@ -719,43 +744,63 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--override-audit", metavar="REASON", help="let it past critical audit findings, for this reason")
     migrate.add_argument("--json", action="store_true", help="machine-readable output")
     audit = commands.add_parser("audit", help="show the pre-migration audit of a school's latest snapshot")
-    audit.add_argument("--school", required=True)
+    audit.add_argument("--school", required=True, help=SCHOOL_HELP)
     audit.add_argument("--snapshot", help="a given snapshot instead of the latest")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     validate = commands.add_parser("validate", help="compare a school's tables with its verified backup, record by record")
     which = validate.add_mutually_exclusive_group(required=True)
-    which.add_argument("--school")
+    which.add_argument("--school", help=SCHOOL_HELP)
     which.add_argument("--all", action="store_true", help="every school's latest released snapshot")
     validate.add_argument("--snapshot", help="a given snapshot instead of the latest released")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     override = commands.add_parser(
         "override-audit", help="let a snapshot blocked by critical audit findings go on, with a written reason"
     )
-    override.add_argument("--school", required=True)
+    override.add_argument("--school", required=True, help=SCHOOL_HELP)
     override.add_argument("--snapshot", help="default: the school's current snapshot")
     override.add_argument("--reason", required=True)
     map_key = commands.add_parser(
         "map-key", help="read a key of the snapshot waiting at the audit gate as a domain, for one school (signed)"
     )
     map_key.add_argument("mapping", nargs="+", metavar="KEY=DOMAIN", help="e.g. attendanceRecords=attendance")
-    map_key.add_argument("--school", required=True)
+    map_key.add_argument("--school", required=True, help=SCHOOL_HELP)
     map_key.add_argument("--snapshot", help="the snapshot waiting at the gate (default: the school's)")
     map_key.add_argument("--reason", required=True, help="why: kept in its audit with who mapped it")
-    status = commands.add_parser("status", help="every school's phase, mode and progress")
+    status = commands.add_parser("status", help="every school's phase, mode and progress, why it waits and what moves it")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C",
+    )
+    commands.add_parser(
+        "init", help="make the secrets a single-machine deployment runs with (operator key, service key, API token), mode 0600"
+    )
+    letters = commands.add_parser("deadletters", help="the messages a service could not use, with the reason (no payloads)")
+    letters.add_argument("--school", help="only those naming this school")
+    letters.add_argument("--reason", help="only this reason, e.g. invalid_envelope")
+    letters.add_argument("--since", type=_since, metavar="AGE|ISO-8601", help="only newer ones: 30m, 2h, 1d, or a time")
+    letters.add_argument("--follow", "-f", action="store_true", help="then keep printing new ones until Ctrl-C")
+    letters.add_argument("--json", action="store_true", help="one JSON object per line")
+    history = commands.add_parser("history", help="a school's phase moves, operators' commands (who, why, outcome) and exports")
+    history.add_argument("--school", required=True, help=SCHOOL_HELP)
+    history.add_argument("--json", action="store_true", help="machine-readable output")
     for action, text in (
         ("cutover", "cut a validated school over to the API (gated; rolls back on any failure)"),
         ("rollback", "roll a school back to localStorage"),
     ):
         lever = commands.add_parser(action, help=text)
-        lever.add_argument("--school", required=True)
+        lever.add_argument("--school", required=True, help=SCHOOL_HELP)
         lever.add_argument("--reason", default=f"{action} requested from the command line")
         lever.add_argument("--no-wait", action="store_true", help="ask, and return at once")
         lever.add_argument("--json", action="store_true", help="machine-readable output")
     redrive = commands.add_parser(
         "redrive", help="fan a school's snapshot out again from its verified backup (records lost in flight, e.g. with a broker)"
     )
-    redrive.add_argument("--school", required=True)
+    redrive.add_argument("--school", required=True, help=SCHOOL_HELP)
     redrive.add_argument("--snapshot", help="default: the school's current snapshot")
     redrive.add_argument("--reason", default="re-drive requested from the command line")
     accept = commands.add_parser(
@@ -763,12 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept writes in quarantine for a conflict of the data (a unique value still held), with a reason (signed)",
     )
     accept.add_argument("records", nargs="+", metavar="DOMAIN/ID", help="e.g. students/student-10")
-    accept.add_argument("--school", required=True)
+    accept.add_argument("--school", required=True, help=SCHOOL_HELP)
     accept.add_argument("--reason", required=True, help="why: kept with who accepted it, shown by validation")
     replay = commands.add_parser(
         "replay", help="check a synced school again: writes held for a conflict are tried again (after a fix), then validated"
     )
-    replay.add_argument("--school", required=True)
+    replay.add_argument("--school", required=True, help=SCHOOL_HELP)
     replay.add_argument("--reason", default="replay requested from the command line")
     set_zone = commands.add_parser(
         "set-timezone",
@@ -776,20 +821,20 @@ def build_parser() -> argparse.ArgumentParser:
         "read as that zone's calendar dates",
     )
     set_zone.add_argument("zone", type=_zone, metavar="ZONE", help="an IANA name, e.g. Europe/Skopje")
-    set_zone.add_argument("--school", required=True)
+    set_zone.add_argument("--school", required=True, help=SCHOOL_HELP)
     set_zone.add_argument("--reason", default="time zone set from the command line")
     backup = commands.add_parser("backup", help="verify or export the backups ingest keeps")
     backup_actions = backup.add_subparsers(dest="action", required=True)
     verify = backup_actions.add_parser("verify", help="re-check every backup copy against its SHA-256")
-    verify.add_argument("--school")
+    verify.add_argument("--school", help="only this school's backups")
     export = backup_actions.add_parser("export", help="write a snapshot back out, byte for byte")
-    export.add_argument("--school", required=True)
+    export.add_argument("--school", required=True, help=SCHOOL_HELP)
     export.add_argument("--snapshot", help="default: the latest")
     export.add_argument("--out", type=Path, required=True)
     export_cmd = commands.add_parser(
         "export", help="rebuild a school's data from the tables as a file its app can load (the way back after a cutover)"
     )
-    export_cmd.add_argument("--school", required=True)
+    export_cmd.add_argument("--school", required=True, help=SCHOOL_HELP)
     export_cmd.add_argument("--format", choices=["localstorage_dump", "mockdata_export"], default="localstorage_dump")
     export_cmd.add_argument("--out", type=Path, help="default: $SCHOOLMIG_STATE_DIR/exports/<school>-<time>.json")
     export_cmd.add_argument(
@@ -807,13 +852,116 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path(".demo"))
     demo.add_argument("--schools", type=int, default=3)
     demo.add_argument("--seed", type=int, default=7)
+    for name, sub in commands.choices.items():  # each its description, and an example
+        sub.description = next(a.help for a in commands._choices_actions if a.dest == name)
+        sub.epilog = "example:\n  " + EXAMPLES[name]
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
+SCHOOL_HELP = "the school's id, as its data was published (status lists them)"
+
+EXAMPLES: dict[str, str] = {
+    "up": "schoolmig init && schoolmig up   # then, in another terminal: schoolmig status",
+    "run": "schoolmig run .demo/school-1.json --report report.json",
+    "migrate": "schoolmig migrate school-1.json --school school-1 --timezone Europe/Skopje --cutover",
+    "publish": "schoolmig publish school-1.json --school school-1 --device office-pc --timezone Europe/Skopje",
+    "audit": "schoolmig audit --school school-1",
+    "validate": "schoolmig validate --school school-1",
+    "override-audit": 'schoolmig override-audit --school school-1 --reason "grades value cut short in the browser"',
+    "map-key": 'schoolmig map-key attendanceRecords=attendance --school school-1 --reason "renamed in app 2.3"',
+    "status": "schoolmig status --watch",
+    "init": "schoolmig init   # before the first `schoolmig up`",
+    "deadletters": "schoolmig deadletters --school school-1 --since 1d",
+    "history": "schoolmig history --school school-1",
+    "cutover": 'schoolmig cutover --school school-1 --reason "validated, school informed"',
+    "rollback": 'schoolmig export --school school-1 --verify && schoolmig rollback --school school-1 --reason "…"',
+    "redrive": "schoolmig redrive --school school-1",
+    "accept-conflict": 'schoolmig accept-conflict students/student-10 --school school-1 --reason "same pupil, checked"',
+    "replay": "schoolmig replay --school school-1",
+    "set-timezone": "schoolmig set-timezone Europe/Skopje --school school-1",
+    "backup": "schoolmig backup verify --school school-1",
+    "export": "schoolmig export --school school-1 --verify",
+    "topics": "schoolmig topics --create",
+    "demo": "schoolmig demo --out .demo --schools 3",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("schoolmig")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _since(text: str) -> datetime:
+    """``30m``, ``2h``, ``1d`` ago, or an ISO-8601 time with its offset."""
+    from datetime import UTC, timedelta
+
+    if match := re.fullmatch(r"(\d+)([smhd])", text):
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+        return datetime.now(UTC) - timedelta(**{unit: int(match[1])})
+    return _instant(text)
+
+
+#: Commands that start what they need, or need nothing running.
+LOCAL = frozenset({"up", "run", "demo", "init"})
+#: Commands that sign what they send as the operator.
+SIGNED = frozenset(
+    {"cutover", "rollback", "override-audit", "map-key", "redrive", "accept-conflict", "replay", "set-timezone", "validate"}
+)
+NO_KEY = (
+    "no operator key: set SCHOOLMIG_OPERATOR_KEY (or SCHOOLMIG_OPERATOR_KEY_FILE), or run `schoolmig init` "
+    "before `schoolmig up` so that commands on this machine find it"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every command: a refusal, a missing stack or key is one line on stderr and a non-zero exit."""
+    from pydantic import ValidationError
+
+    from schoolmig.endpoints import NoStack, located
+    from shared.platform.signing import MissingKey
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = _settings()
+    try:
+        settings = _settings()
+    except (ValidationError, ValueError) as exc:
+        console.print(f"settings: {_first_error(exc)}", style="red", markup=False)
+        return 2
+    needs_key = args.command in SIGNED or (args.command == "migrate" and (args.cutover or args.override_audit))
+    if needs_key and settings.operator_key is None:
+        console.print(NO_KEY, style="red", markup=False)
+        return 2
+    try:
+        if args.command not in LOCAL:
+            settings = located(settings)
+        return _dispatch(args, settings)
+    except NoStack as exc:
+        console.print(str(exc), style="red", markup=False)
+        return 2
+    except MissingKey:
+        console.print(NO_KEY, style="red", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_error(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
+    return str(exc).splitlines()[0]
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "init":
+        return _init(settings)
     if args.command == "up":
         logging.getLogger("schoolmig").setLevel(logging.INFO)
         return asyncio.run(_up(settings, args.replicas))
@@ -839,13 +987,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "audit":
         return asyncio.run(_audit(settings, args.school, args.snapshot, args.json))
     if args.command == "status":
-        return asyncio.run(_status(settings, args.json))
+        return asyncio.run(_status(settings, args.json, args.watch))
     if args.command == "override-audit":
         return asyncio.run(_override(settings, args.school, args.snapshot, settings.operator, args.reason))
     if args.command in ("cutover", "rollback"):
-        return asyncio.run(
-            _operate(settings, args.command, args.school, settings.operator, args.reason, not args.no_wait, args.json)
-        )
+        return asyncio.run(_operate(settings, args.command, args.school, args.reason, not args.no_wait, args.json))
     if args.command == "validate":
         return asyncio.run(_validate(settings, args.school, args.snapshot, args.json))
     if args.command == "backup":
@@ -868,6 +1014,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_topics(settings, args.create, args.json))
     if args.command == "demo":
         return _demo(args.out, args.schools, args.seed)
+    if args.command == "deadletters":
+        return asyncio.run(_deadletters(settings, args.school, args.reason, args.since, args.follow, args.json))
+    if args.command == "history":
+        return asyncio.run(_history(settings, args.school, args.json))
     return 2
 
 

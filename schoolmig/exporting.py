@@ -2,7 +2,8 @@
 the proof that it is whole.
 
 The file is rebuilt from the tables (``schoolmig.export``). With ``verify``, it is published
-as a snapshot of a scratch school (``<school>.verify-<random>``) through the real pipeline;
+as a snapshot of a scratch school (``<school>.verify-<random>``, listed in
+``migration.scratch_schools`` and so left out of status and metrics) through the real pipeline;
 once that school validates, its records are read back and must equal the file's, record by
 record. The export, and its verification, are recorded in ``migration.exports``: a rollback
 after a cutover needs a verified export made after the cutover (the coordinator checks).
@@ -25,6 +26,7 @@ from schoolmig.export import Records, export_document, live_records
 from schoolmig.runner import wait_for_report
 from schoolmig.sdk import publish_snapshot
 from shared.catalog.domains import Domain
+from shared.ledger.schools import mark_scratch
 from shared.platform.db import pg_json
 from shared.platform.settings import Settings
 from shared.wire.messages import SnapshotFormat
@@ -105,8 +107,9 @@ async def export_school(
     )
     if not verify:
         return result
-    assert settings.kafka_bootstrap_servers
+    assert settings.kafka_bootstrap_servers  # schoolmig.endpoints.located
     scratch = scratch_school(school_id)
+    await mark_scratch(pool, scratch, result.export_id, school_id)  # not a school of its own: hidden from status
     # Read in the school's own zone, as its records were (the scratch school has no other).
     zone = await pool.fetchval("SELECT zone FROM migration.school_zones WHERE school_id = $1", school_id)
     manifest = await publish_snapshot(

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from schoolmig.output import iso
 from shared.catalog.domains import ALL_DOMAINS
 
 
@@ -183,24 +184,34 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
 
 
 def print_status(schools: list[dict[str, Any]], console: Console | None = None) -> None:
+    """One row per school, ids whole (folded, never cut), with why it waits and what moves it."""
     console = console or Console()
     table = Table(title=f"{len(schools)} school(s)", title_justify="left")
-    for column in ("school", "phase", "mode", "maintenance", "snapshot", "accounted", "devices", "conflicts", "held", "since"):
-        table.add_column(column)
+    for column in ("school", "phase", "mode", "snapshot", "accounted", "devices", "conflicts", "since", "waits for", "next"):
+        table.add_column(column, overflow="fold")
     for s in schools:
         progress = f"{s['accounted']}/{s['source']}" if s.get("source") else "–"
         devices = s.get("devices") or []
+        held = sum(1 for c in s.get("data_conflicts") or [] if not c["accepted_by"])
+        conflicts = ", ".join(
+            part
+            for part in (
+                f"{s['device_conflicts']} between devices" if s.get("device_conflicts") else "",
+                f"{held} held" if held else "",
+            )
+            if part
+        )
         table.add_row(
             s["school_id"],
             s["phase"],
-            s["mode"],
-            "yes" if s["maintenance"] else "",
-            (s["snapshot_id"] or "")[:12],
+            s["mode"] + (" (maintenance)" if s["maintenance"] else ""),
+            s["snapshot_id"] or "",
             progress,
             ", ".join(d or "(unnamed)" for d in devices) if devices else "–",
-            str(s["device_conflicts"]) if s.get("device_conflicts") else "",
-            str(sum(1 for c in held if not c["accepted_by"])) if (held := s.get("data_conflicts")) else "",
-            f"{s['updated_at']:%Y-%m-%d %H:%M:%S}",
+            conflicts,
+            iso(s["updated_at"]),
+            s.get("waits_for") or "",
+            s.get("next") or "",
         )
     console.print(table)
 

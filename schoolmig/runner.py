@@ -72,9 +72,9 @@ async def send_command(bootstrap_servers: str, settings: Settings, *commands: Op
         for command in commands:
             body = command.model_dump_json().encode()
             signed = keyring.sign(topic, body)  # the coordinator acts on nothing else
-            await producer.send_and_wait(
-                topic, body, key=command.school_id.encode(), headers=[(k, v.encode()) for k, v in signed.items()]
-            )
+            headers = [(k, v.encode()) for k, v in signed.items()]
+            headers.append(("correlation_id", command.command_id.encode()))  # a refusal unread names it
+            await producer.send_and_wait(topic, body, key=command.school_id.encode(), headers=headers)
     finally:
         await producer.stop()
 

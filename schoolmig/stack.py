@@ -55,6 +55,11 @@ class StackInfo:
     api_url: str = ""
     metrics: dict[str, str] = field(default_factory=dict)
     """Each service instance's Prometheus scrape URL, by instance name."""
+    data_dir: str = ""
+    """Where the embedded PostgreSQL keeps its data (empty: not embedded, or not kept)."""
+    fsync: bool = True
+    api_writes: bool = False
+    """The API's POST endpoints are on (an API token is set)."""
 
     @staticmethod
     def path(state_dir: Path) -> Path:
@@ -68,6 +73,9 @@ class StackInfo:
             pid,
             stack.api_url,
             {name: stack.metrics_url(name) for name in stack.instances() if stack.has_metrics(name)},
+            str(stack.data_dir) if stack.durable and stack.postgres else "",
+            stack.settings.embedded_fsync,
+            stack.settings.api_token is not None,
         )
 
     def save(self, state_dir: Path) -> None:
@@ -91,10 +99,32 @@ class StackInfo:
         out = [
             f"broker       KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap_servers}",
             f"database     {self.database_url}  (any password: from DATABASE_URL, never shown)",
-            f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)",
         ]
+        if self.data_dir:
+            out.append(
+                f"data         {self.data_dir}  (kept across restarts; fsync {'on' if self.fsync else 'OFF: a crash can lose commits'})"
+            )
+        out.append(f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)")
+        if self.api_url:
+            out.append(
+                "API writes   "
+                + (
+                    "on (POST with the API token: SCHOOLMIG_API_TOKEN, or secrets/api_token of `schoolmig init`)"
+                    if self.api_writes
+                    else "off: no API token (run `schoolmig init` before `up`, or set SCHOOLMIG_API_TOKEN)"
+                )
+            )
         out += [f"metrics      {name:<14} {url}" for name, url in sorted(self.metrics.items())]
         return out
+
+    def scrape_config(self, targets_file: Path) -> str:
+        """A Prometheus ``scrape_configs`` entry that reads this stack's targets file."""
+        return (
+            "scrape_configs:\n"
+            "  - job_name: schoolmig\n"
+            "    file_sd_configs:\n"
+            f"      - files: [{json.dumps(str(targets_file.resolve()))}]\n"
+        )
 
     @classmethod
     def load_running(cls, state_dir: Path) -> StackInfo | None:
@@ -163,6 +193,15 @@ class Stack:
     _topics_missing: bool = False
     api_port: int = 0
     """The coordinator's HTTP API (``SCHOOLMIG_API_PORT``, or a free port)."""
+    durable: bool = False
+    """``schoolmig up``: the embedded PostgreSQL keeps its data in ``<state_dir>/postgres``
+    (fsync as ``SCHOOLMIG_EMBEDDED_FSYNC`` says) and a restart carries on with it; otherwise
+    (``run``, tests) it lives in a temporary directory removed when the stack stops."""
+
+    @property
+    def data_dir(self) -> Path:
+        """Where a durable stack's embedded PostgreSQL keeps its data."""
+        return (self.settings.state_dir / "postgres").resolve()
 
     @property
     def api_url(self) -> str:
@@ -187,7 +226,12 @@ class Stack:
             self.bootstrap_servers = self.kafka.bootstrap_servers
             log.info("embedded Kafka-compatible broker on %s", self.bootstrap_servers)
         if not self.database_url:
-            self.postgres = await asyncio.to_thread(EmbeddedPostgres().start)
+            server = (
+                EmbeddedPostgres(data_dir=self.data_dir, durable=self.settings.embedded_fsync)
+                if self.durable
+                else EmbeddedPostgres()
+            )
+            self.postgres = await asyncio.to_thread(server.start)
             self.database_url = self.postgres.dsn
             log.info("embedded PostgreSQL on port %d", self.postgres.port)
         settings = self.settings.model_copy(

@@ -532,14 +532,15 @@ class CoordinatorStore:
     async def command_done(self, command: OperatorCommand, outcome: str) -> None:
         """The command acted on, and what it came to (the CLI that sent it reads the answer)."""
         await self.pool.execute(
-            "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at, outcome)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO migration.operator_commands (command_id, school_id, action, actor, issued_at, outcome, reason)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             command.command_id,
             command.school_id,
             command.action,
             command.actor,
             command.issued_at,
             outcome,
+            command.reason,
         )
 
     async def block(self, event: SnapshotReleased) -> None:

@@ -73,9 +73,7 @@ class Release(Ports):
             await self.store.refuse(school_id, snapshot_id, reason)  # never released: not reported incomplete later either
             await self.event(SchoolRejected(school_id=school_id, snapshot_id=snapshot_id, reason=reason, message=why), school_id)
             return
-        path = await asyncio.to_thread(
-            write_backup_file, self.settings.backup_dir, school_id, snapshot_id, content, manifest.sha256
-        )
+        path = await asyncio.to_thread(write_backup_file, self.settings.backups, school_id, snapshot_id, content, manifest.sha256)
         verified = await self.store.save_backup(manifest, content, str(path))
         twin = await self.store.unchanged_of(manifest)
         if twin is not None:

@@ -12,12 +12,14 @@ from shared.wire.messages import ValidationCompleted
 
 
 async def schools(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics)."""
+    """Every school's phase, snapshot and mode (for ``schoolmig status`` and metrics); the
+    scratch schools of ``export --verify`` are not among them."""
     rows = await pool.fetch(
         """
         SELECT p.school_id, p.phase, p.snapshot_id, p.updated_at,
                coalesce(m.mode, 'localStorage') AS mode, coalesce(m.maintenance, false) AS maintenance
           FROM migration.school_phase p LEFT JOIN migration.school_modes m USING (school_id)
+         WHERE NOT EXISTS (SELECT 1 FROM migration.scratch_schools s WHERE s.school_id = p.school_id)
          ORDER BY p.school_id
         """
     )
@@ -37,6 +39,63 @@ async def transitions(pool: asyncpg.Pool, school_id: str) -> list[dict[str, Any]
         school_id,
     )
     return [dict(r) for r in rows]
+
+
+async def mark_scratch(pool: asyncpg.Pool, school_id: str, export_id: str, of_school: str) -> None:
+    """``school_id`` is a scratch school of an export's verification, not a school of its own."""
+    await pool.execute(
+        "INSERT INTO migration.scratch_schools (school_id, export_id, of_school) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        school_id,
+        export_id,
+        of_school,
+    )
+
+
+async def history(pool: asyncpg.Pool, school_id: str) -> list[dict[str, Any]]:
+    """Everything that happened to a school, oldest first: its phase moves, the operators'
+    commands with who, why and what came of them, and its exports (with their verification)."""
+    rows = await pool.fetch(
+        """
+        SELECT at, 'phase' AS kind, actor, coalesce(from_phase, '-') || ' -> ' || to_phase AS what,
+               reason, NULL AS outcome
+          FROM migration.phase_transitions WHERE school_id = $1
+        UNION ALL
+        SELECT handled_at, 'command', actor, action, reason, outcome
+          FROM migration.operator_commands WHERE school_id = $1
+        UNION ALL
+        SELECT created_at, 'export', actor, format || ' ' || export_id, NULL,
+               CASE WHEN verified_at IS NULL THEN 'not verified' ELSE 'verified as ' || verified_with END
+          FROM migration.exports WHERE school_id = $1
+        ORDER BY 1
+        """,
+        school_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def audit_block(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> dict[str, Any] | None:
+    """The critical audit findings holding a snapshot at the audit gate (None: not held)."""
+    event = await pool.fetchval(
+        "SELECT event FROM migration.blocked_snapshots WHERE school_id = $1 AND snapshot_id = $2", school_id, snapshot_id
+    )
+    if event is None:
+        return None
+    audit = event.get("audit") or {}
+    return {"critical": int(audit.get("critical_findings") or 0), "unmapped_keys": sorted(audit.get("unmapped_keys") or {})}
+
+
+async def last_validation_ok(pool: asyncpg.Pool, school_id: str, snapshot_id: str) -> bool | None:
+    """Whether the pipeline's last finished validation of the snapshot passed (operators' own
+    ``schoolmig validate`` runs aside); None before any."""
+    return await pool.fetchval(
+        """
+        SELECT ok FROM migration.validation_runs
+         WHERE school_id = $1 AND snapshot_id = $2 AND finished_at IS NOT NULL AND run_id NOT LIKE 'op-%'
+         ORDER BY finished_at DESC LIMIT 1
+        """,
+        school_id,
+        snapshot_id,
+    )
 
 
 async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:

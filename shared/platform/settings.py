@@ -113,8 +113,17 @@ class Settings(BaseSettings):
         description="`json`: one JSON object per line (time, level, service, logger, message, and "
         "school_id on lines about one school), for a log pipeline; `text`: for people.",
     )
-    state_dir: Path = Field(default=Path(".schoolmig"), description="Embedded servers' data, stack file.")
-    backup_dir: Path = Field(default=Path(".schoolmig/backups"), description="Where ingest writes backup files.")
+    state_dir: Path = Field(
+        default=Path(".schoolmig"),
+        description="`schoolmig up`'s home: its PostgreSQL data (`postgres/`), stack file, secrets made by "
+        "`schoolmig init` (`secrets/`), exports and logs.",
+    )
+    backup_dir: Path | None = Field(default=None, description="Where ingest writes backup files; default `<state_dir>/backups`.")
+    embedded_fsync: bool = Field(
+        default=True,
+        description="The embedded PostgreSQL syncs every commit to disk (PostgreSQL's default). `false` only for "
+        "throwaway runs, tests and benchmarks: a machine that stops then can forget acknowledged commits.",
+    )
     max_snapshot_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1,
@@ -175,6 +184,11 @@ class Settings(BaseSettings):
     )
     validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
 
+    @property
+    def backups(self) -> Path:
+        """Where ingest writes backup files (``backup_dir``, else ``<state_dir>/backups``)."""
+        return self.backup_dir or self.state_dir / "backups"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -205,19 +219,31 @@ SECRET_FILES = {
 
 _VARIABLE_OF = {"DATABASE_URL": "DATABASE_URL"}
 
+#: The secrets ``schoolmig init`` may write, as files of ``<state_dir>/secrets/`` (mode 0600).
+STATE_SECRETS = ("service_key", "operator_key", "api_token")
+
+
+def secrets_dir(state_dir: Path) -> Path:
+    return state_dir / "secrets"
+
 
 class SecretFiles(PydanticBaseSettingsSource):
     """Each secret of ``SECRET_FILES`` whose ``*_FILE`` variable is set, read from that file
-    (trailing newline dropped). A file that cannot be read is an error at start, naming the
-    variable, never the content."""
+    (trailing newline dropped); else, for those ``schoolmig init`` writes, the file of that name
+    in ``<state_dir>/secrets/`` when the operator made one. A file that cannot be read is an
+    error at start, naming the variable, never the content."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # everything is read at once, in __call__
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
+        own = secrets_dir(Path(os.environ.get("SCHOOLMIG_STATE_DIR") or ".schoolmig"))
         for key, variable in SECRET_FILES.items():
-            if (path := os.environ.get(variable)) and not os.environ.get(_VARIABLE_OF.get(key, f"SCHOOLMIG_{key.upper()}")):
+            if os.environ.get(_VARIABLE_OF.get(key, f"SCHOOLMIG_{key.upper()}")):
+                continue  # the variable itself wins
+            path = os.environ.get(variable) or (str(own / key) if key in STATE_SECRETS and (own / key).is_file() else None)
+            if path:
                 try:
                     found[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
                 except OSError as exc:

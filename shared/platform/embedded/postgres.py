@@ -84,7 +84,7 @@ class EmbeddedPostgres:
                     "postgres",
                     "--encoding=UTF8",
                     "--locale=C",
-                    "--no-sync",
+                    *([] if self.durable else ["--no-sync"]),
                 ],
                 check=True,
                 user=user,

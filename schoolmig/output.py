@@ -1,0 +1,32 @@
+"""What every command prints, one way: data on stdout, everything else (progress, hints,
+errors) on stderr; times in ISO 8601 (UTC, ``Z``), in plain and JSON output alike."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC, to the second."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, default=_plain)
+
+
+def print_json(data: Any) -> None:
+    print(to_json(data), flush=True)
