@@ -1,0 +1,184 @@
+"""The README's first hour, as an operator lives it: `schoolmig init`, `schoolmig up` in one
+terminal, every other command from another one with nothing but the state directory in
+common (no KAFKA_BOOTSTRAP_SERVERS, no DATABASE_URL, no key exported by hand); a school
+migrated, cut over, refused a rollback without an export (at once, with the reason),
+exported and verified, rolled back; an unknown operator refused at once; the history and
+the dead letters read; then `up` stopped and started again, and everything is still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schoolmig.stack import StackInfo
+from tests.integration.conftest import localstorage_dump
+
+pytestmark = pytest.mark.integration
+
+SCHOOL = "first-hour"
+STUDENTS = [
+    {
+        "id": f"s-{n}",
+        "name": f"Pupil {n}",
+        "email": f"p{n}@x",
+        "status": "active",
+        "joinDate": "2024-01-01",
+        "dateOfBirth": "2010-01-01",
+    }
+    for n in range(1, 6)
+]
+
+
+def _env(state: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SCHOOLMIG_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+    }
+    return env | {"SCHOOLMIG_STATE_DIR": str(state), "SCHOOLMIG_OPERATOR": "head-teacher"} | extra
+
+
+def cli(state: Path, *args: str, timeout: float = 180, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "schoolmig.cli", *args],
+        env=_env(state, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"not JSON on stdout (rc {done.returncode}): {done.stdout!r} {done.stderr!r}") from None
+
+
+class Up:
+    """`schoolmig up` in its own terminal (process group), its output kept."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.out = state.parent / f"up-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Up:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "schoolmig.cli", "up"],
+            env=_env(self.state),
+            stdout=self.out.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while StackInfo.load_running(self.state) is None or "stack up" not in self.printed():
+            assert self.process.poll() is None, self.printed()
+            assert time.monotonic() < deadline, self.printed()
+            time.sleep(0.2)
+        return self
+
+    def printed(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+
+
+def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everything(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    data = tmp_path / f"{SCHOOL}.json"
+    data.write_bytes(localstorage_dump(students=STUDENTS))
+
+    # Without a stack or a key, a command is one line saying what to set.
+    nothing = cli(state, "status")
+    assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1 and "schoolmig up" in nothing.stderr
+    keyless = cli(state, "cutover", "--school", SCHOOL)
+    assert keyless.returncode == 2 and keyless.stderr.count("\n") == 1 and "schoolmig init" in keyless.stderr
+
+    made = cli(state, "init")
+    assert made.returncode == 0, made.stderr
+    for name in ("operator_key", "service_key", "api_token"):
+        path = state / "secrets" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) >= 32
+        assert path.read_text().strip() not in made.stdout + made.stderr  # paths, never the secrets
+    key = (state / "secrets" / "operator_key").read_text()
+    assert cli(state, "init").returncode == 0 and (state / "secrets" / "operator_key").read_text() == key  # kept
+
+    with Up(state) as up:
+        printed = up.printed()
+        assert f"data         {(state / 'postgres').resolve()}" in printed and "fsync on" in printed
+        assert "API writes   on" in printed and "scrape_configs:" in printed and "file_sd_configs:" in printed
+        assert key.strip() not in printed
+
+        migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--json")
+        assert migrated.returncode == 0, migrated.stderr
+        [report] = as_json(migrated)["schools"]
+        assert report["phase"] == "validated" and report["domains"]["students"]["loaded"] == len(STUDENTS), report
+        ready = {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}[SCHOOL]
+        assert ready["next"] == f"schoolmig cutover --school {SCHOOL}"
+
+        cut = cli(state, "cutover", "--school", SCHOOL, "--reason", "validated; school told", "--json")
+        assert cut.returncode == 0, cut.stdout + cut.stderr
+        assert as_json(cut)["transitions"][-1]["to_phase"] == "completed"
+
+        asked = time.monotonic()
+        refused = cli(state, "rollback", "--school", SCHOOL, "--json")
+        answer = as_json(refused)
+        assert refused.returncode == 1 and answer["refused"] and answer["answered_by"] == "coordinator"
+        assert "export" in answer["outcome"] and time.monotonic() - asked < 30
+        plain = cli(state, "rollback", "--school", SCHOOL)
+        assert plain.returncode == 1 and "refused" in plain.stderr and plain.stdout == ""
+
+        stranger = cli(state, "redrive", "--school", SCHOOL, SCHOOLMIG_OPERATOR="stranger", SCHOOLMIG_OPERATOR_KEY="not-known")
+        assert stranger.returncode == 1 and "refused unread" in stranger.stderr, stranger.stderr
+
+        exported = cli(state, "export", "--school", SCHOOL, "--verify", "--json")
+        assert exported.returncode == 0, exported.stderr
+        assert as_json(exported)["verified"]
+        listed = [s["school_id"] for s in as_json(cli(state, "status", "--json"))]
+        assert listed == [SCHOOL]  # the export's scratch school is not one of the schools
+
+        back = cli(state, "rollback", "--school", SCHOOL, "--reason", "parents' evening: back to the browser", "--json")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert as_json(back)["transitions"][-1]["to_phase"] == "rolled_back"
+
+        history = as_json(cli(state, "history", "--school", SCHOOL, "--json"))
+        commands = [(h["what"], h["actor"], h["reason"], h["outcome"]) for h in history if h["kind"] == "command"]
+        assert ("rollback", "head-teacher", "parents' evening: back to the browser") in [c[:3] for c in commands]
+        assert any(c[0] == "rollback" and c[3].startswith("refused") for c in commands)
+        assert [h["outcome"] for h in history if h["kind"] == "export"][0].startswith("verified as ")
+        assert all(h["at"].endswith("Z") and "T" in h["at"] for h in history)  # ISO 8601
+
+        letters = [json.loads(line) for line in cli(state, "deadletters", "--json").stdout.splitlines()]
+        assert any(d["topic"].endswith(".commands.operator") and d["stage"] == "coordinator" for d in letters), letters
+        assert all("payload_b64" not in d for d in letters)
+        assert up.stop() == 0
+
+    with Up(state) as again:  # the same state dir: the same database, the same keys
+        assert f"data         {(state / 'postgres').resolve()}" in again.printed()
+        after = {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}
+        assert after[SCHOOL]["phase"] == "rolled_back" and after[SCHOOL]["source"] == len(STUDENTS)
+        assert as_json(cli(state, "history", "--school", SCHOOL, "--json")) == history
+        redriven = cli(state, "set-timezone", "Europe/Skopje", "--school", SCHOOL)
+        assert redriven.returncode in (0, 1) and "refused unread" not in redriven.stderr  # the key still signs
+        assert again.stop() == 0
