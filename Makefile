@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration docs bench clean chaos prometheus lint lock up down
+.PHONY: install run test test-unit test-integration docs bench clean chaos prometheus chromium lint lock up down
 
 install: $(STAMP)
 
@@ -41,17 +41,21 @@ run: install
 	  --override-audit "demo data: a localStorage value is cut short on purpose; migrate the rest"
 
 ## Unit tests, then integration tests against a real broker and PostgreSQL started by fixtures.
-test: install prometheus lint
+test: install prometheus chromium lint
 	$(BIN)/python -m pytest
 
 ## Debian's prometheus + promtool for the observability test (installed only when missing).
 prometheus:
 	bash deploy/prometheus/ensure-prometheus.sh
 
+## Debian's chromium for the status page's browser test (installed only when missing; no download by playwright).
+chromium:
+	bash deploy/ensure-chromium.sh
+
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: install prometheus
+test-integration: install prometheus chromium
 	$(BIN)/python -m pytest tests/integration
 
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).

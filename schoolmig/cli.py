@@ -400,47 +400,15 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
 
 
 async def _status(settings: Settings, as_json: bool, watch: float | None) -> int:
-    from schoolmig.guidance import next_step
     from schoolmig.render import print_status
     from schoolmig.stack import StackInfo
-    from shared.ledger.accounting import progress, record_counts
-    from shared.ledger.device_store import device_snapshots, device_states
-    from shared.ledger.devices import conflicts
-    from shared.ledger.quarantine import data_conflicts
-    from shared.ledger.schools import audit_block, last_validation_ok
-    from shared.ledger.schools import schools as all_schools
+    from shared.ledger.overview import school_rows
 
     running = StackInfo.load_running(settings.state_dir)
 
-    async def gather(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-        schools = await all_schools(pool)
-        for school in schools:
-            sid, snapshot = school["school_id"], school["snapshot_id"]
-            counts = await record_counts(pool, sid, snapshot) if snapshot else None
-            school["accounted"], school["source"] = progress(counts)
-            states = await device_states(pool, sid)
-            school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
-            school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
-            newest = await device_snapshots(pool, sid)
-            held = await data_conflicts(pool, sid, [*newest, *filter(None, [snapshot])])
-            school["data_conflicts"] = [  # writes held in quarantine for a conflict of the data: they block validation
-                {
-                    "record": f"{c['domain']}/{c['legacy_id']}",
-                    "reason": c["reason"],
-                    "message": c["message"],
-                    "accepted_by": c["actor"],
-                }
-                for c in held
-            ]
-            school["blocked"] = await audit_block(pool, sid, snapshot) if snapshot else None
-            school["validation_ok"] = await last_validation_ok(pool, sid, snapshot) if snapshot else None
-            step = next_step(school)
-            school["waits_for"], school["next"] = step.waits_for, step.command
-        return schools
-
     async def work(pool: asyncpg.Pool) -> int:
         while True:
-            schools = await gather(pool)
+            schools = await school_rows(pool)
             if as_json:
                 print_json(schools)  # the schools only, as ever (stack.json has the rest)
             else:
@@ -640,6 +608,24 @@ async def _history(settings: Settings, school: str, as_json: bool) -> int:
     return await _with_pool(settings, work)
 
 
+async def _report(settings: Settings, since: datetime | None, as_json: bool) -> int:
+    """The stakeholders' progress report (``schoolmig.stakeholders``): markdown, or JSON."""
+    from datetime import UTC
+
+    from schoolmig.stakeholders import markdown
+    from shared.ledger.overview import overview
+
+    async def work(pool: asyncpg.Pool) -> int:
+        figures = await overview(pool, since=since)
+        if as_json:
+            print_json(figures)
+        else:
+            print(markdown(figures, datetime.now(UTC)), end="")
+        return 0
+
+    return await _with_pool(settings, work)
+
+
 def _demo(out: Path, schools: int, seed: int) -> int:
     from schoolmig.demo import write_demo
 
@@ -785,6 +771,11 @@ def build_parser() -> argparse.ArgumentParser:
     letters.add_argument("--since", type=_since, metavar="AGE|ISO-8601", help="only newer ones: 30m, 2h, 1d, or a time")
     letters.add_argument("--follow", "-f", action="store_true", help="then keep printing new ones until Ctrl-C")
     letters.add_argument("--json", action="store_true", help="one JSON object per line")
+    report = commands.add_parser(
+        "report", help="the stakeholders' progress report: overview, phases, moves, what waits, errors (markdown or JSON)"
+    )
+    report.add_argument("--since", type=_since, metavar="AGE|ISO-8601", help="also what moved since then: 30m, 2h, 1d, or a time")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
     history = commands.add_parser("history", help="a school's phase moves, operators' commands (who, why, outcome) and exports")
     history.add_argument("--school", required=True, help=SCHOOL_HELP)
     history.add_argument("--json", action="store_true", help="machine-readable output")
@@ -874,6 +865,7 @@ EXAMPLES: dict[str, str] = {
     "init": "schoolmig init   # before the first `schoolmig up`",
     "deadletters": "schoolmig deadletters --school school-1 --since 1d",
     "history": "schoolmig history --school school-1",
+    "report": "schoolmig report --since 1d > progress.md",
     "cutover": 'schoolmig cutover --school school-1 --reason "validated, school informed"',
     "rollback": 'schoolmig export --school school-1 --verify && schoolmig rollback --school school-1 --reason "…"',
     "redrive": "schoolmig redrive --school school-1",
@@ -1018,6 +1010,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_deadletters(settings, args.school, args.reason, args.since, args.follow, args.json))
     if args.command == "history":
         return asyncio.run(_history(settings, args.school, args.json))
+    if args.command == "report":
+        return asyncio.run(_report(settings, args.since, args.json))
     return 2
 
 

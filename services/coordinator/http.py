@@ -13,6 +13,8 @@
 - ``POST /schools/{id}/timezone`` — the school's time zone (``{"timezone": "Europe/Skopje",
   "actor": …, "reason": …}``), with the bearer token; refused (409) once records were mapped
   in another zone.
+- ``GET /status`` — the status page (``services.coordinator.page``), read-only, and
+  ``GET /status.json`` — its figures (``shared.ledger.overview``: ids, counts, reason codes).
 - ``GET /health`` — the database answers.
 """
 
@@ -22,13 +24,16 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.coordinator.page import PAGE
 from services.coordinator.store import CoordinatorStore
 from shared.ledger import outcomes
+from shared.ledger.overview import overview
 from shared.wire.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
 
 Handle = Callable[[OperatorCommand], Awaitable[str]]
@@ -42,6 +47,14 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
     async def health(_: web.Request) -> web.Response:
         await store.pool.fetchval("SELECT 1")
         return web.json_response({"status": "ok"})
+
+    @routes.get("/status")
+    async def status_page(_: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html", headers={"Content-Security-Policy": CSP})
+
+    @routes.get("/status.json")
+    async def status_figures(_: web.Request) -> web.Response:
+        return web.json_response(await overview(store.pool), dumps=_dumps)
 
     @routes.get("/schools")
     async def schools(_: web.Request) -> web.Response:
@@ -127,7 +140,18 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=_plain)
+
+
+def _plain(value: Any) -> str:
+    """Times in ISO 8601 (UTC, ``Z``), as the command line prints them."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return str(value)
+
+
+#: The page loads nothing from elsewhere and runs only its own script.
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'"
 
 
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -25,6 +25,7 @@ from shared.wire.batching import signed_by
 from shared.wire.messages import (
     CHANGE_ID_PREFIX,
     OPERATOR_RUN_PREFIX,
+    DeadLetter,
     Event,
     OperatorCommand,
     SchoolRejected,
@@ -91,6 +92,25 @@ class Inbox(Wiring):
             why = f"still missing {missing} after {event.waited_s:.0f}s: not released (publish the missing parts again)"
             await self.operations.not_taken(event.school_id, event.snapshot_id, "incomplete", "incomplete_snapshot", why)
 
+    async def on_dead_letter(self, body: bytes, message: KafkaMessage) -> None:
+        """A dead letter a service wrote, kept where the status page and the report read it
+        (where and why, never the payload). One not signed by a service is not stored and is
+        never dead-lettered again (the dead-letter topic would feed itself): it is logged."""
+        record = message.raw_message
+        if isinstance(signed_by(record, body, self.keyring, allowed=(SERVICE,)), Unusable):
+            log.warning(
+                "unsigned message on the dead-letter topic at %s[%d]@%d: not shown", record.topic, record.partition, record.offset
+            )
+            return
+        try:
+            letter = DeadLetter.model_validate_json(body)
+        except ValidationError:
+            log.warning(
+                "a dead letter that does not parse at %s[%d]@%d: not shown", record.topic, record.partition, record.offset
+            )
+            return
+        await self.store.keep_dead_letter(letter, record.timestamp)
+
     async def accepted(self, message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any], *, allowed: tuple[str, ...]) -> Any:
         """The message, if it is signed by an allowed principal and is what the topic carries;
         else None, and it is in the dead letter with the reason (never acted on)."""
@@ -129,7 +149,7 @@ class Inbox(Wiring):
                 reason=f"validation {event.run_id} found no critical issue",
             )
             current = Phase.VALIDATED
-            await self.operations.phase_changed(event.school_id, current, "validated")
+            await self.operations.phase_changed(event.school_id, current, f"validated by {event.run_id}: ready for cutover")
         else:
             critical = sum(1 for d in event.domains for i in d.issues if i.severity == "critical")
             self.metrics.errors.add(max(critical, 1), {"category": "consistency", "where": "validation"})

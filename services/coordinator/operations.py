@@ -532,11 +532,12 @@ class Operations:
         return f"rolled back from {phase.value if phase else 'unknown'}: clients use localStorage"
 
     async def phase_changed(self, school_id: str, phase: Phase, reason: str) -> None:
-        """Publish the mode that goes with a phase (entering dual write: hybrid)."""
+        """Publish the mode that goes with a phase (entering dual write: hybrid), and its reason
+        whenever that moves: the mode a client reads says why it is what it is now."""
         self.moved(school_id, phase)
         current = await self.store.mode_of(school_id)
         mode = MODE_OF_PHASE[phase]
-        if current is None or current.mode is not mode:
+        if current is None or current.mode is not mode or (current.reason != reason and not current.maintenance):
             await self.set_mode(school_id, mode, False, reason)
 
     def moved(self, school_id: str, phase: Phase) -> None:

@@ -19,10 +19,11 @@ from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
 from shared.ledger.schools import phase_of, request_run, schools, transitions
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
-from shared.platform.db import pg_json
+from shared.platform.db import pg_json, pg_text
 from shared.platform.outbox import Outbound, enqueue
 from shared.wire.messages import (
     AuditSummary,
+    DeadLetter,
     Mode,
     OperatorCommand,
     SchoolMode,
@@ -542,6 +543,28 @@ class CoordinatorStore:
             outcome,
             command.reason,
         )
+
+    async def keep_dead_letter(self, letter: DeadLetter, timestamp_ms: int, keep: int = 1000) -> None:
+        """Where and why a message was dead-lettered (``migration.recent_dead_letters``), the
+        newest ``keep`` of them; a redelivered one once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO migration.recent_dead_letters (at, stage, reason, school_id, topic, "partition", "offset")
+                VALUES (to_timestamp($1::float8 / 1000), $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+                """,
+                timestamp_ms,
+                pg_text(letter.stage),
+                pg_text(letter.reason),
+                pg_text(letter.school_id),
+                pg_text(letter.topic),
+                letter.partition,
+                letter.offset,
+            )
+            await conn.execute(
+                "DELETE FROM migration.recent_dead_letters WHERE id <= (SELECT max(id) FROM migration.recent_dead_letters) - $1",
+                keep,
+            )
 
     async def block(self, event: SnapshotReleased) -> None:
         await self.pool.execute(

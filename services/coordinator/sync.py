@@ -113,7 +113,7 @@ class SyncMonitor(Wiring):
         except IllegalTransition:
             return False
         await self.operations.drain()  # a failure here is the next round's (the outbox keeps it)
-        await self.operations.phase_changed(school_id, Phase.SYNCED, "synced")
+        await self.operations.phase_changed(school_id, Phase.SYNCED, "synced: every record accounted for; validating")
         if (began := await self.store.entered_at(school_id, Phase.DUAL_WRITE)) is not None:
             seconds = (datetime.now(UTC) - began).total_seconds()
             self.metrics.sync_duration.record(seconds, {"school_id": school_id})

@@ -9,3 +9,18 @@ CREATE TABLE IF NOT EXISTS migration.scratch_schools (
 
 -- Why an operator gave a command (`schoolmig history` shows who, why and what came of it).
 ALTER TABLE migration.operator_commands ADD COLUMN IF NOT EXISTS reason TEXT;
+
+-- The newest dead letters, for the status page and the report: where and why only (never
+-- a payload or a message); the coordinator keeps the last 1000. Redelivered, stored once.
+CREATE TABLE IF NOT EXISTS migration.recent_dead_letters (
+  id          BIGSERIAL PRIMARY KEY,
+  at          TIMESTAMPTZ NOT NULL,
+  stage       TEXT,
+  reason      TEXT NOT NULL,
+  school_id   TEXT,
+  topic       TEXT NOT NULL,
+  "partition" INT NOT NULL,
+  "offset"    BIGINT NOT NULL,
+  UNIQUE (topic, "partition", "offset", reason)
+);
+CREATE INDEX IF NOT EXISTS recent_dead_letters_at ON migration.recent_dead_letters (at);

@@ -7,8 +7,10 @@ the dead letters read; then `up` stopped and started again, and everything is st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -36,6 +38,52 @@ STUDENTS = [
     }
     for n in range(1, 6)
 ]
+
+
+BAD = {"id": "s-bad", "status": "active"}  # no name: quarantined with its reason
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def look_at_the_status_page(api_url: str, screenshot: Path) -> dict[str, str]:
+    """What a person sees on the page in Debian's chromium, once it has read the figures."""
+    from playwright.async_api import async_playwright, expect
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "chromium is missing: `make test` installs it (deploy/ensure-chromium.sh)"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1100})
+            await page.goto(f"{api_url}/status")
+            await expect(page.locator("#updated")).not_to_have_text("never", timeout=20_000)
+            row = page.locator("#schools tbody tr", has_text=SCHOOL)
+            await expect(row).to_have_count(1)
+            refused = page.locator("#commands td.refused")
+            await expect(refused.first).to_contain_text("refused")
+            await page.screenshot(path=str(screenshot), full_page=True)
+            seen = {
+                "total": await page.locator("#total").inner_text(),
+                "migrated": await page.locator("#migrated").inner_text(),
+                "failed": await page.locator("#failed").inner_text(),
+                "progress": await page.locator("#progress").inner_text(),
+                "school": await row.inner_text(),
+                "quarantine": await page.locator("#quarantine tbody").inner_text(),
+                "refused": await refused.first.inner_text(),
+                "letters": await page.locator("#letters tbody").inner_text(),
+                "error": await page.locator("#error").inner_text(),
+            }
+        finally:
+            await browser.close()
+    return seen
 
 
 def _env(state: Path, **extra: str) -> dict[str, str]:
@@ -107,7 +155,7 @@ class Up:
 def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everything(tmp_path: Path) -> None:
     state = tmp_path / "state"
     data = tmp_path / f"{SCHOOL}.json"
-    data.write_bytes(localstorage_dump(students=STUDENTS))
+    data.write_bytes(localstorage_dump(students=[*STUDENTS, BAD]))
 
     # Without a stack or a key, a command is one line saying what to set.
     nothing = cli(state, "status")
@@ -133,7 +181,9 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--json")
         assert migrated.returncode == 0, migrated.stderr
         [report] = as_json(migrated)["schools"]
-        assert report["phase"] == "validated" and report["domains"]["students"]["loaded"] == len(STUDENTS), report
+        assert report["phase"] == "validated", report
+        assert report["domains"]["students"] == {"source": len(STUDENTS) + 1, "loaded": len(STUDENTS), "quarantined": 1}
+        [quarantined] = report["quarantine"]
         ready = {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}[SCHOOL]
         assert ready["next"] == f"schoolmig cutover --school {SCHOOL}"
 
@@ -151,6 +201,15 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
 
         stranger = cli(state, "redrive", "--school", SCHOOL, SCHOOLMIG_OPERATOR="stranger", SCHOOLMIG_OPERATOR_KEY="not-known")
         assert stranger.returncode == 1 and "refused unread" in stranger.stderr, stranger.stderr
+
+        api = StackInfo.load_running(state).api_url  # type: ignore[union-attr]
+        shot = Path(os.environ.get("SCHOOLMIG_STATUS_SCREENSHOT") or tmp_path / "status.png")
+        seen = asyncio.run(look_at_the_status_page(api, shot))
+        assert (seen["total"], seen["migrated"], seen["failed"], seen["progress"]) == ("6", "5", "1", "100%"), seen
+        assert "completed" in seen["school"] and "6 / 6" in seen["school"] and "100%" in seen["school"], seen
+        assert quarantined["reason"] in seen["quarantine"] and "export" in seen["refused"], seen
+        assert "coordinator" in seen["letters"] and not seen["error"], seen
+        assert shot.stat().st_size > 10_000
 
         exported = cli(state, "export", "--school", SCHOOL, "--verify", "--json")
         assert exported.returncode == 0, exported.stderr
@@ -177,7 +236,7 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
     with Up(state) as again:  # the same state dir: the same database, the same keys
         assert f"data         {(state / 'postgres').resolve()}" in again.printed()
         after = {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}
-        assert after[SCHOOL]["phase"] == "rolled_back" and after[SCHOOL]["source"] == len(STUDENTS)
+        assert after[SCHOOL]["phase"] == "rolled_back" and after[SCHOOL]["source"] == len(STUDENTS) + 1
         assert as_json(cli(state, "history", "--school", SCHOOL, "--json")) == history
         redriven = cli(state, "set-timezone", "Europe/Skopje", "--school", SCHOOL)
         assert redriven.returncode in (0, 1) and "refused unread" not in redriven.stderr  # the key still signs

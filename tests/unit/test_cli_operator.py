@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from schoolmig.cli import EXAMPLES, build_parser
 from schoolmig.decisions import Decision
 from schoolmig.endpoints import NoStack, located
-from schoolmig.guidance import next_step
 from schoolmig.keys import init_secrets
 from schoolmig.letters import Letter, LetterFilter
 from schoolmig.output import iso, to_json
 from schoolmig.stack import StackInfo
+from shared.ledger.guidance import next_step
 from shared.platform.settings import STATE_SECRETS, Settings
 from shared.wire.messages import DeadLetter, OperatorCommand
 
@@ -44,7 +44,7 @@ def test_every_command_has_a_description_and_an_example_that_parses() -> None:
     assert set(commands) == set(EXAMPLES)
     for name, sub in commands.items():
         assert sub.description and sub.epilog and name in sub.epilog
-        for part in EXAMPLES[name].split("#")[0].split("&&"):
+        for part in EXAMPLES[name].split("#")[0].split(" > ")[0].split("&&"):
             parses(part.strip())
         assert all(a.help for a in sub._actions if a.dest == "school"), name
 

@@ -1,0 +1,70 @@
+"""``schoolmig report``: the plan's progress report for stakeholders (daily during the
+migration, a final one after), as markdown, from ``shared.ledger.overview``. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from schoolmig.output import iso
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def markdown(figures: dict[str, Any], now: datetime) -> str:
+    o = figures["overview"]
+    since = figures.get("since")
+    lines = [f"# School data migration: progress at {iso(now)}", ""]
+    if since:
+        lines += [f"Covering {iso(since)} to {iso(now)}.", ""]
+    schools = figures["schools"]
+    done = sum(1 for s in schools if s["phase"] == "completed")
+    lines += [
+        "## Overview",
+        "",
+        *_table(
+            ["schools", "on the API", "records", "migrated", "quarantined", "progress"],
+            [
+                [
+                    len(schools),
+                    done,
+                    f"{o['total_records']:,}",
+                    f"{o['migrated_records']:,}",
+                    f"{o['failed_records']:,}",
+                    f"{o['migration_progress']}%",
+                ]
+            ],
+        ),
+        "",
+        "## Schools by phase",
+        "",
+        *_table(["phase", "schools"], [[p, n] for p, n in figures["phases"].items()] or [["–", 0]]),
+        "",
+    ]
+    if since:
+        moves = figures["moves"]
+        lines += [f"## Moves since {iso(since)}", ""]
+        lines += [f"- {iso(m['at'])} {m['school_id']}: {m['from_phase'] or '–'} → {m['to_phase']} ({m['actor']})" for m in moves]
+        lines += ["- none"] if not moves else []
+        lines += [""]
+    waiting = [s for s in schools if s["next"] and s["phase"] not in ("completed",)]
+    lines += ["## Waiting for an operator", ""]
+    lines += [f"- {s['school_id']} ({s['phase']}): {s['waits_for']} — `{s['next']}`" for s in waiting] or ["- none"]
+    lines += ["", "## By domain", ""]
+    lines += _table(
+        ["domain", "records", "migrated", "quarantined", "in flight"],
+        [[d, c["total"], c["migrated"], c["failed"], c["in_flight"]] for d, c in figures["by_domain"].items()],
+    )
+    lines += ["", "## Errors by category", ""]
+    lines += _table(["category", "count"], [[k.replace("_", " "), n] for k, n in figures["error_summary"].items()])
+    lines += ["", "## Quarantine by reason", ""]
+    lines += _table(["reason", "records"], [[k, n] for k, n in figures["quarantine_by_reason"].items()] or [["–", 0]])
+    refused = [c for c in figures["recent_commands"] if (c["outcome"] or "").startswith("refused")]
+    if refused:
+        lines += ["", "## Refused operator commands", ""]
+        lines += [f"- {iso(c['at'])} {c['school_id']}: {c['action']} by {c['actor']}: {c['outcome']}" for c in refused]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,175 @@
+"""The migration at a glance, as stored: what ``schoolmig status`` and ``schoolmig report``
+print and the coordinator's status page shows (the plan's monitoring dashboard).
+
+Ids, counts, phases and reason codes only: never a record's values, never an operator's
+free-text reason (it may name a person), never a dead letter's payload or message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.catalog.domains import ALL_DOMAINS
+from shared.ledger.accounting import DomainCounts, progress, record_counts_many
+from shared.ledger.device_store import device_snapshots, device_states
+from shared.ledger.devices import conflicts
+from shared.ledger.guidance import next_step
+from shared.ledger.quarantine import data_conflicts
+from shared.ledger.schools import audit_block, last_validation_ok, schools
+
+#: Quarantine reasons that mean the data itself conflicts (an operator decides), as opposed
+#: to a record the mapping could not read; the rest are input errors.
+_CONSISTENCY = ("unique_conflict", "orphaned_reference", "duplicate_id")
+
+
+async def school_rows(pool: asyncpg.Pool, *, devices: bool = True) -> list[dict[str, Any]]:
+    """Every school (scratch schools aside): phase, mode, progress, why it waits and what
+    moves it on; with ``devices``, the browsers its data came from and where they disagree."""
+    rows = await schools(pool)
+    counts = await record_counts_many(pool, [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]])
+    for school in rows:
+        sid, snapshot = school["school_id"], school["snapshot_id"]
+        mine = counts.get((sid, snapshot)) if snapshot else None
+        school["accounted"], school["source"] = progress(mine)
+        school["loaded"] = sum(c.loaded for c in (mine or {}).values())
+        school["quarantined"] = sum(c.quarantined for c in (mine or {}).values())
+        if devices:
+            states = await device_states(pool, sid)
+            school["devices"] = sorted(states)  # the browsers its snapshots came from ('' the unnamed one)
+            school["device_conflicts"] = len(conflicts(states))  # records they disagree on (the report lists them)
+        school["data_conflicts"] = []
+        if devices or school["phase"] == "synced":  # writes held for a conflict of the data: they block validation
+            newest = await device_snapshots(pool, sid)
+            held = await data_conflicts(pool, sid, [*newest, *filter(None, [snapshot])])
+            school["data_conflicts"] = [
+                {"record": f"{c['domain']}/{c['legacy_id']}", "reason": c["reason"], "accepted_by": c["actor"]} for c in held
+            ]
+        school["blocked"] = await audit_block(pool, sid, snapshot) if snapshot and school["phase"] == "registered" else None
+        school["validation_ok"] = (
+            await last_validation_ok(pool, sid, snapshot) if snapshot and school["phase"] == "synced" else None
+        )
+        step = next_step(school)
+        school["waits_for"], school["next"] = step.waits_for, step.command
+    return rows
+
+
+def _totals(rows: list[dict[str, Any]], counts: dict[tuple[str, str], dict[Any, DomainCounts]]) -> dict[str, Any]:
+    by_domain = {d.value: {"total": 0, "migrated": 0, "failed": 0, "in_flight": 0} for d in ALL_DOMAINS}
+    for school in rows:
+        for domain, c in counts.get((school["school_id"], school["snapshot_id"]), {}).items():
+            entry = by_domain[domain.value if hasattr(domain, "value") else str(domain)]
+            entry["total"] += c.source
+            entry["migrated"] += c.loaded
+            entry["failed"] += c.quarantined
+            entry["in_flight"] += max(c.source - c.loaded - c.quarantined, 0)
+    total = sum(d["total"] for d in by_domain.values())
+    migrated = sum(d["migrated"] for d in by_domain.values())
+    failed = sum(d["failed"] for d in by_domain.values())
+    return {
+        "overview": {
+            "total_records": total,
+            "migrated_records": migrated,
+            "failed_records": failed,
+            "migration_progress": round(100.0 * (migrated + failed) / total, 1) if total else 0.0,
+        },
+        "by_domain": by_domain,
+    }
+
+
+async def overview(pool: asyncpg.Pool, since: datetime | None = None, recent: int = 20) -> dict[str, Any]:
+    """The dashboard's figures: overview, per domain, per school, quarantine and errors by
+    category, recent refused commands and dead letters; with ``since``, what moved since."""
+    rows = await school_rows(pool, devices=False)
+    counts = await record_counts_many(pool, [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]])
+    current = [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]]
+    quarantine = await pool.fetch(
+        """
+        SELECT q.reason, q.domain, count(*) AS n FROM migration.quarantine q
+          JOIN unnest($1::text[], $2::text[]) AS c (school_id, snapshot_id) USING (school_id, snapshot_id)
+         GROUP BY q.reason, q.domain ORDER BY n DESC, q.reason
+        """,
+        [s for s, _ in current],
+        [n for _, n in current],
+    )
+    by_reason: Counter[str] = Counter()
+    for r in quarantine:
+        by_reason[r["reason"]] += r["n"]
+    critical = await pool.fetchval(
+        """
+        SELECT count(*) FROM migration.validation_runs v
+         WHERE v.finished_at IS NOT NULL AND NOT v.ok AND v.run_id NOT LIKE 'op-%'
+           AND (v.school_id, v.snapshot_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+        """,
+        [s for s, _ in current],
+        [n for _, n in current],
+    )
+    commands = await pool.fetch(
+        """
+        SELECT handled_at AS at, school_id, action, actor, outcome FROM migration.operator_commands
+         WHERE $1::timestamptz IS NULL OR handled_at >= $1 ORDER BY handled_at DESC LIMIT $2
+        """,
+        since,
+        recent,
+    )
+    letters = await pool.fetch(
+        """
+        SELECT at, stage, reason, school_id, topic FROM migration.recent_dead_letters
+         WHERE $1::timestamptz IS NULL OR at >= $1 ORDER BY at DESC, id DESC LIMIT $2
+        """,
+        since,
+        recent,
+    )
+    moves = (
+        await pool.fetch(
+            """
+        SELECT t.at, t.school_id, t.from_phase, t.to_phase, t.actor FROM migration.phase_transitions t
+         WHERE t.at >= $1 AND NOT EXISTS (SELECT 1 FROM migration.scratch_schools s WHERE s.school_id = t.school_id)
+         ORDER BY t.at, t.id
+        """,
+            since,
+        )
+        if since
+        else []
+    )
+    phases = Counter(r["phase"] for r in rows)
+    return _totals(rows, counts) | {
+        "schools": [
+            {
+                k: r[k]
+                for k in (
+                    "school_id",
+                    "phase",
+                    "mode",
+                    "snapshot_id",
+                    "accounted",
+                    "source",
+                    "loaded",
+                    "quarantined",
+                    "updated_at",
+                )
+            }
+            | {
+                "progress": round(100.0 * r["accounted"] / r["source"], 1) if r["source"] else 0.0,
+                "waits_for": r["waits_for"],
+                "next": r["next"],
+            }
+            for r in rows
+        ],
+        "phases": dict(sorted(phases.items())),
+        "quarantine_by_reason": dict(by_reason.most_common()),
+        "error_summary": {
+            "critical": int(critical or 0),  # the current snapshots' failed validations
+            "consistency": sum(n for reason, n in by_reason.items() if reason in _CONSISTENCY),
+            "input": sum(n for reason, n in by_reason.items() if reason not in _CONSISTENCY),
+            "refused_commands": sum(1 for c in commands if (c["outcome"] or "").startswith("refused")),
+            "dead_letters": len(letters),
+        },
+        "recent_commands": [dict(c) for c in commands],
+        "recent_dead_letters": [dict(d) for d in letters],
+        "moves": [dict(m) for m in moves],
+        "since": since,
+    }
