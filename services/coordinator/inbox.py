@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
@@ -96,18 +97,15 @@ class Inbox(Wiring):
         """A dead letter a service wrote, kept where the status page and the report read it
         (where and why, never the payload). One not signed by a service is not stored and is
         never dead-lettered again (the dead-letter topic would feed itself): it is logged."""
-        record = message.raw_message
+        record: ConsumerRecord[Any, Any] = message.raw_message  # one record: not a batch subscriber
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
         if isinstance(signed_by(record, body, self.keyring, allowed=(SERVICE,)), Unusable):
-            log.warning(
-                "unsigned message on the dead-letter topic at %s[%d]@%d: not shown", record.topic, record.partition, record.offset
-            )
+            log.warning("unsigned message on the dead-letter topic at %s: not shown", where)
             return
         try:
             letter = DeadLetter.model_validate_json(body)
         except ValidationError:
-            log.warning(
-                "a dead letter that does not parse at %s[%d]@%d: not shown", record.topic, record.partition, record.offset
-            )
+            log.warning("a dead letter that does not parse at %s: not shown", where)
             return
         await self.store.keep_dead_letter(letter, record.timestamp)
 
