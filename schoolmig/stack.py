@@ -106,6 +106,7 @@ class StackInfo:
             )
         out.append(f"API          {self.api_url or 'off'}  (GET /schools, /schools/{{id}}/mode, /health)")
         if self.api_url:
+            out.append(f"status page  {self.api_url}/status")
             out.append(
                 "API writes   "
                 + (
