@@ -31,6 +31,7 @@ of a record (``shared.ledger.versions``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from shared.wire.messages import (
     Change,
     ChangeBatch,
     ChangeOp,
+    LocalCleared,
     Mode,
     SchoolMode,
     SnapshotChunk,
@@ -64,8 +66,9 @@ MAX_CHANGE_BYTES = MAX_INGEST_MESSAGE_BYTES - _ENVELOPE_BYTES
 
 ModeSource = Callable[[str], Awaitable[SchoolMode | None]]
 """The school's current mode (None: the coordinator does not know the school: localStorage)."""
-Publisher = Callable[[ChangeBatch], Awaitable[None]]
-"""Sends one change message and returns once Kafka acknowledged it; raises if it could not."""
+Publisher = Callable[[ChangeBatch | LocalCleared], Awaitable[None]]
+"""Sends one message (changes, or the local copy's clean-up) and returns once Kafka
+acknowledged it; raises if it could not."""
 
 
 class WritesHeld(RuntimeError):
@@ -276,11 +279,49 @@ class HybridClient:
                 sent += len(pending)
         return sent
 
+    async def clean_up_if_told(self) -> Path | None:
+        """The plan's last step, once the school's mode says ``clear_local`` (its cutover stood
+        the grace period without rollback): the local copy is archived to a file beside it
+        (mode 0600, named by its SHA-256, fsynced), then cleared, then ingest is told
+        (``local.cleared``); a crash anywhere in between does the rest at the next call, and
+        nothing is cleared before its archive is on disk. Returns the archive once told."""
+        state_path = self.local.path.with_name(self.local.path.name + ".cleanup.json")
+        state = json.loads(state_path.read_bytes()) if state_path.exists() else None
+        if state is not None and state.get("told"):
+            return Path(state["archive"])
+        current = await self.mode(self.school_id)
+        if current is None or not current.clear_local:
+            return None
+        if state is None:
+            content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
+            digest = hashlib.sha256(content).hexdigest()
+            archive = self.local.path.with_name(f"{self.local.path.stem}.archive-{digest[:16]}.json")
+            _write_atomically(archive, content)
+            archive.chmod(0o600)  # the school's personal data: its owner only
+            records = sum(len(v) for v in json.loads(content or b"{}").values() if isinstance(v, list))
+            state = {"archive": str(archive), "sha256": digest, "records": records, "cleared_at": self.clock().isoformat()}
+            _write_atomically(state_path, json.dumps(state).encode())  # archived: clearing may begin
+            _write_atomically(self.local.path, b"{}")
+        await self.publisher(
+            LocalCleared(
+                school_id=self.school_id,
+                client_id=self.client_id,
+                cleared_at=datetime.fromisoformat(state["cleared_at"]),
+                archived_records=state["records"],
+                archive_sha256=state["sha256"],
+            )
+        )
+        _write_atomically(state_path, json.dumps(state | {"told": True}).encode())
+        log.info("local copy of %s archived to %s and cleared", self.school_id, state["archive"])
+        return Path(state["archive"])
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep flushing the outbox until ``stop``, backing off while publishing fails."""
+        """Keep flushing the outbox until ``stop``, backing off while publishing fails; and,
+        once the school's mode says so, archive and clear the local copy (:meth:`clean_up_if_told`)."""
         delay = self.retry_s[0]
         while not stop.is_set():
             try:
+                await self.clean_up_if_told()
                 await self.flush()
                 delay = self.retry_s[0]
             except Exception as exc:
@@ -318,7 +359,7 @@ def kafka_publisher(bootstrap_servers: str, topic: str, *, timeout_s: float = 10
     producer is started per attempt: after an outage nothing stale is reused."""
     from aiokafka import AIOKafkaProducer
 
-    async def send(batch: ChangeBatch) -> None:
+    async def send(batch: ChangeBatch | LocalCleared) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",

@@ -63,6 +63,20 @@ def markdown(figures: dict[str, Any], now: datetime) -> str:
     lines += _table(["category", "count"], [[k.replace("_", " "), n] for k, n in figures["error_summary"].items()])
     lines += ["", "## Quarantine by reason", ""]
     lines += _table(["reason", "records"], [[k, n] for k, n in figures["quarantine_by_reason"].items()] or [["–", 0]])
+    cleared = [s for s in schools if (s.get("local_copies") or {}).get("told_to_clear")]
+    if cleared:
+        lines += ["", "## Local copies (after the grace period)", ""]
+        lines += _table(
+            ["school", "cleared on", "still held on"],
+            [
+                [
+                    s["school_id"],
+                    ", ".join(d or "(unnamed)" for d in s["local_copies"]["cleared"]) or "–",
+                    ", ".join(d or "(unnamed)" for d in s["local_copies"]["holding"]) or "–",
+                ]
+                for s in cleared
+            ],
+        )
     refused = [c for c in figures["recent_commands"] if (c["outcome"] or "").startswith("refused")]
     if refused:
         lines += ["", "## Refused operator commands", ""]

@@ -38,3 +38,16 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> dict[tup
         finally:
             await consumer.stop()
     return lag
+
+
+async def high_waters(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
+    """Each partition's end offset (high-water mark) of these topics, as the broker has them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()

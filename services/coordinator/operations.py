@@ -580,7 +580,16 @@ class Operations:
 
     # ------------------------------------------------------------------ CutoverPorts
 
-    async def set_mode(self, school_id: str, mode: Mode, maintenance: bool, reason: str, attempt: Attempt | None = None) -> None:
+    async def set_mode(
+        self,
+        school_id: str,
+        mode: Mode,
+        maintenance: bool,
+        reason: str,
+        attempt: Attempt | None = None,
+        *,
+        clear_local: bool = False,
+    ) -> None:
         """The clients' mode: stored (the truth ingest and the HTTP API read) and announced on
         the control topic before the store commits. A cutover's is written under its epoch,
         with the attempt's row held until the announcement is acknowledged: a runner taking
@@ -592,8 +601,39 @@ class Operations:
             await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
             await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
 
-        await self.store.set_mode(school_id, mode, maintenance, reason, attempt, announce=announce)
+        await self.store.set_mode(school_id, mode, maintenance, reason, attempt, announce=announce, clear_local=clear_local)
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
+
+    async def release_local_copies(self) -> list[str]:
+        """The plan's last step: schools whose cutover has stood ``SCHOOLMIG_LOCAL_GRACE_S``
+        without rollback are told (their mode's ``clear_local``) that each client may archive
+        its local copy to a file and clear it; each client says so (``local.cleared``)."""
+        told = []
+        grace = self.settings.local_grace_s
+        for school_id in await self.store.past_grace(grace):
+            await self.set_mode(
+                school_id,
+                Mode.API,
+                False,
+                f"the cutover stood {grace / 86400:g} day(s) without rollback: clients archive their local copy and clear it",
+                clear_local=True,
+            )
+            told.append(school_id)
+        return told
+
+    async def announce_modes(self) -> int:
+        """Every school's stored mode announced again (control topic and events), as it is:
+        what clients read after a broker lost the compacted topic. Returns how many."""
+        announced = 0
+        for school in await self.store.schools():
+            record = await self.store.mode_of(school["school_id"])
+            if record is None:
+                continue
+            key = school["school_id"].encode()
+            await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=key)
+            await publish(self.broker, self.keyring, record, self.topics.events, key=key)
+            announced += 1
+        return announced
 
     async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:
         """A barrier to every ingest partition (``shared.wire.barrier``); returns (its id, the acks it needs)."""

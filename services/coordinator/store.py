@@ -202,6 +202,7 @@ class CoordinatorStore:
         reason: str,
         attempt: Attempt | None = None,
         announce: Callable[[SchoolMode], Awaitable[None]] | None = None,
+        clear_local: bool = False,
     ) -> SchoolMode:
         """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost).
         ``announce``: run before the write commits (its failure undoes it)."""
@@ -210,16 +211,18 @@ class CoordinatorStore:
                 await _fenced(conn, attempt)
             row = await conn.fetchrow(
                 """
-                INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at)
-                VALUES ($1, $2, $3, $4, now())
+                INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at, clear_local)
+                VALUES ($1, $2, $3, $4, now(), $5)
                 ON CONFLICT (school_id) DO UPDATE
-                   SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now()
+                   SET mode = EXCLUDED.mode, maintenance = EXCLUDED.maintenance, reason = EXCLUDED.reason, updated_at = now(),
+                       clear_local = EXCLUDED.clear_local
                 RETURNING updated_at
                 """,
                 school_id,
                 mode.value,
                 maintenance,
                 reason,
+                clear_local,
             )
             phase = await conn.fetchval("SELECT phase FROM migration.school_phase WHERE school_id = $1", school_id)
             record = SchoolMode(
@@ -229,6 +232,7 @@ class CoordinatorStore:
                 reason=reason,
                 phase=phase or "unknown",
                 updated_at=row["updated_at"],
+                clear_local=clear_local,
             )
             if announce is not None:
                 await announce(record)
@@ -237,7 +241,7 @@ class CoordinatorStore:
     async def mode_of(self, school_id: str) -> SchoolMode | None:
         row = await self.pool.fetchrow(
             """
-            SELECT m.mode, m.maintenance, m.reason, m.updated_at, coalesce(p.phase, 'unknown') AS phase
+            SELECT m.mode, m.maintenance, m.reason, m.updated_at, m.clear_local, coalesce(p.phase, 'unknown') AS phase
               FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
              WHERE m.school_id = $1
             """,
@@ -252,7 +256,22 @@ class CoordinatorStore:
             reason=row["reason"],
             phase=row["phase"],
             updated_at=row["updated_at"],
+            clear_local=row["clear_local"],
         )
+
+    async def past_grace(self, grace_s: float) -> list[str]:
+        """Schools cut over at least ``grace_s`` ago, never rolled back since, whose clients
+        have not been told to clear their local copy yet."""
+        rows = await self.pool.fetch(
+            """
+            SELECT p.school_id FROM migration.school_phase p JOIN migration.school_modes m USING (school_id)
+             WHERE p.phase = 'completed' AND m.mode = 'api' AND NOT m.clear_local AND NOT m.maintenance
+               AND p.updated_at <= now() - make_interval(secs => $1)
+             ORDER BY p.school_id LIMIT 100
+            """,
+            grace_s,
+        )
+        return [r["school_id"] for r in rows]
 
     async def schools(self) -> list[dict[str, Any]]:
         """Every school's phase, snapshot and mode (``shared.ledger.schools``)."""
@@ -543,6 +562,27 @@ class CoordinatorStore:
             outcome,
             command.reason,
         )
+
+    async def broker_went_back(self, marks: dict[tuple[str, int], int]) -> bool:
+        """Whether any partition's high-water mark is below what was seen before (the broker
+        lost what it held); the marks seen now are kept either way, for the next look."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            before = await conn.fetch(
+                'SELECT topic, "partition", high_water FROM migration.broker_marks WHERE topic = ANY($1::text[]) FOR UPDATE',
+                sorted({t for t, _ in marks}),
+            )
+            lost = any(r["high_water"] > marks.get((r["topic"], r["partition"]), 0) for r in before)
+            await conn.execute(
+                """
+                INSERT INTO migration.broker_marks (topic, "partition", high_water)
+                SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
+                ON CONFLICT (topic, "partition") DO UPDATE SET high_water = EXCLUDED.high_water, seen_at = now()
+                """,
+                [t for t, _ in marks],
+                [p for _, p in marks],
+                list(marks.values()),
+            )
+        return lost
 
     async def keep_dead_letter(self, letter: DeadLetter, timestamp_ms: int, keep: int = 1000) -> None:
         """Where and why a message was dead-lettered (``migration.recent_dead_letters``), the

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.coordinator.lag import consumer_groups, consumer_lag
+from services.coordinator.lag import consumer_groups, consumer_lag, high_waters
 from services.coordinator.operations import Operations, gauge_phase, run_id_of
 from services.coordinator.phases import IllegalTransition, Phase
 from services.coordinator.store import CoordinatorStore
@@ -39,6 +39,7 @@ OUTCOMES_INTERVAL_S = 1.0  # how often clients hear where their changes stand
 #: at once (ingest far ahead of the loader) reading them all twice a second cost the
 #: database more than the loading did.
 SYNC_CHECKS_PER_ROUND = 20
+BROKER_CHECK_S = 5.0  # how often the leader looks whether the broker lost its data
 
 
 @dataclass(kw_only=True)
@@ -53,6 +54,7 @@ class SyncMonitor(Wiring):
     _lag_total: float = -1.0  # the consumers' total lag when last seen,
     _lag_moved_at: float = 0.0  # and when it last changed
     _next_outcomes: float = 0.0
+    _next_broker_check: float = 0.0  # the first round looks at once: a restarted stack's broker may be new
 
     async def check_sync(self, school_id: str, snapshot_id: str, counts: dict[Domain, DomainCounts] | None) -> bool:
         """Move a school to ``synced`` and ask for validation when every record is accounted for."""
@@ -179,12 +181,40 @@ class SyncMonitor(Wiring):
         """What one coordinator does for all, whichever holds the lease: the sync checks, and
         taking up cutovers a coordinator left running (it died, or lost its database)."""
         if await leader.held():
+            if time.monotonic() >= self._next_broker_check:
+                self._next_broker_check = time.monotonic() + BROKER_CHECK_S
+                await self.check_broker()
+                await self.operations.release_local_copies()
             await self.catch_up()
             await self.check_syncing()
             await self.operations.resume()
             if time.monotonic() >= self._next_outcomes:  # a bounded round of outcome checks: not every poll
                 self._next_outcomes = time.monotonic() + OUTCOMES_INTERVAL_S
                 await self.operations.announce_outcomes(leader.held)
+
+    async def check_broker(self) -> bool:
+        """Whether the broker lost what it held since the last look (a high-water mark of the
+        control or events topic went back: an in-memory broker restarted, as ``schoolmig up``'s
+        does with the stack). If it did, recovered at once rather than after a stall: every
+        school's mode is announced again, and every school in dual write is re-driven from its
+        verified backup (what was in flight comes again; what arrived is written the same)."""
+        assert self.settings.kafka_bootstrap_servers
+        names = [self.topics.control, self.topics.events]
+        marks = await high_waters(self.settings.kafka_bootstrap_servers, names)
+        if {topic for topic, _ in marks} != set(names):  # made again by the topic keeper soon: looked at then
+            return False
+        if not await self.store.broker_went_back(marks):
+            return False
+        log.warning("the broker lost its data (its high-water marks went back): announcing modes, re-driving schools")
+        self.metrics.errors.add(1, {"category": "transient", "where": "broker_lost"})
+        announced = await self.operations.announce_modes()
+        redriven = 0
+        for school_id, snapshot_id in await self.store.syncing():
+            outcome = await self.operations.redrive(school_id, snapshot_id, ACTOR, "the broker lost what it held in flight")
+            redriven += not outcome.startswith("refused")
+            self._progress.pop((school_id, snapshot_id), None)  # a fresh stall clock after the re-drive
+        log.warning("after the broker's loss: %d mode(s) announced again, %d school(s) re-driven", announced, redriven)
+        return True
 
     async def catch_up(
         self,

@@ -25,6 +25,7 @@ from shared.wire.messages import (
     SCHOOL_ID_PATTERN,
     ChangeBatch,
     FieldError,
+    LocalCleared,
     SnapshotChunk,
     SnapshotManifest,
     error_summary,
@@ -52,7 +53,7 @@ def _skeleton(document: object) -> object:
     return document
 
 
-def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | ChangeBatch | Rejection:
+def read_envelope(body: bytes) -> SnapshotManifest | SnapshotChunk | ChangeBatch | LocalCleared | Rejection:
     if len(body) > MAX_INGEST_MESSAGE_BYTES:
         return Rejection("oversized", f"{len(body)} bytes; the limit is {MAX_INGEST_MESSAGE_BYTES} (send chunks)")
     try:

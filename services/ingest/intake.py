@@ -28,6 +28,7 @@ from shared.wire.batching import encode, signed_by, unreadable
 from shared.wire.messages import (
     Barrier,
     ChangeBatch,
+    LocalCleared,
     Mode,
     Redrive,
     SchoolRejected,
@@ -84,6 +85,16 @@ class Intake(Ports):
             return
         if isinstance(envelope, ChangeBatch):
             await self.changes(envelope, body, message)
+            return
+        if isinstance(envelope, LocalCleared):  # the plan's last step, reported by a device
+            if not await self.store.local_cleared(envelope):
+                await self.dead_letter(
+                    message,
+                    body,
+                    "clear_not_asked",
+                    f"school {envelope.school_id}'s mode does not ask its clients to clear their local copy (clear_local): "
+                    "not recorded",
+                )
             return
         settled = await self.store.settled(envelope.school_id, envelope.snapshot_id)
         if settled == "released":

@@ -19,7 +19,16 @@ from shared.platform.db import pg_json
 from shared.platform.outbox import Outbound, enqueue
 from shared.source import jsonsafe
 from shared.wire.chunks import sha256_hex
-from shared.wire.messages import MAX_CHANGES_PER_MESSAGE, AuditSummary, Change, ChangeBatch, Mode, SnapshotChunk, SnapshotManifest
+from shared.wire.messages import (
+    MAX_CHANGES_PER_MESSAGE,
+    AuditSummary,
+    Change,
+    ChangeBatch,
+    LocalCleared,
+    Mode,
+    SnapshotChunk,
+    SnapshotManifest,
+)
 
 
 @dataclass(frozen=True)
@@ -449,6 +458,28 @@ class IngestStore:
         """The zone each of the school's devices last reported."""
         rows = await self.pool.fetch("SELECT device_id, zone FROM migration.device_zones WHERE school_id = $1", school_id)
         return {r["device_id"]: r["zone"] for r in rows}
+
+    async def local_cleared(self, cleared: LocalCleared) -> bool:
+        """A device archived and cleared its local copy: kept, once per device (the newest
+        report wins). False when the school's mode never told its clients to (ignored)."""
+        return bool(
+            await self.pool.fetchval(
+                """
+                WITH told AS (SELECT 1 FROM migration.school_modes WHERE school_id = $1 AND clear_local)
+                INSERT INTO migration.local_cleanups AS c (school_id, client_id, cleared_at, archived_records, archive_sha256)
+                SELECT $1, $2, $3, $4, $5 FROM told
+                ON CONFLICT (school_id, client_id) DO UPDATE
+                   SET cleared_at = EXCLUDED.cleared_at, archived_records = EXCLUDED.archived_records,
+                       archive_sha256 = EXCLUDED.archive_sha256, received_at = now()
+                RETURNING true
+                """,
+                cleared.school_id,
+                cleared.client_id,
+                cleared.cleared_at,
+                cleared.archived_records,
+                cleared.archive_sha256,
+            )
+        )
 
     async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)

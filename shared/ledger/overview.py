@@ -19,7 +19,7 @@ from shared.ledger.device_store import device_snapshots, device_states
 from shared.ledger.devices import conflicts
 from shared.ledger.guidance import next_step
 from shared.ledger.quarantine import data_conflicts
-from shared.ledger.schools import audit_block, last_validation_ok, schools
+from shared.ledger.schools import audit_block, last_validation_ok, local_copies, schools
 
 #: Quarantine reasons that mean the data itself conflicts (an operator decides), as opposed
 #: to a record the mapping could not read; the rest are input errors.
@@ -52,6 +52,8 @@ async def school_rows(pool: asyncpg.Pool, *, devices: bool = True) -> list[dict[
         school["validation_ok"] = (
             await last_validation_ok(pool, sid, snapshot) if snapshot and school["phase"] == "synced" else None
         )
+        if school["phase"] == "completed":  # the plan's last step: which devices still hold the school's data
+            school["local_copies"] = await local_copies(pool, sid)
         step = next_step(school)
         school["waits_for"], school["next"] = step.waits_for, step.command
     return rows
@@ -156,6 +158,7 @@ async def overview(pool: asyncpg.Pool, since: datetime | None = None, recent: in
                 "progress": round(100.0 * r["accounted"] / r["source"], 1) if r["source"] else 0.0,
                 "waits_for": r["waits_for"],
                 "next": r["next"],
+                "local_copies": r.get("local_copies"),
             }
             for r in rows
         ],

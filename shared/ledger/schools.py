@@ -66,6 +66,10 @@ async def history(pool: asyncpg.Pool, school_id: str) -> list[dict[str, Any]]:
         SELECT created_at, 'export', actor, format || ' ' || export_id, NULL,
                CASE WHEN verified_at IS NULL THEN 'not verified' ELSE 'verified as ' || verified_with END
           FROM migration.exports WHERE school_id = $1
+        UNION ALL
+        SELECT cleared_at, 'device', client_id, 'local copy archived and cleared', NULL,
+               archived_records || ' record(s) archived on the device, sha256 ' || archive_sha256
+          FROM migration.local_cleanups WHERE school_id = $1
         ORDER BY 1
         """,
         school_id,
@@ -96,6 +100,30 @@ async def last_validation_ok(pool: asyncpg.Pool, school_id: str, snapshot_id: st
         school_id,
         snapshot_id,
     )
+
+
+async def local_copies(pool: asyncpg.Pool, school_id: str) -> dict[str, Any]:
+    """Whether the school's clients were told to clear their local copy (its cutover stood the
+    grace period), which devices did (archived and cleared) and which still hold data: every
+    device its snapshots or changes came from that has not said so."""
+    told = bool(await pool.fetchval("SELECT clear_local FROM migration.school_modes WHERE school_id = $1", school_id))
+    rows = await pool.fetch(
+        """
+        SELECT d.device_id, c.cleared_at FROM (
+            SELECT device_id FROM migration.device_states WHERE school_id = $1
+            UNION SELECT client_id FROM migration.changes WHERE school_id = $1
+            UNION SELECT client_id FROM migration.local_cleanups WHERE school_id = $1
+        ) d (device_id)
+        LEFT JOIN migration.local_cleanups c ON c.school_id = $1 AND c.client_id = d.device_id
+        ORDER BY d.device_id
+        """,
+        school_id,
+    )
+    return {
+        "told_to_clear": told,
+        "cleared": [r["device_id"] for r in rows if r["cleared_at"] is not None],
+        "holding": [r["device_id"] for r in rows if r["cleared_at"] is None],
+    }
 
 
 async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:

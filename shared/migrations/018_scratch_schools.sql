@@ -24,3 +24,28 @@ CREATE TABLE IF NOT EXISTS migration.recent_dead_letters (
   UNIQUE (topic, "partition", "offset", reason)
 );
 CREATE INDEX IF NOT EXISTS recent_dead_letters_at ON migration.recent_dead_letters (at);
+
+-- How far each of the coordinator's marker topics reached on the broker when last looked
+-- at: a high-water mark never goes back on a broker that kept its data, so one that did
+-- means the broker lost it (an in-memory broker restarted, topics deleted by hand).
+CREATE TABLE IF NOT EXISTS migration.broker_marks (
+  topic       TEXT NOT NULL,
+  "partition" INT NOT NULL,
+  high_water  BIGINT NOT NULL,
+  seen_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (topic, "partition")
+);
+
+-- The plan's last step: once a cutover has stood its grace period without rollback, the
+-- school's mode says `clear_local`, and each client archives its local copy to a file,
+-- clears it and says so (local.cleared, on the ingest topic): kept here, one row a device.
+ALTER TABLE migration.school_modes ADD COLUMN IF NOT EXISTS clear_local BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS migration.local_cleanups (
+  school_id        TEXT NOT NULL,
+  client_id        TEXT NOT NULL,
+  cleared_at       TIMESTAMPTZ NOT NULL,
+  archived_records INT NOT NULL,
+  archive_sha256   TEXT NOT NULL,
+  received_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (school_id, client_id)
+);

@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         "would outrank every later write of its record.",
     )
     validation_timeout_s: float = Field(default=300.0, gt=0, description="A cutover's final validation fails after this.")
+    local_grace_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="How long a cutover stands without rollback before the school's clients are told to archive their "
+        "local copy to a file and clear it (the mode's clear_local).",
+    )
 
     @property
     def backups(self) -> Path:

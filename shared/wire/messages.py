@@ -279,9 +279,21 @@ class ChangeBatch(_Envelope):
         return self
 
 
-IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk | ChangeBatch, Field(discriminator="kind")]
-INGEST_KINDS = ["snapshot.manifest", "snapshot.chunk", "changes"]
-INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk | ChangeBatch] = TypeAdapter(IngestEnvelope)
+class LocalCleared(_Envelope):
+    """A client archived its local copy to a file and cleared it, once the school's mode said so (``clear_local``)."""
+
+    kind: Literal["local.cleared"] = "local.cleared"
+    schema_version: Literal[1] = 1
+    school_id: SchoolId
+    client_id: ClientId
+    cleared_at: AwareDatetime = Field(description="When the client cleared its local copy, with its offset.")
+    archived_records: int = Field(ge=0, description="How many records the archive holds.")
+    archive_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The archive file's SHA-256 (it stays with the device).")
+
+
+IngestEnvelope = Annotated[SnapshotManifest | SnapshotChunk | ChangeBatch | LocalCleared, Field(discriminator="kind")]
+INGEST_KINDS = ["snapshot.manifest", "snapshot.chunk", "changes", "local.cleared"]
+INGEST_ENVELOPE: TypeAdapter[SnapshotManifest | SnapshotChunk | ChangeBatch | LocalCleared] = TypeAdapter(IngestEnvelope)
 
 
 class ChangeMeta(_Model):
@@ -822,6 +834,11 @@ class SchoolMode(_Model):
     phase: str
     reason: str
     updated_at: datetime
+    clear_local: bool = Field(
+        default=False,
+        description="The cutover stood its grace period without rollback: each client archives its local copy to a file, "
+        "clears it and says so (local.cleared).",
+    )
 
 
 class OperatorCommand(_Model):

@@ -86,6 +86,51 @@ async def look_at_the_status_page(api_url: str, screenshot: Path) -> dict[str, s
     return seen
 
 
+async def mode_announced(bootstrap: str, topic: str, school: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The school's mode as a client reads it from the compacted control topic."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if record.key == school.encode():
+                        return dict(json.loads(record.value))
+        raise AssertionError(f"no mode of {school} on {topic} within {timeout_s:.0f}s")
+    finally:
+        await consumer.stop()
+
+
+async def clean_up_a_device(bootstrap: str, api_url: str, browser: Path) -> Path:
+    """A device's HybridClient, once the school's mode says ``clear_local``: archive and clear."""
+    from schoolmig.hybrid import HybridClient, LocalData, Outbox, http_mode_source, kafka_publisher
+
+    client = HybridClient(
+        SCHOOL,
+        "office-pc",
+        local=LocalData(browser),
+        outbox=Outbox(browser.parent / "outbox"),
+        publisher=kafka_publisher(bootstrap, "schoolmig.ingest"),
+        mode=http_mode_source(api_url),
+    )
+    deadline = time.monotonic() + 30
+    while (archive := await client.clean_up_if_told()) is None:
+        assert time.monotonic() < deadline, "the coordinator never said clear_local"
+        await asyncio.sleep(0.5)
+    return archive
+
+
+def wait_for(read: Any, done: Any, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not done(value := read()):
+        assert time.monotonic() < deadline, value
+        time.sleep(0.5)
+    return value
+
+
 def _env(state: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -115,15 +160,15 @@ def as_json(done: subprocess.CompletedProcess[str]) -> Any:
 class Up:
     """`schoolmig up` in its own terminal (process group), its output kept."""
 
-    def __init__(self, state: Path) -> None:
-        self.state = state
+    def __init__(self, state: Path, **extra: str) -> None:
+        self.state, self.extra = state, extra
         self.out = state.parent / f"up-{time.monotonic_ns()}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Up:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "schoolmig.cli", "up"],
-            env=_env(self.state),
+            env=_env(self.state, **self.extra),
             stdout=self.out.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -172,7 +217,7 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
     key = (state / "secrets" / "operator_key").read_text()
     assert cli(state, "init").returncode == 0 and (state / "secrets" / "operator_key").read_text() == key  # kept
 
-    with Up(state) as up:
+    with Up(state, SCHOOLMIG_LOCAL_GRACE_S="3") as up:  # the plan's last step, after a grace period made short
         printed = up.printed()
         assert f"data         {(state / 'postgres').resolve()}" in printed and "fsync on" in printed
         assert "API writes   on" in printed and "scrape_configs:" in printed and "file_sd_configs:" in printed
@@ -190,6 +235,20 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         cut = cli(state, "cutover", "--school", SCHOOL, "--reason", "validated; school told", "--json")
         assert cut.returncode == 0, cut.stdout + cut.stderr
         assert as_json(cut)["transitions"][-1]["to_phase"] == "completed"
+
+        # The cutover stood its grace period: a device told so archives its local copy and clears it.
+        running = StackInfo.load_running(state)
+        assert running is not None
+        browser = tmp_path / "office-pc" / "local.json"
+        browser.parent.mkdir()
+        browser.write_text(json.dumps({"students": STUDENTS}))
+        archive = asyncio.run(clean_up_a_device(running.kafka_bootstrap_servers, running.api_url, browser))
+        assert json.loads(browser.read_text()) == {} and json.loads(archive.read_text()) == {"students": STUDENTS}
+        copies = wait_for(
+            lambda: {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}[SCHOOL]["local_copies"],
+            lambda c: "office-pc" in c["cleared"],
+        )
+        assert copies["told_to_clear"] and copies["holding"] == [""], copies  # the snapshot's unnamed device still holds it
 
         asked = time.monotonic()
         refused = cli(state, "rollback", "--school", SCHOOL, "--json")
@@ -226,6 +285,9 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         assert ("rollback", "head-teacher", "parents' evening: back to the browser") in [c[:3] for c in commands]
         assert any(c[0] == "rollback" and c[3].startswith("refused") for c in commands)
         assert [h["outcome"] for h in history if h["kind"] == "export"][0].startswith("verified as ")
+        assert [(h["actor"], h["what"]) for h in history if h["kind"] == "device"] == [
+            ("office-pc", "local copy archived and cleared")
+        ]
         assert all(h["at"].endswith("Z") and "T" in h["at"] for h in history)  # ISO 8601
 
         letters = [json.loads(line) for line in cli(state, "deadletters", "--json").stdout.splitlines()]
@@ -235,6 +297,11 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
 
     with Up(state) as again:  # the same state dir: the same database, the same keys
         assert f"data         {(state / 'postgres').resolve()}" in again.printed()
+        # The new broker holds nothing: the coordinator announces every school's mode again at once.
+        running = StackInfo.load_running(state)
+        assert running is not None
+        announced = asyncio.run(mode_announced(running.kafka_bootstrap_servers, "schoolmig.control.modes", SCHOOL))
+        assert announced["mode"] == "localStorage" and announced["phase"] == "rolled_back", announced
         after = {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}
         assert after[SCHOOL]["phase"] == "rolled_back" and after[SCHOOL]["source"] == len(STUDENTS) + 1
         assert as_json(cli(state, "history", "--school", SCHOOL, "--json")) == history

@@ -5,6 +5,9 @@ where in each mode, and that its outbox loses nothing while publishing fails, ac
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from schoolmig.hybrid import HybridClient, LocalData, Outbox, UseTheApi, WritesHeld
 from shared.catalog.domains import Domain
-from shared.wire.messages import MAX_INGEST_MESSAGE_BYTES, ChangeBatch, ChangeOp, Mode, SchoolMode
+from shared.wire.messages import MAX_INGEST_MESSAGE_BYTES, ChangeBatch, ChangeOp, LocalCleared, Mode, SchoolMode
 
 
 class Broker:
@@ -160,3 +163,50 @@ async def test_its_snapshot_is_its_own_store_read_now_from_the_device_its_change
     assert manifest.format is SnapshotFormat.MOCKDATA_EXPORT and before <= manifest.taken_at <= datetime.now(UTC)
     assert b"".join(chunks.decode(p.data_b64) for p in parts) == (tmp_path / "local.json").read_bytes()
     assert c.snapshot(b'{"payments": []}')[0].snapshot_id != manifest.snapshot_id  # another reading, another snapshot
+
+
+class Tells(Broker):
+    """The broker, keeping the clean-up's messages too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleared: list[LocalCleared] = []
+
+    async def publish(self, batch: ChangeBatch | LocalCleared) -> None:  # type: ignore[override]
+        if not self.up:
+            raise ConnectionError("broker away")
+        if isinstance(batch, LocalCleared):
+            self.cleared.append(batch)
+        else:
+            self.received.append(batch)
+
+
+def told(clear: bool) -> SchoolMode:
+    return mode_of(Mode.API).model_copy(update={"clear_local": clear, "phase": "completed"})
+
+
+async def test_the_local_copy_is_archived_then_cleared_then_reported_once_and_only_when_told(tmp_path: Path) -> None:
+    broker = Tells()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
+    c = client(tmp_path, broker, current)  # type: ignore[arg-type]
+    await c.create(Domain.STUDENTS, {"id": "s1", "name": "A"})
+    await c.create(Domain.PAYMENTS, {"id": "p1", "amount": 5})
+    before = c.local.path.read_bytes()
+
+    current[0] = told(False)  # cut over, within the grace period: nothing is touched
+    assert await c.clean_up_if_told() is None and c.local.path.read_bytes() == before and broker.cleared == []
+
+    current[0] = told(True)
+    broker.up = False  # archived and cleared, but not told yet: told at the next call, of the same archive
+    with pytest.raises(ConnectionError):
+        await c.clean_up_if_told()
+    assert json.loads(c.local.path.read_bytes()) == {}
+    [archive] = tmp_path.glob("local.archive-*.json")
+    assert archive.read_bytes() == before and stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+    broker.up = True
+    assert await c.clean_up_if_told() == archive
+    [report] = broker.cleared
+    assert report.archive_sha256 == hashlib.sha256(before).hexdigest() and report.archived_records == 2
+    assert (report.school_id, report.client_id) == ("s", "web-1")
+    assert await c.clean_up_if_told() == archive and len(broker.cleared) == 1  # once

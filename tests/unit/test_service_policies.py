@@ -157,6 +157,12 @@ class Operations:
     async def drain(self) -> None:
         self.drained += 1
 
+    modes_announced: int = 0
+
+    async def announce_modes(self) -> int:
+        self.modes_announced += 1
+        return 2
+
 
 @dataclass
 class CoordinatorStore:
@@ -191,6 +197,16 @@ class CoordinatorStore:
 
     async def entered_at(self, school_id: str, phase: Phase) -> Any:
         return datetime.now(UTC)
+
+    marks: dict[tuple[str, int], int] = field(default_factory=dict)  # the broker_marks table
+
+    async def broker_went_back(self, marks: dict[tuple[str, int], int]) -> bool:
+        lost = any(high > marks.get(where, 0) for where, high in self.marks.items())
+        self.marks = dict(marks)
+        return lost
+
+    async def syncing(self) -> list[tuple[str, str]]:
+        return [("a", "n1"), ("b", "n2")]
 
 
 def monitor(store: CoordinatorStore | None = None, redrive_after_s: float = 10.0) -> tuple[SyncMonitor, Operations]:
@@ -465,3 +481,41 @@ def test_chunks_that_do_not_assemble_are_refused_with_an_answer_and_never_releas
     run(release.if_complete("s", manifest.snapshot_id, MESSAGE))  # type: ignore[arg-type]
     assert store.marked == [] and len(letters.sent) == 1 and store.done == [f"refused: {letters.sent[0]}"]
     assert sorted(topic for topic, _ in broker.sent) == ["schoolmig.events", "schoolmig.outcomes"]  # school.rejected; told
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from([0, 1, 2]), st.integers(0, 50), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_a_broker_that_lost_its_data_is_recovered_at_once_and_only_then(looks: list[dict[int, int]]) -> None:
+    """Each look at the broker: high-water marks per partition of both marker topics. Modes
+    are announced again and syncing schools re-driven exactly on the looks where a mark went
+    back; a look where a topic is missing (being made again) decides nothing."""
+    sync, operations = monitor(CoordinatorStore())
+    sync.settings = sync.settings.model_copy(update={"kafka_bootstrap_servers": "broker:9092"})
+    real = sync_module.high_waters
+    try:
+        _look_at_each(sync, operations, looks)
+    finally:
+        sync_module.high_waters = real  # type: ignore[assignment]
+
+
+def _look_at_each(sync: SyncMonitor, operations: Operations, looks: list[dict[int, int]]) -> None:
+    expected, seen = 0, {}
+    for look in looks:
+        marks = {(topic, p): n for topic in (sync.topics.control, sync.topics.events) for p, n in look.items()}
+
+        async def high(bootstrap: str, names: list[str], marks: dict[tuple[str, int], int] = marks) -> Any:
+            return marks
+
+        sync_module.high_waters = high  # type: ignore[assignment]
+        went_back = any(n > marks.get(where, 0) for where, n in seen.items())
+        expected += went_back
+        assert run(sync.check_broker()) is went_back
+        seen = marks
+    assert operations.modes_announced == expected
+    assert operations.redrives == [("a", "n1"), ("b", "n2")] * expected
+
+    async def one_topic(bootstrap: str, names: list[str]) -> Any:
+        return {(sync.topics.events, 0): 0}
+
+    sync_module.high_waters = one_topic  # type: ignore[assignment]
+    assert run(sync.check_broker()) is False and operations.modes_announced == expected
