@@ -327,9 +327,7 @@ async def _export(settings: Settings, school: str, fmt: str, out: Path | None, v
         if as_json:
             print_json({**result.__dict__, "path": str(result.path), "verified": result.verified})
         else:
-            console.print(
-                f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256[:12]})"
-            )
+            console.print(f"wrote {result.size_bytes} bytes to {result.path} (export {result.export_id}, sha256 {result.sha256})")
             console.print("records: " + ", ".join(f"{d} {n}" for d, n in result.records.items()))
             if result.left_out:
                 console.print(

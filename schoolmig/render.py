@@ -15,10 +15,10 @@ from shared.catalog.domains import ALL_DOMAINS
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     for school in report["schools"]:
-        title = f"{school['school_id']} · snapshot {school['snapshot_id'][:12]} · phase {school['phase']}"
+        title = f"{school['school_id']} · snapshot {school['snapshot_id']} · phase {school['phase']}"
         table = Table(title=title, title_justify="left")
         for column in ("domain", "source", "loaded", "quarantined", "accounted", "valid", "issues"):
-            table.add_column(column, justify="left" if column == "domain" else "right")
+            table.add_column(column, justify="left" if column == "domain" else "right", overflow="fold")
         validated = {d["domain"]: d for d in (school.get("validation") or {}).get("domains", [])}
         for domain in (d.value for d in ALL_DOMAINS):
             c = school["domains"][domain]
@@ -74,9 +74,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 def print_audit(school_id: str, audit: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     summary = audit["summary"]
-    table = Table(title=f"audit · {school_id} · snapshot {audit['snapshot_id'][:12]}", title_justify="left")
+    table = Table(title=f"audit · {school_id} · snapshot {audit['snapshot_id']}", title_justify="left")
     for column in ("domain", "records", "duplicate ids", "corrupted"):
-        table.add_column(column, justify="left" if column == "domain" else "right")
+        table.add_column(column, justify="left" if column == "domain" else "right", overflow="fold")
     for domain in (d.value for d in ALL_DOMAINS):
         table.add_row(
             domain,
@@ -100,7 +100,7 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
         console.print(f"  dates read in the school's time zone: {summary['timezone']} ({why.get(source, source)})")
     findings = Table(title="findings", title_justify="left")
     for column in ("type", "severity", "count"):
-        findings.add_column(column)
+        findings.add_column(column, overflow="fold")
     severities = {f["type"]: f["severity"] for f in audit["findings"]}
     for kind, n in summary["findings"].items():
         findings.add_row(kind, severities.get(kind, ""), str(n))
@@ -120,11 +120,11 @@ def print_backup_checks(checks: list[Any], console: Console | None = None) -> No
     console = console or Console()
     table = Table(title="backups", title_justify="left")
     for column in ("school", "snapshot", "stored", "bytes", "database copy", "file copy"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for c in checks:
         table.add_row(
             c.school_id,
-            c.snapshot_id[:12],
+            c.snapshot_id,
             c.stored_at[:19],
             str(c.size_bytes),
             "✓" if c.database_ok else "✗ MISMATCH",
@@ -139,10 +139,10 @@ def print_validation(result: dict[str, Any], console: Console | None = None, lim
     """The plan's ``DataValidationResult`` per domain, then the issues (the first ``limit``)."""
     console = console or Console()
     verdict = "[bold green]passed[/]" if result["ok"] else "[bold red]FAILED[/]"
-    title = f"validation {result['run_id'][:12]} · {result['school_id']} · snapshot {result['snapshot_id'][:12]}"
+    title = f"validation {result['run_id']} · {result['school_id']} · snapshot {result['snapshot_id']}"
     table = Table(title=title, title_justify="left")
     for column in ("domain", "total", "valid", "critical", "warning", "info"):
-        table.add_column(column, justify="left" if column == "domain" else "right")
+        table.add_column(column, justify="left" if column == "domain" else "right", overflow="fold")
     issues = []
     for domain in result["domains"]:
         severities = Counter(i["severity"] for i in domain["issues"])
@@ -169,12 +169,12 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
     console = console or Console()
     table = Table(title=f"validation · {len(results)} school(s)", title_justify="left")
     for column in ("school", "snapshot", "total", "valid", "critical", "warning", "info", "verdict"):
-        table.add_column(column, justify="left" if column in ("school", "snapshot", "verdict") else "right")
+        table.add_column(column, justify="left" if column in ("school", "snapshot", "verdict") else "right", overflow="fold")
     for r in sorted(results, key=lambda r: r["school_id"]):
         severities = Counter(i["severity"] for d in r["domains"] for i in d["issues"])
         table.add_row(
             r["school_id"],
-            r["snapshot_id"][:12],
+            r["snapshot_id"],
             str(sum(d["total_records"] for d in r["domains"])),
             str(sum(d["valid_records"] for d in r["domains"])),
             *(str(severities.get(s, 0)) for s in ("critical", "warning", "info")),
