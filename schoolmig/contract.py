@@ -32,6 +32,7 @@ from shared.wire.messages import (
     ClientOutcome,
     DeadLetter,
     Event,
+    LocalCleared,
     SchoolMode,
     SnapshotChunk,
     SnapshotManifest,
@@ -53,7 +54,7 @@ services' own topics use `SCHOOLMIG_COMPRESSION` (zstd by default).
 
 **Every rule a message must follow** (a message that breaks one is dead-lettered and answered
 with a `message.refused` naming the field, the rule and the allowed values):
-- `kind` is required: `snapshot.manifest`, `snapshot.chunk` or `changes`; `schema_version` is 1 (or absent);
+- `kind` is required: `snapshot.manifest`, `snapshot.chunk`, `changes` or `local.cleared`; `schema_version` is 1 (or absent);
 - `school_id`: 1-64 of `A-Za-z0-9_.-`, starting with a letter or digit;
 - `snapshot_id`: 1-64 of `A-Za-z0-9_.-`, never starting with `chg.` (rule `snapshot_id_reserved`);
 - a message is at most 524,288 bytes (`oversized`); JSON nested at most 4 levels outside a change's `record`;
@@ -162,12 +163,24 @@ broker.publisher(
     description="Live changes of a school's records (the plan's HybridDataAdapter).\n\n" + HOW_TO_CHANGE,
 )
 broker.publisher(
+    topics.ingest,
+    schema=LocalCleared,
+    title=f"{topics.ingest}:LocalCleared",
+    description="The plan's last step, from each device: once the school's mode says `clear_local` (its cutover "
+    "stood SCHOOLMIG_LOCAL_GRACE_S without rollback), the client archives its local copy to a file on the device, "
+    "clears it, and says so here (key: school_id). `client_id` is the device's, as its snapshots (`device_id`) and "
+    "changes name it. Kept once per device; refused with an answer (`clear_not_asked`, `clear_unknown_device`) "
+    "when the mode does not ask for it or no snapshot or change of the school came from that client. "
+    "The SDK's `HybridClient.clean_up_if_told` does it.",
+)
+broker.publisher(
     topics.control,
     schema=SchoolMode,
     title=f"{topics.control}:Mode",
     description="What a school's clients must do now (compacted: the latest per school_id key). Clients read it "
     "(or poll GET /schools/<id>/mode): `localStorage` (before the hybrid phase), `hybrid` (publish every change), "
-    "`api` (cut over: write through the API; changes are refused); `maintenance` true: hold writes. "
+    "`api` (cut over: write through the API; changes are refused); `maintenance` true: hold writes; "
+    "`clear_local` true: archive the local copy to a file, clear it and publish `local.cleared`. "
     "Uncompressed or gzip (SCHOOLMIG_CLIENT_COMPRESSION); headers content-type, schoolmig-auth.",
 )
 broker.publisher(
@@ -199,7 +212,8 @@ broker.publisher(
     "rule it broke. Reasons for ingest messages: oversized, invalid_json, too_deep, unknown_schema_version, "
     "invalid_school_id, invalid_envelope, invalid_chunk, chunk_hash_mismatch, too_many_candidates, "
     "snapshot_too_large (its chunks are dropped), school_in_maintenance, school_cut_over, chunk_count_mismatch, "
-    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change. "
+    "chunk_checksum_mismatch, size_mismatch, checksum_mismatch, unreadable_snapshot, conflicting_change, "
+    "clear_not_asked, clear_unknown_device. "
     "Each is also answered to the client on the outcomes topic (message.refused).",
 )
 

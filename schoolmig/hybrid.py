@@ -79,10 +79,11 @@ class UseTheApi(RuntimeError):
     """The school runs on the API now: writes go there, not to the browser's storage."""
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``, durably: a crash leaves the old file or the new one."""
+def _write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``, durably: a crash leaves the old file or the new one
+    (created with ``mode``, never wider for a moment)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -283,24 +284,32 @@ class HybridClient:
         """The plan's last step, once the school's mode says ``clear_local`` (its cutover stood
         the grace period without rollback): the local copy is archived to a file beside it
         (mode 0600, named by its SHA-256, fsynced), then cleared, then ingest is told
-        (``local.cleared``); a crash anywhere in between does the rest at the next call, and
-        nothing is cleared before its archive is on disk. Returns the archive once told."""
-        state_path = self.local.path.with_name(self.local.path.name + ".cleanup.json")
-        state = json.loads(state_path.read_bytes()) if state_path.exists() else None
-        if state is not None and state.get("told"):
-            return Path(state["archive"])
+        (``local.cleared``). Nothing is cleared before its archive is on disk, and a crash at
+        any point is taken up at the next call: what is in the local copy and not in the
+        archive is archived first; an archive cleared but not told is told. The steps belong
+        to one announcement of the mode (its ``updated_at``): after a rollback and another
+        cutover, the next announcement starts them again. Returns the archive once told."""
         current = await self.mode(self.school_id)
         if current is None or not current.clear_local:
             return None
-        if state is None:
-            content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
+        asked = current.updated_at.isoformat()
+        state_path = self.local.path.with_name(self.local.path.name + ".cleanup.json")
+        state = json.loads(state_path.read_bytes()) if state_path.exists() else None
+        if state is not None and state.get("asked") != asked:
+            state = None  # an earlier cutover's clean-up: this one starts afresh
+        if state is not None and state.get("told"):
+            return Path(state["archive"])
+        content = self.local.path.read_bytes() if self.local.path.exists() else b"{}"
+        held = json.loads(content or b"{}")
+        if state is None or (held and hashlib.sha256(content).hexdigest() != state["sha256"]):
             digest = hashlib.sha256(content).hexdigest()
             archive = self.local.path.with_name(f"{self.local.path.stem}.archive-{digest[:16]}.json")
-            _write_atomically(archive, content)
-            archive.chmod(0o600)  # the school's personal data: its owner only
-            records = sum(len(v) for v in json.loads(content or b"{}").values() if isinstance(v, list))
-            state = {"archive": str(archive), "sha256": digest, "records": records, "cleared_at": self.clock().isoformat()}
-            _write_atomically(state_path, json.dumps(state).encode())  # archived: clearing may begin
+            _write_atomically(archive, content, mode=0o600)  # the school's personal data: its owner only
+            records = sum(len(v) for v in held.values() if isinstance(v, list))
+            state = {"asked": asked, "archive": str(archive), "sha256": digest, "records": records}
+            state["cleared_at"] = self.clock().isoformat()
+            _write_atomically(state_path, json.dumps(state).encode(), mode=0o600)  # archived: clearing may begin
+        if held:
             _write_atomically(self.local.path, b"{}")
         await self.publisher(
             LocalCleared(
@@ -311,7 +320,7 @@ class HybridClient:
                 archive_sha256=state["sha256"],
             )
         )
-        _write_atomically(state_path, json.dumps(state | {"told": True}).encode())
+        _write_atomically(state_path, json.dumps(state | {"told": True}).encode(), mode=0o600)
         log.info("local copy of %s archived to %s and cleared", self.school_id, state["archive"])
         return Path(state["archive"])
 
@@ -321,7 +330,6 @@ class HybridClient:
         delay = self.retry_s[0]
         while not stop.is_set():
             try:
-                await self.clean_up_if_told()
                 await self.flush()
                 delay = self.retry_s[0]
             except Exception as exc:
@@ -332,6 +340,10 @@ class HybridClient:
                     delay,
                 )
                 delay = min(delay * 2, self.retry_s[1])
+            try:  # apart: a clean-up that cannot go on never holds up the changes
+                await self.clean_up_if_told()
+            except Exception as exc:
+                log.warning("local copy: clean-up not done yet (%s); tried again", type(exc).__name__)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:

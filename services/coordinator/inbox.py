@@ -107,7 +107,7 @@ class Inbox(Wiring):
         except ValidationError:
             log.warning("a dead letter that does not parse at %s: not shown", where)
             return
-        await self.store.keep_dead_letter(letter, record.timestamp)
+        await self.store.keep_dead_letter(letter, record.timestamp, (record.partition, record.offset))
 
     async def accepted(self, message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any], *, allowed: tuple[str, ...]) -> Any:
         """The message, if it is signed by an allowed principal and is what the topic carries;

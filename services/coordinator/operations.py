@@ -589,7 +589,8 @@ class Operations:
         attempt: Attempt | None = None,
         *,
         clear_local: bool = False,
-    ) -> None:
+        expect: tuple[Phase, Mode] | None = None,
+    ) -> bool:
         """The clients' mode: stored (the truth ingest and the HTTP API read) and announced on
         the control topic before the store commits. A cutover's is written under its epoch,
         with the attempt's row held until the announcement is acknowledged: a runner taking
@@ -601,8 +602,13 @@ class Operations:
             await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
             await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
 
-        await self.store.set_mode(school_id, mode, maintenance, reason, attempt, announce=announce, clear_local=clear_local)
+        written = await self.store.set_mode(
+            school_id, mode, maintenance, reason, attempt, announce=announce, clear_local=clear_local, expect=expect
+        )
+        if written is None:
+            return False
         log.info("%s: mode %s%s", school_id, mode.value, " (maintenance)" if maintenance else "")
+        return True
 
     async def release_local_copies(self) -> list[str]:
         """The plan's last step: schools whose cutover has stood ``SCHOOLMIG_LOCAL_GRACE_S``
@@ -611,14 +617,15 @@ class Operations:
         told = []
         grace = self.settings.local_grace_s
         for school_id in await self.store.past_grace(grace):
-            await self.set_mode(
+            if await self.set_mode(
                 school_id,
                 Mode.API,
                 False,
                 f"the cutover stood {grace / 86400:g} day(s) without rollback: clients archive their local copy and clear it",
                 clear_local=True,
-            )
-            told.append(school_id)
+                expect=(Phase.COMPLETED, Mode.API),  # a rollback meanwhile wins
+            ):
+                told.append(school_id)
         return told
 
     async def announce_modes(self) -> int:

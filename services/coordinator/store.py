@@ -203,12 +203,25 @@ class CoordinatorStore:
         attempt: Attempt | None = None,
         announce: Callable[[SchoolMode], Awaitable[None]] | None = None,
         clear_local: bool = False,
-    ) -> SchoolMode:
+        expect: tuple[Phase, Mode] | None = None,
+    ) -> SchoolMode | None:
         """``attempt``: a cutover's write, made only under the epoch it claimed (else LeaseLost).
-        ``announce``: run before the write commits (its failure undoes it)."""
+        ``announce``: run before the write commits (its failure undoes it). ``expect``: written
+        only while the school is in this phase and mode (checked under the phase's row lock,
+        which every phase move takes: a rollback meanwhile wins); else None, nothing written."""
         async with self.pool.acquire() as conn, conn.transaction():
             if attempt is not None:
                 await _fenced(conn, attempt)
+            if expect is not None:
+                found = await conn.fetchrow(
+                    """
+                    SELECT p.phase, m.mode FROM migration.school_phase p LEFT JOIN migration.school_modes m USING (school_id)
+                     WHERE p.school_id = $1 FOR UPDATE OF p
+                    """,
+                    school_id,
+                )
+                if found is None or (found["phase"], found["mode"]) != (expect[0].value, expect[1].value):
+                    return None
             row = await conn.fetchrow(
                 """
                 INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at, clear_local)
@@ -563,35 +576,46 @@ class CoordinatorStore:
             command.reason,
         )
 
-    async def broker_went_back(self, marks: dict[tuple[str, int], int]) -> bool:
-        """Whether any partition's high-water mark is below what was seen before (the broker
-        lost what it held); the marks seen now are kept either way, for the next look."""
+    async def broker_loss_pending(self, marker: str, marks: dict[tuple[str, int], int]) -> bool:
+        """Whether a recovery from a broker's loss is due: a high-water mark below what was seen
+        before on a partition seen both times (the broker lost what it held), or a loss seen
+        earlier whose recovery has not finished (:meth:`broker_recovered`). The marks seen now
+        replace those of these topics, partitions gone included, in the same transaction."""
+        topics = sorted({t for t, _ in marks})
         async with self.pool.acquire() as conn, conn.transaction():
             before = await conn.fetch(
                 'SELECT topic, "partition", high_water FROM migration.broker_marks WHERE topic = ANY($1::text[]) FOR UPDATE',
-                sorted({t for t, _ in marks}),
+                topics,
             )
-            lost = any(r["high_water"] > marks.get((r["topic"], r["partition"]), 0) for r in before)
+            if any(
+                (r["topic"], r["partition"]) in marks and r["high_water"] > marks[(r["topic"], r["partition"])] for r in before
+            ):
+                await conn.execute("INSERT INTO migration.broker_losses (marker) VALUES ($1) ON CONFLICT DO NOTHING", marker)
+            await conn.execute("DELETE FROM migration.broker_marks WHERE topic = ANY($1::text[])", topics)
             await conn.execute(
                 """
                 INSERT INTO migration.broker_marks (topic, "partition", high_water)
                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-                ON CONFLICT (topic, "partition") DO UPDATE SET high_water = EXCLUDED.high_water, seen_at = now()
                 """,
                 [t for t, _ in marks],
                 [p for _, p in marks],
                 list(marks.values()),
             )
-        return lost
+            return bool(await conn.fetchval("SELECT 1 FROM migration.broker_losses WHERE marker = $1", marker))
 
-    async def keep_dead_letter(self, letter: DeadLetter, timestamp_ms: int, keep: int = 1000) -> None:
+    async def broker_recovered(self, marker: str) -> None:
+        await self.pool.execute("DELETE FROM migration.broker_losses WHERE marker = $1", marker)
+
+    async def keep_dead_letter(self, letter: DeadLetter, timestamp_ms: int, at: tuple[int, int], keep: int = 1000) -> None:
         """Where and why a message was dead-lettered (``migration.recent_dead_letters``), the
-        newest ``keep`` of them; a redelivered one once."""
+        newest ``keep`` of them; a redelivered one once (by where the letter itself is, ``at``:
+        its partition and offset, and its time)."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
-                INSERT INTO migration.recent_dead_letters (at, stage, reason, school_id, topic, "partition", "offset")
-                VALUES (to_timestamp($1::float8 / 1000), $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+                INSERT INTO migration.recent_dead_letters
+                  (at, stage, reason, school_id, topic, "partition", "offset", letter_partition, letter_offset)
+                VALUES (to_timestamp($1::float8 / 1000), $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
                 """,
                 timestamp_ms,
                 pg_text(letter.stage),
@@ -600,6 +624,8 @@ class CoordinatorStore:
                 pg_text(letter.topic),
                 letter.partition,
                 letter.offset,
+                at[0],
+                at[1],
             )
             await conn.execute(
                 "DELETE FROM migration.recent_dead_letters WHERE id <= (SELECT max(id) FROM migration.recent_dead_letters) - $1",

@@ -193,17 +193,19 @@ class SyncMonitor(Wiring):
                 await self.operations.announce_outcomes(leader.held)
 
     async def check_broker(self) -> bool:
-        """Whether the broker lost what it held since the last look (a high-water mark of the
-        control or events topic went back: an in-memory broker restarted, as ``schoolmig up``'s
-        does with the stack). If it did, recovered at once rather than after a stall: every
-        school's mode is announced again, and every school in dual write is re-driven from its
-        verified backup (what was in flight comes again; what arrived is written the same)."""
+        """Whether the broker lost what it held (a high-water mark of the control or events topic
+        went back: an in-memory broker restarted, as ``schoolmig up``'s does with the stack).
+        If it did, recovered at once rather than after a stall: every school's mode is
+        announced again, and every school in dual write is re-driven from its verified backup
+        (what was in flight comes again; what arrived is written the same). The loss is kept
+        in the database until the recovery is done, so a coordinator stopped half-way leaves
+        it to the next round, whichever replica leads."""
         assert self.settings.kafka_bootstrap_servers
         names = [self.topics.control, self.topics.events]
         marks = await high_waters(self.settings.kafka_bootstrap_servers, names)
         if {topic for topic, _ in marks} != set(names):  # made again by the topic keeper soon: looked at then
             return False
-        if not await self.store.broker_went_back(marks):
+        if not await self.store.broker_loss_pending(self.topics.control, marks):
             return False
         log.warning("the broker lost its data (its high-water marks went back): announcing modes, re-driving schools")
         self.metrics.errors.add(1, {"category": "transient", "where": "broker_lost"})
@@ -213,6 +215,7 @@ class SyncMonitor(Wiring):
             outcome = await self.operations.redrive(school_id, snapshot_id, ACTOR, "the broker lost what it held in flight")
             redriven += not outcome.startswith("refused")
             self._progress.pop((school_id, snapshot_id), None)  # a fresh stall clock after the re-drive
+        await self.store.broker_recovered(self.topics.control)
         log.warning("after the broker's loss: %d mode(s) announced again, %d school(s) re-driven", announced, redriven)
         return True
 

@@ -87,14 +87,14 @@ class Intake(Ports):
             await self.changes(envelope, body, message)
             return
         if isinstance(envelope, LocalCleared):  # the plan's last step, reported by a device
-            if not await self.store.local_cleared(envelope):
-                await self.dead_letter(
-                    message,
-                    body,
-                    "clear_not_asked",
-                    f"school {envelope.school_id}'s mode does not ask its clients to clear their local copy (clear_local): "
-                    "not recorded",
-                )
+            if (why := await self.store.local_cleared(envelope)) is not None:
+                detail = {
+                    "not_asked": f"school {envelope.school_id}'s mode does not ask its clients to clear their local copy "
+                    "(clear_local)",
+                    "unknown_device": f"no snapshot or change of school {envelope.school_id} came from client "
+                    f"{envelope.client_id}",
+                }[why]
+                await self.dead_letter(message, body, f"clear_{why}", f"{detail}: not recorded")
             return
         settled = await self.store.settled(envelope.school_id, envelope.snapshot_id)
         if settled == "released":

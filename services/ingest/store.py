@@ -459,19 +459,29 @@ class IngestStore:
         rows = await self.pool.fetch("SELECT device_id, zone FROM migration.device_zones WHERE school_id = $1", school_id)
         return {r["device_id"]: r["zone"] for r in rows}
 
-    async def local_cleared(self, cleared: LocalCleared) -> bool:
-        """A device archived and cleared its local copy: kept, once per device (the newest
-        report wins). False when the school's mode never told its clients to (ignored)."""
-        return bool(
-            await self.pool.fetchval(
+    async def local_cleared(self, cleared: LocalCleared) -> str | None:
+        """A device archived and cleared its local copy: kept, the first report of each device
+        (a redelivery, or a second report, changes nothing). Not kept, with why: when the
+        school's mode never asked its clients to (``not_asked``), or the device is none the
+        school's snapshots or changes came from (``unknown_device``)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            asked = await conn.fetchval("SELECT clear_local FROM migration.school_modes WHERE school_id = $1", cleared.school_id)
+            if not asked:
+                return "not_asked"
+            known = await conn.fetchval(
                 """
-                WITH told AS (SELECT 1 FROM migration.school_modes WHERE school_id = $1 AND clear_local)
-                INSERT INTO migration.local_cleanups AS c (school_id, client_id, cleared_at, archived_records, archive_sha256)
-                SELECT $1, $2, $3, $4, $5 FROM told
-                ON CONFLICT (school_id, client_id) DO UPDATE
-                   SET cleared_at = EXCLUDED.cleared_at, archived_records = EXCLUDED.archived_records,
-                       archive_sha256 = EXCLUDED.archive_sha256, received_at = now()
-                RETURNING true
+                SELECT EXISTS (SELECT 1 FROM migration.device_states WHERE school_id = $1 AND device_id = $2)
+                    OR EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1 AND client_id = $2)
+                """,
+                cleared.school_id,
+                cleared.client_id,
+            )
+            if not known:
+                return "unknown_device"
+            await conn.execute(
+                """
+                INSERT INTO migration.local_cleanups (school_id, client_id, cleared_at, archived_records, archive_sha256)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (school_id, client_id) DO NOTHING
                 """,
                 cleared.school_id,
                 cleared.client_id,
@@ -479,7 +489,7 @@ class IngestStore:
                 cleared.archived_records,
                 cleared.archive_sha256,
             )
-        )
+        return None
 
     async def mode_of(self, school_id: str) -> tuple[Mode | None, bool]:
         row = await self.pool.fetchrow("SELECT mode, maintenance FROM migration.school_modes WHERE school_id = $1", school_id)

@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS migration.recent_dead_letters (
   topic       TEXT NOT NULL,
   "partition" INT NOT NULL,
   "offset"    BIGINT NOT NULL,
-  UNIQUE (topic, "partition", "offset", reason)
+  letter_partition INT NOT NULL,   -- where the dead letter itself is (a broker that lost its data
+  letter_offset    BIGINT NOT NULL, -- counts offsets from 0 again: its time tells the two apart)
+  UNIQUE (letter_partition, letter_offset, at)
 );
 CREATE INDEX IF NOT EXISTS recent_dead_letters_at ON migration.recent_dead_letters (at);
 
@@ -34,6 +36,12 @@ CREATE TABLE IF NOT EXISTS migration.broker_marks (
   high_water  BIGINT NOT NULL,
   seen_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (topic, "partition")
+);
+-- A loss seen and not yet recovered from (modes announced, schools re-driven), by the
+-- deployment's control topic: a coordinator stopped half-way leaves it for the next round.
+CREATE TABLE IF NOT EXISTS migration.broker_losses (
+  marker       TEXT PRIMARY KEY,
+  detected_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 -- The plan's last step: once a cutover has stood its grace period without rollback, the

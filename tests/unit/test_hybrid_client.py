@@ -185,7 +185,14 @@ def told(clear: bool) -> SchoolMode:
     return mode_of(Mode.API).model_copy(update={"clear_local": clear, "phase": "completed"})
 
 
-async def test_the_local_copy_is_archived_then_cleared_then_reported_once_and_only_when_told(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash_at", ["archive", "state", "clear", "tell", "told", None])
+async def test_the_local_copy_is_archived_then_cleared_then_reported_once_whatever_step_a_crash_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: str | None
+) -> None:
+    """A crash (an exception) at any step leaves the data in the local copy or in its archive
+    (never in neither), and the next call finishes: one report, of the data the device held."""
+    import schoolmig.hybrid as hybrid
+
     broker = Tells()
     current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
     c = client(tmp_path, broker, current)  # type: ignore[arg-type]
@@ -197,16 +204,41 @@ async def test_the_local_copy_is_archived_then_cleared_then_reported_once_and_on
     assert await c.clean_up_if_told() is None and c.local.path.read_bytes() == before and broker.cleared == []
 
     current[0] = told(True)
-    broker.up = False  # archived and cleared, but not told yet: told at the next call, of the same archive
-    with pytest.raises(ConnectionError):
-        await c.clean_up_if_told()
-    assert json.loads(c.local.path.read_bytes()) == {}
-    [archive] = tmp_path.glob("local.archive-*.json")
-    assert archive.read_bytes() == before and stat.S_IMODE(archive.stat().st_mode) == 0o600
+    real = hybrid._write_atomically
+    steps = iter(["archive", "state", "clear", "told"])
 
+    def crashing(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if next(steps, None) == crash_at:
+            raise OSError("the device stopped")
+        real(path, data, mode)
+
+    monkeypatch.setattr(hybrid, "_write_atomically", crashing)
+    broker.up = crash_at != "tell"
+    try:
+        await c.clean_up_if_told()
+    except (OSError, ConnectionError):
+        assert crash_at is not None
+    archives = list(tmp_path.glob("local.archive-*.json"))
+    assert c.local.path.read_bytes() == before or [a.read_bytes() for a in archives] == [before]  # never in neither
+
+    monkeypatch.setattr(hybrid, "_write_atomically", real)
     broker.up = True
-    assert await c.clean_up_if_told() == archive
-    [report] = broker.cleared
-    assert report.archive_sha256 == hashlib.sha256(before).hexdigest() and report.archived_records == 2
-    assert (report.school_id, report.client_id) == ("s", "web-1")
-    assert await c.clean_up_if_told() == archive and len(broker.cleared) == 1  # once
+    archive = await c.clean_up_if_told()
+    assert archive is not None and archive.read_bytes() == before and stat.S_IMODE(archive.stat().st_mode) == 0o600
+    assert json.loads(c.local.path.read_bytes()) == {}
+    assert {r.archive_sha256 for r in broker.cleared} == {hashlib.sha256(before).hexdigest()}
+    assert broker.cleared[-1].archived_records == 2 and (broker.cleared[-1].school_id, broker.cleared[-1].client_id) == (
+        "s",
+        "web-1",
+    )
+    assert len(broker.cleared) == (2 if crash_at == "told" else 1)  # told twice only when the note of it was lost
+    assert await c.clean_up_if_told() == archive and len(broker.cleared) == (2 if crash_at == "told" else 1)
+
+    # A rollback, then another cutover that stood its grace period: the clean-up starts again.
+    current[0] = told(False)
+    assert await c.clean_up_if_told() is None
+    c.local.path.write_bytes(b'{"students": [{"id": "s2"}]}')
+    current[0] = told(True).model_copy(update={"updated_at": datetime(2100, 1, 1, tzinfo=UTC)})
+    again = await c.clean_up_if_told()
+    assert again is not None and again != archive and json.loads(again.read_bytes()) == {"students": [{"id": "s2"}]}
+    assert broker.cleared[-1].archived_records == 1
