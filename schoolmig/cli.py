@@ -42,8 +42,11 @@ def _settings() -> Settings:
 async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     from schoolmig.stack import Stack, StackInfo
 
-    if running := StackInfo.load_running(settings.state_dir):
-        console.print(f"[red]a stack already runs from {settings.state_dir} (pid {running.pid}): `schoolmig status` shows it[/]")
+    held = _hold(settings.state_dir)  # one `up` per state dir, for as long as it runs
+    if held is None:
+        running = StackInfo.load_running(settings.state_dir)
+        whose = f" (pid {running.pid})" if running else ""
+        console.print(f"[red]a stack already runs from {settings.state_dir}{whose}: `schoolmig status` shows it[/]")
         return 2
     made_up = settings.operator_key is None
     stack = await Stack(settings, metrics_ports=True, replicas=replicas, durable=True).start()
@@ -81,6 +84,21 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return 0
+
+
+def _hold(state_dir: Path) -> int | None:
+    """An exclusive lock on ``<state_dir>/up.lock``, held until this process ends (None: another
+    process holds it). The kernel lets it go with the process, however it ends."""
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "up.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _init(settings: Settings) -> int:
@@ -350,12 +368,10 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
     import time
 
     from schoolmig.admin import latest_released_snapshots
+    from schoolmig.decisions import ask_all
     from schoolmig.render import print_validation, print_validation_summary
-    from schoolmig.runner import send_command
-    from shared.ledger.schools import command_outcome, validation
+    from shared.ledger.schools import validation
     from shared.wire.messages import OperatorCommand, operator_run_id
-
-    bootstrap = _bootstrap(settings)
 
     async def work(pool: asyncpg.Pool) -> int:
         latest = await latest_released_snapshots(pool, school)
@@ -367,23 +383,21 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
             OperatorCommand(action="validate", school_id=s, snapshot_id=n, actor="cli", reason="schoolmig validate")
             for s, n in targets
         ]
-        await send_command(bootstrap, settings, *asked)
+        decisions = await ask_all(settings, asked)  # the coordinator's decisions first: a refusal at once
+        if not_taken := [d for d in decisions if d.refused or not d.answered]:
+            for d in not_taken:
+                console.print(d.line(), style="red", markup=False)
+            return 1
         results: dict[str, Any] = {}
         deadline = time.monotonic() + settings.validation_timeout_s  # from the last result: --all takes its time
         while len(results) < len(asked) and time.monotonic() < deadline:
             for command in (c for c in asked if c.command_id not in results):
-                if (outcome := await command_outcome(pool, command.command_id)) and outcome.startswith("refused"):
-                    console.print(f"[red]{command.school_id}: {outcome}[/]")
-                    return 1
                 if (found := await validation(pool, operator_run_id(command.command_id))) is not None:
                     results[command.command_id] = found
                     deadline = time.monotonic() + settings.validation_timeout_s
             await asyncio.sleep(0.5)
         if len(results) < len(asked):
-            console.print(
-                f"[red]no result from the validator in {settings.validation_timeout_s:.0f}s: is the stack up, and does the "
-                "coordinator know SCHOOLMIG_OPERATOR's key? (a command it refuses unheard is in schoolmig.deadletter)[/]"
-            )
+            console.print(f"[red]no result from the validator in {settings.validation_timeout_s:.0f}s: is it up?[/]")
             return 1
         done = [results[c.command_id] for c in asked]
         if as_json:
@@ -407,7 +421,9 @@ async def _status(settings: Settings, as_json: bool, watch: float | None) -> int
     async def work(pool: asyncpg.Pool) -> int:
         while True:
             schools = await school_rows(pool)
-            if as_json:
+            if as_json and watch:  # a stream: one document per line
+                print(to_json(schools, one_line=True), flush=True)
+            elif as_json:
                 print_json(schools)  # the schools only, as ever (stack.json has the rest)
             else:
                 if watch:
@@ -886,6 +902,16 @@ def _version() -> str:
         return "unknown"
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.2 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 0.2 to 86400")
+    return value
+
+
 def _since(text: str) -> datetime:
     """``30m``, ``2h``, ``1d`` ago, or an ISO-8601 time with its offset."""
     from datetime import UTC, timedelta
@@ -898,6 +924,8 @@ def _since(text: str) -> datetime:
 
 #: Commands that start what they need, or need nothing running.
 LOCAL = frozenset({"up", "run", "demo", "init"})
+#: Commands that read the broker only.
+BROKER_ONLY = frozenset({"topics", "deadletters", "publish"})
 #: Commands that sign what they send as the operator.
 SIGNED = frozenset(
     {"cutover", "rollback", "override-audit", "map-key", "redrive", "accept-conflict", "replay", "set-timezone", "validate"}
@@ -928,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command not in LOCAL:
-            settings = located(settings)
+            settings = located(settings, database=args.command not in BROKER_ONLY)
         return _dispatch(args, settings)
     except NoStack as exc:
         console.print(str(exc), style="red", markup=False)

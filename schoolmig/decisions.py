@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schoolmig.letters import LetterFilter, LetterReader
-from shared.ledger.schools import command_outcome
+from schoolmig.letters import LetterReader
+from shared.ledger.schools import REFUSED, command_outcome, is_refusal
 from shared.platform.db import create_pool
 from shared.platform.settings import Settings
 from shared.platform.topics import Topics
-from shared.wire.messages import OperatorCommand
+from shared.wire.messages import DeadLetter, OperatorCommand
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Decision:
 
     @property
     def refused(self) -> bool:
-        return self.source == "dead_letter" or (self.outcome or "").startswith("refused")
+        return self.source == "dead_letter" or is_refusal(self.outcome)
 
     @property
     def answered(self) -> bool:
@@ -59,24 +59,42 @@ class Decision:
 
 async def ask(settings: Settings, command: OperatorCommand, wait_s: float = 30.0) -> Decision:
     """Send ``command`` (signed) and wait up to ``wait_s`` for its decision."""
+    [decision] = await ask_all(settings, [command], wait_s)
+    return decision
+
+
+async def ask_all(settings: Settings, commands: list[OperatorCommand], wait_s: float = 30.0) -> list[Decision]:
+    """Send ``commands`` (signed) and wait up to ``wait_s`` (after the last answer) for each
+    one's decision; in their order. A dead letter counts only when the coordinator wrote it
+    about a message of the command topic that carried the command's id."""
     from schoolmig.runner import send_command
 
     assert settings.kafka_bootstrap_servers and settings.database_url  # schoolmig.endpoints.located
-    reader = await LetterReader(settings.kafka_bootstrap_servers, Topics.from_settings(settings).deadletter).start(from_end=True)
+    topics = Topics.from_settings(settings)
+    reader = await LetterReader(settings.kafka_bootstrap_servers, topics.deadletter).start(from_end=True)
     pool = await create_pool(settings.database_url)
+    found: dict[str, Decision] = {}
     try:
-        await send_command(settings.kafka_bootstrap_servers, settings, command)
-        mine = LetterFilter(correlation_id=command.command_id)
+        await send_command(settings.kafka_bootstrap_servers, settings, *commands)
+        by_id = {c.command_id: c for c in commands}
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if (outcome := await command_outcome(pool, command.command_id)) is not None:
-                return Decision(command, outcome, "coordinator")
+        while len(found) < len(commands) and time.monotonic() < deadline:
+            for command_id, command in by_id.items():
+                if command_id not in found and (outcome := await command_outcome(pool, command_id)) is not None:
+                    found[command_id] = Decision(command, outcome, "coordinator")
+                    deadline = time.monotonic() + wait_s
             for letter in await reader.batch(0.25):
-                if mine(letter):
-                    d = letter.letter
-                    return Decision(command, f"refused unread ({d.reason}): {d.message}", "dead_letter")
+                d = letter.letter
+                if d.correlation_id in by_id and d.correlation_id not in found and _about_a_command(d, topics):
+                    found[d.correlation_id] = Decision(
+                        by_id[d.correlation_id], f"{REFUSED} unread ({d.reason}): {d.message}", "dead_letter"
+                    )
             await asyncio.sleep(0)
-        return Decision(command, None, "none")
+        return [found.get(c.command_id) or Decision(c, None, "none") for c in commands]
     finally:
         await pool.close()
         await reader.stop()
+
+
+def _about_a_command(letter: DeadLetter, topics: Topics) -> bool:
+    return letter.topic == topics.operator_commands and letter.stage == "coordinator"

@@ -15,11 +15,12 @@ class NoStack(LookupError):
     """No broker or database to talk to; the message is one line that says what to set."""
 
 
-def located(settings: Settings) -> Settings:
-    """``settings`` with the broker and database every command uses (see the module)."""
+def located(settings: Settings, *, database: bool = True) -> Settings:
+    """``settings`` with the broker and database every command uses (see the module);
+    ``database=False``: a command that reads the broker only needs no database."""
     from schoolmig.stack import StackInfo
 
-    if settings.kafka_bootstrap_servers and settings.database_url:
+    if settings.kafka_bootstrap_servers and (settings.database_url or not database):
         return settings
     running = StackInfo.load_running(settings.state_dir)
     if running is None:
@@ -27,7 +28,7 @@ def located(settings: Settings) -> Settings:
             name
             for name, value in (
                 ("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-                ("DATABASE_URL", settings.database_url),
+                ("DATABASE_URL", settings.database_url or not database),
             )
             if not value
         ]

@@ -4,14 +4,13 @@ errors) on stderr; times in ISO 8601 (UTC, ``Z``), in plain and JSON output alik
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.catalog.timezones import iso_utc
 
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC, to the second."""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+iso = iso_utc
 
 
 def _plain(value: Any) -> Any:
@@ -24,8 +23,8 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, default=_plain)
+def to_json(data: Any, *, one_line: bool = False) -> str:
+    return json.dumps(data, indent=None if one_line else 2, ensure_ascii=False, default=_plain)
 
 
 def print_json(data: Any) -> None:

@@ -232,6 +232,8 @@ class Stack:
                 if self.durable
                 else EmbeddedPostgres()
             )
+            if self.durable and (orphan := await asyncio.to_thread(server.stop_orphan)) is not None:
+                log.warning("stopped PostgreSQL %d, left running on %s by an `up` that was killed", orphan, self.data_dir)
             self.postgres = await asyncio.to_thread(server.start)
             self.database_url = self.postgres.dsn
             log.info("embedded PostgreSQL on port %d", self.postgres.port)

@@ -3,15 +3,24 @@ migration, a final one after), as markdown, from ``shared.ledger.overview``. Pur
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from schoolmig.output import iso
 
 
+def _md(value: Any, limit: int = 200) -> str:
+    """Text as markdown shows it, never as markup: a key name or an outcome can come from a
+    client or an operator (no links, images or HTML through them)."""
+    text = str(value).replace("\n", " ")
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", text)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     return out
 
 
@@ -48,12 +57,15 @@ def markdown(figures: dict[str, Any], now: datetime) -> str:
     if since:
         moves = figures["moves"]
         lines += [f"## Moves since {iso(since)}", ""]
-        lines += [f"- {iso(m['at'])} {m['school_id']}: {m['from_phase'] or '–'} → {m['to_phase']} ({m['actor']})" for m in moves]
+        lines += [
+            f"- {iso(m['at'])} {_md(m['school_id'])}: {m['from_phase'] or '–'} → {m['to_phase']} ({_md(m['actor'])})"
+            for m in moves
+        ]
         lines += ["- none"] if not moves else []
         lines += [""]
     waiting = [s for s in schools if s["next"] and s["phase"] not in ("completed",)]
     lines += ["## Waiting for an operator", ""]
-    lines += [f"- {s['school_id']} ({s['phase']}): {s['waits_for']} — `{s['next']}`" for s in waiting] or ["- none"]
+    lines += [f"- {_md(s['school_id'])} ({s['phase']}): {_md(s['waits_for'])} — {_md(s['next'])}" for s in waiting] or ["- none"]
     lines += ["", "## By domain", ""]
     lines += _table(
         ["domain", "records", "migrated", "quarantined", "in flight"],
@@ -77,8 +89,10 @@ def markdown(figures: dict[str, Any], now: datetime) -> str:
                 for s in cleared
             ],
         )
-    refused = [c for c in figures["recent_commands"] if (c["outcome"] or "").startswith("refused")]
+    refused = [c for c in figures["recent_commands"] if c["refused"]]
     if refused:
         lines += ["", "## Refused operator commands", ""]
-        lines += [f"- {iso(c['at'])} {c['school_id']}: {c['action']} by {c['actor']}: {c['outcome']}" for c in refused]
+        lines += [
+            f"- {iso(c['at'])} {_md(c['school_id'])}: {c['action']} by {_md(c['actor'])}: {_md(c['outcome'])}" for c in refused
+        ]
     return "\n".join(lines) + "\n"

@@ -20,18 +20,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.coordinator.page import PAGE
+from services.coordinator.page import PAGE, REFRESH_S
 from services.coordinator.store import CoordinatorStore
+from shared.catalog.timezones import iso_utc
 from shared.ledger import outcomes
 from shared.ledger.overview import overview
 from shared.wire.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
@@ -52,9 +55,16 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
     async def status_page(_: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html", headers={"Content-Security-Policy": CSP})
 
+    figures: dict[str, Any] = {"at": -REFRESH_S, "body": ""}  # read at most once per refresh, however many look
+    reading = asyncio.Lock()
+
     @routes.get("/status.json")
     async def status_figures(_: web.Request) -> web.Response:
-        return web.json_response(await overview(store.pool), dumps=_dumps)
+        async with reading:
+            if time.monotonic() - figures["at"] >= REFRESH_S:
+                figures["body"] = _dumps(await overview(store.pool))
+                figures["at"] = time.monotonic()
+        return web.Response(text=figures["body"], content_type="application/json")
 
     @routes.get("/schools")
     async def schools(_: web.Request) -> web.Response:
@@ -145,9 +155,7 @@ def _dumps(value: Any) -> str:
 
 def _plain(value: Any) -> str:
     """Times in ISO 8601 (UTC, ``Z``), as the command line prints them."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return str(value)
+    return iso_utc(value) if isinstance(value, datetime) else str(value)
 
 
 #: The page loads nothing from elsewhere and runs only its own script.

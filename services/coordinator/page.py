@@ -98,7 +98,7 @@ function show(s) {
   fill("quarantine", Object.entries(s.quarantine_by_reason), (tr, [k, n]) => { cell(tr, k); cell(tr, num(n), "n"); });
   fill("commands", s.recent_commands, (tr, c) => {
     cell(tr, c.at); cell(tr, c.school_id); cell(tr, c.action); cell(tr, c.actor);
-    cell(tr, c.outcome, (c.outcome || "").startsWith("refused") ? "refused" : "");
+    cell(tr, c.outcome, c.refused ? "refused" : "");
   });
   fill("letters", s.recent_dead_letters, (tr, d) => {
     cell(tr, d.at); cell(tr, d.stage); cell(tr, d.reason); cell(tr, d.school_id); cell(tr, d.topic);

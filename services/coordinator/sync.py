@@ -274,6 +274,11 @@ class SyncMonitor(Wiring):
         settled = {Phase.VALIDATED.value, Phase.CUTOVER.value, Phase.COMPLETED.value, Phase.ROLLED_BACK.value}
         moving = [(s["school_id"], s["snapshot_id"]) for s in schools if s["snapshot_id"] and s["phase"] not in settled]
         all_counts = await record_counts_many(self.store.pool, moving)
+        listed = {s["school_id"] for s in schools}
+        for key in [k for k in self.metrics.schools.phase if k[0] not in listed]:  # gone, or a scratch school
+            del self.metrics.schools.phase[key]
+        for school_id in [k for k in self.metrics.schools.progress if k not in listed]:
+            del self.metrics.schools.progress[school_id]
         for school in schools:
             school_id = school["school_id"]
             gauge_phase(self.metrics, school_id, Phase(school["phase"]))

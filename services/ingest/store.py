@@ -12,7 +12,7 @@ from services.ingest.changes import change_digest, record_bytes
 from shared.catalog.domains import Domain
 from shared.catalog.timezones import SchoolZone, ZoneSource, choose
 from shared.ledger import device_store
-from shared.ledger.device_store import Derived
+from shared.ledger.device_store import Derived, knows_device
 from shared.ledger.devices import Ref
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
 from shared.platform.db import pg_json
@@ -468,15 +468,7 @@ class IngestStore:
             asked = await conn.fetchval("SELECT clear_local FROM migration.school_modes WHERE school_id = $1", cleared.school_id)
             if not asked:
                 return "not_asked"
-            known = await conn.fetchval(
-                """
-                SELECT EXISTS (SELECT 1 FROM migration.device_states WHERE school_id = $1 AND device_id = $2)
-                    OR EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1 AND client_id = $2)
-                """,
-                cleared.school_id,
-                cleared.client_id,
-            )
-            if not known:
+            if not await knows_device(conn, cleared.school_id, cleared.client_id):
                 return "unknown_device"
             await conn.execute(
                 """

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -127,3 +128,8 @@ def local_zone() -> str | None:
             except UnknownZone:
                 continue
     return None
+
+
+def iso_utc(moment: datetime) -> str:
+    """An instant as every command, page and report prints it: ISO 8601, in UTC, to the second (``…Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -276,3 +276,17 @@ async def underived_history(db: asyncpg.Pool | asyncpg.Connection, school_id: st
         before,
     )
     return [r["snapshot_id"] for r in sorted(rows, key=lambda r: (r["taken_at"], r["snapshot_id"]))]
+
+
+async def knows_device(db: asyncpg.Pool | asyncpg.Connection, school_id: str, device_id: str) -> bool:
+    """Whether a snapshot (``device_id``) or a change (``client_id``) of the school came from this device."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM migration.device_states WHERE school_id = $1 AND device_id = $2)
+                OR EXISTS (SELECT 1 FROM migration.changes WHERE school_id = $1 AND client_id = $2)
+            """,
+            school_id,
+            device_id,
+        )
+    )

@@ -27,8 +27,9 @@ def next_step(school: dict[str, Any]) -> NextStep:
         if not blocked:
             return NextStep("its audit (ingest and the coordinator)")
         findings = f"an operator: {blocked['critical']} critical audit finding(s) hold it at the audit gate"
-        if blocked.get("unmapped_keys"):
-            keys = ", ".join(blocked["unmapped_keys"])
+        if blocked.get("unmapped_keys"):  # names a client chose: shown short, and only the first few
+            unmapped = blocked["unmapped_keys"]
+            keys = ", ".join(repr(k[:40]) for k in unmapped[:3]) + (f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else "")
             return NextStep(f"{findings} (keys no table maps: {keys})", f'schoolmig map-key KEY=DOMAIN {q} --reason "…"')
         return NextStep(findings, f'schoolmig audit {q}; then schoolmig override-audit {q} --reason "…"')
     if phase == "audited":

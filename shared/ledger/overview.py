@@ -19,7 +19,7 @@ from shared.ledger.device_store import device_snapshots, device_states
 from shared.ledger.devices import conflicts
 from shared.ledger.guidance import next_step
 from shared.ledger.quarantine import data_conflicts
-from shared.ledger.schools import audit_block, last_validation_ok, local_copies, schools
+from shared.ledger.schools import REFUSED, audit_block, is_refusal, last_validation_ok, local_copies, schools
 
 #: Quarantine reasons that mean the data itself conflicts (an operator decides), as opposed
 #: to a record the mapping could not read; the rest are input errors.
@@ -100,14 +100,25 @@ async def overview(pool: asyncpg.Pool, since: datetime | None = None, recent: in
     by_reason: Counter[str] = Counter()
     for r in quarantine:
         by_reason[r["reason"]] += r["n"]
-    critical = await pool.fetchval(
+    critical = await pool.fetchval(  # schools whose current snapshot's latest validation found a critical issue
         """
-        SELECT count(*) FROM migration.validation_runs v
-         WHERE v.finished_at IS NOT NULL AND NOT v.ok AND v.run_id NOT LIKE 'op-%'
-           AND (v.school_id, v.snapshot_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+        SELECT count(*) FILTER (WHERE NOT ok) FROM (
+          SELECT DISTINCT ON (v.school_id) v.ok FROM migration.validation_runs v
+            JOIN unnest($1::text[], $2::text[]) AS c (school_id, snapshot_id) USING (school_id, snapshot_id)
+           WHERE v.finished_at IS NOT NULL AND v.run_id NOT LIKE 'op-%'
+           ORDER BY v.school_id, v.finished_at DESC) latest
         """,
         [s for s, _ in current],
         [n for _, n in current],
+    )
+    totals = await pool.fetchrow(
+        """
+        SELECT (SELECT count(*) FROM migration.operator_commands
+                 WHERE outcome LIKE $2 || '%' AND ($1::timestamptz IS NULL OR handled_at >= $1)) AS refused,
+               (SELECT count(*) FROM migration.recent_dead_letters WHERE $1::timestamptz IS NULL OR at >= $1) AS letters
+        """,
+        since,
+        REFUSED,
     )
     commands = await pool.fetch(
         """
@@ -168,10 +179,10 @@ async def overview(pool: asyncpg.Pool, since: datetime | None = None, recent: in
             "critical": int(critical or 0),  # the current snapshots' failed validations
             "consistency": sum(n for reason, n in by_reason.items() if reason in _CONSISTENCY),
             "input": sum(n for reason, n in by_reason.items() if reason not in _CONSISTENCY),
-            "refused_commands": sum(1 for c in commands if (c["outcome"] or "").startswith("refused")),
-            "dead_letters": len(letters),
+            "refused_commands": int(totals["refused"]),
+            "dead_letters": int(totals["letters"]),  # of the newest 1000 kept
         },
-        "recent_commands": [dict(c) for c in commands],
+        "recent_commands": [dict(c) | {"refused": is_refusal(c["outcome"])} for c in commands],
         "recent_dead_letters": [dict(d) for d in letters],
         "moves": [dict(m) for m in moves],
         "since": since,

@@ -126,6 +126,14 @@ async def local_copies(pool: asyncpg.Pool, school_id: str) -> dict[str, Any]:
     }
 
 
+REFUSED = "refused"
+
+
+def is_refusal(outcome: str | None) -> bool:
+    """Whether the coordinator's answer to a command says it did not act (the one rule)."""
+    return (outcome or "").startswith(REFUSED)
+
+
 async def command_outcome(pool: asyncpg.Pool, command_id: str) -> str | None:
     """What the coordinator made of an operator's command; None until it acted on it."""
     return await pool.fetchval("SELECT outcome FROM migration.operator_commands WHERE command_id = $1", command_id)

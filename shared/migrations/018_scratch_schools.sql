@@ -6,6 +6,16 @@ CREATE TABLE IF NOT EXISTS migration.scratch_schools (
   of_school   TEXT NOT NULL,
   created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- Those made before this table: by the exports they verified, and by their names
+-- (`<school, 47 characters at most>.verify-<8 hex>`, next to an export of that school).
+INSERT INTO migration.scratch_schools (school_id, export_id, of_school)
+SELECT split_part(verified_with, '/', 1), export_id, school_id FROM migration.exports WHERE verified_with IS NOT NULL
+ON CONFLICT DO NOTHING;
+INSERT INTO migration.scratch_schools (school_id, export_id, of_school)
+SELECT DISTINCT ON (p.school_id) p.school_id, e.export_id, e.school_id
+  FROM migration.school_phase p JOIN migration.exports e
+    ON starts_with(p.school_id, left(e.school_id, 47) || '.verify-') AND length(p.school_id) = length(left(e.school_id, 47)) + 16
+ON CONFLICT DO NOTHING;
 
 -- Why an operator gave a command (`schoolmig history` shows who, why and what came of it).
 ALTER TABLE migration.operator_commands ADD COLUMN IF NOT EXISTS reason TEXT;

@@ -170,6 +170,8 @@ def cli(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.Com
         "SCHOOLMIG_TOPIC_PREFIX": settings.topic_prefix,
         "SCHOOLMIG_OPERATOR": OPERATOR,
         "SCHOOLMIG_OPERATOR_KEY": OPERATOR_KEY,
+        # not a developer's own `up` or `init` (.schoolmig/ in the working directory)
+        "SCHOOLMIG_STATE_DIR": os.environ.get("SCHOOLMIG_TEST_STATE_DIR", "/nonexistent/schoolmig-test-state"),
     }
     return subprocess.run(
         [sys.executable, "-m", "schoolmig.cli", *args], env=env, capture_output=True, text=True, timeout=timeout_s, check=False

