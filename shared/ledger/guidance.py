@@ -53,5 +53,12 @@ def next_step(school: dict[str, Any]) -> NextStep:
     if phase == "cutover":
         return NextStep("its cutover to end (it rolls back by itself if a step fails)", f"schoolmig history {q}")
     if phase == "completed":
-        return NextStep("nothing: it runs on the API", f"to go back: schoolmig export {q} --verify; then schoolmig rollback {q}")
+        copies = school.get("local_copies") or {}
+        what = "nothing: it runs on the API"
+        if copies.get("told_to_clear"):  # the plan's last step: which devices still hold the school's data
+            holding = copies.get("holding") or []
+            what += f"; local copies cleared on {len(copies.get('cleared') or [])} device(s)" + (
+                f", still held on {', '.join(d or '(unnamed)' for d in holding)}" if holding else ", none holds one"
+            )
+        return NextStep(what, f"to go back: schoolmig export {q} --verify; then schoolmig rollback {q}")
     return NextStep(f"nothing known ({phase})")

@@ -225,7 +225,7 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         twice = cli(state, "up", timeout=30)  # one `up` per state dir
         assert twice.returncode == 2 and "already runs" in twice.stderr
 
-        migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--json")
+        migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--device", "office-pc", "--json")
         assert migrated.returncode == 0, migrated.stderr
         [report] = as_json(migrated)["schools"]
         assert report["phase"] == "validated", report
@@ -250,7 +250,7 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
             lambda: {s["school_id"]: s for s in as_json(cli(state, "status", "--json"))}[SCHOOL]["local_copies"],
             lambda c: "office-pc" in c["cleared"],
         )
-        assert copies["told_to_clear"] and copies["holding"] == [""], copies  # the snapshot's unnamed device still holds it
+        assert copies == {"told_to_clear": True, "cleared": ["office-pc"], "holding": []}, copies
 
         asked = time.monotonic()
         refused = cli(state, "rollback", "--school", SCHOOL, "--json")
@@ -268,6 +268,7 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         seen = asyncio.run(look_at_the_status_page(api, shot))
         assert (seen["total"], seen["migrated"], seen["failed"], seen["progress"]) == ("6", "5", "1", "100%"), seen
         assert "completed" in seen["school"] and "6 / 6" in seen["school"] and "100%" in seen["school"], seen
+        assert "local copies cleared on 1 device(s), none holds one" in seen["school"], seen
         assert quarantined["reason"] in seen["quarantine"] and "export" in seen["refused"], seen
         assert "coordinator" in seen["letters"] and not seen["error"], seen
         assert shot.stat().st_size > 10_000

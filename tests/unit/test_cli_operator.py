@@ -95,6 +95,9 @@ def test_a_school_at_the_audit_gate_is_pointed_at_the_override_or_the_key_mappin
     unmapped = held | {"blocked": {"critical": 1, "unmapped_keys": ["attRecs"]}}
     assert (next_step(unmapped).command or "").startswith("schoolmig map-key")
     assert next_step({"school_id": "s1", "phase": "validated"}).command == "schoolmig cutover --school s1"
+    cleared = {"told_to_clear": True, "cleared": ["pc"], "holding": ["", "tablet"]}
+    waits = next_step({"school_id": "s1", "phase": "completed", "local_copies": cleared}).waits_for
+    assert "cleared on 1 device(s), still held on (unnamed), tablet" in waits
 
 
 def test_init_makes_each_secret_once_owner_only_and_settings_read_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
