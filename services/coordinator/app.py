@@ -48,10 +48,6 @@ def routes(settings: Settings) -> KafkaRouter:
     async def on_event(body: bytes, message: KafkaMessage, inbox: Policy) -> None:
         await inbox.on_event(body, message)
 
-    @router.subscriber(topics.deadletter, **consumer_options(settings, "schoolmig-coordinator-deadletters"), decoder=raw_body)
-    async def on_dead_letter(body: bytes, message: KafkaMessage, inbox: Policy) -> None:
-        await inbox.on_dead_letter(body, message)
-
     return router
 
 

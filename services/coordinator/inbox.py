@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
 
@@ -26,7 +25,6 @@ from shared.wire.batching import signed_by
 from shared.wire.messages import (
     CHANGE_ID_PREFIX,
     OPERATOR_RUN_PREFIX,
-    DeadLetter,
     Event,
     OperatorCommand,
     SchoolRejected,
@@ -92,22 +90,6 @@ class Inbox(Wiring):
             missing = "its manifest" if not event.manifest_received else f"chunks {event.missing_chunks}"
             why = f"still missing {missing} after {event.waited_s:.0f}s: not released (publish the missing parts again)"
             await self.operations.not_taken(event.school_id, event.snapshot_id, "incomplete", "incomplete_snapshot", why)
-
-    async def on_dead_letter(self, body: bytes, message: KafkaMessage) -> None:
-        """A dead letter a service wrote, kept where the status page and the report read it
-        (where and why, never the payload). One not signed by a service is not stored and is
-        never dead-lettered again (the dead-letter topic would feed itself): it is logged."""
-        record: ConsumerRecord[Any, Any] = message.raw_message  # one record: not a batch subscriber
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
-        if isinstance(signed_by(record, body, self.keyring, allowed=(SERVICE,)), Unusable):
-            log.warning("unsigned message on the dead-letter topic at %s: not shown", where)
-            return
-        try:
-            letter = DeadLetter.model_validate_json(body)
-        except ValidationError:
-            log.warning("a dead letter that does not parse at %s: not shown", where)
-            return
-        await self.store.keep_dead_letter(letter, record.timestamp, (record.partition, record.offset))
 
     async def accepted(self, message: KafkaMessage, body: bytes, adapter: TypeAdapter[Any], *, allowed: tuple[str, ...]) -> Any:
         """The message, if it is signed by an allowed principal and is what the topic carries;

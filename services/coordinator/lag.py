@@ -19,7 +19,6 @@ def consumer_groups(topics: Topics) -> dict[str, list[str]]:
         "schoolmig-validator": [topics.validate_commands],
         "schoolmig-coordinator": [topics.events],
         "schoolmig-coordinator-commands": [topics.operator_commands],
-        "schoolmig-coordinator-deadletters": [topics.deadletter],
     }
 
 

@@ -19,11 +19,10 @@ from shared.ledger import deletions, device_store, parking
 from shared.ledger.parking import ParkedSweep
 from shared.ledger.schools import phase_of, request_run, schools, transitions
 from shared.ledger.snapshots import adopted_sql, later_sql, newest_first_sql, rank_sql
-from shared.platform.db import pg_json, pg_text
+from shared.platform.db import pg_json
 from shared.platform.outbox import Outbound, enqueue
 from shared.wire.messages import (
     AuditSummary,
-    DeadLetter,
     Mode,
     OperatorCommand,
     SchoolMode,
@@ -605,32 +604,6 @@ class CoordinatorStore:
 
     async def broker_recovered(self, marker: str) -> None:
         await self.pool.execute("DELETE FROM migration.broker_losses WHERE marker = $1", marker)
-
-    async def keep_dead_letter(self, letter: DeadLetter, timestamp_ms: int, at: tuple[int, int], keep: int = 1000) -> None:
-        """Where and why a message was dead-lettered (``migration.recent_dead_letters``), the
-        newest ``keep`` of them; a redelivered one once (by where the letter itself is, ``at``:
-        its partition and offset, and its time)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """
-                INSERT INTO migration.recent_dead_letters
-                  (at, stage, reason, school_id, topic, "partition", "offset", letter_partition, letter_offset)
-                VALUES (to_timestamp($1::float8 / 1000), $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
-                """,
-                timestamp_ms,
-                pg_text(letter.stage),
-                pg_text(letter.reason),
-                pg_text(letter.school_id),
-                pg_text(letter.topic),
-                letter.partition,
-                letter.offset,
-                at[0],
-                at[1],
-            )
-            await conn.execute(
-                "DELETE FROM migration.recent_dead_letters WHERE id <= (SELECT max(id) FROM migration.recent_dead_letters) - $1",
-                keep,
-            )
 
     async def block(self, event: SnapshotReleased) -> None:
         await self.pool.execute(

@@ -20,6 +20,7 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 
 from shared.failures.policy import Stage, Unusable, classify, with_retries
+from shared.platform.db import pg_text
 from shared.platform.settings import Settings
 from shared.platform.signing import Keyring, publish
 from shared.platform.telemetry import count_dead_letter, count_error, count_refused
@@ -97,6 +98,19 @@ class DeadLetters:
         )
         count_dead_letter(self.stage.value, reason)
         log.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason)
+        await self._note(source, reason, school_id)
+
+    async def _note(self, source: Located | Any, reason: str, school_id: str | None) -> None:
+        """Where and why, for the status page and the report (:func:`note_dead_letter`). The
+        letter itself is on the dead-letter topic already: a database that is away costs the
+        page a line, never the letter (logged)."""
+        if not self.settings.database_url:
+            return
+        try:
+            pool = await self._connect()
+            await with_retries(lambda: note_dead_letter(pool, source, self.stage.value, reason, school_id), "note dead letter")
+        except Exception as exc:  # noqa: BLE001 (the letter is kept on its topic whatever happens here)
+            log.warning("dead letter not noted for the status page (%s)", type(exc).__name__)
 
     async def reject(self, source: Located | Any, body: bytes, unusable: Unusable, *, counted: bool = False) -> None:
         """Dead-letter a message the stage will not act on, counted: a refused signature as
@@ -148,6 +162,32 @@ class DeadLetters:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+
+
+KEEP_NOTED = 1000
+
+
+async def note_dead_letter(pool: asyncpg.Pool, source: Located | Any, stage: str, reason: str, school_id: str | None) -> None:
+    """One dead letter's where and why in ``migration.recent_dead_letters`` (never its payload
+    or message), the newest :data:`KEEP_NOTED` kept; the same message noted once."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO migration.recent_dead_letters (stage, reason, school_id, topic, "partition", "offset", source_ts)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+            """,
+            stage,
+            pg_text(reason),
+            pg_text(school_id),
+            pg_text(str(source.topic)),
+            int(source.partition),
+            int(source.offset),
+            int(getattr(source, "timestamp", None) or -1),
+        )
+        await conn.execute(
+            "DELETE FROM migration.recent_dead_letters WHERE id <= (SELECT max(id) FROM migration.recent_dead_letters) - $1",
+            KEEP_NOTED,
+        )
 
 
 def correlation_of(source: Located | Any) -> str | None:

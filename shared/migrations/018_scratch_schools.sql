@@ -21,19 +21,21 @@ ON CONFLICT DO NOTHING;
 ALTER TABLE migration.operator_commands ADD COLUMN IF NOT EXISTS reason TEXT;
 
 -- The newest dead letters, for the status page and the report: where and why only (never
--- a payload or a message); the coordinator keeps the last 1000. Redelivered, stored once.
+-- a payload or a message), noted by the stage that wrote each (shared/failures/deadletters.py);
+-- the newest 1000 are kept. A message handled twice is noted once: by where it was read,
+-- the reason, and its own broker time (a broker that lost its data counts offsets from 0
+-- again; its time tells a new message at an old offset apart).
 CREATE TABLE IF NOT EXISTS migration.recent_dead_letters (
   id          BIGSERIAL PRIMARY KEY,
-  at          TIMESTAMPTZ NOT NULL,
+  at          TIMESTAMPTZ NOT NULL DEFAULT now(),
   stage       TEXT,
   reason      TEXT NOT NULL,
   school_id   TEXT,
   topic       TEXT NOT NULL,
   "partition" INT NOT NULL,
   "offset"    BIGINT NOT NULL,
-  letter_partition INT NOT NULL,   -- where the dead letter itself is (a broker that lost its data
-  letter_offset    BIGINT NOT NULL, -- counts offsets from 0 again: its time tells the two apart)
-  UNIQUE (letter_partition, letter_offset, at)
+  source_ts   BIGINT NOT NULL DEFAULT -1,
+  UNIQUE (topic, "partition", "offset", reason, source_ts)
 );
 CREATE INDEX IF NOT EXISTS recent_dead_letters_at ON migration.recent_dead_letters (at);
 

@@ -1,5 +1,5 @@
 """The SQL behind the operator's views, against the real PostgreSQL: a broker's loss seen by
-its high-water marks (and kept until recovered), dead letters kept once, scratch schools
+its high-water marks (and kept until recovered), dead letters noted once, scratch schools
 hidden, the clean-up of local copies only when asked and by a device the school knows, and
 a school's history in order."""
 
@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import asyncpg
 
 from services.coordinator.store import CoordinatorStore
 from services.ingest.store import IngestStore
+from shared.failures.deadletters import note_dead_letter
 from shared.ledger.overview import overview
 from shared.ledger.schools import history, local_copies, mark_scratch, schools
-from shared.wire.messages import DeadLetter, LocalCleared
+from shared.wire.messages import LocalCleared
 
 
 async def test_a_loss_is_seen_when_a_mark_goes_back_and_kept_until_recovered(pool: asyncpg.Pool) -> None:
@@ -29,16 +31,18 @@ async def test_a_loss_is_seen_when_a_mark_goes_back_and_kept_until_recovered(poo
     assert not await store.broker_loss_pending(c, {(c, 0): 2, (c, 1): 0, (e, 0): 9})
 
 
-async def test_a_dead_letter_is_kept_once_and_a_new_one_at_reused_offsets_too(pool: asyncpg.Pool) -> None:
-    store, school = CoordinatorStore(pool), f"dl-{uuid.uuid4().hex[:6]}"
-    letter = DeadLetter(reason="invalid_json", message="m", topic="t", partition=0, offset=5, payload_b64="", school_id=school)
-    for _ in range(2):  # redelivered
-        await store.keep_dead_letter(letter, 1_700_000_000_000, (0, 7))
-    await store.keep_dead_letter(letter, 1_800_000_000_000, (0, 7))  # the broker's offsets began again
-    kept = await pool.fetchval("SELECT count(*) FROM migration.recent_dead_letters WHERE school_id = $1", school)
-    assert kept == 2
+async def test_a_dead_letter_is_noted_once_and_a_new_one_at_a_reused_offset_too(pool: asyncpg.Pool) -> None:
+    school = f"dl-{uuid.uuid4().hex[:6]}"
+    read = SimpleNamespace(topic="t", partition=0, offset=5, key=None, timestamp=1_700_000_000_000)
+    for _ in range(2):  # handled twice (redelivered)
+        await note_dead_letter(pool, read, "ingest", "invalid_json", school)
+    again = SimpleNamespace(topic="t", partition=0, offset=5, key=None, timestamp=1_800_000_000_000)
+    await note_dead_letter(pool, again, "ingest", "invalid_json", school)  # the broker's offsets began again
+    kept = await pool.fetch("SELECT stage, reason, topic FROM migration.recent_dead_letters WHERE school_id = $1", school)
+    assert [tuple(r) for r in kept] == [("ingest", "invalid_json", "t")] * 2
     figures = await overview(pool)
     assert figures["error_summary"]["dead_letters"] >= 2
+    assert [d["school_id"] for d in figures["recent_dead_letters"][:2]] == [school, school]
 
 
 async def test_a_scratch_school_is_not_a_school(pool: asyncpg.Pool) -> None:
