@@ -26,6 +26,7 @@ from shared.wire.messages import UNNAMED_DEVICE
 if TYPE_CHECKING:
     import asyncpg
 
+    from schoolmig.decisions import Decision
     from schoolmig.runner import Job
     from shared.wire.messages import OperatorCommand
 
@@ -472,9 +473,9 @@ async def _operate(settings: Settings, action: str, school: str, reason: str, wa
     if as_json:
         print_json({**decision.as_json(), "transitions": moves, "ok": done})
     else:
-        console.print(decision.line(), soft_wrap=True, style="red" if decision.refused else None, markup=False)
+        _tell(decision)
         for m in moves:
-            console.print(f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}", markup=False)
+            print(f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}", flush=True)
         if wait and decision.answered and not decision.refused and not done:
             console.print(f"[yellow]{school} has not ended the {action} yet: `schoolmig history --school {school}`[/]")
     return 0 if done else 1
@@ -486,8 +487,16 @@ async def _answered(settings: Settings, command: OperatorCommand) -> int:
     from schoolmig.decisions import ask
 
     decision = await ask(settings, command)
-    console.print(decision.line(), soft_wrap=True, style="red" if decision.refused else None, markup=False)
+    _tell(decision)
     return 0 if decision.answered and not decision.refused else 1
+
+
+def _tell(decision: Decision) -> None:
+    """The coordinator's answer: on stdout when it acted, on stderr when it refused or was silent."""
+    if decision.answered and not decision.refused:
+        print(decision.line(), flush=True)
+    else:
+        console.print(decision.line(), style="red" if decision.refused else "yellow", markup=False)
 
 
 async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
