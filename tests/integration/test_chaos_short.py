@@ -12,7 +12,7 @@ from tests.chaos.__main__ import arguments, run_chaos
 
 
 async def test_faults_lose_and_duplicate_nothing(tmp_path: Path) -> None:
-    command_line = "--schools 1 --only kill-9 broker-lost --kills 2 --kill-every 0.6"
+    command_line = "--schools 2 --only kill-9 broker-lost --kills 2 --kill-every 0.6"
     args = arguments([*command_line.split(), "--out", str(tmp_path / "chaos.json")])
     table = await run_chaos(args)
     assert [row["scenario"] for row in table] == ["clean", "kill-9", "broker-lost"]
