@@ -3,6 +3,7 @@ ports, and the five services as separate OS processes, for the whole test sessio
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -179,13 +180,23 @@ def cli(settings: Settings, *args: str, timeout_s: float = 60) -> subprocess.Com
 
 
 async def read_topic(bootstrap: str, topic: str, *, want: int, group: str, timeout_s: float = 15) -> list[dict[str, Any]]:
-    """Read JSON messages from the start of a topic until ``want`` arrived or the time is up."""
-    from aiokafka import AIOKafkaConsumer
+    """Read JSON messages from the start of a topic until ``want`` arrived or the time is up.
+    Every partition is assigned to this reader (no consumer group: ``group`` only names the
+    caller), so nothing waits for a group to form."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=group)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
+        partitions: set[int] = set()
+        for _ in range(50):  # the topic's metadata may take a moment
+            if partitions := consumer.partitions_for_topic(topic) or set():
+                break
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await asyncio.sleep(0.1)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout_s
         while len(found) < want and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
