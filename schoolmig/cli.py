@@ -84,6 +84,10 @@ async def _up(settings: Settings, replicas: dict[str, int]) -> int:
     for path in (StackInfo.path(settings.state_dir), targets):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+    if unclean := {name: code for name, code in sorted(stack.exit_codes.items()) if code != 0}:
+        console.print("did not stop cleanly: " + ", ".join(f"{n} (exit {c})" for n, c in unclean.items()), style="red")
+        return 1
+    console.print(f"stopped: all {len(stack.exit_codes)} services finished their work and exited cleanly")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The README's first hour, as an operator lives it: `schoolmig init`, `schoolmig up` in one
 terminal, every other command from another one with nothing but the state directory in
 common (no KAFKA_BOOTSTRAP_SERVERS, no DATABASE_URL, no key exported by hand); a school
-migrated, cut over, refused a rollback without an export (at once, with the reason),
+migrated (with one of `up`'s services killed and started again), cut over, refused a
+rollback without an export (at once, with the reason),
 exported and verified, rolled back; an unknown operator refused at once; the history and
 the dead letters read; then `up` stopped and started again, and everything is still there."""
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from schoolmig.stack import StackInfo
@@ -180,6 +182,11 @@ class Up:
             time.sleep(0.2)
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def printed(self) -> str:
         return self.out.read_text(errors="replace") if self.out.exists() else ""
 
@@ -224,6 +231,11 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         assert key.strip() not in printed
         twice = cli(state, "up", timeout=30)  # one `up` per state dir
         assert twice.returncode == 2 and "already runs" in twice.stderr
+
+        # A service that dies is started again by `up` (the migration below goes through it).
+        [transform] = [p for p in psutil.Process(up.pid).children(recursive=True) if "services.transform" in p.cmdline()]
+        transform.kill()
+        wait_for(up.printed, lambda out: "exited with -9; restart #1" in out)
 
         migrated = cli(state, "migrate", str(data), "--school", SCHOOL, "--device", "office-pc", "--json")
         assert migrated.returncode == 0, migrated.stderr
@@ -296,7 +308,8 @@ def test_the_first_hour_from_another_terminal_and_a_restart_that_keeps_everythin
         letters = [json.loads(line) for line in cli(state, "deadletters", "--json").stdout.splitlines()]
         assert any(d["topic"].endswith(".commands.operator") and d["stage"] == "coordinator" for d in letters), letters
         assert all("payload_b64" not in d for d in letters)
-        assert up.stop() == 0
+        assert up.stop() == 0  # every service stopped cleanly (`up` says so, or exits 1)
+        assert "exited cleanly" in up.printed()
 
     with Up(state) as again:  # the same state dir: the same database, the same keys
         assert f"data         {(state / 'postgres').resolve()}" in again.printed()

@@ -1,22 +1,16 @@
-"""Operating the stack: clean SIGTERM shutdown, restart after a crash, and `schoolmig run`
-on embedded defaults exactly as `make run` uses it."""
+"""`schoolmig run` on embedded defaults exactly as `make run` uses it. (A crashed service
+restarted by `up`, and a clean stop of every service, are part of ``test_first_hour``.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
-
-from schoolmig.stack import SERVICES, Stack
-from shared.platform.settings import Settings
-from tests.integration.conftest import ServiceLogs, localstorage_dump, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -28,25 +22,6 @@ STUDENT = {
     "joinDate": "2024-01-01",
     "dateOfBirth": "2010-01-01",
 }
-
-
-async def test_a_crashed_service_is_restarted_and_sigterm_stops_all_cleanly(settings: Settings, pool: asyncpg.Pool) -> None:
-    logs = ServiceLogs()
-    own = settings.model_copy(update={"topic_prefix": "it-ops"})
-    stack = await Stack(own, sink=logs).start()
-    try:
-        victim = stack.pid_of("transform")
-        assert victim is not None
-        os.kill(victim, signal.SIGKILL)
-        report = await migrate(own, pool, "it-ops", localstorage_dump(students=[STUDENT]))
-        assert report["domains"]["students"] == {"source": 1, "loaded": 1, "quarantined": 0}
-        assert stack.pid_of("transform") != victim
-        assert any("restart #1" in line for line in logs.of("transform"))
-    finally:
-        await stack.stop()
-    assert set(stack.exit_codes) == set(SERVICES)
-    unclean = [name for name, code in stack.exit_codes.items() if code != 0]
-    assert not unclean, {name: logs.of(name)[-30:] for name in unclean}
 
 
 def test_schoolmig_run_on_embedded_defaults(tmp_path: Path) -> None:
