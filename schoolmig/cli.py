@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from schoolmig.output import iso, print_json, to_json
+from schoolmig.output import data_console, iso, print_json, to_json
 from shared.catalog.timezones import UnknownZone, check_zone
 from shared.platform.settings import Settings
 from shared.wire.messages import UNNAMED_DEVICE
@@ -191,7 +191,7 @@ async def _run(
         if stack:
             with console.status("stopping the stack…"):
                 await stack.stop()
-    print_report(report, Console())
+    print_report(report, data_console())
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(to_json(report))
@@ -235,7 +235,7 @@ async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: 
     if as_json:
         print_json(report)
     else:
-        print_report(report, Console())
+        print_report(report, data_console())
     if not report["ok"]:
         return 1
     if cutover:
@@ -302,7 +302,7 @@ async def _audit(settings: Settings, school: str, snapshot: str | None, as_json:
         if as_json:
             print_json(audit)
         else:
-            print_audit(school, audit, Console())
+            print_audit(school, audit, data_console())
         return 0
 
     return await _with_pool(settings, work)
@@ -315,7 +315,7 @@ async def _backup(settings: Settings, action: str, school: str | None, snapshot:
     async def work(pool: asyncpg.Pool) -> int:
         if action == "verify":
             checks = await verify_backups(pool, school)
-            print_backup_checks(checks, Console())
+            print_backup_checks(checks, data_console())
             return 0 if checks and all(c.ok for c in checks) else 1
         assert school and out
         try:
@@ -408,9 +408,9 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
         if as_json:
             print_json([r.model_dump(mode="json") for r in done] if school is None else done[0].model_dump(mode="json"))
         elif school is None:
-            print_validation_summary([r.model_dump(mode="json") for r in done], Console())
+            print_validation_summary([r.model_dump(mode="json") for r in done], data_console())
         else:
-            print_validation(done[0].model_dump(mode="json"), Console())
+            print_validation(done[0].model_dump(mode="json"), data_console())
         return 0 if all(r.ok for r in done) else 1
 
     return await _with_pool(settings, work)
@@ -432,12 +432,12 @@ async def _status(settings: Settings, as_json: bool, watch: float | None) -> int
                 print_json(schools)  # the schools only, as ever (stack.json has the rest)
             else:
                 if watch:
-                    Console().clear()
+                    data_console().clear()
                 if running:
                     console.print(f"stack (pid {running.pid}):")
                     for line in running.lines():
                         print(f"  {line}")
-                print_status(schools, Console())
+                print_status(schools, data_console())
             if not watch:
                 return 0
             await asyncio.sleep(watch)

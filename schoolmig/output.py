@@ -4,13 +4,22 @@ errors) on stderr; times in ISO 8601 (UTC, ``Z``), in plain and JSON output alik
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from shared.catalog.timezones import iso_utc
 
 iso = iso_utc
+
+
+def data_console() -> Console:
+    """Where tables go: stdout, as wide as a terminal is, or as wide as they need when stdout
+    is a file or a pipe (nothing folded for a width nobody sees)."""
+    return Console() if sys.stdout.isatty() else Console(width=1000)
 
 
 def _plain(value: Any) -> Any:

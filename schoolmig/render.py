@@ -8,12 +8,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from schoolmig.output import iso
+from schoolmig.output import data_console, iso
 from shared.catalog.domains import ALL_DOMAINS
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or data_console()
     for school in report["schools"]:
         title = f"{school['school_id']} · snapshot {school['snapshot_id']} · phase {school['phase']}"
         table = Table(title=title, title_justify="left")
@@ -72,7 +72,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 
 
 def print_audit(school_id: str, audit: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or data_console()
     summary = audit["summary"]
     table = Table(title=f"audit · {school_id} · snapshot {audit['snapshot_id']}", title_justify="left")
     for column in ("domain", "records", "duplicate ids", "corrupted"):
@@ -117,7 +117,7 @@ def print_audit(school_id: str, audit: dict[str, Any], console: Console | None =
 
 
 def print_backup_checks(checks: list[Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or data_console()
     table = Table(title="backups", title_justify="left")
     for column in ("school", "snapshot", "stored", "bytes", "database copy", "file copy"):
         table.add_column(column, overflow="fold")
@@ -137,7 +137,7 @@ def print_backup_checks(checks: list[Any], console: Console | None = None) -> No
 
 def print_validation(result: dict[str, Any], console: Console | None = None, limit: int = 30) -> None:
     """The plan's ``DataValidationResult`` per domain, then the issues (the first ``limit``)."""
-    console = console or Console()
+    console = console or data_console()
     verdict = "[bold green]passed[/]" if result["ok"] else "[bold red]FAILED[/]"
     title = f"validation {result['run_id']} · {result['school_id']} · snapshot {result['snapshot_id']}"
     table = Table(title=title, title_justify="left")
@@ -166,7 +166,7 @@ def print_validation(result: dict[str, Any], console: Console | None = None, lim
 
 
 def print_validation_summary(results: list[dict[str, Any]], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or data_console()
     table = Table(title=f"validation · {len(results)} school(s)", title_justify="left")
     for column in ("school", "snapshot", "total", "valid", "critical", "warning", "info", "verdict"):
         table.add_column(column, justify="left" if column in ("school", "snapshot", "verdict") else "right", overflow="fold")
@@ -185,7 +185,7 @@ def print_validation_summary(results: list[dict[str, Any]], console: Console | N
 
 def print_status(schools: list[dict[str, Any]], console: Console | None = None) -> None:
     """One row per school, ids whole (folded, never cut), with why it waits and what moves it."""
-    console = console or Console()
+    console = console or data_console()
     table = Table(title=f"{len(schools)} school(s)", title_justify="left")
     for column in ("school", "phase", "mode", "snapshot", "accounted", "devices", "conflicts", "since", "waits for", "next"):
         table.add_column(column, overflow="fold")
