@@ -390,6 +390,8 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
         ]
         decisions = await ask_all(settings, asked)  # the coordinator's decisions first: a refusal at once
         if not_taken := [d for d in decisions if d.refused or not d.answered]:
+            if as_json:
+                print_json([d.as_json() for d in not_taken])
             for d in not_taken:
                 console.print(d.line(), style="red", markup=False)
             return 1
@@ -481,7 +483,14 @@ async def _operate(settings: Settings, action: str, school: str, reason: str, wa
         for m in moves:
             print(f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}", flush=True)
         if wait and decision.answered and not decision.refused and not done:
-            console.print(f"[yellow]{school} has not ended the {action} yet: `schoolmig history --school {school}`[/]")
+            ended_in = moves[-1]["to_phase"] if moves else None
+            console.print(
+                f"{school}: the cutover ended rolled back (`schoolmig history --school {school}` says why)"
+                if action == "cutover" and ended_in == "rolled_back"
+                else f"{school} has not ended the {action} yet: `schoolmig history --school {school}`",
+                style="yellow",
+                markup=False,
+            )
     return 0 if done else 1
 
 
@@ -784,10 +793,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--watch",
         nargs="?",
-        type=float,
+        type=_seconds,
         const=2.0,
         metavar="SECONDS",
-        help="show it again every SECONDS (default 2) until Ctrl-C",
+        help="show it again every SECONDS (0.2 to 86400, default 2) until Ctrl-C; with --json, one JSON document a line",
     )
     commands.add_parser(
         "init", help="make the secrets a single-machine deployment runs with (operator key, service key, API token), mode 0600"
@@ -951,6 +960,8 @@ NO_KEY = (
 
 def main(argv: list[str] | None = None) -> int:
     """Every command: a refusal, a missing stack or key is one line on stderr and a non-zero exit."""
+    import asyncpg
+    from aiokafka.errors import KafkaConnectionError
     from pydantic import ValidationError
 
     from schoolmig.endpoints import NoStack, located
@@ -976,6 +987,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MissingKey:
         console.print(NO_KEY, style="red", markup=False)
+        return 2
+    except (KafkaConnectionError, OSError, asyncpg.exceptions.CannotConnectNowError) as exc:
+        where = f"the broker ({settings.kafka_bootstrap_servers}) or the database"
+        console.print(f"cannot reach {where}: {type(exc).__name__}; is the stack up? (`schoolmig status`)", style="red")
         return 2
     except KeyboardInterrupt:
         return 130

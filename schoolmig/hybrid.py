@@ -287,10 +287,15 @@ class HybridClient:
         (``local.cleared``). Nothing is cleared before its archive is on disk, and a crash at
         any point is taken up at the next call: what is in the local copy and not in the
         archive is archived first; an archive cleared but not told is told. The steps belong
-        to one announcement of the mode (its ``updated_at``): after a rollback and another
-        cutover, the next announcement starts them again. Returns the archive once told."""
+        to one announcement of the mode (its ``updated_at``, sent with the report): after a
+        rollback and another cutover, the next announcement starts them again. Changes still
+        in the outbox (made before the cutover) hold it off: the app hands them over first.
+        Returns the archive once told."""
         current = await self.mode(self.school_id)
         if current is None or not current.clear_local:
+            return None
+        if pending := self.outbox.pending():  # writes from before the cutover: the app hands them to the API first
+            log.warning("local copy of %s kept: %d change(s) still in the outbox", self.school_id, len(pending))
             return None
         asked = current.updated_at.isoformat()
         state_path = self.local.path.with_name(self.local.path.name + ".cleanup.json")
@@ -315,6 +320,7 @@ class HybridClient:
             LocalCleared(
                 school_id=self.school_id,
                 client_id=self.client_id,
+                announced_at=current.updated_at,
                 cleared_at=datetime.fromisoformat(state["cleared_at"]),
                 archived_records=state["records"],
                 archive_sha256=state["sha256"],

@@ -631,15 +631,15 @@ class Operations:
     async def announce_modes(self) -> int:
         """Every school's stored mode announced again (control topic and events), as it is:
         what clients read after a broker lost the compacted topic. Returns how many."""
-        announced = 0
-        for school in await self.store.schools():
-            record = await self.store.mode_of(school["school_id"])
-            if record is None:
-                continue
-            key = school["school_id"].encode()
+
+        async def announce(record: SchoolMode) -> None:
+            key = record.school_id.encode()
             await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=key)
             await publish(self.broker, self.keyring, record, self.topics.events, key=key)
-            announced += 1
+
+        announced = 0
+        for school in await self.store.schools():
+            announced += await self.store.announce_mode(school["school_id"], announce)
         return announced
 
     async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:

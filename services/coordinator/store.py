@@ -271,6 +271,34 @@ class CoordinatorStore:
             clear_local=row["clear_local"],
         )
 
+    async def announce_mode(self, school_id: str, announce: Callable[[SchoolMode], Awaitable[None]]) -> bool:
+        """The school's stored mode announced again as it is, under its row's lock: a mode
+        written meanwhile (``set_mode`` takes the same lock) is announced after it, never
+        before. False for a school with no mode."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                SELECT m.mode, m.maintenance, m.reason, m.updated_at, m.clear_local, coalesce(p.phase, 'unknown') AS phase
+                  FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
+                 WHERE m.school_id = $1 FOR UPDATE OF m
+                """,
+                school_id,
+            )
+            if row is None:
+                return False
+            await announce(
+                SchoolMode(
+                    school_id=school_id,
+                    mode=Mode(row["mode"]),
+                    maintenance=row["maintenance"],
+                    reason=row["reason"],
+                    phase=row["phase"],
+                    updated_at=row["updated_at"],
+                    clear_local=row["clear_local"],
+                )
+            )
+        return True
+
     async def past_grace(self, grace_s: float) -> list[str]:
         """Schools cut over at least ``grace_s`` ago, never rolled back since, whose clients
         have not been told to clear their local copy yet."""

@@ -90,7 +90,7 @@ class Intake(Ports):
             if (why := await self.store.local_cleared(envelope)) is not None:
                 detail = {
                     "not_asked": f"school {envelope.school_id}'s mode does not ask its clients to clear their local copy "
-                    "(clear_local)",
+                    "(clear_local), or no longer as announced then (announced_at)",
                     "unknown_device": f"no snapshot or change of school {envelope.school_id} came from client "
                     f"{envelope.client_id}",
                 }[why]

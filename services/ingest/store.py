@@ -460,23 +460,29 @@ class IngestStore:
         return {r["device_id"]: r["zone"] for r in rows}
 
     async def local_cleared(self, cleared: LocalCleared) -> str | None:
-        """A device archived and cleared its local copy: kept, the first report of each device
-        (a redelivery, or a second report, changes nothing). Not kept, with why: when the
-        school's mode never asked its clients to (``not_asked``), or the device is none the
-        school's snapshots or changes came from (``unknown_device``)."""
+        """A device archived and cleared its local copy, answering the school's current
+        ``clear_local`` announcement: kept, the first report of each device for it (a
+        redelivery, or a second report, changes nothing). Not kept, with why: when the school's
+        mode does not ask its clients to now, or the report answers an earlier announcement
+        (``not_asked``), or the device is none the school's snapshots or changes came from
+        (``unknown_device``)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            asked = await conn.fetchval("SELECT clear_local FROM migration.school_modes WHERE school_id = $1", cleared.school_id)
-            if not asked:
+            asked = await conn.fetchval(
+                "SELECT updated_at FROM migration.school_modes WHERE school_id = $1 AND clear_local", cleared.school_id
+            )
+            if asked is None or asked != cleared.announced_at:
                 return "not_asked"
             if not await knows_device(conn, cleared.school_id, cleared.client_id):
                 return "unknown_device"
             await conn.execute(
                 """
-                INSERT INTO migration.local_cleanups (school_id, client_id, cleared_at, archived_records, archive_sha256)
-                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (school_id, client_id) DO NOTHING
+                INSERT INTO migration.local_cleanups
+                  (school_id, client_id, announced_at, cleared_at, archived_records, archive_sha256)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (school_id, client_id, announced_at) DO NOTHING
                 """,
                 cleared.school_id,
                 cleared.client_id,
+                cleared.announced_at,
                 cleared.cleared_at,
                 cleared.archived_records,
                 cleared.archive_sha256,

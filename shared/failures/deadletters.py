@@ -101,14 +101,15 @@ class DeadLetters:
         await self._note(source, reason, school_id)
 
     async def _note(self, source: Located | Any, reason: str, school_id: str | None) -> None:
-        """Where and why, for the status page and the report (:func:`note_dead_letter`). The
-        letter itself is on the dead-letter topic already: a database that is away costs the
-        page a line, never the letter (logged)."""
+        """Where and why, for the status page and the report (:func:`note_dead_letter`), in one
+        try of at most :data:`NOTE_TIMEOUT_S` each to connect and to write. The letter itself is
+        on the dead-letter topic already: a database that is away costs the page a line, never
+        the letter, and never holds the stage up (logged)."""
         if not self.settings.database_url:
             return
-        try:
-            pool = await self._connect()
-            await with_retries(lambda: note_dead_letter(pool, source, self.stage.value, reason, school_id), "note dead letter")
+        try:  # one bounded try: the stage never waits on the page's database
+            pool = await asyncio.wait_for(self._connect(), NOTE_TIMEOUT_S)
+            await asyncio.wait_for(note_dead_letter(pool, source, self.stage.value, reason, school_id), NOTE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 (the letter is kept on its topic whatever happens here)
             log.warning("dead letter not noted for the status page (%s)", type(exc).__name__)
 
@@ -165,6 +166,7 @@ class DeadLetters:
 
 
 KEEP_NOTED = 1000
+NOTE_TIMEOUT_S = 2.0
 
 
 async def note_dead_letter(pool: asyncpg.Pool, source: Located | Any, stage: str, reason: str, school_id: str | None) -> None:

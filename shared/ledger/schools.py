@@ -103,24 +103,26 @@ async def last_validation_ok(pool: asyncpg.Pool, school_id: str, snapshot_id: st
 
 
 async def local_copies(pool: asyncpg.Pool, school_id: str) -> dict[str, Any]:
-    """Whether the school's clients were told to clear their local copy (its cutover stood the
-    grace period), which devices did (archived and cleared) and which still hold data: every
-    device its snapshots or changes came from that has not said so."""
-    told = bool(await pool.fetchval("SELECT clear_local FROM migration.school_modes WHERE school_id = $1", school_id))
+    """Whether the school's clients are told now to clear their local copy (its cutover stood
+    the grace period), which devices did for this announcement (archived and cleared) and
+    which still hold data: every device its snapshots or changes came from that has not said
+    so. Files published by hand (the unnamed device) are no device that keeps a copy: left out."""
+    asked = await pool.fetchval("SELECT updated_at FROM migration.school_modes WHERE school_id = $1 AND clear_local", school_id)
     rows = await pool.fetch(
         """
         SELECT d.device_id, c.cleared_at FROM (
             SELECT device_id FROM migration.device_states WHERE school_id = $1
             UNION SELECT client_id FROM migration.changes WHERE school_id = $1
-            UNION SELECT client_id FROM migration.local_cleanups WHERE school_id = $1
         ) d (device_id)
-        LEFT JOIN migration.local_cleanups c ON c.school_id = $1 AND c.client_id = d.device_id
+        LEFT JOIN migration.local_cleanups c ON c.school_id = $1 AND c.client_id = d.device_id AND c.announced_at = $2
+        WHERE d.device_id <> ''
         ORDER BY d.device_id
         """,
         school_id,
+        asked,
     )
     return {
-        "told_to_clear": told,
+        "told_to_clear": asked is not None,
         "cleared": [r["device_id"] for r in rows if r["cleared_at"] is not None],
         "holding": [r["device_id"] for r in rows if r["cleared_at"] is None],
     }

@@ -58,14 +58,16 @@ CREATE TABLE IF NOT EXISTS migration.broker_losses (
 
 -- The plan's last step: once a cutover has stood its grace period without rollback, the
 -- school's mode says `clear_local`, and each client archives its local copy to a file,
--- clears it and says so (local.cleared, on the ingest topic): kept here, one row a device.
+-- clears it and says so (local.cleared, on the ingest topic): kept here, one row a device
+-- and announcement (after a rollback and another cutover, the devices answer again).
 ALTER TABLE migration.school_modes ADD COLUMN IF NOT EXISTS clear_local BOOLEAN NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS migration.local_cleanups (
   school_id        TEXT NOT NULL,
   client_id        TEXT NOT NULL,
+  announced_at     TIMESTAMPTZ NOT NULL,  -- the clear_local announcement it answers (its mode's updated_at)
   cleared_at       TIMESTAMPTZ NOT NULL,
   archived_records INT NOT NULL,
   archive_sha256   TEXT NOT NULL,
   received_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-  PRIMARY KEY (school_id, client_id)
+  PRIMARY KEY (school_id, client_id, announced_at)
 );

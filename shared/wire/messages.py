@@ -286,8 +286,11 @@ class LocalCleared(_Envelope):
     schema_version: Literal[1] = 1
     school_id: SchoolId
     client_id: ClientId
+    announced_at: AwareDatetime = Field(
+        description="The `updated_at` of the school.mode (clear_local) this answers: a report for an earlier one is refused."
+    )
     cleared_at: AwareDatetime = Field(description="When the client cleared its local copy, with its offset.")
-    archived_records: int = Field(ge=0, description="How many records the archive holds.")
+    archived_records: int = Field(ge=0, le=2**31 - 1, description="How many records the archive holds.")
     archive_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The archive file's SHA-256 (it stays with the device).")
 
 

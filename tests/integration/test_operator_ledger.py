@@ -57,32 +57,55 @@ async def test_a_scratch_school_is_not_a_school(pool: asyncpg.Pool) -> None:
     assert real in listed and scratch not in listed
 
 
-async def test_a_device_clears_its_copy_only_when_asked_and_only_once(pool: asyncpg.Pool) -> None:
+async def test_a_device_clears_its_copy_only_when_asked_once_per_announcement(pool: asyncpg.Pool) -> None:
     ingest, school = IngestStore(pool), f"lc-{uuid.uuid4().hex[:6]}"
 
-    def report(client: str, n: int) -> LocalCleared:
+    def report(client: str, n: int, announced: datetime) -> LocalCleared:
         return LocalCleared(
-            school_id=school, client_id=client, cleared_at=datetime.now(UTC), archived_records=n, archive_sha256="a" * 64
+            school_id=school,
+            client_id=client,
+            announced_at=announced,
+            cleared_at=datetime.now(UTC),
+            archived_records=n,
+            archive_sha256="a" * 64,
         )
 
     await pool.execute(
         "INSERT INTO migration.school_modes (school_id, mode, maintenance, reason, updated_at) VALUES ($1, 'api', false, 'r', now())",
         school,
     )
-    await pool.execute(
-        "INSERT INTO migration.changes (school_id, client_id, seq, domain, record_id, op, source_ts, digest)"
-        " VALUES ($1, 'tablet', 1, 'students', 's1', 'create', now(), 'd')",
-        school,
-    )
-    assert await ingest.local_cleared(report("tablet", 3)) == "not_asked"
-    await pool.execute("UPDATE migration.school_modes SET clear_local = true WHERE school_id = $1", school)
-    assert await ingest.local_cleared(report("stranger", 3)) == "unknown_device"
-    assert await ingest.local_cleared(report("tablet", 3)) is None
-    assert await ingest.local_cleared(report("tablet", 0)) is None  # taken, but the first report stands
-    copies = await local_copies(pool, school)
-    assert copies == {"told_to_clear": True, "cleared": ["tablet"], "holding": []}
+    for client in ("tablet", "office-pc", ""):  # '' : a file published by hand, no device that keeps a copy
+        await pool.execute(
+            "INSERT INTO migration.changes (school_id, client_id, seq, domain, record_id, op, source_ts, digest)"
+            " VALUES ($1, $2, 1, 'students', 's1', 'create', now(), 'd')",
+            school,
+            client,
+        )
+    before = datetime.now(UTC)
+    assert await ingest.local_cleared(report("tablet", 3, before)) == "not_asked"
+
+    async def announce() -> datetime:
+        return await pool.fetchval(
+            "UPDATE migration.school_modes SET clear_local = true, updated_at = clock_timestamp() WHERE school_id = $1"
+            " RETURNING updated_at",
+            school,
+        )
+
+    first = await announce()
+    assert await ingest.local_cleared(report("stranger", 3, first)) == "unknown_device"
+    assert await ingest.local_cleared(report("tablet", 3, before)) == "not_asked"  # an earlier announcement's
+    assert await ingest.local_cleared(report("tablet", 3, first)) is None
+    assert await ingest.local_cleared(report("tablet", 0, first)) is None  # taken, but the first report stands
+    assert await local_copies(pool, school) == {"told_to_clear": True, "cleared": ["tablet"], "holding": ["office-pc"]}
     [entry] = [h for h in await history(pool, school) if h["kind"] == "device"]
     assert entry["actor"] == "tablet" and entry["outcome"].startswith("3 record(s) archived")
+
+    await pool.execute("UPDATE migration.school_modes SET clear_local = false WHERE school_id = $1", school)  # rolled back
+    assert (await local_copies(pool, school))["told_to_clear"] is False
+    second = await announce()  # another cutover stood its grace period: every device answers again
+    assert await local_copies(pool, school) == {"told_to_clear": True, "cleared": [], "holding": ["office-pc", "tablet"]}
+    assert await ingest.local_cleared(report("office-pc", 2, second)) is None
+    assert (await local_copies(pool, school))["cleared"] == ["office-pc"]
 
 
 async def test_a_rollback_meanwhile_wins_over_the_grace_periods_clear_local(pool: asyncpg.Pool) -> None:

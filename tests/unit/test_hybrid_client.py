@@ -242,3 +242,14 @@ async def test_the_local_copy_is_archived_then_cleared_then_reported_once_whatev
     again = await c.clean_up_if_told()
     assert again is not None and again != archive and json.loads(again.read_bytes()) == {"students": [{"id": "s2"}]}
     assert broker.cleared[-1].archived_records == 1
+
+
+async def test_changes_still_in_the_outbox_hold_the_clean_up_off(tmp_path: Path) -> None:
+    broker = Tells()
+    current: list[SchoolMode | None] = [mode_of(Mode.HYBRID)]
+    c = client(tmp_path, broker, current)  # type: ignore[arg-type]
+    broker.up = False
+    await c.create(Domain.STUDENTS, {"id": "s1", "name": "A"})  # kept in the outbox: the broker is away
+    current[0] = told(True)
+    before = c.local.path.read_bytes()
+    assert await c.clean_up_if_told() is None and c.local.path.read_bytes() == before and broker.cleared == []
