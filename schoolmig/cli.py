@@ -239,7 +239,8 @@ async def _migrate(settings: Settings, job: Job, cutover: bool, override_audit: 
     if not report["ok"]:
         return 1
     if cutover:
-        return await _operate(settings, "cutover", school, "schoolmig migrate --cutover", True, False)
+        # stdout holds the report: the cutover's trail goes to stderr
+        return await _operate(settings, "cutover", school, "schoolmig migrate --cutover", True, False, stdout=False)
     return 0
 
 
@@ -447,7 +448,9 @@ async def _status(settings: Settings, as_json: bool, watch: float | None) -> int
     return await _with_pool(settings, work)
 
 
-async def _operate(settings: Settings, action: str, school: str, reason: str, wait: bool, as_json: bool) -> int:
+async def _operate(
+    settings: Settings, action: str, school: str, reason: str, wait: bool, as_json: bool, *, stdout: bool = True
+) -> int:
     """Ask the coordinator to cut a school over or roll it back: its decision comes back at
     once (a refusal with its reason, exit 1); then, unless ``--no-wait``, the phase moves are
     followed until the cutover or rollback ends."""
@@ -479,9 +482,13 @@ async def _operate(settings: Settings, action: str, school: str, reason: str, wa
     if as_json:
         print_json({**decision.as_json(), "transitions": moves, "ok": done})
     else:
-        _tell(decision)
+        _tell(decision, stdout=stdout)
         for m in moves:
-            print(f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}", flush=True)
+            line = f"{iso(m['at'])} {m['from_phase']} → {m['to_phase']} by {m['actor']}: {m['reason']}"
+            if stdout:
+                print(line, flush=True)
+            else:
+                console.print(line, markup=False)
         if wait and decision.answered and not decision.refused and not done:
             ended_in = moves[-1]["to_phase"] if moves else None
             console.print(
@@ -504,12 +511,14 @@ async def _answered(settings: Settings, command: OperatorCommand) -> int:
     return 0 if decision.answered and not decision.refused else 1
 
 
-def _tell(decision: Decision) -> None:
+def _tell(decision: Decision, *, stdout: bool = True) -> None:
     """The coordinator's answer: on stdout when it acted, on stderr when it refused or was silent."""
-    if decision.answered and not decision.refused:
+    if stdout and decision.answered and not decision.refused:
         print(decision.line(), flush=True)
     else:
-        console.print(decision.line(), style="red" if decision.refused else "yellow", markup=False)
+        console.print(
+            decision.line(), style="red" if decision.refused else "yellow" if not decision.answered else None, markup=False
+        )
 
 
 async def _override(settings: Settings, school: str, snapshot: str | None, actor: str, reason: str) -> int:
