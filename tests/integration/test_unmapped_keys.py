@@ -89,7 +89,9 @@ async def test_an_operator_maps_the_key_for_one_school_and_its_records_migrate(
     mapped = cli(
         settings, "map-key", "attendanceLog=attendance", "--school", "it-key-mapped", "--reason", "the 2023 front end's key"
     )
-    assert mapped.returncode == 0 and "mapping attendanceLog=attendance sent" in mapped.stderr, mapped.stderr
+    assert mapped.returncode == 0 and "mapping attendanceLog=attendance sent" in mapped.stdout, (
+        mapped.stdout + mapped.stderr
+    )  # an answer is data
 
     report = await wait_for_report(
         pool, "it-key-mapped", blocked["snapshot_id"], time.monotonic() + 120, overridden=True
