@@ -50,7 +50,7 @@ prometheus:
 
 ## Debian's chromium for the status page's browser test (installed only when missing; no download by playwright).
 chromium:
-	bash deploy/ensure-chromium.sh
+	bash deploy/ensure-debian-package.sh chromium chromium
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

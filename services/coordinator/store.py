@@ -29,6 +29,8 @@ from shared.wire.messages import (
     SnapshotReleased,
 )
 
+_MODE_COLUMNS = ("maintenance", "reason", "phase", "updated_at", "clear_local")
+
 
 @dataclass(frozen=True)
 class SentBarrier:
@@ -251,53 +253,33 @@ class CoordinatorStore:
         return record
 
     async def mode_of(self, school_id: str) -> SchoolMode | None:
-        row = await self.pool.fetchrow(
-            """
-            SELECT m.mode, m.maintenance, m.reason, m.updated_at, m.clear_local, coalesce(p.phase, 'unknown') AS phase
-              FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
-             WHERE m.school_id = $1
-            """,
-            school_id,
-        )
-        if row is None:
-            return None
-        return SchoolMode(
-            school_id=school_id,
-            mode=Mode(row["mode"]),
-            maintenance=row["maintenance"],
-            reason=row["reason"],
-            phase=row["phase"],
-            updated_at=row["updated_at"],
-            clear_local=row["clear_local"],
-        )
+        return await self._mode(self.pool, school_id)
 
     async def announce_mode(self, school_id: str, announce: Callable[[SchoolMode], Awaitable[None]]) -> bool:
         """The school's stored mode announced again as it is, under its row's lock: a mode
         written meanwhile (``set_mode`` takes the same lock) is announced after it, never
         before. False for a school with no mode."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """
-                SELECT m.mode, m.maintenance, m.reason, m.updated_at, m.clear_local, coalesce(p.phase, 'unknown') AS phase
-                  FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
-                 WHERE m.school_id = $1 FOR UPDATE OF m
-                """,
-                school_id,
-            )
-            if row is None:
+            record = await self._mode(conn, school_id, lock=True)
+            if record is None:
                 return False
-            await announce(
-                SchoolMode(
-                    school_id=school_id,
-                    mode=Mode(row["mode"]),
-                    maintenance=row["maintenance"],
-                    reason=row["reason"],
-                    phase=row["phase"],
-                    updated_at=row["updated_at"],
-                    clear_local=row["clear_local"],
-                )
-            )
+            await announce(record)
         return True
+
+    @staticmethod
+    async def _mode(db: asyncpg.Pool | asyncpg.Connection, school_id: str, *, lock: bool = False) -> SchoolMode | None:
+        row = await db.fetchrow(
+            """
+            SELECT m.mode, m.maintenance, m.reason, m.updated_at, m.clear_local, coalesce(p.phase, 'unknown') AS phase
+              FROM migration.school_modes m LEFT JOIN migration.school_phase p USING (school_id)
+             WHERE m.school_id = $1
+            """
+            + (" FOR UPDATE OF m" if lock else ""),
+            school_id,
+        )
+        if row is None:
+            return None
+        return SchoolMode(school_id=school_id, mode=Mode(row["mode"]), **{k: row[k] for k in _MODE_COLUMNS})
 
     async def past_grace(self, grace_s: float) -> list[str]:
         """Schools cut over at least ``grace_s`` ago, never rolled back since, whose clients

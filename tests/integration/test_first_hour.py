@@ -60,7 +60,7 @@ async def look_at_the_status_page(api_url: str, screenshot: Path) -> dict[str, s
     from playwright.async_api import async_playwright, expect
 
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "chromium is missing: `make test` installs it (deploy/ensure-chromium.sh)"
+    assert executable, "chromium is missing: `make test` installs it (deploy/ensure-debian-package.sh chromium chromium)"
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
