@@ -998,11 +998,32 @@ def main(argv: list[str] | None = None) -> int:
         console.print(NO_KEY, style="red", markup=False)
         return 2
     except (KafkaConnectionError, OSError, asyncpg.exceptions.CannotConnectNowError) as exc:
+        if isinstance(exc, OSError) and not _unreachable(exc):
+            raise  # a file that cannot be written, say: its own traceback
         where = f"the broker ({settings.kafka_bootstrap_servers}) or the database"
-        console.print(f"cannot reach {where}: {type(exc).__name__}; is the stack up? (`schoolmig status`)", style="red")
+        console.print(
+            f"cannot reach {where}: {type(exc).__name__}; is the stack up? (`schoolmig status`)", style="red", markup=False
+        )
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _unreachable(exc: OSError) -> bool:
+    """A connection that could not be made (refused, no route, timed out), not a file error."""
+    import errno
+
+    return (
+        isinstance(exc, ConnectionError | TimeoutError)
+        or exc.errno
+        in (
+            errno.ECONNREFUSED,
+            errno.EHOSTUNREACH,
+            errno.ENETUNREACH,
+            errno.ETIMEDOUT,
+        )
+        or "Connect call failed" in str(exc)
+    )
 
 
 def _first_error(exc: Exception) -> str:
