@@ -65,15 +65,18 @@ def parse_timestamp(value: Any) -> str | None:
     """A source ``createdAt``/``updatedAt``, or None when it is missing or unreadable.
 
     These are bookkeeping, not school data: an unreadable one leaves the column to its
-    default (now) and the original is kept in ``extras`` by the engine. Naive times are UTC.
+    default (now) and the original is kept in ``extras`` by the engine. Naive times are UTC;
+    a moment whose UTC form is off the calendar (year 1 with ``+14:00``) is unreadable.
     """
     if not isinstance(value, str) or not value.strip():
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # year 1 or 9999 pushed off the calendar by its offset: unreadable too
+    except (ValueError, OverflowError):
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
+    return parsed.isoformat()
 
 
 def out_date(value: Any) -> str | None:

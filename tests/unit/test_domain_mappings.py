@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from shared.catalog.domains import Domain
 from shared.mapping import Mapped, Rejected, map_record
+from shared.mapping.common import parse_timestamp
 
 NS = uuid.UUID("18acb45e-3f32-5ccf-96fe-d0fc35c83e7a")
 TS = "2024-01-15T08:30:00.000Z"
@@ -231,3 +235,21 @@ def test_private_lesson_with_its_obligation_and_payments() -> None:
     assert out[2][1]["extras"]["item"]["unmapped"] == {"id": "plp-1"}
     assert reason(Domain.PRIVATE_LESSONS, {**lesson, "endTime": "15:00"}) == "invalid_time_range"
     assert reason(Domain.PRIVATE_LESSONS, {**lesson, "classroomId": None}) == "missing_required"
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+    st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+)
+@example(datetime(1, 1, 1), timezone(timedelta(hours=14)))  # found by the hostile-input test: UTC year 0
+@example(datetime(9999, 12, 31, 23), timezone(timedelta(hours=-5)))
+def test_a_bookkeeping_timestamp_is_read_or_left_unread_and_never_breaks_the_mapping(moment: datetime, offset: timezone) -> None:
+    """``createdAt``-like values at the ends of the calendar (year 1 with ``+14:00``): read as
+    the same instant, or unreadable (None: the column keeps its default, the original its
+    extras); the mapping and its rebuild never raise."""
+    text = moment.replace(tzinfo=offset).isoformat()
+    parsed = parse_timestamp(text)
+    if parsed is not None:
+        assert datetime.fromisoformat(parsed) == moment.replace(tzinfo=offset)
+    record = {"id": "r1", "name": "Room", "location": "Floor 1", "capacity": 8, "createdDate": text}
+    map_record(Domain.CLASSROOMS, "s", "r1", record, None, datetime(2024, 1, 1, tzinfo=UTC), zone="UTC")  # never raises
