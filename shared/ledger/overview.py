@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.catalog.domains import ALL_DOMAINS
+from shared.catalog.domains import ALL_DOMAINS, Domain
 from shared.ledger.accounting import DomainCounts, progress, record_counts_many
 from shared.ledger.device_store import device_snapshots, device_states
 from shared.ledger.devices import conflicts
@@ -26,9 +26,18 @@ from shared.ledger.schools import REFUSED, audit_block, is_refusal, last_validat
 _CONSISTENCY = ("unique_conflict", "orphaned_reference", "duplicate_id")
 
 
+Counts = dict[tuple[str, str], dict[Domain, DomainCounts]]
+
+
 async def school_rows(pool: asyncpg.Pool, *, devices: bool = True) -> list[dict[str, Any]]:
     """Every school (scratch schools aside): phase, mode, progress, why it waits and what
     moves it on; with ``devices``, the browsers its data came from and where they disagree."""
+    rows, _ = await _rows_and_counts(pool, devices=devices)
+    return rows
+
+
+async def _rows_and_counts(pool: asyncpg.Pool, *, devices: bool) -> tuple[list[dict[str, Any]], Counts]:
+    """:func:`school_rows`, with the counts of each school's current snapshot they were made from."""
     rows = await schools(pool)
     counts = await record_counts_many(pool, [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]])
     for school in rows:
@@ -46,7 +55,13 @@ async def school_rows(pool: asyncpg.Pool, *, devices: bool = True) -> list[dict[
             newest = await device_snapshots(pool, sid)
             held = await data_conflicts(pool, sid, [*newest, *filter(None, [snapshot])])
             school["data_conflicts"] = [
-                {"record": f"{c['domain']}/{c['legacy_id']}", "reason": c["reason"], "accepted_by": c["actor"]} for c in held
+                {
+                    "record": f"{c['domain']}/{c['legacy_id']}",
+                    "reason": c["reason"],
+                    "message": c["message"],
+                    "accepted_by": c["actor"],
+                }
+                for c in held
             ]
         school["blocked"] = await audit_block(pool, sid, snapshot) if snapshot and school["phase"] == "registered" else None
         school["validation_ok"] = (
@@ -56,27 +71,26 @@ async def school_rows(pool: asyncpg.Pool, *, devices: bool = True) -> list[dict[
             school["local_copies"] = await local_copies(pool, sid)
         step = next_step(school)
         school["waits_for"], school["next"] = step.waits_for, step.command
-    return rows
+    return rows, counts
 
 
-def _totals(rows: list[dict[str, Any]], counts: dict[tuple[str, str], dict[Any, DomainCounts]]) -> dict[str, Any]:
+def _totals(rows: list[dict[str, Any]], counts: Counts) -> dict[str, Any]:
     by_domain = {d.value: {"total": 0, "migrated": 0, "failed": 0, "in_flight": 0} for d in ALL_DOMAINS}
     for school in rows:
         for domain, c in counts.get((school["school_id"], school["snapshot_id"]), {}).items():
-            entry = by_domain[domain.value if hasattr(domain, "value") else str(domain)]
+            entry = by_domain[domain.value]
             entry["total"] += c.source
             entry["migrated"] += c.loaded
             entry["failed"] += c.quarantined
             entry["in_flight"] += max(c.source - c.loaded - c.quarantined, 0)
+    accounted = sum(s["accounted"] for s in rows)  # what counts as accounted: shared.ledger.accounting.progress
     total = sum(d["total"] for d in by_domain.values())
-    migrated = sum(d["migrated"] for d in by_domain.values())
-    failed = sum(d["failed"] for d in by_domain.values())
     return {
         "overview": {
             "total_records": total,
-            "migrated_records": migrated,
-            "failed_records": failed,
-            "migration_progress": round(100.0 * (migrated + failed) / total, 1) if total else 0.0,
+            "migrated_records": sum(d["migrated"] for d in by_domain.values()),
+            "failed_records": sum(d["failed"] for d in by_domain.values()),
+            "migration_progress": round(100.0 * accounted / total, 1) if total else 0.0,
         },
         "by_domain": by_domain,
     }
@@ -85,8 +99,7 @@ def _totals(rows: list[dict[str, Any]], counts: dict[tuple[str, str], dict[Any, 
 async def overview(pool: asyncpg.Pool, since: datetime | None = None, recent: int = 20) -> dict[str, Any]:
     """The dashboard's figures: overview, per domain, per school, quarantine and errors by
     category, recent refused commands and dead letters; with ``since``, what moved since."""
-    rows = await school_rows(pool, devices=False)
-    counts = await record_counts_many(pool, [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]])
+    rows, counts = await _rows_and_counts(pool, devices=False)
     current = [(r["school_id"], r["snapshot_id"]) for r in rows if r["snapshot_id"]]
     quarantine = await pool.fetch(
         """
