@@ -37,6 +37,7 @@ from services.coordinator.store import CoordinatorStore
 from shared.catalog.timezones import iso_utc
 from shared.ledger import outcomes
 from shared.ledger.overview import overview
+from shared.ledger.schools import is_refusal
 from shared.wire.messages import SCHOOL_ID_PATTERN, OperatorCommand, error_summary
 
 Handle = Callable[[OperatorCommand], Awaitable[str]]
@@ -129,7 +130,7 @@ def make_api(store: CoordinatorStore, handle: Handle, token: str | None) -> web.
         except ValueError as exc:  # not JSON
             return web.json_response({"error": f"bad request: {type(exc).__name__}"}, status=400)
         outcome = await handle(command)
-        status = 409 if outcome.startswith("refused") or "already" in outcome else 202
+        status = 409 if is_refusal(outcome) or "already" in outcome else 202
         return web.json_response({"action": action, "school_id": command.school_id, "outcome": outcome}, status=status)
 
     @routes.post(school_path + "/cutover")

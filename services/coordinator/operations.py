@@ -597,13 +597,8 @@ class Operations:
         the attempt over waits for it, so a stale runner's announcement never follows the
         new runner's (the compacted topic keeps the last one). An announcement that fails
         undoes the write (the step is tried again)."""
-
-        async def announce(record: SchoolMode) -> None:
-            await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=school_id.encode())
-            await publish(self.broker, self.keyring, record, self.topics.events, key=school_id.encode())
-
         written = await self.store.set_mode(
-            school_id, mode, maintenance, reason, attempt, announce=announce, clear_local=clear_local, expect=expect
+            school_id, mode, maintenance, reason, attempt, announce=self.announce, clear_local=clear_local, expect=expect
         )
         if written is None:
             return False
@@ -631,16 +626,16 @@ class Operations:
     async def announce_modes(self) -> int:
         """Every school's stored mode announced again (control topic and events), as it is:
         what clients read after a broker lost the compacted topic. Returns how many."""
-
-        async def announce(record: SchoolMode) -> None:
-            key = record.school_id.encode()
-            await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=key)
-            await publish(self.broker, self.keyring, record, self.topics.events, key=key)
-
         announced = 0
         for school in await self.store.schools():
-            announced += await self.store.announce_mode(school["school_id"], announce)
+            announced += await self.store.announce_mode(school["school_id"], self.announce)
         return announced
+
+    async def announce(self, record: SchoolMode) -> None:
+        """A school's mode on the control topic (what its clients read) and on the events topic."""
+        key = record.school_id.encode()
+        await publish(self.clients or self.broker, self.keyring, record, self.topics.control, key=key)
+        await publish(self.broker, self.keyring, record, self.topics.events, key=key)
 
     async def send_barrier(self, school_id: str, snapshot_id: str | None = None) -> tuple[str, int]:
         """A barrier to every ingest partition (``shared.wire.barrier``); returns (its id, the acks it needs)."""

@@ -27,6 +27,7 @@ from services.coordinator.store import CoordinatorStore
 from shared.catalog.domains import Domain
 from shared.failures.policy import backoff
 from shared.ledger.accounting import DomainCounts, progress, record_counts, record_counts_many
+from shared.ledger.schools import is_refusal
 from shared.platform.leases import Lease
 from shared.service import Wiring
 
@@ -213,7 +214,7 @@ class SyncMonitor(Wiring):
         redriven = 0
         for school_id, snapshot_id in await self.store.syncing():
             outcome = await self.operations.redrive(school_id, snapshot_id, ACTOR, "the broker lost what it held in flight")
-            redriven += not outcome.startswith("refused")
+            redriven += not is_refusal(outcome)
             self._progress.pop((school_id, snapshot_id), None)  # a fresh stall clock after the re-drive
         await self.store.broker_recovered(self.topics.control)
         log.warning("after the broker's loss: %d mode(s) announced again, %d school(s) re-driven", announced, redriven)
