@@ -390,7 +390,7 @@ async def _validate(settings: Settings, school: str | None, snapshot: str | None
             for s, n in targets
         ]
         decisions = await ask_all(settings, asked)  # the coordinator's decisions first: a refusal at once
-        if not_taken := [d for d in decisions if d.refused or not d.answered]:
+        if not_taken := [d for d in decisions if not d.taken]:
             if as_json:
                 print_json([d.as_json() for d in not_taken])
             for d in not_taken:
@@ -467,7 +467,7 @@ async def _operate(
         before = len(await transitions(pool, school))
         decision = await ask(settings, command)
         moves: list[dict[str, Any]] = []
-        if wait and decision.answered and not decision.refused:
+        if wait and decision.taken:
             deadline = time.monotonic() + settings.run_stall_timeout_s
             ended = {"completed", "rolled_back"}
             while time.monotonic() < deadline:
@@ -478,7 +478,7 @@ async def _operate(
     finally:
         await pool.close()
     goal = "completed" if action == "cutover" else "rolled_back"
-    done = decision.answered and not decision.refused and (not wait or bool(moves) and moves[-1]["to_phase"] == goal)
+    done = decision.taken and (not wait or bool(moves) and moves[-1]["to_phase"] == goal)
     if as_json:
         print_json({**decision.as_json(), "transitions": moves, "ok": done})
     else:
@@ -489,7 +489,7 @@ async def _operate(
                 print(line, flush=True)
             else:
                 console.print(line, markup=False)
-        if wait and decision.answered and not decision.refused and not done:
+        if wait and decision.taken and not done:
             ended_in = moves[-1]["to_phase"] if moves else None
             console.print(
                 f"{school}: the cutover ended rolled back (`schoolmig history --school {school}` says why)"
@@ -508,12 +508,12 @@ async def _answered(settings: Settings, command: OperatorCommand) -> int:
 
     decision = await ask(settings, command)
     _tell(decision)
-    return 0 if decision.answered and not decision.refused else 1
+    return 0 if decision.taken else 1
 
 
 def _tell(decision: Decision, *, stdout: bool = True) -> None:
     """The coordinator's answer: on stdout when it acted, on stderr when it refused or was silent."""
-    if stdout and decision.answered and not decision.refused:
+    if stdout and decision.taken:
         print(decision.line(), flush=True)
     else:
         console.print(
@@ -615,8 +615,6 @@ async def _deadletters(
 ) -> int:
     """The dead letters, oldest first (``--follow``: then new ones as they come, until Ctrl-C):
     one line each, or one JSON object per line; never a payload (it may hold personal data)."""
-    import json
-
     from schoolmig.letters import LetterFilter, LetterReader
     from shared.platform.topics import Topics
 
@@ -624,7 +622,7 @@ async def _deadletters(
     shown = 0
     try:
         async for letter in reader.letters(LetterFilter(school, reason, since), follow=follow):
-            print(json.dumps(letter.as_json(), ensure_ascii=False) if as_json else letter.line(), flush=True)
+            print(to_json(letter.as_json(), one_line=True) if as_json else letter.line(), flush=True)
             shown += 1
     finally:
         await reader.stop()

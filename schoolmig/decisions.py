@@ -39,6 +39,11 @@ class Decision:
     def answered(self) -> bool:
         return self.outcome is not None
 
+    @property
+    def taken(self) -> bool:
+        """The coordinator answered and acted on it."""
+        return self.answered and not self.refused
+
     def as_json(self) -> dict[str, Any]:
         c = self.command
         return {

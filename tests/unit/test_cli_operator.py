@@ -169,9 +169,9 @@ def test_a_decision_is_a_refusal_when_the_coordinator_refused_or_would_not_read_
     assert Decision(command, "refused: no export", "coordinator").refused
     assert Decision(command, "refused unread (unknown_signer): …", "dead_letter").refused
     ok = Decision(command, "rolled back from validated", "coordinator")
-    assert not ok.refused and ok.answered and ok.as_json()["command_id"] == command.command_id
+    assert not ok.refused and ok.answered and ok.taken and ok.as_json()["command_id"] == command.command_id
     silent = Decision(command, None, "none")
-    assert not silent.answered and not silent.refused and "no answer" in silent.line()
+    assert not silent.answered and not silent.refused and not silent.taken and "no answer" in silent.line()
 
 
 @given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=45)), timezone(-timedelta(hours=8))])))
