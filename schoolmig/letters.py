@@ -3,7 +3,6 @@ commands the coordinator would not even read (an unknown signer, a stale or forg
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from schoolmig.output import iso
+from shared.platform.kafka import topic_partitions
 from shared.wire.messages import DeadLetter
 
 
@@ -69,7 +69,7 @@ class LetterReader:
 
     async def start(self, *, from_end: bool = False) -> LetterReader:
         await self.consumer.start()
-        partitions = await self._partitions()
+        partitions = await topic_partitions(self.consumer, self.topic)
         self.consumer.assign(partitions)
         self.ends = await self.consumer.end_offsets(partitions) if partitions else {}
         for tp in partitions:
@@ -78,15 +78,6 @@ class LetterReader:
             else:
                 await self.consumer.seek_to_beginning(tp)
         return self
-
-    async def _partitions(self) -> list[TopicPartition]:
-        for _ in range(20):  # metadata of a topic can take a moment to arrive
-            found = self.consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await self.consumer._client.force_metadata_update()  # noqa: SLF001 (aiokafka has no public call)
-            await asyncio.sleep(0.1)
-        return []
 
     async def stop(self) -> None:
         await self.consumer.stop()

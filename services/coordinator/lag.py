@@ -28,10 +28,8 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]]) -> dict[tup
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
-            await consumer.topics()  # metadata for every topic
-            partitions = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
-            ends = await consumer.end_offsets(partitions) if partitions else {}
-            for tp in partitions:
+            ends = await _end_offsets(consumer, names)
+            for tp in ends:
                 committed = await consumer.committed(tp)
                 lag[(group, tp.topic)] = lag.get((group, tp.topic), 0) + max(ends[tp] - (committed or 0), 0)
         finally:
@@ -44,9 +42,13 @@ async def high_waters(bootstrap: str, names: list[str]) -> dict[tuple[str, int],
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+        return {(tp.topic, tp.partition): offset for tp, offset in (await _end_offsets(consumer, names)).items()}
     finally:
         await consumer.stop()
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer, names: list[str]) -> dict[TopicPartition, int]:
+    """Each partition's end offset of these topics (those the broker has), by partition, in order."""
+    await consumer.topics()  # metadata for every topic
+    partitions = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+    return await consumer.end_offsets(partitions) if partitions else {}

@@ -208,6 +208,17 @@ def consumer_options(settings: Settings, group: str, *, batch: bool = False) -> 
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
+async def topic_partitions(consumer: Any, topic: str, attempts: int = 20) -> list[TopicPartition]:
+    """A started consumer's view of ``topic``'s partitions, waiting a moment (``attempts`` tenths
+    of a second) for its metadata; none when the topic is not there."""
+    for _ in range(attempts):
+        if found := consumer.partitions_for_topic(topic):
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001 (aiokafka has no public call)
+        await asyncio.sleep(0.1)
+    return []
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic the pipeline uses that does not exist yet; return those created.
     Run at every service's start, then every ``SCHOOLMIG_TOPIC_CHECK_S`` (``keep_topics``)."""

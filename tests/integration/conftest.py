@@ -3,7 +3,6 @@ ports, and the five services as separate OS processes, for the whole test sessio
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from schoolmig.stack import Stack
 from shared.ledger.accounting import record_counts
 from shared.platform.db import apply_migrations, create_pool
 from shared.platform.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.platform.kafka import topic_partitions
 from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -183,19 +183,13 @@ async def read_topic(bootstrap: str, topic: str, *, want: int, group: str, timeo
     """Read JSON messages from the start of a topic until ``want`` arrived or the time is up.
     Every partition is assigned to this reader (no consumer group: ``group`` only names the
     caller), so nothing waits for a group to form."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
-        partitions: set[int] = set()
-        for _ in range(50):  # the topic's metadata may take a moment
-            if partitions := consumer.partitions_for_topic(topic) or set():
-                break
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            await asyncio.sleep(0.1)
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.assign(await topic_partitions(consumer, topic, attempts=50))
         await consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout_s
         while len(found) < want and time.monotonic() < deadline:
