@@ -176,7 +176,7 @@ class Up:
             start_new_session=True,
         )
         deadline = time.monotonic() + 120
-        while StackInfo.load_running(self.state) is None or "stack up" not in self.printed():
+        while StackInfo.load_running(self.state) is None or "- files: [" not in self.printed():  # its last line
             assert self.process.poll() is None, self.printed()
             assert time.monotonic() < deadline, self.printed()
             time.sleep(0.2)
