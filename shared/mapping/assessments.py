@@ -20,7 +20,7 @@ from shared.mapping.common import (
     rid,
 )
 from shared.mapping.engine import Context, DomainMapping, Row
-from shared.mapping.parsing import parse_date, parse_decimal, text
+from shared.mapping.parsing import numeric_max, parse_date, parse_decimal, text
 
 TYPES = frozenset({"homework", "test", "quiz", "project", "participation"})
 
@@ -28,7 +28,7 @@ TYPES = frozenset({"homework", "test", "quiz", "project", "participation"})
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
     raw_type = text(record.get("type"), "type")
     points = parse_decimal(
-        record.get("totalPoints"), "totalPoints", minimum=Decimal(0), exclusive_minimum=True, maximum=Decimal("9999.99"), scale=2
+        record.get("totalPoints"), "totalPoints", minimum=Decimal(0), exclusive_minimum=True, maximum=numeric_max(6, 2), scale=2
     )
     return [
         (

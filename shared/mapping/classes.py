@@ -23,7 +23,7 @@ from shared.mapping.common import (
     sub_object,
 )
 from shared.mapping.engine import Child, Context, DomainMapping, Row
-from shared.mapping.parsing import Reject, enum, parse_decimal, text
+from shared.mapping.parsing import INT_MAX, Reject, enum, parse_decimal, text
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 STATUSES = frozenset({"active", "inactive", "completed"})
@@ -35,7 +35,9 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context
     room_legacy = record.get("roomId") if record.get("roomId") not in (None, "") else ctx.hints.get("classroom_id")
     if room_legacy in (None, ""):
         raise Reject("unresolved_classroom", "no roomId, and no classroom of this school is named like 'room'")
-    max_students = parse_decimal(record.get("maxStudents"), "maxStudents", minimum=Decimal(0), exclusive_minimum=True, scale=0)
+    max_students = parse_decimal(
+        record.get("maxStudents"), "maxStudents", minimum=Decimal(0), exclusive_minimum=True, maximum=INT_MAX, scale=0
+    )
     rows: list[Row] = [
         (
             "classes",

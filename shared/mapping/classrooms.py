@@ -7,11 +7,13 @@ from typing import Any
 
 from shared.mapping.common import out_timestamp, parse_timestamp, present, rid
 from shared.mapping.engine import Context, DomainMapping, Row
-from shared.mapping.parsing import parse_decimal, text
+from shared.mapping.parsing import INT_MAX, parse_decimal, text
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:
-    capacity = parse_decimal(record.get("capacity"), "capacity", minimum=Decimal(0), exclusive_minimum=True, scale=0)
+    capacity = parse_decimal(
+        record.get("capacity"), "capacity", minimum=Decimal(0), exclusive_minimum=True, maximum=INT_MAX, scale=0
+    )
     status = record.get("status")
     return [
         (

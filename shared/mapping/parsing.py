@@ -171,9 +171,30 @@ def parse_decimal(
         raise Reject("out_of_range", f"'{field}' is {result}, below the allowed range")
     if maximum is not None and result > maximum:
         raise Reject("out_of_range", f"'{field}' is {result}, above the allowed maximum {maximum}")
-    if scale is not None and result != result.quantize(Decimal(1).scaleb(-scale)):
+    if scale is not None and decimal_places(result) > scale:
         raise Reject("too_precise", f"'{field}' has more than {scale} decimal places; it would be rounded")
     return result
+
+
+def decimal_places(value: Decimal) -> int:
+    """How many decimal places a finite number needs (``1.50`` needs 1), without rounding.
+
+    Counted on the digits themselves: ``quantize`` would raise for a number longer than the
+    decimal context's precision, which a hostile file is free to send.
+    """
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing)) if any(digits) else 0
+
+
+INT_MAX = Decimal(2**31 - 1)
+"""The largest value of a PostgreSQL ``INT`` column."""
+
+
+def numeric_max(precision: int, scale: int) -> Decimal:
+    """The largest value of a PostgreSQL ``DECIMAL(precision, scale)`` column."""
+    return Decimal(10 ** (precision - scale)) - Decimal(1).scaleb(-scale)
 
 
 _TRUE = {"true", "yes", "1"}

@@ -17,10 +17,10 @@ from shared.mapping.common import (
     rid,
 )
 from shared.mapping.engine import Context, DomainMapping, Row
-from shared.mapping.parsing import enum, parse_date, parse_decimal, text
+from shared.mapping.parsing import enum, numeric_max, parse_date, parse_decimal, text
 
 STATUSES = frozenset({"pending", "partial", "paid", "overdue"})
-POSITIVE: dict[str, Any] = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": Decimal("99999999.99")}
+POSITIVE: dict[str, Any] = {"minimum": Decimal(0), "exclusive_minimum": True, "scale": 2, "maximum": numeric_max(10, 2)}
 
 
 def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context) -> list[Row]:

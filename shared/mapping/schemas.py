@@ -68,7 +68,7 @@ def number(
     if above is not None:
         doc += f"; above {above:g}"
     if maximum is not None:
-        doc += f"; at most {maximum:g}"
+        doc += f"; at most {maximum}"
     if places is not None:
         doc += f"; at most {places} decimal places (never rounded)" if places else "; a whole number"
     schema["description"] = doc + "."
@@ -140,7 +140,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "address": text(),
             "hasDiscount": boolean(),
             "discountType": one_of(students.DISCOUNT_TYPES),
-            "discountAmount": number(minimum=0, places=2),
+            "discountAmount": number(minimum=0, maximum=99999999.99, places=2),
             "emergencyContact": obj({"name": text(255), "relationship": text(100), "phone": text(20)}),
             "academicInfo": obj(
                 {"level": text(50), "gpa": number(minimum=0, maximum=4, places=2), "enrollmentDate": date()},
@@ -172,7 +172,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "id": ID,
             "name": text(100),
             "location": text(255),
-            "capacity": number(above=0, places=0),
+            "capacity": number(above=0, maximum=2147483647, places=0),
             "status": {"type": ["string", "null"], "description": "`inactive` (any case) makes the classroom inactive."},
             "createdDate": timestamp(),
             "lastUpdated": timestamp(),
@@ -187,7 +187,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "teacher": obj({"id": ref(Domain.TEACHERS)}, ["id"], "The class's teacher."),
             "roomId": ref(Domain.CLASSROOMS),
             "description": text(),
-            "maxStudents": number(above=0, places=0),
+            "maxStudents": number(above=0, maximum=2147483647, places=0),
             "status": one_of(classes.STATUSES, "Default active."),
             "schedule": items(
                 {"day": one_of(list(DAYS)), "startTime": time_of_day(), "endTime": time_of_day()},
@@ -204,7 +204,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "id": ID,
             "studentId": ref(Domain.STUDENTS),
             "type": text(100),
-            "amount": number(above=0, places=2),
+            "amount": number(above=0, maximum=99999999.99, places=2),
             "dueDate": date(),
             "status": one_of(payment_obligations.STATUSES),
             "period": text(50),
@@ -218,7 +218,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
         {
             "id": ID,
             "obligationId": ref(Domain.PAYMENT_OBLIGATIONS),
-            "amount": number(above=0, places=2),
+            "amount": number(above=0, maximum=99999999.99, places=2),
             "date": date(),
             "method": one_of(payments.METHODS),
             "notes": text(),
@@ -286,7 +286,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "notes": text(),
             "paymentObligation": obj(
                 {
-                    "amount": number(above=0, places=2),
+                    "amount": number(above=0, maximum=99999999.99, places=2),
                     "dueDate": date(),
                     "status": one_of(payment_obligations.STATUSES),
                     "notes": text(),
@@ -296,7 +296,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             ),
             "paymentRecords": items(
                 {
-                    "amount": number(above=0, places=2),
+                    "amount": number(above=0, maximum=99999999.99, places=2),
                     "paymentDate": date(),
                     "method": one_of(payments.METHODS),
                     "notes": text(),

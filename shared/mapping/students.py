@@ -22,6 +22,7 @@ from shared.mapping.engine import Context, DomainMapping, Row
 from shared.mapping.parsing import (
     Reject,
     enum,
+    numeric_max,
     parse_bool,
     parse_date,
     parse_decimal,
@@ -48,7 +49,9 @@ def forward(school_id: str, legacy_id: str, record: dict[str, Any], ctx: Context
     academic = sub_object(record.get("academicInfo"), "academicInfo")
     gpa = parse_decimal(academic.get("gpa"), "academicInfo.gpa", minimum=Decimal(0), maximum=Decimal(4), scale=2)
     enrollment = parse_date(academic.get("enrollmentDate"), "academicInfo.enrollmentDate", zone=ctx.zone) or join_date
-    discount_amount = parse_decimal(record.get("discountAmount"), "discountAmount", minimum=Decimal(0), scale=2)
+    discount_amount = parse_decimal(
+        record.get("discountAmount"), "discountAmount", minimum=Decimal(0), maximum=numeric_max(10, 2), scale=2
+    )
     user = {
         "id": user_id,
         "legacy_id": legacy_id,

@@ -67,6 +67,9 @@ def test_classroom_rules() -> None:
     assert (room["capacity"], room["is_active"], room["created_at"]) == (30, True, "2024-01-15T08:30:00+00:00")
     assert reason(Domain.CLASSROOMS, classroom(capacity=0)) == "out_of_range"
     assert reason(Domain.CLASSROOMS, classroom(capacity=2.5)) == "too_precise"
+    assert reason(Domain.CLASSROOMS, classroom(capacity=2**31)) == "out_of_range"  # beyond the INT column
+    assert reason(Domain.CLASSROOMS, classroom(capacity=10**40)) == "out_of_range"  # beyond the decimal context too
+    assert reason(Domain.CLASSES, klass(maxStudents=str(2**31))) == "out_of_range"
     assert reason(Domain.CLASSROOMS, classroom(name="x" * 101)) == "value_too_long"
 
 

@@ -1,11 +1,16 @@
 from datetime import UTC, date
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from shared.mapping.parsing import (
+    INT_MAX,
     Reject,
+    decimal_places,
     enum,
+    numeric_max,
     parse_bool,
     parse_date,
     parse_decimal,
@@ -118,3 +123,61 @@ def test_booleans_and_enums() -> None:
 )
 def test_parent_contact_split(raw: str | None, expected: tuple[str | None, str | None]) -> None:
     assert split_contact(raw, "parentContact") == expected
+
+
+# Every numeric column the mappings write, as PostgreSQL declares it: (precision, scale), or
+# None for INT. A value the parser accepts must fit its column exactly, or the database would
+# refuse (or round) it after the pipeline had counted it as mapped.
+COLUMNS = {"INT": (None, 0), "DECIMAL(10,2)": (10, 2), "DECIMAL(6,2)": (6, 2), "DECIMAL(3,2)": (3, 2)}
+
+
+def _fits(value: Decimal, precision: int | None, scale: int) -> bool:
+    """PostgreSQL's own rule, computed with a context wide enough never to round."""
+    with localcontext() as wide:
+        wide.prec = 100_000
+        if value != value.quantize(Decimal(1).scaleb(-scale)):
+            return False
+        if precision is None:
+            return -(2**31) <= value <= 2**31 - 1
+        return abs(value) < Decimal(10) ** (precision - scale)
+
+
+_digits = st.text("0123456789", min_size=1, max_size=60)
+numbers = st.one_of(
+    st.integers(min_value=-(10**80), max_value=10**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.builds(lambda i, f, comma: f"{i}{',' if comma else '.'}{f}", _digits, _digits, st.booleans()),
+    st.builds(lambda i, z: i + "0" * z, _digits, st.integers(0, 60)),
+)
+
+
+@given(numbers, st.sampled_from(sorted(COLUMNS)))
+@example(10**40, "INT")  # longer than the decimal context's 28 digits: quantize would raise
+@example("1" + "0" * 40 + ".5", "DECIMAL(10,2)")
+@example("2147483648", "INT")
+@example("99999999.995", "DECIMAL(10,2)")
+def test_a_number_is_accepted_only_when_it_fits_its_column_and_anything_else_is_a_reject(raw: object, column: str) -> None:
+    precision, scale = COLUMNS[column]
+    maximum = INT_MAX if precision is None else numeric_max(precision, scale)
+    try:
+        value = parse_decimal(raw, "n", minimum=-maximum, maximum=maximum, scale=scale)
+    except Reject as refused:
+        assert refused.reason in {"invalid_number", "out_of_range", "too_precise"}
+        return
+    assert value is not None and _fits(value, precision, scale), (raw, column, value)
+    assert value == Decimal(str(raw).strip().replace(",", ".")), "never rounded"
+
+
+@pytest.mark.parametrize(
+    ("value", "places"),
+    [
+        (Decimal("1.50"), 1),
+        (Decimal("100"), 0),
+        (Decimal("1E+3"), 0),
+        (Decimal("0.000"), 0),
+        (Decimal("-0.125"), 3),
+        (Decimal("1" * 40 + ".1"), 1),
+    ],
+)
+def test_decimal_places_counts_what_the_value_needs(value: Decimal, places: int) -> None:
+    assert decimal_places(value) == places
