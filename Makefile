@@ -41,8 +41,10 @@ run: install
 	  --override-audit "demo data: a localStorage value is cut short on purpose; migrate the rest"
 
 ## Unit tests, then integration tests against a real broker and PostgreSQL started by fixtures.
+## Two workers (TEST_WORKERS): each has its own broker, PostgreSQL and stack; a file's tests stay together.
+TEST_WORKERS ?= 2
 test: install prometheus chromium lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Debian's prometheus + promtool for the observability test (installed only when missing).
 prometheus:
@@ -56,7 +58,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: install prometheus chromium
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/integration
 
 ## Benchmarks: figures printed and written under .bench/ (not tests: nothing here can flake).
 ## SCHOOLS=1000 make bench runs the end-to-end scale case.
