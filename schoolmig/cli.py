@@ -130,6 +130,7 @@ async def _run(
     replicas: dict[str, int] | None = None,
     cutover: bool = False,
 ) -> int:
+    from schoolmig.progress import RunProgress
     from schoolmig.render import print_report
     from schoolmig.runner import cut_over, run_jobs
     from schoolmig.stack import Stack, StackInfo
@@ -156,12 +157,11 @@ async def _run(
         console.print(f"stack started (service logs in {log_dir}/)")
     try:
         with console.status("migrating…") as status:
-            lines: dict[str, str] = {}
+            shown = RunProgress()
 
             def show(school_id: str, counts: dict[Any, Any], phase: str | None) -> None:
-                done, source = progress(counts)
-                lines[school_id] = f"{school_id} {phase or 'waiting'} {done}/{source}"
-                status.update(" · ".join(lines.values()))
+                shown.update(school_id, *progress(counts), phase)
+                status.update(shown.line())
 
             def said(message: str) -> None:
                 if message.startswith("published "):  # where its read time and device came from: kept on screen
