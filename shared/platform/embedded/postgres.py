@@ -31,6 +31,8 @@ class EmbeddedPostgres:
     """When False (demos, tests), fsync and synchronous commit are off: faster, but a
     *server crash* can forget commits it acknowledged. Anything that survives crashes
     (production, the crash test) must run durable, as PostgreSQL does by default."""
+    options: tuple[str, ...] = ()
+    """More ``name=value`` server settings (the benchmark's ``shared_preload_libraries=pg_stat_statements``)."""
     _process: subprocess.Popen[bytes] | None = None
     _owned_dir: Path | None = None
 
@@ -106,6 +108,8 @@ class EmbeddedPostgres:
             "-c",
             "shared_buffers=256MB",
         ]
+        for option in self.options:
+            args += ["-c", option]
         if not self.durable:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")
