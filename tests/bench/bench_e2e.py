@@ -113,31 +113,85 @@ async def direct_script(files: list[Path], dsn: str) -> dict[str, Any]:
 
 
 async def plainest_script(files: list[Path], dsn: str) -> dict[str, Any]:
-    """The plainest thing a user could write: one process, each school parsed and each record
-    flattened to its rows (the same functions), COPY into tables that have the target's
-    columns and a primary key, nothing else (no foreign keys, checks, unique keys, triggers,
-    ledger): the database's cost without the product's schema."""
+    """The plainest thing a user could write, and the issue's yardstick: one process; per school,
+    parse the file, flatten each record to rows the generic way (scalars to text columns,
+    nested objects to ``a__b`` columns, lists of objects to child rows), COPY into tables
+    that have those columns and a primary key, nothing else (no mapping, foreign keys, checks,
+    unique keys, triggers, ledger): the database's cost without the product's schema.
+    Tables and columns are made as they are first seen; a repeated id keeps its last record."""
     conn = await asyncpg.connect(dsn)
+    columns: dict[str, list[str]] = {}  # table -> its columns, in order
     try:
-        for spec in LOAD_ORDER:  # names from the fixed catalogue
-            await conn.execute(
-                f"CREATE TABLE {spec.name} ({', '.join(f'{c} text' for c in spec.column_names)}, PRIMARY KEY ({spec.column_names[0]}))"
-            )
         started = time.perf_counter()
-        mapped = 0
+        records = 0
         for path in files:
-            records = _mapped_records(path)
-            mapped += len(records)
-            tables = rows_by_table(newest_per_record(records))
+            tables: dict[str, dict[tuple[str, ...], dict[str, str]]] = {}
+            document = json.loads(path.read_bytes())
+            for key, value in document.items():
+                items = json.loads(value) if isinstance(value, str) and value[:1] == "[" else None
+                if not isinstance(items, list):
+                    continue
+                for index, item in enumerate(items):
+                    if isinstance(item, dict):
+                        records += 1
+                        _flatten(tables, _table_name(key), (path.stem, str(item.get("id", index))), item)
             async with conn.transaction():
-                for spec in LOAD_ORDER:
-                    rows = [tuple(None if v is None else str(v) for v in row) for row in tables.get(spec.name, [])]
-                    await conn.copy_records_to_table(spec.name, records=rows, columns=spec.column_names)
+                for table, rows in tables.items():
+                    await _ensure_table(conn, columns, table, rows)
+                    names = columns[table]
+                    await conn.copy_records_to_table(
+                        table, records=[tuple(row.get(c) for c in names) for row in rows.values()], columns=names
+                    )
         seconds = time.perf_counter() - started
-        rows = sum([await conn.fetchval(f"SELECT count(*) FROM {spec.name}") for spec in LOAD_ORDER])
+        rows = sum([await conn.fetchval(f"SELECT count(*) FROM {table}") for table in columns])
     finally:
         await conn.close()
-    return {"seconds": round(seconds, 2), "rows": rows, "source_records_mapped": mapped}
+    return {"seconds": round(seconds, 2), "rows": rows, "source_records": records, "tables": len(columns)}
+
+
+def _table_name(key: str) -> str:
+    return "p_" + "".join(c if c.isalnum() else "_" for c in key.lower())[:40]
+
+
+def _flatten(tables: dict[str, dict[tuple[str, ...], dict[str, str]]], table: str, key: tuple[str, ...], item: dict) -> None:
+    """One record to one row of ``table`` (its scalars and nested objects) and child rows (its
+    lists of objects, in ``<table>__<field>``), keyed by ``key`` (+ the child's position)."""
+    row: dict[str, str] = {"k": "/".join(key)}
+
+    def put(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                put(f"{prefix}__{name}" if prefix else str(name), inner)
+        elif isinstance(value, list):
+            if value and all(isinstance(v, dict) for v in value):
+                for n, child in enumerate(value):
+                    _flatten(tables, f"{table}__{_table_name(prefix)[2:]}"[:60], (*key, str(n)), child)
+            else:
+                row[_column(prefix)] = json.dumps(value, ensure_ascii=False)
+        elif value is not None:
+            row[_column(prefix)] = str(value)
+
+    put("", item)
+    tables.setdefault(table, {})[key] = row  # a repeated id: its last record
+
+
+def _column(name: str) -> str:
+    return "c_" + "".join(c if c.isalnum() else "_" for c in name.lower())[:50]
+
+
+async def _ensure_table(
+    conn: asyncpg.Connection, columns: dict[str, list[str]], table: str, rows: dict[tuple[str, ...], dict[str, str]]
+) -> None:
+    """The table and every column these rows have (names made of [a-z0-9_] above, quoted)."""
+    if table not in columns:
+        await conn.execute(f'CREATE TABLE "{table}" (k text PRIMARY KEY)')
+        columns[table] = ["k"]
+    known = set(columns[table])
+    for name in dict.fromkeys(c for row in rows.values() for c in row):
+        if name not in known:
+            await conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" text')
+            columns[table].append(name)
+            known.add(name)
 
 
 def _mapped_records(path: Path) -> list[MappedRecord]:
