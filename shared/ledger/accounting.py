@@ -77,8 +77,8 @@ SELECT s.school_id, s.snapshot_id, s.released_at IS NOT NULL AS released,
 # snapshot's ledger line (another device's copy of it outvoted it, then it came again: counted
 # once, as loaded).
 _COUNTS = {
-    "loaded": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.loaded_records {_PAIRS}"
-    " GROUP BY school_id, snapshot_id, domain",
+    # The lines of each (school, snapshot, domain), kept by PostgreSQL per statement (migration 020).
+    "loaded": f"SELECT school_id, snapshot_id, domain, n FROM migration.loaded_tallies {_PAIRS} WHERE n <> 0",
     "quarantined": f"SELECT school_id, snapshot_id, domain, count(*) AS n FROM migration.quarantine {_PAIRS}"
     " GROUP BY school_id, snapshot_id, domain",
     # ``held``: the parked write has a quarantine entry too, kept by PostgreSQL as either

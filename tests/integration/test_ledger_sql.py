@@ -386,6 +386,68 @@ async def test_a_parked_write_is_held_exactly_when_the_quarantine_has_its_entry_
     await asyncio.to_thread(check)
 
 
+line_writes = st.lists(
+    st.one_of(
+        # one statement writing lines (insert, or move a line to another snapshot): (domain, id, device) -> snapshot
+        st.tuples(st.just("write"), st.lists(st.tuples(_domains, st.integers(0, 2), st.sampled_from(["", "d2"]), st.sampled_from(SNAPSHOTS)), min_size=1, max_size=4)),
+        st.tuples(st.just("delete"), st.tuples(_domains, st.integers(0, 2), st.sampled_from(["", "d2"]))),
+    ),
+    min_size=1,
+    max_size=10,
+)  # fmt: skip
+
+
+async def test_the_tallies_of_ledger_lines_are_their_count_whatever_the_writes(pool: asyncpg.Pool) -> None:
+    """``migration.loaded_tallies`` (migration 020, what the counts read instead of counting
+    lines) holds, for each school, snapshot and domain, the number of ledger lines there after
+    any sequence of statements: several lines per statement, a line written again under
+    another snapshot (the upsert the ledger makes), lines deleted. The oracle is the count itself."""
+    loop = asyncio.get_running_loop()
+
+    @HELD_SETTINGS
+    @given(writes=line_writes)
+    def check(writes: list[tuple[Any, ...]]) -> None:
+        tallied, counted = _on(loop, lines(f"it-tally-{uuid.uuid4().hex[:8]}", writes))
+        assert tallied == counted
+
+    async def lines(school: str, writes: list[tuple[Any, ...]]) -> tuple[dict[Any, int], dict[Any, int]]:
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:  # never committed
+                for op, args in writes:
+                    if op == "write":
+                        latest = {(d, i, dev): sn for d, i, dev, sn in args}  # one statement touches a line once
+                        await conn.execute(
+                            "INSERT INTO migration.loaded_records AS l (school_id, domain, legacy_id, device_id, snapshot_id,"
+                            " record_index, source_ts, read_at) SELECT $1, d, l, dev, sn, 0, $6, $6"
+                            " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS k (d, l, dev, sn)"
+                            " ON CONFLICT (school_id, domain, legacy_id, device_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id",
+                            school,
+                            [d for d, _, _ in latest], [f"r{i}" for _, i, _ in latest], [dev for _, _, dev in latest],
+                            list(latest.values()), T0,
+                        )  # fmt: skip
+                    else:
+                        d, i, dev = args
+                        await conn.execute(
+                            "DELETE FROM migration.loaded_records WHERE (school_id, domain, legacy_id, device_id) = ($1, $2, $3, $4)",
+                            school, d, f"r{i}", dev,
+                        )  # fmt: skip
+                tallied = await conn.fetch(
+                    "SELECT snapshot_id, domain, n FROM migration.loaded_tallies WHERE school_id = $1 AND n <> 0", school
+                )
+                counted = await conn.fetch(
+                    "SELECT snapshot_id, domain, count(*) AS n FROM migration.loaded_records WHERE school_id = $1"
+                    " GROUP BY snapshot_id, domain",
+                    school,
+                )
+                return ({(r[0], r[1]): r[2] for r in tallied}, {(r[0], r[1]): r[2] for r in counted})
+            finally:
+                await tx.rollback()
+
+    await asyncio.to_thread(check)
+
+
 # ---------------------------------------------------------------------------- ledger lines per device
 
 
