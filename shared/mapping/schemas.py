@@ -11,11 +11,15 @@ records the round-trip tests generate validate. Unknown keys are allowed: they a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from shared.catalog.domains import Domain
 from shared.mapping import assessments, attendance, classes, payment_obligations, payments, private_lessons, students
 from shared.mapping.classes import DAYS
+from shared.mapping.parsing import INT_MAX, numeric_max
+
+AMOUNT_MAX = numeric_max(10, 2)  # DECIMAL(10, 2), the rule the mappings apply
 
 DATE_RULE = (
     "A calendar date. `YYYY-MM-DD` is taken as written: the app may already have shifted it with "
@@ -59,7 +63,11 @@ def time_of_day() -> dict[str, Any]:
 
 
 def number(
-    *, minimum: float | None = None, above: float | None = None, maximum: float | None = None, places: int | None = None
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | Decimal | None = None,
+    places: int | None = None,
 ) -> dict[str, Any]:
     doc = 'A number, or a string of one (`"850"`, `"3,8"`)'
     schema: dict[str, Any] = {"type": ["number", "string"]}
@@ -140,7 +148,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "address": text(),
             "hasDiscount": boolean(),
             "discountType": one_of(students.DISCOUNT_TYPES),
-            "discountAmount": number(minimum=0, maximum=99999999.99, places=2),
+            "discountAmount": number(minimum=0, maximum=AMOUNT_MAX, places=2),
             "emergencyContact": obj({"name": text(255), "relationship": text(100), "phone": text(20)}),
             "academicInfo": obj(
                 {"level": text(50), "gpa": number(minimum=0, maximum=4, places=2), "enrollmentDate": date()},
@@ -172,7 +180,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "id": ID,
             "name": text(100),
             "location": text(255),
-            "capacity": number(above=0, maximum=2147483647, places=0),
+            "capacity": number(above=0, maximum=INT_MAX, places=0),
             "status": {"type": ["string", "null"], "description": "`inactive` (any case) makes the classroom inactive."},
             "createdDate": timestamp(),
             "lastUpdated": timestamp(),
@@ -187,7 +195,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "teacher": obj({"id": ref(Domain.TEACHERS)}, ["id"], "The class's teacher."),
             "roomId": ref(Domain.CLASSROOMS),
             "description": text(),
-            "maxStudents": number(above=0, maximum=2147483647, places=0),
+            "maxStudents": number(above=0, maximum=INT_MAX, places=0),
             "status": one_of(classes.STATUSES, "Default active."),
             "schedule": items(
                 {"day": one_of(list(DAYS)), "startTime": time_of_day(), "endTime": time_of_day()},
@@ -204,7 +212,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "id": ID,
             "studentId": ref(Domain.STUDENTS),
             "type": text(100),
-            "amount": number(above=0, maximum=99999999.99, places=2),
+            "amount": number(above=0, maximum=AMOUNT_MAX, places=2),
             "dueDate": date(),
             "status": one_of(payment_obligations.STATUSES),
             "period": text(50),
@@ -218,7 +226,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
         {
             "id": ID,
             "obligationId": ref(Domain.PAYMENT_OBLIGATIONS),
-            "amount": number(above=0, maximum=99999999.99, places=2),
+            "amount": number(above=0, maximum=AMOUNT_MAX, places=2),
             "date": date(),
             "method": one_of(payments.METHODS),
             "notes": text(),
@@ -254,7 +262,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "title": text(255),
             "date": date(),
             "type": text(doc=f"Kept; one of {', '.join(sorted(assessments.TYPES))} (any case) also fills the type column."),
-            "totalPoints": number(above=0, maximum=9999.99, places=2),
+            "totalPoints": number(above=0, maximum=numeric_max(6, 2), places=2),
             "description": text(),
             **CREATED,
             **UPDATED,
@@ -286,7 +294,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             "notes": text(),
             "paymentObligation": obj(
                 {
-                    "amount": number(above=0, maximum=99999999.99, places=2),
+                    "amount": number(above=0, maximum=AMOUNT_MAX, places=2),
                     "dueDate": date(),
                     "status": one_of(payment_obligations.STATUSES),
                     "notes": text(),
@@ -296,7 +304,7 @@ RECORDS: dict[Domain, tuple[dict[str, dict[str, Any]], list[str]]] = {
             ),
             "paymentRecords": items(
                 {
-                    "amount": number(above=0, maximum=99999999.99, places=2),
+                    "amount": number(above=0, maximum=AMOUNT_MAX, places=2),
                     "paymentDate": date(),
                     "method": one_of(payments.METHODS),
                     "notes": text(),

@@ -149,8 +149,13 @@ async def plainest_script(files: list[Path], dsn: str) -> dict[str, Any]:
     return {"seconds": round(seconds, 2), "rows": rows, "source_records": records, "tables": len(columns)}
 
 
+def _identifier(prefix: str, name: str, length: int) -> str:
+    """A table or column name made of ``[a-z0-9_]`` (quoted where used)."""
+    return prefix + "".join(c if c.isalnum() else "_" for c in name.lower())[:length]
+
+
 def _table_name(key: str) -> str:
-    return "p_" + "".join(c if c.isalnum() else "_" for c in key.lower())[:40]
+    return _identifier("p_", key, 40)
 
 
 def _flatten(tables: dict[str, dict[tuple[str, ...], dict[str, str]]], table: str, key: tuple[str, ...], item: dict) -> None:
@@ -165,7 +170,7 @@ def _flatten(tables: dict[str, dict[tuple[str, ...], dict[str, str]]], table: st
         elif isinstance(value, list):
             if value and all(isinstance(v, dict) for v in value):
                 for n, child in enumerate(value):
-                    _flatten(tables, f"{table}__{_table_name(prefix)[2:]}"[:60], (*key, str(n)), child)
+                    _flatten(tables, f"{table}__{_identifier('', prefix, 40)}"[:60], (*key, str(n)), child)
             else:
                 row[_column(prefix)] = json.dumps(value, ensure_ascii=False)
         elif value is not None:
@@ -176,7 +181,7 @@ def _flatten(tables: dict[str, dict[tuple[str, ...], dict[str, str]]], table: st
 
 
 def _column(name: str) -> str:
-    return "c_" + "".join(c if c.isalnum() else "_" for c in name.lower())[:50]
+    return _identifier("c_", name, 50)
 
 
 async def _ensure_table(
